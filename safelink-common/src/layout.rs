@@ -1,0 +1,273 @@
+//! Wire layout of the maps and ring-buffer records shared by the kernel and userspace.
+//!
+//! Every type is `#[repr(C)]`, made of integers and byte arrays only, with explicit padding,
+//! so the XDP program, `bpftool` (through BTF) and userspace agree byte for byte. A change to any
+//! of these types must bump [`FEATURE_LAYOUT_VERSION`]; models carry the version they were
+//! trained on and are refused when it differs.
+
+/// Version of the flow feature layout ([`FlowStats`] / [`DirStats`]).
+pub const FEATURE_LAYOUT_VERSION: u32 = 1;
+
+/// Names of the pinned maps (pinned under `/sys/fs/bpf/safelink/<NAME>`).
+pub const MAP_FLOWS: &str = "FLOWS";
+pub const MAP_EVENTS: &str = "EVENTS";
+pub const MAP_STATS: &str = "STATS";
+
+/// Capacity of the `FLOWS` LRU map. The least recently used flow is evicted when it is full.
+pub const MAX_FLOWS: u32 = 65_536;
+/// Size of the `EVENTS` ring buffer in bytes (power of two, multiple of the page size).
+pub const EVENTS_BYTES: u32 = 1 << 20;
+
+/// Address family values used in [`FlowKey::family`].
+pub const FAMILY_IPV4: u8 = 4;
+pub const FAMILY_IPV6: u8 = 6;
+
+/// IP protocol numbers the parser understands.
+pub const IPPROTO_ICMP: u8 = 1;
+pub const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_UDP: u8 = 17;
+pub const IPPROTO_ICMPV6: u8 = 58;
+
+/// TCP flag bits as they appear in the TCP header's flags byte.
+pub const TCP_FIN: u8 = 0x01;
+pub const TCP_SYN: u8 = 0x02;
+pub const TCP_RST: u8 = 0x04;
+pub const TCP_PSH: u8 = 0x08;
+pub const TCP_ACK: u8 = 0x10;
+pub const TCP_URG: u8 = 0x20;
+pub const TCP_ECE: u8 = 0x40;
+pub const TCP_CWR: u8 = 0x80;
+
+/// Canonical, direction-independent flow key: the endpoint with the smaller `(addr, port)` is
+/// always `a`. Key of the `FLOWS` map. IPv4 addresses occupy the first 4 bytes of `addr_*`
+/// (rest zero). Ports are host byte order; 0 for protocols without ports (ICMP, ...).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FlowKey {
+    pub addr_a: [u8; 16],
+    pub addr_b: [u8; 16],
+    pub port_a: u16,
+    pub port_b: u16,
+    /// Outermost 802.1Q/802.1ad VLAN id, 0 when untagged.
+    pub vlan: u16,
+    /// IP protocol number (TCP 6, UDP 17, ICMP 1, ICMPv6 58, ...).
+    pub proto: u8,
+    /// [`FAMILY_IPV4`] or [`FAMILY_IPV6`].
+    pub family: u8,
+}
+
+/// TCP flag counters, one per flag. A packet with SYN+ACK counts in `synack` (not in `syn`)
+/// and also in `ack`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TcpFlagCounts {
+    pub syn: u32,
+    pub synack: u32,
+    pub fin: u32,
+    pub rst: u32,
+    pub psh: u32,
+    pub urg: u32,
+    pub ack: u32,
+    pub ece: u32,
+    pub cwr: u32,
+    pub _pad: u32,
+}
+
+/// Features of one direction of a flow (endpoint `a` → `b`, or `b` → `a`).
+///
+/// Units: bytes are whole-frame bytes as seen by XDP (no FCS); `l3_*` are IP lengths (IPv4 total
+/// length, IPv6 payload length + 40); inter-arrival times (`iat_*`) are microseconds between
+/// consecutive packets of this direction; timestamps are nanoseconds of `CLOCK_MONOTONIC`
+/// (kernel) or of the capture clock (replay).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DirStats {
+    pub packets: u64,
+    pub bytes: u64,
+    pub l3_sum: u64,
+    pub l3_sq_sum: u64,
+    pub iat_sum_us: u64,
+    pub iat_sq_sum_us: u64,
+    pub first_ns: u64,
+    pub last_ns: u64,
+    pub iat_min_us: u32,
+    pub iat_max_us: u32,
+    pub l3_min: u16,
+    pub l3_max: u16,
+    /// TCP window of the first packet of this direction (unscaled).
+    pub init_win: u16,
+    /// IP TTL / hop limit of the first packet of this direction.
+    pub init_ttl: u8,
+    pub _pad: u8,
+    pub flags: TcpFlagCounts,
+}
+
+/// Value of the `FLOWS` map: both directions of one flow, stored by endpoint (`ab` is a → b)
+/// so per-CPU copies merge without knowing who initiated. Exactly one slot per CPU in the
+/// kernel (`LRU_PERCPU_HASH`); userspace merges them with [`crate::flow::merge`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowStats {
+    pub ab: DirStats,
+    pub ba: DirStats,
+    /// First / last packet of the flow in either direction (ns).
+    pub first_ns: u64,
+    pub last_ns: u64,
+    /// 1 when endpoint `a` sent the first packet (the initiator), else 0.
+    pub initiator_is_a: u8,
+    /// ICMP/ICMPv6 type and code of the first ICMP packet (0 otherwise).
+    pub icmp_type: u8,
+    pub icmp_code: u8,
+    /// Bit set of `END_*`: which closing flags were seen.
+    pub end_flags: u8,
+    pub _pad: u32,
+}
+
+/// [`FlowStats::end_flags`] bits.
+pub const END_FIN: u8 = 1;
+pub const END_RST: u8 = 2;
+
+/// ARP fields of an ARP packet (Ethernet/IPv4 ARP only).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ArpInfo {
+    /// 1 = request, 2 = reply.
+    pub op: u16,
+    pub sender_mac: [u8; 6],
+    pub sender_ip: [u8; 4],
+    pub target_mac: [u8; 6],
+    pub target_ip: [u8; 4],
+    pub _pad: [u8; 2],
+}
+
+/// [`Event::kind`] values.
+pub const EVENT_FLOW_START: u8 = 1;
+pub const EVENT_FLOW_END: u8 = 2;
+pub const EVENT_ARP: u8 = 3;
+
+/// One record of the `EVENTS` ring buffer: a flow started, a TCP flow ended (FIN/RST: `reason`
+/// holds the `END_*` bit), or an ARP packet was seen (`arp`, and `key.vlan`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Event {
+    pub kind: u8,
+    pub reason: u8,
+    /// Source MAC of the frame.
+    pub src_mac: [u8; 6],
+    pub ts_ns: u64,
+    pub key: FlowKey,
+    pub arp: ArpInfo,
+}
+
+/// Index of each counter inside [`Stats`].
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counter {
+    Packets = 0,
+    Bytes,
+    Ipv4,
+    Ipv6,
+    Arp,
+    Tcp,
+    Udp,
+    Icmp,
+    Icmpv6,
+    OtherL4,
+    /// Ethernet frames that are neither IP nor ARP (LLDP, ...).
+    OtherL3,
+    VlanTagged,
+    /// Non-first IP fragments: counted, never parsed as L4.
+    Fragments,
+    /// Frames whose headers are truncated or inconsistent.
+    Malformed,
+    FlowsCreated,
+    /// Inserts into `FLOWS` that failed (should stay 0: LRU evicts instead).
+    FlowInsertFailed,
+    EventsSent,
+    /// Ring-buffer reservations that failed (buffer full).
+    EventsDropped,
+}
+
+pub const NUM_COUNTERS: u32 = Counter::EventsDropped as u32 + 1;
+
+/// The single value of the `STATS` per-CPU array (one copy per CPU, summed by userspace).
+/// Field order is [`Counter`] order; `bpftool map dump pinned .../STATS` shows the names.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub packets: u64,
+    pub bytes: u64,
+    pub ipv4: u64,
+    pub ipv6: u64,
+    pub arp: u64,
+    pub tcp: u64,
+    pub udp: u64,
+    pub icmp: u64,
+    pub icmpv6: u64,
+    pub other_l4: u64,
+    pub other_l3: u64,
+    pub vlan_tagged: u64,
+    pub fragments: u64,
+    pub malformed: u64,
+    pub flows_created: u64,
+    pub flow_insert_failed: u64,
+    pub events_sent: u64,
+    pub events_dropped: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<Stats>() == NUM_COUNTERS as usize * 8);
+
+impl Stats {
+    /// The counters as an array indexed by [`Counter`].
+    #[inline(always)]
+    pub fn as_array(&self) -> &[u64; NUM_COUNTERS as usize] {
+        // SAFETY: #[repr(C)], NUM_COUNTERS u64 fields, no padding (asserted above).
+        unsafe { &*(self as *const Self).cast() }
+    }
+    #[inline(always)]
+    pub fn as_array_mut(&mut self) -> &mut [u64; NUM_COUNTERS as usize] {
+        // SAFETY: as above.
+        unsafe { &mut *(self as *mut Self).cast() }
+    }
+    #[inline(always)]
+    pub fn add(&mut self, c: Counter, n: u64) {
+        // `get_mut`, not indexing: no panic path in the BPF program.
+        if let Some(v) = self.as_array_mut().get_mut(c as usize) {
+            *v += n;
+        }
+    }
+    #[inline(always)]
+    pub fn get(&self, c: Counter) -> u64 {
+        self.as_array().get(c as usize).copied().unwrap_or(0)
+    }
+}
+
+/// Counter names, indexed by [`Counter`] (used by the CLI, the API and `/metrics`).
+pub const COUNTER_NAMES: [&str; NUM_COUNTERS as usize] = [
+    "packets",
+    "bytes",
+    "ipv4",
+    "ipv6",
+    "arp",
+    "tcp",
+    "udp",
+    "icmp",
+    "icmpv6",
+    "other_l4",
+    "other_l3",
+    "vlan_tagged",
+    "fragments",
+    "malformed",
+    "flows_created",
+    "flow_insert_failed",
+    "events_sent",
+    "events_dropped",
+];
+
+// Layout guards: no implicit padding anywhere (Pod safety, BTF readability).
+const _: () = assert!(core::mem::size_of::<FlowKey>() == 40);
+const _: () = assert!(core::mem::size_of::<TcpFlagCounts>() == 40);
+const _: () = assert!(core::mem::size_of::<DirStats>() == 64 + 16 + 40);
+const _: () = assert!(core::mem::size_of::<FlowStats>() == 2 * 120 + 24);
+const _: () = assert!(core::mem::size_of::<ArpInfo>() == 24);
+const _: () = assert!(core::mem::size_of::<Event>() == 16 + 40 + 24);

@@ -1,0 +1,348 @@
+//! The packet parser: Ethernet, 802.1Q/802.1ad VLAN tags, ARP, IPv4 (options, fragments), IPv6
+//! (hop-by-hop, routing, fragment, destination-options and AH extension headers), TCP, UDP,
+//! ICMP and ICMPv6.
+//!
+//! It is written once, generic over [`PacketBytes`], and runs both inside the XDP program
+//! (bounded: a fixed number of VLAN tags and extension headers, no unbounded loops) and in the
+//! userspace pcap replay path. Work per packet is bounded by [`MAX_VLAN_TAGS`] and
+//! [`MAX_IPV6_EXT_HEADERS`].
+
+use crate::layout::{
+    ArpInfo, Counter, FAMILY_IPV4, FAMILY_IPV6, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP,
+};
+
+/// Read access to one frame. The kernel implements it over the XDP context (with the bounds
+/// checks the verifier needs), userspace over a captured frame.
+pub trait PacketBytes {
+    /// Length of the frame on the wire (may exceed the captured bytes in a snaplen-cut capture).
+    fn wire_len(&self) -> usize;
+    /// The `N` bytes starting at `off`, or `None` when they are not all present. Returns a
+    /// reference into the frame so that no header is copied onto the (512-byte) BPF stack.
+    fn read<const N: usize>(&self, off: usize) -> Option<&[u8; N]>;
+}
+
+impl PacketBytes for [u8] {
+    #[inline(always)]
+    fn wire_len(&self) -> usize {
+        self.len()
+    }
+    #[inline(always)]
+    fn read<const N: usize>(&self, off: usize) -> Option<&[u8; N]> {
+        let end = off.checked_add(N)?;
+        self.get(off..end)?.try_into().ok()
+    }
+}
+
+/// A captured frame whose wire length may exceed the captured bytes (snaplen).
+#[derive(Clone, Copy, Debug)]
+pub struct CapturedFrame<'a> {
+    pub data: &'a [u8],
+    pub wire_len: usize,
+}
+
+impl PacketBytes for CapturedFrame<'_> {
+    #[inline(always)]
+    fn wire_len(&self) -> usize {
+        self.wire_len.max(self.data.len())
+    }
+    #[inline(always)]
+    fn read<const N: usize>(&self, off: usize) -> Option<&[u8; N]> {
+        self.data.read(off)
+    }
+}
+
+/// The `STATS` counters a parsed frame bumps besides `Packets`/`Bytes`/`VlanTagged`. One
+/// definition for the kernel and the replay path.
+#[inline(always)]
+pub fn frame_counters(parsed: &Parsed, out: &ParseOut) -> (Counter, Option<Counter>) {
+    let family = |f: u8| {
+        if f == FAMILY_IPV4 {
+            Counter::Ipv4
+        } else {
+            Counter::Ipv6
+        }
+    };
+    match parsed {
+        Parsed::Ip => (
+            family(out.meta.family),
+            Some(match out.meta.proto {
+                IPPROTO_TCP => Counter::Tcp,
+                IPPROTO_UDP => Counter::Udp,
+                IPPROTO_ICMP => Counter::Icmp,
+                IPPROTO_ICMPV6 => Counter::Icmpv6,
+                _ => Counter::OtherL4,
+            }),
+        ),
+        Parsed::Fragment(f) => (family(*f), Some(Counter::Fragments)),
+        Parsed::Arp => (Counter::Arp, None),
+        Parsed::OtherL3 => (Counter::OtherL3, None),
+        Parsed::Malformed(_) => (Counter::Malformed, None),
+    }
+}
+
+pub const ETH_HLEN: usize = 14;
+pub const ETH_P_IP: u16 = 0x0800;
+pub const ETH_P_ARP: u16 = 0x0806;
+pub const ETH_P_IPV6: u16 = 0x86DD;
+pub const ETH_P_8021Q: u16 = 0x8100;
+pub const ETH_P_8021AD: u16 = 0x88A8;
+/// VLAN tags parsed (outer 802.1ad + inner 802.1Q covers QinQ).
+pub const MAX_VLAN_TAGS: usize = 2;
+/// IPv6 extension headers followed before the chain is declared bogus.
+pub const MAX_IPV6_EXT_HEADERS: usize = 6;
+
+/// Why a frame was counted as malformed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Malformed {
+    TruncatedEthernet,
+    TruncatedVlan,
+    TruncatedArp,
+    TruncatedIp,
+    BadIpVersion,
+    BadIhl,
+    BadIpLength,
+    Ipv6ExtChain,
+    TruncatedL4,
+    BadTcpOffset,
+}
+
+/// Header fields of one IP packet that the flow features need.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PacketMeta {
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    pub sport: u16,
+    pub dport: u16,
+    pub proto: u8,
+    pub family: u8,
+    pub vlan: u16,
+    /// IPv4 total length, or IPv6 payload length + 40.
+    pub l3_len: u16,
+    pub ttl: u8,
+    pub tcp_flags: u8,
+    pub window: u16,
+    pub icmp_type: u8,
+    pub icmp_code: u8,
+}
+
+/// What a frame turned out to be. The header fields themselves land in [`ParseOut`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Parsed {
+    /// An IP packet (first fragment or unfragmented): [`ParseOut::meta`] is filled.
+    Ip,
+    /// A non-first IP fragment of this family: counted, never parsed as L4.
+    Fragment(u8),
+    /// An Ethernet/IPv4 ARP packet: [`ParseOut::arp`] is filled.
+    Arp,
+    /// Neither IP nor ARP (LLDP, STP, ...).
+    OtherL3,
+    Malformed(Malformed),
+}
+
+/// Where the parser writes header fields. The kernel keeps it in a per-CPU map slot (too large
+/// for the BPF stack); userspace on its stack.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ParseOut {
+    pub meta: PacketMeta,
+    pub arp: ArpInfo,
+    pub src_mac: [u8; 6],
+    /// Outermost VLAN id (0 when untagged).
+    pub vlan: u16,
+    pub vlan_tagged: bool,
+}
+
+#[inline(always)]
+fn be16(a: u8, b: u8) -> u16 {
+    u16::from_be_bytes([a, b])
+}
+
+/// Parses one Ethernet frame into `out` and says what it was. Fields of `out` that the frame
+/// does not carry are left as they were; callers reset `out` between frames when they care.
+#[inline(always)]
+pub fn parse_frame<P: PacketBytes + ?Sized>(p: &P, out: &mut ParseOut) -> Parsed {
+    let Some(eth) = p.read::<ETH_HLEN>(0) else {
+        return Parsed::Malformed(Malformed::TruncatedEthernet);
+    };
+    out.src_mac = [eth[6], eth[7], eth[8], eth[9], eth[10], eth[11]];
+    let mut ethertype = be16(eth[12], eth[13]);
+    let mut off = ETH_HLEN;
+    out.vlan = 0;
+    out.vlan_tagged = false;
+    for _ in 0..MAX_VLAN_TAGS {
+        if ethertype != ETH_P_8021Q && ethertype != ETH_P_8021AD {
+            break;
+        }
+        let Some(tag) = p.read::<4>(off) else {
+            out.vlan_tagged = true;
+            return Parsed::Malformed(Malformed::TruncatedVlan);
+        };
+        if !out.vlan_tagged {
+            out.vlan = be16(tag[0], tag[1]) & 0x0fff;
+        }
+        out.vlan_tagged = true;
+        ethertype = be16(tag[2], tag[3]);
+        off += 4;
+    }
+    match ethertype {
+        ETH_P_ARP => parse_arp(p, off, &mut out.arp),
+        ETH_P_IP => parse_ipv4(p, off, out),
+        ETH_P_IPV6 => parse_ipv6(p, off, out),
+        _ => Parsed::OtherL3,
+    }
+}
+
+#[inline(always)]
+fn parse_arp<P: PacketBytes + ?Sized>(p: &P, off: usize, arp: &mut ArpInfo) -> Parsed {
+    let Some(a) = p.read::<28>(off) else {
+        return Parsed::Malformed(Malformed::TruncatedArp);
+    };
+    // Ethernet (1) / IPv4 (0x0800), hlen 6, plen 4: anything else is not ARP we understand.
+    if be16(a[0], a[1]) != 1 || be16(a[2], a[3]) != ETH_P_IP || a[4] != 6 || a[5] != 4 {
+        return Parsed::Malformed(Malformed::TruncatedArp);
+    }
+    arp.op = be16(a[6], a[7]);
+    arp.sender_mac = [a[8], a[9], a[10], a[11], a[12], a[13]];
+    arp.sender_ip = [a[14], a[15], a[16], a[17]];
+    arp.target_mac = [a[18], a[19], a[20], a[21], a[22], a[23]];
+    arp.target_ip = [a[24], a[25], a[26], a[27]];
+    Parsed::Arp
+}
+
+#[inline(always)]
+fn parse_ipv4<P: PacketBytes + ?Sized>(p: &P, off: usize, out: &mut ParseOut) -> Parsed {
+    let Some(h) = p.read::<20>(off) else {
+        return Parsed::Malformed(Malformed::TruncatedIp);
+    };
+    if h[0] >> 4 != 4 {
+        return Parsed::Malformed(Malformed::BadIpVersion);
+    }
+    let ihl = ((h[0] & 0x0f) as usize) * 4;
+    if ihl < 20 {
+        return Parsed::Malformed(Malformed::BadIhl);
+    }
+    let total = be16(h[2], h[3]);
+    if (total as usize) < ihl || off + total as usize > p.wire_len() {
+        return Parsed::Malformed(Malformed::BadIpLength);
+    }
+    if be16(h[6], h[7]) & 0x1fff != 0 {
+        return Parsed::Fragment(FAMILY_IPV4);
+    }
+    let m = &mut out.meta;
+    m.proto = h[9];
+    m.family = FAMILY_IPV4;
+    m.vlan = out.vlan;
+    m.l3_len = total;
+    m.ttl = h[8];
+    m.src = [h[12], h[13], h[14], h[15], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    m.dst = [h[16], h[17], h[18], h[19], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    parse_l4(p, off + ihl, m)
+}
+
+#[inline(always)]
+fn parse_ipv6<P: PacketBytes + ?Sized>(p: &P, off: usize, out: &mut ParseOut) -> Parsed {
+    let Some(h) = p.read::<40>(off) else {
+        return Parsed::Malformed(Malformed::TruncatedIp);
+    };
+    if h[0] >> 4 != 6 {
+        return Parsed::Malformed(Malformed::BadIpVersion);
+    }
+    let payload = be16(h[4], h[5]) as usize;
+    let end = off + 40 + payload;
+    if end > p.wire_len() {
+        return Parsed::Malformed(Malformed::BadIpLength);
+    }
+    let m = &mut out.meta;
+    m.family = FAMILY_IPV6;
+    m.vlan = out.vlan;
+    m.l3_len = (payload + 40) as u16;
+    m.ttl = h[7];
+    m.src.copy_from_slice(&h[8..24]);
+    m.dst.copy_from_slice(&h[24..40]);
+    let mut next = h[6];
+    let mut l4 = off + 40;
+    for _ in 0..MAX_IPV6_EXT_HEADERS {
+        let step = match next {
+            // Hop-by-hop, routing, destination options: (len + 1) * 8 bytes.
+            0 | 43 | 60 => match p.read::<2>(l4) {
+                Some(x) => {
+                    next = x[0];
+                    (x[1] as usize + 1) * 8
+                }
+                None => return Parsed::Malformed(Malformed::Ipv6ExtChain),
+            },
+            // Fragment header: 8 bytes; a non-zero offset means a non-first fragment.
+            44 => match p.read::<8>(l4) {
+                Some(x) => {
+                    if be16(x[2], x[3]) >> 3 != 0 {
+                        return Parsed::Fragment(FAMILY_IPV6);
+                    }
+                    next = x[0];
+                    8
+                }
+                None => return Parsed::Malformed(Malformed::Ipv6ExtChain),
+            },
+            // Authentication header: (len + 2) * 4 bytes.
+            51 => match p.read::<2>(l4) {
+                Some(x) => {
+                    next = x[0];
+                    (x[1] as usize + 2) * 4
+                }
+                None => return Parsed::Malformed(Malformed::Ipv6ExtChain),
+            },
+            _ => 0,
+        };
+        if step == 0 {
+            break;
+        }
+        l4 += step;
+        if l4 > end {
+            return Parsed::Malformed(Malformed::Ipv6ExtChain);
+        }
+    }
+    if matches!(next, 0 | 43 | 44 | 51 | 60) {
+        // Still inside the extension chain after MAX_IPV6_EXT_HEADERS headers.
+        return Parsed::Malformed(Malformed::Ipv6ExtChain);
+    }
+    m.proto = next;
+    parse_l4(p, l4, m)
+}
+
+#[inline(always)]
+fn parse_l4<P: PacketBytes + ?Sized>(p: &P, off: usize, m: &mut PacketMeta) -> Parsed {
+    m.sport = 0;
+    m.dport = 0;
+    m.tcp_flags = 0;
+    m.window = 0;
+    m.icmp_type = 0;
+    m.icmp_code = 0;
+    match m.proto {
+        IPPROTO_TCP => {
+            let Some(t) = p.read::<20>(off) else {
+                return Parsed::Malformed(Malformed::TruncatedL4);
+            };
+            if t[12] >> 4 < 5 {
+                return Parsed::Malformed(Malformed::BadTcpOffset);
+            }
+            m.sport = be16(t[0], t[1]);
+            m.dport = be16(t[2], t[3]);
+            m.tcp_flags = t[13];
+            m.window = be16(t[14], t[15]);
+        }
+        IPPROTO_UDP => {
+            let Some(u) = p.read::<8>(off) else {
+                return Parsed::Malformed(Malformed::TruncatedL4);
+            };
+            m.sport = be16(u[0], u[1]);
+            m.dport = be16(u[2], u[3]);
+        }
+        IPPROTO_ICMP | IPPROTO_ICMPV6 => {
+            let Some(i) = p.read::<2>(off) else {
+                return Parsed::Malformed(Malformed::TruncatedL4);
+            };
+            m.icmp_type = i[0];
+            m.icmp_code = i[1];
+        }
+        _ => {}
+    }
+    Parsed::Ip
+}

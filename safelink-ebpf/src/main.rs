@@ -1,0 +1,174 @@
+//! SafeLink's XDP program: parses every frame with the shared parser, keeps bidirectional flow
+//! features in the pinned `FLOWS` map (`LRU_PERCPU_HASH`, one exact slot per CPU), emits
+//! flow-start, TCP flow-end and ARP events into the `EVENTS` ring buffer, and counts into the
+//! per-CPU `STATS` array. Bounded work per packet; it always returns `XDP_PASS`.
+#![no_std]
+#![no_main]
+
+use aya_ebpf::{
+    bindings::{BPF_NOEXIST, xdp_action},
+    helpers::bpf_ktime_get_ns,
+    macros::{map, xdp},
+    maps::{LruPerCpuHashMap, PerCpuArray, RingBuf},
+    programs::XdpContext,
+};
+use safelink_common::{
+    Counter, EVENT_ARP, EVENT_FLOW_END, EVENT_FLOW_START, EVENTS_BYTES, Event, FlowKey, FlowStats,
+    MAX_FLOWS, Stats,
+    flow::{canonical_key, update},
+    layout::ArpInfo,
+    parse::{PacketBytes, ParseOut, Parsed, frame_counters, parse_frame},
+};
+
+#[map]
+static FLOWS: LruPerCpuHashMap<FlowKey, FlowStats> = LruPerCpuHashMap::with_max_entries(MAX_FLOWS, 0);
+
+#[map]
+static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
+
+#[map]
+static STATS: PerCpuArray<Stats> = PerCpuArray::with_max_entries(1, 0);
+
+/// Per-CPU working memory: parser output, flow key and a new flow's first value. All of it
+/// together is too large for the 512-byte BPF stack.
+#[repr(C)]
+pub struct Scratch {
+    out: ParseOut,
+    key: FlowKey,
+    stats: FlowStats,
+}
+
+#[map]
+static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// Upper bound of any header offset; lets the verifier bound packet pointer arithmetic.
+const MAX_OFF: usize = 0x3fff;
+
+/// The XDP context as [`PacketBytes`]: every read is bounds-checked against `data_end` in the
+/// `start + off + N > end` form the verifier understands.
+struct XdpPacket<'a>(&'a XdpContext);
+
+impl PacketBytes for XdpPacket<'_> {
+    #[inline(always)]
+    fn wire_len(&self) -> usize {
+        self.0.data_end() - self.0.data()
+    }
+    #[inline(always)]
+    fn read<const N: usize>(&self, off: usize) -> Option<&[u8; N]> {
+        let start = self.0.data();
+        let end = self.0.data_end();
+        if off > MAX_OFF {
+            return None;
+        }
+        if start + off + N > end {
+            return None;
+        }
+        // SAFETY: bounds checked above; [u8; N] has alignment 1; the packet outlives `self`.
+        Some(unsafe { &*((start + off) as *const [u8; N]) })
+    }
+}
+
+#[xdp]
+pub fn safelink(ctx: XdpContext) -> u32 {
+    if let (Some(s), Some(st)) = (SCRATCH.get_ptr_mut(0), STATS.get_ptr_mut(0)) {
+        // SAFETY: this CPU's own slots; XDP programs do not nest on one CPU.
+        observe(&ctx, unsafe { &mut *s }, unsafe { &mut *st });
+    }
+    xdp_action::XDP_PASS
+}
+
+
+#[inline(always)]
+fn emit(kind: u8, reason: u8, ts_ns: u64, s: &Scratch, st: &mut Stats) {
+    match EVENTS.reserve::<Event>(0) {
+        Some(mut entry) => {
+            let e = entry.as_mut_ptr();
+            // SAFETY: the reservation is sizeof(Event) bytes; every field is written.
+            unsafe {
+                (*e).kind = kind;
+                (*e).reason = reason;
+                (*e).src_mac = s.out.src_mac;
+                (*e).ts_ns = ts_ns;
+                (*e).key = s.key;
+                (*e).arp = if kind == EVENT_ARP {
+                    s.out.arp
+                } else {
+                    ArpInfo::default()
+                };
+            }
+            entry.submit(0);
+            st.add(Counter::EventsSent, 1);
+        }
+        None => st.add(Counter::EventsDropped, 1),
+    }
+}
+
+#[inline(always)]
+fn observe(ctx: &XdpContext, s: &mut Scratch, st: &mut Stats) {
+    let pkt = XdpPacket(ctx);
+    let len = pkt.wire_len() as u64;
+    st.add(Counter::Packets, 1);
+    st.add(Counter::Bytes, len);
+    let parsed = parse_frame(&pkt, &mut s.out);
+    if s.out.vlan_tagged {
+        st.add(Counter::VlanTagged, 1);
+    }
+    let (l3, l4) = frame_counters(&parsed, &s.out);
+    st.add(l3, 1);
+    if let Some(c) = l4 {
+        st.add(c, 1);
+    }
+    match parsed {
+        Parsed::Ip => {
+            let ts = unsafe { bpf_ktime_get_ns() };
+            let meta = &s.out.meta;
+            let from_a = canonical_key(meta, &mut s.key);
+            let ended = match FLOWS.get_ptr_mut(&s.key) {
+                // SAFETY: this CPU's own slot of the per-CPU value.
+                Some(f) => unsafe { update(&mut *f, &s.out.meta, from_a, len as u32, ts) },
+                None => {
+                    s.stats = FlowStats::default();
+                    let ended = update(&mut s.stats, &s.out.meta, from_a, len as u32, ts);
+                    if FLOWS.insert(&s.key, &s.stats, BPF_NOEXIST as u64).is_ok() {
+                        st.add(Counter::FlowsCreated, 1);
+                        emit(EVENT_FLOW_START, 0, ts, s, st);
+                        ended
+                    } else {
+                        // Another CPU created it between lookup and insert: use our own slot.
+                        match FLOWS.get_ptr_mut(&s.key) {
+                            Some(f) => unsafe {
+                                update(&mut *f, &s.out.meta, from_a, len as u32, ts)
+                            },
+                            None => {
+                                st.add(Counter::FlowInsertFailed, 1);
+                                0
+                            }
+                        }
+                    }
+                }
+            };
+            if ended != 0 {
+                emit(EVENT_FLOW_END, ended, ts, s, st);
+            }
+        }
+        Parsed::Arp => {
+            let ts = unsafe { bpf_ktime_get_ns() };
+            s.key = FlowKey {
+                vlan: s.out.vlan,
+                ..FlowKey::default()
+            };
+            emit(EVENT_ARP, 0, ts, s, st);
+        }
+        Parsed::Fragment(_) | Parsed::OtherL3 | Parsed::Malformed(_) => {}
+    }
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -1,0 +1,84 @@
+//! Reader of the `EVENTS` ring buffer (tokio `AsyncFd`): ARP events become [`ArpRecord`]s;
+//! flow start/end events are counted (closed flows are exported by the sweeper once their
+//! linger has passed).
+use std::sync::{
+    Arc,
+    atomic::{AtomicU64, Ordering},
+};
+
+use aya::maps::{MapData, RingBuf};
+use safelink_common::{EVENT_ARP, EVENT_FLOW_END, EVENT_FLOW_START, Event};
+use tokio::{
+    io::{Interest, unix::AsyncFd},
+    sync::mpsc,
+};
+
+use crate::record::{ArpRecord, Record};
+
+/// Events read from the ring buffer, by kind.
+#[derive(Debug, Default)]
+pub struct EventCounts {
+    pub flow_start: AtomicU64,
+    pub flow_end: AtomicU64,
+    pub arp: AtomicU64,
+    pub unknown: AtomicU64,
+}
+
+/// Decodes one ring-buffer item; `None` for a short item.
+pub fn decode(item: &[u8]) -> Option<Event> {
+    if item.len() < size_of::<Event>() {
+        return None;
+    }
+    // SAFETY: length checked; Event is plain old data.
+    Some(unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<Event>()) })
+}
+
+/// Reads events until the channel closes.
+pub async fn run(
+    ring: RingBuf<MapData>,
+    epoch_offset_ns: i64,
+    counts: Arc<EventCounts>,
+    tx: mpsc::Sender<Record>,
+) -> anyhow::Result<()> {
+    // SAFETY: the AsyncFd owns the RingBuf, which owns the fd, so the fd outlives the
+    // registration.
+    let mut fd = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }?;
+    loop {
+        let mut guard = fd.readable_mut().await?;
+        let rb = guard.get_inner_mut();
+        let mut batch = Vec::new();
+        while let Some(item) = rb.next() {
+            let Some(ev) = decode(&item) else {
+                counts.unknown.fetch_add(1, Ordering::Relaxed);
+                continue;
+            };
+            match ev.kind {
+                EVENT_ARP => {
+                    counts.arp.fetch_add(1, Ordering::Relaxed);
+                    let ts = (ev.ts_ns as i64).saturating_add(epoch_offset_ns).max(0) as u64;
+                    batch.push(Record::Arp(ArpRecord::new(
+                        ts,
+                        ev.key.vlan,
+                        &ev.src_mac,
+                        &ev.arp,
+                    )));
+                }
+                EVENT_FLOW_START => {
+                    counts.flow_start.fetch_add(1, Ordering::Relaxed);
+                }
+                EVENT_FLOW_END => {
+                    counts.flow_end.fetch_add(1, Ordering::Relaxed);
+                }
+                _ => {
+                    counts.unknown.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        guard.clear_ready();
+        for r in batch {
+            if tx.send(r).await.is_err() {
+                return Ok(());
+            }
+        }
+    }
+}

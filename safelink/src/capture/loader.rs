@@ -1,0 +1,187 @@
+//! Loading the embedded XDP object, pinning/reusing its maps under the pin directory, and
+//! attaching/detaching the program in native or generic (SKB) mode.
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, bail};
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::MapData,
+    programs::{Xdp, XdpMode, xdp::XdpLinkId},
+};
+use safelink_common::{FlowKey, FlowStats, MAP_EVENTS, MAP_FLOWS, MAP_STATS, Stats};
+use tracing::{info, warn};
+
+/// The XDP object built by `build.rs` (aya-build) from `safelink-ebpf`.
+pub static XDP_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/safelink"));
+/// Name of the XDP program in the object.
+pub const PROGRAM: &str = "safelink";
+
+/// How to attach: `auto` tries native (driver) mode and falls back to generic (SKB) mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AttachMode {
+    Auto,
+    Native,
+    Skb,
+}
+
+fn raise_memlock() {
+    let rlim = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // Only needed before 5.11 (memcg accounting); harmless elsewhere.
+    // SAFETY: valid pointer to an initialised rlimit.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) } != 0 {
+        tracing::debug!("setrlimit(RLIMIT_MEMLOCK) failed");
+    }
+}
+
+/// Loads the object. With `pin_dir`, maps declared pinned are reused from there when present
+/// (a restart keeps flow state) or created and pinned there. Without it nothing is pinned
+/// (tests and benchmarks with `BPF_PROG_TEST_RUN`).
+pub fn load(pin_dir: Option<&Path>) -> anyhow::Result<Ebpf> {
+    raise_memlock();
+    let mut loader = EbpfLoader::new();
+    if let Some(dir) = pin_dir {
+        std::fs::create_dir_all(dir).with_context(|| {
+            format!(
+                "cannot create pin directory {} (is bpffs mounted on /sys/fs/bpf? `mount -t bpf bpf /sys/fs/bpf`)",
+                dir.display()
+            )
+        })?;
+        for (name, key, value) in PINNED {
+            let path = dir.join(name);
+            drop_incompatible_pin(&path, *key, *value)?;
+            loader.map_pin_path(name, path);
+        }
+    }
+    let mut ebpf = loader.load(XDP_OBJECT).with_context(|| match pin_dir {
+        Some(d) => format!(
+            "loading the XDP object (if maps pinned by an older SafeLink version are incompatible, remove {})",
+            d.display()
+        ),
+        None => "loading the XDP object".to_owned(),
+    })?;
+    let prog: &mut Xdp = ebpf
+        .program_mut(PROGRAM)
+        .context("program `safelink` missing from the object")?
+        .try_into()?;
+    prog.load()
+        .context("the kernel verifier rejected the XDP program")?;
+    Ok(ebpf)
+}
+
+/// The maps pinned by `run`, with the key and value sizes this build expects.
+const PINNED: &[(&str, u32, u32)] = &[
+    (
+        MAP_FLOWS,
+        size_of::<FlowKey>() as u32,
+        size_of::<FlowStats>() as u32,
+    ),
+    (MAP_STATS, 4, size_of::<Stats>() as u32),
+    (MAP_EVENTS, 0, 0),
+];
+
+/// A pin left by a SafeLink build with another layout cannot be reused: remove it (its flow
+/// state is unreadable by this build anyway) and say so.
+fn drop_incompatible_pin(path: &Path, key: u32, value: u32) -> anyhow::Result<()> {
+    let Ok(old) = MapData::from_pin(path) else {
+        return Ok(());
+    };
+    let info = old.info()?;
+    if info.key_size() != key || info.value_size() != value {
+        warn!(
+            pin = %path.display(),
+            key_size = info.key_size(),
+            value_size = info.value_size(),
+            "pinned map has another layout (older SafeLink?); replacing it"
+        );
+        std::fs::remove_file(path).with_context(|| format!("removing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+pub fn program(ebpf: &mut Ebpf) -> anyhow::Result<&mut Xdp> {
+    Ok(ebpf
+        .program_mut(PROGRAM)
+        .context("program `safelink` missing")?
+        .try_into()?)
+}
+
+/// An attached program: which interface, which mode, and the link to detach.
+#[derive(Debug)]
+pub struct Attachment {
+    pub iface: String,
+    pub mode: XdpMode,
+    link: XdpLinkId,
+}
+
+impl Attachment {
+    pub fn mode_name(&self) -> &'static str {
+        match self.mode {
+            XdpMode::Driver => "native",
+            XdpMode::Skb => "skb",
+            _ => "default",
+        }
+    }
+}
+
+pub fn attach(ebpf: &mut Ebpf, iface: &str, mode: AttachMode) -> anyhow::Result<Attachment> {
+    let prog = program(ebpf)?;
+    let try_mode = |prog: &mut Xdp, m: XdpMode| prog.attach(iface, m);
+    let (link, mode) = match mode {
+        AttachMode::Native => (
+            try_mode(prog, XdpMode::Driver)
+                .with_context(|| format!("attaching to {iface} in native mode (try --xdp-mode skb)"))?,
+            XdpMode::Driver,
+        ),
+        AttachMode::Skb => (
+            try_mode(prog, XdpMode::Skb)
+                .with_context(|| format!("attaching to {iface} in SKB mode"))?,
+            XdpMode::Skb,
+        ),
+        AttachMode::Auto => match try_mode(prog, XdpMode::Driver) {
+            Ok(l) => (l, XdpMode::Driver),
+            Err(e) => {
+                warn!(iface, error = %e, "native XDP not available, falling back to SKB mode");
+                (
+                    try_mode(prog, XdpMode::Skb)
+                        .with_context(|| format!("attaching to {iface} (native and SKB mode)"))?,
+                    XdpMode::Skb,
+                )
+            }
+        },
+    };
+    let a = Attachment {
+        iface: iface.to_owned(),
+        mode,
+        link,
+    };
+    info!(iface, mode = a.mode_name(), "XDP program attached");
+    Ok(a)
+}
+
+pub fn detach(ebpf: &mut Ebpf, a: Attachment) -> anyhow::Result<()> {
+    program(ebpf)?
+        .detach(a.link)
+        .with_context(|| format!("detaching from {}", a.iface))?;
+    info!(iface = a.iface, "XDP program detached");
+    Ok(())
+}
+
+/// Interface of the default route (first `00000000` destination in /proc/net/route).
+pub fn default_route_iface() -> anyhow::Result<String> {
+    let routes = std::fs::read_to_string("/proc/net/route").context("reading /proc/net/route")?;
+    for line in routes.lines().skip(1) {
+        let mut f = line.split_whitespace();
+        if let (Some(iface), Some("00000000")) = (f.next(), f.next()) {
+            return Ok(iface.to_owned());
+        }
+    }
+    bail!("no default route: pass --iface IF")
+}
+
+pub fn pin_path(dir: &Path, map: &str) -> PathBuf {
+    dir.join(map)
+}

@@ -1,0 +1,106 @@
+//! Command-line interface: argument parsing (clap) and dispatch to the subcommands.
+mod analyze;
+mod bench;
+mod inspect;
+mod run;
+
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use safelink::{capture::DEFAULT_PIN_DIR, config::FlowTimeouts};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "safelink",
+    version,
+    about = "SafeLink network intrusion detection sensor (XDP flow features)",
+    long_about = "SafeLink network intrusion detection sensor.\n\n\
+        `safelink run` attaches the XDP program to an interface and streams flow and ARP records; \
+        `safelink analyze` runs the same feature code over pcap/pcapng files without root."
+)]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human, env = "SAFELINK_LOG_FORMAT")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Attach the XDP program and run the sensor until Ctrl-C / SIGTERM (root).
+    Run(run::RunArgs),
+    /// Run capture files through the sensor's feature code (no root needed).
+    Analyze(analyze::AnalyzeArgs),
+    /// Print the kernel counters of a running sensor as JSON (reads the pinned STATS map).
+    Stats(inspect::PinArgs),
+    /// Print the flows currently in the kernel flow map as JSON lines (per-CPU slots merged).
+    Flows(inspect::PinArgs),
+    /// Benchmarks (used by `cargo xtask bench`).
+    #[command(hide = true)]
+    Bench(bench::BenchArgs),
+}
+
+/// Flow expiry options shared by `run` and `analyze`.
+#[derive(Debug, Args)]
+pub struct TimeoutArgs {
+    /// A flow with no packet for this many seconds ends.
+    #[arg(long, value_name = "SECS", default_value_t = 60, env = "SAFELINK_IDLE_TIMEOUT")]
+    idle_timeout: u64,
+    /// A flow older than this many seconds is exported (and starts over).
+    #[arg(long, value_name = "SECS", default_value_t = 1800, env = "SAFELINK_ACTIVE_TIMEOUT")]
+    active_timeout: u64,
+    /// Seconds to wait after a TCP FIN/RST for the closing packets before exporting.
+    #[arg(long, value_name = "SECS", default_value_t = 5)]
+    closed_linger: u64,
+}
+
+impl TimeoutArgs {
+    fn timeouts(&self) -> FlowTimeouts {
+        use std::time::Duration;
+        FlowTimeouts {
+            idle: Duration::from_secs(self.idle_timeout),
+            active: Duration::from_secs(self.active_timeout),
+            closed_linger: Duration::from_secs(self.closed_linger),
+        }
+    }
+}
+
+pub fn default_pin_dir() -> PathBuf {
+    PathBuf::from(DEFAULT_PIN_DIR)
+}
+
+fn init_logging(format: LogFormat) {
+    use tracing_subscriber::{EnvFilter, fmt};
+    let filter = EnvFilter::try_from_env("SAFELINK_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let b = fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => b.init(),
+        LogFormat::Json => b.json().init(),
+    }
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let res = match cli.cmd {
+        Cmd::Run(a) => run::run(a),
+        Cmd::Analyze(a) => analyze::analyze(a),
+        Cmd::Stats(a) => inspect::stats(a),
+        Cmd::Flows(a) => inspect::flows(a),
+        Cmd::Bench(a) => bench::bench(a),
+    };
+    match res {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("safelink: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

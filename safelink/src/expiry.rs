@@ -1,0 +1,37 @@
+//! The flow expiry policy, shared by the kernel-map sweeper and the replay path so both end
+//! flows at the same moments.
+use safelink_common::FlowStats;
+use serde::Serialize;
+
+use crate::config::FlowTimeouts;
+
+/// Why a flow record was emitted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndReason {
+    /// No packet for the idle timeout.
+    Idle,
+    /// Older than the active timeout.
+    Active,
+    /// TCP FIN or RST seen, then the closing linger passed.
+    Closed,
+    /// End of the capture file (replay) or flush on request.
+    Flush,
+    /// Still in progress (a snapshot of the live flow map).
+    Open,
+}
+
+/// Decides whether a flow whose clock now reads `now_ns` is finished.
+pub fn expired(t: &FlowTimeouts, s: &FlowStats, now_ns: u64) -> Option<EndReason> {
+    let idle_for = now_ns.saturating_sub(s.last_ns);
+    if s.end_flags != 0 && idle_for >= t.closed_linger.as_nanos() as u64 {
+        return Some(EndReason::Closed);
+    }
+    if idle_for >= t.idle.as_nanos() as u64 {
+        return Some(EndReason::Idle);
+    }
+    if now_ns.saturating_sub(s.first_ns) >= t.active.as_nanos() as u64 {
+        return Some(EndReason::Active);
+    }
+    None
+}

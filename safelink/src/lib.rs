@@ -1,0 +1,10 @@
+//! SafeLink userspace: the sensor daemon, the offline replay path and their shared record types.
+//!
+//! Data flow: [`capture`] (XDP program, ring buffer, idle-flow sweeper) and [`replay`] (pcap
+//! files through the same parser and feature code) both produce [`record::Record`] values.
+pub mod capture;
+pub mod config;
+pub mod expiry;
+pub mod record;
+pub mod replay;
+pub mod table;

@@ -1,0 +1,180 @@
+//! Records handed to the detectors: finished flows ([`FlowRecord`]) and ARP packets
+//! ([`ArpRecord`]), serialisable as the JSON lines that `safelink analyze --flows` prints.
+//!
+//! A flow record is oriented by its initiator: `src` sent the flow's first packet, `fwd` holds
+//! src → dst features and `rev` dst → src. The feature layout itself lives in
+//! `safelink_common::layout`; this module only renders it.
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use safelink_common::{ArpInfo, DirStats, FAMILY_IPV4, FlowKey, FlowStats, TcpFlagCounts};
+use serde::Serialize;
+
+use crate::expiry::EndReason;
+
+/// One item of the sensor's output stream.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Record {
+    Flow(FlowRecord),
+    Arp(ArpRecord),
+}
+
+/// TCP flag counts of one direction.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Flags {
+    pub syn: u32,
+    pub synack: u32,
+    pub fin: u32,
+    pub rst: u32,
+    pub psh: u32,
+    pub urg: u32,
+    pub ack: u32,
+    pub ece: u32,
+    pub cwr: u32,
+}
+
+impl From<&TcpFlagCounts> for Flags {
+    fn from(f: &TcpFlagCounts) -> Self {
+        Self {
+            syn: f.syn,
+            synack: f.synack,
+            fin: f.fin,
+            rst: f.rst,
+            psh: f.psh,
+            urg: f.urg,
+            ack: f.ack,
+            ece: f.ece,
+            cwr: f.cwr,
+        }
+    }
+}
+
+/// Features of one direction (see `safelink_common::layout::DirStats` for units).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct Direction {
+    pub packets: u64,
+    pub bytes: u64,
+    pub l3_min: u16,
+    pub l3_max: u16,
+    pub l3_sum: u64,
+    pub l3_sq_sum: u64,
+    pub iat_min_us: u32,
+    pub iat_max_us: u32,
+    pub iat_sum_us: u64,
+    pub iat_sq_sum_us: u64,
+    pub init_ttl: u8,
+    pub init_win: u16,
+    pub flags: Flags,
+}
+
+impl From<&DirStats> for Direction {
+    fn from(d: &DirStats) -> Self {
+        Self {
+            packets: d.packets,
+            bytes: d.bytes,
+            l3_min: d.l3_min,
+            l3_max: d.l3_max,
+            l3_sum: d.l3_sum,
+            l3_sq_sum: d.l3_sq_sum,
+            iat_min_us: d.iat_min_us,
+            iat_max_us: d.iat_max_us,
+            iat_sum_us: d.iat_sum_us,
+            iat_sq_sum_us: d.iat_sq_sum_us,
+            init_ttl: d.init_ttl,
+            init_win: d.init_win,
+            flags: Flags::from(&d.flags),
+        }
+    }
+}
+
+/// A finished (or flushed) bidirectional flow.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct FlowRecord {
+    pub src_ip: IpAddr,
+    pub src_port: u16,
+    pub dst_ip: IpAddr,
+    pub dst_port: u16,
+    /// IP protocol number.
+    pub proto: u8,
+    pub vlan: u16,
+    /// Unix time of the first / last packet, nanoseconds.
+    pub first_ns: u64,
+    pub last_ns: u64,
+    pub icmp_type: u8,
+    pub icmp_code: u8,
+    pub end_reason: EndReason,
+    pub fwd: Direction,
+    pub rev: Direction,
+}
+
+pub fn key_addr(family: u8, a: &[u8; 16]) -> IpAddr {
+    if family == FAMILY_IPV4 {
+        IpAddr::V4(Ipv4Addr::new(a[0], a[1], a[2], a[3]))
+    } else {
+        IpAddr::V6(Ipv6Addr::from(*a))
+    }
+}
+
+impl FlowRecord {
+    /// Renders a merged flow. `epoch_offset_ns` converts the stats' clock to Unix time (0 for
+    /// replay, whose clock already is Unix time; realtime − monotonic for the kernel).
+    pub fn new(k: &FlowKey, s: &FlowStats, epoch_offset_ns: i64, end_reason: EndReason) -> Self {
+        let a = (key_addr(k.family, &k.addr_a), k.port_a, Direction::from(&s.ab));
+        let b = (key_addr(k.family, &k.addr_b), k.port_b, Direction::from(&s.ba));
+        let (src, dst) = if s.initiator_is_a != 0 { (a, b) } else { (b, a) };
+        let to_epoch = |ns: u64| (ns as i64).saturating_add(epoch_offset_ns).max(0) as u64;
+        Self {
+            src_ip: src.0,
+            src_port: src.1,
+            dst_ip: dst.0,
+            dst_port: dst.1,
+            proto: k.proto,
+            vlan: k.vlan,
+            first_ns: to_epoch(s.first_ns),
+            last_ns: to_epoch(s.last_ns),
+            icmp_type: s.icmp_type,
+            icmp_code: s.icmp_code,
+            end_reason,
+            fwd: src.2,
+            rev: dst.2,
+        }
+    }
+}
+
+fn mac(m: &[u8; 6]) -> String {
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// One ARP packet.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ArpRecord {
+    /// Unix time, nanoseconds.
+    pub ts_ns: u64,
+    pub vlan: u16,
+    /// 1 = request, 2 = reply.
+    pub op: u16,
+    /// Ethernet source of the frame.
+    pub eth_src: String,
+    pub sender_mac: String,
+    pub sender_ip: Ipv4Addr,
+    pub target_mac: String,
+    pub target_ip: Ipv4Addr,
+}
+
+impl ArpRecord {
+    pub fn new(ts_ns: u64, vlan: u16, eth_src: &[u8; 6], a: &ArpInfo) -> Self {
+        Self {
+            ts_ns,
+            vlan,
+            op: a.op,
+            eth_src: mac(eth_src),
+            sender_mac: mac(&a.sender_mac),
+            sender_ip: Ipv4Addr::from(a.sender_ip),
+            target_mac: mac(&a.target_mac),
+            target_ip: Ipv4Addr::from(a.target_ip),
+        }
+    }
+}
