@@ -7,9 +7,9 @@
 
 use aya_ebpf::{
     bindings::{BPF_NOEXIST, xdp_action},
+    btf_maps::{LruPerCpuHashMap, PerCpuArray, RingBuf},
     helpers::bpf_ktime_get_ns,
-    macros::{map, xdp},
-    maps::{LruPerCpuHashMap, PerCpuArray, RingBuf},
+    macros::{btf_map, xdp},
     programs::XdpContext,
 };
 use safelink_common::{
@@ -20,14 +20,17 @@ use safelink_common::{
     parse::{PacketBytes, ParseOut, Parsed, frame_counters, parse_frame},
 };
 
-#[map]
-static FLOWS: LruPerCpuHashMap<FlowKey, FlowStats> = LruPerCpuHashMap::with_max_entries(MAX_FLOWS, 0);
+// BTF-defined maps (`.maps` section): `bpftool map dump` prints keys and values with field
+// names.
+#[btf_map]
+static FLOWS: LruPerCpuHashMap<FlowKey, FlowStats, { MAX_FLOWS as usize }> =
+    LruPerCpuHashMap::new();
 
-#[map]
-static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
+#[btf_map]
+static EVENTS: RingBuf<Event, { EVENTS_BYTES as usize }> = RingBuf::new();
 
-#[map]
-static STATS: PerCpuArray<Stats> = PerCpuArray::with_max_entries(1, 0);
+#[btf_map]
+static STATS: PerCpuArray<Stats, 1> = PerCpuArray::new();
 
 /// Per-CPU working memory: parser output, flow key and a new flow's first value. All of it
 /// together is too large for the 512-byte BPF stack.
@@ -38,8 +41,8 @@ pub struct Scratch {
     stats: FlowStats,
 }
 
-#[map]
-static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
+#[btf_map]
+static SCRATCH: PerCpuArray<Scratch, 1> = PerCpuArray::new();
 
 /// Upper bound of any header offset; lets the verifier bound packet pointer arithmetic.
 const MAX_OFF: usize = 0x3fff;
@@ -80,7 +83,7 @@ pub fn safelink(ctx: XdpContext) -> u32 {
 
 #[inline(always)]
 fn emit(kind: u8, reason: u8, ts_ns: u64, s: &Scratch, st: &mut Stats) {
-    match EVENTS.reserve::<Event>(0) {
+    match EVENTS.reserve(0) {
         Some(mut entry) => {
             let e = entry.as_mut_ptr();
             // SAFETY: the reservation is sizeof(Event) bytes; every field is written.

@@ -91,7 +91,7 @@ async fn run_async(a: RunArgs) -> anyhow::Result<ExitCode> {
     let counts = Arc::new(EventCounts::default());
     let (tx, mut rx) = mpsc::channel::<Record>(4096);
 
-    let ev_task = tokio::spawn(events::run(ring, epoch, counts.clone(), tx.clone()));
+    let mut ev_task = tokio::spawn(events::run(ring, epoch, counts.clone(), tx.clone()));
 
     let sweep_every = Duration::from_secs(a.sweep_interval.max(1));
     let status_every = Duration::from_secs(a.status_interval);
@@ -155,10 +155,15 @@ async fn run_async(a: RunArgs) -> anyhow::Result<ExitCode> {
     tokio::select! {
         _ = term.recv() => info!("SIGTERM"),
         _ = int.recv() => info!("SIGINT"),
-        r = ev_task => warn!(result = ?r, "ring-buffer reader stopped"),
+        r = &mut ev_task => warn!(result = ?r, "ring-buffer reader stopped"),
     }
     loader::detach(&mut ebpf, attachment)?;
+    // Let the reader drain what is already in the ring, then stop the producers; the consumer
+    // ends once every sender is gone.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    ev_task.abort();
     sweeper.abort();
+    let _ = ev_task.await;
     let _ = sweeper.await;
     let records = tokio::time::timeout(Duration::from_secs(2), consumer)
         .await
