@@ -145,8 +145,38 @@ pub const EVENT_FLOW_START: u8 = 1;
 pub const EVENT_FLOW_END: u8 = 2;
 pub const EVENT_ARP: u8 = 3;
 
+/// The packet that triggered a flow event.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EventPacket {
+    /// 1 when the packet travelled from endpoint `a` of the key.
+    pub from_a: u8,
+    pub tcp_flags: u8,
+    pub icmp_type: u8,
+    pub icmp_code: u8,
+    pub l3_len: u16,
+    pub ttl: u8,
+    pub _pad: u8,
+}
+
+impl EventPacket {
+    #[inline(always)]
+    pub fn from_meta(m: &crate::parse::PacketMeta, from_a: bool) -> Self {
+        Self {
+            from_a: from_a as u8,
+            tcp_flags: m.tcp_flags,
+            icmp_type: m.icmp_type,
+            icmp_code: m.icmp_code,
+            l3_len: m.l3_len,
+            ttl: m.ttl,
+            _pad: 0,
+        }
+    }
+}
+
 /// One record of the `EVENTS` ring buffer: a flow started, a TCP flow ended (FIN/RST: `reason`
-/// holds the `END_*` bit), or an ARP packet was seen (`arp`, and `key.vlan`).
+/// holds the `END_*` bit), or an ARP packet was seen (`arp`, and `key.vlan`). For flow events
+/// `pkt` describes the packet that caused it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Event {
@@ -157,6 +187,7 @@ pub struct Event {
     pub ts_ns: u64,
     pub key: FlowKey,
     pub arp: ArpInfo,
+    pub pkt: EventPacket,
 }
 
 /// Index of each counter inside [`Stats`].
@@ -270,4 +301,4 @@ const _: () = assert!(core::mem::size_of::<TcpFlagCounts>() == 40);
 const _: () = assert!(core::mem::size_of::<DirStats>() == 64 + 16 + 40);
 const _: () = assert!(core::mem::size_of::<FlowStats>() == 2 * 120 + 24);
 const _: () = assert!(core::mem::size_of::<ArpInfo>() == 24);
-const _: () = assert!(core::mem::size_of::<Event>() == 16 + 40 + 24);
+const _: () = assert!(core::mem::size_of::<Event>() == 16 + 40 + 24 + 8);

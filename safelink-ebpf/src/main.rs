@@ -16,7 +16,7 @@ use safelink_common::{
     Counter, EVENT_ARP, EVENT_FLOW_END, EVENT_FLOW_START, EVENTS_BYTES, Event, FlowKey, FlowStats,
     MAX_FLOWS, Stats,
     flow::{canonical_key, update},
-    layout::ArpInfo,
+    layout::{ArpInfo, EventPacket},
     parse::{PacketBytes, ParseOut, Parsed, frame_counters, parse_frame},
 };
 
@@ -82,7 +82,7 @@ pub fn safelink(ctx: XdpContext) -> u32 {
 
 
 #[inline(always)]
-fn emit(kind: u8, reason: u8, ts_ns: u64, s: &Scratch, st: &mut Stats) {
+fn emit(kind: u8, reason: u8, from_a: bool, ts_ns: u64, s: &Scratch, st: &mut Stats) {
     match EVENTS.reserve(0) {
         Some(mut entry) => {
             let e = entry.as_mut_ptr();
@@ -93,11 +93,13 @@ fn emit(kind: u8, reason: u8, ts_ns: u64, s: &Scratch, st: &mut Stats) {
                 (*e).src_mac = s.out.src_mac;
                 (*e).ts_ns = ts_ns;
                 (*e).key = s.key;
-                (*e).arp = if kind == EVENT_ARP {
-                    s.out.arp
+                if kind == EVENT_ARP {
+                    (*e).arp = s.out.arp;
+                    (*e).pkt = EventPacket::default();
                 } else {
-                    ArpInfo::default()
-                };
+                    (*e).arp = ArpInfo::default();
+                    (*e).pkt = EventPacket::from_meta(&s.out.meta, from_a);
+                }
             }
             entry.submit(0);
             st.add(Counter::EventsSent, 1);
@@ -134,7 +136,7 @@ fn observe(ctx: &XdpContext, s: &mut Scratch, st: &mut Stats) {
                     let ended = update(&mut s.stats, &s.out.meta, from_a, len as u32, ts);
                     if FLOWS.insert(&s.key, &s.stats, BPF_NOEXIST as u64).is_ok() {
                         st.add(Counter::FlowsCreated, 1);
-                        emit(EVENT_FLOW_START, 0, ts, s, st);
+                        emit(EVENT_FLOW_START, 0, from_a, ts, s, st);
                         ended
                     } else {
                         // Another CPU created it between lookup and insert: use our own slot.
@@ -151,7 +153,7 @@ fn observe(ctx: &XdpContext, s: &mut Scratch, st: &mut Stats) {
                 }
             };
             if ended != 0 {
-                emit(EVENT_FLOW_END, ended, ts, s, st);
+                emit(EVENT_FLOW_END, ended, from_a, ts, s, st);
             }
         }
         Parsed::Arp => {
@@ -160,7 +162,7 @@ fn observe(ctx: &XdpContext, s: &mut Scratch, st: &mut Stats) {
                 vlan: s.out.vlan,
                 ..FlowKey::default()
             };
-            emit(EVENT_ARP, 0, ts, s, st);
+            emit(EVENT_ARP, 0, false, ts, s, st);
         }
         Parsed::Fragment(_) | Parsed::OtherL3 | Parsed::Malformed(_) => {}
     }

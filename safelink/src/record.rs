@@ -6,7 +6,9 @@
 //! `safelink_common::layout`; this module only renders it.
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use safelink_common::{ArpInfo, DirStats, FAMILY_IPV4, FlowKey, FlowStats, TcpFlagCounts};
+use safelink_common::{
+    ArpInfo, DirStats, EventPacket, FAMILY_IPV4, FlowKey, FlowStats, TcpFlagCounts,
+};
 use serde::Serialize;
 
 use crate::expiry::EndReason;
@@ -15,8 +17,55 @@ use crate::expiry::EndReason;
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Record {
+    /// A flow's first packet (live: ring-buffer event; replay: table insert). Lets detectors
+    /// count probes without waiting for the flow to end.
+    FlowStart(FlowStartRecord),
+    /// A finished flow with all its features.
     Flow(FlowRecord),
     Arp(ArpRecord),
+}
+
+/// The first packet of a new flow, oriented by its sender (the initiator).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct FlowStartRecord {
+    /// Unix time, nanoseconds.
+    pub ts_ns: u64,
+    pub src_ip: IpAddr,
+    pub src_port: u16,
+    pub dst_ip: IpAddr,
+    pub dst_port: u16,
+    pub proto: u8,
+    pub vlan: u16,
+    /// Ethernet source of the first frame.
+    pub src_mac: String,
+    pub tcp_flags: u8,
+    pub icmp_type: u8,
+    pub icmp_code: u8,
+    pub l3_len: u16,
+    pub ttl: u8,
+}
+
+impl FlowStartRecord {
+    pub fn new(ts_ns: u64, k: &FlowKey, p: &EventPacket, src_mac: &[u8; 6]) -> Self {
+        let a = (key_addr(k.family, &k.addr_a), k.port_a);
+        let b = (key_addr(k.family, &k.addr_b), k.port_b);
+        let (src, dst) = if p.from_a != 0 { (a, b) } else { (b, a) };
+        Self {
+            ts_ns,
+            src_ip: src.0,
+            src_port: src.1,
+            dst_ip: dst.0,
+            dst_port: dst.1,
+            proto: k.proto,
+            vlan: k.vlan,
+            src_mac: mac(src_mac),
+            tcp_flags: p.tcp_flags,
+            icmp_type: p.icmp_type,
+            icmp_code: p.icmp_code,
+            l3_len: p.l3_len,
+            ttl: p.ttl,
+        }
+    }
 }
 
 /// TCP flag counts of one direction.
@@ -141,7 +190,7 @@ impl FlowRecord {
     }
 }
 
-fn mac(m: &[u8; 6]) -> String {
+pub fn mac(m: &[u8; 6]) -> String {
     m.iter()
         .map(|b| format!("{b:02x}"))
         .collect::<Vec<_>>()

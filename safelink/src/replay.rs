@@ -114,9 +114,13 @@ impl<'a, F: FnMut(Record)> Replayer<'a, F> {
             data,
             wire_len: wire_len as usize,
         };
-        if let Observed::Arp(a) = self.table.observe(frame, ts_ns) {
-            self.summary.arp += 1;
-            (self.emit)(Record::Arp(a));
+        match self.table.observe(frame, ts_ns) {
+            Observed::Nothing => {}
+            Observed::FlowStart(f) => (self.emit)(Record::FlowStart(f)),
+            Observed::Arp(a) => {
+                self.summary.arp += 1;
+                (self.emit)(Record::Arp(a));
+            }
         }
     }
 

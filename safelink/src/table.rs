@@ -3,12 +3,12 @@
 use std::collections::HashMap;
 
 use safelink_common::{
-    COUNTER_NAMES, Counter, FlowKey, FlowStats, NUM_COUNTERS,
+    COUNTER_NAMES, Counter, EventPacket, FlowKey, FlowStats, NUM_COUNTERS,
     flow::{canonical_key, update},
     parse::{CapturedFrame, ParseOut, Parsed, frame_counters, parse_frame},
 };
 
-use crate::record::ArpRecord;
+use crate::record::{ArpRecord, FlowStartRecord};
 
 /// Counter values indexed by [`Counter`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -31,6 +31,7 @@ impl Counters {
 #[derive(Debug, PartialEq)]
 pub enum Observed {
     Nothing,
+    FlowStart(FlowStartRecord),
     Arp(ArpRecord),
 }
 
@@ -60,12 +61,22 @@ impl FlowTable {
         match parsed {
             Parsed::Ip => {
                 let from_a = canonical_key(&self.out.meta, &mut self.key);
+                let mut created = false;
                 let stats = self.flows.entry(self.key).or_insert_with(|| {
-                    self.counters.0[Counter::FlowsCreated as usize] += 1;
+                    created = true;
                     FlowStats::default()
                 });
                 update(stats, &self.out.meta, from_a, len as u32, ts_ns);
-                Observed::Nothing
+                if !created {
+                    return Observed::Nothing;
+                }
+                self.counters.bump(Counter::FlowsCreated, 1);
+                Observed::FlowStart(FlowStartRecord::new(
+                    ts_ns,
+                    &self.key,
+                    &EventPacket::from_meta(&self.out.meta, from_a),
+                    &self.out.src_mac,
+                ))
             }
             Parsed::Arp => Observed::Arp(ArpRecord::new(
                 ts_ns,

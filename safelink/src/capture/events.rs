@@ -1,5 +1,5 @@
-//! Reader of the `EVENTS` ring buffer (tokio `AsyncFd`): ARP events become [`ArpRecord`]s;
-//! flow start/end events are counted (closed flows are exported by the sweeper once their
+//! Reader of the `EVENTS` ring buffer (tokio `AsyncFd`): ARP events become [`ArpRecord`]s and
+//! flow starts [`FlowStartRecord`]s; flow-end events are counted (closed flows are exported by the sweeper once their
 //! linger has passed).
 use std::sync::{
     Arc,
@@ -13,7 +13,7 @@ use tokio::{
     sync::mpsc,
 };
 
-use crate::record::{ArpRecord, Record};
+use crate::record::{ArpRecord, FlowStartRecord, Record};
 
 /// Events read from the ring buffer, by kind.
 #[derive(Debug, Default)]
@@ -65,6 +65,13 @@ pub async fn run(
                 }
                 EVENT_FLOW_START => {
                     counts.flow_start.fetch_add(1, Ordering::Relaxed);
+                    let ts = (ev.ts_ns as i64).saturating_add(epoch_offset_ns).max(0) as u64;
+                    batch.push(Record::FlowStart(FlowStartRecord::new(
+                        ts,
+                        &ev.key,
+                        &ev.pkt,
+                        &ev.src_mac,
+                    )));
                 }
                 EVENT_FLOW_END => {
                     counts.flow_end.fetch_add(1, Ordering::Relaxed);

@@ -50,7 +50,7 @@ pub fn analyze(a: AnalyzeArgs) -> anyhow::Result<ExitCode> {
     for path in &a.files {
         let mut write_err = None;
         let res = replay_file(path, &timeouts, progress(path), |r: Record| {
-            if a.flows && write_err.is_none() {
+            if a.flows && write_err.is_none() && !matches!(r, Record::FlowStart(_)) {
                 if let Err(e) = serde_json::to_writer(&mut out, &r).map_err(std::io::Error::from).and_then(|_| out.write_all(b"\n")) {
                     write_err = Some(e);
                 }
