@@ -1,1 +1,138 @@
-fn main() {}
+//! `cargo xtask`: build, run, test and benchmark SafeLink.
+//!
+//! - `cargo xtask build`            release build (the eBPF object is built by safelink/build.rs)
+//! - `cargo xtask run [-- ARGS]`    build, then `safelink run ARGS` (root; Ctrl-C detaches)
+//! - `cargo xtask test`             fmt + clippy + every test (kernel tests need root)
+//! - `cargo xtask bench xdp|replay|detect`
+mod bench;
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, ExitCode},
+};
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "SafeLink developer tasks")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Release build of the workspace (eBPF object included).
+    Build,
+    /// Build, then run the sensor: `cargo xtask run -- --iface eth0` (default: the default
+    /// route's interface). Needs root; stops cleanly on Ctrl-C.
+    Run {
+        /// Arguments passed to `safelink run`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// cargo fmt --check, clippy -D warnings, then every test (kernel tests run as root).
+    Test {
+        /// Extra arguments for `cargo test` (e.g. a test name).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Benchmarks; they print figures, they do not pass or fail on speed.
+    Bench {
+        #[command(subcommand)]
+        what: bench::What,
+    },
+}
+
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+/// Runs a command in the workspace root, failing with its name when it fails.
+pub fn run(cmd: &mut Command) -> anyhow::Result<()> {
+    cmd.current_dir(root());
+    let st = cmd.status().with_context(|| format!("spawning {cmd:?}"))?;
+    if !st.success() {
+        bail!("{cmd:?} failed with {st}");
+    }
+    Ok(())
+}
+
+/// `cargo` with ~/.cargo/bin on PATH (bpf-linker lives there).
+pub fn cargo() -> Command {
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    if let Some(home) = std::env::var_os("HOME") {
+        let bin = Path::new(&home).join(".cargo/bin");
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        let mut parts = vec![bin];
+        parts.extend(std::env::split_paths(&path));
+        c.env("PATH", std::env::join_paths(parts).expect("valid PATH"));
+    }
+    c
+}
+
+pub fn build() -> anyhow::Result<PathBuf> {
+    run(cargo().args(["build", "--release", "-p", "safelink"]))?;
+    Ok(root().join("target/release/safelink"))
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+fn main() -> ExitCode {
+    match real_main() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main() -> anyhow::Result<()> {
+    match Cli::parse().cmd {
+        Cmd::Build => build().map(|_| ()),
+        Cmd::Run { args } => {
+            let bin = build()?;
+            let mut cmd = if is_root() {
+                Command::new(&bin)
+            } else {
+                eprintln!("xtask: not root, running the sensor through sudo");
+                let mut c = Command::new("sudo");
+                c.arg("-E").arg(&bin);
+                c
+            };
+            // exec-like: the sensor gets Ctrl-C directly (same process group) and detaches.
+            run(cmd.arg("run").args(args))
+        }
+        Cmd::Test { args } => {
+            run(cargo().args(["fmt", "--all", "--", "--check"]))?;
+            run(cargo().args([
+                "clippy",
+                "--release",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ]))?;
+            if !is_root() {
+                eprintln!(
+                    "xtask: not root: kernel tests (XDP on veth, BPF_PROG_TEST_RUN) will print SKIP"
+                );
+            }
+            run(cargo()
+                .args(["test", "--release", "--no-fail-fast"])
+                .args(args))
+        }
+        Cmd::Bench { what } => bench::run_bench(what),
+    }
+}
