@@ -3,9 +3,11 @@
 //! Data flow: [`capture`] (XDP program, ring buffer, idle-flow sweeper) and [`replay`] (pcap
 //! files through the same parser and feature code) both produce [`record::Record`] values.
 pub mod alert;
+pub mod api;
 pub mod capture;
 pub mod config;
 pub mod expiry;
 pub mod record;
 pub mod replay;
+pub mod store;
 pub mod table;

@@ -1,0 +1,113 @@
+//! The alert store: durable alerts in sled 0.34 (the stable line; the 1.0 alphas change
+//! their on-disk format).
+//!
+//! Owns the trees `alerts` (id → alert JSON), `archive` (id → alert JSON) and the indexes
+//! `idx_time`, `idx_kind`, `idx_src` (over active alerts) and `archive_time` (over the
+//! archive), plus `meta` (id counter, counts, layout version). Every write that touches
+//! several trees is one sled transaction, and every write returns only after the database is
+//! flushed (fsync), so a `kill -9` right after an acknowledged write loses nothing.
+//! Writes therefore block for an fsync: call them from `tokio::task::spawn_blocking` in async
+//! code. No packet payload is ever stored (an [`Alert`] carries none).
+//!
+//! Later issues add their own trees (training samples, model versions) beside these; the
+//! alert API stays this narrow set of methods.
+mod error;
+mod keys;
+mod read;
+mod write;
+
+#[cfg(test)]
+mod tests;
+
+use std::path::Path;
+
+pub use error::StoreError;
+pub use keys::{Cursor, format_rfc3339, parse_rfc3339};
+pub use read::{AlertFilter, Counts, Page};
+
+use crate::alert::Alert;
+
+/// Layout version of the trees below, kept in `meta`.
+const LAYOUT_VERSION: u64 = 1;
+const META_VERSION: &[u8] = b"layout_version";
+const META_NEXT_ID: &[u8] = b"next_id";
+const META_ACTIVE: &[u8] = b"active_count";
+const META_ARCHIVED: &[u8] = b"archived_count";
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Handle to the alert store. Cheap to clone; all clones share one database.
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+    alerts: sled::Tree,
+    archive: sled::Tree,
+    idx_time: sled::Tree,
+    idx_kind: sled::Tree,
+    idx_src: sled::Tree,
+    archive_time: sled::Tree,
+    meta: sled::Tree,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in directory `dir`. Only one process can hold it.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Store> {
+        let db = sled::Config::new().path(dir.as_ref()).open()?;
+        let store = Store {
+            alerts: db.open_tree("alerts")?,
+            archive: db.open_tree("archive")?,
+            idx_time: db.open_tree("idx_time")?,
+            idx_kind: db.open_tree("idx_kind")?,
+            idx_src: db.open_tree("idx_src")?,
+            archive_time: db.open_tree("archive_time")?,
+            meta: db.open_tree("meta")?,
+            db,
+        };
+        match read_u64(store.meta.get(META_VERSION)?.as_deref())? {
+            None => {
+                store
+                    .meta
+                    .insert(META_VERSION, &LAYOUT_VERSION.to_be_bytes())?;
+                store.flush()?;
+            }
+            Some(v) if v > LAYOUT_VERSION => {
+                return Err(StoreError::UnsupportedVersion {
+                    found: v,
+                    supported: LAYOUT_VERSION,
+                });
+            }
+            Some(_) => {}
+        }
+        Ok(store)
+    }
+
+    /// Makes every write so far durable (fsync).
+    fn flush(&self) -> Result<()> {
+        self.db.flush()?;
+        Ok(())
+    }
+}
+
+/// Decodes a big-endian u64 value (counters in `meta`).
+fn read_u64(v: Option<&[u8]>) -> Result<Option<u64>> {
+    v.map(|b| {
+        <[u8; 8]>::try_from(b)
+            .map(u64::from_be_bytes)
+            .map_err(|_| StoreError::Corrupt(format!("counter of {} bytes", b.len())))
+    })
+    .transpose()
+}
+
+fn decode(raw: &[u8]) -> Result<Alert> {
+    serde_json::from_slice(raw).map_err(|e| StoreError::Corrupt(format!("alert record: {e}")))
+}
+
+fn encode(alert: &Alert) -> Result<Vec<u8>> {
+    serde_json::to_vec(alert).map_err(|e| StoreError::Corrupt(format!("alert encoding: {e}")))
+}

@@ -1,0 +1,437 @@
+//! Store tests: ids, filters and paging through each index, index consistency after
+//! update/archive, counts, and durability across a `kill -9` of the writing process.
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, Write};
+use std::net::IpAddr;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::keys::{IndexKeys, alert_ts, split_suffix, suffix};
+use super::*;
+use crate::alert::{AlertKind, AlertSource, Severity};
+
+pub(crate) fn alert(ts: &str, kind: AlertKind, src: &str) -> Alert {
+    Alert {
+        id: 0,
+        timestamp: ts.to_string(),
+        source: AlertSource::Dfa,
+        kind,
+        severity: Severity::High,
+        confidence: 1.0,
+        src_ip: Some(src.parse().unwrap()),
+        src_port: None,
+        dest_ip: Some("192.0.2.10".parse().unwrap()),
+        dest_port: Some(22),
+        proto: "tcp".into(),
+        src_mac: None,
+        first_seen: ts.to_string(),
+        last_seen: ts.to_string(),
+        count: 1,
+        description: format!("{} from {src}", kind.as_str()),
+        community_id: Some("1:abc=".into()),
+        explanation: None,
+        features: vec![0.5, 1.0],
+    }
+}
+
+fn t(s: &str) -> time::OffsetDateTime {
+    parse_rfc3339(s).unwrap()
+}
+
+fn ids(page: &Page) -> Vec<u64> {
+    page.alerts.iter().map(|a| a.id).collect()
+}
+
+/// Every index entry points at an alert with that key, and every alert has its entries.
+fn assert_consistent(store: &Store) {
+    let keys = |tree: &sled::Tree| -> BTreeSet<Vec<u8>> {
+        tree.iter().keys().map(|k| k.unwrap().to_vec()).collect()
+    };
+    let (mut time, mut kind, mut src, mut archive_time) = Default::default();
+    let (time, kind, src, archive_time): (
+        &mut BTreeSet<_>,
+        &mut BTreeSet<_>,
+        &mut BTreeSet<_>,
+        &mut BTreeSet<_>,
+    ) = (&mut time, &mut kind, &mut src, &mut archive_time);
+    for item in store.alerts.iter() {
+        let (k, v) = item.unwrap();
+        let a = decode(&v).unwrap();
+        assert_eq!(k.as_ref(), a.id.to_be_bytes());
+        let ik = IndexKeys::of(&a, alert_ts(&a).unwrap(), a.id);
+        time.insert(ik.time);
+        kind.insert(ik.kind);
+        src.extend(ik.src);
+        assert!(
+            store.archive.get(&k).unwrap().is_none(),
+            "alert {} in both trees",
+            a.id
+        );
+    }
+    for item in store.archive.iter() {
+        let a = decode(&item.unwrap().1).unwrap();
+        archive_time.insert(suffix(alert_ts(&a).unwrap(), a.id).to_vec());
+    }
+    assert_eq!(&keys(&store.idx_time), time, "idx_time");
+    assert_eq!(&keys(&store.idx_kind), kind, "idx_kind");
+    assert_eq!(&keys(&store.idx_src), src, "idx_src");
+    assert_eq!(&keys(&store.archive_time), archive_time, "archive_time");
+    let c = store.counts().unwrap();
+    assert_eq!(c.active, store.alerts.len() as u64);
+    assert_eq!(c.archived, store.archive.len() as u64);
+}
+
+/// Ten alerts one minute apart: even ids port scans from .1, odd ids SSH brute force from .2.
+fn seeded() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    for i in 1..=10u64 {
+        let (kind, src) = if i % 2 == 0 {
+            (AlertKind::PortScan, "198.51.100.1")
+        } else {
+            (AlertKind::SshBruteForce, "198.51.100.2")
+        };
+        let id = store
+            .insert(alert(&format!("2024-05-01T12:{i:02}:00Z"), kind, src))
+            .unwrap();
+        assert_eq!(id, i);
+    }
+    (dir, store)
+}
+
+#[test]
+fn insert_assigns_monotonic_ids_that_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path()).unwrap();
+        let mut a = alert("2024-05-01T12:00:00Z", AlertKind::PortScan, "198.51.100.1");
+        a.id = 77; // ignored
+        assert_eq!(store.insert(a.clone()).unwrap(), 1);
+        assert_eq!(store.insert(a.clone()).unwrap(), 2);
+        let got = store.get(2).unwrap().unwrap();
+        assert_eq!(got, Alert { id: 2, ..a });
+        assert_eq!(store.get(3).unwrap(), None);
+    }
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(
+        store
+            .insert(alert("2024-05-01T12:00:00Z", AlertKind::ArpScan, "::1"))
+            .unwrap(),
+        3
+    );
+    assert_consistent(&store);
+}
+
+#[test]
+fn insert_rejects_a_timestamp_it_cannot_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let err = store
+        .insert(alert("yesterday", AlertKind::PortScan, "198.51.100.1"))
+        .unwrap_err();
+    assert!(matches!(err, StoreError::BadTimestamp { .. }), "{err}");
+    assert_eq!(store.counts().unwrap().active, 0);
+}
+
+#[test]
+fn query_filters_newest_first_through_each_index() {
+    let (_dir, store) = seeded();
+    let all = store.query(&AlertFilter::default(), 100, None).unwrap();
+    assert_eq!(ids(&all), (1..=10).rev().collect::<Vec<_>>());
+    assert_eq!(all.next_cursor, None);
+
+    let by_kind = AlertFilter {
+        kind: Some(AlertKind::PortScan),
+        ..Default::default()
+    };
+    assert_eq!(
+        ids(&store.query(&by_kind, 100, None).unwrap()),
+        [10, 8, 6, 4, 2]
+    );
+
+    let ip: IpAddr = "198.51.100.2".parse().unwrap();
+    let by_ip = AlertFilter {
+        src_ip: Some(ip),
+        ..Default::default()
+    };
+    assert_eq!(
+        ids(&store.query(&by_ip, 100, None).unwrap()),
+        [9, 7, 5, 3, 1]
+    );
+    let mapped = AlertFilter {
+        src_ip: Some("::ffff:198.51.100.2".parse().unwrap()),
+        ..by_ip.clone()
+    };
+    assert_eq!(
+        ids(&store.query(&mapped, 100, None).unwrap()),
+        [9, 7, 5, 3, 1]
+    );
+    let both = AlertFilter {
+        kind: Some(AlertKind::PortScan),
+        ..by_ip
+    };
+    assert!(store.query(&both, 100, None).unwrap().alerts.is_empty());
+
+    let window = AlertFilter {
+        since: Some(t("2024-05-01T12:03:00Z")),
+        until: Some(t("2024-05-01T12:07:00Z")),
+        ..Default::default()
+    };
+    assert_eq!(ids(&store.query(&window, 100, None).unwrap()), [6, 5, 4, 3]);
+    let ann = AlertFilter {
+        source: Some(AlertSource::Ann),
+        ..Default::default()
+    };
+    assert!(store.query(&ann, 100, None).unwrap().alerts.is_empty());
+    let empty = AlertFilter {
+        since: Some(t("2024-05-02T00:00:00Z")),
+        until: Some(t("2024-05-01T00:00:00Z")),
+        ..Default::default()
+    };
+    assert!(store.query(&empty, 100, None).unwrap().alerts.is_empty());
+}
+
+#[test]
+fn cursors_page_through_without_gaps_or_repeats() {
+    let (_dir, store) = seeded();
+    let filter = AlertFilter {
+        kind: Some(AlertKind::SshBruteForce),
+        ..Default::default()
+    };
+    let p1 = store.query(&filter, 2, None).unwrap();
+    assert_eq!(ids(&p1), [9, 7]);
+    let p2 = store.query(&filter, 2, p1.next_cursor).unwrap();
+    assert_eq!(ids(&p2), [5, 3]);
+    let p3 = store.query(&filter, 2, p2.next_cursor).unwrap();
+    assert_eq!(ids(&p3), [1]);
+    assert_eq!(p3.next_cursor, None);
+    // Exactly full last page: no cursor to an empty page.
+    let p = store.query(&AlertFilter::default(), 10, None).unwrap();
+    assert_eq!((p.alerts.len(), p.next_cursor), (10, None));
+    // A cursor round-trips through its string form.
+    let c: Cursor = p1.next_cursor.unwrap().to_string().parse().unwrap();
+    assert_eq!(ids(&store.query(&filter, 2, Some(c)).unwrap()), [5, 3]);
+}
+
+#[test]
+fn update_keeps_indexes_consistent() {
+    let (_dir, store) = seeded();
+    let updated = store
+        .update(4, |a| {
+            a.count = 42;
+            a.last_seen = "2024-05-01T13:00:00Z".into();
+        })
+        .unwrap();
+    assert_eq!((updated.id, updated.count), (4, 42));
+    assert_eq!(store.get(4).unwrap().unwrap(), updated);
+    assert_consistent(&store);
+
+    // Changing indexed fields moves the index entries.
+    store
+        .update(4, |a| {
+            a.id = 999; // ignored
+            a.kind = AlertKind::ArpSpoof;
+            a.src_ip = Some("203.0.113.9".parse().unwrap());
+            a.timestamp = "2024-05-01T12:30:00Z".into();
+        })
+        .unwrap();
+    assert_consistent(&store);
+    let spoof = AlertFilter {
+        kind: Some(AlertKind::ArpSpoof),
+        ..Default::default()
+    };
+    assert_eq!(ids(&store.query(&spoof, 10, None).unwrap()), [4]);
+    let scans = AlertFilter {
+        kind: Some(AlertKind::PortScan),
+        ..Default::default()
+    };
+    assert_eq!(ids(&store.query(&scans, 10, None).unwrap()), [10, 8, 6, 2]);
+    assert_eq!(
+        store
+            .query(&AlertFilter::default(), 1, None)
+            .unwrap()
+            .alerts[0]
+            .id,
+        4
+    );
+    assert_eq!(store.get(999).unwrap(), None);
+
+    assert!(matches!(
+        store.update(11, |a| a.count = 1),
+        Err(StoreError::NotFound(11))
+    ));
+    let bad = store
+        .update(5, |a| a.timestamp = "not a time".into())
+        .unwrap_err();
+    assert!(matches!(bad, StoreError::BadTimestamp { .. }));
+    assert_eq!(
+        store.get(5).unwrap().unwrap().timestamp,
+        "2024-05-01T12:05:00Z"
+    );
+    assert_consistent(&store);
+}
+
+#[test]
+fn archive_by_ids_and_age_moves_alerts_and_index_entries() {
+    let (_dir, store) = seeded();
+    assert_eq!(store.archive_ids(&[2, 3, 3, 99]).unwrap(), 2);
+    assert_eq!(store.archive_ids(&[2]).unwrap(), 0);
+    assert_consistent(&store);
+    assert_eq!(store.get(2).unwrap(), None);
+    assert_eq!(store.get_archived(2).unwrap().unwrap().id, 2);
+
+    // Strictly before 12:06 → 1, 4, 5 (2 and 3 are already archived).
+    assert_eq!(
+        store.archive_older_than(t("2024-05-01T12:06:00Z")).unwrap(),
+        3
+    );
+    assert_consistent(&store);
+    let active = store.query(&AlertFilter::default(), 100, None).unwrap();
+    assert_eq!(ids(&active), [10, 9, 8, 7, 6]);
+    let archived = store
+        .list_archive(&AlertFilter::default(), 2, None)
+        .unwrap();
+    assert_eq!(ids(&archived), [5, 4]);
+    let rest = store
+        .list_archive(&AlertFilter::default(), 10, archived.next_cursor)
+        .unwrap();
+    assert_eq!((ids(&rest), rest.next_cursor), (vec![3, 2, 1], None));
+    let ssh = AlertFilter {
+        kind: Some(AlertKind::SshBruteForce),
+        ..Default::default()
+    };
+    assert_eq!(ids(&store.list_archive(&ssh, 10, None).unwrap()), [5, 3, 1]);
+
+    // Archived alerts can still be updated (the detector may still be counting).
+    let a = store.update(3, |a| a.count = 7).unwrap();
+    assert_eq!(store.get_archived(3).unwrap().unwrap(), a);
+    assert_consistent(&store);
+
+    let c = store.counts().unwrap();
+    assert_eq!((c.active, c.archived), (5, 5));
+    assert_eq!(c.latest_alert.as_deref(), Some("2024-05-01T12:10:00Z"));
+    assert_eq!(
+        store.archive_older_than(t("2030-01-01T00:00:00Z")).unwrap(),
+        5
+    );
+    let c = store.counts().unwrap();
+    assert_eq!((c.active, c.archived), (0, 10));
+    assert_eq!(c.latest_alert.as_deref(), Some("2024-05-01T12:10:00Z"));
+    assert_consistent(&store);
+}
+
+#[test]
+fn counts_of_an_empty_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(
+        store.counts().unwrap(),
+        Counts {
+            active: 0,
+            archived: 0,
+            latest_alert: None
+        }
+    );
+}
+
+#[test]
+fn a_newer_layout_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path()).unwrap();
+        store
+            .meta
+            .insert(super::META_VERSION, &99u64.to_be_bytes())
+            .unwrap();
+        store.flush().unwrap();
+    }
+    let err = Store::open(dir.path()).unwrap_err();
+    assert!(
+        matches!(err, StoreError::UnsupportedVersion { found: 99, .. }),
+        "{err}"
+    );
+}
+
+const WRITER_ENV: &str = "SAFELINK_STORE_DURABILITY_WRITER";
+
+/// Child half of `acknowledged_writes_survive_kill_9`: a no-op unless started by it.
+/// Inserts and updates forever, printing `INS id` / `UPD id count` after each acknowledged
+/// write, until the parent kills it with SIGKILL.
+#[test]
+fn durability_writer_child() {
+    let Ok(dir) = std::env::var(WRITER_ENV) else {
+        return;
+    };
+    let store = Store::open(dir).unwrap();
+    let mut out = std::io::stdout().lock();
+    for i in 0u64.. {
+        let a = alert("2024-05-01T12:00:00Z", AlertKind::SynFlood, "198.51.100.7");
+        let id = store.insert(a).unwrap();
+        writeln!(out, "INS {id}").unwrap();
+        out.flush().unwrap();
+        if i % 3 == 0 {
+            let count = id * 10;
+            store.update(id, |a| a.count = count).unwrap();
+            writeln!(out, "UPD {id} {count}").unwrap();
+            out.flush().unwrap();
+        }
+    }
+}
+
+#[test]
+fn acknowledged_writes_survive_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "store::tests::durability_writer_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(WRITER_ENV, dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut inserted, mut updated) = (Vec::new(), Vec::new());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while inserted.len() < 40 && Instant::now() < deadline {
+        let line = lines.next().expect("writer exited early").unwrap();
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["INS", id] => inserted.push(id.parse::<u64>().unwrap()),
+            ["UPD", id, count] => {
+                updated.push((id.parse::<u64>().unwrap(), count.parse::<u64>().unwrap()))
+            }
+            _ => {} // libtest's own output
+        }
+    }
+    // SIGKILL right after the last acknowledgement: no chance to flush on exit.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(inserted.len(), 40, "writer too slow");
+
+    let store = Store::open(dir.path()).unwrap();
+    for &id in &inserted {
+        assert!(
+            store.get(id).unwrap().is_some(),
+            "acknowledged insert {id} lost"
+        );
+    }
+    for &(id, count) in &updated {
+        assert_eq!(
+            store.get(id).unwrap().unwrap().count,
+            count,
+            "acknowledged update {id} lost"
+        );
+    }
+    assert_consistent(&store);
+    let listed = store.query(&AlertFilter::default(), 10_000, None).unwrap();
+    assert!(listed.alerts.len() >= inserted.len());
+    // Index suffixes and ids agree after recovery.
+    for item in store.idx_time.iter() {
+        let (_, id) = split_suffix(&item.unwrap().0).unwrap();
+        assert!(store.get(id).unwrap().is_some());
+    }
+}

@@ -1,0 +1,1 @@
+//! HTTP API tests (filled in below).
