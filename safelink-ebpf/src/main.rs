@@ -8,7 +8,7 @@
 use aya_ebpf::{
     bindings::{BPF_NOEXIST, xdp_action},
     btf_maps::{LruPerCpuHashMap, PerCpuArray, RingBuf},
-    helpers::bpf_ktime_get_ns,
+    helpers::{bpf_ktime_get_ns, bpf_xdp_get_buff_len},
     macros::{btf_map, xdp},
     programs::XdpContext,
 };
@@ -47,19 +47,23 @@ static SCRATCH: PerCpuArray<Scratch, 1> = PerCpuArray::new();
 /// Upper bound of any header offset; lets the verifier bound packet pointer arithmetic.
 const MAX_OFF: usize = 0x3fff;
 
-/// The XDP context as [`PacketBytes`]: every read is bounds-checked against `data_end` in the
-/// `start + off + N > end` form the verifier understands.
-struct XdpPacket<'a>(&'a XdpContext);
+/// The XDP context as [`PacketBytes`]: every read is bounds-checked against `data_end` (the
+/// linear part, where the headers are) in the `start + off + N > end` form the verifier
+/// understands; the wire length includes multi-buffer fragments (jumbo frames).
+struct XdpPacket<'a> {
+    ctx: &'a XdpContext,
+    len: usize,
+}
 
 impl PacketBytes for XdpPacket<'_> {
     #[inline(always)]
     fn wire_len(&self) -> usize {
-        self.0.data_end() - self.0.data()
+        self.len
     }
     #[inline(always)]
     fn read<const N: usize>(&self, off: usize) -> Option<&[u8; N]> {
-        let start = self.0.data();
-        let end = self.0.data_end();
+        let start = self.ctx.data();
+        let end = self.ctx.data_end();
         if off > MAX_OFF {
             return None;
         }
@@ -71,7 +75,7 @@ impl PacketBytes for XdpPacket<'_> {
     }
 }
 
-#[xdp]
+#[xdp(frags)]
 pub fn safelink(ctx: XdpContext) -> u32 {
     if let (Some(s), Some(st)) = (SCRATCH.get_ptr_mut(0), STATS.get_ptr_mut(0)) {
         // SAFETY: this CPU's own slots; XDP programs do not nest on one CPU.
@@ -110,8 +114,10 @@ fn emit(kind: u8, reason: u8, from_a: bool, ts_ns: u64, s: &Scratch, st: &mut St
 
 #[inline(always)]
 fn observe(ctx: &XdpContext, s: &mut Scratch, st: &mut Stats) {
-    let pkt = XdpPacket(ctx);
-    let len = pkt.wire_len() as u64;
+    // SAFETY: ctx.ctx is the program's xdp_md.
+    let len = unsafe { bpf_xdp_get_buff_len(ctx.ctx) } as usize;
+    let pkt = XdpPacket { ctx, len };
+    let len = len as u64;
     st.add(Counter::Packets, 1);
     st.add(Counter::Bytes, len);
     let parsed = parse_frame(&pkt, &mut s.out);
