@@ -70,6 +70,11 @@ impl SensorMaps {
         Ok(out)
     }
 
+    /// The raw per-CPU slots of one flow (index = CPU).
+    pub fn flow_slots(&self, key: &FlowKey) -> anyhow::Result<Vec<FlowStats>> {
+        Ok(self.flows.get(key, 0)?.iter().copied().collect())
+    }
+
     pub fn remove(&mut self, key: &FlowKey) {
         // Already gone (LRU eviction) is fine.
         let _ = self.flows.remove(key);
