@@ -47,8 +47,15 @@ impl Daemon {
         let attached = lines
             .recv_timeout(Duration::from_secs(20))
             .expect("daemon did not print ATTACHED within 20 s");
-        assert!(attached.starts_with("ATTACHED "), "unexpected first line: {attached}");
-        Daemon { child, lines, attached }
+        assert!(
+            attached.starts_with("ATTACHED "),
+            "unexpected first line: {attached}"
+        );
+        Daemon {
+            child,
+            lines,
+            attached,
+        }
     }
 
     /// SIGINT, wait, and return the remaining stdout lines.
@@ -60,7 +67,10 @@ impl Daemon {
                 assert!(st.success(), "daemon exited with {st}");
                 break;
             }
-            assert!(Instant::now() < deadline, "daemon did not stop within 10 s of SIGINT");
+            assert!(
+                Instant::now() < deadline,
+                "daemon did not stop within 10 s of SIGINT"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         self.lines.try_iter().collect()
@@ -86,7 +96,10 @@ fn bpftool_stats(lab: &Lab) -> serde_json::Map<String, Value> {
         .arg(lab.pin_dir.join("STATS")));
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     let mut sum = serde_json::Map::new();
-    for cpu in v[0]["formatted"]["values"].as_array().expect("BTF-formatted per-CPU values") {
+    for cpu in v[0]["formatted"]["values"]
+        .as_array()
+        .expect("BTF-formatted per-CPU values")
+    {
         for (k, n) in cpu["value"].as_object().unwrap() {
             let cur = sum.get(k).and_then(Value::as_u64).unwrap_or(0);
             sum.insert(k.clone(), (cur + n.as_u64().unwrap()).into());
@@ -111,32 +124,50 @@ fn expected_flows() -> Vec<(&'static str, Value)> {
     };
     let none = dir(0, 0, (0, 0, 0, 0), 0, 0, z.clone());
     vec![
-        ("6 192.0.2.2:40000>192.0.2.1:80 vlan0", json!({
+        (
+            "6 192.0.2.2:40000>192.0.2.1:80 vlan0",
+            json!({
             "fwd": dir(5, 4 * 54 + 154, (40, 140, 4 * 40 + 140, 4 * 1600 + 19600), 64, 64240,
                        flags(json!({"syn":1,"fin":1,"psh":1,"ack":4}))),
             "rev": dir(3, 3 * 54, (40, 40, 120, 4800), 64, 64240,
                        flags(json!({"synack":1,"fin":1,"ack":3}))),
-            "icmp_type": 0, "icmp_code": 0})),
-        ("17 192.0.2.2:5353>192.0.2.1:53 vlan0", json!({
+            "icmp_type": 0, "icmp_code": 0}),
+        ),
+        (
+            "17 192.0.2.2:5353>192.0.2.1:53 vlan0",
+            json!({
             "fwd": dir(2, 72 + 82, (58, 68, 126, 58 * 58 + 68 * 68), 64, 0, z.clone()),
             "rev": dir(1, 162, (148, 148, 148, 148 * 148), 64, 0, z.clone()),
-            "icmp_type": 0, "icmp_code": 0})),
-        ("1 192.0.2.2:0>192.0.2.1:0 vlan0", json!({
+            "icmp_type": 0, "icmp_code": 0}),
+        ),
+        (
+            "1 192.0.2.2:0>192.0.2.1:0 vlan0",
+            json!({
             "fwd": dir(3, 3 * 98, (84, 84, 252, 3 * 84 * 84), 64, 0, z.clone()),
             "rev": dir(3, 3 * 98, (84, 84, 252, 3 * 84 * 84), 64, 0, z.clone()),
-            "icmp_type": 8, "icmp_code": 0})),
-        ("6 2001:db8::2:41000>2001:db8::1:443 vlan0", json!({
+            "icmp_type": 8, "icmp_code": 0}),
+        ),
+        (
+            "6 2001:db8::2:41000>2001:db8::1:443 vlan0",
+            json!({
             "fwd": dir(2, 2 * 74, (60, 60, 120, 7200), 64, 65535, flags(json!({"syn":1,"rst":1}))),
             "rev": dir(1, 74, (60, 60, 60, 3600), 64, 65535, flags(json!({"synack":1,"ack":1}))),
-            "icmp_type": 0, "icmp_code": 0})),
-        ("17 198.51.100.2:1000>198.51.100.1:2000 vlan100", json!({
+            "icmp_type": 0, "icmp_code": 0}),
+        ),
+        (
+            "17 198.51.100.2:1000>198.51.100.1:2000 vlan100",
+            json!({
             "fwd": dir(2, 2 * 56, (38, 38, 76, 2 * 38 * 38), 64, 0, z.clone()),
             "rev": none.clone(),
-            "icmp_type": 0, "icmp_code": 0})),
-        ("17 2001:db8::2:7000>2001:db8::1:7001 vlan0", json!({
+            "icmp_type": 0, "icmp_code": 0}),
+        ),
+        (
+            "17 2001:db8::2:7000>2001:db8::1:7001 vlan0",
+            json!({
             "fwd": dir(1, 82, (68, 68, 68, 68 * 68), 64, 0, z.clone()),
             "rev": none,
-            "icmp_type": 0, "icmp_code": 0})),
+            "icmp_type": 0, "icmp_code": 0}),
+        ),
     ]
 }
 
@@ -169,10 +200,23 @@ fn xdp_on_veth_exact_features_events_and_replay_equivalence() {
     let total_bytes: u64 = frames.iter().map(|f| f.len() as u64).sum();
 
     // Long timeouts: nothing is swept while we look at the map.
-    let d = Daemon::start(&lab, &["--xdp-mode", "skb", "--idle-timeout", "600", "--closed-linger", "600"]);
+    let d = Daemon::start(
+        &lab,
+        &[
+            "--xdp-mode",
+            "skb",
+            "--idle-timeout",
+            "600",
+            "--closed-linger",
+            "600",
+        ],
+    );
     assert!(d.attached.contains("mode=skb"), "{}", d.attached);
     let link = sh(&format!("ip -n {} link show {}", lab.ns_a, lab.if_a));
-    assert!(String::from_utf8_lossy(&link.stdout).contains("xdpgeneric"), "XDP not attached");
+    assert!(
+        String::from_utf8_lossy(&link.stdout).contains("xdpgeneric"),
+        "XDP not attached"
+    );
     lab.replay_into_a(&pcap);
     std::thread::sleep(Duration::from_millis(500));
 
@@ -184,17 +228,34 @@ fn xdp_on_veth_exact_features_events_and_replay_equivalence() {
     let bt = bpftool_stats(&lab);
     let st: Value = serde_json::from_str(safelink(&lab, "stats").trim()).unwrap();
     let want = [
-        ("packets", 27), ("bytes", total_bytes), ("ipv4", 20), ("ipv6", 4), ("arp", 3),
-        ("tcp", 11), ("udp", 6), ("icmp", 6), ("icmpv6", 0), ("other_l4", 0), ("other_l3", 0),
-        ("vlan_tagged", 2), ("fragments", 1), ("malformed", 0), ("flows_created", 6),
-        ("flow_insert_failed", 0), ("events_dropped", 0),
+        ("packets", 27),
+        ("bytes", total_bytes),
+        ("ipv4", 20),
+        ("ipv6", 4),
+        ("arp", 3),
+        ("tcp", 11),
+        ("udp", 6),
+        ("icmp", 6),
+        ("icmpv6", 0),
+        ("other_l4", 0),
+        ("other_l3", 0),
+        ("vlan_tagged", 2),
+        ("fragments", 1),
+        ("malformed", 0),
+        ("flows_created", 6),
+        ("flow_insert_failed", 0),
+        ("events_dropped", 0),
     ];
     for (k, v) in want {
         assert_eq!(bt[k].as_u64(), Some(v), "bpftool STATS.{k}");
         assert_eq!(st[k].as_u64(), Some(v), "safelink stats {k}");
     }
     // 6 flow starts + 3 ARP + at least one end event each for the FIN and RST flows.
-    assert!(bt["events_sent"].as_u64().unwrap() >= 11, "events_sent {}", bt["events_sent"]);
+    assert!(
+        bt["events_sent"].as_u64().unwrap() >= 11,
+        "events_sent {}",
+        bt["events_sent"]
+    );
 
     // ARP events from the ring buffer, in order.
     let lines = d.stop();
@@ -205,19 +266,43 @@ fn xdp_on_veth_exact_features_events_and_replay_equivalence() {
         .collect();
     let arp_view: Vec<_> = arps
         .iter()
-        .map(|a| (a["op"].as_u64().unwrap(), a["sender_mac"].as_str().unwrap().to_owned(),
-                  a["sender_ip"].as_str().unwrap().to_owned(), a["target_ip"].as_str().unwrap().to_owned()))
+        .map(|a| {
+            (
+                a["op"].as_u64().unwrap(),
+                a["sender_mac"].as_str().unwrap().to_owned(),
+                a["sender_ip"].as_str().unwrap().to_owned(),
+                a["target_ip"].as_str().unwrap().to_owned(),
+            )
+        })
         .collect();
     assert_eq!(
         arp_view,
         vec![
-            (1, "02:00:00:00:00:02".into(), "192.0.2.2".into(), "192.0.2.1".into()),
-            (1, "02:00:00:00:00:02".into(), "192.0.2.2".into(), "192.0.2.1".into()),
-            (2, "02:00:00:00:00:01".into(), "192.0.2.1".into(), "192.0.2.2".into()),
+            (
+                1,
+                "02:00:00:00:00:02".into(),
+                "192.0.2.2".into(),
+                "192.0.2.1".into()
+            ),
+            (
+                1,
+                "02:00:00:00:00:02".into(),
+                "192.0.2.2".into(),
+                "192.0.2.1".into()
+            ),
+            (
+                2,
+                "02:00:00:00:00:01".into(),
+                "192.0.2.1".into(),
+                "192.0.2.2".into()
+            ),
         ]
     );
     let link = sh(&format!("ip -n {} link show {}", lab.ns_a, lab.if_a));
-    assert!(!String::from_utf8_lossy(&link.stdout).contains("xdp"), "XDP still attached after SIGINT");
+    assert!(
+        !String::from_utf8_lossy(&link.stdout).contains("xdp"),
+        "XDP still attached after SIGINT"
+    );
 
     // Replay path on the same pcap: identical per-flow counts and flags.
     let out = run(Command::new(BIN).args(["analyze", "--flows"]).arg(&pcap));
@@ -225,10 +310,24 @@ fn xdp_on_veth_exact_features_events_and_replay_equivalence() {
     assert_flows("replay", &replay_flows);
 
     // Restart in auto mode: native XDP on veth, and the pinned maps (flows, counters) reused.
-    let d = Daemon::start(&lab, &["--xdp-mode", "auto", "--idle-timeout", "600", "--closed-linger", "600"]);
+    let d = Daemon::start(
+        &lab,
+        &[
+            "--xdp-mode",
+            "auto",
+            "--idle-timeout",
+            "600",
+            "--closed-linger",
+            "600",
+        ],
+    );
     assert!(d.attached.contains("mode=native"), "{}", d.attached);
     assert_flows("after restart", &flows_by_key(&safelink(&lab, "flows")));
-    assert_eq!(bpftool_stats(&lab)["packets"].as_u64(), Some(27), "counters after restart");
+    assert_eq!(
+        bpftool_stats(&lab)["packets"].as_u64(),
+        Some(27),
+        "counters after restart"
+    );
     d.stop();
 
     // Restart with a 1 s idle timeout: the sweeper exports every flow as a record and empties
@@ -251,8 +350,15 @@ fn xdp_on_veth_exact_features_events_and_replay_equivalence() {
             "end_reason {}",
             v["end_reason"]
         );
-        assert!(v["first_ns"].as_u64().unwrap() > 1_600_000_000_000_000_000, "Unix-time ns");
+        assert!(
+            v["first_ns"].as_u64().unwrap() > 1_600_000_000_000_000_000,
+            "Unix-time ns"
+        );
     }
-    assert_eq!(safelink(&lab, "flows").trim(), "", "flow map not emptied by the sweeper");
+    assert_eq!(
+        safelink(&lab, "flows").trim(),
+        "",
+        "flow map not emptied by the sweeper"
+    );
     d.stop();
 }

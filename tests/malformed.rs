@@ -82,7 +82,11 @@ fn xdp_counts_malformed_frames_and_keeps_working() {
         assert_eq!(r.return_value, 2, "{name}: XDP_PASS");
         ran += 1;
     }
-    assert_eq!(ran, frames.len() as u64 - 1, "only the 10-byte frame is refused");
+    assert_eq!(
+        ran,
+        frames.len() as u64 - 1,
+        "only the 10-byte frame is refused"
+    );
     // Zero-length: the kernel refuses it before the program runs (nothing to count).
     let prog = loader::program(&mut ebpf).unwrap();
     let zero = prog.test_run(TestRunOptions {
@@ -90,7 +94,10 @@ fn xdp_counts_malformed_frames_and_keeps_working() {
         data_out: Some(&mut out),
         ..Default::default()
     });
-    assert!(zero.is_err(), "zero-length frame accepted by BPF_PROG_TEST_RUN");
+    assert!(
+        zero.is_err(),
+        "zero-length frame accepted by BPF_PROG_TEST_RUN"
+    );
     // Jumbo: a 9000-byte UDP frame is a valid packet when the kernel accepts it (test_run caps
     // XDP input at one page without frags support): then it must count as UDP, not malformed.
     let jumbo = udp4((IP_B, 9), (IP_A, 9), 9000 - 42);
@@ -115,12 +122,22 @@ fn xdp_counts_malformed_frames_and_keeps_working() {
     let maps = SensorMaps::from_ebpf(&mut ebpf).unwrap();
     let c = maps.counters().unwrap();
     assert_eq!(c.get(Counter::Malformed), ran, "malformed counter");
-    assert_eq!(c.get(Counter::Tcp), 1, "the valid SYN after the malformed frames");
-    assert_eq!(c.get(Counter::Udp), u64::from(jumbo_ran), "jumbo frame is valid UDP");
+    assert_eq!(
+        c.get(Counter::Tcp),
+        1,
+        "the valid SYN after the malformed frames"
+    );
+    assert_eq!(
+        c.get(Counter::Udp),
+        u64::from(jumbo_ran),
+        "jumbo frame is valid UDP"
+    );
     assert_eq!(c.get(Counter::FlowsCreated), 1 + u64::from(jumbo_ran));
     let flows = maps.flows().unwrap();
     assert!(
-        flows.iter().any(|(k, s)| k.proto == 6 && s.ab.packets + s.ba.packets == 1),
+        flows
+            .iter()
+            .any(|(k, s)| k.proto == 6 && s.ab.packets + s.ba.packets == 1),
         "flow of the valid SYN"
     );
 }
@@ -151,22 +168,39 @@ fn analyze_counts_malformed_frames_and_keeps_working() {
     assert_eq!(summary["tcp"], 1);
     let flows = flows_by_key(&String::from_utf8(out.stdout).unwrap());
     assert_eq!(flows.len(), 2, "{flows:?}");
-    assert_eq!(flows["17 192.0.2.2:9>192.0.2.1:9 vlan0"]["fwd"]["bytes"], 9000);
-    assert_eq!(flows["6 192.0.2.2:5555>192.0.2.1:80 vlan0"]["fwd"]["flags"]["syn"], 1);
+    assert_eq!(
+        flows["17 192.0.2.2:9>192.0.2.1:9 vlan0"]["fwd"]["bytes"],
+        9000
+    );
+    assert_eq!(
+        flows["6 192.0.2.2:5555>192.0.2.1:80 vlan0"]["fwd"]["flags"]["syn"],
+        1
+    );
 }
 
 #[test]
 fn analyze_rejects_unreadable_and_truncated_files_clearly() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("nope.pcap");
-    let out = Command::new(BIN).arg("analyze").arg(&missing).output().unwrap();
+    let out = Command::new(BIN)
+        .arg("analyze")
+        .arg(&missing)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("cannot open") && err.contains("nope.pcap"), "{err}");
+    assert!(
+        err.contains("cannot open") && err.contains("nope.pcap"),
+        "{err}"
+    );
 
     let junk = dir.path().join("junk.pcap");
     std::fs::write(&junk, b"this is not a capture file at all").unwrap();
-    let out = Command::new(BIN).arg("analyze").arg(&junk).output().unwrap();
+    let out = Command::new(BIN)
+        .arg("analyze")
+        .arg(&junk)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a pcap or pcapng file"));
 

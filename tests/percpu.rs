@@ -26,7 +26,9 @@ fn per_cpu_slots_merge_to_exact_counts() {
     if !kernel_test_can_run("percpu", &[]) {
         return;
     }
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()).min(4);
+    let cpus = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(4);
     if cpus < 2 {
         eprintln!("SKIP percpu: needs at least 2 CPUs");
         return;
@@ -84,5 +86,9 @@ fn per_cpu_slots_merge_to_exact_counts() {
     assert_eq!(s.ab.flags.synack, 1);
     let c = maps.counters().unwrap();
     assert_eq!(c.get(Counter::Packets), 1 + 1000 + 1 + 777 + extra);
-    assert_eq!(c.get(Counter::FlowsCreated), 1, "one flow, whatever the CPU");
+    assert_eq!(
+        c.get(Counter::FlowsCreated),
+        1,
+        "one flow, whatever the CPU"
+    );
 }

@@ -20,7 +20,11 @@ fn pcaps() -> Vec<PathBuf> {
         .filter(|p| p.extension().is_some_and(|e| e == "pcap" || e == "pcapng"))
         .collect();
     v.sort();
-    assert!(v.len() >= 29, "expected the shared captures in {}", dir.display());
+    assert!(
+        v.len() >= 29,
+        "expected the shared captures in {}",
+        dir.display()
+    );
     v
 }
 
@@ -101,20 +105,40 @@ fn every_capture_replays_and_flow_counts_match_tshark() {
             .and_then(|l| l.split('\t').nth(1))
             .and_then(|n| n.trim().parse().ok())
             .unwrap();
-        assert_eq!(summary["packets"].as_u64(), Some(packets), "{name}: packets read");
+        assert_eq!(
+            summary["packets"].as_u64(),
+            Some(packets),
+            "{name}: packets read"
+        );
         // Malformed = IP length beyond the frame; tshark flags exactly those frames too.
         let flagged = run(Command::new("tshark")
-            .args(["-n", "-Y", "_ws.expert.message contains \"length exceeds packet length\"", "-r"])
+            .args([
+                "-n",
+                "-Y",
+                "_ws.expert.message contains \"length exceeds packet length\"",
+                "-r",
+            ])
             .arg(&p));
         let flagged = String::from_utf8_lossy(&flagged.stdout).lines().count() as u64;
-        assert_eq!(summary["malformed"].as_u64(), Some(flagged), "{name}: malformed");
+        assert_eq!(
+            summary["malformed"].as_u64(),
+            Some(flagged),
+            "{name}: malformed"
+        );
         let (t_tcp, t_udp) = (tshark_convs(&p, "tcp"), tshark_convs(&p, "udp"));
         if TSHARK_QUIRKS.contains(&name.as_str()) {
             assert_eq!(tcp, t_tcp, "{name}: tcp flows");
-            assert!(udp + 1 == t_udp, "{name}: udp flows {udp} vs tshark {t_udp} (quirk: +1)");
+            assert!(
+                udp + 1 == t_udp,
+                "{name}: udp flows {udp} vs tshark {t_udp} (quirk: +1)"
+            );
             continue;
         }
-        assert_eq!((tcp, udp), (t_tcp, t_udp), "{name}: tcp/udp flows vs tshark");
+        assert_eq!(
+            (tcp, udp),
+            (t_tcp, t_udp),
+            "{name}: tcp/udp flows vs tshark"
+        );
         compared += 1;
     }
     if have_tshark {

@@ -71,9 +71,7 @@ fn dir_update(d: &mut DirStats, m: &PacketMeta, frame_len: u32, ts_ns: u64) {
             d.iat_max_us = iat;
         }
         d.iat_sum_us = d.iat_sum_us.saturating_add(iat as u64);
-        d.iat_sq_sum_us = d
-            .iat_sq_sum_us
-            .saturating_add((iat as u64) * (iat as u64));
+        d.iat_sq_sum_us = d.iat_sq_sum_us.saturating_add((iat as u64) * (iat as u64));
         if l3 < d.l3_min {
             d.l3_min = l3;
         }

@@ -26,3 +26,6 @@ mod user {
     unsafe impl aya::Pod for Event {}
     unsafe impl aya::Pod for Stats {}
 }
+
+#[cfg(test)]
+mod tests;

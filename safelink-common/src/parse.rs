@@ -8,7 +8,8 @@
 //! [`MAX_IPV6_EXT_HEADERS`].
 
 use crate::layout::{
-    ArpInfo, Counter, FAMILY_IPV4, FAMILY_IPV6, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP,
+    ArpInfo, Counter, FAMILY_IPV4, FAMILY_IPV6, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP,
+    IPPROTO_UDP,
 };
 
 /// Read access to one frame. The kernel implements it over the XDP context (with the bounds
@@ -233,8 +234,12 @@ fn parse_ipv4<P: PacketBytes + ?Sized>(p: &P, off: usize, out: &mut ParseOut) ->
     m.vlan = out.vlan;
     m.l3_len = total;
     m.ttl = h[8];
-    m.src = [h[12], h[13], h[14], h[15], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
-    m.dst = [h[16], h[17], h[18], h[19], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    m.src = [
+        h[12], h[13], h[14], h[15], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    ];
+    m.dst = [
+        h[16], h[17], h[18], h[19], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    ];
     parse_l4(p, off + ihl, m)
 }
 

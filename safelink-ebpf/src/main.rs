@@ -84,7 +84,6 @@ pub fn safelink(ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
 
-
 #[inline(always)]
 fn emit(kind: u8, reason: u8, from_a: bool, ts_ns: u64, s: &Scratch, st: &mut Stats) {
     match EVENTS.reserve(0) {

@@ -168,9 +168,21 @@ impl FlowRecord {
     /// Renders a merged flow. `epoch_offset_ns` converts the stats' clock to Unix time (0 for
     /// replay, whose clock already is Unix time; realtime − monotonic for the kernel).
     pub fn new(k: &FlowKey, s: &FlowStats, epoch_offset_ns: i64, end_reason: EndReason) -> Self {
-        let a = (key_addr(k.family, &k.addr_a), k.port_a, Direction::from(&s.ab));
-        let b = (key_addr(k.family, &k.addr_b), k.port_b, Direction::from(&s.ba));
-        let (src, dst) = if s.initiator_is_a != 0 { (a, b) } else { (b, a) };
+        let a = (
+            key_addr(k.family, &k.addr_a),
+            k.port_a,
+            Direction::from(&s.ab),
+        );
+        let b = (
+            key_addr(k.family, &k.addr_b),
+            k.port_b,
+            Direction::from(&s.ba),
+        );
+        let (src, dst) = if s.initiator_is_a != 0 {
+            (a, b)
+        } else {
+            (b, a)
+        };
         let to_epoch = |ns: u64| (ns as i64).saturating_add(epoch_offset_ns).max(0) as u64;
         Self {
             src_ip: src.0,

@@ -145,12 +145,7 @@ impl<'a, F: FnMut(Record)> Replayer<'a, F> {
         rest.sort_by_key(|(k, s)| (s.first_ns, *k));
         for (k, s) in rest {
             self.summary.flows += 1;
-            (self.emit)(Record::Flow(FlowRecord::new(
-                &k,
-                &s,
-                0,
-                EndReason::Flush,
-            )));
+            (self.emit)(Record::Flow(FlowRecord::new(&k, &s, 0, EndReason::Flush)));
         }
         self.summary.counters = self.table.counters.clone();
         self.summary

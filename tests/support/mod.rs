@@ -9,8 +9,8 @@ use std::{
 };
 
 use etherparse::{PacketBuilder, VlanId};
-use serde_json::Value;
 use pcap_file::pcap::{PcapPacket, PcapWriter};
+use serde_json::Value;
 
 pub const MAC_A: [u8; 6] = [0x02, 0x00, 0x00, 0x00, 0x00, 0x01];
 pub const MAC_B: [u8; 6] = [0x02, 0x00, 0x00, 0x00, 0x00, 0x02];
@@ -45,7 +45,11 @@ pub fn kernel_test_can_run(name: &str, tools: &[&str]) -> bool {
 }
 
 pub fn tcp4(src: ([u8; 4], u16), dst: ([u8; 4], u16), flags: &str, payload: usize) -> Vec<u8> {
-    let (smac, dmac) = if src.0 == IP_A { (MAC_A, MAC_B) } else { (MAC_B, MAC_A) };
+    let (smac, dmac) = if src.0 == IP_A {
+        (MAC_A, MAC_B)
+    } else {
+        (MAC_B, MAC_A)
+    };
     let mut b = PacketBuilder::ethernet2(smac, dmac)
         .ipv4(src.0, dst.0, 64)
         .tcp(src.1, dst.1, 1000, 64240);
@@ -228,8 +232,12 @@ impl Lab {
     }
 
     pub fn cleanup(&self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.ns_a]).output();
-        let _ = Command::new("ip").args(["netns", "del", &self.ns_b]).output();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.ns_a])
+            .output();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.ns_b])
+            .output();
         let _ = std::fs::remove_dir_all(&self.pin_dir);
     }
 
@@ -252,7 +260,8 @@ impl Lab {
     /// `ip netns exec`) keeps the host's /sys/fs/bpf visible for pinning.
     pub fn cmd_in_a(&self, program: &str) -> Command {
         let mut c = Command::new("nsenter");
-        c.arg(format!("--net=/run/netns/{}", self.ns_a)).arg(program);
+        c.arg(format!("--net=/run/netns/{}", self.ns_a))
+            .arg(program);
         c
     }
 }
@@ -310,8 +319,12 @@ pub fn flows_by_key(jsonl: &str) -> std::collections::BTreeMap<String, Value> {
         .map(|v| {
             let k = format!(
                 "{} {}:{}>{}:{} vlan{}",
-                v["proto"], v["src_ip"].as_str().unwrap(), v["src_port"],
-                v["dst_ip"].as_str().unwrap(), v["dst_port"], v["vlan"]
+                v["proto"],
+                v["src_ip"].as_str().unwrap(),
+                v["src_port"],
+                v["dst_ip"].as_str().unwrap(),
+                v["dst_port"],
+                v["vlan"]
             );
             (k, v)
         })

@@ -49,10 +49,7 @@ fn captures(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
         .with_context(|| format!("reading {}", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.extension()
-                .is_some_and(|e| e == "pcap" || e == "pcapng")
-        })
+        .filter(|p| p.extension().is_some_and(|e| e == "pcap" || e == "pcapng"))
         .collect();
     v.sort();
     if v.is_empty() {
@@ -63,7 +60,10 @@ fn captures(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
 
 /// Packets in a capture file according to capinfos (independent of our reader).
 fn capinfos_packets(p: &Path) -> anyhow::Result<u64> {
-    let out = Command::new("capinfos").args(["-M", "-c", "-T"]).arg(p).output()?;
+    let out = Command::new("capinfos")
+        .args(["-M", "-c", "-T"])
+        .arg(p)
+        .output()?;
     let s = String::from_utf8_lossy(&out.stdout);
     s.lines()
         .nth(1)
@@ -125,7 +125,10 @@ fn replay(copies: usize, dir: &Path, no_nfstream: bool) -> anyhow::Result<()> {
         bail!("safelink analyze failed");
     }
     let ours_pps = packets as f64 / ours;
-    println!("safelink analyze --flows: {ours:.2} s, {:.2} M packets/s", ours_pps / 1e6);
+    println!(
+        "safelink analyze --flows: {ours:.2} s, {:.2} M packets/s",
+        ours_pps / 1e6
+    );
 
     if no_nfstream {
         return Ok(());
@@ -145,10 +148,7 @@ for f in NFStreamer(source=sys.argv[1], statistical_analysis=True, n_meters=1):
     n += 1
 print(f"{time.time() - t0:.3f} {n}")
 "#;
-    let out = Command::new(&py)
-        .args(["-c", script])
-        .arg(&big)
-        .output()?;
+    let out = Command::new(&py).args(["-c", script]).arg(&big).output()?;
     if !out.status.success() {
         bail!("nfstream failed: {}", String::from_utf8_lossy(&out.stderr));
     }

@@ -132,8 +132,9 @@ pub fn attach(ebpf: &mut Ebpf, iface: &str, mode: AttachMode) -> anyhow::Result<
     let try_mode = |prog: &mut Xdp, m: XdpMode| prog.attach(iface, m);
     let (link, mode) = match mode {
         AttachMode::Native => (
-            try_mode(prog, XdpMode::Driver)
-                .with_context(|| format!("attaching to {iface} in native mode (try --xdp-mode skb)"))?,
+            try_mode(prog, XdpMode::Driver).with_context(|| {
+                format!("attaching to {iface} in native mode (try --xdp-mode skb)")
+            })?,
             XdpMode::Driver,
         ),
         AttachMode::Skb => (

@@ -26,7 +26,9 @@ enum What {
 pub fn tcp_frame(flags: u8, sport: u16) -> Vec<u8> {
     let mut p = Vec::with_capacity(60);
     p.extend_from_slice(&[0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2, 0x08, 0x00]);
-    p.extend_from_slice(&[0x45, 0, 0, 40, 0, 0, 0x40, 0, 64, 6, 0, 0, 192, 0, 2, 2, 192, 0, 2, 1]);
+    p.extend_from_slice(&[
+        0x45, 0, 0, 40, 0, 0, 0x40, 0, 64, 6, 0, 0, 192, 0, 2, 2, 192, 0, 2, 1,
+    ]);
     p.extend_from_slice(&sport.to_be_bytes());
     p.extend_from_slice(&80u16.to_be_bytes());
     p.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
@@ -77,10 +79,18 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<ExitCode> {
                 repeat,
                 ..Default::default()
             })?;
-            ensure!(res.return_value == 2, "{name}: expected XDP_PASS, got {}", res.return_value);
+            ensure!(
+                res.return_value == 2,
+                "{name}: expected XDP_PASS, got {}",
+                res.return_value
+            );
             total_ns += res.duration.as_nanos();
         }
-        println!("{name},{},{:.1}", repeat as u64 * runs, total_ns as f64 / runs as f64);
+        println!(
+            "{name},{},{:.1}",
+            repeat as u64 * runs,
+            total_ns as f64 / runs as f64
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -51,10 +51,20 @@ enum Cmd {
 #[derive(Debug, Args)]
 pub struct TimeoutArgs {
     /// A flow with no packet for this many seconds ends.
-    #[arg(long, value_name = "SECS", default_value_t = 60, env = "SAFELINK_IDLE_TIMEOUT")]
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = 60,
+        env = "SAFELINK_IDLE_TIMEOUT"
+    )]
     idle_timeout: u64,
     /// A flow older than this many seconds is exported (and starts over).
-    #[arg(long, value_name = "SECS", default_value_t = 1800, env = "SAFELINK_ACTIVE_TIMEOUT")]
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = 1800,
+        env = "SAFELINK_ACTIVE_TIMEOUT"
+    )]
     active_timeout: u64,
     /// Seconds to wait after a TCP FIN/RST for the closing packets before exporting.
     #[arg(long, value_name = "SECS", default_value_t = 5)]

@@ -103,7 +103,8 @@ async fn run_async(a: RunArgs) -> anyhow::Result<ExitCode> {
         let mut last_status = tokio::time::Instant::now();
         loop {
             tick.tick().await;
-            let records = match sweep_once(&mut maps, &timeouts, monotonic_ns(), epoch, &mut stats) {
+            let records = match sweep_once(&mut maps, &timeouts, monotonic_ns(), epoch, &mut stats)
+            {
                 Ok(r) => r,
                 Err(e) => {
                     warn!(error = %e, "sweep failed");
