@@ -1,1 +1,792 @@
-//! HTTP API tests (filled in below).
+//! HTTP API tests against a real server: `safelink::api::serve` on 127.0.0.1:0, a real sled
+//! store in a temp dir (alerts inserted through `Store`), and a real HTTP client. Covers
+//! filters, cursor paging, exact CSV and EVE bodies, archiving, auth refusals, 4xx JSON
+//! errors and 404s.
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use reqwest::StatusCode;
+use safelink::alert::{Alert, AlertKind, AlertSource, Severity};
+use safelink::api::{
+    self, ApiState, AuthPolicy, ControlError, ControlFuture, SensorControl, SensorStatus,
+};
+use safelink::store::Store;
+use serde_json::{Value, json};
+
+const TOKEN: &str = "test-token-0123456789";
+
+/// A sniffer that only flips a flag; `refuse` makes start/stop answer a conflict.
+#[derive(Default)]
+struct FakeSensor {
+    running: AtomicBool,
+    refuse: bool,
+}
+
+impl SensorControl for FakeSensor {
+    fn status(&self) -> SensorStatus {
+        let running = self.running.load(Ordering::SeqCst);
+        SensorStatus {
+            running,
+            interface: Some("veth0".into()),
+            xdp_mode: running.then(|| "skb".into()),
+            uptime_secs: 42,
+            packets: 1000,
+            flows: 17,
+            ringbuf_events: 300,
+            ringbuf_drops: 2,
+            detection_sources: vec![AlertSource::Dfa, AlertSource::Ann],
+        }
+    }
+
+    fn start(&self) -> ControlFuture<'_> {
+        Box::pin(async move {
+            if self.refuse {
+                return Err(ControlError::Conflict("no interface configured".into()));
+            }
+            Ok(!self.running.swap(true, Ordering::SeqCst))
+        })
+    }
+
+    fn stop(&self) -> ControlFuture<'_> {
+        Box::pin(async move {
+            if self.refuse {
+                return Err(ControlError::Conflict("no interface configured".into()));
+            }
+            Ok(self.running.swap(false, Ordering::SeqCst))
+        })
+    }
+}
+
+struct Server {
+    base: String,
+    http: reqwest::Client,
+    store: Store,
+    _dir: tempfile::TempDir,
+    _shutdown: tokio::sync::oneshot::Sender<()>,
+}
+
+/// Starts a server bound to 127.0.0.1:0 whose auth policy is computed for `policy_addr`
+/// (default: the bound address) and `token`.
+async fn start_with(policy_addr: Option<&str>, token: Option<&str>, sensor: FakeSensor) -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("store")).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let bound = listener.local_addr().unwrap();
+    let policy_addr: SocketAddr = policy_addr.map_or(bound, |a| a.parse().unwrap());
+    let policy = AuthPolicy::new(policy_addr, token).unwrap();
+    let state = ApiState::new(store.clone(), Arc::new(sensor), policy);
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(api::serve(listener, api::router(state), async move {
+        let _ = rx.await;
+    }));
+    Server {
+        base: format!("http://{bound}"),
+        http: reqwest::Client::builder().no_proxy().build().unwrap(),
+        store,
+        _dir: dir,
+        _shutdown: tx,
+    }
+}
+
+async fn start() -> Server {
+    start_with(None, Some(TOKEN), FakeSensor::default()).await
+}
+
+fn alert(minute: u32, source: AlertSource, kind: AlertKind, src: Option<&str>) -> Alert {
+    let ts = format!("2024-05-01T12:{minute:02}:00Z");
+    Alert {
+        id: 0,
+        timestamp: ts.clone(),
+        source,
+        kind,
+        severity: Severity::High,
+        confidence: 1.0,
+        src_ip: src.map(|s| s.parse().unwrap()),
+        src_port: Some(40000 + minute as u16),
+        dest_ip: Some("192.0.2.10".parse().unwrap()),
+        dest_port: Some(22),
+        proto: "tcp".into(),
+        src_mac: None,
+        first_seen: ts.clone(),
+        last_seen: ts,
+        count: u64::from(minute) * 10,
+        description: format!("{} test alert", kind.as_str()),
+        community_id: Some(format!("1:test{minute}=")),
+        explanation: None,
+        features: vec![0.5, 1.0],
+    }
+}
+
+/// Five alerts, ids 1..=5, one minute apart:
+/// 1 port_scan/dfa from .1, 2 ssh_brute_force/dfa from .2, 3 port_scan/dfa from .1,
+/// 4 anomalous_flow/ann from 2001:db8::5 (with explanation), 5 arp_spoof/dfa without IP,
+/// with a description that needs CSV quoting.
+fn seed(store: &Store) {
+    let ann = Alert {
+        severity: Severity::Medium,
+        confidence: 0.875,
+        proto: "udp".into(),
+        explanation: Some(json!({"dst_port_entropy": 0.4})),
+        ..alert(
+            4,
+            AlertSource::Ann,
+            AlertKind::AnomalousFlow,
+            Some("2001:db8::5"),
+        )
+    };
+    let spoof = Alert {
+        severity: Severity::Critical,
+        src_port: None,
+        dest_ip: Some("192.0.2.1".parse().unwrap()),
+        dest_port: None,
+        proto: "arp".into(),
+        src_mac: Some("02:00:00:00:00:02".into()),
+        community_id: None,
+        description: "192.0.2.1 claimed by \"02:00:00:00:00:02\", was 02:00:00:00:00:01".into(),
+        ..alert(5, AlertSource::Dfa, AlertKind::ArpSpoof, None)
+    };
+    let alerts = [
+        alert(
+            1,
+            AlertSource::Dfa,
+            AlertKind::PortScan,
+            Some("198.51.100.1"),
+        ),
+        alert(
+            2,
+            AlertSource::Dfa,
+            AlertKind::SshBruteForce,
+            Some("198.51.100.2"),
+        ),
+        alert(
+            3,
+            AlertSource::Dfa,
+            AlertKind::PortScan,
+            Some("198.51.100.1"),
+        ),
+        ann,
+        spoof,
+    ];
+    for (i, a) in alerts.into_iter().enumerate() {
+        assert_eq!(store.insert(a).unwrap(), i as u64 + 1);
+    }
+}
+
+impl Server {
+    async fn get(&self, path: &str) -> (StatusCode, String) {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap();
+        (r.status(), r.text().await.unwrap())
+    }
+
+    async fn get_json(&self, path: &str) -> (StatusCode, Value) {
+        let (status, body) = self.get(path).await;
+        (
+            status,
+            serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}")),
+        )
+    }
+
+    async fn post(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&str>,
+    ) -> (StatusCode, Value) {
+        let mut req = self.http.post(format!("{}{path}", self.base));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req
+                .header("content-type", "application/json")
+                .body(b.to_string());
+        }
+        let r = req.send().await.unwrap();
+        let status = r.status();
+        let text = r.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}: {text}")),
+        )
+    }
+
+    /// Ids of an alert page, and its next cursor.
+    async fn page(&self, path: &str) -> (Vec<u64>, Option<String>) {
+        let (status, v) = self.get_json(path).await;
+        assert_eq!(status, StatusCode::OK, "{path}: {v}");
+        let ids = v["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["id"].as_u64().unwrap())
+            .collect();
+        (ids, v["next_cursor"].as_str().map(String::from))
+    }
+}
+
+fn err(msg: &str) -> Value {
+    json!({ "error": msg })
+}
+
+#[tokio::test]
+async fn lists_newest_first_with_the_stored_fields() {
+    let s = start().await;
+    seed(&s.store);
+    let (status, v) = s.get_json("/alerts").await;
+    assert_eq!(status, StatusCode::OK);
+    let ids: Vec<u64> = v["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ids, [5, 4, 3, 2, 1]);
+    assert_eq!(v["next_cursor"], Value::Null);
+    // Each listed alert is exactly the stored one, field names as in the Alert contract.
+    for a in v["alerts"].as_array().unwrap() {
+        let stored = s.store.get(a["id"].as_u64().unwrap()).unwrap().unwrap();
+        assert_eq!(a, &serde_json::to_value(&stored).unwrap());
+    }
+    let (status, one) = s.get_json("/alerts/4").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        one,
+        serde_json::to_value(s.store.get(4).unwrap().unwrap()).unwrap()
+    );
+    assert_eq!(one["source"], "ann");
+    assert_eq!(one["kind"], "anomalous_flow");
+    assert_eq!(one["explanation"], json!({"dst_port_entropy": 0.4}));
+}
+
+#[tokio::test]
+async fn filters_by_kind_source_ip_and_time() {
+    let s = start().await;
+    seed(&s.store);
+    for (query, want) in [
+        ("kind=port_scan", vec![3, 1]),
+        ("kind=arp_spoof", vec![5]),
+        ("kind=udp_flood", vec![]),
+        ("source=ann", vec![4]),
+        ("source=dfa", vec![5, 3, 2, 1]),
+        ("src_ip=198.51.100.1", vec![3, 1]),
+        ("src_ip=2001:db8::5", vec![4]),
+        ("src_ip=203.0.113.1", vec![]),
+        ("kind=port_scan&src_ip=198.51.100.2", vec![]),
+        (
+            "kind=ssh_brute_force&source=dfa&src_ip=198.51.100.2",
+            vec![2],
+        ),
+        ("since=2024-05-01T12:02:00Z", vec![5, 4, 3, 2]),
+        ("until=2024-05-01T12:02:00Z", vec![1]),
+        (
+            "since=2024-05-01T12:02:00Z&until=2024-05-01T12:04:00Z",
+            vec![3, 2],
+        ),
+        (
+            "since=2024-05-01T14:02:00%2B02:00&until=2024-05-01T12:04:00.000001Z",
+            vec![4, 3, 2],
+        ),
+        ("kind=port_scan&since=2024-05-01T12:02:00Z", vec![3]),
+        // Empty values count as absent (HTML forms send them).
+        (
+            "kind=&source=&src_ip=&since=&until=&limit=&cursor=",
+            vec![5, 4, 3, 2, 1],
+        ),
+    ] {
+        assert_eq!(
+            s.page(&format!("/alerts?{query}")).await,
+            (want, None),
+            "{query}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn pages_with_cursors() {
+    let s = start().await;
+    seed(&s.store);
+    let (p1, c1) = s.page("/alerts?limit=2").await;
+    assert_eq!(p1, [5, 4]);
+    let c1 = c1.expect("more pages");
+    let (p2, c2) = s.page(&format!("/alerts?limit=2&cursor={c1}")).await;
+    assert_eq!(p2, [3, 2]);
+    let (p3, c3) = s
+        .page(&format!("/alerts?limit=2&cursor={}", c2.unwrap()))
+        .await;
+    assert_eq!((p3, c3), (vec![1], None));
+    // With a filter the cursor walks the filtered listing; a full last page has no cursor.
+    let (p, c) = s.page("/alerts?source=dfa&limit=1").await;
+    assert_eq!(p, [5]);
+    let (p, c) = s
+        .page(&format!("/alerts?source=dfa&limit=2&cursor={}", c.unwrap()))
+        .await;
+    assert_eq!(p, [3, 2]);
+    let (p, c) = s
+        .page(&format!("/alerts?source=dfa&limit=1&cursor={}", c.unwrap()))
+        .await;
+    assert_eq!((p, c), (vec![1], None));
+    assert_eq!(s.page("/alerts?limit=5").await, (vec![5, 4, 3, 2, 1], None));
+    // Default limit is 100, maximum 1000.
+    for _ in 0..100 {
+        s.store
+            .insert(alert(
+                0,
+                AlertSource::Dfa,
+                AlertKind::HostSweep,
+                Some("198.51.100.9"),
+            ))
+            .unwrap();
+    }
+    let (p, c) = s.page("/alerts").await;
+    assert_eq!(p.len(), 100);
+    let (p, c) = s.page(&format!("/alerts?cursor={}", c.unwrap())).await;
+    assert_eq!((p.len(), c), (5, None));
+    let (p, c) = s.page("/alerts?limit=1000").await;
+    assert_eq!((p.len(), c), (105, None));
+}
+
+#[tokio::test]
+async fn get_by_id_and_404s() {
+    let s = start().await;
+    seed(&s.store);
+    assert_eq!(
+        s.get_json("/alerts/99").await,
+        (StatusCode::NOT_FOUND, err("alert 99 not found"))
+    );
+    let bad = err("bad alert id \"abc\": expected a positive integer");
+    assert_eq!(
+        s.get_json("/alerts/abc").await,
+        (StatusCode::BAD_REQUEST, bad)
+    );
+    let zero = err("bad alert id \"0\": expected a positive integer");
+    assert_eq!(
+        s.get_json("/alerts/0").await,
+        (StatusCode::BAD_REQUEST, zero)
+    );
+    assert_eq!(
+        s.get_json("/nope").await,
+        (StatusCode::NOT_FOUND, err("no such endpoint: GET /nope"))
+    );
+    assert_eq!(
+        s.get_json("/alerts/").await,
+        (StatusCode::NOT_FOUND, err("no such endpoint: GET /alerts/"))
+    );
+    assert_eq!(
+        s.post("/alerts", Some(TOKEN), None).await,
+        (
+            StatusCode::METHOD_NOT_ALLOWED,
+            err("method POST not allowed on /alerts")
+        )
+    );
+    s.store.archive_ids(&[2]).unwrap();
+    assert_eq!(
+        s.get_json("/alerts/2").await,
+        (
+            StatusCode::NOT_FOUND,
+            err("alert 2 is archived: list it with GET /alerts/archive")
+        )
+    );
+}
+
+#[tokio::test]
+async fn csv_export_is_exact() {
+    let s = start().await;
+    seed(&s.store);
+    let r = s
+        .http
+        .get(format!("{}/alerts/export.csv", s.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["content-type"], "text/csv; charset=utf-8");
+    assert_eq!(
+        r.headers()["content-disposition"],
+        "attachment; filename=\"safelink-alerts.csv\""
+    );
+    let want = "\
+id,timestamp,source,kind,severity,confidence,src_ip,src_port,dest_ip,dest_port,proto,src_mac,first_seen,last_seen,count,description,community_id,explanation
+5,2024-05-01T12:05:00Z,dfa,arp_spoof,critical,1,,,192.0.2.1,,arp,02:00:00:00:00:02,2024-05-01T12:05:00Z,2024-05-01T12:05:00Z,50,\"192.0.2.1 claimed by \"\"02:00:00:00:00:02\"\", was 02:00:00:00:00:01\",,
+4,2024-05-01T12:04:00Z,ann,anomalous_flow,medium,0.875,2001:db8::5,40004,192.0.2.10,22,udp,,2024-05-01T12:04:00Z,2024-05-01T12:04:00Z,40,anomalous_flow test alert,1:test4=,\"{\"\"dst_port_entropy\"\":0.4}\"
+3,2024-05-01T12:03:00Z,dfa,port_scan,high,1,198.51.100.1,40003,192.0.2.10,22,tcp,,2024-05-01T12:03:00Z,2024-05-01T12:03:00Z,30,port_scan test alert,1:test3=,
+2,2024-05-01T12:02:00Z,dfa,ssh_brute_force,high,1,198.51.100.2,40002,192.0.2.10,22,tcp,,2024-05-01T12:02:00Z,2024-05-01T12:02:00Z,20,ssh_brute_force test alert,1:test2=,
+1,2024-05-01T12:01:00Z,dfa,port_scan,high,1,198.51.100.1,40001,192.0.2.10,22,tcp,,2024-05-01T12:01:00Z,2024-05-01T12:01:00Z,10,port_scan test alert,1:test1=,
+";
+    assert_eq!(r.text().await.unwrap(), want);
+    // Same filters as /alerts.
+    let (status, body) = s.get("/alerts/export.csv?kind=ssh_brute_force").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body.lines().count(), 2);
+    assert!(body.lines().nth(1).unwrap().starts_with("2,"));
+    let (status, body) = s.get("/alerts/export.csv?kind=udp_flood").await;
+    assert_eq!((status, body.lines().count()), (StatusCode::OK, 1));
+}
+
+#[tokio::test]
+async fn eve_export_is_exact() {
+    let s = start().await;
+    seed(&s.store);
+    let r = s
+        .http
+        .get(format!(
+            "{}/alerts/export.json?since=2024-05-01T12:03:00Z",
+            s.base
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["content-type"], "application/x-ndjson");
+    let want = [
+        r#"{"timestamp":"2024-05-01T12:05:00Z","event_type":"alert","dest_ip":"192.0.2.1","proto":"ARP","alert":{"action":"allowed","gid":1,"signature_id":5100004,"rev":1,"signature":"192.0.2.1 claimed by \"02:00:00:00:00:02\", was 02:00:00:00:00:01","category":"arp_spoof","severity":1},"safelink":{"id":5,"timestamp":"2024-05-01T12:05:00Z","source":"dfa","kind":"arp_spoof","severity":"critical","confidence":1.0,"src_ip":null,"src_port":null,"dest_ip":"192.0.2.1","dest_port":null,"proto":"arp","src_mac":"02:00:00:00:00:02","first_seen":"2024-05-01T12:05:00Z","last_seen":"2024-05-01T12:05:00Z","count":50,"description":"192.0.2.1 claimed by \"02:00:00:00:00:02\", was 02:00:00:00:00:01","community_id":null,"features":[0.5,1.0]}}"#,
+        r#"{"timestamp":"2024-05-01T12:04:00Z","event_type":"alert","src_ip":"2001:db8::5","src_port":40004,"dest_ip":"192.0.2.10","dest_port":22,"proto":"UDP","community_id":"1:test4=","alert":{"action":"allowed","gid":1,"signature_id":5101011,"rev":1,"signature":"anomalous_flow test alert","category":"anomalous_flow","severity":2},"safelink":{"id":4,"timestamp":"2024-05-01T12:04:00Z","source":"ann","kind":"anomalous_flow","severity":"medium","confidence":0.875,"src_ip":"2001:db8::5","src_port":40004,"dest_ip":"192.0.2.10","dest_port":22,"proto":"udp","src_mac":null,"first_seen":"2024-05-01T12:04:00Z","last_seen":"2024-05-01T12:04:00Z","count":40,"description":"anomalous_flow test alert","community_id":"1:test4=","explanation":{"dst_port_entropy":0.4},"features":[0.5,1.0]}}"#,
+        r#"{"timestamp":"2024-05-01T12:03:00Z","event_type":"alert","src_ip":"198.51.100.1","src_port":40003,"dest_ip":"192.0.2.10","dest_port":22,"proto":"TCP","community_id":"1:test3=","alert":{"action":"allowed","gid":1,"signature_id":5100001,"rev":1,"signature":"port_scan test alert","category":"port_scan","severity":1},"safelink":{"id":3,"timestamp":"2024-05-01T12:03:00Z","source":"dfa","kind":"port_scan","severity":"high","confidence":1.0,"src_ip":"198.51.100.1","src_port":40003,"dest_ip":"192.0.2.10","dest_port":22,"proto":"tcp","src_mac":null,"first_seen":"2024-05-01T12:03:00Z","last_seen":"2024-05-01T12:03:00Z","count":30,"description":"port_scan test alert","community_id":"1:test3=","features":[0.5,1.0]}}"#,
+    ];
+    let body = r.text().await.unwrap();
+    assert_eq!(
+        body,
+        want.iter().map(|l| format!("{l}\n")).collect::<String>()
+    );
+    // Every line parses; the safelink object is the stored alert.
+    for line in body.lines() {
+        let v: Value = serde_json::from_str(line).unwrap();
+        let stored = s
+            .store
+            .get(v["safelink"]["id"].as_u64().unwrap())
+            .unwrap()
+            .unwrap();
+        assert_eq!(v["safelink"], serde_json::to_value(&stored).unwrap());
+    }
+    let (status, body) = s.get("/alerts/export.json?source=ann&kind=port_scan").await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, ""));
+}
+
+#[tokio::test]
+async fn archive_by_ids_and_older_than() {
+    let s = start().await;
+    seed(&s.store);
+    assert_eq!(
+        s.post(
+            "/alerts/archive",
+            Some(TOKEN),
+            Some(r#"{"ids":[2,4,4,99]}"#)
+        )
+        .await,
+        (StatusCode::OK, json!({"archived": 2}))
+    );
+    assert_eq!(s.page("/alerts").await, (vec![5, 3, 1], None));
+    assert_eq!(s.page("/alerts/archive").await, (vec![4, 2], None));
+    // Strictly older than 12:03 → alert 1 (2 already archived).
+    assert_eq!(
+        s.post(
+            "/alerts/archive",
+            Some(TOKEN),
+            Some(r#"{"older_than":"2024-05-01T12:03:00Z"}"#)
+        )
+        .await,
+        (StatusCode::OK, json!({"archived": 1}))
+    );
+    assert_eq!(s.page("/alerts").await, (vec![5, 3], None));
+    let (p, c) = s.page("/alerts/archive?limit=2").await;
+    assert_eq!(p, [4, 2]);
+    assert_eq!(
+        s.page(&format!("/alerts/archive?limit=2&cursor={}", c.unwrap()))
+            .await,
+        (vec![1], None)
+    );
+    assert_eq!(
+        s.page("/alerts/archive?kind=port_scan").await,
+        (vec![1], None)
+    );
+    let (status, v) = s.get_json("/status").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        (
+            &v["total_alerts"],
+            &v["active_alerts"],
+            &v["archived_alerts"]
+        ),
+        (&json!(5), &json!(2), &json!(3))
+    );
+    assert_eq!(
+        s.post(
+            "/alerts/archive",
+            Some(TOKEN),
+            Some(r#"{"older_than":"2030-01-01T00:00:00+01:00"}"#)
+        )
+        .await,
+        (StatusCode::OK, json!({"archived": 2}))
+    );
+    assert_eq!(s.page("/alerts").await, (vec![], None));
+}
+
+#[tokio::test]
+async fn state_changing_calls_need_the_token() {
+    let s = start().await;
+    seed(&s.store);
+    let missing = err("missing bearer token: send Authorization: Bearer <token>");
+    let wrong = err("wrong bearer token");
+    for path in [
+        "/alerts/archive",
+        "/sniffer/start",
+        "/sniffer/stop",
+        "/nope",
+    ] {
+        let body = Some(r#"{"ids":[1]}"#);
+        assert_eq!(
+            s.post(path, None, body).await,
+            (StatusCode::UNAUTHORIZED, missing.clone()),
+            "{path}"
+        );
+        assert_eq!(
+            s.post(path, Some("wrong"), body).await,
+            (StatusCode::UNAUTHORIZED, wrong.clone()),
+            "{path}"
+        );
+        assert_eq!(
+            s.post(path, Some(&TOKEN[1..]), body).await,
+            (StatusCode::UNAUTHORIZED, wrong.clone()),
+            "{path}"
+        );
+    }
+    let r = s
+        .http
+        .post(format!("{}/sniffer/start", s.base))
+        .header("authorization", "Basic dG9rZW4=")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(r.headers()["www-authenticate"], "Bearer realm=\"safelink\"");
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        err("Authorization header is not of the form Bearer <token>")
+    );
+    // Nothing was archived or started by the refused calls.
+    assert_eq!(s.page("/alerts").await.0, [5, 4, 3, 2, 1]);
+    assert_eq!(s.get_json("/status").await.1["sniffer_running"], false);
+    // Reads on loopback need no token.
+    assert_eq!(s.get("/alerts/1").await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn reads_need_the_token_when_not_on_loopback() {
+    // Policy for a wildcard listen address; the socket itself stays on loopback for the test.
+    let s = start_with(Some("0.0.0.0:8000"), Some(TOKEN), FakeSensor::default()).await;
+    seed(&s.store);
+    let missing = err("missing bearer token: send Authorization: Bearer <token>");
+    for path in [
+        "/status",
+        "/alerts",
+        "/alerts/1",
+        "/alerts/export.csv",
+        "/alerts/archive",
+        "/nope",
+    ] {
+        assert_eq!(
+            s.get_json(path).await,
+            (StatusCode::UNAUTHORIZED, missing.clone()),
+            "{path}"
+        );
+        let r = s
+            .http
+            .get(format!("{}{path}", s.base))
+            .bearer_auth("nope")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{path}");
+    }
+    let r = s
+        .http
+        .get(format!("{}/alerts/1", s.base))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    // And no token on a non-loopback address refuses to start.
+    let e = AuthPolicy::new("0.0.0.0:8000".parse().unwrap(), None).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "refusing to serve the API on non-loopback address 0.0.0.0:8000 without a token: set \
+         SAFELINK_API_TOKEN (or api token in the config), or listen on 127.0.0.1"
+    );
+}
+
+#[tokio::test]
+async fn without_a_configured_token_state_changes_are_forbidden() {
+    let s = start_with(None, None, FakeSensor::default()).await;
+    let forbidden = err(
+        "state-changing calls are disabled: no API token is configured (set SAFELINK_API_TOKEN)",
+    );
+    assert_eq!(
+        s.post("/sniffer/start", Some(TOKEN), None).await,
+        (StatusCode::FORBIDDEN, forbidden)
+    );
+    assert_eq!(s.get("/status").await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn status_and_sniffer_control() {
+    let s = start().await;
+    let (status, v) = s.get_json("/status").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        v,
+        json!({
+            "sniffer_running": false, "interface": "veth0", "xdp_mode": null, "uptime_secs": 42,
+            "packets": 1000, "flows": 17, "total_alerts": 0, "active_alerts": 0,
+            "archived_alerts": 0, "latest_alert_time": null, "detection_sources": ["dfa", "ann"],
+            "ringbuf_events": 300, "ringbuf_drops": 2
+        })
+    );
+    let on = json!({"running": true, "changed": true});
+    assert_eq!(
+        s.post("/sniffer/start", Some(TOKEN), None).await,
+        (StatusCode::OK, on)
+    );
+    let again = json!({"running": true, "changed": false});
+    assert_eq!(
+        s.post("/sniffer/start", Some(TOKEN), None).await,
+        (StatusCode::OK, again)
+    );
+    seed(&s.store);
+    let (_, v) = s.get_json("/status").await;
+    assert_eq!(
+        (&v["sniffer_running"], &v["xdp_mode"]),
+        (&json!(true), &json!("skb"))
+    );
+    assert_eq!(
+        (&v["total_alerts"], &v["latest_alert_time"]),
+        (&json!(5), &json!("2024-05-01T12:05:00Z"))
+    );
+    let off = json!({"running": false, "changed": true});
+    assert_eq!(
+        s.post("/sniffer/stop", Some(TOKEN), None).await,
+        (StatusCode::OK, off)
+    );
+    assert_eq!(
+        s.get("/sniffer/stop").await,
+        (
+            StatusCode::METHOD_NOT_ALLOWED,
+            r#"{"error":"method GET not allowed on /sniffer/stop"}"#.to_string()
+        )
+    );
+
+    let refusing = start_with(
+        None,
+        Some(TOKEN),
+        FakeSensor {
+            refuse: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(
+        refusing.post("/sniffer/start", Some(TOKEN), None).await,
+        (
+            StatusCode::CONFLICT,
+            err("cannot start the sniffer: no interface configured")
+        )
+    );
+}
+
+#[tokio::test]
+async fn bad_query_parameters_are_400_json() {
+    let s = start().await;
+    seed(&s.store);
+    let kinds = "`port_scan`, `host_sweep`, `arp_scan`, `arp_spoof`, `ssh_brute_force`, \
+                 `login_brute_force`, `syn_flood`, `udp_flood`, `icmp_flood`, `amplification`, \
+                 `anomalous_flow`";
+    let cases = [
+        ("/alerts?kind=foo", format!("bad kind \"foo\": unknown variant `foo`, expected one of {kinds}")),
+        ("/alerts?source=rules", "bad source \"rules\": unknown variant `rules`, expected `dfa` or `ann`".into()),
+        ("/alerts?src_ip=1.2.3", "bad src_ip \"1.2.3\": invalid IP address syntax".into()),
+        ("/alerts?since=yesterday", "bad since \"yesterday\": expected an RFC 3339 time such as 2024-05-01T12:00:00Z (the 'year' component could not be parsed)".into()),
+        ("/alerts?until=2024-05-01", "bad until \"2024-05-01\": expected an RFC 3339 time such as 2024-05-01T12:00:00Z (the 'separator' component could not be parsed)".into()),
+        ("/alerts?since=2024-05-02T00:00:00Z&until=2024-05-01T00:00:00Z", "since is after until".into()),
+        ("/alerts?limit=0", "limit 0 is out of range: expected 1 to 1000".into()),
+        ("/alerts?limit=1001", "limit 1001 is out of range: expected 1 to 1000".into()),
+        ("/alerts?limit=-1", "bad limit \"-1\": expected an integer from 1 to 1000".into()),
+        ("/alerts?limit=ten", "bad limit \"ten\": expected an integer from 1 to 1000".into()),
+        ("/alerts?cursor=abc", "bad cursor \"abc\": expected the next_cursor value of a previous page".into()),
+        ("/alerts?limit=1&limit=2", "Failed to deserialize query string: duplicate field `limit`".into()),
+        ("/alerts?colour=red", "Failed to deserialize query string: colour: unknown field `colour`, expected one of `kind`, `source`, `src_ip`, `since`, `until`, `limit`, `cursor`".into()),
+        ("/alerts/archive?kind=nope", format!("bad kind \"nope\": unknown variant `nope`, expected one of {kinds}")),
+        ("/alerts/export.csv?limit=5", "export.csv takes no limit or cursor: it exports every matching alert".into()),
+        ("/alerts/export.json?src_ip=::g", "bad src_ip \"::g\": invalid IP address syntax".into()),
+    ];
+    for (path, msg) in cases {
+        assert_eq!(
+            s.get_json(path).await,
+            (StatusCode::BAD_REQUEST, err(&msg)),
+            "{path}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn bad_archive_bodies_are_4xx_json() {
+    let s = start().await;
+    seed(&s.store);
+    let archive = |body: Option<&'static str>| s.post("/alerts/archive", Some(TOKEN), body);
+    let cases: [(Option<&str>, StatusCode, &str); 9] = [
+        (
+            None,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Expected request with `Content-Type: application/json`",
+        ),
+        (
+            Some("{"),
+            StatusCode::BAD_REQUEST,
+            "Failed to parse the request body as JSON: EOF while parsing an object at line 1 column 1",
+        ),
+        (
+            Some(r#"{"ids":"all"}"#),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Failed to deserialize the JSON body into the target type: ids: invalid type: string \"all\", expected a sequence at line 1 column 12",
+        ),
+        (
+            Some(r#"{"ids":[-1]}"#),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Failed to deserialize the JSON body into the target type: ids[0]: invalid value: integer `-1`, expected u64 at line 1 column 10",
+        ),
+        (
+            Some(r#"{"id":[1]}"#),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Failed to deserialize the JSON body into the target type: id: unknown field `id`, expected `ids` or `older_than` at line 1 column 5",
+        ),
+        (
+            Some("{}"),
+            StatusCode::BAD_REQUEST,
+            "give exactly one of \"ids\" or \"older_than\"",
+        ),
+        (
+            Some(r#"{"ids":[1],"older_than":"2024-05-01T00:00:00Z"}"#),
+            StatusCode::BAD_REQUEST,
+            "give exactly one of \"ids\" or \"older_than\"",
+        ),
+        (
+            Some(r#"{"ids":[]}"#),
+            StatusCode::BAD_REQUEST,
+            "\"ids\" is empty",
+        ),
+        (
+            Some(r#"{"older_than":"last week"}"#),
+            StatusCode::BAD_REQUEST,
+            "bad older_than \"last week\": expected an RFC 3339 time such as 2024-05-01T12:00:00Z (the 'year' component could not be parsed)",
+        ),
+    ];
+    for (body, status, msg) in cases {
+        assert_eq!(archive(body).await, (status, err(msg)), "{body:?}");
+    }
+    // Nothing was archived by the refused calls.
+    assert_eq!(s.page("/alerts/archive").await, (vec![], None));
+}

@@ -1,1 +1,103 @@
-//! api
+//! The HTTP API (axum): JSON status and sniffer control, alert listing with filters and
+//! cursor paging, CSV and EVE-style exports, archiving. Owns the routes, the bearer-token
+//! policy ([`AuthPolicy`]) and the JSON error shape (`{"error": "..."}` for every 4xx/5xx,
+//! unknown routes and axum's extractor rejections included).
+//!
+//! The daemon provides a [`SensorControl`] and a [`crate::store::Store`], builds an
+//! [`ApiState`], then `serve(listener, router(state), shutdown)`.
+mod alerts;
+mod auth;
+mod control;
+mod error;
+mod export;
+mod params;
+mod status;
+
+use std::future::Future;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::sync::Arc;
+
+use axum::Router;
+use axum::middleware;
+use axum::routing::{get, post};
+
+pub use auth::{ApiConfigError, AuthPolicy};
+pub use control::{ControlError, ControlFuture, SensorControl, SensorStatus};
+pub use error::ApiError;
+pub use export::{CSV_HEADER, SIGNATURE_ID_BASE, eve_severity, signature_id, to_csv, to_eve_lines};
+pub use params::{DEFAULT_LIMIT, MAX_LIMIT};
+
+use crate::store::{Store, StoreError};
+
+/// Where the API listens unless configured otherwise: loopback only.
+pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8000));
+
+/// Everything the handlers share. Cheap to clone.
+#[derive(Clone)]
+pub struct ApiState {
+    store: Store,
+    sensor: Arc<dyn SensorControl>,
+    auth: Arc<AuthPolicy>,
+}
+
+impl ApiState {
+    /// `auth` comes from [`AuthPolicy::new`] with the address the listener is bound to.
+    pub fn new(store: Store, sensor: Arc<dyn SensorControl>, auth: AuthPolicy) -> Self {
+        ApiState {
+            store,
+            sensor,
+            auth: Arc::new(auth),
+        }
+    }
+}
+
+/// All routes, with the token policy applied to every request (unknown routes included).
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/status", get(status::status))
+        .route("/sniffer/start", post(status::start))
+        .route("/sniffer/stop", post(status::stop))
+        .route("/alerts", get(alerts::list))
+        .route("/alerts/export.csv", get(export::csv))
+        .route("/alerts/export.json", get(export::eve))
+        .route(
+            "/alerts/archive",
+            get(alerts::list_archive).post(alerts::archive),
+        )
+        .route("/alerts/{id}", get(alerts::get_one))
+        .fallback(error::not_found)
+        .method_not_allowed_fallback(error::method_not_allowed)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ))
+        .with_state(state)
+}
+
+/// Serves `router` on `listener` until `shutdown` completes, then finishes the requests in
+/// flight.
+pub async fn serve<F>(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: F,
+) -> std::io::Result<()>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Runs a store call on the blocking pool (writes fsync; scans can be long).
+async fn blocking<T, F>(state: &ApiState, f: F) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce(Store) -> Result<T, StoreError> + Send + 'static,
+{
+    let store = state.store.clone();
+    tokio::task::spawn_blocking(move || f(store))
+        .await
+        .map_err(|e| ApiError::internal(format!("store task failed: {e}")))?
+        .map_err(ApiError::from)
+}

@@ -1,0 +1,88 @@
+//! `GET /status` (sensor snapshot plus store counts) and `POST /sniffer/start|stop`.
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::Serialize;
+
+use super::control::ControlError;
+use super::{ApiError, ApiState, blocking};
+use crate::alert::AlertSource;
+
+#[derive(Serialize)]
+pub struct StatusBody {
+    pub sniffer_running: bool,
+    pub interface: Option<String>,
+    pub xdp_mode: Option<String>,
+    pub uptime_secs: u64,
+    pub packets: u64,
+    pub flows: u64,
+    /// Active plus archived.
+    pub total_alerts: u64,
+    pub active_alerts: u64,
+    pub archived_alerts: u64,
+    pub latest_alert_time: Option<String>,
+    pub detection_sources: Vec<AlertSource>,
+    pub ringbuf_events: u64,
+    pub ringbuf_drops: u64,
+}
+
+pub async fn status(State(state): State<ApiState>) -> Result<Json<StatusBody>, ApiError> {
+    let counts = blocking(&state, |s| s.counts()).await?;
+    let s = state.sensor.status();
+    Ok(Json(StatusBody {
+        sniffer_running: s.running,
+        interface: s.interface,
+        xdp_mode: s.xdp_mode,
+        uptime_secs: s.uptime_secs,
+        packets: s.packets,
+        flows: s.flows,
+        total_alerts: counts.active + counts.archived,
+        active_alerts: counts.active,
+        archived_alerts: counts.archived,
+        latest_alert_time: counts.latest_alert,
+        detection_sources: s.detection_sources,
+        ringbuf_events: s.ringbuf_events,
+        ringbuf_drops: s.ringbuf_drops,
+    }))
+}
+
+#[derive(Serialize)]
+pub struct SnifferBody {
+    pub running: bool,
+    /// False when the sniffer already was in the requested state.
+    pub changed: bool,
+}
+
+fn control_error(action: &str, e: ControlError) -> ApiError {
+    match e {
+        ControlError::Conflict(m) => ApiError::new(
+            StatusCode::CONFLICT,
+            format!("cannot {action} the sniffer: {m}"),
+        ),
+        ControlError::Failed(m) => ApiError::internal(format!("sniffer {action} failed: {m}")),
+    }
+}
+
+pub async fn start(State(state): State<ApiState>) -> Result<Json<SnifferBody>, ApiError> {
+    let changed = state
+        .sensor
+        .start()
+        .await
+        .map_err(|e| control_error("start", e))?;
+    Ok(Json(SnifferBody {
+        running: state.sensor.status().running,
+        changed,
+    }))
+}
+
+pub async fn stop(State(state): State<ApiState>) -> Result<Json<SnifferBody>, ApiError> {
+    let changed = state
+        .sensor
+        .stop()
+        .await
+        .map_err(|e| control_error("stop", e))?;
+    Ok(Json(SnifferBody {
+        running: state.sensor.status().running,
+        changed,
+    }))
+}
