@@ -1,17 +1,13 @@
 //! Offline replay: reads pcap and pcapng files (pcap-file crate) and runs every frame through
 //! the same parser and feature code as the XDP program ([`crate::table::FlowTable`]), ending
 //! flows with the same expiry policy as the live sweeper, on the capture's clock.
-use std::{
-    fs::File,
-    io::{BufReader, Read},
-    path::Path,
-    time::Duration,
-};
+use std::{fs::File, path::Path, time::Duration};
 
+use memmap2::Mmap;
 use pcap_file::{
     DataLink,
-    pcap::PcapReader,
-    pcapng::{Block, PcapNgReader, blocks::interface_description::InterfaceDescriptionOption},
+    pcap::PcapParser,
+    pcapng::{Block, PcapNgParser, blocks::interface_description::InterfaceDescriptionOption},
 };
 use safelink_common::parse::CapturedFrame;
 use thiserror::Error;
@@ -50,12 +46,13 @@ pub struct ReplaySummary {
     pub truncated: Option<String>,
 }
 
-/// Replays one capture file and hands every record to `emit`. `progress` wraps the file reader
-/// (for a progress bar); pass `|r| r` for none.
+/// Replays one capture file and hands every record to `emit`. The file is memory-mapped and
+/// parsed in place (no copies). `progress(done, total)` is called with byte offsets every few
+/// thousand frames (for a progress bar); pass `|_, _| {}` for none.
 pub fn replay_file(
     path: &Path,
     timeouts: &FlowTimeouts,
-    progress: impl FnOnce(Box<dyn Read>, u64) -> Box<dyn Read>,
+    progress: impl FnMut(u64, u64),
     mut emit: impl FnMut(Record),
 ) -> Result<ReplaySummary, ReplayError> {
     let shown = path.display().to_string();
@@ -63,44 +60,59 @@ pub fn replay_file(
         path: shown.clone(),
         source,
     })?;
-    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let mut reader = BufReader::with_capacity(1 << 20, progress(Box::new(file), size));
-    let mut magic = [0u8; 4];
-    reader
-        .read_exact(&mut magic)
-        .map_err(|e| ReplayError::Format {
-            path: shown.clone(),
-            reason: format!("cannot read the magic number: {e}"),
-        })?;
-    let reader = std::io::Cursor::new(magic).chain(reader);
-
-    let mut r = Replayer::new(timeouts, &mut emit);
-    let truncated = if magic == [0x0a, 0x0d, 0x0d, 0x0a] {
-        r.pcapng(reader, &shown)?
+    // SAFETY: mapped read-only; SafeLink never writes capture files. A capture truncated by
+    // another process while we read it can still fault, as with any mmap reader.
+    let map = unsafe { Mmap::map(&file) }.map_err(|source| ReplayError::Open {
+        path: shown.clone(),
+        source,
+    })?;
+    let data: &[u8] = &map;
+    if data.len() < 4 {
+        return Err(ReplayError::Format {
+            path: shown,
+            reason: format!("only {} bytes", data.len()),
+        });
+    }
+    let mut r = Replayer::new(timeouts, &mut emit, progress, data.len() as u64);
+    let truncated = if data[..4] == [0x0a, 0x0d, 0x0d, 0x0a] {
+        r.pcapng(data, &shown)?
     } else {
-        r.pcap(reader, &shown)?
+        r.pcap(data, &shown)?
     };
     let mut summary = r.finish();
     summary.truncated = truncated;
     Ok(summary)
 }
 
-struct Replayer<'a, F: FnMut(Record)> {
+/// Frames between two progress callbacks.
+const PROGRESS_EVERY: u64 = 8192;
+
+struct Replayer<'a, F: FnMut(Record), P: FnMut(u64, u64)> {
     table: FlowTable,
     timeouts: &'a FlowTimeouts,
     emit: &'a mut F,
+    progress: P,
+    total: u64,
     next_sweep: u64,
     summary: ReplaySummary,
 }
 
-impl<'a, F: FnMut(Record)> Replayer<'a, F> {
-    fn new(timeouts: &'a FlowTimeouts, emit: &'a mut F) -> Self {
+impl<'a, F: FnMut(Record), P: FnMut(u64, u64)> Replayer<'a, F, P> {
+    fn new(timeouts: &'a FlowTimeouts, emit: &'a mut F, progress: P, total: u64) -> Self {
         Self {
             table: FlowTable::default(),
             timeouts,
             emit,
+            progress,
+            total,
             next_sweep: 0,
             summary: ReplaySummary::default(),
+        }
+    }
+
+    fn tick(&mut self, remaining: usize) {
+        if self.summary.frames % PROGRESS_EVERY == 0 {
+            (self.progress)(self.total - remaining as u64, self.total);
         }
     }
 
@@ -127,13 +139,12 @@ impl<'a, F: FnMut(Record)> Replayer<'a, F> {
     fn sweep(&mut self, now_ns: u64) {
         let mut done: Vec<_> = self
             .table
-            .flows
             .iter()
             .filter_map(|(k, s)| expired(self.timeouts, s, now_ns).map(|r| (*k, r)))
             .collect();
-        done.sort_by_key(|(k, _)| self.table.flows[k].first_ns);
+        done.sort_by_key(|(k, _)| self.table.get(k).map_or(0, |s| s.first_ns));
         for (k, reason) in done {
-            if let Some(s) = self.table.flows.remove(&k) {
+            if let Some(s) = self.table.remove(&k) {
                 self.summary.flows += 1;
                 (self.emit)(Record::Flow(FlowRecord::new(&k, &s, 0, reason)));
             }
@@ -141,7 +152,7 @@ impl<'a, F: FnMut(Record)> Replayer<'a, F> {
     }
 
     fn finish(mut self) -> ReplaySummary {
-        let mut rest: Vec<_> = self.table.flows.drain().collect();
+        let mut rest = self.table.drain();
         rest.sort_by_key(|(k, s)| (s.first_ns, *k));
         for (k, s) in rest {
             self.summary.flows += 1;
@@ -151,38 +162,49 @@ impl<'a, F: FnMut(Record)> Replayer<'a, F> {
         self.summary
     }
 
-    fn pcap(&mut self, reader: impl Read, path: &str) -> Result<Option<String>, ReplayError> {
-        let mut pr = PcapReader::new(reader).map_err(|e| ReplayError::Format {
+    fn pcap(&mut self, data: &[u8], path: &str) -> Result<Option<String>, ReplayError> {
+        let (mut rest, parser) = PcapParser::new(data).map_err(|e| ReplayError::Format {
             path: path.to_owned(),
             reason: e.to_string(),
         })?;
-        let link = pr.header().datalink;
+        let link = parser.header().datalink;
         if link != DataLink::ETHERNET {
             return Err(ReplayError::LinkType {
                 path: path.to_owned(),
                 link,
             });
         }
-        while let Some(p) = pr.next_packet() {
-            match p {
-                Ok(p) => self.frame(&p.data, p.orig_len, p.timestamp.as_nanos() as u64),
+        while !rest.is_empty() {
+            match parser.next_packet(rest) {
+                Ok((r, p)) => {
+                    rest = r;
+                    self.frame(&p.data, p.orig_len, p.timestamp.as_nanos() as u64);
+                    self.tick(rest.len());
+                }
                 Err(e) => return Ok(Some(e.to_string())),
             }
         }
         Ok(None)
     }
 
-    fn pcapng(&mut self, reader: impl Read, path: &str) -> Result<Option<String>, ReplayError> {
-        let mut pr = PcapNgReader::new(reader).map_err(|e| ReplayError::Format {
+    fn pcapng(&mut self, data: &[u8], path: &str) -> Result<Option<String>, ReplayError> {
+        let (mut rest, mut parser) = PcapNgParser::new(data).map_err(|e| ReplayError::Format {
             path: path.to_owned(),
             reason: e.to_string(),
         })?;
         // Per interface: (is Ethernet, timestamp units per second).
         let mut ifaces: Vec<(bool, u64)> = Vec::new();
-        while let Some(b) = pr.next_block() {
-            let b = match b {
-                Ok(b) => b,
-                Err(e) => return Ok(Some(e.to_string())),
+        let mut truncated = None;
+        while !rest.is_empty() {
+            let b = match parser.next_block(rest) {
+                Ok((r, b)) => {
+                    rest = r;
+                    b
+                }
+                Err(e) => {
+                    truncated = Some(e.to_string());
+                    break;
+                }
             };
             match b {
                 Block::SectionHeader(_) => ifaces.clear(),
@@ -198,34 +220,40 @@ impl<'a, F: FnMut(Record)> Replayer<'a, F> {
                         }
                     }
                     let eth = idb.linktype == DataLink::ETHERNET;
-                    if !eth && ifaces.iter().all(|(e, _)| !e) {
-                        tracing::warn!(path, link = ?idb.linktype, "skipping non-Ethernet interface");
+                    if !eth {
+                        tracing::warn!(path, link = ?idb.linktype, "skipping a non-Ethernet interface");
                     }
-                    ifaces.push((eth, per_sec));
+                    ifaces.push((eth, per_sec.max(1)));
                 }
                 Block::EnhancedPacket(epb) => {
                     let Some(&(true, per_sec)) = ifaces.get(epb.interface_id as usize) else {
                         continue;
                     };
                     // pcap-file stores the raw 64-bit timestamp as if it were nanoseconds.
-                    let raw = epb.timestamp.as_nanos();
-                    let ts = (raw * 1_000_000_000 / u128::from(per_sec.max(1))) as u64;
+                    let raw = epb.timestamp.as_nanos() as u64;
+                    let ts = match per_sec {
+                        1_000_000 => raw.saturating_mul(1_000),
+                        1_000_000_000 => raw,
+                        _ => (u128::from(raw) * 1_000_000_000 / u128::from(per_sec)) as u64,
+                    };
                     self.frame(&epb.data, epb.original_len, ts);
+                    self.tick(rest.len());
                 }
                 Block::SimplePacket(spb) => {
                     if let Some(&(true, _)) = ifaces.first() {
                         self.frame(&spb.data, spb.original_len, 0);
+                        self.tick(rest.len());
                     }
                 }
                 _ => {}
             }
         }
-        if ifaces.is_empty() || ifaces.iter().all(|(e, _)| !e) {
+        if !ifaces.iter().any(|(e, _)| *e) && self.summary.frames == 0 && truncated.is_none() {
             return Err(ReplayError::LinkType {
                 path: path.to_owned(),
                 link: DataLink::Unknown(0),
             });
         }
-        Ok(None)
+        Ok(truncated)
     }
 }
