@@ -790,3 +790,29 @@ async fn bad_archive_bodies_are_4xx_json() {
     // Nothing was archived by the refused calls.
     assert_eq!(s.page("/alerts/archive").await, (vec![], None));
 }
+
+#[tokio::test]
+async fn serve_returns_after_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let policy = AuthPolicy::new(addr, Some(TOKEN)).unwrap();
+    let state = ApiState::new(store, Arc::new(FakeSensor::default()), policy);
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(api::serve(listener, api::router(state), async move {
+        let _ = rx.await;
+    }));
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let r = http
+        .get(format!("http://{addr}/status"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    drop(http);
+    tx.send(()).unwrap();
+    let done = tokio::time::timeout(std::time::Duration::from_secs(10), server).await;
+    done.expect("serve did not stop").unwrap().unwrap();
+    assert_eq!(api::DEFAULT_LISTEN.to_string(), "127.0.0.1:8000");
+}

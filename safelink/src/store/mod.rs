@@ -27,6 +27,8 @@ pub use read::{AlertFilter, Counts, Page};
 
 use crate::alert::Alert;
 
+/// sled's page cache (its default is 1 GiB; alerts are few and small).
+const CACHE_BYTES: u64 = 64 * 1024 * 1024;
 /// Layout version of the trees below, kept in `meta`.
 const LAYOUT_VERSION: u64 = 1;
 const META_VERSION: &[u8] = b"layout_version";
@@ -58,7 +60,10 @@ impl std::fmt::Debug for Store {
 impl Store {
     /// Opens (creating if needed) the store in directory `dir`. Only one process can hold it.
     pub fn open(dir: impl AsRef<Path>) -> Result<Store> {
-        let db = sled::Config::new().path(dir.as_ref()).open()?;
+        let db = sled::Config::new()
+            .path(dir.as_ref())
+            .cache_capacity(CACHE_BYTES)
+            .open()?;
         let store = Store {
             alerts: db.open_tree("alerts")?,
             archive: db.open_tree("archive")?,
