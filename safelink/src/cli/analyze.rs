@@ -1,13 +1,24 @@
-//! `safelink analyze`: replays capture files through the feature code and prints records.
+//! `safelink analyze`: replays capture files through the feature code and the rule automata;
+//! prints the alerts (JSON lines, or a table), or with `--flows` the flow and ARP records.
 use std::{
-    io::{BufWriter, IsTerminal as _, Read, Write as _},
+    collections::BTreeMap,
+    io::{BufWriter, IsTerminal as _, Write},
     path::PathBuf,
     process::ExitCode,
 };
 
-use clap::Args;
+use anyhow::Context as _;
+use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use safelink::{record::Record, replay::replay_file};
+use safelink::{
+    alert::Alert,
+    detect::{
+        bench,
+        dfa::{AlertEvent, DfaConfig, Engine},
+    },
+    record::Record,
+    replay::replay_file,
+};
 use tracing::{error, info, warn};
 
 use super::TimeoutArgs;
@@ -23,35 +34,171 @@ pub struct AnalyzeArgs {
     /// Print per-file counters (packets, malformed, flows, ...) as JSON on stderr.
     #[arg(long)]
     summary: bool,
+    /// How alerts are printed: one JSON object per line, or a table for people.
+    #[arg(long, value_enum, default_value_t = Format::Json)]
+    format: Format,
+    /// Do not run the rule automata (DFA); reserved for runs of the ANN alone.
+    #[arg(long)]
+    no_dfa: bool,
+    /// Thresholds and windows of the automata: a JSON file with any fields of the detection
+    /// config (the rest keep their defaults; see safelink/src/detect/README.md).
+    #[arg(long, value_name = "FILE")]
+    detect_config: Option<PathBuf>,
+    /// Benchmark the automata on the given captures instead (records/s, peak RSS, as JSON).
+    #[arg(long, hide = true)]
+    bench_detect: bool,
+    /// Least duration of the benchmark, seconds.
+    #[arg(long, hide = true, default_value_t = 3.0)]
+    bench_secs: f64,
     #[command(flatten)]
     timeouts: TimeoutArgs,
 }
 
-fn progress(path: &std::path::Path) -> impl FnOnce(Box<dyn Read>, u64) -> Box<dyn Read> {
-    let name = path.display().to_string();
-    move |r, size| {
-        if !std::io::stderr().is_terminal() || size < 32 << 20 {
-            return r;
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Format {
+    Json,
+    Table,
+}
+
+fn detect_config(path: Option<&std::path::Path>) -> anyhow::Result<DfaConfig> {
+    let Some(p) = path else {
+        return Ok(DfaConfig::default());
+    };
+    let text =
+        std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?;
+    let cfg: DfaConfig = serde_json::from_str(&text)
+        .with_context(|| format!("{}: not a detection config", p.display()))?;
+    cfg.validate().with_context(|| p.display().to_string())?;
+    Ok(cfg)
+}
+
+/// One line per alert, for people.
+fn write_table(out: &mut impl Write, alerts: &[Alert]) -> std::io::Result<()> {
+    let row = |a: &Alert| -> [String; 9] {
+        let ep = |ip: Option<std::net::IpAddr>, port: Option<u16>| match (ip, port) {
+            (Some(i), Some(p)) if i.is_ipv6() => format!("[{i}]:{p}"),
+            (Some(i), Some(p)) => format!("{i}:{p}"),
+            (Some(i), None) => i.to_string(),
+            (None, _) => "-".into(),
+        };
+        let mut src = ep(a.src_ip, a.src_port);
+        if let Some(m) = &a.src_mac {
+            src = format!("{src} ({m})");
         }
-        let bar = ProgressBar::new(size).with_message(name);
-        bar.set_style(
-            ProgressStyle::with_template("{msg} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+        [
+            a.id.to_string(),
+            a.kind.as_str().to_owned(),
+            format!("{:?}", a.severity).to_lowercase(),
+            src,
+            ep(a.dest_ip, a.dest_port),
+            a.count.to_string(),
+            a.first_seen.clone(),
+            a.last_seen.clone(),
+            a.description.clone(),
+        ]
+    };
+    let head = [
+        "ID",
+        "KIND",
+        "SEVERITY",
+        "SOURCE",
+        "DESTINATION",
+        "COUNT",
+        "FIRST SEEN",
+        "LAST SEEN",
+        "DESCRIPTION",
+    ];
+    let rows: Vec<[String; 9]> = alerts.iter().map(row).collect();
+    let mut w = head.map(str::len);
+    for r in &rows {
+        for (i, c) in r.iter().enumerate().take(8) {
+            w[i] = w[i].max(c.len());
+        }
+    }
+    let line = |out: &mut dyn Write, cells: &[&str]| -> std::io::Result<()> {
+        for (i, c) in cells.iter().enumerate() {
+            if i < 8 {
+                write!(out, "{c:<width$}  ", width = w[i])?;
+            } else {
+                writeln!(out, "{c}")?;
+            }
+        }
+        Ok(())
+    };
+    line(out, &head)?;
+    for r in &rows {
+        let cells: Vec<&str> = r.iter().map(String::as_str).collect();
+        line(out, &cells)?;
+    }
+    if rows.is_empty() {
+        writeln!(out, "(no alerts)")?;
+    }
+    Ok(())
+}
+
+/// A progress bar for large files when stderr is a terminal: a `(done, total)` callback.
+fn progress(path: &std::path::Path) -> impl FnMut(u64, u64) {
+    let name = path.display().to_string();
+    let mut bar: Option<ProgressBar> = None;
+    move |done, total| {
+        if total < 32 << 20 || !std::io::stderr().is_terminal() {
+            return;
+        }
+        let b = bar.get_or_insert_with(|| {
+            let b = ProgressBar::new(total).with_message(name.clone());
+            b.set_style(
+                ProgressStyle::with_template(
+                    "{msg} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+                )
                 .expect("valid template")
                 .progress_chars("=> "),
-        );
-        Box::new(bar.wrap_read(r))
+            );
+            b
+        });
+        b.set_position(done);
+        if done >= total {
+            b.finish_and_clear();
+        }
     }
 }
 
 pub fn analyze(a: AnalyzeArgs) -> anyhow::Result<ExitCode> {
     let timeouts = a.timeouts.timeouts();
+    let cfg = detect_config(a.detect_config.as_deref())?;
+    if a.bench_detect {
+        let r = bench::run(&a.files, &timeouts, &cfg, a.bench_secs)?;
+        println!("{}", serde_json::to_string(&r)?);
+        return Ok(ExitCode::SUCCESS);
+    }
     let mut out = BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
     let mut failed = 0usize;
+    // Alerts are printed unless flow records are asked for; ids run 1..n over all files.
+    let print_alerts = !a.flows && !a.no_dfa;
+    let mut next_id = 1u64;
+    let mut table: Vec<Alert> = Vec::new();
     for path in &a.files {
         let mut write_err = None;
+        let mut engine = if a.no_dfa {
+            None
+        } else {
+            Some(Engine::new(cfg.clone())?)
+        };
+        // Final state of each alert of this file, by engine id.
+        let mut finals: BTreeMap<u64, Alert> = BTreeMap::new();
+        let mut events: Vec<AlertEvent> = Vec::new();
         let res = replay_file(path, &timeouts, progress(path), |r: Record| {
+            if let Some(e) = engine.as_mut() {
+                e.observe_into(&r, &mut events);
+                for ev in events.drain(..) {
+                    let al = ev.into_alert();
+                    finals.insert(al.id, al);
+                }
+            }
             if a.flows && write_err.is_none() && !matches!(r, Record::FlowStart(_)) {
-                if let Err(e) = serde_json::to_writer(&mut out, &r).map_err(std::io::Error::from).and_then(|_| out.write_all(b"\n")) {
+                if let Err(e) = serde_json::to_writer(&mut out, &r)
+                    .map_err(std::io::Error::from)
+                    .and_then(|_| out.write_all(b"\n"))
+                {
                     write_err = Some(e);
                 }
             }
@@ -61,6 +208,33 @@ pub fn analyze(a: AnalyzeArgs) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::SUCCESS);
             }
             return Err(e.into());
+        }
+        if let Some(e) = engine.as_mut() {
+            for ev in e.finish() {
+                let al = ev.into_alert();
+                finals.insert(al.id, al);
+            }
+            info!(file = %path.display(), alerts = finals.len(), records = e.stats().records, "detection done");
+        }
+        if print_alerts && res.is_ok() {
+            for mut al in finals.into_values() {
+                al.id = next_id;
+                next_id += 1;
+                match a.format {
+                    Format::Table => table.push(al),
+                    Format::Json => {
+                        let w = serde_json::to_writer(&mut out, &al)
+                            .map_err(std::io::Error::from)
+                            .and_then(|_| out.write_all(b"\n"));
+                        if let Err(e) = w {
+                            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                                return Ok(ExitCode::SUCCESS);
+                            }
+                            return Err(e.into());
+                        }
+                    }
+                }
+            }
         }
         match res {
             Ok(s) => {
@@ -85,7 +259,13 @@ pub fn analyze(a: AnalyzeArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    out.flush()?;
+    if print_alerts && a.format == Format::Table {
+        write_table(&mut out, &table)?;
+    }
+    match out.flush() {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(ExitCode::SUCCESS),
+        r => r?,
+    }
     Ok(if failed == 0 {
         ExitCode::SUCCESS
     } else {

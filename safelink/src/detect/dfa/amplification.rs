@@ -1,0 +1,324 @@
+//! `amplification`: unsolicited responses from reflection services (DNS, NTP, SNMP, SSDP,
+//! memcached, CLDAP, chargen...) towards one victim, whose address the attacker spoofed in
+//! small requests.
+//!
+//! A UDP flow whose *first* packet comes from a reflection-service port (to a different port)
+//! is a response nobody on this link asked for. Key: victim IP. The alert rises when
+//! - `reflectors` (10) distinct reflectors send such responses within the window (10 s) and
+//!   their first packets add up to `bytes` (50 000): volumetric reflection; or
+//! - one such response is larger than its service ever answers honestly (per-packet rule,
+//!   e.g. NTP ≥ 200 bytes: a mode 6/7 `monlist` reply; memcached ≥ 1000); or
+//! - one such flow carries `heavy_flow_bytes` (1 MB) without a packet back.
+//!
+//! `count` = unsolicited response flows (plus one per heavy flow). `src_ip` names the reflector
+//! of the triggering response, `dest_ip` the victim.
+use std::{
+    collections::{HashMap, HashSet},
+    net::IpAddr,
+};
+
+use super::{
+    Cx, Detector,
+    automaton::{Incident, Phase, Verdict},
+    book::{base_alert, community_id},
+    classify::{self, UDP},
+    config::{AmplificationConfig, ns},
+    features,
+    window::{DistinctWindow, RateWindow},
+};
+use crate::{
+    alert::{AlertKind, Severity},
+    record::{FlowRecord, FlowStartRecord},
+};
+
+pub struct Entry {
+    reflectors: DistinctWindow<IpAddr>,
+    bytes: RateWindow,
+    services: HashSet<u16>,
+    pub incident: Incident,
+}
+
+pub struct Amplification {
+    cfg: AmplificationConfig,
+    /// port → (name, single-packet L3 threshold)
+    services: HashMap<u16, (String, Option<u16>)>,
+    window_ns: u64,
+    keys: HashMap<IpAddr, Entry>,
+}
+
+/// The response that is being judged.
+struct Response<'a> {
+    src: IpAddr,
+    sport: u16,
+    dst: IpAddr,
+    dport: u16,
+    ts: u64,
+    bytes: u64,
+    /// Why this single response alerts by itself, if it does.
+    alone: Option<String>,
+    features: &'a dyn Fn() -> Vec<f32>,
+}
+
+impl Amplification {
+    pub fn new(cfg: AmplificationConfig) -> Self {
+        Self {
+            services: cfg
+                .services
+                .iter()
+                .map(|s| (s.port, (s.name.clone(), s.single_packet_l3)))
+                .collect(),
+            window_ns: ns(cfg.window_secs),
+            cfg,
+            keys: HashMap::new(),
+        }
+    }
+
+    pub fn phase(&self, victim: IpAddr) -> Phase {
+        self.keys
+            .get(&victim)
+            .map_or(Phase::Idle, |e| e.incident.phase())
+    }
+
+    fn name(&self, port: u16) -> &str {
+        self.services.get(&port).map_or("?", |(n, _)| n.as_str())
+    }
+
+    fn response(&mut self, r: Response, cx: &mut Cx) {
+        let (window_ns, cap, now) = (self.window_ns, cx.common.cap, cx.now);
+        let cfg = &self.cfg;
+        let services = &self.services;
+        let Some(e) = cx.slot(
+            &mut self.keys,
+            r.dst,
+            |e| &e.incident,
+            || Entry {
+                reflectors: DistinctWindow::new(window_ns, cap),
+                bytes: RateWindow::new(window_ns),
+                services: HashSet::new(),
+                incident: Incident::default(),
+            },
+        ) else {
+            return;
+        };
+        if e.services.len() < 32 {
+            e.services.insert(r.sport);
+        }
+        e.bytes.add(r.ts, r.bytes, now);
+        let verdict = match e.incident.phase() {
+            Phase::Alerting | Phase::CoolDown => Verdict::Noise,
+            _ => {
+                e.reflectors.insert(r.src, r.ts, now);
+                let refl = e.reflectors.len(now);
+                let bytes = e.bytes.sum(now);
+                if r.alone.is_some() || (refl >= cfg.reflectors && bytes >= cfg.bytes) {
+                    Verdict::Alert
+                } else if refl >= 3 {
+                    Verdict::Suspicious
+                } else {
+                    Verdict::Noise
+                }
+            }
+        };
+        let Entry {
+            reflectors,
+            bytes,
+            services: seen,
+            incident,
+        } = e;
+        let build = |inc: &Incident| {
+            let name = |p: &u16| {
+                services
+                    .get(p)
+                    .map_or("?".to_owned(), |(n, _)| format!("{n}/{p}"))
+            };
+            let mut svc: Vec<String> = seen.iter().map(name).collect();
+            svc.sort();
+            let mut a = base_alert(AlertKind::Amplification, Severity::High, now, r.ts, r.ts);
+            a.src_ip = Some(r.src);
+            a.src_port = Some(r.sport);
+            a.dest_ip = Some(r.dst);
+            a.dest_port = Some(r.dport);
+            a.proto = "udp".into();
+            a.description = match &r.alone {
+                Some(why) => format!(
+                    "amplification/reflection towards {} from {}: {why} ({} unsolicited responses); count = unsolicited response flows",
+                    r.dst, r.src, inc.count
+                ),
+                None => format!(
+                    "amplification/reflection towards {}: unsolicited {} responses from {} reflectors, {} bytes within {}s ({} responses); count = unsolicited response flows",
+                    r.dst,
+                    svc.join(", "),
+                    reflectors.len(now),
+                    bytes.sum(now),
+                    cfg.window_secs,
+                    inc.count
+                ),
+            };
+            a.community_id = community_id(UDP, r.src, r.sport, r.dst, r.dport, None);
+            a.features = (r.features)();
+            a
+        };
+        cx.drive(incident, r.ts, 1, verdict, build, |_, _| {});
+    }
+}
+
+impl Detector for Amplification {
+    fn on_start(&mut self, s: &FlowStartRecord, cx: &mut Cx) {
+        if s.proto != UDP || s.src_port == s.dst_port || !classify::is_unicast(&s.dst_ip) {
+            return;
+        }
+        let Some((_, single)) = self.services.get(&s.src_port) else {
+            return;
+        };
+        let alone = single.filter(|&min| s.l3_len >= min).map(|min| {
+            format!(
+                "a single unsolicited {} response of {} bytes (honest replies stay under {min}: e.g. an NTP mode 6/7 monlist reply)",
+                self.name(s.src_port),
+                s.l3_len
+            )
+        });
+        let feats = || features::of_start(s);
+        self.response(
+            Response {
+                src: s.src_ip,
+                sport: s.src_port,
+                dst: s.dst_ip,
+                dport: s.dst_port,
+                ts: s.ts_ns,
+                bytes: u64::from(s.l3_len),
+                alone,
+                features: &feats,
+            },
+            cx,
+        );
+    }
+
+    fn on_flow(&mut self, f: &FlowRecord, cx: &mut Cx) {
+        if f.proto != UDP
+            || f.src_port == f.dst_port
+            || f.rev.packets > 0
+            || f.fwd.l3_sum < self.cfg.heavy_flow_bytes
+            || !self.services.contains_key(&f.src_port)
+            || !classify::is_unicast(&f.dst_ip)
+        {
+            return;
+        }
+        let alone = Some(format!(
+            "one unsolicited {} response flow of {} packets, {} bytes, nothing sent back",
+            self.name(f.src_port),
+            f.fwd.packets,
+            f.fwd.l3_sum
+        ));
+        let feats = || features::of_flow(f);
+        self.response(
+            Response {
+                src: f.src_ip,
+                sport: f.src_port,
+                dst: f.dst_ip,
+                dport: f.dst_port,
+                ts: f.last_ns,
+                // The first packet was counted from the flow-start record.
+                bytes: f.fwd.l3_sum.saturating_sub(u64::from(f.fwd.l3_min)),
+                alone,
+                features: &feats,
+            },
+            cx,
+        );
+    }
+
+    fn tick(&mut self, cx: &mut Cx) {
+        let w = self.window_ns;
+        cx.tick_map(&mut self.keys, w, w, |e| &mut e.incident);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        detect::dfa::{DfaConfig, testutil::*},
+        record::Record,
+    };
+
+    fn resp(src: &str, sport: u16, dst: &str, dport: u16, len: u16, ts: u64) -> Record {
+        let mut s = start(src, sport, dst, dport, 17, ts);
+        s.l3_len = len;
+        Record::FlowStart(s)
+    }
+
+    #[test]
+    fn ntp_monlist_single_response() {
+        let (e, ev) = run(
+            DfaConfig::default(),
+            [resp("208.104.95.10", 123, "78.46.76.2", 80, 396, T0)],
+        );
+        let news = new_alerts(&ev, AlertKind::Amplification);
+        assert_eq!(news.len(), 1);
+        assert_eq!(news[0].src_ip, Some(ip("208.104.95.10")));
+        assert_eq!(news[0].dest_ip, Some(ip("78.46.76.2")));
+        assert_eq!(news[0].count, 1);
+        assert_eq!(
+            e.detectors.amplification.phase(ip("78.46.76.2")),
+            Phase::Alerting
+        );
+    }
+
+    #[test]
+    fn ordinary_ntp_and_ntp_peers_are_quiet() {
+        let recs = [
+            resp("192.0.2.123", 123, "198.51.100.1", 40000, 76, T0),
+            resp("192.0.2.124", 123, "198.51.100.1", 123, 396, T0),
+        ];
+        let (_, ev) = run(DfaConfig::default(), recs);
+        assert!(ev.is_empty());
+    }
+
+    #[test]
+    fn snmp_reflection_from_many_reflectors() {
+        let mut e = crate::detect::dfa::Engine::new(DfaConfig::default()).unwrap();
+        let v = ip("10.10.10.10");
+        let mut ev = Vec::new();
+        for i in 0..400u64 {
+            let src = format!("203.0.{}.{}", i / 200, 1 + i % 200);
+            ev.extend(e.observe(&resp(&src, 161, "10.10.10.10", 3299, 300, T0 + i * 10_000)));
+            let want = match i {
+                0..=1 => Phase::Idle,
+                2..=165 => Phase::Suspicious,
+                _ => Phase::Alerting,
+            };
+            assert_eq!(
+                e.detectors.amplification.phase(v),
+                want,
+                "after response {}",
+                i + 1
+            );
+        }
+        ev.extend(e.finish());
+        let news = new_alerts(&ev, AlertKind::Amplification);
+        assert_eq!(news.len(), 1);
+        assert_eq!(news[0].count, 167, "50 000 bytes at 300 bytes each");
+        assert_eq!(news[0].dest_ip, Some(v));
+        assert!(
+            news[0].description.contains("snmp/161"),
+            "{}",
+            news[0].description
+        );
+        assert_eq!(finals(&ev)[0].count, 400);
+    }
+
+    #[test]
+    fn a_few_ssdp_answers_are_not_an_attack() {
+        let recs = (0..8u64).map(|i| {
+            resp(
+                &format!("192.168.1.{}", 10 + i),
+                1900,
+                "192.168.1.2",
+                50000,
+                320,
+                T0 + i * MS,
+            )
+        });
+        let (_, ev) = run(DfaConfig::default(), recs);
+        assert!(ev.is_empty());
+    }
+}

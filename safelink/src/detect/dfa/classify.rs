@@ -1,0 +1,136 @@
+//! Shared judgements about single records: which addresses can be victims, whether a flow was a
+//! failed probe, whether a first packet's TCP flags are a stealth-scan probe.
+use std::net::IpAddr;
+
+use safelink_common::{TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, TCP_URG};
+
+use crate::record::FlowRecord;
+
+pub const TCP: u8 = 6;
+pub const UDP: u8 = 17;
+pub const ICMP: u8 = 1;
+pub const ICMPV6: u8 = 58;
+
+/// A unicast host address: not multicast, broadcast, unspecified or loopback. Scans, sweeps
+/// and floods are only counted towards such addresses (mDNS, SSDP, DHCP and NetBIOS traffic to
+/// group addresses is how LANs work, not probing).
+pub fn is_unicast(ip: &IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(a) => {
+            !(a.is_multicast() || a.is_broadcast() || a.is_unspecified() || a.is_loopback())
+        }
+        IpAddr::V6(a) => !(a.is_multicast() || a.is_unspecified() || a.is_loopback()),
+    }
+}
+
+/// Both directions carried application data (PSH, or a packet longer than any bare header
+/// with options: IPv6 40 + TCP 60 = 100 bytes).
+pub fn tcp_has_data(f: &FlowRecord) -> bool {
+    f.fwd.flags.psh > 0 || f.rev.flags.psh > 0 || f.fwd.l3_max > 100 || f.rev.l3_max > 100
+}
+
+/// The handshake completed: the responder answered SYN-ACK and the initiator acknowledged.
+pub fn tcp_established(f: &FlowRecord) -> bool {
+    f.rev.flags.synack > 0 && f.fwd.flags.ack > 0
+}
+
+/// A flow that probed and got nothing useful back: TCP without any data (unanswered SYN,
+/// RST/refused, connect-then-reset, FIN/NULL/XMAS/ACK probes), UDP or ICMP without any reply.
+pub fn failed_probe(f: &FlowRecord) -> bool {
+    match f.proto {
+        TCP => !tcp_has_data(f),
+        UDP | ICMP | ICMPV6 => f.rev.packets == 0,
+        _ => false,
+    }
+}
+
+/// TCP flags of a first packet that no TCP stack sends to open or continue a connection:
+/// NULL, FIN without ACK (FIN and XMAS scans), SYN+FIN, SYN+RST, PSH/URG without ACK.
+pub fn stealth_flags(flags: u8) -> bool {
+    let f = flags & 0x3f;
+    if f & TCP_ACK != 0 {
+        return false;
+    }
+    f == 0
+        || f & TCP_FIN != 0
+        || (f & TCP_SYN != 0 && f & TCP_RST != 0)
+        || (f & (TCP_SYN | TCP_RST) == 0 && f & (TCP_PSH | TCP_URG) != 0)
+}
+
+/// Name of a stealth probe's flags for descriptions.
+pub fn stealth_name(flags: u8) -> &'static str {
+    let f = flags & 0x3f;
+    if f == 0 {
+        "NULL"
+    } else if f & (TCP_FIN | TCP_PSH | TCP_URG) == (TCP_FIN | TCP_PSH | TCP_URG) {
+        "XMAS"
+    } else if f & TCP_SYN != 0 {
+        "SYN+FIN/RST"
+    } else if f & TCP_FIN != 0 {
+        "FIN"
+    } else {
+        "odd-flags"
+    }
+}
+
+/// A flow whose initiator never sent SYN or ACK: it started with a stealth probe, which the
+/// port-scan automaton already counted from the flow-start record.
+pub fn started_stealthy(f: &FlowRecord) -> bool {
+    f.proto == TCP
+        && f.fwd.flags.ack == 0
+        && (f.fwd.flags.fin > 0 || (f.fwd.flags.syn == 0 && f.fwd.flags.rst == 0))
+}
+
+/// Seconds between a flow's first and last packet.
+pub fn duration_s(f: &FlowRecord) -> f64 {
+    f.last_ns.saturating_sub(f.first_ns) as f64 / 1e9
+}
+
+/// ICMP echo request (v4 type 8, v6 type 128).
+pub fn is_echo_request(proto: u8, icmp_type: u8) -> bool {
+    (proto == ICMP && icmp_type == 8) || (proto == ICMPV6 && icmp_type == 128)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stealth_flag_table() {
+        let cases: [(u8, bool); 12] = [
+            (0x00, true),  // NULL
+            (0x01, true),  // FIN
+            (0x29, true),  // XMAS FIN+PSH+URG
+            (0x03, true),  // SYN+FIN
+            (0x06, true),  // SYN+RST
+            (0x08, true),  // PSH alone
+            (0x02, false), // SYN
+            (0xc2, false), // SYN+ECE+CWR (ECN setup)
+            (0x12, false), // SYN+ACK
+            (0x10, false), // ACK
+            (0x11, false), // FIN+ACK (Maimon / mid-stream close)
+            (0x04, false), // RST
+        ];
+        for (f, want) in cases {
+            assert_eq!(stealth_flags(f), want, "flags {f:#04x}");
+        }
+        assert_eq!(stealth_name(0x29), "XMAS");
+        assert_eq!(stealth_name(0x00), "NULL");
+        assert_eq!(stealth_name(0x01), "FIN");
+    }
+
+    #[test]
+    fn unicast() {
+        for (a, want) in [
+            ("10.0.0.1", true),
+            ("255.255.255.255", false),
+            ("224.0.0.251", false),
+            ("239.255.255.250", false),
+            ("0.0.0.0", false),
+            ("ff02::1", false),
+            ("2001:db8::1", true),
+        ] {
+            assert_eq!(is_unicast(&a.parse().unwrap()), want, "{a}");
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! The per-victim rate automaton shared by [`super::syn_flood`], [`super::udp_flood`] and
+//! [`super::icmp_flood`]: a sliding sum of new flows (or packets) towards one victim, the
+//! distinct sources behind it (spoofed floods have thousands), and the dominant source when
+//! there is one (a single attacker, named in `src_ip`).
+use std::{collections::HashMap, hash::Hash, net::IpAddr};
+
+use super::{
+    Cx,
+    automaton::{Incident, Phase, Verdict},
+    config::{FloodConfig, ns},
+    window::{DistinctWindow, RateWindow},
+};
+use crate::alert::Alert;
+
+/// Sources counted exactly per entry (enough to find a dominant one).
+const TOP_SOURCES: usize = 64;
+
+pub struct Entry {
+    rate: RateWindow,
+    sources: DistinctWindow<IpAddr>,
+    per_source: HashMap<IpAddr, u64>,
+    total: u64,
+    pub incident: Incident,
+}
+
+/// What the alert builder gets to know.
+pub struct Summary {
+    /// Evidence within the window (new flows or packets).
+    pub in_window: u64,
+    /// Distinct sources within the window (capped at `max_items_per_key`).
+    pub sources: u64,
+    /// The source of at least half of all evidence, if any.
+    pub dominant: Option<IpAddr>,
+    /// Evidence of the incident so far.
+    pub count: u64,
+}
+
+/// One flood family's victims.
+pub struct FloodTable<K> {
+    pub cfg: FloodConfig,
+    pub window_ns: u64,
+    keys: HashMap<K, Entry>,
+}
+
+impl<K: Eq + Hash> FloodTable<K> {
+    pub fn new(cfg: FloodConfig) -> Self {
+        Self {
+            window_ns: ns(cfg.window_secs),
+            cfg,
+            keys: HashMap::new(),
+        }
+    }
+
+    pub fn phase(&self, key: &K) -> Phase {
+        self.keys
+            .get(key)
+            .map_or(Phase::Idle, |e| e.incident.phase())
+    }
+
+    /// `n` units of evidence from `src` at `ts`; `heavy` when a single flow is a flood by
+    /// itself (alert regardless of the window's sum).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn observe(
+        &mut self,
+        cx: &mut Cx,
+        key: K,
+        ts: u64,
+        n: u64,
+        src: IpAddr,
+        heavy: bool,
+        make: impl FnOnce(&Summary) -> Alert,
+    ) {
+        let (window_ns, cap, now) = (self.window_ns, cx.common.cap, cx.now);
+        let threshold = self.cfg.new_flows;
+        let Some(e) = cx.slot(
+            &mut self.keys,
+            key,
+            |e| &e.incident,
+            || Entry {
+                rate: RateWindow::new(window_ns),
+                sources: DistinctWindow::new(window_ns, cap),
+                per_source: HashMap::new(),
+                total: 0,
+                incident: Incident::default(),
+            },
+        ) else {
+            return;
+        };
+        e.rate.add(ts, n, now);
+        e.total = e.total.saturating_add(n);
+        if e.per_source.len() < TOP_SOURCES || e.per_source.contains_key(&src) {
+            *e.per_source.entry(src).or_default() += n;
+        }
+        let open = matches!(e.incident.phase(), Phase::Alerting | Phase::CoolDown);
+        if !open {
+            e.sources.insert(src, ts, now);
+        }
+        let in_window = e.rate.sum(now);
+        let verdict = if open {
+            Verdict::Noise
+        } else if heavy || in_window >= threshold {
+            Verdict::Alert
+        } else if in_window >= threshold / 4 {
+            Verdict::Suspicious
+        } else {
+            Verdict::Noise
+        };
+        let Entry {
+            sources,
+            per_source,
+            total,
+            incident,
+            ..
+        } = e;
+        let total = *total;
+        let build = |inc: &Incident| {
+            let dominant = per_source
+                .iter()
+                .max_by_key(|(ip, c)| (**c, *ip))
+                .filter(|(_, c)| **c * 2 >= total)
+                .map(|(ip, _)| *ip);
+            make(&Summary {
+                in_window,
+                sources: sources.len(now),
+                dominant,
+                count: inc.count,
+            })
+        };
+        cx.drive(incident, ts, n, verdict, build, |_, _| {});
+    }
+
+    /// Takes back evidence that turned out benign (a SYN whose connection completed).
+    pub fn retract(&mut self, key: &K, ts: u64, n: u64) {
+        if let Some(e) = self.keys.get_mut(key) {
+            e.rate.sub(ts, n);
+        }
+    }
+
+    pub(crate) fn tick(&mut self, cx: &mut Cx) {
+        let w = self.window_ns;
+        cx.tick_map(&mut self.keys, w, w, |e| &mut e.incident);
+    }
+}
+
+/// One-way packet rate of a flow's forward direction (packets/s over its duration; a flow
+/// shorter than a millisecond counts as one millisecond).
+pub fn one_way_pps(packets: u64, first_ns: u64, last_ns: u64) -> u64 {
+    let dur_ns = last_ns.saturating_sub(first_ns).max(1_000_000);
+    ((packets as u128 * 1_000_000_000) / dur_ns as u128).min(u64::MAX as u128) as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pps() {
+        assert_eq!(one_way_pps(1000, 0, 1_000_000_000), 1000);
+        assert_eq!(one_way_pps(5, 10, 10), 5000);
+        assert_eq!(one_way_pps(u64::MAX, 0, 0), u64::MAX);
+    }
+}

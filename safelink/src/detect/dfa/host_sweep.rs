@@ -1,0 +1,256 @@
+//! `host_sweep`: one source probing one service on many hosts (ICMP echo, a TCP port, a UDP
+//! port), the address scan of Zeek.
+//!
+//! Key: (source IP, service). Evidence: a finished flow that was a failed probe (no reply to an
+//! echo request or UDP datagram; no data on a TCP connection attempt) towards a unicast
+//! address. Alert at `hosts` distinct such hosts within the window (Zeek: 25 in 5 min, keyed by
+//! scanner and port, like here). `count` = probes.
+use std::{
+    collections::{HashMap, HashSet},
+    net::IpAddr,
+};
+
+use super::{
+    Cx, Detector,
+    automaton::{Incident, Phase, Verdict},
+    book::{base_alert, community_id, proto_name},
+    classify::{self, TCP, UDP},
+    config::{HostSweepConfig, ns},
+    features,
+    window::DistinctWindow,
+};
+use crate::{
+    alert::{AlertKind, Severity},
+    record::FlowRecord,
+};
+
+/// The probed service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Service {
+    Echo,
+    Tcp(u16),
+    Udp(u16),
+}
+
+impl Service {
+    fn describe(self) -> String {
+        match self {
+            Self::Echo => "ICMP echo".into(),
+            Self::Tcp(p) => format!("TCP port {p}"),
+            Self::Udp(p) => format!("UDP port {p}"),
+        }
+    }
+}
+
+pub struct Entry {
+    hosts: DistinctWindow<IpAddr>,
+    pub incident: Incident,
+}
+
+pub struct HostSweep {
+    cfg: HostSweepConfig,
+    window_ns: u64,
+    amp_ports: HashSet<u16>,
+    keys: HashMap<(IpAddr, Service), Entry>,
+}
+
+impl HostSweep {
+    pub fn new(cfg: HostSweepConfig, amp_ports: &[u16]) -> Self {
+        Self {
+            window_ns: ns(cfg.window_secs),
+            amp_ports: amp_ports.iter().copied().collect(),
+            cfg,
+            keys: HashMap::new(),
+        }
+    }
+
+    pub fn phase(&self, src: IpAddr, svc: Service) -> Phase {
+        self.keys
+            .get(&(src, svc))
+            .map_or(Phase::Idle, |e| e.incident.phase())
+    }
+}
+
+impl Detector for HostSweep {
+    fn on_flow(&mut self, f: &FlowRecord, cx: &mut Cx) {
+        if !classify::is_unicast(&f.dst_ip) || !classify::failed_probe(f) {
+            return;
+        }
+        let svc = match f.proto {
+            TCP => Service::Tcp(f.dst_port),
+            UDP if f.src_port == f.dst_port || self.amp_ports.contains(&f.src_port) => return,
+            UDP => Service::Udp(f.dst_port),
+            p if classify::is_echo_request(p, f.icmp_type) => Service::Echo,
+            _ => return,
+        };
+        let (window_ns, cap, now) = (self.window_ns, cx.common.cap, cx.now);
+        let cfg = &self.cfg;
+        let Some(e) = cx.slot(
+            &mut self.keys,
+            (f.src_ip, svc),
+            |e| &e.incident,
+            || Entry {
+                hosts: DistinctWindow::new(window_ns, cap),
+                incident: Incident::default(),
+            },
+        ) else {
+            return;
+        };
+        e.hosts.insert(f.dst_ip, f.first_ns, now);
+        let verdict = match e.incident.phase() {
+            Phase::Alerting | Phase::CoolDown => Verdict::Noise,
+            _ => {
+                let n = e.hosts.len(now);
+                if n >= cfg.hosts {
+                    Verdict::Alert
+                } else if n >= cfg.suspicious_hosts {
+                    Verdict::Suspicious
+                } else {
+                    Verdict::Noise
+                }
+            }
+        };
+        let macs = cx.macs;
+        let hosts = &e.hosts;
+        let build = |inc: &Incident| {
+            let mut a = base_alert(
+                AlertKind::HostSweep,
+                Severity::Medium,
+                now,
+                f.first_ns,
+                f.first_ns,
+            );
+            a.src_ip = Some(f.src_ip);
+            let ports = f.proto == TCP || f.proto == UDP;
+            a.src_port = ports.then_some(f.src_port);
+            a.dest_ip = Some(f.dst_ip);
+            a.dest_port = ports.then_some(f.dst_port);
+            a.proto = proto_name(f.proto);
+            a.src_mac = macs.get(&f.src_ip);
+            a.description = format!(
+                "host sweep from {}: {} probes to {} distinct hosts without answer within {}s ({} probes); count = probes",
+                f.src_ip,
+                svc.describe(),
+                hosts.count_since(now.saturating_sub(window_ns)),
+                cfg.window_secs,
+                inc.count
+            );
+            a.community_id = community_id(
+                f.proto,
+                f.src_ip,
+                f.src_port,
+                f.dst_ip,
+                f.dst_port,
+                Some((f.icmp_type, f.icmp_code)),
+            );
+            a.features = features::of_flow(f);
+            a
+        };
+        cx.drive(&mut e.incident, f.first_ns, 1, verdict, build, |_, _| {});
+    }
+
+    fn tick(&mut self, cx: &mut Cx) {
+        let w = self.window_ns;
+        cx.tick_map(&mut self.keys, w, w, |e| &mut e.incident);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        detect::dfa::{DfaConfig, testutil::*},
+        record::Record,
+    };
+
+    fn echo(src: &str, dst: &str, ts: u64, answered: bool) -> Record {
+        let mut f = flow(src, 0, dst, 0, 1, ts);
+        f.icmp_type = 8;
+        if answered {
+            f.rev.packets = 1;
+        }
+        Record::Flow(f)
+    }
+
+    #[test]
+    fn icmp_sweep_one_alert_with_exact_phases() {
+        let mut e = crate::detect::dfa::Engine::new(DfaConfig::default()).unwrap();
+        let src = ip("10.9.0.1");
+        let mut ev = Vec::new();
+        for h in 1..=7u8 {
+            ev.extend(e.observe(&echo(
+                "10.9.0.1",
+                &format!("10.9.1.{h}"),
+                T0 + u64::from(h) * MS,
+                false,
+            )));
+        }
+        assert_eq!(
+            e.detectors.host_sweep.phase(src, Service::Echo),
+            Phase::Idle
+        );
+        ev.extend(e.observe(&echo("10.9.0.1", "10.9.1.8", T0 + 8 * MS, false)));
+        assert_eq!(
+            e.detectors.host_sweep.phase(src, Service::Echo),
+            Phase::Suspicious
+        );
+        for h in 9..=254u8 {
+            ev.extend(e.observe(&echo(
+                "10.9.0.1",
+                &format!("10.9.1.{h}"),
+                T0 + u64::from(h) * MS,
+                false,
+            )));
+        }
+        assert_eq!(
+            e.detectors.host_sweep.phase(src, Service::Echo),
+            Phase::Alerting
+        );
+        ev.extend(e.finish());
+        let news = new_alerts(&ev, AlertKind::HostSweep);
+        assert_eq!(news.len(), 1);
+        assert_eq!(news[0].count, 25);
+        assert_eq!(news[0].proto, "icmp");
+        assert_eq!(finals(&ev)[0].count, 254);
+    }
+
+    #[test]
+    fn answered_pings_and_many_services_are_not_a_sweep() {
+        let mut recs = Vec::new();
+        for h in 1..=100u8 {
+            // A monitoring host whose pings are answered.
+            recs.push(echo("10.9.0.1", &format!("10.9.1.{h}"), T0, true));
+            // Failed TCP attempts to many hosts, each on a different port (P2P peers).
+            recs.push(Record::Flow(failed_syn(
+                "10.9.0.2",
+                &format!("10.9.2.{h}"),
+                6000 + u16::from(h),
+                T0,
+            )));
+        }
+        let (_, ev) = run(DfaConfig::default(), recs);
+        assert!(ev.is_empty());
+    }
+
+    #[test]
+    fn tcp_sweep_keyed_by_port() {
+        let recs = (1..=30u8).map(|h| {
+            Record::Flow(failed_syn(
+                "10.9.0.3",
+                &format!("10.9.3.{h}"),
+                80,
+                T0 + u64::from(h) * S,
+            ))
+        });
+        let (e, ev) = run(DfaConfig::default(), recs);
+        let news = new_alerts(&ev, AlertKind::HostSweep);
+        assert_eq!(news.len(), 1);
+        assert_eq!(news[0].dest_port, Some(80));
+        assert_eq!(
+            e.detectors
+                .host_sweep
+                .phase(ip("10.9.0.3"), Service::Tcp(80)),
+            Phase::Alerting
+        );
+    }
+}

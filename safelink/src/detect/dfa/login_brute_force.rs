@@ -1,0 +1,230 @@
+//! `login_brute_force`: a burst of short, similar, failed-looking sessions from one source to
+//! one login service of one server (FTP, telnet, mail, SMB, RDP, VNC, databases, HTTP auth).
+//!
+//! Key: (source IP, server IP, server port). Evidence: a finished session to a configured login
+//! port that [`session::looks_failed`]. Attempts of one tool against one service get the same
+//! answer, so sessions are grouped by [`session::size_class`]; the alert rises when the largest
+//! group of neighbouring classes reaches the service's threshold within the window (default 20
+//! in 60 s; HTTP 40). Pollers and health checks that open a session every few seconds stay
+//! under it. `count` = failed-looking sessions.
+use std::{
+    collections::{HashMap, VecDeque},
+    net::IpAddr,
+};
+
+use super::{
+    Cx, Detector,
+    automaton::{Incident, Phase, Verdict},
+    book::{base_alert, community_id},
+    config::{LoginBruteForceConfig, ns},
+    features, session,
+};
+use crate::{
+    alert::{AlertKind, Severity},
+    record::FlowRecord,
+};
+
+pub struct Entry {
+    /// (session start, size class), within the window, oldest first (roughly).
+    recent: VecDeque<(u64, u16)>,
+    pub incident: Incident,
+}
+
+impl Entry {
+    /// Sessions in the largest group of three neighbouring size classes.
+    fn similar(&mut self, cutoff: u64) -> u64 {
+        self.recent.retain(|&(t, _)| t >= cutoff);
+        let mut by_class: HashMap<u16, u64> = HashMap::new();
+        for &(_, c) in &self.recent {
+            *by_class.entry(c).or_default() += 1;
+        }
+        by_class
+            .keys()
+            .map(|&c| {
+                (c.saturating_sub(1)..=c.saturating_add(1))
+                    .map(|k| by_class.get(&k).copied().unwrap_or(0))
+                    .sum::<u64>()
+            })
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+pub struct LoginBruteForce {
+    cfg: LoginBruteForceConfig,
+    /// port → (service name, threshold)
+    services: HashMap<u16, (String, u64)>,
+    window_ns: u64,
+    keys: HashMap<(IpAddr, IpAddr, u16), Entry>,
+}
+
+impl LoginBruteForce {
+    pub fn new(cfg: LoginBruteForceConfig) -> Self {
+        Self {
+            services: cfg
+                .services
+                .iter()
+                .map(|s| (s.port, (s.name.clone(), s.sessions.unwrap_or(cfg.sessions))))
+                .collect(),
+            window_ns: ns(cfg.window_secs),
+            cfg,
+            keys: HashMap::new(),
+        }
+    }
+
+    pub fn phase(&self, src: IpAddr, dst: IpAddr, port: u16) -> Phase {
+        self.keys
+            .get(&(src, dst, port))
+            .map_or(Phase::Idle, |e| e.incident.phase())
+    }
+}
+
+impl Detector for LoginBruteForce {
+    fn on_flow(&mut self, f: &FlowRecord, cx: &mut Cx) {
+        let Some((name, threshold)) = self.services.get(&f.dst_port) else {
+            return;
+        };
+        if !session::looks_failed(f, &self.cfg.session) {
+            return;
+        }
+        let (window_ns, cap, now) = (self.window_ns, cx.common.cap, cx.now);
+        let cfg = &self.cfg;
+        let Some(e) = cx.slot(
+            &mut self.keys,
+            (f.src_ip, f.dst_ip, f.dst_port),
+            |e| &e.incident,
+            || Entry {
+                recent: VecDeque::new(),
+                incident: Incident::default(),
+            },
+        ) else {
+            return;
+        };
+        if e.recent.len() < cap {
+            e.recent.push_back((f.first_ns, session::size_class(f)));
+        }
+        let verdict = match e.incident.phase() {
+            Phase::Alerting | Phase::CoolDown => {
+                e.recent
+                    .retain(|&(t, _)| t >= now.saturating_sub(window_ns));
+                Verdict::Noise
+            }
+            _ => {
+                let n = e.similar(now.saturating_sub(window_ns));
+                if n >= *threshold {
+                    Verdict::Alert
+                } else if n >= cfg.suspicious_sessions {
+                    Verdict::Suspicious
+                } else {
+                    Verdict::Noise
+                }
+            }
+        };
+        let macs = cx.macs;
+        let build = |inc: &Incident| {
+            let mut a = base_alert(
+                AlertKind::LoginBruteForce,
+                Severity::High,
+                now,
+                f.first_ns,
+                f.last_ns,
+            );
+            a.src_ip = Some(f.src_ip);
+            a.src_port = Some(f.src_port);
+            a.dest_ip = Some(f.dst_ip);
+            a.dest_port = Some(f.dst_port);
+            a.proto = "tcp".into();
+            a.src_mac = macs.get(&f.src_ip);
+            a.description = format!(
+                "{name} login brute force from {} against {}:{}: {threshold}+ similar short failed-looking sessions within {}s ({} sessions); count = sessions",
+                f.src_ip, f.dst_ip, f.dst_port, cfg.window_secs, inc.count
+            );
+            a.community_id = community_id(6, f.src_ip, f.src_port, f.dst_ip, f.dst_port, None);
+            a.features = features::of_flow(f);
+            a
+        };
+        cx.drive(&mut e.incident, f.last_ns, 1, verdict, build, |_, _| {});
+    }
+
+    fn tick(&mut self, cx: &mut Cx) {
+        let w = self.window_ns;
+        cx.tick_map(&mut self.keys, w, w, |e| &mut e.incident);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        detect::dfa::{DfaConfig, testutil::*},
+        record::Record,
+    };
+
+    #[test]
+    fn ftp_burst_of_refusals() {
+        let mut e = crate::detect::dfa::Engine::new(DfaConfig::default()).unwrap();
+        let (a, b) = (ip("192.168.56.1"), ip("192.168.56.101"));
+        let mut ev = Vec::new();
+        for i in 0..30u64 {
+            let bytes = if i % 2 == 0 { 739 } else { 871 };
+            let f = session(
+                "192.168.56.1",
+                54000 + i as u16,
+                "192.168.56.101",
+                21,
+                T0 + i * 2 * S,
+                2,
+                bytes,
+            );
+            ev.extend(e.observe(&Record::Flow(f)));
+            let want = match i {
+                0..=3 => Phase::Idle,
+                4..=18 => Phase::Suspicious,
+                _ => Phase::Alerting,
+            };
+            assert_eq!(
+                e.detectors.login_brute_force.phase(a, b, 21),
+                want,
+                "after session {}",
+                i + 1
+            );
+        }
+        ev.extend(e.finish());
+        let news = new_alerts(&ev, AlertKind::LoginBruteForce);
+        assert_eq!(news.len(), 1);
+        assert_eq!(news[0].count, 20);
+        assert!(news[0].description.starts_with("ftp login brute force"));
+        assert_eq!(finals(&ev)[0].count, 30);
+    }
+
+    #[test]
+    fn health_checks_and_varied_pages_stay_quiet() {
+        let mut recs = Vec::new();
+        // A MySQL health check every 5 s for an hour: 12 per minute.
+        for i in 0..720u64 {
+            recs.push(Record::Flow(session(
+                "10.0.0.5",
+                30000 + (i % 20000) as u16,
+                "10.0.0.6",
+                3306,
+                T0 + i * 5 * S,
+                0,
+                900,
+            )));
+        }
+        // 30 HTTP connections to one server in 10 s, all different sizes.
+        for i in 0..30u64 {
+            recs.push(Record::Flow(session(
+                "10.0.0.7",
+                40000 + i as u16,
+                "10.0.0.8",
+                80,
+                T0 + i * S / 3,
+                1,
+                600 + i * i * 15,
+            )));
+        }
+        let (_, ev) = run(DfaConfig::default(), recs);
+        assert!(ev.is_empty(), "{:?}", finals(&ev));
+    }
+}

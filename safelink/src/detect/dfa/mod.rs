@@ -1,0 +1,443 @@
+//! Rule automata: one deterministic automaton per attack family, keyed per source (per victim
+//! for floods and amplification), over sliding windows of capture time.
+//!
+//! [`Engine`] takes the record stream of [`crate::replay`] or the live capture
+//! ([`Record::FlowStart`], [`Record::Flow`], [`Record::Arp`]) and returns [`AlertEvent`]s: one
+//! `New` per incident, then `Updated` (count, last_seen) at most once per
+//! [`DfaConfig::update_interval_secs`] while the incident grows, and a final `Updated` when it
+//! closes (when it changed since the last report). Every automaton goes through the same [`automaton::Phase`]s (idle → suspicious →
+//! alerting → cool-down). Time is the records' own timestamps: flow records arrive when flows
+//! end, after records of later packets, and every window accepts such late evidence.
+//!
+//! Families (one module each): [`port_scan`], [`host_sweep`], [`arp_scan`], [`arp_spoof`],
+//! [`ssh_brute_force`], [`login_brute_force`], [`syn_flood`], [`udp_flood`], [`icmp_flood`],
+//! [`amplification`]. Defaults and how they compare with Zeek's: [`config`] and
+//! `safelink/src/detect/README.md`.
+pub mod amplification;
+pub mod arp_scan;
+pub mod arp_spoof;
+pub mod automaton;
+pub mod book;
+pub mod classify;
+pub mod config;
+pub mod features;
+pub mod flood;
+pub mod host_sweep;
+pub mod icmp_flood;
+pub mod login_brute_force;
+pub mod port_scan;
+pub mod session;
+pub mod ssh_brute_force;
+pub mod syn_flood;
+pub mod udp_flood;
+pub mod window;
+
+#[cfg(test)]
+pub(crate) mod testutil;
+
+use std::{collections::HashMap, hash::Hash, net::IpAddr};
+
+use thiserror::Error;
+
+pub use automaton::{Phase, Verdict};
+pub use book::AlertEvent;
+pub use config::DfaConfig;
+
+use crate::{
+    alert::Alert,
+    record::{ArpRecord, FlowRecord, FlowStartRecord, Record},
+};
+use automaton::{Incident, Step};
+use book::{AlertBook, rfc3339};
+use config::ns;
+
+/// Errors of the detection engine.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum DetectError {
+    #[error("invalid detection config: {field}: {reason}")]
+    InvalidConfig { field: &'static str, reason: String },
+}
+
+/// Counters of the engine's own work.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EngineStats {
+    pub records: u64,
+    pub flow_starts: u64,
+    pub flows: u64,
+    pub arp: u64,
+    pub alerts_raised: u64,
+    /// Evidence dropped because an automaton already tracked `max_keys` keys.
+    pub dropped_keys: u64,
+}
+
+/// Settings every automaton shares.
+pub(crate) struct Common {
+    pub cooldown_ns: u64,
+    pub max_keys: usize,
+    pub cap: usize,
+}
+
+/// Latest Ethernet source seen for each source IP (flow records carry no MAC).
+#[derive(Default)]
+pub(crate) struct MacCache {
+    macs: HashMap<IpAddr, String>,
+}
+
+impl MacCache {
+    const MAX: usize = 1 << 16;
+
+    fn note(&mut self, ip: IpAddr, mac: &str) {
+        if self.macs.get(&ip).is_some_and(|m| m == mac) {
+            return;
+        }
+        if self.macs.len() >= Self::MAX {
+            self.macs.clear();
+        }
+        self.macs.insert(ip, mac.to_owned());
+    }
+
+    pub fn get(&self, ip: &IpAddr) -> Option<String> {
+        self.macs.get(ip).cloned()
+    }
+}
+
+/// What a detector sees besides the record.
+pub(crate) struct Cx<'a> {
+    pub now: u64,
+    pub book: &'a mut AlertBook,
+    pub macs: &'a MacCache,
+    pub common: &'a Common,
+    pub stats: &'a mut EngineStats,
+}
+
+impl Cx<'_> {
+    /// Feeds evidence to an incident and carries out the step: raise a new alert (built by
+    /// `build`) or refresh the open one (`count`, `last_seen`, then `refresh`).
+    pub fn drive(
+        &mut self,
+        inc: &mut Incident,
+        ts: u64,
+        n: u64,
+        verdict: Verdict,
+        build: impl FnOnce(&Incident) -> Alert,
+        refresh: impl FnOnce(&Incident, &mut Alert),
+    ) {
+        match inc.observe(ts, n, verdict) {
+            Step::Raise => {
+                let mut a = build(inc);
+                a.count = inc.count;
+                a.first_seen = rfc3339(inc.first_ns);
+                a.last_seen = rfc3339(inc.last_ns);
+                let id = self.book.raise(a, self.now);
+                self.stats.alerts_raised += 1;
+                inc.opened(id);
+            }
+            Step::Update(id) => {
+                let (count, first, last) = (inc.count, inc.first_ns, inc.last_ns);
+                self.book.update(id, |a| {
+                    a.count = count;
+                    a.first_seen = rfc3339(first);
+                    a.last_seen = rfc3339(last);
+                    refresh(inc, a);
+                });
+            }
+            _ => {}
+        }
+    }
+
+    /// Time passes for every key of a map: phase transitions, closing quiet alerts, forgetting
+    /// idle keys after `keep_ns`.
+    pub fn tick_map<K: Eq + Hash, E>(
+        &mut self,
+        map: &mut HashMap<K, E>,
+        quiet_ns: u64,
+        keep_ns: u64,
+        inc: impl Fn(&mut E) -> &mut Incident,
+    ) {
+        let (now, cooldown) = (self.now, self.common.cooldown_ns);
+        let book = &mut *self.book;
+        map.retain(|_, e| {
+            let i = inc(e);
+            if let Step::Close(id) = i.tick(now, quiet_ns, cooldown) {
+                book.close(id);
+            }
+            !i.forgettable(now, keep_ns)
+        });
+    }
+
+    /// The entry of `key`, created with `make` (None when the map is full of live keys).
+    pub fn slot<'m, K: Eq + Hash, E>(
+        &mut self,
+        map: &'m mut HashMap<K, E>,
+        key: K,
+        inc: impl Fn(&E) -> &Incident,
+        make: impl FnOnce() -> E,
+    ) -> Option<&'m mut E> {
+        let now = self.now;
+        let e = window::slot(
+            map,
+            key,
+            self.common.max_keys,
+            // When full, forget keys below the suspicious mark quiet for a second.
+            |e| {
+                let i = inc(e);
+                i.phase() == Phase::Idle && now.saturating_sub(i.last_ns) > 1_000_000_000
+            },
+            make,
+        );
+        if e.is_none() {
+            self.stats.dropped_keys += 1;
+        }
+        e
+    }
+}
+
+/// One automaton family.
+pub(crate) trait Detector {
+    fn on_start(&mut self, _s: &FlowStartRecord, _cx: &mut Cx) {}
+    fn on_flow(&mut self, _f: &FlowRecord, _cx: &mut Cx) {}
+    fn on_arp(&mut self, _a: &ArpRecord, _cx: &mut Cx) {}
+    fn tick(&mut self, cx: &mut Cx);
+}
+
+/// The automata, one per family (public so tests and the daemon can read their states).
+pub struct Detectors {
+    pub port_scan: port_scan::PortScan,
+    pub host_sweep: host_sweep::HostSweep,
+    pub arp_scan: arp_scan::ArpScan,
+    pub arp_spoof: arp_spoof::ArpSpoof,
+    pub ssh_brute_force: ssh_brute_force::SshBruteForce,
+    pub login_brute_force: login_brute_force::LoginBruteForce,
+    pub syn_flood: syn_flood::SynFlood,
+    pub udp_flood: udp_flood::UdpFlood,
+    pub icmp_flood: icmp_flood::IcmpFlood,
+    pub amplification: amplification::Amplification,
+}
+
+impl Detectors {
+    fn all(&mut self) -> [&mut dyn Detector; 10] {
+        [
+            &mut self.port_scan,
+            &mut self.host_sweep,
+            &mut self.arp_scan,
+            &mut self.arp_spoof,
+            &mut self.ssh_brute_force,
+            &mut self.login_brute_force,
+            &mut self.syn_flood,
+            &mut self.udp_flood,
+            &mut self.icmp_flood,
+            &mut self.amplification,
+        ]
+    }
+}
+
+/// All automata, driven record by record.
+pub struct Engine {
+    now: u64,
+    next_tick: u64,
+    common: Common,
+    book: AlertBook,
+    macs: MacCache,
+    stats: EngineStats,
+    pub detectors: Detectors,
+}
+
+/// Housekeeping period (capture time).
+const TICK_NS: u64 = 1_000_000_000;
+
+impl Engine {
+    pub fn new(cfg: DfaConfig) -> Result<Self, DetectError> {
+        cfg.validate()?;
+        let amp_ports: Vec<u16> = cfg.amplification.services.iter().map(|s| s.port).collect();
+        Ok(Self {
+            now: 0,
+            next_tick: 0,
+            common: Common {
+                cooldown_ns: ns(cfg.cooldown_secs),
+                max_keys: cfg.max_keys,
+                cap: cfg.max_items_per_key,
+            },
+            book: AlertBook::new(ns(cfg.update_interval_secs)),
+            macs: MacCache::default(),
+            stats: EngineStats::default(),
+            detectors: Detectors {
+                port_scan: port_scan::PortScan::new(cfg.port_scan, &amp_ports),
+                host_sweep: host_sweep::HostSweep::new(cfg.host_sweep, &amp_ports),
+                arp_scan: arp_scan::ArpScan::new(cfg.arp_scan),
+                arp_spoof: arp_spoof::ArpSpoof::new(cfg.arp_spoof),
+                ssh_brute_force: ssh_brute_force::SshBruteForce::new(cfg.ssh_brute_force),
+                login_brute_force: login_brute_force::LoginBruteForce::new(cfg.login_brute_force),
+                syn_flood: syn_flood::SynFlood::new(cfg.syn_flood),
+                udp_flood: udp_flood::UdpFlood::new(cfg.udp_flood, &amp_ports),
+                icmp_flood: icmp_flood::IcmpFlood::new(cfg.icmp_flood),
+                amplification: amplification::Amplification::new(cfg.amplification),
+            },
+        })
+    }
+
+    /// Engine clock: the newest record timestamp seen (ns since the Unix epoch).
+    pub fn now(&self) -> u64 {
+        self.now
+    }
+
+    pub fn stats(&self) -> &EngineStats {
+        &self.stats
+    }
+
+    /// Alerts currently open (alerting or cooling down).
+    pub fn open_alerts(&self) -> usize {
+        self.book.open_count()
+    }
+
+    /// Feeds one record; returns the alert events it caused.
+    pub fn observe(&mut self, r: &Record) -> Vec<AlertEvent> {
+        let mut out = Vec::new();
+        self.observe_into(r, &mut out);
+        out
+    }
+
+    /// Like [`Self::observe`], appending to `out` (no allocation when nothing happens).
+    pub fn observe_into(&mut self, r: &Record, out: &mut Vec<AlertEvent>) {
+        let ts = match r {
+            Record::FlowStart(s) => s.ts_ns,
+            Record::Flow(f) => f.last_ns,
+            Record::Arp(a) => a.ts_ns,
+        };
+        self.advance(ts);
+        self.stats.records += 1;
+        let mut cx = Cx {
+            now: self.now,
+            book: &mut self.book,
+            macs: &self.macs,
+            common: &self.common,
+            stats: &mut self.stats,
+        };
+        match r {
+            Record::FlowStart(s) => {
+                cx.stats.flow_starts += 1;
+                for d in self.detectors.all() {
+                    d.on_start(s, &mut cx);
+                }
+            }
+            Record::Flow(f) => {
+                cx.stats.flows += 1;
+                for d in self.detectors.all() {
+                    d.on_flow(f, &mut cx);
+                }
+            }
+            Record::Arp(a) => {
+                cx.stats.arp += 1;
+                for d in self.detectors.all() {
+                    d.on_arp(a, &mut cx);
+                }
+            }
+        }
+        if let Record::FlowStart(s) = r {
+            self.macs.note(s.src_ip, &s.src_mac);
+        }
+        self.book.drain_into(out);
+    }
+
+    /// Moves the clock (for a live sensor with no traffic: call it once a second with the
+    /// current time so quiet incidents cool down and close). Returns the events it caused.
+    pub fn tick(&mut self, now_ns: u64) -> Vec<AlertEvent> {
+        self.advance(now_ns);
+        let mut out = Vec::new();
+        self.book.drain_into(&mut out);
+        out
+    }
+
+    fn advance(&mut self, ts: u64) {
+        if ts > self.now {
+            self.now = ts;
+        }
+        if self.now >= self.next_tick {
+            self.housekeeping(false);
+            self.next_tick = self.now.saturating_add(TICK_NS);
+        }
+    }
+
+    fn housekeeping(&mut self, force: bool) {
+        let mut cx = Cx {
+            now: self.now,
+            book: &mut self.book,
+            macs: &self.macs,
+            common: &self.common,
+            stats: &mut self.stats,
+        };
+        for d in self.detectors.all() {
+            d.tick(&mut cx);
+        }
+        self.book.flush(self.now, force);
+    }
+
+    /// End of input: reports the final state of every alert that changed since its last
+    /// report. Open alerts stay open (a live engine may go on after a flush).
+    pub fn finish(&mut self) -> Vec<AlertEvent> {
+        self.housekeeping(true);
+        let mut out = Vec::new();
+        self.book.drain_into(&mut out);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alert::AlertKind;
+    use testutil::*;
+
+    #[test]
+    fn config_errors_are_typed() {
+        let mut c = DfaConfig::default();
+        c.arp_scan.targets = 0;
+        assert!(matches!(
+            Engine::new(c),
+            Err(DetectError::InvalidConfig { .. })
+        ));
+    }
+
+    #[test]
+    fn garbage_records_do_not_panic() {
+        let mut e = Engine::new(DfaConfig::default()).unwrap();
+        let mut f = flow("0.0.0.0", 0, "255.255.255.255", 0, 6, 0);
+        f.first_ns = u64::MAX;
+        f.last_ns = 0;
+        e.observe(&Record::Flow(f));
+        let mut s = start("::", 0, "::", 0, 17, 0);
+        s.ts_ns = u64::MAX;
+        e.observe(&Record::FlowStart(s));
+        e.observe(&Record::Arp(arp(
+            1,
+            "00:00:00:00:00:00",
+            "0.0.0.0",
+            "0.0.0.0",
+            0,
+        )));
+        e.finish();
+    }
+
+    #[test]
+    fn ids_are_sequential_and_final_state_is_reported() {
+        let mut e = Engine::new(DfaConfig::default()).unwrap();
+        let mut events = Vec::new();
+        for port in 1..=40u16 {
+            let f = failed_syn("10.0.0.1", "10.0.0.2", port, S + u64::from(port) * MS);
+            events.extend(e.observe(&Record::Flow(f)));
+        }
+        events.extend(e.finish());
+        let news: Vec<&Alert> = events
+            .iter()
+            .filter_map(|e| match e {
+                AlertEvent::New(a) => Some(a),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(news.len(), 1);
+        assert_eq!(news[0].id, 1);
+        assert_eq!(news[0].kind, AlertKind::PortScan);
+        assert_eq!(news[0].count, 15);
+        let last = events.last().unwrap().alert();
+        assert_eq!((last.id, last.count), (1, 40));
+    }
+}

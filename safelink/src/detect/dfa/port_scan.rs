@@ -1,0 +1,478 @@
+//! `port_scan`: one source probing many ports of one destination.
+//!
+//! Key: (source IP, destination IP). Evidence:
+//! - a finished flow that was a failed probe (see [`classify::failed_probe`]): TCP SYN,
+//!   connect, ACK and FIN+ACK probes that carried no data; UDP datagrams that got no reply
+//!   (except from reflection-service ports, between equal ports, and to the traceroute range);
+//! - a flow-start record whose TCP flags no stack sends (NULL, FIN, XMAS, SYN+FIN...), counted at
+//!   once: a handful of those is a scan whatever the volume.
+//!
+//! Tiers (any one raises the alert): distinct failed ports within the main window (Zeek's 15 in
+//! 5 min), within the slow window (30 in 1 h: a scan paced under the main tier), or distinct
+//! ports hit by stealth probes (5 in the main window). `count` = probes.
+use std::{
+    collections::{HashMap, HashSet},
+    net::IpAddr,
+};
+
+use super::{
+    Cx, Detector,
+    automaton::{Incident, Phase, Verdict},
+    book::{base_alert, community_id, proto_name},
+    classify::{self, TCP, UDP},
+    config::{PortScanConfig, ns},
+    features,
+    window::DistinctWindow,
+};
+use crate::{
+    alert::{Alert, AlertKind, Severity},
+    record::{FlowRecord, FlowStartRecord},
+};
+
+/// What kind of probes a pair saw (for the description).
+const K_SYN: u8 = 1;
+const K_CONNECT: u8 = 2;
+const K_ACK: u8 = 4;
+const K_UDP: u8 = 8;
+const K_STEALTH: u8 = 16;
+
+pub struct Entry {
+    /// (proto, port) → last failed probe, over the slow window (the main window is a suffix).
+    ports: DistinctWindow<(u8, u16)>,
+    /// Ports hit by stealth probes within the main window.
+    stealth: Option<DistinctWindow<(u8, u16)>>,
+    stealth_name: &'static str,
+    kinds: u8,
+    pub incident: Incident,
+}
+
+pub struct PortScan {
+    cfg: PortScanConfig,
+    window_ns: u64,
+    slow_ns: u64,
+    amp_ports: HashSet<u16>,
+    keys: HashMap<(IpAddr, IpAddr), Entry>,
+}
+
+/// Everything the alert needs about the probe that triggered it.
+struct Probe<'a> {
+    src: IpAddr,
+    sport: u16,
+    dst: IpAddr,
+    dport: u16,
+    proto: u8,
+    ts: u64,
+    kind: u8,
+    item: (u8, u16),
+    stealth: Option<&'static str>,
+    features: &'a dyn Fn() -> Vec<f32>,
+}
+
+impl PortScan {
+    pub fn new(cfg: PortScanConfig, amp_ports: &[u16]) -> Self {
+        Self {
+            window_ns: ns(cfg.window_secs),
+            slow_ns: ns(cfg.slow_window_secs.max(cfg.window_secs)),
+            amp_ports: amp_ports.iter().copied().collect(),
+            cfg,
+            keys: HashMap::new(),
+        }
+    }
+
+    /// Phase of a (source, destination) pair.
+    pub fn phase(&self, src: IpAddr, dst: IpAddr) -> Phase {
+        self.keys
+            .get(&(src, dst))
+            .map_or(Phase::Idle, |e| e.incident.phase())
+    }
+
+    fn udp_ignored(&self, sport: u16, dport: u16) -> bool {
+        sport == dport
+            || self.amp_ports.contains(&sport)
+            || self
+                .cfg
+                .ignore_udp_ports
+                .iter()
+                .any(|&(a, b)| (a..=b).contains(&dport))
+    }
+
+    fn probe(&mut self, p: Probe, cx: &mut Cx) {
+        let (window_ns, slow_ns, cap) = (self.window_ns, self.slow_ns, cx.common.cap);
+        let cfg = &self.cfg;
+        let Some(e) = cx.slot(
+            &mut self.keys,
+            (p.src, p.dst),
+            |e| &e.incident,
+            || Entry {
+                ports: DistinctWindow::new(slow_ns, cap),
+                stealth: None,
+                stealth_name: "",
+                kinds: 0,
+                incident: Incident::default(),
+            },
+        ) else {
+            return;
+        };
+        let now = cx.now;
+        e.ports.insert(p.item, p.ts, now);
+        e.kinds |= p.kind;
+        if let Some(name) = p.stealth {
+            e.stealth_name = name;
+            e.stealth
+                .get_or_insert_with(|| DistinctWindow::new(window_ns, cap))
+                .insert(p.item, p.ts, now);
+        }
+        let verdict = match e.incident.phase() {
+            Phase::Alerting | Phase::CoolDown => Verdict::Noise,
+            _ => {
+                let fast = e.ports.count_since(now.saturating_sub(window_ns));
+                let slow = e.ports.len(now);
+                let stealth = e.stealth.as_mut().map_or(0, |s| s.len(now));
+                if fast >= cfg.ports || slow >= cfg.slow_ports || stealth >= cfg.stealth_ports {
+                    Verdict::Alert
+                } else if fast >= cfg.suspicious_ports || stealth > 0 {
+                    Verdict::Suspicious
+                } else {
+                    Verdict::Noise
+                }
+            }
+        };
+        let Entry {
+            ports,
+            stealth,
+            stealth_name,
+            kinds,
+            incident,
+        } = e;
+        let macs = cx.macs;
+        let build = |inc: &Incident| -> Alert {
+            let fast = ports.count_since(now.saturating_sub(window_ns));
+            let slow = ports.count_since(now.saturating_sub(slow_ns));
+            let st = stealth
+                .as_ref()
+                .map_or(0, |s| s.count_since(now.saturating_sub(window_ns)));
+            let mut names = Vec::new();
+            for (bit, n) in [
+                (K_SYN, "SYN"),
+                (K_CONNECT, "connect"),
+                (K_ACK, "ACK/FIN-ACK"),
+                (K_UDP, "UDP"),
+                (K_STEALTH, *stealth_name),
+            ] {
+                if *kinds & bit != 0 {
+                    names.push(n);
+                }
+            }
+            let why = if st >= cfg.stealth_ports {
+                format!(
+                    "{st} ports hit by {stealth_name} probes within {}s",
+                    cfg.window_secs
+                )
+            } else if fast >= cfg.ports {
+                format!(
+                    "{fast} distinct ports with failed probes within {}s",
+                    cfg.window_secs
+                )
+            } else {
+                format!(
+                    "slow scan: {slow} distinct ports with failed probes within {}s",
+                    cfg.slow_window_secs
+                )
+            };
+            let mut a = base_alert(AlertKind::PortScan, Severity::Medium, now, p.ts, p.ts);
+            a.src_ip = Some(p.src);
+            a.src_port = Some(p.sport);
+            a.dest_ip = Some(p.dst);
+            a.dest_port = Some(p.dport);
+            a.proto = proto_name(p.proto);
+            a.src_mac = macs.get(&p.src);
+            a.description = format!(
+                "{} port scan of {} from {}: {why} ({} probes); count = probes",
+                names.join("/"),
+                p.dst,
+                p.src,
+                inc.count
+            );
+            a.community_id = community_id(p.proto, p.src, p.sport, p.dst, p.dport, None);
+            a.features = (p.features)();
+            a
+        };
+        cx.drive(incident, p.ts, 1, verdict, build, |_, _| {});
+    }
+}
+
+impl Detector for PortScan {
+    fn on_start(&mut self, s: &FlowStartRecord, cx: &mut Cx) {
+        if s.proto != TCP
+            || !classify::stealth_flags(s.tcp_flags)
+            || !classify::is_unicast(&s.dst_ip)
+        {
+            return;
+        }
+        let feats = || features::of_start(s);
+        self.probe(
+            Probe {
+                src: s.src_ip,
+                sport: s.src_port,
+                dst: s.dst_ip,
+                dport: s.dst_port,
+                proto: TCP,
+                ts: s.ts_ns,
+                kind: K_STEALTH,
+                item: (TCP, s.dst_port),
+                stealth: Some(classify::stealth_name(s.tcp_flags)),
+                features: &feats,
+            },
+            cx,
+        );
+    }
+
+    fn on_flow(&mut self, f: &FlowRecord, cx: &mut Cx) {
+        if !classify::is_unicast(&f.dst_ip) || !classify::failed_probe(f) {
+            return;
+        }
+        let kind = match f.proto {
+            TCP if classify::started_stealthy(f) => return,
+            TCP if classify::tcp_established(f) => K_CONNECT,
+            TCP if f.fwd.flags.syn > 0 => K_SYN,
+            TCP => K_ACK,
+            UDP if self.udp_ignored(f.src_port, f.dst_port) => return,
+            UDP => K_UDP,
+            _ => return,
+        };
+        let feats = || features::of_flow(f);
+        self.probe(
+            Probe {
+                src: f.src_ip,
+                sport: f.src_port,
+                dst: f.dst_ip,
+                dport: f.dst_port,
+                proto: f.proto,
+                ts: f.first_ns,
+                kind,
+                item: (f.proto, f.dst_port),
+                stealth: None,
+                features: &feats,
+            },
+            cx,
+        );
+    }
+
+    fn tick(&mut self, cx: &mut Cx) {
+        let (quiet, keep) = (self.window_ns, self.slow_ns);
+        cx.tick_map(&mut self.keys, quiet, keep, |e| &mut e.incident);
+        for e in self.keys.values_mut() {
+            if e.stealth.as_ref().is_some_and(|s| s.is_empty()) {
+                e.stealth = None;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        detect::dfa::{DfaConfig, testutil::*},
+        record::Record,
+    };
+
+    #[test]
+    fn fifteen_failed_ports_raise_one_alert_then_updates() {
+        let mut e = crate::detect::dfa::Engine::new(DfaConfig::default()).unwrap();
+        let (a, b) = (ip("192.0.2.1"), ip("192.0.2.2"));
+        let mut ev = Vec::new();
+        for p in 1..=4u16 {
+            ev.extend(e.observe(&Record::Flow(failed_syn(
+                "192.0.2.1",
+                "192.0.2.2",
+                p,
+                T0 + u64::from(p) * MS,
+            ))));
+        }
+        assert_eq!(e.detectors.port_scan.phase(a, b), Phase::Idle);
+        ev.extend(e.observe(&Record::Flow(failed_syn(
+            "192.0.2.1",
+            "192.0.2.2",
+            5,
+            T0 + 5 * MS,
+        ))));
+        assert_eq!(e.detectors.port_scan.phase(a, b), Phase::Suspicious);
+        // Repeated probes of a known port add probes, not ports.
+        for _ in 0..20 {
+            ev.extend(e.observe(&Record::Flow(failed_syn(
+                "192.0.2.1",
+                "192.0.2.2",
+                5,
+                T0 + 6 * MS,
+            ))));
+        }
+        assert_eq!(e.detectors.port_scan.phase(a, b), Phase::Suspicious);
+        for p in 6..=15u16 {
+            ev.extend(e.observe(&Record::Flow(failed_syn(
+                "192.0.2.1",
+                "192.0.2.2",
+                p,
+                T0 + 10 * MS,
+            ))));
+        }
+        assert_eq!(e.detectors.port_scan.phase(a, b), Phase::Alerting);
+        for p in 16..=100u16 {
+            ev.extend(e.observe(&Record::Flow(failed_syn(
+                "192.0.2.1",
+                "192.0.2.2",
+                p,
+                T0 + 20 * MS,
+            ))));
+        }
+        ev.extend(e.finish());
+        let news = new_alerts(&ev, AlertKind::PortScan);
+        assert_eq!(news.len(), 1);
+        assert_eq!(news[0].count, 35, "5 + 20 repeats + 10 more probes");
+        assert_eq!(news[0].src_ip, Some(a));
+        assert_eq!(news[0].dest_ip, Some(b));
+        assert_eq!(news[0].dest_port, Some(15));
+        assert_eq!(news[0].features.len(), features::FEATURE_NAMES.len());
+        assert!(news[0].community_id.as_deref().unwrap().starts_with("1:"));
+        let f = finals(&ev);
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].count, 120);
+        // All later probes fell within one second: one update, at finish.
+        assert_eq!(updates(&ev, 1), 1);
+    }
+
+    #[test]
+    fn cool_down_then_new_incident() {
+        let cfg = DfaConfig {
+            cooldown_secs: 60,
+            ..DfaConfig::default()
+        };
+        let mut e = crate::detect::dfa::Engine::new(cfg).unwrap();
+        let (a, b) = (ip("192.0.2.1"), ip("192.0.2.2"));
+        for p in 1..=15u16 {
+            e.observe(&Record::Flow(failed_syn("192.0.2.1", "192.0.2.2", p, T0)));
+        }
+        assert_eq!(e.detectors.port_scan.phase(a, b), Phase::Alerting);
+        e.tick(T0 + 301 * S);
+        assert_eq!(e.detectors.port_scan.phase(a, b), Phase::CoolDown);
+        // Evidence during cool-down: same alert.
+        let ev = e.observe(&Record::Flow(failed_syn(
+            "192.0.2.1",
+            "192.0.2.2",
+            99,
+            T0 + 302 * S,
+        )));
+        assert!(
+            ev.iter()
+                .all(|x| !matches!(x, crate::detect::dfa::AlertEvent::New(_)))
+        );
+        assert_eq!(e.detectors.port_scan.phase(a, b), Phase::Alerting);
+        let ev = e.tick(T0 + 603 * S);
+        assert_eq!(e.detectors.port_scan.phase(a, b), Phase::CoolDown);
+        assert_eq!(ev.len(), 1, "the pending update");
+        assert_eq!(ev[0].alert().count, 16);
+        let ev = e.tick(T0 + 664 * S);
+        assert_eq!(e.detectors.port_scan.phase(a, b), Phase::Idle);
+        assert!(ev.is_empty(), "nothing changed since the last report");
+        // A later scan is a new incident with a new id.
+        let mut ev = Vec::new();
+        for p in 1..=15u16 {
+            ev.extend(e.observe(&Record::Flow(failed_syn(
+                "192.0.2.1",
+                "192.0.2.2",
+                p,
+                T0 + 4000 * S,
+            ))));
+        }
+        let news = new_alerts(&ev, AlertKind::PortScan);
+        assert_eq!(news.len(), 1);
+        assert_eq!(news[0].id, 2);
+    }
+
+    #[test]
+    fn stealth_probes_alert_below_volume_threshold() {
+        let recs = (0..5u16).map(|p| {
+            let mut s = start(
+                "192.0.2.7",
+                5555,
+                "192.0.2.8",
+                20 + p,
+                6,
+                T0 + u64::from(p) * MS,
+            );
+            s.tcp_flags = 0x29;
+            Record::FlowStart(s)
+        });
+        let (_, ev) = run(DfaConfig::default(), recs);
+        let news = new_alerts(&ev, AlertKind::PortScan);
+        assert_eq!(news.len(), 1);
+        assert!(
+            news[0].description.contains("XMAS"),
+            "{}",
+            news[0].description
+        );
+        assert_eq!(news[0].src_mac.as_deref(), Some("02:00:00:00:00:01"));
+    }
+
+    #[test]
+    fn slow_scan_over_the_long_window() {
+        // One new port every 30 s: 10 per 5 min (under 15), 30 within 15 min.
+        let recs = (0..30u16).map(|p| {
+            Record::Flow(failed_syn(
+                "192.0.2.1",
+                "192.0.2.2",
+                1000 + p,
+                T0 + u64::from(p) * 30 * S,
+            ))
+        });
+        let (_, ev) = run(DfaConfig::default(), recs);
+        let news = new_alerts(&ev, AlertKind::PortScan);
+        assert_eq!(news.len(), 1);
+        assert!(news[0].description.contains("slow scan"));
+    }
+
+    #[test]
+    fn successful_and_ignored_flows_are_not_probes() {
+        let mut recs = Vec::new();
+        for p in 0..40u16 {
+            // Passive FTP data connections: many ports, but data flowed.
+            recs.push(Record::Flow(session(
+                "192.0.2.1",
+                40000 + p,
+                "192.0.2.2",
+                30000 + p,
+                T0,
+                1,
+                5000,
+            )));
+            // UDP traceroute probes, and replies from port 53.
+            recs.push(Record::Flow(flow(
+                "192.0.2.1",
+                40000,
+                "192.0.2.3",
+                33434 + p,
+                17,
+                T0,
+            )));
+            recs.push(Record::Flow(flow(
+                "192.0.2.4",
+                53,
+                "192.0.2.1",
+                1000 + p,
+                17,
+                T0,
+            )));
+            // Multicast destinations.
+            recs.push(Record::Flow(flow(
+                "192.0.2.1",
+                5353,
+                "224.0.0.251",
+                1000 + p,
+                17,
+                T0,
+            )));
+        }
+        let (_, ev) = run(DfaConfig::default(), recs);
+        assert!(ev.is_empty(), "{ev:?}");
+    }
+}

@@ -1,0 +1,251 @@
+//! `syn_flood`: half-open TCP connection attempts towards one port of one victim, from one
+//! source or from thousands of spoofed ones (aggregated per victim).
+//!
+//! Key: (victim IP, victim port). Evidence: flow-start records of a bare SYN (no ACK, RST or
+//! FIN) — counted at once, so the alert does not wait for flows to time out; a connection that
+//! later proves completed (handshake and data) is taken back from the window. A single flow
+//! retransmitting SYNs at flood rate (one fixed 5-tuple) is an alert by itself when it ends.
+//! Alert at `new_flows` SYNs within the window (default 1000 in 5 s). `count` = SYNs.
+use std::net::IpAddr;
+
+use safelink_common::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
+
+use super::{
+    Cx, Detector,
+    automaton::Phase,
+    book::{base_alert, community_id},
+    classify::{self, TCP},
+    config::FloodConfig,
+    features,
+    flood::{FloodTable, Summary, one_way_pps},
+};
+use crate::{
+    alert::{Alert, AlertKind, Severity},
+    record::{FlowRecord, FlowStartRecord},
+};
+
+pub struct SynFlood {
+    table: FloodTable<(IpAddr, u16)>,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn alert(
+    s: &Summary,
+    now: u64,
+    ts: u64,
+    src: IpAddr,
+    sport: u16,
+    dst: IpAddr,
+    dport: u16,
+    window: u64,
+) -> Alert {
+    let mut a = base_alert(AlertKind::SynFlood, Severity::High, now, ts, ts);
+    a.src_ip = s.dominant;
+    a.src_port = s.dominant.map(|_| sport);
+    a.dest_ip = Some(dst);
+    a.dest_port = Some(dport);
+    a.proto = "tcp".into();
+    let who = match s.dominant {
+        Some(d) => format!("mostly from {d}"),
+        None => format!("from {} distinct (likely spoofed) sources", s.sources),
+    };
+    a.description = format!(
+        "SYN flood against {dst}:{dport}: {} half-open SYNs within {window}s, {who} ({} SYNs); count = SYNs",
+        s.in_window, s.count
+    );
+    a.community_id = community_id(TCP, src, sport, dst, dport, None);
+    a
+}
+
+impl SynFlood {
+    pub fn new(cfg: FloodConfig) -> Self {
+        Self {
+            table: FloodTable::new(cfg),
+        }
+    }
+
+    pub fn phase(&self, victim: IpAddr, port: u16) -> Phase {
+        self.table.phase(&(victim, port))
+    }
+}
+
+impl Detector for SynFlood {
+    fn on_start(&mut self, s: &FlowStartRecord, cx: &mut Cx) {
+        let f = s.tcp_flags;
+        if s.proto != TCP
+            || f & TCP_SYN == 0
+            || f & (TCP_ACK | TCP_RST | TCP_FIN) != 0
+            || !classify::is_unicast(&s.dst_ip)
+        {
+            return;
+        }
+        let (now, window) = (cx.now, self.table.cfg.window_secs);
+        let mac = cx.macs.get(&s.src_ip);
+        self.table.observe(
+            cx,
+            (s.dst_ip, s.dst_port),
+            s.ts_ns,
+            1,
+            s.src_ip,
+            false,
+            |sum| {
+                let mut a = alert(
+                    sum, now, s.ts_ns, s.src_ip, s.src_port, s.dst_ip, s.dst_port, window,
+                );
+                if sum.dominant == Some(s.src_ip) {
+                    a.src_mac = mac.or_else(|| Some(s.src_mac.clone()));
+                }
+                a.features = features::of_start(s);
+                a
+            },
+        );
+    }
+
+    fn on_flow(&mut self, f: &FlowRecord, cx: &mut Cx) {
+        if f.proto != TCP || !classify::is_unicast(&f.dst_ip) {
+            return;
+        }
+        let key = (f.dst_ip, f.dst_port);
+        if classify::tcp_established(f) && classify::tcp_has_data(f) {
+            self.table.retract(&key, f.first_ns, 1);
+            return;
+        }
+        let cfg = &self.table.cfg;
+        let syns = u64::from(f.fwd.flags.syn);
+        if f.fwd.flags.synack > 0
+            || syns < cfg.heavy_flow_packets
+            || one_way_pps(syns, f.first_ns, f.last_ns) < cfg.heavy_flow_pps
+        {
+            return;
+        }
+        let (now, window) = (cx.now, cfg.window_secs);
+        let mac = cx.macs.get(&f.src_ip);
+        // The flow's first SYN was counted from its flow-start record.
+        self.table
+            .observe(cx, key, f.last_ns, syns - 1, f.src_ip, true, |sum| {
+                let mut a = alert(
+                    sum, now, f.first_ns, f.src_ip, f.src_port, f.dst_ip, f.dst_port, window,
+                );
+                a.src_ip = Some(f.src_ip);
+                a.src_port = Some(f.src_port);
+                a.src_mac = mac;
+                a.features = features::of_flow(f);
+                a
+            });
+    }
+
+    fn tick(&mut self, cx: &mut Cx) {
+        self.table.tick(cx);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        detect::dfa::{DfaConfig, testutil::*},
+        record::Record,
+    };
+
+    fn spoofed_syn(i: u64, t: u64) -> Record {
+        let src = format!(
+            "{}.{}.{}.{}",
+            1 + i % 200,
+            (i / 200) % 250,
+            (i / 50_000) % 250,
+            1 + i % 7
+        );
+        let mut s = start(&src, 1024 + (i % 60_000) as u16, "10.10.10.10", 30120, 6, t);
+        s.tcp_flags = 0xc2; // SYN+ECE+CWR
+        Record::FlowStart(s)
+    }
+
+    #[test]
+    fn spoofed_flood_aggregates_per_victim() {
+        let mut e = crate::detect::dfa::Engine::new(DfaConfig::default()).unwrap();
+        let victim = ip("10.10.10.10");
+        let mut ev = Vec::new();
+        // 400 SYNs/s for 10 s.
+        for i in 0..4000u64 {
+            ev.extend(e.observe(&spoofed_syn(i, T0 + i * 2_500_000)));
+            let want = match i {
+                0..=248 => Phase::Idle,
+                249..=998 => Phase::Suspicious,
+                _ => Phase::Alerting,
+            };
+            assert_eq!(
+                e.detectors.syn_flood.phase(victim, 30120),
+                want,
+                "after SYN {}",
+                i + 1
+            );
+        }
+        ev.extend(e.finish());
+        let news = new_alerts(&ev, AlertKind::SynFlood);
+        assert_eq!(news.len(), 1);
+        assert_eq!(news[0].count, 1000);
+        assert_eq!(news[0].src_ip, None, "spoofed: no single source");
+        assert_eq!(news[0].dest_ip, Some(victim));
+        assert_eq!(news[0].dest_port, Some(30120));
+        assert!(
+            news[0].description.contains("distinct"),
+            "{}",
+            news[0].description
+        );
+        assert_eq!(finals(&ev)[0].count, 4000);
+        // 7.5 s of alerting at one update per second at most.
+        let n = updates(&ev, 1);
+        assert!((7..=9).contains(&n), "{n} updates");
+    }
+
+    #[test]
+    fn single_source_flood_names_the_attacker() {
+        let recs = (0..1000u64).map(|i| {
+            Record::FlowStart(start(
+                "198.51.100.9",
+                1024 + i as u16,
+                "192.0.2.80",
+                80,
+                6,
+                T0 + i * MS,
+            ))
+        });
+        let (_, ev) = run(DfaConfig::default(), recs);
+        let news = new_alerts(&ev, AlertKind::SynFlood);
+        assert_eq!(news.len(), 1);
+        assert_eq!(news[0].src_ip, Some(ip("198.51.100.9")));
+        assert_eq!(news[0].src_mac.as_deref(), Some("02:00:00:00:00:01"));
+    }
+
+    #[test]
+    fn busy_server_with_completed_connections_is_not_flooded() {
+        let mut recs = Vec::new();
+        // 150 connections/s for 20 s, each completed (its flow record follows 1 s later).
+        for i in 0..3000u64 {
+            let t = T0 + i * S / 150;
+            recs.push(Record::FlowStart(start(
+                "198.51.100.10",
+                1024 + (i % 60_000) as u16,
+                "192.0.2.80",
+                443,
+                6,
+                t,
+            )));
+            if i >= 150 {
+                let j = i - 150;
+                let tj = T0 + j * S / 150;
+                recs.push(Record::Flow(session(
+                    "198.51.100.10",
+                    1024 + (j % 60_000) as u16,
+                    "192.0.2.80",
+                    443,
+                    tj,
+                    0,
+                    5000,
+                )));
+            }
+        }
+        let (_, ev) = run(DfaConfig::default(), recs);
+        assert!(new_alerts(&ev, AlertKind::SynFlood).is_empty());
+    }
+}

@@ -1,0 +1,237 @@
+//! Sliding time windows over capture time, bounded in memory.
+//!
+//! Evidence may arrive out of order (a flow record is emitted when the flow ends, after records
+//! of later packets), so both windows accept any timestamp and drop only what is older than the
+//! window at the time of the question.
+use std::{
+    collections::{HashMap, VecDeque},
+    hash::Hash,
+};
+
+/// Distinct items seen within the last `window_ns` (item → latest time seen), at most `cap`.
+#[derive(Clone, Debug)]
+pub struct DistinctWindow<T> {
+    items: HashMap<T, u64>,
+    window_ns: u64,
+    cap: usize,
+    pruned_at: u64,
+}
+
+impl<T: Eq + Hash> DistinctWindow<T> {
+    pub fn new(window_ns: u64, cap: usize) -> Self {
+        Self {
+            items: HashMap::new(),
+            window_ns,
+            cap: cap.max(1),
+            pruned_at: 0,
+        }
+    }
+
+    /// Adds `item` seen at `ts`; `now` is the engine clock. Returns true when the item was not
+    /// in the window yet. Once `cap` distinct items are held, new ones are not remembered (every
+    /// threshold is far below the cap, so the verdict is already known).
+    pub fn insert(&mut self, item: T, ts: u64, now: u64) -> bool {
+        let cutoff = now.saturating_sub(self.window_ns);
+        if ts < cutoff {
+            return false;
+        }
+        self.maybe_prune(now);
+        match self.items.get_mut(&item) {
+            Some(t) => {
+                let fresh = *t < cutoff;
+                *t = (*t).max(ts);
+                fresh
+            }
+            None => {
+                if self.items.len() >= self.cap {
+                    self.prune(now);
+                    if self.items.len() >= self.cap {
+                        return false;
+                    }
+                }
+                self.items.insert(item, ts);
+                true
+            }
+        }
+    }
+
+    /// Distinct items within the window at `now`.
+    pub fn len(&mut self, now: u64) -> u64 {
+        self.maybe_prune(now);
+        let cutoff = now.saturating_sub(self.window_ns);
+        self.items.values().filter(|&&t| t >= cutoff).count() as u64
+    }
+
+    /// Distinct items last seen at or after `since` (a sub-window of a longer window).
+    pub fn count_since(&self, since: u64) -> u64 {
+        self.items.values().filter(|&&t| t >= since).count() as u64
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Items within the window at `now`.
+    pub fn iter(&self, now: u64) -> impl Iterator<Item = &T> {
+        let cutoff = now.saturating_sub(self.window_ns);
+        self.items
+            .iter()
+            .filter(move |(_, t)| **t >= cutoff)
+            .map(|(k, _)| k)
+    }
+
+    fn maybe_prune(&mut self, now: u64) {
+        // Prune about 16 times per window: amortised O(1) per insert.
+        if now.saturating_sub(self.pruned_at) >= (self.window_ns / 16).max(1_000_000_000) {
+            self.prune(now);
+        }
+    }
+
+    pub fn prune(&mut self, now: u64) {
+        let cutoff = now.saturating_sub(self.window_ns);
+        self.items.retain(|_, t| *t >= cutoff);
+        self.pruned_at = now;
+    }
+}
+
+/// A sum over a sliding window, kept in 16 buckets per window (so it is exact to 1/16 of the
+/// window at the trailing edge).
+#[derive(Clone, Debug)]
+pub struct RateWindow {
+    /// (bucket index, sum), ascending by index.
+    buckets: VecDeque<(u64, u64)>,
+    bucket_ns: u64,
+    window_ns: u64,
+}
+
+impl RateWindow {
+    pub fn new(window_ns: u64) -> Self {
+        Self {
+            buckets: VecDeque::new(),
+            bucket_ns: (window_ns / 16).max(1),
+            window_ns,
+        }
+    }
+
+    fn drop_old(&mut self, now: u64) {
+        let cutoff = now.saturating_sub(self.window_ns) / self.bucket_ns;
+        while self.buckets.front().is_some_and(|&(b, _)| b < cutoff) {
+            self.buckets.pop_front();
+        }
+    }
+
+    /// Adds `n` at `ts` (ignored when older than the window at `now`).
+    pub fn add(&mut self, ts: u64, n: u64, now: u64) {
+        self.drop_old(now);
+        if ts < now.saturating_sub(self.window_ns) {
+            return;
+        }
+        let b = ts / self.bucket_ns;
+        // Usually the newest bucket; out-of-order evidence walks back a little.
+        let pos = self.buckets.iter().rposition(|&(x, _)| x <= b);
+        match pos {
+            Some(i) if self.buckets[i].0 == b => {
+                self.buckets[i].1 = self.buckets[i].1.saturating_add(n);
+            }
+            Some(i) => self.buckets.insert(i + 1, (b, n)),
+            None => self.buckets.push_front((b, n)),
+        }
+        if self.buckets.len() > 64 {
+            // Far-future timestamps could otherwise grow the deque; keep the newest.
+            self.buckets.pop_front();
+        }
+    }
+
+    /// Takes back up to `n` added at `ts` (e.g. a SYN whose connection completed).
+    pub fn sub(&mut self, ts: u64, n: u64) {
+        let b = ts / self.bucket_ns;
+        if let Some(x) = self.buckets.iter_mut().find(|(x, _)| *x == b) {
+            x.1 = x.1.saturating_sub(n);
+        }
+    }
+
+    /// Sum within the window at `now`.
+    pub fn sum(&mut self, now: u64) -> u64 {
+        self.drop_old(now);
+        self.buckets.iter().map(|&(_, n)| n).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.buckets.is_empty()
+    }
+}
+
+/// Gets or creates the entry of `key`, keeping the map under `max` keys: when full, entries
+/// that `stale` says can go are dropped first; if none can, `None` (the caller counts a drop).
+pub fn slot<K: Eq + Hash, E>(
+    map: &mut HashMap<K, E>,
+    key: K,
+    max: usize,
+    stale: impl Fn(&E) -> bool,
+    make: impl FnOnce() -> E,
+) -> Option<&mut E> {
+    if !map.contains_key(&key) && map.len() >= max {
+        map.retain(|_, e| !stale(e));
+        if map.len() >= max {
+            return None;
+        }
+    }
+    Some(map.entry(key).or_insert_with(make))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: u64 = 1_000_000_000;
+
+    #[test]
+    fn distinct_window_slides() {
+        let mut w = DistinctWindow::new(10 * S, 100);
+        assert!(w.insert(1u16, S, S));
+        assert!(!w.insert(1, 2 * S, 2 * S));
+        assert!(w.insert(2, 5 * S, 5 * S));
+        assert_eq!(w.len(5 * S), 2);
+        // Port 1 was last seen at 2 s: gone at 12.5 s, port 2 stays until 15 s.
+        assert_eq!(w.len(12 * S + S / 2), 1);
+        assert_eq!(w.len(16 * S), 0);
+        // Too old to count.
+        assert!(!w.insert(3, S, 16 * S));
+    }
+
+    #[test]
+    fn distinct_window_cap() {
+        let mut w = DistinctWindow::new(10 * S, 3);
+        for p in 0..10u16 {
+            w.insert(p, S, S);
+        }
+        assert_eq!(w.len(S), 3);
+    }
+
+    #[test]
+    fn rate_window_out_of_order_and_sub() {
+        let mut r = RateWindow::new(16 * S);
+        r.add(10 * S, 5, 10 * S);
+        r.add(5 * S, 2, 10 * S);
+        r.add(12 * S, 1, 12 * S);
+        assert_eq!(r.sum(12 * S), 8);
+        r.sub(5 * S, 1);
+        assert_eq!(r.sum(12 * S), 7);
+        // At 22 s the window starts at 6 s: the 5 s bucket is gone.
+        assert_eq!(r.sum(22 * S), 6);
+        assert_eq!(r.sum(100 * S), 0);
+        r.add(0, 1, u64::MAX);
+        assert_eq!(r.sum(u64::MAX), 0);
+    }
+
+    #[test]
+    fn slot_bounds_the_map() {
+        let mut m: HashMap<u32, u32> = HashMap::new();
+        for k in 0..3 {
+            assert!(slot(&mut m, k, 3, |_| false, || k).is_some());
+        }
+        assert!(slot(&mut m, 9, 3, |_| false, || 9).is_none());
+        assert!(slot(&mut m, 9, 3, |e| *e == 0, || 9).is_some());
+        assert_eq!(m.len(), 3);
+    }
+}
