@@ -111,7 +111,7 @@ impl<'a, F: FnMut(Record), P: FnMut(u64, u64)> Replayer<'a, F, P> {
     }
 
     fn tick(&mut self, remaining: usize) {
-        if self.summary.frames % PROGRESS_EVERY == 0 {
+        if self.summary.frames.is_multiple_of(PROGRESS_EVERY) {
             (self.progress)(self.total - remaining as u64, self.total);
         }
     }

@@ -95,10 +95,10 @@ impl FlowTable {
 
     /// The slot of `self.key`, creating it when new (then returns true).
     fn slot(&mut self) -> (u32, bool) {
-        if let Some((k, i)) = self.last {
-            if k == self.key {
-                return (i, false);
-            }
+        if let Some((k, i)) = self.last
+            && k == self.key
+        {
+            return (i, false);
         }
         let (i, created) = match self.index.get(&self.key) {
             Some(&i) => (i, false),
