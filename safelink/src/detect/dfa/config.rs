@@ -208,9 +208,10 @@ pub struct SshBruteForceConfig {
     pub ports: Vec<u16>,
     /// Default 1800 s (Zeek's 30 min).
     pub window_secs: u64,
-    /// Failed-looking sessions within the window (default 10). Zeek counts 30 failed *logins*;
-    /// without payload we count sessions, and a session carries 3 guesses (hydra, ncrack,
-    /// sshd's usual MaxAuthTries before disconnect), so 10 sessions ≈ 30 guesses.
+    /// Failed-looking sessions within the window (default 10). Zeek counts 30 failed SSH
+    /// connections, judged from payload sizes; without payload we judge a session by its shape,
+    /// and brute-force tools make about 3 guesses per connection, so 10 sessions ≈ 30 guesses
+    /// and paced runs are reported within minutes.
     pub sessions: u64,
     /// Default 3.
     pub suspicious_sessions: u64,

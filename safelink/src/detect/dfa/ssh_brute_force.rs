@@ -3,8 +3,8 @@
 //!
 //! Key: source IP (a run spread over several servers still counts as one). Evidence: a finished
 //! session to an SSH port that [`session::looks_failed`]. Alert at `sessions` such sessions
-//! within the window (default 10 in 30 min; Zeek: 30 failed logins in 30 min, and a session
-//! carries about 3 guesses). `count` = failed-looking sessions.
+//! within the window (default 10 in 30 min; Zeek: 30 failed connections in 30 min, and a
+//! session carries about 3 guesses). `count` = failed-looking sessions.
 use std::{
     collections::{HashMap, HashSet},
     net::IpAddr,
