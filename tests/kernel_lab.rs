@@ -24,11 +24,14 @@ struct Daemon {
 }
 
 impl Daemon {
-    fn start(lab: &Lab, extra: &[&str]) -> Daemon {
+    fn start(lab: &Lab, data_dir: &std::path::Path, extra: &[&str]) -> Daemon {
         let mut child = lab
             .cmd_in_a(BIN)
             .args(["run", "--iface", &lab.if_a, "--pin-dir"])
             .arg(&lab.pin_dir)
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["--listen", "127.0.0.1:0"])
             .args(["--print-records", "--status-interval", "0"])
             .args(extra)
             .stdout(Stdio::piped())
@@ -202,6 +205,7 @@ fn xdp_on_veth_exact_features_events_and_replay_equivalence() {
     // Long timeouts: nothing is swept while we look at the map.
     let d = Daemon::start(
         &lab,
+        dir.path(),
         &[
             "--xdp-mode",
             "skb",
@@ -312,6 +316,7 @@ fn xdp_on_veth_exact_features_events_and_replay_equivalence() {
     // Restart in auto mode: native XDP on veth, and the pinned maps (flows, counters) reused.
     let d = Daemon::start(
         &lab,
+        dir.path(),
         &[
             "--xdp-mode",
             "auto",
@@ -332,7 +337,7 @@ fn xdp_on_veth_exact_features_events_and_replay_equivalence() {
 
     // Restart with a 1 s idle timeout: the sweeper exports every flow as a record and empties
     // the map.
-    let d = Daemon::start(&lab, &["--xdp-mode", "skb", "--idle-timeout", "1"]);
+    let d = Daemon::start(&lab, dir.path(), &["--xdp-mode", "skb", "--idle-timeout", "1"]);
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut exported = Vec::new();
     while exported.len() < 6 && Instant::now() < deadline {

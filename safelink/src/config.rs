@@ -1,5 +1,16 @@
-//! Runtime configuration of the flow pipeline (timeouts) with documented defaults.
-use std::time::Duration;
+//! The daemon's configuration: one TOML file (`--config FILE`, else `./safelink.toml`, else
+//! `/etc/safelink/safelink.toml`), overridden by `SAFELINK_*` environment variables and CLI
+//! flags. Unknown keys are an error naming the key. `safelink config print` shows the result.
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use serde::{Deserialize, Serialize};
+
+use crate::capture::loader::AttachMode;
+use crate::detect::dfa::DfaConfig;
 
 /// When a flow is considered finished and exported as a [`crate::record::FlowRecord`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -14,10 +25,174 @@ pub struct FlowTimeouts {
 
 impl Default for FlowTimeouts {
     fn default() -> Self {
+        FlowsConfig::default().timeouts()
+    }
+}
+
+/// `[sensor]`: where and how the XDP program attaches.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SensorConfig {
+    /// Interface to attach to; empty = the interface of the default route.
+    pub iface: Option<String>,
+    /// `auto` (native where the driver supports it, else SKB), `native` or `skb`.
+    pub xdp_mode: AttachMode,
+    /// bpffs directory of the pinned maps (reused across restarts).
+    pub pin_dir: PathBuf,
+    /// Seconds between sweeps of the kernel flow map.
+    pub sweep_interval_s: u64,
+    /// Seconds between status lines in the log (0 = never).
+    pub status_interval_s: u64,
+}
+
+impl Default for SensorConfig {
+    fn default() -> Self {
         Self {
-            idle: Duration::from_secs(60),
-            active: Duration::from_secs(1800),
-            closed_linger: Duration::from_secs(5),
+            iface: None,
+            xdp_mode: AttachMode::Auto,
+            pin_dir: PathBuf::from(crate::capture::DEFAULT_PIN_DIR),
+            sweep_interval_s: 1,
+            status_interval_s: 60,
         }
+    }
+}
+
+/// `[flows]`: flow expiry (seconds).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FlowsConfig {
+    pub idle_timeout_s: u64,
+    pub active_timeout_s: u64,
+    pub closed_linger_s: u64,
+}
+
+impl Default for FlowsConfig {
+    fn default() -> Self {
+        Self {
+            idle_timeout_s: 60,
+            active_timeout_s: 1800,
+            closed_linger_s: 5,
+        }
+    }
+}
+
+impl FlowsConfig {
+    pub fn timeouts(&self) -> FlowTimeouts {
+        FlowTimeouts {
+            idle: Duration::from_secs(self.idle_timeout_s),
+            active: Duration::from_secs(self.active_timeout_s),
+            closed_linger: Duration::from_secs(self.closed_linger_s),
+        }
+    }
+}
+
+/// `[api]`: the HTTP API and dashboard.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Listen address (default 127.0.0.1:8000). Any other address needs a token.
+    pub listen: SocketAddr,
+    /// Bearer token for state-changing calls (and all calls off loopback). Prefer the
+    /// `SAFELINK_API_TOKEN` environment variable to writing it here.
+    pub token: Option<String>,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            listen: crate::api::DEFAULT_LISTEN,
+            token: None,
+        }
+    }
+}
+
+/// `[store]`: where alerts live.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    pub data_dir: PathBuf,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("/var/lib/safelink"),
+        }
+    }
+}
+
+/// The whole configuration file.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub sensor: SensorConfig,
+    pub flows: FlowsConfig,
+    pub api: ApiConfig,
+    pub store: StoreConfig,
+    /// Thresholds and windows of the rule automata.
+    pub dfa: DfaConfig,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: String, message: String },
+}
+
+/// Default search path when `--config` is not given.
+pub const SEARCH_PATH: &[&str] = &["safelink.toml", "/etc/safelink/safelink.toml"];
+
+impl Config {
+    /// Parses a TOML document; unknown keys are an error that names the key.
+    pub fn from_toml(text: &str, path: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Loads `path`, or the first file of [`SEARCH_PATH`] that exists, or the defaults.
+    /// Returns the config and the file it came from.
+    pub fn load(path: Option<&Path>) -> Result<(Self, Option<PathBuf>), ConfigError> {
+        let chosen = match path {
+            Some(p) => Some(p.to_path_buf()),
+            None => SEARCH_PATH.iter().map(PathBuf::from).find(|p| p.exists()),
+        };
+        let Some(p) = chosen else {
+            return Ok((Self::default(), None));
+        };
+        let shown = p.display().to_string();
+        let text = std::fs::read_to_string(&p).map_err(|source| ConfigError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        Ok((Self::from_toml(&text, &shown)?, Some(p)))
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("config serialises")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_round_trip_and_unknown_keys_are_named() {
+        let c = Config::default();
+        assert_eq!(Config::from_toml(&c.to_toml(), "x").unwrap(), c);
+        let e = Config::from_toml("[api]\nlisten = \"127.0.0.1:9\"\nbogus = 1\n", "f.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("f.toml") && e.contains("bogus"), "{e}");
+        let c = Config::from_toml("[flows]\nidle_timeout_s = 5\n", "f").unwrap();
+        assert_eq!(c.flows.timeouts().idle, Duration::from_secs(5));
+        assert_eq!(c.flows.active_timeout_s, 1800);
     }
 }

@@ -6,6 +6,7 @@ pub mod alert;
 pub mod api;
 pub mod capture;
 pub mod config;
+pub mod daemon;
 pub mod detect;
 pub mod expiry;
 pub mod record;

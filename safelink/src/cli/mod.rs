@@ -38,6 +38,9 @@ enum Cmd {
     Run(run::RunArgs),
     /// Run capture files through the sensor's feature code (no root needed).
     Analyze(analyze::AnalyzeArgs),
+    /// Configuration: `safelink config print` shows the effective configuration.
+    #[command(subcommand)]
+    Config(run::ConfigCmd),
     /// Print the kernel counters of a running sensor as JSON (reads the pinned STATS map).
     Stats(inspect::PinArgs),
     /// Print the flows currently in the kernel flow map as JSON lines (per-CPU slots merged).
@@ -47,24 +50,14 @@ enum Cmd {
     Bench(bench::BenchArgs),
 }
 
-/// Flow expiry options shared by `run` and `analyze`.
+/// Flow expiry options of `analyze` (the daemon takes them from its configuration).
 #[derive(Debug, Args)]
 pub struct TimeoutArgs {
     /// A flow with no packet for this many seconds ends.
-    #[arg(
-        long,
-        value_name = "SECS",
-        default_value_t = 60,
-        env = "SAFELINK_IDLE_TIMEOUT"
-    )]
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
     idle_timeout: u64,
     /// A flow older than this many seconds is exported (and starts over).
-    #[arg(
-        long,
-        value_name = "SECS",
-        default_value_t = 1800,
-        env = "SAFELINK_ACTIVE_TIMEOUT"
-    )]
+    #[arg(long, value_name = "SECS", default_value_t = 1800)]
     active_timeout: u64,
     /// Seconds to wait after a TCP FIN/RST for the closing packets before exporting.
     #[arg(long, value_name = "SECS", default_value_t = 5)]
@@ -73,12 +66,12 @@ pub struct TimeoutArgs {
 
 impl TimeoutArgs {
     fn timeouts(&self) -> FlowTimeouts {
-        use std::time::Duration;
-        FlowTimeouts {
-            idle: Duration::from_secs(self.idle_timeout),
-            active: Duration::from_secs(self.active_timeout),
-            closed_linger: Duration::from_secs(self.closed_linger),
+        safelink::config::FlowsConfig {
+            idle_timeout_s: self.idle_timeout,
+            active_timeout_s: self.active_timeout,
+            closed_linger_s: self.closed_linger,
         }
+        .timeouts()
     }
 }
 
@@ -101,6 +94,7 @@ pub fn main() -> ExitCode {
     init_logging(cli.log_format);
     let res = match cli.cmd {
         Cmd::Run(a) => run::run(a),
+        Cmd::Config(c) => run::config(c),
         Cmd::Analyze(a) => analyze::analyze(a),
         Cmd::Stats(a) => inspect::stats(a),
         Cmd::Flows(a) => inspect::flows(a),

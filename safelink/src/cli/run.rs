@@ -1,183 +1,136 @@
-//! `safelink run`: the live sensor. Loads and attaches the XDP program, reads the ring buffer,
-//! sweeps finished flows, and streams records until Ctrl-C / SIGTERM, then detaches cleanly.
-use std::{
-    io::Write as _,
-    path::PathBuf,
-    process::ExitCode,
-    sync::{Arc, atomic::Ordering},
-    time::Duration,
-};
+//! `safelink run` and `safelink config print`: the effective configuration (file, then
+//! `SAFELINK_*` environment variables, then flags) and the live sensor.
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
-use anyhow::Context as _;
-use aya::maps::RingBuf;
-use clap::Args;
+use clap::{Args, Subcommand};
 use safelink::{
-    capture::{
-        epoch_offset_ns,
-        events::{self, EventCounts},
-        loader::{self, AttachMode},
-        maps::SensorMaps,
-        monotonic_ns,
-        sweeper::{SweepStats, sweep_once},
-    },
-    record::Record,
+    capture::loader::AttachMode,
+    config::Config,
+    daemon::{self, RunOptions},
 };
-use safelink_common::{Counter, MAP_EVENTS};
-use tokio::{
-    signal::unix::{SignalKind, signal},
-    sync::mpsc,
-};
-use tracing::{info, info_span, warn};
+use tracing::info;
 
-use super::TimeoutArgs;
-
+/// Options that override the configuration file. Precedence: flag > environment > file >
+/// built-in default.
 #[derive(Debug, Args)]
-pub struct RunArgs {
+pub struct ConfigArgs {
+    /// Configuration file (TOML). Default: ./safelink.toml, then /etc/safelink/safelink.toml,
+    /// else built-in defaults.
+    #[arg(long, value_name = "FILE", env = "SAFELINK_CONFIG")]
+    config: Option<PathBuf>,
     /// Interface to attach to (default: the interface of the default route).
     #[arg(short, long, value_name = "IF", env = "SAFELINK_IFACE")]
     iface: Option<String>,
-    /// XDP attach mode: native (driver) where supported, else SKB (generic).
-    #[arg(long, value_enum, default_value_t = AttachMode::Auto, env = "SAFELINK_XDP_MODE")]
-    xdp_mode: AttachMode,
-    /// Directory under bpffs where maps are pinned (and reused after a restart).
-    #[arg(long, value_name = "DIR", default_value_os_t = super::default_pin_dir(), env = "SAFELINK_PIN_DIR")]
-    pin_dir: PathBuf,
-    /// How often the flow map is swept for finished flows, in seconds.
-    #[arg(long, value_name = "SECS", default_value_t = 1)]
-    sweep_interval: u64,
-    /// Print every flow and ARP record as a JSON line on stdout.
+    /// XDP attach mode: auto = native (driver) where supported, else SKB (generic).
+    #[arg(long, value_enum, env = "SAFELINK_XDP_MODE")]
+    xdp_mode: Option<AttachMode>,
+    /// bpffs directory of the pinned maps [default: /sys/fs/bpf/safelink].
+    #[arg(long, value_name = "DIR", env = "SAFELINK_PIN_DIR")]
+    pin_dir: Option<PathBuf>,
+    /// HTTP API listen address [default: 127.0.0.1:8000]; off loopback a token is required
+    /// (SAFELINK_API_TOKEN).
+    #[arg(long, value_name = "ADDR:PORT", env = "SAFELINK_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Directory of the alert store [default: /var/lib/safelink].
+    #[arg(long, value_name = "DIR", env = "SAFELINK_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Flow idle timeout in seconds [default: 60].
+    #[arg(long, value_name = "SECS", env = "SAFELINK_IDLE_TIMEOUT")]
+    idle_timeout: Option<u64>,
+    /// Flow active timeout in seconds [default: 1800].
+    #[arg(long, value_name = "SECS", env = "SAFELINK_ACTIVE_TIMEOUT")]
+    active_timeout: Option<u64>,
+    /// Seconds to wait after a TCP FIN/RST before exporting the flow [default: 5].
+    #[arg(long, value_name = "SECS", env = "SAFELINK_CLOSED_LINGER")]
+    closed_linger: Option<u64>,
+    /// Seconds between sweeps of the kernel flow map [default: 1].
+    #[arg(long, value_name = "SECS", env = "SAFELINK_SWEEP_INTERVAL")]
+    sweep_interval: Option<u64>,
+    /// Seconds between status lines in the log, 0 = never [default: 60].
+    #[arg(long, value_name = "SECS", env = "SAFELINK_STATUS_INTERVAL")]
+    status_interval: Option<u64>,
+}
+
+impl ConfigArgs {
+    /// The effective configuration.
+    pub fn resolve(&self) -> anyhow::Result<Config> {
+        let (mut c, from) = Config::load(self.config.as_deref())?;
+        if let Some(p) = &from {
+            info!(file = %p.display(), "configuration loaded");
+        }
+        if let Some(v) = &self.iface {
+            c.sensor.iface = Some(v.clone());
+        }
+        if let Some(v) = self.xdp_mode {
+            c.sensor.xdp_mode = v;
+        }
+        if let Some(v) = &self.pin_dir {
+            c.sensor.pin_dir = v.clone();
+        }
+        if let Some(v) = self.listen {
+            c.api.listen = v;
+        }
+        if let Some(v) = &self.data_dir {
+            c.store.data_dir = v.clone();
+        }
+        if let Some(v) = self.idle_timeout {
+            c.flows.idle_timeout_s = v;
+        }
+        if let Some(v) = self.active_timeout {
+            c.flows.active_timeout_s = v;
+        }
+        if let Some(v) = self.closed_linger {
+            c.flows.closed_linger_s = v;
+        }
+        if let Some(v) = self.sweep_interval {
+            c.sensor.sweep_interval_s = v;
+        }
+        if let Some(v) = self.status_interval {
+            c.sensor.status_interval_s = v;
+        }
+        Ok(c)
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Print every record (flow start, flow, ARP) as a JSON line on stdout.
     #[arg(long)]
     print_records: bool,
-    /// Seconds between status lines in the log (0: never).
-    #[arg(long, value_name = "SECS", default_value_t = 60)]
-    status_interval: u64,
-    #[command(flatten)]
-    timeouts: TimeoutArgs,
 }
 
 pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
+    let cfg = a.config.resolve()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
-    rt.block_on(run_async(a))
+    rt.block_on(daemon::run(
+        cfg,
+        RunOptions {
+            print_records: a.print_records,
+        },
+    ))?;
+    Ok(ExitCode::SUCCESS)
 }
 
-async fn run_async(a: RunArgs) -> anyhow::Result<ExitCode> {
-    if unsafe { libc::geteuid() } != 0 {
-        warn!("not running as root: loading XDP needs CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON");
-    }
-    let iface = match a.iface {
-        Some(i) => i,
-        None => loader::default_route_iface()?,
-    };
-    let span = info_span!("sensor", iface = %iface);
-    let _g = span.enter();
-    let timeouts = a.timeouts.timeouts();
-    let mut ebpf = loader::load(Some(&a.pin_dir))?;
-    let attachment = loader::attach(&mut ebpf, &iface, a.xdp_mode)?;
-    // Printed on stdout so scripts can wait for it.
-    println!(
-        "ATTACHED iface={} mode={} pins={}",
-        attachment.iface,
-        attachment.mode_name(),
-        a.pin_dir.display()
-    );
-    std::io::stdout().flush()?;
+#[derive(Debug, Subcommand)]
+pub enum ConfigCmd {
+    /// Print the effective configuration (file + environment + flags) as TOML.
+    Print(ConfigArgs),
+}
 
-    let mut maps = SensorMaps::from_ebpf(&mut ebpf)?;
-    let ring = RingBuf::try_from(ebpf.take_map(MAP_EVENTS).context("map EVENTS missing")?)?;
-    let epoch = epoch_offset_ns();
-    let counts = Arc::new(EventCounts::default());
-    let (tx, mut rx) = mpsc::channel::<Record>(4096);
-
-    let mut ev_task = tokio::spawn(events::run(ring, epoch, counts.clone(), tx.clone()));
-
-    let sweep_every = Duration::from_secs(a.sweep_interval.max(1));
-    let status_every = Duration::from_secs(a.status_interval);
-    let sweep_tx = tx.clone();
-    drop(tx);
-    let sweeper = tokio::spawn(async move {
-        let mut stats = SweepStats::default();
-        let mut tick = tokio::time::interval(sweep_every);
-        let mut last_status = tokio::time::Instant::now();
-        loop {
-            tick.tick().await;
-            let records = match sweep_once(&mut maps, &timeouts, monotonic_ns(), epoch, &mut stats)
-            {
-                Ok(r) => r,
-                Err(e) => {
-                    warn!(error = %e, "sweep failed");
-                    continue;
-                }
-            };
-            for r in records {
-                if sweep_tx.send(Record::Flow(r)).await.is_err() {
-                    return;
-                }
+pub fn config(c: ConfigCmd) -> anyhow::Result<ExitCode> {
+    match c {
+        ConfigCmd::Print(a) => {
+            let mut cfg = a.resolve()?;
+            if cfg.api.token.is_some() {
+                cfg.api.token = Some("<redacted>".into());
             }
-            if !status_every.is_zero() && last_status.elapsed() >= status_every {
-                last_status = tokio::time::Instant::now();
-                if let Ok(c) = maps.counters() {
-                    info!(
-                        packets = c.get(Counter::Packets),
-                        bytes = c.get(Counter::Bytes),
-                        flows_active = stats.active,
-                        flows_exported = stats.exported,
-                        malformed = c.get(Counter::Malformed),
-                        events_sent = c.get(Counter::EventsSent),
-                        events_dropped = c.get(Counter::EventsDropped),
-                        lru_evicted_estimate = stats.lru_evicted_estimate,
-                        "status"
-                    );
-                }
-            }
+            print!("{}", cfg.to_toml());
+            Ok(ExitCode::SUCCESS)
         }
-    });
-
-    let print = a.print_records;
-    let consumer = tokio::spawn(async move {
-        let mut n = 0u64;
-        while let Some(r) = rx.recv().await {
-            n += 1;
-            if print {
-                let mut out = std::io::stdout().lock();
-                if serde_json::to_writer(&mut out, &r).is_ok() {
-                    let _ = out.write_all(b"\n");
-                    let _ = out.flush();
-                }
-            }
-        }
-        n
-    });
-
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => info!("SIGTERM"),
-        _ = int.recv() => info!("SIGINT"),
-        r = &mut ev_task => warn!(result = ?r, "ring-buffer reader stopped"),
     }
-    loader::detach(&mut ebpf, attachment)?;
-    // Let the reader drain what is already in the ring, then stop the producers; the consumer
-    // ends once every sender is gone.
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    ev_task.abort();
-    sweeper.abort();
-    let _ = ev_task.await;
-    let _ = sweeper.await;
-    let records = tokio::time::timeout(Duration::from_secs(2), consumer)
-        .await
-        .ok()
-        .and_then(|r| r.ok())
-        .unwrap_or(0);
-    info!(
-        records,
-        flow_start_events = counts.flow_start.load(Ordering::Relaxed),
-        flow_end_events = counts.flow_end.load(Ordering::Relaxed),
-        arp_events = counts.arp.load(Ordering::Relaxed),
-        pins = %a.pin_dir.display(),
-        "stopped; maps stay pinned for the next run"
-    );
-    Ok(ExitCode::SUCCESS)
 }
