@@ -5,10 +5,16 @@ use std::{fs::File, path::Path, time::Duration};
 
 use memmap2::Mmap;
 use pcap_file::{
-    DataLink,
+    DataLink, Endianness,
     pcap::PcapParser,
-    pcapng::{Block, PcapNgParser, blocks::interface_description::InterfaceDescriptionOption},
+    pcapng::{PcapNgParser, blocks::interface_description::InterfaceDescriptionOption},
 };
+
+/// pcapng block types (pcapng spec, section 11.1).
+const SECTION_HEADER: u32 = 0x0A0D_0D0A;
+const INTERFACE_DESCRIPTION: u32 = 1;
+const SIMPLE_PACKET: u32 = 3;
+const ENHANCED_PACKET: u32 = 6;
 use safelink_common::parse::CapturedFrame;
 use thiserror::Error;
 
@@ -192,11 +198,14 @@ impl<'a, F: FnMut(Record), P: FnMut(u64, u64)> Replayer<'a, F, P> {
             path: path.to_owned(),
             reason: e.to_string(),
         })?;
-        // Per interface: (is Ethernet, timestamp units per second).
+        // Per interface of the current section: (is Ethernet, timestamp units per second).
+        // Enhanced packet blocks are decoded from the raw block body (20-byte fixed header):
+        // pcap-file's full block decoding allocates option vectors for every packet.
         let mut ifaces: Vec<(bool, u64)> = Vec::new();
+        let mut any_ethernet = false;
         let mut truncated = None;
         while !rest.is_empty() {
-            let b = match parser.next_block(rest) {
+            let raw = match parser.next_raw_block(rest) {
                 Ok((r, b)) => {
                     rest = r;
                     b
@@ -206,9 +215,12 @@ impl<'a, F: FnMut(Record), P: FnMut(u64, u64)> Replayer<'a, F, P> {
                     break;
                 }
             };
-            match b {
-                Block::SectionHeader(_) => ifaces.clear(),
-                Block::InterfaceDescription(idb) => {
+            match raw.type_ {
+                SECTION_HEADER => ifaces.clear(),
+                INTERFACE_DESCRIPTION => {
+                    let Some(idb) = parser.interfaces().last() else {
+                        continue;
+                    };
                     let mut per_sec = 1_000_000u64;
                     for o in &idb.options {
                         if let InterfaceDescriptionOption::IfTsResol(r) = o {
@@ -223,32 +235,62 @@ impl<'a, F: FnMut(Record), P: FnMut(u64, u64)> Replayer<'a, F, P> {
                     if !eth {
                         tracing::warn!(path, link = ?idb.linktype, "skipping a non-Ethernet interface");
                     }
+                    any_ethernet |= eth;
                     ifaces.push((eth, per_sec.max(1)));
                 }
-                Block::EnhancedPacket(epb) => {
-                    let Some(&(true, per_sec)) = ifaces.get(epb.interface_id as usize) else {
+                ENHANCED_PACKET => {
+                    let big = parser.section().endianness == Endianness::Big;
+                    let body: &[u8] = &raw.body;
+                    let u32_at = |o: usize| -> Option<u32> {
+                        let b: [u8; 4] = body.get(o..o + 4)?.try_into().ok()?;
+                        Some(if big {
+                            u32::from_be_bytes(b)
+                        } else {
+                            u32::from_le_bytes(b)
+                        })
+                    };
+                    let (Some(ifid), Some(hi), Some(lo), Some(cap), Some(orig)) =
+                        (u32_at(0), u32_at(4), u32_at(8), u32_at(12), u32_at(16))
+                    else {
+                        truncated = Some("enhanced packet block shorter than its header".into());
+                        break;
+                    };
+                    let Some(frame) = body.get(20..20 + cap as usize) else {
+                        truncated = Some("enhanced packet block shorter than its packet".into());
+                        break;
+                    };
+                    let Some(&(true, per_sec)) = ifaces.get(ifid as usize) else {
                         continue;
                     };
-                    // pcap-file stores the raw 64-bit timestamp as if it were nanoseconds.
-                    let raw = epb.timestamp.as_nanos() as u64;
+                    let raw_ts = (u64::from(hi) << 32) | u64::from(lo);
                     let ts = match per_sec {
-                        1_000_000 => raw.saturating_mul(1_000),
-                        1_000_000_000 => raw,
-                        _ => (u128::from(raw) * 1_000_000_000 / u128::from(per_sec)) as u64,
+                        1_000_000 => raw_ts.saturating_mul(1_000),
+                        1_000_000_000 => raw_ts,
+                        _ => (u128::from(raw_ts) * 1_000_000_000 / u128::from(per_sec)) as u64,
                     };
-                    self.frame(&epb.data, epb.original_len, ts);
+                    self.frame(frame, orig, ts);
                     self.tick(rest.len());
                 }
-                Block::SimplePacket(spb) => {
-                    if let Some(&(true, _)) = ifaces.first() {
-                        self.frame(&spb.data, spb.original_len, 0);
+                SIMPLE_PACKET => {
+                    // Body: original length, then the packet (no timestamp).
+                    let body: &[u8] = &raw.body;
+                    if let (Some(&(true, _)), Some(len)) = (ifaces.first(), body.get(..4)) {
+                        let len: [u8; 4] = len.try_into().expect("4 bytes");
+                        let orig = if parser.section().endianness == Endianness::Big {
+                            u32::from_be_bytes(len)
+                        } else {
+                            u32::from_le_bytes(len)
+                        };
+                        let data = &body[4..];
+                        let cap = data.len().min(orig as usize);
+                        self.frame(&data[..cap], orig, 0);
                         self.tick(rest.len());
                     }
                 }
                 _ => {}
             }
         }
-        if !ifaces.iter().any(|(e, _)| *e) && self.summary.frames == 0 && truncated.is_none() {
+        if !any_ethernet && self.summary.frames == 0 && truncated.is_none() {
             return Err(ReplayError::LinkType {
                 path: path.to_owned(),
                 link: DataLink::Unknown(0),
