@@ -3,6 +3,7 @@
 //! Data flow: [`capture`] (XDP program, ring buffer, idle-flow sweeper) and [`replay`] (pcap
 //! files through the same parser and feature code) both produce [`record::Record`] values.
 pub mod alert;
+pub mod ann;
 pub mod api;
 pub mod capture;
 pub mod config;

@@ -10,6 +10,7 @@ mod auth;
 mod control;
 mod error;
 mod export;
+mod model;
 mod params;
 mod status;
 
@@ -38,6 +39,8 @@ pub struct ApiState {
     store: Store,
     sensor: Arc<dyn SensorControl>,
     auth: Arc<AuthPolicy>,
+    /// The live ANN model, for `GET /model` and `POST /model/load` (404 when absent).
+    model: Option<crate::ann::ModelHandle>,
 }
 
 impl ApiState {
@@ -47,7 +50,14 @@ impl ApiState {
             store,
             sensor,
             auth: Arc::new(auth),
+            model: None,
         }
+    }
+
+    /// Serves `GET /model` and `POST /model/load` from this handle (the detector's).
+    pub fn with_model(mut self, model: crate::ann::ModelHandle) -> Self {
+        self.model = Some(model);
+        self
     }
 }
 
@@ -65,6 +75,8 @@ pub fn router(state: ApiState) -> Router {
             get(alerts::list_archive).post(alerts::archive),
         )
         .route("/alerts/{id}", get(alerts::get_one))
+        .route("/model", get(model::get))
+        .route("/model/load", post(model::load))
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(middleware::from_fn_with_state(

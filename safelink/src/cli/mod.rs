@@ -2,6 +2,7 @@
 mod analyze;
 mod bench;
 mod inspect;
+mod model;
 mod run;
 
 use std::{path::PathBuf, process::ExitCode};
@@ -48,6 +49,8 @@ enum Cmd {
     /// Benchmarks (used by `cargo xtask bench`).
     #[command(hide = true)]
     Bench(bench::BenchArgs),
+    /// ANN model files: `info` and `validate` (and the hidden recipe and benchmark).
+    Model(model::ModelArgs),
 }
 
 /// Flow expiry options of `analyze` (the daemon takes them from its configuration).
@@ -99,6 +102,7 @@ pub fn main() -> ExitCode {
         Cmd::Stats(a) => inspect::stats(a),
         Cmd::Flows(a) => inspect::flows(a),
         Cmd::Bench(a) => bench::bench(a),
+        Cmd::Model(a) => model::model(a),
     };
     match res {
         Ok(code) => code,

@@ -1,0 +1,477 @@
+//! The ANN detector: the same shape as the rule engine (`detect::dfa::Engine`). Records go in
+//! with [`AnnDetector::observe_into`], flows are buffered and scored in batches, a score ≥ the
+//! threshold raises (or updates) an `anomalous_flow` alert with `source: "ann"`, `confidence`
+//! = the score, `explanation` = the top contributing features (occlusion, see
+//! [`super::batch::explain`]) and `features` = the raw vector. Alerts are grouped into
+//! incidents (by initiator address, by default) reported as `New`/`Updated` events, exactly
+//! like the automata's. [`run_stream`] is the daemon's batched async path (N flows or T ms).
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use super::batch::{BatchScorer, explain, explanation_json};
+use super::features::{FEATURES, N_FEATURES, extract};
+use super::swap::ModelHandle;
+use crate::alert::{AlertKind, AlertSource, Severity};
+use crate::detect::dfa::AlertEvent;
+use crate::detect::dfa::book::{AlertBook, base_alert, community_id, proto_name, rfc3339};
+use crate::record::{FlowRecord, Record};
+
+/// How ANN alerts are grouped into incidents.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GroupBy {
+    /// One incident per initiator address (flows from the same source update one alert);
+    /// once `fan_in_limit` sources have open incidents towards one destination, further
+    /// sources towards it share one incident for that destination (spoofed floods,
+    /// reflection).
+    Source,
+    /// One alert per flow.
+    Flow,
+}
+
+/// Settings of the ANN detector (all optional in a config file).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AnnConfig {
+    /// A flow scoring at least this raises an alert.
+    pub threshold: f32,
+    /// Score a batch once this many flows are waiting...
+    pub batch_size: usize,
+    /// ...or once the oldest waiting flow has waited this long (daemon path), milliseconds.
+    pub batch_wait_ms: u64,
+    /// Features listed in an alert's explanation.
+    pub top_k: usize,
+    pub group_by: GroupBy,
+    /// See [`GroupBy::Source`].
+    pub fan_in_limit: usize,
+    /// An incident with no new alerting flow for this long (record time) is closed, seconds.
+    pub incident_idle_secs: u64,
+    /// Least time between two `Updated` events of one incident, seconds.
+    pub update_interval_secs: u64,
+}
+
+impl Default for AnnConfig {
+    fn default() -> Self {
+        AnnConfig {
+            threshold: 0.9,
+            batch_size: 256,
+            batch_wait_ms: 20,
+            top_k: 5,
+            group_by: GroupBy::Source,
+            fan_in_limit: 16,
+            incident_idle_secs: 300,
+            update_interval_secs: 10,
+        }
+    }
+}
+
+impl AnnConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if !(self.threshold > 0.0 && self.threshold <= 1.0) {
+            return Err(format!(
+                "ann threshold must be in (0, 1], got {}",
+                self.threshold
+            ));
+        }
+        if self.batch_size == 0 {
+            return Err("ann batch_size must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// Counters of one detector.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct AnnStats {
+    /// Flow records received.
+    pub flows_in: u64,
+    /// Flow records scored (equals `flows_in` once everything is flushed).
+    pub flows_scored: u64,
+    pub batches: u64,
+    /// Flows at or above the threshold.
+    pub flows_alerting: u64,
+    pub alerts_raised: u64,
+    /// Batches tract failed to score (their flows are counted in neither `flows_scored`).
+    pub score_errors: u64,
+    /// Flows scored per model generation.
+    pub scored_by_generation: BTreeMap<u64, u64>,
+}
+
+/// Called with every scored flow: (flow, score, model generation).
+pub type ScoreTap = Box<dyn FnMut(&FlowRecord, f32, u64) + Send>;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum GroupKey {
+    Src(IpAddr),
+    Dst(IpAddr),
+}
+
+struct Incident {
+    id: u64,
+    /// For source incidents: the destination counted in `fan_in`.
+    dst: Option<IpAddr>,
+    last_ns: u64,
+    max_score: f32,
+    explanation: Option<serde_json::Value>,
+    top: Vec<&'static str>,
+}
+
+/// Batched ANN scoring plus alert bookkeeping.
+pub struct AnnDetector {
+    cfg: AnnConfig,
+    scorer: BatchScorer,
+    pending: Vec<FlowRecord>,
+    book: AlertBook,
+    open: HashMap<GroupKey, Incident>,
+    /// Open source incidents per destination.
+    fan_in: HashMap<IpAddr, usize>,
+    stats: AnnStats,
+    /// Latest record time seen (ns).
+    now_ns: u64,
+    tap: Option<ScoreTap>,
+}
+
+impl AnnDetector {
+    pub fn new(handle: ModelHandle, cfg: AnnConfig) -> Self {
+        let update = Duration::from_secs(cfg.update_interval_secs).as_nanos() as u64;
+        AnnDetector {
+            pending: Vec::with_capacity(cfg.batch_size),
+            cfg,
+            scorer: BatchScorer::new(handle),
+            book: AlertBook::new(update),
+            open: HashMap::new(),
+            fan_in: HashMap::new(),
+            stats: AnnStats::default(),
+            now_ns: 0,
+            tap: None,
+        }
+    }
+
+    /// Calls `tap` with every scored flow (for the learner, or for tests).
+    pub fn with_tap(mut self, tap: ScoreTap) -> Self {
+        self.tap = Some(tap);
+        self
+    }
+
+    pub fn config(&self) -> &AnnConfig {
+        &self.cfg
+    }
+
+    pub fn handle(&self) -> &ModelHandle {
+        self.scorer.handle()
+    }
+
+    pub fn stats(&self) -> &AnnStats {
+        &self.stats
+    }
+
+    /// Flows waiting for the next batch.
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Takes one record; scores a batch when `batch_size` flows are waiting. Only
+    /// `Record::Flow` is scored (flow starts and ARP are ignored).
+    pub fn observe_into(&mut self, r: &Record, out: &mut Vec<AlertEvent>) {
+        if let Record::Flow(f) = r {
+            self.stats.flows_in += 1;
+            self.now_ns = self.now_ns.max(f.last_ns);
+            self.pending.push(f.clone());
+            if self.pending.len() >= self.cfg.batch_size {
+                self.score_pending(out);
+            }
+        }
+    }
+
+    /// [`Self::observe_into`] returning the events.
+    pub fn observe(&mut self, r: &Record) -> Vec<AlertEvent> {
+        let mut out = Vec::new();
+        self.observe_into(r, &mut out);
+        out
+    }
+
+    /// Scores the waiting flows now (the daemon calls this when the batch timer fires).
+    pub fn score_pending(&mut self, out: &mut Vec<AlertEvent>) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.pending);
+        match self.scorer.score_flows(batch.iter()) {
+            Ok(scored) => {
+                let g = scored.generation();
+                self.stats.batches += 1;
+                self.stats.flows_scored += batch.len() as u64;
+                *self.stats.scored_by_generation.entry(g).or_default() += batch.len() as u64;
+                for (f, &s) in batch.iter().zip(&scored.scores) {
+                    if let Some(tap) = self.tap.as_mut() {
+                        tap(f, s, g);
+                    }
+                    if s >= self.cfg.threshold {
+                        self.stats.flows_alerting += 1;
+                        self.alert(f, s, &scored.model);
+                    }
+                }
+            }
+            Err(e) => {
+                self.stats.score_errors += 1;
+                tracing::error!(flows = batch.len(), "ANN scoring failed: {e:#}");
+            }
+        }
+        self.pending = batch;
+        self.pending.clear();
+        self.tick(self.now_ns, out);
+    }
+
+    fn alert(&mut self, f: &FlowRecord, score: f32, model: &super::model::AnnModel) {
+        let key = match self.cfg.group_by {
+            GroupBy::Flow => None,
+            GroupBy::Source => {
+                let (src, dst) = (GroupKey::Src(f.src_ip), GroupKey::Dst(f.dst_ip));
+                if self.open.contains_key(&src) {
+                    Some(src)
+                } else if self.open.contains_key(&dst)
+                    || self.fan_in.get(&f.dst_ip).copied().unwrap_or(0) >= self.cfg.fan_in_limit
+                {
+                    Some(dst)
+                } else {
+                    Some(src)
+                }
+            }
+        };
+        let x = extract(f);
+        let thr = self.cfg.threshold;
+        let top_k = self.cfg.top_k;
+        let explained = || match explain(model, &x, score, top_k) {
+            Ok(top) => (
+                Some(explanation_json(score, &top)),
+                top.iter().map(|c| FEATURES[c.index].name).collect(),
+            ),
+            Err(e) => {
+                tracing::warn!("ANN explanation failed: {e:#}");
+                (None, Vec::new())
+            }
+        };
+        let who = match key {
+            Some(GroupKey::Dst(d)) => format!("many sources to {d}"),
+            _ => f.src_ip.to_string(),
+        };
+        let by_dst = matches!(key, Some(GroupKey::Dst(_)));
+        if let Some(inc) = key.and_then(|k| self.open.get_mut(&k)) {
+            inc.last_ns = inc.last_ns.max(f.last_ns);
+            let better = score > inc.max_score;
+            if better {
+                inc.max_score = score;
+                (inc.explanation, inc.top) = explained();
+            }
+            let (max, last) = (inc.max_score, inc.last_ns);
+            let (top, expl) = (inc.top.clone(), inc.explanation.clone());
+            self.book.update(inc.id, |a| {
+                a.count += 1;
+                a.last_seen = rfc3339(last);
+                if better {
+                    fill_flow(a, f, score, &x);
+                    if by_dst {
+                        a.src_ip = None;
+                        a.src_port = None;
+                    }
+                    a.explanation = expl;
+                    if score >= 0.99 {
+                        a.severity = Severity::High;
+                    }
+                }
+                a.description = description(a.count, &who, thr, max, &top);
+            });
+            return;
+        }
+        let sev = if score >= 0.99 {
+            Severity::High
+        } else {
+            Severity::Medium
+        };
+        let mut a = base_alert(
+            AlertKind::AnomalousFlow,
+            sev,
+            f.last_ns,
+            f.first_ns,
+            f.last_ns,
+        );
+        a.source = AlertSource::Ann;
+        a.count = 1;
+        fill_flow(&mut a, f, score, &x);
+        let (explanation, top) = explained();
+        a.explanation = explanation.clone();
+        a.description = description(1, &who, thr, score, &top);
+        if by_dst {
+            // The incident is about the destination: no single source.
+            a.src_ip = None;
+            a.src_port = None;
+        }
+        let id = self.book.raise(a, f.last_ns);
+        self.stats.alerts_raised += 1;
+        match key {
+            Some(k) => {
+                let dst = match k {
+                    GroupKey::Src(_) => {
+                        *self.fan_in.entry(f.dst_ip).or_default() += 1;
+                        Some(f.dst_ip)
+                    }
+                    GroupKey::Dst(_) => None,
+                };
+                self.open.insert(
+                    k,
+                    Incident {
+                        id,
+                        dst,
+                        last_ns: f.last_ns,
+                        max_score: score,
+                        explanation,
+                        top,
+                    },
+                );
+            }
+            None => self.book.close(id),
+        }
+    }
+
+    /// Closes incidents idle for `incident_idle_secs` at record time `now_ns` and reports
+    /// throttled updates.
+    pub fn tick(&mut self, now_ns: u64, out: &mut Vec<AlertEvent>) {
+        let idle = Duration::from_secs(self.cfg.incident_idle_secs).as_nanos() as u64;
+        let keys: Vec<GroupKey> = self
+            .open
+            .iter()
+            .filter(|(_, i)| now_ns.saturating_sub(i.last_ns) >= idle)
+            .map(|(k, _)| *k)
+            .collect();
+        let mut closed: Vec<u64> = keys.into_iter().map(|k| self.forget(k)).collect();
+        closed.sort_unstable();
+        self.book.flush(now_ns, false);
+        for id in closed {
+            self.book.close(id);
+        }
+        self.book.drain_into(out);
+    }
+
+    /// Drops an open incident (and its fan-in count); returns its alert id.
+    fn forget(&mut self, k: GroupKey) -> u64 {
+        let inc = self.open.remove(&k).expect("open incident");
+        if let Some(d) = inc.dst
+            && let Some(n) = self.fan_in.get_mut(&d)
+        {
+            *n -= 1;
+            if *n == 0 {
+                self.fan_in.remove(&d);
+            }
+        }
+        inc.id
+    }
+
+    /// Scores everything waiting and reports every pending update (incidents stay open).
+    pub fn flush(&mut self) -> Vec<AlertEvent> {
+        let mut out = Vec::new();
+        self.score_pending(&mut out);
+        self.book.flush(self.now_ns, true);
+        self.book.drain_into(&mut out);
+        out
+    }
+
+    /// End of input: scores everything waiting and closes every incident.
+    pub fn finish(&mut self) -> Vec<AlertEvent> {
+        let mut out = self.flush();
+        self.fan_in.clear();
+        let mut ids: Vec<u64> = self.open.drain().map(|(_, i)| i.id).collect();
+        ids.sort_unstable();
+        for id in ids {
+            self.book.close(id);
+        }
+        self.book.drain_into(&mut out);
+        out
+    }
+}
+
+fn fill_flow(a: &mut crate::alert::Alert, f: &FlowRecord, score: f32, x: &[f32; N_FEATURES]) {
+    a.confidence = f64::from(score);
+    a.src_ip = Some(f.src_ip);
+    a.dest_ip = Some(f.dst_ip);
+    let ports = matches!(f.proto, 6 | 17 | 132);
+    a.src_port = ports.then_some(f.src_port);
+    a.dest_port = ports.then_some(f.dst_port);
+    a.proto = proto_name(f.proto);
+    a.community_id = community_id(
+        f.proto,
+        f.src_ip,
+        f.src_port,
+        f.dst_ip,
+        f.dst_port,
+        Some((f.icmp_type, f.icmp_code)),
+    );
+    a.features = x.to_vec();
+}
+
+fn description(count: u64, who: &str, thr: f32, max: f32, top: &[&str]) -> String {
+    format!(
+        "ANN: {count} flow(s) from {who} scored >= {thr:.2} (max {max:.3}); top features: {}",
+        if top.is_empty() {
+            "-".to_string()
+        } else {
+            top.join(", ")
+        }
+    )
+}
+
+/// The daemon's path: receives records, scores a batch when `batch_size` flows are waiting or
+/// the oldest has waited `batch_wait_ms`, sends the alert events, closes idle incidents once a
+/// second (wall clock), and on end of input scores the rest, closes every incident and
+/// returns the counters. Stops early if `events` is closed.
+pub async fn run_stream(
+    mut det: AnnDetector,
+    mut records: mpsc::Receiver<Record>,
+    events: mpsc::Sender<AlertEvent>,
+) -> AnnStats {
+    use tokio::time::{Instant, MissedTickBehavior, interval, sleep_until};
+    let wait = Duration::from_millis(det.cfg.batch_wait_ms);
+    let mut deadline: Option<Instant> = None;
+    let mut ticker = interval(Duration::from_secs(1));
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut out = Vec::new();
+    loop {
+        tokio::select! {
+            r = records.recv() => match r {
+                Some(r) => {
+                    det.observe_into(&r, &mut out);
+                    if det.pending() == 0 {
+                        deadline = None;
+                    } else if deadline.is_none() {
+                        deadline = Some(Instant::now() + wait);
+                    }
+                }
+                None => break,
+            },
+            () = async { sleep_until(deadline.expect("guarded")).await }, if deadline.is_some() => {
+                det.score_pending(&mut out);
+                deadline = None;
+            }
+            _ = ticker.tick() => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos() as u64);
+                det.tick(now.max(det.now_ns), &mut out);
+            }
+        }
+        for e in out.drain(..) {
+            if events.send(e).await.is_err() {
+                return det.stats.clone();
+            }
+        }
+    }
+    for e in det.finish() {
+        if events.send(e).await.is_err() {
+            break;
+        }
+    }
+    det.stats.clone()
+}

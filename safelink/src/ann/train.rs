@@ -1,0 +1,288 @@
+//! Training with candle (CPU): the MLP ([`Mlp`], raw features → log1p → standardise → dense
+//! ReLU layers → one logit), seeded initialisation (SplitMix64, so a run is reproducible),
+//! numerically stable weighted BCE on logits, AdamW, seeded shuffling. Run it with
+//! `RAYON_NUM_THREADS=1` (set by [`single_thread`]): one thread is faster for these tiny
+//! matrices and keeps the arithmetic order fixed.
+use anyhow::{Context as _, Result, ensure};
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::{AdamW, Linear, Module as _, Optimizer as _, ParamsAdamW};
+
+use super::export::Dense;
+use super::features::N_FEATURES;
+
+/// SplitMix64: tiny deterministic PRNG.
+#[derive(Clone, Debug)]
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1).
+    pub fn uniform(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    pub fn shuffle<T>(&mut self, v: &mut [T]) {
+        for i in (1..v.len()).rev() {
+            let j = (self.next_u64() % (i as u64 + 1)) as usize;
+            v.swap(i, j);
+        }
+    }
+}
+
+/// Makes candle's CPU kernels single-threaded unless the caller chose otherwise. Call before
+/// any training thread exists (candle reads the variable on every matmul).
+pub fn single_thread() {
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        // SAFETY: called from the CLI's main thread before training starts any thread.
+        unsafe { std::env::set_var("RAYON_NUM_THREADS", "1") };
+    }
+}
+
+/// Labelled, weighted training rows.
+#[derive(Clone, Debug, Default)]
+pub struct Dataset {
+    /// Raw feature vectors, row-major, `len = n * N_FEATURES`.
+    pub x: Vec<f32>,
+    /// 1.0 = attack, 0.0 = benign.
+    pub y: Vec<f32>,
+    /// Sample weights (mean 1 over the set).
+    pub w: Vec<f32>,
+}
+
+impl Dataset {
+    pub fn len(&self) -> usize {
+        self.y.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.y.is_empty()
+    }
+}
+
+/// Mean and standard deviation of `log1p(x)` per feature (std 1 for constant features).
+pub fn norm_stats(x: &[f32]) -> (Vec<f32>, Vec<f32>) {
+    let n = (x.len() / N_FEATURES).max(1) as f64;
+    let mut mean = [0f64; N_FEATURES];
+    let mut sq = [0f64; N_FEATURES];
+    for row in x.chunks_exact(N_FEATURES) {
+        for j in 0..N_FEATURES {
+            let v = f64::from(row[j]).ln_1p();
+            mean[j] += v;
+            sq[j] += v * v;
+        }
+    }
+    let mut m = Vec::with_capacity(N_FEATURES);
+    let mut s = Vec::with_capacity(N_FEATURES);
+    for j in 0..N_FEATURES {
+        let mu = mean[j] / n;
+        let sd = (sq[j] / n - mu * mu).max(0.0).sqrt();
+        m.push(mu as f32);
+        s.push(if sd < 1e-3 { 1.0 } else { sd as f32 });
+    }
+    (m, s)
+}
+
+/// The classifier: raw features in, one logit out.
+pub struct Mlp {
+    pub mean: Vec<f32>,
+    pub std: Vec<f32>,
+    mean_t: Tensor,
+    std_t: Tensor,
+    /// (weight `[out, in]`, bias `[out]`) per layer.
+    params: Vec<(Var, Var)>,
+    layers: Vec<Linear>,
+}
+
+impl Mlp {
+    /// Fresh model with `hidden` ReLU layers, He-uniform weights drawn from `seed`.
+    pub fn init(mean: Vec<f32>, std: Vec<f32>, hidden: &[usize], seed: u64) -> Result<Self> {
+        let mut rng = Rng(seed);
+        let mut dims = vec![N_FEATURES];
+        dims.extend_from_slice(hidden);
+        dims.push(1);
+        let layers = dims
+            .windows(2)
+            .map(|d| {
+                let (i, o) = (d[0], d[1]);
+                let wb = (6.0 / i as f64).sqrt();
+                let bb = 1.0 / (i as f64).sqrt();
+                Dense {
+                    out_dim: o,
+                    in_dim: i,
+                    weight: (0..o * i)
+                        .map(|_| ((rng.uniform() * 2.0 - 1.0) * wb) as f32)
+                        .collect(),
+                    bias: (0..o)
+                        .map(|_| ((rng.uniform() * 2.0 - 1.0) * bb) as f32)
+                        .collect(),
+                }
+            })
+            .collect::<Vec<_>>();
+        Self::from_dense(mean, std, &layers)
+    }
+
+    /// Model with the given weights (e.g. to continue training an exported model).
+    pub fn from_dense(mean: Vec<f32>, std: Vec<f32>, layers: &[Dense]) -> Result<Self> {
+        ensure!(mean.len() == N_FEATURES && std.len() == N_FEATURES);
+        let dev = Device::Cpu;
+        let mut params = Vec::new();
+        let mut lin = Vec::new();
+        for l in layers {
+            let w = Var::from_tensor(&Tensor::from_slice(&l.weight, (l.out_dim, l.in_dim), &dev)?)?;
+            let b = Var::from_tensor(&Tensor::from_slice(&l.bias, l.out_dim, &dev)?)?;
+            lin.push(Linear::new(
+                w.as_tensor().clone(),
+                Some(b.as_tensor().clone()),
+            ));
+            params.push((w, b));
+        }
+        Ok(Mlp {
+            mean_t: Tensor::from_slice(&mean, (1, N_FEATURES), &dev)?,
+            std_t: Tensor::from_slice(&std, (1, N_FEATURES), &dev)?,
+            mean,
+            std,
+            params,
+            layers: lin,
+        })
+    }
+
+    fn vars(&self) -> Vec<Var> {
+        self.params
+            .iter()
+            .flat_map(|(w, b)| [w.clone(), b.clone()])
+            .collect()
+    }
+
+    /// Logits `[n, 1]` of raw features `[n, N_FEATURES]`.
+    pub fn logits(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let mut h = (x + 1.0)?
+            .log()?
+            .broadcast_sub(&self.mean_t)?
+            .broadcast_div(&self.std_t)?;
+        let last = self.layers.len() - 1;
+        for (i, l) in self.layers.iter().enumerate() {
+            h = l.forward(&h)?;
+            if i < last {
+                h = h.relu()?;
+            }
+        }
+        Ok(h)
+    }
+
+    /// Scores (sigmoid of the logits) of row-major raw features.
+    pub fn scores(&self, x: &[f32]) -> Result<Vec<f32>> {
+        let n = x.len() / N_FEATURES;
+        let xt = Tensor::from_slice(x, (n, N_FEATURES), &Device::Cpu)?;
+        let s = candle_nn::ops::sigmoid(&self.logits(&xt)?)?;
+        Ok(s.flatten_all()?.to_vec1()?)
+    }
+
+    /// Current weights, for export.
+    pub fn to_dense(&self) -> Result<Vec<Dense>> {
+        self.params
+            .iter()
+            .map(|(w, b)| {
+                let (o, i) = w.as_tensor().dims2()?;
+                Ok(Dense {
+                    out_dim: o,
+                    in_dim: i,
+                    weight: w.as_tensor().flatten_all()?.to_vec1()?,
+                    bias: b.as_tensor().to_vec1()?,
+                })
+            })
+            .collect()
+    }
+}
+
+/// Weighted, numerically stable BCE on logits: `max(x,0) − x·y + log(1 + exp(−|x|))`.
+fn weighted_bce(logits: &Tensor, y: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
+    let a = logits.relu()?;
+    let b = (logits * y)?;
+    let c = logits.abs()?.neg()?.exp()?.affine(1.0, 1.0)?.log()?;
+    let l = ((a - b)? + c)?;
+    (l * w)?.sum_all()? / f64::from(w.sum_all()?.to_scalar::<f32>()?.max(1e-12))
+}
+
+/// Training settings.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct TrainConfig {
+    pub hidden: Vec<usize>,
+    pub epochs: usize,
+    pub batch: usize,
+    pub lr: f64,
+    pub weight_decay: f64,
+    pub seed: u64,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            hidden: vec![64, 32],
+            epochs: 40,
+            batch: 64,
+            lr: 2e-3,
+            weight_decay: 1e-4,
+            seed: 0x5AFE_11AC,
+        }
+    }
+}
+
+/// Loss of one epoch.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct EpochReport {
+    pub epoch: usize,
+    pub loss: f64,
+}
+
+/// Mini-batch AdamW over `data` for `cfg.epochs` epochs (shuffled by `cfg.seed`).
+pub fn train(m: &Mlp, data: &Dataset, cfg: &TrainConfig) -> Result<Vec<EpochReport>> {
+    ensure!(!data.is_empty(), "no training rows");
+    let dev = Device::Cpu;
+    let mut opt = AdamW::new(
+        m.vars(),
+        ParamsAdamW {
+            lr: cfg.lr,
+            weight_decay: cfg.weight_decay,
+            ..Default::default()
+        },
+    )
+    .context("optimizer")?;
+    let n = data.len();
+    let mut idx: Vec<usize> = (0..n).collect();
+    let mut rng = Rng(cfg.seed ^ 0xD1CE);
+    let mut reports = Vec::with_capacity(cfg.epochs);
+    let (mut xb, mut yb, mut wb) = (Vec::new(), Vec::new(), Vec::new());
+    for epoch in 1..=cfg.epochs {
+        rng.shuffle(&mut idx);
+        let mut loss_sum = 0f64;
+        for chunk in idx.chunks(cfg.batch) {
+            xb.clear();
+            yb.clear();
+            wb.clear();
+            for &i in chunk {
+                xb.extend_from_slice(&data.x[i * N_FEATURES..(i + 1) * N_FEATURES]);
+                yb.push(data.y[i]);
+                wb.push(data.w[i]);
+            }
+            let b = chunk.len();
+            let xt = Tensor::from_slice(&xb, (b, N_FEATURES), &dev)?;
+            let yt = Tensor::from_slice(&yb, (b, 1), &dev)?;
+            let wt = Tensor::from_slice(&wb, (b, 1), &dev)?;
+            let loss = weighted_bce(&m.logits(&xt)?, &yt, &wt)?;
+            opt.backward_step(&loss)?;
+            loss_sum += f64::from(loss.to_dtype(DType::F32)?.to_scalar::<f32>()?) * b as f64;
+        }
+        reports.push(EpochReport {
+            epoch,
+            loss: loss_sum / n as f64,
+        });
+    }
+    Ok(reports)
+}

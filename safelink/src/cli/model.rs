@@ -1,0 +1,204 @@
+//! `safelink model …`: inspect and validate ANN model files (`info`, `validate`), and the
+//! hidden recipe, evaluation and benchmark commands (`train-base`, `eval`, `bench`) that
+//! `cargo xtask train-base` / `cargo xtask bench ann` call.
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Args, Subcommand};
+use safelink::ann::{self, AnnConfig, ModelHandle, recipe, train::TrainConfig};
+
+#[derive(Debug, Args)]
+pub struct ModelArgs {
+    #[command(subcommand)]
+    cmd: ModelCmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum ModelCmd {
+    /// Print a model file's input/output shapes, opset, versions and metadata as JSON.
+    Info {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+    /// Check that this sensor can serve a model file (versions, input width, finite scores).
+    Validate {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+    /// Train the base model from the shipped captures (writes the model, golden.jsonl,
+    /// metrics.json and README.md next to it).
+    #[command(hide = true)]
+    TrainBase {
+        #[arg(long, default_value = "tests/pcaps")]
+        pcaps: PathBuf,
+        #[arg(long, default_value = ann::DEFAULT_MODEL_PATH)]
+        out: PathBuf,
+        #[arg(long)]
+        epochs: Option<usize>,
+        #[arg(long)]
+        seed: Option<u64>,
+    },
+    /// ANN alone on labelled captures (DFA off): per-capture counts as JSON.
+    #[command(hide = true)]
+    Eval {
+        #[arg(long, default_value = ann::DEFAULT_MODEL_PATH)]
+        model: PathBuf,
+        #[arg(long, default_value = "tests/pcaps")]
+        pcaps: PathBuf,
+        #[arg(long, default_value_t = 0.9)]
+        threshold: f32,
+    },
+    /// Scoring throughput and latency: whole path vs bare tract, batch 1/64/1024.
+    #[command(hide = true)]
+    Bench {
+        #[arg(long, default_value = ann::DEFAULT_MODEL_PATH)]
+        model: PathBuf,
+        /// Captures whose flow records are scored.
+        #[arg(long, default_value = "tests/pcaps")]
+        pcaps: PathBuf,
+        /// Seconds per row.
+        #[arg(long, default_value_t = 2.0)]
+        secs: f64,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub fn model(a: ModelArgs) -> anyhow::Result<ExitCode> {
+    match a.cmd {
+        ModelCmd::Info { file } => {
+            let m = ann::load_file(&file)?;
+            println!("{}", serde_json::to_string_pretty(&m.info)?);
+        }
+        ModelCmd::Validate { file } => {
+            let m = ann::load_file(&file)?;
+            let i = &m.info;
+            println!(
+                "{}: OK: model_version {:?}, input {} {:?}, output {} {:?}, opset {}, \
+                 feature_layout_version {}, feature_vector_version {}",
+                file.display(),
+                i.model_version,
+                i.input.name,
+                i.input.shape,
+                i.output.name,
+                i.output.shape,
+                i.opset
+                    .iter()
+                    .map(|o| format!("{}{}", o.domain, o.version))
+                    .collect::<Vec<_>>()
+                    .join(","),
+                i.feature_layout_version,
+                i.feature_vector_version
+            );
+        }
+        ModelCmd::TrainBase {
+            pcaps,
+            out,
+            epochs,
+            seed,
+        } => {
+            let mut train = TrainConfig::default();
+            let mut command = format!(
+                "safelink model train-base --pcaps {} --out {}",
+                pcaps.display(),
+                out.display()
+            );
+            if let Some(e) = epochs {
+                train.epochs = e;
+                command.push_str(&format!(" --epochs {e}"));
+            }
+            if let Some(s) = seed {
+                train.seed = s;
+                command.push_str(&format!(" --seed {s}"));
+            }
+            let r = recipe::train_base(&recipe::RecipeArgs {
+                pcaps,
+                out: out.clone(),
+                train,
+                command,
+            })?;
+            let e = &r.ann_alone;
+            println!(
+                "{}: {} bytes, trained on {} flows in {:.1} s; golden ({} flows) at 0.90: \
+                 accuracy {:.4} precision {:.4} recall {:.4} FPR {:.4} ROC-AUC {:.4}; \
+                 ANN alone on the captures: flow recall {:.4}, benign flows alerting {}/{}, \
+                 benign captures alerting {}/{}",
+                out.display(),
+                r.model_bytes,
+                r.train_rows,
+                r.train_secs,
+                r.golden_rows,
+                r.golden_at_threshold.accuracy,
+                r.golden_at_threshold.precision,
+                r.golden_at_threshold.recall,
+                r.golden_at_threshold.false_positive_rate,
+                r.golden_at_threshold.roc_auc,
+                e.flow_recall,
+                e.benign_flows_alerting,
+                e.benign_flows,
+                e.benign_captures_alerting,
+                e.benign_captures
+            );
+        }
+        ModelCmd::Eval {
+            model,
+            pcaps,
+            threshold,
+        } => {
+            let cfg = AnnConfig {
+                threshold,
+                ..AnnConfig::default()
+            };
+            cfg.validate().map_err(anyhow::Error::msg)?;
+            let h = ModelHandle::open(&model)?;
+            let e = ann::eval::evaluate(&pcaps, &h, &cfg)?;
+            println!("{}", serde_json::to_string_pretty(&e)?);
+        }
+        ModelCmd::Bench {
+            model,
+            pcaps,
+            secs,
+            json,
+        } => {
+            let h = ModelHandle::open(&model)?;
+            let mut flows = Vec::new();
+            for e in ann::dataset::read_manifest(&pcaps)? {
+                flows.extend(ann::dataset::flows_of(&pcaps.join(&e.file))?);
+            }
+            let rows =
+                ann::bench::run(&h, &flows, &[1, 64, 1024], secs).context("benchmark failed")?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                println!(
+                    "model {} ({}), {} flow records from {}, {secs} s per row, one thread",
+                    model.display(),
+                    h.current().info.model_version,
+                    flows.len(),
+                    pcaps.display()
+                );
+                println!(
+                    "| batch | bare tract flows/s | p50 µs | p99 µs | whole path flows/s | p50 µs | p99 µs | whole/bare | cpu/wall |"
+                );
+                println!("|---|---|---|---|---|---|---|---|---|");
+                for p in &rows {
+                    println!(
+                        "| {} | {:.0} | {:.1} | {:.1} | {:.0} | {:.1} | {:.1} | {:.1} % | {:.2} |",
+                        p.bare.batch,
+                        p.bare.flows_per_sec,
+                        p.bare.p50_us,
+                        p.bare.p99_us,
+                        p.whole.flows_per_sec,
+                        p.whole.p50_us,
+                        p.whole.p99_us,
+                        p.ratio * 100.0,
+                        p.whole.cpu_per_wall
+                    );
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
