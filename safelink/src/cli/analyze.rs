@@ -194,13 +194,14 @@ pub fn analyze(a: AnalyzeArgs) -> anyhow::Result<ExitCode> {
                     finals.insert(al.id, al);
                 }
             }
-            if a.flows && write_err.is_none() && !matches!(r, Record::FlowStart(_)) {
-                if let Err(e) = serde_json::to_writer(&mut out, &r)
+            if a.flows
+                && write_err.is_none()
+                && !matches!(r, Record::FlowStart(_))
+                && let Err(e) = serde_json::to_writer(&mut out, &r)
                     .map_err(std::io::Error::from)
                     .and_then(|_| out.write_all(b"\n"))
-                {
-                    write_err = Some(e);
-                }
+            {
+                write_err = Some(e);
             }
         });
         if let Some(e) = write_err {

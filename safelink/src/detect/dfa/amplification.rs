@@ -10,8 +10,9 @@
 //!   e.g. NTP ≥ 200 bytes: a mode 6/7 `monlist` reply; memcached ≥ 1000); or
 //! - one such flow carries `heavy_flow_bytes` (1 MB) without a packet back.
 //!
-//! `count` = unsolicited response flows (plus one per heavy flow). `src_ip` names the reflector
-//! of the triggering response, `dest_ip` the victim.
+//! Flow-start records count each response flow's first packet at once; when a response flow
+//! ends, the rest of its packets and bytes are added. `count` = unsolicited response packets.
+//! `src_ip` names the reflector of the triggering response, `dest_ip` the victim.
 use std::{
     collections::{HashMap, HashSet},
     net::IpAddr,
@@ -54,6 +55,8 @@ struct Response<'a> {
     dport: u16,
     ts: u64,
     bytes: u64,
+    /// Response packets this adds.
+    packets: u64,
     /// Why this single response alerts by itself, if it does.
     alone: Option<String>,
     features: &'a dyn Fn() -> Vec<f32>,
@@ -141,11 +144,11 @@ impl Amplification {
             a.proto = "udp".into();
             a.description = match &r.alone {
                 Some(why) => format!(
-                    "amplification/reflection towards {} from {}: {why} ({} unsolicited responses); count = unsolicited response flows",
+                    "amplification/reflection towards {} from {}: {why} ({} unsolicited responses); count = unsolicited response packets",
                     r.dst, r.src, inc.count
                 ),
                 None => format!(
-                    "amplification/reflection towards {}: unsolicited {} responses from {} reflectors, {} bytes within {}s ({} responses); count = unsolicited response flows",
+                    "amplification/reflection towards {}: unsolicited {} responses from {} reflectors, {} bytes within {}s ({} responses); count = unsolicited response packets",
                     r.dst,
                     svc.join(", "),
                     reflectors.len(now),
@@ -158,7 +161,7 @@ impl Amplification {
             a.features = (r.features)();
             a
         };
-        cx.drive(incident, r.ts, 1, verdict, build, |_, _| {});
+        cx.drive(incident, r.ts, r.packets, verdict, build, |_, _| {});
     }
 }
 
@@ -186,6 +189,7 @@ impl Detector for Amplification {
                 dport: s.dst_port,
                 ts: s.ts_ns,
                 bytes: u64::from(s.l3_len),
+                packets: 1,
                 alone,
                 features: &feats,
             },
@@ -197,18 +201,39 @@ impl Detector for Amplification {
         if f.proto != UDP
             || f.src_port == f.dst_port
             || f.rev.packets > 0
-            || f.fwd.l3_sum < self.cfg.heavy_flow_bytes
-            || !self.services.contains_key(&f.src_port)
+            || f.fwd.packets < 2
             || !classify::is_unicast(&f.dst_ip)
         {
             return;
         }
-        let alone = Some(format!(
-            "one unsolicited {} response flow of {} packets, {} bytes, nothing sent back",
-            self.name(f.src_port),
-            f.fwd.packets,
-            f.fwd.l3_sum
-        ));
+        let Some((_, single)) = self.services.get(&f.src_port) else {
+            return;
+        };
+        // The rest of an unsolicited response flow (its first packet was counted from the
+        // flow-start record): its bytes, spread over the window if the flow lasted longer.
+        let rest = f.fwd.l3_sum.saturating_sub(u64::from(f.fwd.l3_min));
+        let dur = f.last_ns.saturating_sub(f.first_ns).max(1);
+        let in_window = if dur > self.window_ns {
+            (rest as u128 * self.window_ns as u128 / dur as u128) as u64
+        } else {
+            rest
+        };
+        let alone = if f.fwd.l3_sum >= self.cfg.heavy_flow_bytes {
+            Some(format!(
+                "one unsolicited {} response flow of {} packets, {} bytes, nothing sent back",
+                self.name(f.src_port),
+                f.fwd.packets,
+                f.fwd.l3_sum
+            ))
+        } else {
+            single.filter(|&min| f.fwd.l3_max >= min).map(|min| {
+                format!(
+                    "unsolicited {} responses of up to {} bytes (honest replies stay under {min})",
+                    self.name(f.src_port),
+                    f.fwd.l3_max
+                )
+            })
+        };
         let feats = || features::of_flow(f);
         self.response(
             Response {
@@ -217,8 +242,8 @@ impl Detector for Amplification {
                 dst: f.dst_ip,
                 dport: f.dst_port,
                 ts: f.last_ns,
-                // The first packet was counted from the flow-start record.
-                bytes: f.fwd.l3_sum.saturating_sub(u64::from(f.fwd.l3_min)),
+                bytes: in_window,
+                packets: f.fwd.packets - 1,
                 alone,
                 features: &feats,
             },
@@ -304,6 +329,46 @@ mod tests {
             news[0].description
         );
         assert_eq!(finals(&ev)[0].count, 400);
+    }
+
+    #[test]
+    fn few_reflectors_with_many_packets_each() {
+        // 12 DNS reflectors, one flow each (fixed victim port): 1 packet counted at the flow
+        // start, the other 99 when the flow ends.
+        let mut recs = Vec::new();
+        for i in 0..12u64 {
+            recs.push(resp(
+                &format!("203.0.113.{}", i + 1),
+                53,
+                "192.0.2.77",
+                80,
+                1400,
+                T0 + i * MS,
+            ));
+        }
+        let (_, ev) = run(DfaConfig::default(), recs.clone());
+        assert!(ev.is_empty(), "first packets alone: 16 800 bytes");
+        for i in 0..12u64 {
+            let mut f = flow(
+                &format!("203.0.113.{}", i + 1),
+                53,
+                "192.0.2.77",
+                80,
+                17,
+                T0 + i * MS,
+            );
+            f.last_ns = T0 + 2 * S;
+            f.fwd.packets = 100;
+            f.fwd.l3_min = 1400;
+            f.fwd.l3_max = 1400;
+            f.fwd.l3_sum = 140_000;
+            recs.push(Record::Flow(f));
+        }
+        let (_, ev) = run(DfaConfig::default(), recs);
+        let news = new_alerts(&ev, AlertKind::Amplification);
+        assert_eq!(news.len(), 1);
+        assert_eq!(news[0].count, 12 + 99);
+        assert_eq!(finals(&ev)[0].count, 1200);
     }
 
     #[test]

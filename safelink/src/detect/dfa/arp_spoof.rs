@@ -28,6 +28,15 @@ use crate::{
     record::ArpRecord,
 };
 
+/// What a claim of an address amounts to.
+enum Claim {
+    Fine,
+    /// The address is owned by this other MAC.
+    Conflict(String),
+    /// The claim proves that this other MAC had claimed the address falsely.
+    Exposes(String),
+}
+
 struct Binding {
     mac: String,
     last_ns: u64,
@@ -148,21 +157,27 @@ impl ArpSpoof {
         }
     }
 
-    /// The sender claims `ip`; returns the owner's MAC when that is a conflict.
-    fn claim(&mut self, ip: Ipv4Addr, mac: &str, ts: u64, trusted: bool) -> Option<String> {
+    /// The sender claims `ip` (a trusted claim: request sender, solicited reply).
+    fn claim(&mut self, ip: Ipv4Addr, mac: &str, ts: u64, trusted: bool) -> Claim {
         let suspect = self.suspect(mac);
+        let ttl = self.ttl_ns;
+        let fresh = |b: &Binding| ts.saturating_sub(b.last_ns) <= ttl;
         match self.bindings.get_mut(&ip) {
             Some(b) if b.mac == mac => {
                 b.last_ns = b.last_ns.max(ts);
                 b.trusted |= trusted;
-                None
+                Claim::Fine
             }
-            Some(b) if ts.saturating_sub(b.last_ns) <= self.ttl_ns || suspect => {
-                Some(b.mac.clone())
+            // A trusted claim overrides an unproven one, and exposes it.
+            Some(b) if trusted && !suspect && !b.trusted => {
+                let liar = fresh(b).then(|| b.mac.clone());
+                self.bind(ip, mac, ts, true);
+                liar.map_or(Claim::Fine, Claim::Exposes)
             }
+            Some(b) if fresh(b) || suspect => Claim::Conflict(b.mac.clone()),
             _ => {
                 self.bind(ip, mac, ts, trusted);
-                None
+                Claim::Fine
             }
         }
     }
@@ -303,9 +318,26 @@ impl Detector for ArpSpoof {
         }
         let unsolicited = (a.op == 2 && !solicited) || gratuitous;
         let trusted = !unsolicited;
-        let conflict = self
-            .claim(a.sender_ip, &a.sender_mac, ts, trusted)
-            .map(|owner| (a.sender_ip, owner));
+        let conflict = match self.claim(a.sender_ip, &a.sender_mac, ts, trusted) {
+            Claim::Fine => None,
+            Claim::Conflict(owner) => Some((a.sender_ip, owner)),
+            Claim::Exposes(liar) => {
+                let fake = ArpRecord {
+                    eth_src: liar,
+                    ..a.clone()
+                };
+                self.evidence(
+                    Evidence {
+                        rec: &fake,
+                        conflict: Some((a.sender_ip, a.sender_mac.clone())),
+                        unsolicited: false,
+                        n: 0,
+                    },
+                    cx,
+                );
+                None
+            }
+        };
         if conflict.is_some() || unsolicited {
             self.evidence(
                 Evidence {
@@ -445,6 +477,46 @@ mod tests {
         assert_eq!(news[0].src_mac.as_deref(), Some(ATT));
         assert_eq!(news[0].count, 3, "alert at the third conflicting claim");
         assert_eq!(e.detectors.arp_spoof.phase(gw), Phase::Idle);
+    }
+
+    #[test]
+    fn attacker_first_then_the_real_gateway_speaks() {
+        let gw = "02:00:00:00:00:fe";
+        let mut recs = Vec::new();
+        for i in 0..10u64 {
+            let t = T0 + i * 2 * S;
+            // arpspoof -t 10.1.0.5 10.1.0.1: unsolicited, before the gateway was ever seen.
+            recs.push(Record::Arp(arp_full(
+                2,
+                ATT,
+                "10.1.0.1",
+                "02:00:00:00:00:05",
+                "10.1.0.5",
+                t,
+            )));
+            // The gateway asks for another host: its own sender fields are trusted.
+            recs.push(Record::Arp(arp(
+                1,
+                gw,
+                "10.1.0.1",
+                &format!("10.1.0.{}", 50 + i),
+                t + S,
+            )));
+        }
+        let mut e = crate::detect::dfa::Engine::new(DfaConfig::default()).unwrap();
+        let mut ev = Vec::new();
+        for r in &recs {
+            ev.extend(e.observe(r));
+        }
+        ev.extend(e.finish());
+        let news = new_alerts(&ev, AlertKind::ArpSpoof);
+        assert_eq!(news.len(), 1, "{news:?}");
+        assert_eq!(news[0].src_mac.as_deref(), Some(ATT));
+        assert_eq!(e.detectors.arp_spoof.phase(gw), Phase::Idle);
+        assert_eq!(
+            e.detectors.arp_spoof.owner("10.1.0.1".parse().unwrap()),
+            Some(gw)
+        );
     }
 
     #[test]

@@ -248,12 +248,21 @@ pub struct LoginService {
 pub struct LoginBruteForceConfig {
     pub services: Vec<LoginService>,
     /// Default 60 s. Shorter than SSH's: health checks and pollers open a database or HTTP
-    /// session every few seconds for ever, so only a fast burst is evidence.
+    /// session every few seconds for ever, so only a fast burst, or a slow run that keeps the
+    /// service busy (the slow tier below), is evidence.
     pub window_secs: u64,
     /// Similar failed-looking sessions within the window (default 20).
     pub sessions: u64,
     /// Default 5.
     pub suspicious_sessions: u64,
+    /// Slow tier: a window of 600 s...
+    pub slow_window_secs: u64,
+    /// ...with at least this many similar sessions (default 10)...
+    pub slow_sessions: u64,
+    /// ...that kept the service busy at least this share of the time between the first and
+    /// the last (default 30 %): a tool tries again as soon as one attempt fails, while a health
+    /// check or poller holds a session for a moment every few seconds (1-5 %).
+    pub slow_min_busy_percent: u64,
     pub session: SessionShape,
 }
 
@@ -292,6 +301,9 @@ impl Default for LoginBruteForceConfig {
             window_secs: 60,
             sessions: 20,
             suspicious_sessions: 5,
+            slow_window_secs: 600,
+            slow_sessions: 10,
+            slow_min_busy_percent: 30,
             session: SessionShape::default(),
         }
     }
@@ -312,13 +324,15 @@ pub struct FloodConfig {
 }
 
 impl FloodConfig {
-    /// SYN flood: 1000 half-open SYNs in 5 s (200/s) to one port.
+    /// SYN flood: 500 half-open SYNs in 5 s (100/s) to one port (completed connections are
+    /// taken back), or one 5-tuple repeating its SYN 200 times at 100/s (a TCP stack retries
+    /// a SYN 5-7 times in two minutes).
     pub fn syn() -> Self {
         Self {
             window_secs: 5,
-            new_flows: 1000,
-            heavy_flow_packets: 5000,
-            heavy_flow_pps: 500,
+            new_flows: 500,
+            heavy_flow_packets: 200,
+            heavy_flow_pps: 100,
         }
     }
 

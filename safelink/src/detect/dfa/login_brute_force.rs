@@ -25,28 +25,50 @@ use crate::{
 };
 
 pub struct Entry {
-    /// (session start, size class), within the window, oldest first (roughly).
-    recent: VecDeque<(u64, u16)>,
+    /// (session start, session end, size class), within the slow window.
+    recent: VecDeque<(u64, u64, u16)>,
     pub incident: Incident,
 }
 
+/// The largest group of similar sessions, per tier.
+#[derive(Debug, Default, PartialEq)]
+struct Groups {
+    /// Sessions in the largest group within the fast window.
+    fast: u64,
+    /// Largest group within the slow window that kept the service busy enough.
+    slow_busy: u64,
+}
+
 impl Entry {
-    /// Sessions in the largest group of three neighbouring size classes.
-    fn similar(&mut self, cutoff: u64) -> u64 {
-        self.recent.retain(|&(t, _)| t >= cutoff);
-        let mut by_class: HashMap<u16, u64> = HashMap::new();
-        for &(_, c) in &self.recent {
-            *by_class.entry(c).or_default() += 1;
+    /// Groups are three neighbouring size classes (attempts of one tool get the same answer).
+    fn groups(&mut self, now: u64, fast_ns: u64, slow_ns: u64, busy_pct: u64) -> Groups {
+        let slow_cut = now.saturating_sub(slow_ns);
+        let fast_cut = now.saturating_sub(fast_ns);
+        self.recent.retain(|&(t, _, _)| t >= slow_cut);
+        let mut classes: Vec<u16> = self.recent.iter().map(|&(_, _, c)| c).collect();
+        classes.sort_unstable();
+        classes.dedup();
+        let mut g = Groups::default();
+        for c in classes {
+            let near = |k: u16| k.abs_diff(c) <= 1;
+            let (mut n_fast, mut n, mut busy, mut lo, mut hi) = (0u64, 0u64, 0u64, u64::MAX, 0u64);
+            for &(t0, t1, k) in &self.recent {
+                if !near(k) {
+                    continue;
+                }
+                n += 1;
+                n_fast += u64::from(t0 >= fast_cut);
+                busy = busy.saturating_add(t1.saturating_sub(t0));
+                lo = lo.min(t0);
+                hi = hi.max(t1);
+            }
+            g.fast = g.fast.max(n_fast);
+            let span = hi.saturating_sub(lo).max(1);
+            if (busy as u128) * 100 >= (span as u128) * u128::from(busy_pct) {
+                g.slow_busy = g.slow_busy.max(n);
+            }
         }
-        by_class
-            .keys()
-            .map(|&c| {
-                (c.saturating_sub(1)..=c.saturating_add(1))
-                    .map(|k| by_class.get(&k).copied().unwrap_or(0))
-                    .sum::<u64>()
-            })
-            .max()
-            .unwrap_or(0)
+        g
     }
 }
 
@@ -55,6 +77,7 @@ pub struct LoginBruteForce {
     /// port → (service name, threshold)
     services: HashMap<u16, (String, u64)>,
     window_ns: u64,
+    slow_ns: u64,
     keys: HashMap<(IpAddr, IpAddr, u16), Entry>,
 }
 
@@ -67,6 +90,7 @@ impl LoginBruteForce {
                 .map(|s| (s.port, (s.name.clone(), s.sessions.unwrap_or(cfg.sessions))))
                 .collect(),
             window_ns: ns(cfg.window_secs),
+            slow_ns: ns(cfg.slow_window_secs.max(cfg.window_secs)),
             cfg,
             keys: HashMap::new(),
         }
@@ -87,7 +111,7 @@ impl Detector for LoginBruteForce {
         if !session::looks_failed(f, &self.cfg.session) {
             return;
         }
-        let (window_ns, cap, now) = (self.window_ns, cx.common.cap, cx.now);
+        let (window_ns, slow_ns, cap, now) = (self.window_ns, self.slow_ns, cx.common.cap, cx.now);
         let cfg = &self.cfg;
         let Some(e) = cx.slot(
             &mut self.keys,
@@ -101,19 +125,29 @@ impl Detector for LoginBruteForce {
             return;
         };
         if e.recent.len() < cap {
-            e.recent.push_back((f.first_ns, session::size_class(f)));
+            e.recent.push_back((
+                f.first_ns,
+                f.last_ns.max(f.first_ns),
+                session::size_class(f),
+            ));
         }
+        let mut slow = false;
         let verdict = match e.incident.phase() {
             Phase::Alerting | Phase::CoolDown => {
                 e.recent
-                    .retain(|&(t, _)| t >= now.saturating_sub(window_ns));
+                    .retain(|&(t, _, _)| t >= now.saturating_sub(slow_ns));
                 Verdict::Noise
             }
             _ => {
-                let n = e.similar(now.saturating_sub(window_ns));
-                if n >= *threshold {
+                let g = e.groups(now, window_ns, slow_ns, cfg.slow_min_busy_percent);
+                if g.fast >= *threshold {
                     Verdict::Alert
-                } else if n >= cfg.suspicious_sessions {
+                } else if g.slow_busy >= cfg.slow_sessions {
+                    slow = true;
+                    Verdict::Alert
+                } else if g.fast >= cfg.suspicious_sessions
+                    || g.slow_busy >= cfg.suspicious_sessions
+                {
                     Verdict::Suspicious
                 } else {
                     Verdict::Noise
@@ -135,9 +169,20 @@ impl Detector for LoginBruteForce {
             a.dest_port = Some(f.dst_port);
             a.proto = "tcp".into();
             a.src_mac = macs.get(&f.src_ip);
+            let why = if slow {
+                format!(
+                    "{}+ similar short failed-looking sessions back to back within {}s",
+                    cfg.slow_sessions, cfg.slow_window_secs
+                )
+            } else {
+                format!(
+                    "{threshold}+ similar short failed-looking sessions within {}s",
+                    cfg.window_secs
+                )
+            };
             a.description = format!(
-                "{name} login brute force from {} against {}:{}: {threshold}+ similar short failed-looking sessions within {}s ({} sessions); count = sessions",
-                f.src_ip, f.dst_ip, f.dst_port, cfg.window_secs, inc.count
+                "{name} login brute force from {} against {}:{}: {why} ({} sessions); count = sessions",
+                f.src_ip, f.dst_ip, f.dst_port, inc.count
             );
             a.community_id = community_id(6, f.src_ip, f.src_port, f.dst_ip, f.dst_port, None);
             a.features = features::of_flow(f);
@@ -148,7 +193,8 @@ impl Detector for LoginBruteForce {
 
     fn tick(&mut self, cx: &mut Cx) {
         let w = self.window_ns;
-        cx.tick_map(&mut self.keys, w, w, |e| &mut e.incident);
+        let slow = self.slow_ns;
+        cx.tick_map(&mut self.keys, w, slow, |e| &mut e.incident);
     }
 }
 
@@ -179,7 +225,8 @@ mod tests {
             ev.extend(e.observe(&Record::Flow(f)));
             let want = match i {
                 0..=3 => Phase::Idle,
-                4..=18 => Phase::Suspicious,
+                4..=8 => Phase::Suspicious,
+                // Back to back: the slow tier fires at 10, before the fast tier's 20.
                 _ => Phase::Alerting,
             };
             assert_eq!(
@@ -192,9 +239,73 @@ mod tests {
         ev.extend(e.finish());
         let news = new_alerts(&ev, AlertKind::LoginBruteForce);
         assert_eq!(news.len(), 1);
-        assert_eq!(news[0].count, 20);
+        assert_eq!(news[0].count, 10);
         assert!(news[0].description.starts_with("ftp login brute force"));
         assert_eq!(finals(&ev)[0].count, 30);
+    }
+
+    #[test]
+    fn fast_parallel_burst() {
+        // 4 parallel tasks, 1 s sessions with long pauses between rounds: 24 in 50 s but the
+        // service is busy only ~40 % of the time in 4 overlapping lanes.
+        let mut cfg = DfaConfig::default();
+        cfg.login_brute_force.slow_sessions = 1000;
+        let recs = (0..24u64).map(|i| {
+            Record::Flow(session(
+                "192.0.2.67",
+                42000 + i as u16,
+                "192.0.2.25",
+                3389,
+                T0 + (i / 4) * 10 * S,
+                1,
+                4000,
+            ))
+        });
+        let (_, ev) = run(cfg, recs);
+        let news = new_alerts(&ev, AlertKind::LoginBruteForce);
+        assert_eq!(news.len(), 1);
+        assert_eq!(news[0].count, 20);
+        assert!(news[0].description.starts_with("rdp login brute force"));
+    }
+
+    #[test]
+    fn slow_telnet_guessing_back_to_back() {
+        let mut e = crate::detect::dfa::Engine::new(DfaConfig::default()).unwrap();
+        let (a, b) = (ip("192.0.2.66"), ip("192.0.2.23"));
+        let mut ev = Vec::new();
+        // One attempt every 10 s, each session 9 s long: 6 a minute, under the fast tier.
+        for i in 0..30u64 {
+            let f = session(
+                "192.0.2.66",
+                41000 + i as u16,
+                "192.0.2.23",
+                23,
+                T0 + i * 10 * S,
+                9,
+                2000,
+            );
+            ev.extend(e.observe(&Record::Flow(f)));
+            let want = match i {
+                0..=3 => Phase::Idle,
+                4..=8 => Phase::Suspicious,
+                _ => Phase::Alerting,
+            };
+            assert_eq!(
+                e.detectors.login_brute_force.phase(a, b, 23),
+                want,
+                "after session {}",
+                i + 1
+            );
+        }
+        ev.extend(e.finish());
+        let news = new_alerts(&ev, AlertKind::LoginBruteForce);
+        assert_eq!(news.len(), 1);
+        assert_eq!(news[0].count, 10);
+        assert!(
+            news[0].description.contains("back to back"),
+            "{}",
+            news[0].description
+        );
     }
 
     #[test]

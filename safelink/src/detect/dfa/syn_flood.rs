@@ -5,7 +5,7 @@
 //! FIN) — counted at once, so the alert does not wait for flows to time out; a connection that
 //! later proves completed (handshake and data) is taken back from the window. A single flow
 //! retransmitting SYNs at flood rate (one fixed 5-tuple) is an alert by itself when it ends.
-//! Alert at `new_flows` SYNs within the window (default 1000 in 5 s). `count` = SYNs.
+//! Alert at `new_flows` SYNs within the window (default 500 in 5 s). `count` = SYNs.
 use std::net::IpAddr;
 
 use safelink_common::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
@@ -169,8 +169,8 @@ mod tests {
         for i in 0..4000u64 {
             ev.extend(e.observe(&spoofed_syn(i, T0 + i * 2_500_000)));
             let want = match i {
-                0..=248 => Phase::Idle,
-                249..=998 => Phase::Suspicious,
+                0..=123 => Phase::Idle,
+                124..=498 => Phase::Suspicious,
                 _ => Phase::Alerting,
             };
             assert_eq!(
@@ -183,7 +183,7 @@ mod tests {
         ev.extend(e.finish());
         let news = new_alerts(&ev, AlertKind::SynFlood);
         assert_eq!(news.len(), 1);
-        assert_eq!(news[0].count, 1000);
+        assert_eq!(news[0].count, 500);
         assert_eq!(news[0].src_ip, None, "spoofed: no single source");
         assert_eq!(news[0].dest_ip, Some(victim));
         assert_eq!(news[0].dest_port, Some(30120));
@@ -193,9 +193,9 @@ mod tests {
             news[0].description
         );
         assert_eq!(finals(&ev)[0].count, 4000);
-        // 7.5 s of alerting at one update per second at most.
+        // 8.75 s of alerting at one update per second at most.
         let n = updates(&ev, 1);
-        assert!((7..=9).contains(&n), "{n} updates");
+        assert!((8..=10).contains(&n), "{n} updates");
     }
 
     #[test]
@@ -218,11 +218,28 @@ mod tests {
     }
 
     #[test]
+    fn one_tuple_repeating_its_syn() {
+        let mut f = failed_syn("198.51.100.11", "192.0.2.81", 443, T0);
+        f.fwd.flags.syn = 3000;
+        f.fwd.packets = 3000;
+        f.last_ns = T0 + 10 * S;
+        let mut slow = failed_syn("198.51.100.12", "192.0.2.81", 443, T0);
+        slow.fwd.flags.syn = 7;
+        slow.fwd.packets = 7;
+        slow.last_ns = T0 + 120 * S;
+        let (_, ev) = run(DfaConfig::default(), [Record::Flow(slow), Record::Flow(f)]);
+        let news = new_alerts(&ev, AlertKind::SynFlood);
+        assert_eq!(news.len(), 1);
+        assert_eq!(news[0].src_ip, Some(ip("198.51.100.11")));
+        assert_eq!(news[0].count, 2999);
+    }
+
+    #[test]
     fn busy_server_with_completed_connections_is_not_flooded() {
         let mut recs = Vec::new();
-        // 150 connections/s for 20 s, each completed (its flow record follows 1 s later).
-        for i in 0..3000u64 {
-            let t = T0 + i * S / 150;
+        // 80 connections/s for 20 s, each completed (its flow record follows 1 s later).
+        for i in 0..1600u64 {
+            let t = T0 + i * S / 80;
             recs.push(Record::FlowStart(start(
                 "198.51.100.10",
                 1024 + (i % 60_000) as u16,
@@ -231,9 +248,9 @@ mod tests {
                 6,
                 t,
             )));
-            if i >= 150 {
-                let j = i - 150;
-                let tj = T0 + j * S / 150;
+            if i >= 80 {
+                let j = i - 80;
+                let tj = T0 + j * S / 80;
                 recs.push(Record::Flow(session(
                     "198.51.100.10",
                     1024 + (j % 60_000) as u16,
