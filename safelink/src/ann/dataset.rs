@@ -104,7 +104,7 @@ pub fn is_golden(file: &str, f: &FlowRecord) -> bool {
         "{file}|{}|{}|{}|{}|{}|{}",
         f.src_ip, f.src_port, f.dst_ip, f.dst_port, f.proto, f.first_ns
     );
-    fnv1a(key.as_bytes()) % GOLDEN_MODULUS == 0
+    fnv1a(key.as_bytes()).is_multiple_of(GOLDEN_MODULUS)
 }
 
 /// A labelled flow (also one line of `golden.jsonl`).

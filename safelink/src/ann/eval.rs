@@ -13,6 +13,9 @@ use super::swap::ModelHandle;
 use crate::config::FlowTimeouts;
 use crate::replay::replay_file;
 
+/// (manifest label, score) of one scored flow.
+type LabelScore = (Option<f32>, f32);
+
 /// Result of one capture.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct CaptureEval {
@@ -51,7 +54,7 @@ pub struct EvalSummary {
 pub fn evaluate(dir: &Path, handle: &ModelHandle, cfg: &AnnConfig) -> Result<EvalSummary> {
     let mut captures = Vec::new();
     for e in read_manifest(dir)? {
-        let scored: Arc<Mutex<Vec<(Option<f32>, f32)>>> = Arc::default();
+        let scored: Arc<Mutex<Vec<LabelScore>>> = Arc::default();
         let tap_sink = scored.clone();
         let entry = e.clone();
         let mut det =

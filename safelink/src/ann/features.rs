@@ -378,8 +378,8 @@ pub(crate) mod tests {
         assert_eq!(get("fwd_packets"), 4.0);
         assert_eq!(get("rev_bytes"), 200.0);
         close("fwd_l3_mean", 65.0);
-        // population std of 40, 60, 60, 100 = sqrt(4725 − 4225) = sqrt(500)
-        close("fwd_l3_std", 500f32.sqrt());
+        // population std of 40, 60, 60, 100 = sqrt(18800 / 4 − 65²) = sqrt(475)
+        close("fwd_l3_std", 475f32.sqrt());
         assert_eq!(get("fwd_l3_max"), 100.0);
         // 3 gaps of 1, 2, 3 ms
         close("fwd_iat_mean_ms", 2.0);

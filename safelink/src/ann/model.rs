@@ -378,7 +378,7 @@ fn build_plan(proto: &pb::ModelProto) -> TractResult<Arc<TypedRunnableModel>> {
             out.shape
         );
     }
-    Ok(typed.into_optimized()?.into_runnable()?)
+    typed.into_optimized()?.into_runnable()
 }
 
 /// Builds a `[rows, N_FEATURES]` input tensor from row-major values.

@@ -225,7 +225,7 @@ impl Default for TrainConfig {
     fn default() -> Self {
         TrainConfig {
             hidden: vec![64, 32],
-            epochs: 40,
+            epochs: 150,
             batch: 64,
             lr: 2e-3,
             weight_decay: 1e-4,
