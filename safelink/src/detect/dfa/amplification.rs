@@ -8,7 +8,11 @@
 //!   their first packets add up to `bytes` (50 000): volumetric reflection; or
 //! - one such response is larger than its service ever answers honestly (per-packet rule,
 //!   e.g. NTP ≥ 200 bytes: a mode 6/7 `monlist` reply; memcached ≥ 1000); or
-//! - one such flow carries `heavy_flow_bytes` (1 MB) without a packet back.
+//! - `large_reflectors` (10) reflectors send a large first response (≥ 512 bytes, more than a
+//!   classic DNS answer) within the window: few but big responses, e.g. fragmented DNSSEC; or
+//! - one such flow carries `heavy_flow_bytes` (1 MB) without a packet back; or
+//! - TCP reflection: flows that start with a SYN-ACK (the SYN was sent with the victim's
+//!   address) from `tcp_reflectors` (50) distinct servers within the window.
 //!
 //! Flow-start records count each response flow's first packet at once; when a response flow
 //! ends, the rest of its packets and bytes are added. `count` = unsolicited response packets.
@@ -34,6 +38,10 @@ use crate::{
 
 pub struct Entry {
     reflectors: DistinctWindow<IpAddr>,
+    /// Reflectors whose first response was large (≥ `large_response_l3`).
+    large: DistinctWindow<IpAddr>,
+    /// Sources of unsolicited TCP SYN-ACKs.
+    tcp: DistinctWindow<IpAddr>,
     bytes: RateWindow,
     services: HashSet<u16>,
     pub incident: Incident,
@@ -57,6 +65,10 @@ struct Response<'a> {
     bytes: u64,
     /// Response packets this adds.
     packets: u64,
+    /// Size of a flow's first packet (flow-start records only).
+    first_len: Option<u16>,
+    /// An unsolicited TCP SYN-ACK (reflection off TCP servers) rather than a UDP response.
+    tcp: bool,
     /// Why this single response alerts by itself, if it does.
     alone: Option<String>,
     features: &'a dyn Fn() -> Vec<f32>,
@@ -96,6 +108,8 @@ impl Amplification {
             |e| &e.incident,
             || Entry {
                 reflectors: DistinctWindow::new(window_ns, cap),
+                large: DistinctWindow::new(window_ns, cap),
+                tcp: DistinctWindow::new(window_ns, cap),
                 bytes: RateWindow::new(window_ns),
                 services: HashSet::new(),
                 incident: Incident::default(),
@@ -103,17 +117,41 @@ impl Amplification {
         ) else {
             return;
         };
-        if e.services.len() < 32 {
+        if e.services.len() < 32 && !r.tcp {
             e.services.insert(r.sport);
         }
-        e.bytes.add(r.ts, r.bytes, now);
+        if !r.tcp {
+            e.bytes.add(r.ts, r.bytes, now);
+        }
+        let mut why_tier = "";
         let verdict = match e.incident.phase() {
             Phase::Alerting | Phase::CoolDown => Verdict::Noise,
+            _ if r.tcp => {
+                e.tcp.insert(r.src, r.ts, now);
+                let n = e.tcp.len(now);
+                if n >= cfg.tcp_reflectors {
+                    Verdict::Alert
+                } else if n >= cfg.tcp_reflectors / 4 {
+                    Verdict::Suspicious
+                } else {
+                    Verdict::Noise
+                }
+            }
             _ => {
                 e.reflectors.insert(r.src, r.ts, now);
+                if r.first_len.is_some_and(|l| l >= cfg.large_response_l3) {
+                    e.large.insert(r.src, r.ts, now);
+                }
                 let refl = e.reflectors.len(now);
+                let large = e.large.len(now);
                 let bytes = e.bytes.sum(now);
-                if r.alone.is_some() || (refl >= cfg.reflectors && bytes >= cfg.bytes) {
+                if r.alone.is_some() {
+                    Verdict::Alert
+                } else if refl >= cfg.reflectors && bytes >= cfg.bytes {
+                    why_tier = "volume";
+                    Verdict::Alert
+                } else if large >= cfg.large_reflectors {
+                    why_tier = "large";
                     Verdict::Alert
                 } else if refl >= 3 {
                     Verdict::Suspicious
@@ -124,6 +162,8 @@ impl Amplification {
         };
         let Entry {
             reflectors,
+            large,
+            tcp,
             bytes,
             services: seen,
             incident,
@@ -141,8 +181,24 @@ impl Amplification {
             a.src_port = Some(r.sport);
             a.dest_ip = Some(r.dst);
             a.dest_port = Some(r.dport);
-            a.proto = "udp".into();
+            a.proto = if r.tcp { "tcp" } else { "udp" }.into();
             a.description = match &r.alone {
+                None if r.tcp => format!(
+                    "TCP SYN-ACK reflection towards {}: unsolicited SYN-ACKs from {} distinct servers within {}s ({} SYN-ACKs); count = unsolicited response packets",
+                    r.dst,
+                    tcp.len(now),
+                    cfg.window_secs,
+                    inc.count
+                ),
+                None if why_tier == "large" => format!(
+                    "amplification/reflection towards {}: large unsolicited {} responses (≥ {} bytes) from {} reflectors within {}s ({} responses); count = unsolicited response packets",
+                    r.dst,
+                    svc.join(", "),
+                    cfg.large_response_l3,
+                    large.len(now),
+                    cfg.window_secs,
+                    inc.count
+                ),
                 Some(why) => format!(
                     "amplification/reflection towards {} from {}: {why} ({} unsolicited responses); count = unsolicited response packets",
                     r.dst, r.src, inc.count
@@ -157,7 +213,8 @@ impl Amplification {
                     inc.count
                 ),
             };
-            a.community_id = community_id(UDP, r.src, r.sport, r.dst, r.dport, None);
+            let proto = if r.tcp { classify::TCP } else { UDP };
+            a.community_id = community_id(proto, r.src, r.sport, r.dst, r.dport, None);
             a.features = (r.features)();
             a
         };
@@ -167,7 +224,31 @@ impl Amplification {
 
 impl Detector for Amplification {
     fn on_start(&mut self, s: &FlowStartRecord, cx: &mut Cx) {
-        if s.proto != UDP || s.src_port == s.dst_port || !classify::is_unicast(&s.dst_ip) {
+        if !classify::is_unicast(&s.dst_ip) {
+            return;
+        }
+        if s.proto == classify::TCP && s.tcp_flags & 0x12 == 0x12 {
+            // A flow that starts with a SYN-ACK: the SYN came from elsewhere (spoofed).
+            let feats = || features::of_start(s);
+            self.response(
+                Response {
+                    src: s.src_ip,
+                    sport: s.src_port,
+                    dst: s.dst_ip,
+                    dport: s.dst_port,
+                    ts: s.ts_ns,
+                    bytes: u64::from(s.l3_len),
+                    packets: 1,
+                    first_len: Some(s.l3_len),
+                    tcp: true,
+                    alone: None,
+                    features: &feats,
+                },
+                cx,
+            );
+            return;
+        }
+        if s.proto != UDP || s.src_port == s.dst_port {
             return;
         }
         let Some((_, single)) = self.services.get(&s.src_port) else {
@@ -190,6 +271,8 @@ impl Detector for Amplification {
                 ts: s.ts_ns,
                 bytes: u64::from(s.l3_len),
                 packets: 1,
+                first_len: Some(s.l3_len),
+                tcp: false,
                 alone,
                 features: &feats,
             },
@@ -244,6 +327,8 @@ impl Detector for Amplification {
                 ts: f.last_ns,
                 bytes: in_window,
                 packets: f.fwd.packets - 1,
+                first_len: None,
+                tcp: false,
                 alone,
                 features: &feats,
             },
@@ -342,12 +427,12 @@ mod tests {
                 53,
                 "192.0.2.77",
                 80,
-                1400,
+                400,
                 T0 + i * MS,
             ));
         }
         let (_, ev) = run(DfaConfig::default(), recs.clone());
-        assert!(ev.is_empty(), "first packets alone: 16 800 bytes");
+        assert!(ev.is_empty(), "first packets alone: 4800 bytes");
         for i in 0..12u64 {
             let mut f = flow(
                 &format!("203.0.113.{}", i + 1),
@@ -359,7 +444,7 @@ mod tests {
             );
             f.last_ns = T0 + 2 * S;
             f.fwd.packets = 100;
-            f.fwd.l3_min = 1400;
+            f.fwd.l3_min = 400;
             f.fwd.l3_max = 1400;
             f.fwd.l3_sum = 140_000;
             recs.push(Record::Flow(f));
@@ -369,6 +454,74 @@ mod tests {
         assert_eq!(news.len(), 1);
         assert_eq!(news[0].count, 12 + 99);
         assert_eq!(finals(&ev)[0].count, 1200);
+    }
+
+    #[test]
+    fn large_responses_from_a_few_reflectors() {
+        let mut e = crate::detect::dfa::Engine::new(DfaConfig::default()).unwrap();
+        let v = ip("192.0.2.78");
+        let mut ev = Vec::new();
+        for i in 0..10u64 {
+            // Fragmented DNSSEC answers: first fragments of 1476 bytes, 14 760 bytes in all.
+            let r = resp(
+                &format!("203.0.113.{}", i + 1),
+                53,
+                "192.0.2.78",
+                22,
+                1476,
+                T0 + i * 100 * MS,
+            );
+            ev.extend(e.observe(&r));
+            let want = if i < 2 {
+                Phase::Idle
+            } else if i < 9 {
+                Phase::Suspicious
+            } else {
+                Phase::Alerting
+            };
+            assert_eq!(
+                e.detectors.amplification.phase(v),
+                want,
+                "after response {}",
+                i + 1
+            );
+        }
+        let news = new_alerts(&ev, AlertKind::Amplification);
+        assert_eq!(news.len(), 1);
+        assert!(
+            news[0].description.contains("large"),
+            "{}",
+            news[0].description
+        );
+        assert_eq!(news[0].count, 10);
+    }
+
+    #[test]
+    fn syn_ack_reflection() {
+        let recs = (0..60u64).map(|i| {
+            let mut s = start(
+                &format!("198.18.{}.{}", i / 200, 1 + i % 200),
+                80,
+                "192.0.2.79",
+                40000 + i as u16,
+                6,
+                T0 + i * MS,
+            );
+            s.tcp_flags = 0x12;
+            Record::FlowStart(s)
+        });
+        let (e, ev) = run(DfaConfig::default(), recs);
+        let news = new_alerts(&ev, AlertKind::Amplification);
+        assert_eq!(news.len(), 1);
+        assert_eq!(news[0].proto, "tcp");
+        assert_eq!(news[0].dest_ip, Some(ip("192.0.2.79")));
+        assert_eq!(news[0].count, 50);
+        assert!(new_alerts(&ev, AlertKind::SynFlood).is_empty());
+        assert!(new_alerts(&ev, AlertKind::PortScan).is_empty());
+        assert_eq!(
+            e.detectors.amplification.phase(ip("192.0.2.79")),
+            Phase::Alerting
+        );
     }
 
     #[test]

@@ -81,6 +81,20 @@ pub fn started_stealthy(f: &FlowRecord) -> bool {
         && (f.fwd.flags.fin > 0 || (f.fwd.flags.syn == 0 && f.fwd.flags.rst == 0))
 }
 
+/// A TCP flow whose initiator only answered: it sent SYN-ACKs or resets (with or without ACK)
+/// and nothing that opens or probes a connection. Such flows are backscatter of floods with
+/// spoofed sources, SYN-ACK reflection, or the tail of a connection the sensor did not see
+/// start — never a probe.
+pub fn tcp_response_only(f: &FlowRecord) -> bool {
+    let x = &f.fwd.flags;
+    f.proto == TCP
+        && x.syn == 0
+        && x.fin == 0
+        && x.psh == 0
+        && x.urg == 0
+        && (x.synack > 0 || x.rst > 0)
+}
+
 /// Seconds between a flow's first and last packet.
 pub fn duration_s(f: &FlowRecord) -> f64 {
     f.last_ns.saturating_sub(f.first_ns) as f64 / 1e9
@@ -117,6 +131,32 @@ mod tests {
         assert_eq!(stealth_name(0x29), "XMAS");
         assert_eq!(stealth_name(0x00), "NULL");
         assert_eq!(stealth_name(0x01), "FIN");
+    }
+
+    #[test]
+    fn responses_are_not_probes() {
+        use crate::detect::dfa::testutil::*;
+        let mut f = flow("192.0.2.1", 443, "192.0.2.2", 40000, TCP, T0);
+        f.fwd.flags.rst = 1;
+        f.fwd.flags.ack = 1;
+        assert!(tcp_response_only(&f));
+        f.fwd.flags = crate::record::Flags {
+            synack: 1,
+            ack: 1,
+            ..Default::default()
+        };
+        assert!(tcp_response_only(&f));
+        f.fwd.flags = crate::record::Flags {
+            ack: 1,
+            ..Default::default()
+        };
+        assert!(!tcp_response_only(&f), "a bare ACK is an ACK-scan probe");
+        assert!(!tcp_response_only(&failed_syn(
+            "192.0.2.1",
+            "192.0.2.2",
+            80,
+            T0
+        )));
     }
 
     #[test]

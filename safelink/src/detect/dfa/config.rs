@@ -101,8 +101,15 @@ impl Default for PortScanConfig {
 pub struct HostSweepConfig {
     /// Default 300 s (Zeek's 5 min).
     pub window_secs: u64,
-    /// Distinct hosts with a failed probe of one service within the window (default 25, Zeek's).
+    /// Distinct hosts with a failed probe of one service within the window (default 25, Zeek's),
+    /// when they are dense (see `dense_hosts_per_prefix`).
     pub hosts: u64,
+    /// Hosts count as dense when there is at most one /24 (IPv6 /64) per this many of them
+    /// (default 4): a walked subnet. Zeek has no such condition.
+    pub dense_hosts_per_prefix: u64,
+    /// Distinct hosts that make a sweep however scattered they are (default 250): peer-to-peer
+    /// clients call hundreds of vanished peers on a well-known port.
+    pub scattered_hosts: u64,
     /// Default 8.
     pub suspicious_hosts: u64,
 }
@@ -112,6 +119,8 @@ impl Default for HostSweepConfig {
         Self {
             window_secs: 300,
             hosts: 25,
+            dense_hosts_per_prefix: 4,
+            scattered_hosts: 250,
             suspicious_hosts: 8,
         }
     }
@@ -391,6 +400,14 @@ pub struct AmplificationConfig {
     pub bytes: u64,
     /// One unsolicited response flow of this many bytes is an alert by itself (default 1 MB).
     pub heavy_flow_bytes: u64,
+    /// A first response at least this large (L3 bytes, default 512: more than a classic DNS
+    /// answer, more than SSDP/mDNS answers) is a large one...
+    pub large_response_l3: u16,
+    /// ...and this many reflectors sending large ones within the window alert (default 10).
+    pub large_reflectors: u64,
+    /// TCP reflection: distinct servers whose flows to the victim start with a SYN-ACK within
+    /// the window (default 50).
+    pub tcp_reflectors: u64,
 }
 
 impl Default for AmplificationConfig {
@@ -416,6 +433,10 @@ impl Default for AmplificationConfig {
                 s(1900, "ssdp", None),
                 s(3283, "apple-ard", None),
                 s(3702, "ws-discovery", None),
+                s(500, "isakmp", None),
+                s(4500, "ipsec-nat-t", None),
+                s(623, "ipmi-rmcp", None),
+                s(47808, "bacnet", None),
                 s(5353, "mdns", None),
                 s(5683, "coap", None),
                 s(10001, "ubiquiti", None),
@@ -426,6 +447,9 @@ impl Default for AmplificationConfig {
             reflectors: 10,
             bytes: 50_000,
             heavy_flow_bytes: 1_000_000,
+            large_response_l3: 512,
+            large_reflectors: 10,
+            tcp_reflectors: 50,
         }
     }
 }
@@ -462,6 +486,10 @@ impl DfaConfig {
         }
         positive("host_sweep.window_secs", self.host_sweep.window_secs)?;
         positive("host_sweep.hosts", self.host_sweep.hosts)?;
+        positive(
+            "host_sweep.scattered_hosts",
+            self.host_sweep.scattered_hosts,
+        )?;
         positive("arp_scan.window_secs", self.arp_scan.window_secs)?;
         positive("arp_scan.targets", self.arp_scan.targets)?;
         let s = &self.arp_spoof;
@@ -509,6 +537,8 @@ impl DfaConfig {
         positive("amplification.window_secs", a.window_secs)?;
         positive("amplification.reflectors", a.reflectors)?;
         positive("amplification.heavy_flow_bytes", a.heavy_flow_bytes)?;
+        positive("amplification.large_reflectors", a.large_reflectors)?;
+        positive("amplification.tcp_reflectors", a.tcp_reflectors)?;
         Ok(())
     }
 }

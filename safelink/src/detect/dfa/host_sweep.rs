@@ -4,7 +4,10 @@
 //! Key: (source IP, service). Evidence: a finished flow that was a failed probe (no reply to an
 //! echo request or UDP datagram; no data on a TCP connection attempt) towards a unicast
 //! address. Alert at `hosts` distinct such hosts within the window (Zeek: 25 in 5 min, keyed by
-//! scanner and port, like here). `count` = probes.
+//! scanner and port, like here) when they are *dense* — at most one /24 (IPv6: /64) prefix per
+//! `dense_hosts_per_prefix` hosts, as when a subnet is walked — or at `scattered_hosts` when they
+//! are spread over the Internet, which is also what peer-to-peer clients do when they call
+//! peers on a well-known port (Gnutella 6346, BitTorrent 6881) that are gone. `count` = probes.
 use std::{
     collections::{HashMap, HashSet},
     net::IpAddr,
@@ -44,6 +47,7 @@ impl Service {
 
 pub struct Entry {
     hosts: DistinctWindow<IpAddr>,
+    prefixes: DistinctWindow<IpAddr>,
     pub incident: Incident,
 }
 
@@ -71,9 +75,26 @@ impl HostSweep {
     }
 }
 
+/// The /24 (IPv4) or /64 (IPv6) network of an address.
+fn prefix(ip: &IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(a) => {
+            let o = a.octets();
+            IpAddr::V4(std::net::Ipv4Addr::new(o[0], o[1], o[2], 0))
+        }
+        IpAddr::V6(a) => {
+            let s = a.segments();
+            IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+        }
+    }
+}
+
 impl Detector for HostSweep {
     fn on_flow(&mut self, f: &FlowRecord, cx: &mut Cx) {
-        if !classify::is_unicast(&f.dst_ip) || !classify::failed_probe(f) {
+        if !classify::is_unicast(&f.dst_ip)
+            || !classify::failed_probe(f)
+            || classify::tcp_response_only(f)
+        {
             return;
         }
         let svc = match f.proto {
@@ -91,17 +112,24 @@ impl Detector for HostSweep {
             |e| &e.incident,
             || Entry {
                 hosts: DistinctWindow::new(window_ns, cap),
+                prefixes: DistinctWindow::new(window_ns, cap),
                 incident: Incident::default(),
             },
         ) else {
             return;
         };
         e.hosts.insert(f.dst_ip, f.first_ns, now);
+        e.prefixes.insert(prefix(&f.dst_ip), f.first_ns, now);
         let verdict = match e.incident.phase() {
             Phase::Alerting | Phase::CoolDown => Verdict::Noise,
             _ => {
                 let n = e.hosts.len(now);
-                if n >= cfg.hosts {
+                let dense = e
+                    .prefixes
+                    .len(now)
+                    .saturating_mul(cfg.dense_hosts_per_prefix)
+                    <= n;
+                if (dense && n >= cfg.hosts) || n >= cfg.scattered_hosts {
                     Verdict::Alert
                 } else if n >= cfg.suspicious_hosts {
                     Verdict::Suspicious
@@ -230,6 +258,33 @@ mod tests {
         }
         let (_, ev) = run(DfaConfig::default(), recs);
         assert!(ev.is_empty());
+    }
+
+    #[test]
+    fn peers_all_over_the_internet_need_many_more_hosts() {
+        let peer = |i: u64| format!("{}.{}.{}.7", 11 + i % 100, (i * 7) % 250, (i * 13) % 250);
+        let recs: Vec<Record> = (0..249u64)
+            .map(|i| Record::Flow(failed_syn("10.9.0.4", &peer(i), 6346, T0 + i * MS)))
+            .collect();
+        let (e, ev) = run(DfaConfig::default(), recs.clone());
+        assert!(ev.is_empty());
+        assert_eq!(
+            e.detectors
+                .host_sweep
+                .phase(ip("10.9.0.4"), Service::Tcp(6346)),
+            Phase::Suspicious
+        );
+        let mut more = recs;
+        more.push(Record::Flow(failed_syn(
+            "10.9.0.4",
+            &peer(249),
+            6346,
+            T0 + 249 * MS,
+        )));
+        let (_, ev) = run(DfaConfig::default(), more);
+        let news = new_alerts(&ev, AlertKind::HostSweep);
+        assert_eq!(news.len(), 1);
+        assert_eq!(news[0].count, 250);
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //!
 //! Key: (source IP, destination IP). Evidence:
 //! - a finished flow that was a failed probe (see [`classify::failed_probe`]): TCP SYN,
-//!   connect, ACK and FIN+ACK probes that carried no data; UDP datagrams that got no reply
+//!   connect, ACK and FIN+ACK probes that carried no data (not flows whose initiator only sent
+//!   SYN-ACKs or resets: backscatter and reflection); UDP datagrams that got no reply
 //!   (except from reflection-service ports, between equal ports, and to the traceroute range);
 //! - a flow-start record whose TCP flags no stack sends (NULL, FIN, XMAS, SYN+FIN...), counted at
 //!   once: a handful of those is a scan whatever the volume.
@@ -35,6 +36,7 @@ const K_CONNECT: u8 = 2;
 const K_ACK: u8 = 4;
 const K_UDP: u8 = 8;
 const K_STEALTH: u8 = 16;
+const K_PROTO: u8 = 32;
 
 pub struct Entry {
     /// (proto, port) → last failed probe, over the slow window (the main window is a suffix).
@@ -65,6 +67,12 @@ struct Probe<'a> {
     kind: u8,
     item: (u8, u16),
     stealth: Option<&'static str>,
+    /// Probes this stands for (more than one for a burst of ICMP protocol-unreachables).
+    n: u64,
+    /// Why this evidence is a scan by itself.
+    alone: Option<String>,
+    /// Community ID of the triggering flow.
+    cid: Option<String>,
     features: &'a dyn Fn() -> Vec<f32>,
 }
 
@@ -124,6 +132,7 @@ impl PortScan {
         }
         let verdict = match e.incident.phase() {
             Phase::Alerting | Phase::CoolDown => Verdict::Noise,
+            _ if p.alone.is_some() => Verdict::Alert,
             _ => {
                 let fast = e.ports.count_since(now.saturating_sub(window_ns));
                 let slow = e.ports.len(now);
@@ -158,12 +167,15 @@ impl PortScan {
                 (K_ACK, "ACK/FIN-ACK"),
                 (K_UDP, "UDP"),
                 (K_STEALTH, *stealth_name),
+                (K_PROTO, "IP protocol"),
             ] {
                 if *kinds & bit != 0 {
                     names.push(n);
                 }
             }
-            let why = if st >= cfg.stealth_ports {
+            let why = if let Some(why) = &p.alone {
+                why.clone()
+            } else if st >= cfg.stealth_ports {
                 format!(
                     "{st} ports hit by {stealth_name} probes within {}s",
                     cfg.window_secs
@@ -181,9 +193,10 @@ impl PortScan {
             };
             let mut a = base_alert(AlertKind::PortScan, Severity::Medium, now, p.ts, p.ts);
             a.src_ip = Some(p.src);
-            a.src_port = Some(p.sport);
+            let ports = p.proto == TCP || p.proto == UDP;
+            a.src_port = ports.then_some(p.sport);
             a.dest_ip = Some(p.dst);
-            a.dest_port = Some(p.dport);
+            a.dest_port = ports.then_some(p.dport);
             a.proto = proto_name(p.proto);
             a.src_mac = macs.get(&p.src);
             a.description = format!(
@@ -193,11 +206,11 @@ impl PortScan {
                 p.src,
                 inc.count
             );
-            a.community_id = community_id(p.proto, p.src, p.sport, p.dst, p.dport, None);
+            a.community_id = p.cid.clone();
             a.features = (p.features)();
             a
         };
-        cx.drive(incident, p.ts, 1, verdict, build, |_, _| {});
+        cx.drive(incident, p.ts, p.n, verdict, build, |_, _| {});
     }
 }
 
@@ -221,6 +234,9 @@ impl Detector for PortScan {
                 kind: K_STEALTH,
                 item: (TCP, s.dst_port),
                 stealth: Some(classify::stealth_name(s.tcp_flags)),
+                n: 1,
+                alone: None,
+                cid: community_id(TCP, s.src_ip, s.src_port, s.dst_ip, s.dst_port, None),
                 features: &feats,
             },
             cx,
@@ -228,7 +244,44 @@ impl Detector for PortScan {
     }
 
     fn on_flow(&mut self, f: &FlowRecord, cx: &mut Cx) {
-        if !classify::is_unicast(&f.dst_ip) || !classify::failed_probe(f) {
+        // A host answering "protocol unreachable" again and again to one peer: that peer is
+        // scanning its IP protocols (nmap -sO), even when only the answers are captured.
+        if f.proto == classify::ICMP
+            && f.icmp_type == 3
+            && f.icmp_code == 2
+            && f.rev.packets == 0
+            && f.fwd.packets >= self.cfg.ports
+            && classify::is_unicast(&f.dst_ip)
+        {
+            let feats = || features::of_flow(f);
+            let why = format!(
+                "{} answered {} probes with ICMP protocol-unreachable (IP protocol scan)",
+                f.src_ip, f.fwd.packets
+            );
+            self.probe(
+                Probe {
+                    src: f.dst_ip,
+                    sport: 0,
+                    dst: f.src_ip,
+                    dport: 0,
+                    proto: classify::ICMP,
+                    ts: f.first_ns,
+                    kind: K_PROTO,
+                    item: (classify::ICMP, 0),
+                    stealth: None,
+                    n: f.fwd.packets,
+                    alone: Some(why),
+                    cid: community_id(f.proto, f.src_ip, 0, f.dst_ip, 0, Some((3, 2))),
+                    features: &feats,
+                },
+                cx,
+            );
+            return;
+        }
+        if !classify::is_unicast(&f.dst_ip)
+            || !classify::failed_probe(f)
+            || classify::tcp_response_only(f)
+        {
             return;
         }
         let kind = match f.proto {
@@ -252,6 +305,9 @@ impl Detector for PortScan {
                 kind,
                 item: (f.proto, f.dst_port),
                 stealth: None,
+                n: 1,
+                alone: None,
+                cid: community_id(f.proto, f.src_ip, f.src_port, f.dst_ip, f.dst_port, None),
                 features: &feats,
             },
             cx,
@@ -412,6 +468,32 @@ mod tests {
             news[0].description
         );
         assert_eq!(news[0].src_mac.as_deref(), Some("02:00:00:00:00:01"));
+    }
+
+    #[test]
+    fn ip_protocol_scan_seen_from_the_answers() {
+        let mut f = flow("10.0.0.2", 0, "10.0.0.128", 0, 1, T0);
+        f.icmp_type = 3;
+        f.icmp_code = 2;
+        f.fwd.packets = 252;
+        f.last_ns = T0 + 30 * MS;
+        let (e, ev) = run(DfaConfig::default(), [Record::Flow(f)]);
+        let news = new_alerts(&ev, AlertKind::PortScan);
+        assert_eq!(news.len(), 1);
+        assert_eq!(
+            news[0].src_ip,
+            Some(ip("10.0.0.128")),
+            "the scanner is the one answered"
+        );
+        assert_eq!(news[0].dest_ip, Some(ip("10.0.0.2")));
+        assert_eq!(news[0].count, 252);
+        assert_eq!(news[0].src_port, None);
+        assert_eq!(
+            e.detectors
+                .port_scan
+                .phase(ip("10.0.0.128"), ip("10.0.0.2")),
+            Phase::Alerting
+        );
     }
 
     #[test]
