@@ -49,6 +49,8 @@ pub struct Entry {
     owners: HashMap<Ipv4Addr, String>,
     conflicts: RateWindow,
     unsolicited: RateWindow,
+    /// Unsolicited replies sent to one host (not gratuitous, not broadcast).
+    directed: RateWindow,
     pub incident: Incident,
 }
 
@@ -60,9 +62,13 @@ pub struct ArpSpoof {
     bindings: HashMap<Ipv4Addr, Binding>,
     /// (asker IP, asked IP) → time of the latest request.
     requests: HashMap<(Ipv4Addr, Ipv4Addr), u64>,
+    /// asker IP → time of its latest request (for anything).
+    askers: HashMap<Ipv4Addr, u64>,
     /// MAC → the address it owns (trusted), to name an attacker's own IP.
     own_ip: HashMap<String, Ipv4Addr>,
     keys: HashMap<String, Entry>,
+    /// MAC → every sender address it used within the window.
+    claims: HashMap<String, DistinctWindow<Ipv4Addr>>,
 }
 
 const MAX_TABLE: usize = 1 << 16;
@@ -77,6 +83,8 @@ struct Evidence<'a> {
     /// The IP claimed against its owner (conflict), with the owner's MAC.
     conflict: Option<(Ipv4Addr, String)>,
     unsolicited: bool,
+    /// An unsolicited reply addressed to one host.
+    directed: bool,
     /// Packets this adds to the count (0 when re-judging a packet already counted).
     n: u64,
 }
@@ -90,8 +98,10 @@ impl ArpSpoof {
             cfg,
             bindings: HashMap::new(),
             requests: HashMap::new(),
+            askers: HashMap::new(),
             own_ip: HashMap::new(),
             keys: HashMap::new(),
+            claims: HashMap::new(),
         }
     }
 
@@ -187,6 +197,12 @@ impl ArpSpoof {
         let (window_ns, cap, now) = (self.window_ns, cx.common.cap, cx.now);
         let cfg = &self.cfg;
         let own_ip = self.own_ip.get(&a.eth_src).copied();
+        let mut all_claims: Vec<Ipv4Addr> = self
+            .claims
+            .get(&a.eth_src)
+            .map(|w| w.iter(now).copied().collect())
+            .unwrap_or_default();
+        all_claims.sort_unstable();
         let Some(e) = cx.slot(
             &mut self.keys,
             a.eth_src.clone(),
@@ -196,6 +212,7 @@ impl ArpSpoof {
                 owners: HashMap::new(),
                 conflicts: RateWindow::new(window_ns),
                 unsolicited: RateWindow::new(window_ns),
+                directed: RateWindow::new(window_ns),
                 incident: Incident::default(),
             },
         ) else {
@@ -211,12 +228,18 @@ impl ArpSpoof {
         if ev.unsolicited {
             e.unsolicited.add(a.ts_ns, 1, now);
         }
+        if ev.directed {
+            e.directed.add(a.ts_ns, 1, now);
+        }
         let ips = e.claimed.len(now);
         let conflicts = e.conflicts.sum(now);
         let unsolicited = e.unsolicited.sum(now);
+        let directed = e.directed.sum(now);
+        let poisoner = directed > 0 && all_claims.len() as u64 >= cfg.mitm_ips;
         let verdict = if ips >= cfg.mitm_ips
             || conflicts >= cfg.conflicts
             || unsolicited >= cfg.storm_replies
+            || poisoner
         {
             Verdict::Alert
         } else if conflicts > 0 || unsolicited >= 3 {
@@ -247,10 +270,17 @@ impl ArpSpoof {
                 .collect();
             let why = if ips.len() as u64 >= cfg.mitm_ips {
                 "man-in-the-middle: one MAC claims the addresses of several hosts"
+            } else if poisoner {
+                "unsolicited replies sent to a host by a MAC that claims several addresses"
             } else if conflicts >= cfg.conflicts {
                 "an address claimed by a second MAC, repeatedly"
             } else {
                 "storm of unsolicited ARP replies"
+            };
+            let list = if list.is_empty() {
+                all_claims.iter().map(|ip| ip.to_string()).collect()
+            } else {
+                list
             };
             al.description = format!(
                 "ARP spoofing by {}: {why}; claims {}; {conflicts} conflicting and {unsolicited} unsolicited replies within {}s ({} spoofing packets); count = spoofing ARP packets",
@@ -289,6 +319,7 @@ impl Detector for ArpSpoof {
             && self.requests.len() < MAX_TABLE
         {
             self.requests.insert((a.sender_ip, a.target_ip), ts);
+            self.askers.insert(a.sender_ip, ts);
         }
         if a.op == 2 && !gratuitous {
             // The target fields are the asker's own binding.
@@ -308,6 +339,7 @@ impl Detector for ArpSpoof {
                     rec: &fake,
                     conflict: Some((ip, owner)),
                     unsolicited: false,
+                    directed: false,
                     n: 0,
                 },
                 cx,
@@ -317,7 +349,23 @@ impl Detector for ArpSpoof {
             return;
         }
         let unsolicited = (a.op == 2 && !solicited) || gratuitous;
+        // Sent to one host that asked nothing at all lately: forged, not a confused answer.
+        let asked_lately = self
+            .askers
+            .get(&a.target_ip)
+            .is_some_and(|&t| ts.saturating_sub(t) <= self.solicit_ns);
+        let directed =
+            a.op == 2 && !solicited && !asked_lately && !gratuitous && real_mac(&a.target_mac);
         let trusted = !unsolicited;
+        let mut new_claim = false;
+        if self.claims.len() < MAX_TABLE || self.claims.contains_key(&a.eth_src) {
+            let (w, cap) = (self.window_ns, cx.common.cap.min(64));
+            new_claim = self
+                .claims
+                .entry(a.eth_src.clone())
+                .or_insert_with(|| DistinctWindow::new(w, cap))
+                .insert(a.sender_ip, ts, cx.now);
+        }
         let conflict = match self.claim(a.sender_ip, &a.sender_mac, ts, trusted) {
             Claim::Fine => None,
             Claim::Conflict(owner) => Some((a.sender_ip, owner)),
@@ -331,6 +379,7 @@ impl Detector for ArpSpoof {
                         rec: &fake,
                         conflict: Some((a.sender_ip, a.sender_mac.clone())),
                         unsolicited: false,
+                        directed: false,
                         n: 0,
                     },
                     cx,
@@ -338,13 +387,17 @@ impl Detector for ArpSpoof {
                 None
             }
         };
-        if conflict.is_some() || unsolicited {
+        // A MAC already under watch that claims one more address is re-judged too.
+        let watched = new_claim && self.keys.contains_key(&a.eth_src);
+        if conflict.is_some() || unsolicited || watched {
+            let n = u64::from(conflict.is_some() || unsolicited);
             self.evidence(
                 Evidence {
                     rec: a,
                     conflict,
                     unsolicited,
-                    n: 1,
+                    directed,
+                    n,
                 },
                 cx,
             );
@@ -356,8 +409,13 @@ impl Detector for ArpSpoof {
         let (solicit, ttl, w) = (self.solicit_ns, self.ttl_ns, self.window_ns);
         self.requests
             .retain(|_, t| now.saturating_sub(*t) <= solicit);
+        self.askers.retain(|_, t| now.saturating_sub(*t) <= solicit);
         self.bindings
             .retain(|_, b| now.saturating_sub(b.last_ns) <= ttl);
+        self.claims.retain(|_, c| {
+            c.prune(now);
+            !c.is_empty()
+        });
         cx.tick_map(&mut self.keys, w, w, |e| &mut e.incident);
     }
 }
@@ -517,6 +575,86 @@ mod tests {
             e.detectors.arp_spoof.owner("10.1.0.1".parse().unwrap()),
             Some(gw)
         );
+    }
+
+    #[test]
+    fn cain_style_poisoning_without_any_owner_seen() {
+        // Cain & Abel: a request claiming the gateway, an unsolicited reply to the victim, and
+        // a request claiming another host, all from one MAC; the gateway itself never speaks.
+        let recs = [
+            Record::Arp(arp(1, ATT, "172.16.0.1", "172.16.0.107", T0)),
+            Record::Arp(arp_full(
+                2,
+                B_MAC,
+                "172.16.0.107",
+                ATT,
+                "172.16.0.1",
+                T0 + MS,
+            )),
+            Record::Arp(arp_full(
+                2,
+                ATT,
+                "172.16.0.1",
+                B_MAC,
+                "172.16.0.107",
+                T0 + 2 * MS,
+            )),
+            Record::Arp(arp(1, ATT, "172.16.0.105", "172.16.0.1", T0 + 10 * S)),
+        ];
+        let (e, ev) = run(DfaConfig::default(), recs);
+        let news = new_alerts(&ev, AlertKind::ArpSpoof);
+        assert_eq!(news.len(), 1, "{news:?}");
+        assert_eq!(news[0].src_mac.as_deref(), Some(ATT));
+        assert!(
+            news[0].description.contains("claims several"),
+            "{}",
+            news[0].description
+        );
+        assert_eq!(e.detectors.arp_spoof.phase(B_MAC), Phase::Idle);
+    }
+
+    #[test]
+    fn router_with_two_addresses_stays_quiet() {
+        let r = "02:00:00:00:00:01";
+        let mut recs = Vec::new();
+        for i in 0..20u64 {
+            let t = T0 + i * 3 * S;
+            // It asks from both of its addresses and answers requests for both.
+            recs.push(Record::Arp(arp(
+                1,
+                r,
+                "10.1.0.1",
+                &format!("10.1.0.{}", 10 + i % 5),
+                t,
+            )));
+            recs.push(Record::Arp(arp(
+                1,
+                r,
+                "10.2.0.1",
+                &format!("10.2.0.{}", 10 + i % 5),
+                t + MS,
+            )));
+            recs.push(Record::Arp(arp(
+                1,
+                "02:00:00:00:00:09",
+                "10.2.0.9",
+                "10.2.0.1",
+                t + 2 * MS,
+            )));
+            recs.push(Record::Arp(arp_full(
+                2,
+                r,
+                "10.2.0.1",
+                "02:00:00:00:00:09",
+                "10.2.0.9",
+                t + 3 * MS,
+            )));
+        }
+        // Boot-time announcements of both addresses.
+        recs.push(Record::Arp(arp(1, r, "10.1.0.1", "10.1.0.1", T0 + 100 * S)));
+        recs.push(Record::Arp(arp(1, r, "10.2.0.1", "10.2.0.1", T0 + 100 * S)));
+        let (_, ev) = run(DfaConfig::default(), recs);
+        assert!(ev.is_empty(), "{ev:?}");
     }
 
     #[test]

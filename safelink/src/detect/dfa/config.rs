@@ -248,6 +248,14 @@ pub struct LoginService {
     /// Overrides [`LoginBruteForceConfig::sessions`] for this service.
     #[serde(default)]
     pub sessions: Option<u64>,
+    /// Whether the slow (back-to-back) tier applies (default true). Off for HTTP, where scripts
+    /// and scanners fetch one small page after another without keep-alive.
+    #[serde(default = "yes")]
+    pub slow: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// `login_brute_force`: many short, similar, failed-looking sessions from one source to one
@@ -281,6 +289,8 @@ impl Default for LoginBruteForceConfig {
             port,
             name: name.to_owned(),
             sessions,
+            // HTTP (the services with their own count) has no slow tier.
+            slow: sessions.is_none(),
         };
         Self {
             services: vec![

@@ -74,8 +74,8 @@ impl Entry {
 
 pub struct LoginBruteForce {
     cfg: LoginBruteForceConfig,
-    /// port → (service name, threshold)
-    services: HashMap<u16, (String, u64)>,
+    /// port → (service name, threshold, slow tier on)
+    services: HashMap<u16, (String, u64, bool)>,
     window_ns: u64,
     slow_ns: u64,
     keys: HashMap<(IpAddr, IpAddr, u16), Entry>,
@@ -87,7 +87,12 @@ impl LoginBruteForce {
             services: cfg
                 .services
                 .iter()
-                .map(|s| (s.port, (s.name.clone(), s.sessions.unwrap_or(cfg.sessions))))
+                .map(|s| {
+                    (
+                        s.port,
+                        (s.name.clone(), s.sessions.unwrap_or(cfg.sessions), s.slow),
+                    )
+                })
                 .collect(),
             window_ns: ns(cfg.window_secs),
             slow_ns: ns(cfg.slow_window_secs.max(cfg.window_secs)),
@@ -105,7 +110,7 @@ impl LoginBruteForce {
 
 impl Detector for LoginBruteForce {
     fn on_flow(&mut self, f: &FlowRecord, cx: &mut Cx) {
-        let Some((name, threshold)) = self.services.get(&f.dst_port) else {
+        let Some((name, threshold, slow_tier)) = self.services.get(&f.dst_port) else {
             return;
         };
         if !session::looks_failed(f, &self.cfg.session) {
@@ -142,7 +147,7 @@ impl Detector for LoginBruteForce {
                 let g = e.groups(now, window_ns, slow_ns, cfg.slow_min_busy_percent);
                 if g.fast >= *threshold {
                     Verdict::Alert
-                } else if g.slow_busy >= cfg.slow_sessions {
+                } else if *slow_tier && g.slow_busy >= cfg.slow_sessions {
                     slow = true;
                     Verdict::Alert
                 } else if g.fast >= cfg.suspicious_sessions
@@ -306,6 +311,24 @@ mod tests {
             "{}",
             news[0].description
         );
+    }
+
+    #[test]
+    fn no_slow_tier_for_http() {
+        // A script fetching 30 small pages one after another without keep-alive.
+        let recs = (0..30u64).map(|i| {
+            Record::Flow(session(
+                "10.0.0.9",
+                43000 + i as u16,
+                "10.0.0.8",
+                80,
+                T0 + i * 2 * S,
+                2,
+                900,
+            ))
+        });
+        let (_, ev) = run(DfaConfig::default(), recs);
+        assert!(ev.is_empty());
     }
 
     #[test]
