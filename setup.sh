@@ -44,6 +44,9 @@ if ((WANT_TEST)); then
     APT_PKGS+=(
         iputils-ping iputils-arping python3 python3-venv  # traffic + assertions
         tshark wireshark-common tcpreplay                 # independent flow counts, mergecap, replay
+        nmap masscan hping3 hydra dsniff                  # attack tools (live lab, own namespaces only)
+        openssh-server openssh-client iperf3 curl         # victim services and benign clients
+        dnsmasq-base bind9-dnsutils                       # DNS server (no system service) and dig
     )
 fi
 missing=()
@@ -53,8 +56,21 @@ done
 if ((${#missing[@]})); then
     say "apt-get install ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
+    # Packages installed here for the test lab (openssh-server, ...) must not start services on
+    # this host: a policy-rc.d that denies starts, only while we install.
+    own_policy=0
+    if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+        printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+        chmod +x /usr/sbin/policy-rc.d
+        own_policy=1
+    fi
     apt-get update -o DPkg::Lock::Timeout=600
     apt-get install -y -o DPkg::Lock::Timeout=600 --no-install-recommends "${missing[@]}"
+    if ((own_policy)); then rm -f /usr/sbin/policy-rc.d; fi
+    if [[ " ${missing[*]} " == *" openssh-server "* ]] && command -v systemctl >/dev/null; then
+        # The lab runs its own sshd inside a namespace; do not leave one enabled on the host.
+        systemctl disable ssh.service ssh.socket >/dev/null 2>&1 || true
+    fi
 else
     say "apt packages present (${#APT_PKGS[@]})"
 fi

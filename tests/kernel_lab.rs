@@ -337,7 +337,11 @@ fn xdp_on_veth_exact_features_events_and_replay_equivalence() {
 
     // Restart with a 1 s idle timeout: the sweeper exports every flow as a record and empties
     // the map.
-    let d = Daemon::start(&lab, dir.path(), &["--xdp-mode", "skb", "--idle-timeout", "1"]);
+    let d = Daemon::start(
+        &lab,
+        dir.path(),
+        &["--xdp-mode", "skb", "--idle-timeout", "1"],
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut exported = Vec::new();
     while exported.len() < 6 && Instant::now() < deadline {
@@ -364,6 +368,53 @@ fn xdp_on_veth_exact_features_events_and_replay_equivalence() {
         safelink(&lab, "flows").trim(),
         "",
         "flow map not emptied by the sweeper"
+    );
+    d.stop();
+}
+
+#[test]
+fn tc_egress_hook_sees_the_hosts_own_answers() {
+    if !kernel_test_can_run("kernel_lab/egress", &["tcpreplay", "nsenter", "ip"]) {
+        return;
+    }
+    let lab = Lab::new("egr");
+    lab.become_host();
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = dir.path().join("echo.pcap");
+    let frames: Vec<Vec<u8>> = (1..=3)
+        .map(|seq| icmp4_echo(IP_B, IP_A, false, seq))
+        .collect();
+    write_pcap(&pcap, &frames, 1_700_000_000);
+    let d = Daemon::start(
+        &lab,
+        dir.path(),
+        &["--xdp-mode", "skb", "--idle-timeout", "600"],
+    );
+    lab.replay_into_a(&pcap);
+    std::thread::sleep(Duration::from_millis(500));
+    let flows = flows_by_key(&safelink(&lab, "flows"));
+    let f = &flows["1 192.0.2.2:0>192.0.2.1:0 vlan0"];
+    // Three requests received (XDP), three replies sent by a's kernel (TC egress).
+    assert_eq!(f["fwd"]["packets"], 3, "{f}");
+    assert_eq!(f["rev"]["packets"], 3, "{f}");
+    assert_eq!(f["rev"]["bytes"], 3 * 98, "{f}");
+    d.stop();
+
+    // --no-egress: only the requests.
+    let d = Daemon::start(
+        &lab,
+        dir.path(),
+        &["--xdp-mode", "skb", "--idle-timeout", "1", "--no-egress"],
+    );
+    std::thread::sleep(Duration::from_millis(1500)); // the old flow is swept first
+    lab.replay_into_a(&pcap);
+    std::thread::sleep(Duration::from_millis(500));
+    let flows = flows_by_key(&safelink(&lab, "flows"));
+    let f = &flows["1 192.0.2.2:0>192.0.2.1:0 vlan0"];
+    assert_eq!(
+        (f["fwd"]["packets"].as_u64(), f["rev"]["packets"].as_u64()),
+        (Some(3), Some(0)),
+        "{f}"
     );
     d.stop();
 }

@@ -6,11 +6,11 @@
 #![no_main]
 
 use aya_ebpf::{
-    bindings::{BPF_NOEXIST, xdp_action},
+    bindings::{BPF_NOEXIST, TC_ACT_OK, xdp_action},
     btf_maps::{LruPerCpuHashMap, PerCpuArray, RingBuf},
     helpers::{bpf_ktime_get_ns, bpf_xdp_get_buff_len},
-    macros::{btf_map, xdp},
-    programs::XdpContext,
+    macros::{btf_map, classifier, xdp},
+    programs::{TcContext, XdpContext},
 };
 use safelink_common::{
     Counter, EVENT_ARP, EVENT_FLOW_END, EVENT_FLOW_START, EVENTS_BYTES, Event, FlowKey, FlowStats,
@@ -47,23 +47,24 @@ static SCRATCH: PerCpuArray<Scratch, 1> = PerCpuArray::new();
 /// Upper bound of any header offset; lets the verifier bound packet pointer arithmetic.
 const MAX_OFF: usize = 0x3fff;
 
-/// The XDP context as [`PacketBytes`]: every read is bounds-checked against `data_end` (the
+/// A packet as [`PacketBytes`]: every read is bounds-checked against `end` (the end of the
 /// linear part, where the headers are) in the `start + off + N > end` form the verifier
-/// understands; the wire length includes multi-buffer fragments (jumbo frames).
-struct XdpPacket<'a> {
-    ctx: &'a XdpContext,
+/// understands; `len` is the whole frame (XDP multi-buffer fragments, skb length).
+struct Packet {
+    start: usize,
+    end: usize,
     len: usize,
 }
 
-impl PacketBytes for XdpPacket<'_> {
+impl PacketBytes for Packet {
     #[inline(always)]
     fn wire_len(&self) -> usize {
         self.len
     }
     #[inline(always)]
     fn read<const N: usize>(&self, off: usize) -> Option<&[u8; N]> {
-        let start = self.ctx.data();
-        let end = self.ctx.data_end();
+        let start = self.start;
+        let end = self.end;
         if off > MAX_OFF {
             return None;
         }
@@ -78,10 +79,33 @@ impl PacketBytes for XdpPacket<'_> {
 #[xdp(frags)]
 pub fn safelink(ctx: XdpContext) -> u32 {
     if let (Some(s), Some(st)) = (SCRATCH.get_ptr_mut(0), STATS.get_ptr_mut(0)) {
-        // SAFETY: this CPU's own slots; XDP programs do not nest on one CPU.
-        observe(&ctx, unsafe { &mut *s }, unsafe { &mut *st });
+        // SAFETY: ctx.ctx is the program's xdp_md.
+        let len = unsafe { bpf_xdp_get_buff_len(ctx.ctx) } as usize;
+        let pkt = Packet {
+            start: ctx.data(),
+            end: ctx.data_end(),
+            len,
+        };
+        // SAFETY: this CPU's own slots; the programs do not nest on one CPU.
+        observe(&pkt, unsafe { &mut *s }, unsafe { &mut *st });
     }
     xdp_action::XDP_PASS
+}
+
+/// Egress: the host's own frames on the interface (its answers, its connections).
+#[classifier]
+pub fn safelink_egress(ctx: TcContext) -> i32 {
+    if let (Some(s), Some(st)) = (SCRATCH.get_ptr_mut(0), STATS.get_ptr_mut(0)) {
+        let pkt = Packet {
+            start: ctx.data(),
+            end: ctx.data_end(),
+            len: ctx.len() as usize,
+        };
+        // SAFETY: as above. An XDP program cannot interrupt a TC program on the same CPU
+        // while it uses the scratch slot: both run with bottom halves disabled.
+        observe(&pkt, unsafe { &mut *s }, unsafe { &mut *st });
+    }
+    TC_ACT_OK
 }
 
 #[inline(always)]
@@ -112,14 +136,11 @@ fn emit(kind: u8, reason: u8, from_a: bool, ts_ns: u64, s: &Scratch, st: &mut St
 }
 
 #[inline(always)]
-fn observe(ctx: &XdpContext, s: &mut Scratch, st: &mut Stats) {
-    // SAFETY: ctx.ctx is the program's xdp_md.
-    let len = unsafe { bpf_xdp_get_buff_len(ctx.ctx) } as usize;
-    let pkt = XdpPacket { ctx, len };
-    let len = len as u64;
+fn observe(pkt: &Packet, s: &mut Scratch, st: &mut Stats) {
+    let len = pkt.len as u64;
     st.add(Counter::Packets, 1);
     st.add(Counter::Bytes, len);
-    let parsed = parse_frame(&pkt, &mut s.out);
+    let parsed = parse_frame(pkt, &mut s.out);
     if s.out.vlan_tagged {
         st.add(Counter::VlanTagged, 1);
     }

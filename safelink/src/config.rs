@@ -19,8 +19,11 @@ pub struct FlowTimeouts {
     pub idle: Duration,
     /// A flow older than this is exported and restarted (default 1800 s, nfstream's default).
     pub active: Duration,
-    /// After the first FIN/RST, wait this long for the closing packets (default 5 s).
+    /// After the first FIN/RST, wait this long for the closing packets (default 2 s).
     pub closed_linger: Duration,
+    /// A flow that is still only a SYN (or one UDP datagram) ends after this much silence
+    /// (default 2 s), so failed connections and probes reach the detectors quickly.
+    pub embryonic: Duration,
 }
 
 impl Default for FlowTimeouts {
@@ -37,6 +40,9 @@ pub struct SensorConfig {
     pub iface: Option<String>,
     /// `auto` (native where the driver supports it, else SKB), `native` or `skb`.
     pub xdp_mode: AttachMode,
+    /// Also watch the host's own outgoing frames (TC egress hook), so flows have both
+    /// directions. Without it the sensor sees only what the interface receives.
+    pub egress: bool,
     /// bpffs directory of the pinned maps (reused across restarts).
     pub pin_dir: PathBuf,
     /// Seconds between sweeps of the kernel flow map.
@@ -50,6 +56,7 @@ impl Default for SensorConfig {
         Self {
             iface: None,
             xdp_mode: AttachMode::Auto,
+            egress: true,
             pin_dir: PathBuf::from(crate::capture::DEFAULT_PIN_DIR),
             sweep_interval_s: 1,
             status_interval_s: 60,
@@ -64,6 +71,7 @@ pub struct FlowsConfig {
     pub idle_timeout_s: u64,
     pub active_timeout_s: u64,
     pub closed_linger_s: u64,
+    pub embryonic_timeout_s: u64,
 }
 
 impl Default for FlowsConfig {
@@ -71,7 +79,8 @@ impl Default for FlowsConfig {
         Self {
             idle_timeout_s: 60,
             active_timeout_s: 1800,
-            closed_linger_s: 5,
+            closed_linger_s: 2,
+            embryonic_timeout_s: 2,
         }
     }
 }
@@ -82,6 +91,7 @@ impl FlowsConfig {
             idle: Duration::from_secs(self.idle_timeout_s),
             active: Duration::from_secs(self.active_timeout_s),
             closed_linger: Duration::from_secs(self.closed_linger_s),
+            embryonic: Duration::from_secs(self.embryonic_timeout_s),
         }
     }
 }

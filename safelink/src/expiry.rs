@@ -1,6 +1,6 @@
 //! The flow expiry policy, shared by the kernel-map sweeper and the replay path so both end
 //! flows at the same moments.
-use safelink_common::FlowStats;
+use safelink_common::{FlowKey, FlowStats, IPPROTO_TCP, IPPROTO_UDP};
 use serde::Serialize;
 
 use crate::config::FlowTimeouts;
@@ -19,11 +19,30 @@ pub enum EndReason {
     Flush,
     /// Still in progress (a snapshot of the live flow map).
     Open,
+    /// Nothing but a first SYN (or a single UDP datagram) and no answer for the embryonic
+    /// timeout: a failed connection attempt or a probe.
+    Unanswered,
+}
+
+/// A flow that never got past its first step: only pure SYNs (either direction), or a single
+/// UDP datagram. An XDP sensor sees one interface's ingress only, so for flows it initiated
+/// the answer is invisible; what stays embryonic is what nobody answered.
+pub fn embryonic(k: &FlowKey, s: &FlowStats) -> bool {
+    match k.proto {
+        IPPROTO_TCP => {
+            s.ab.flags.syn as u64 == s.ab.packets && s.ba.flags.syn as u64 == s.ba.packets
+        }
+        IPPROTO_UDP => s.ab.packets + s.ba.packets == 1,
+        _ => false,
+    }
 }
 
 /// Decides whether a flow whose clock now reads `now_ns` is finished.
-pub fn expired(t: &FlowTimeouts, s: &FlowStats, now_ns: u64) -> Option<EndReason> {
+pub fn expired(t: &FlowTimeouts, k: &FlowKey, s: &FlowStats, now_ns: u64) -> Option<EndReason> {
     let idle_for = now_ns.saturating_sub(s.last_ns);
+    if idle_for >= t.embryonic.as_nanos() as u64 && embryonic(k, s) {
+        return Some(EndReason::Unanswered);
+    }
     if s.end_flags != 0 && idle_for >= t.closed_linger.as_nanos() as u64 {
         return Some(EndReason::Closed);
     }

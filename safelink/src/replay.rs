@@ -146,7 +146,7 @@ impl<'a, F: FnMut(Record), P: FnMut(u64, u64)> Replayer<'a, F, P> {
         let mut done: Vec<_> = self
             .table
             .iter()
-            .filter_map(|(k, s)| expired(self.timeouts, s, now_ns).map(|r| (*k, r)))
+            .filter_map(|(k, s)| expired(self.timeouts, k, s, now_ns).map(|r| (*k, r)))
             .collect();
         done.sort_by_key(|(k, _)| self.table.get(k).map_or(0, |s| s.first_ns));
         for (k, reason) in done {

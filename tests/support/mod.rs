@@ -195,8 +195,10 @@ pub fn sh(script: &str) -> Output {
 }
 
 /// Two network namespaces joined by a veth pair, all owned (and deleted on drop) by the test.
-/// `a` gets 192.0.2.1/24; `b` has no addresses and IPv6 disabled, so its kernel sends nothing
-/// on its own: every frame arriving at `a` is one the test injected.
+/// Neither side has an address and IPv6 is disabled, so no kernel sends anything on its own
+/// (no answers, no neighbour discovery): every frame on the link is one the test injected.
+/// [`Lab::become_host`] gives `a` the scripted frames' address and MAC when a test wants `a`'s
+/// kernel to answer.
 pub struct Lab {
     pub ns_a: String,
     pub ns_b: String,
@@ -224,11 +226,21 @@ impl Lab {
              ip netns exec {b} sysctl -qw net.ipv6.conf.default.disable_ipv6=1
              ip netns exec {a} sysctl -qw net.ipv6.conf.all.disable_ipv6=1
              ip netns exec {a} sysctl -qw net.ipv6.conf.default.disable_ipv6=1
-             ip -n {a} addr add 192.0.2.1/24 dev {ia}
              ip -n {a} link set lo up; ip -n {b} link set lo up
              ip -n {a} link set {ia} up; ip -n {b} link set {ib} up"
         ));
         lab
+    }
+
+    /// Makes `a` the host 192.0.2.1 (MAC_A) that the scripted frames address, with a static
+    /// neighbour entry for 192.0.2.2 (no ARP of its own).
+    pub fn become_host(&self) {
+        let (a, ia) = (&self.ns_a, &self.if_a);
+        sh(&format!(
+            "ip -n {a} link set {ia} address 02:00:00:00:00:01
+             ip -n {a} addr add 192.0.2.1/24 dev {ia}
+             ip -n {a} neigh replace 192.0.2.2 lladdr 02:00:00:00:00:02 dev {ia} nud permanent"
+        ));
     }
 
     pub fn cleanup(&self) {

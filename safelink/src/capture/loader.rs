@@ -6,7 +6,9 @@ use anyhow::{Context as _, bail};
 use aya::{
     Ebpf, EbpfLoader,
     maps::MapData,
-    programs::{Xdp, XdpMode, xdp::XdpLinkId},
+    programs::{
+        SchedClassifier, TcAttachType, Xdp, XdpMode, tc, tc::SchedClassifierLinkId, xdp::XdpLinkId,
+    },
 };
 use safelink_common::{FlowKey, FlowStats, MAP_EVENTS, MAP_FLOWS, MAP_STATS, Stats};
 use tracing::{info, warn};
@@ -15,10 +17,20 @@ use tracing::{info, warn};
 pub static XDP_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/safelink"));
 /// Name of the XDP program in the object.
 pub const PROGRAM: &str = "safelink";
+/// Name of the TC egress classifier in the object.
+pub const EGRESS_PROGRAM: &str = "safelink_egress";
 
 /// How to attach: `auto` tries native (driver) mode and falls back to generic (SKB) mode.
 #[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    clap::ValueEnum,
+    serde::Serialize,
+    serde::Deserialize,
 )]
 #[serde(rename_all = "lowercase")]
 pub enum AttachMode {
@@ -72,6 +84,12 @@ pub fn load(pin_dir: Option<&Path>) -> anyhow::Result<Ebpf> {
         .try_into()?;
     prog.load()
         .context("the kernel verifier rejected the XDP program")?;
+    let tc: &mut SchedClassifier = ebpf
+        .program_mut(EGRESS_PROGRAM)
+        .context("program `safelink_egress` missing from the object")?
+        .try_into()?;
+    tc.load()
+        .context("the kernel verifier rejected the TC egress program")?;
     Ok(ebpf)
 }
 
@@ -112,15 +130,21 @@ pub fn program(ebpf: &mut Ebpf) -> anyhow::Result<&mut Xdp> {
         .try_into()?)
 }
 
-/// An attached program: which interface, which mode, and the link to detach.
+/// The attached programs: which interface, which XDP mode, and the links to detach.
 #[derive(Debug)]
 pub struct Attachment {
     pub iface: String,
     pub mode: XdpMode,
     link: XdpLinkId,
+    /// The TC egress classifier (the host's own frames), when attached.
+    egress: Option<SchedClassifierLinkId>,
 }
 
 impl Attachment {
+    pub fn has_egress(&self) -> bool {
+        self.egress.is_some()
+    }
+
     pub fn mode_name(&self) -> &'static str {
         match self.mode {
             XdpMode::Driver => "native",
@@ -130,7 +154,14 @@ impl Attachment {
     }
 }
 
-pub fn attach(ebpf: &mut Ebpf, iface: &str, mode: AttachMode) -> anyhow::Result<Attachment> {
+/// Attaches XDP (ingress) and, with `egress`, the TC egress classifier. A failing egress attach
+/// is logged and the sensor continues with ingress only.
+pub fn attach(
+    ebpf: &mut Ebpf,
+    iface: &str,
+    mode: AttachMode,
+    egress: bool,
+) -> anyhow::Result<Attachment> {
     let prog = program(ebpf)?;
     let try_mode = |prog: &mut Xdp, m: XdpMode| prog.attach(iface, m);
     let (link, mode) = match mode {
@@ -157,20 +188,56 @@ pub fn attach(ebpf: &mut Ebpf, iface: &str, mode: AttachMode) -> anyhow::Result<
             }
         },
     };
+    let egress = if egress {
+        match attach_egress(ebpf, iface) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                warn!(iface, error = %format!("{e:#}"), "TC egress hook not attached: flows will only show received frames");
+                None
+            }
+        }
+    } else {
+        None
+    };
     let a = Attachment {
         iface: iface.to_owned(),
         mode,
         link,
+        egress,
     };
-    info!(iface, mode = a.mode_name(), "XDP program attached");
+    info!(
+        iface,
+        mode = a.mode_name(),
+        egress = a.egress.is_some(),
+        "attached"
+    );
     Ok(a)
 }
 
+fn attach_egress(ebpf: &mut Ebpf, iface: &str) -> anyhow::Result<SchedClassifierLinkId> {
+    // Needed for netlink attachment on kernels without TCX (< 6.6); "exists" is fine.
+    let _ = tc::qdisc_add_clsact(iface);
+    let tc: &mut SchedClassifier = ebpf
+        .program_mut(EGRESS_PROGRAM)
+        .context("program `safelink_egress` missing")?
+        .try_into()?;
+    tc.attach(iface, TcAttachType::Egress)
+        .with_context(|| format!("attaching the TC egress classifier to {iface}"))
+}
+
 pub fn detach(ebpf: &mut Ebpf, a: Attachment) -> anyhow::Result<()> {
+    if let Some(l) = a.egress {
+        let tc: &mut SchedClassifier = ebpf
+            .program_mut(EGRESS_PROGRAM)
+            .context("program `safelink_egress` missing")?
+            .try_into()?;
+        tc.detach(l)
+            .with_context(|| format!("detaching the egress classifier from {}", a.iface))?;
+    }
     program(ebpf)?
         .detach(a.link)
         .with_context(|| format!("detaching from {}", a.iface))?;
-    info!(iface = a.iface, "XDP program detached");
+    info!(iface = a.iface, "detached");
     Ok(())
 }
 

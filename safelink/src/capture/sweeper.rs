@@ -26,7 +26,7 @@ pub fn sweep_once(
     let flows = maps.flows()?;
     let mut done: Vec<(safelink_common::FlowKey, FlowStats, _)> = flows
         .iter()
-        .filter_map(|(k, s)| expired(t, s, now_mono_ns).map(|r| (*k, *s, r)))
+        .filter_map(|(k, s)| expired(t, k, s, now_mono_ns).map(|r| (*k, *s, r)))
         .collect();
     done.sort_by_key(|(_, s, _)| s.first_ns);
     let mut out = Vec::with_capacity(done.len());

@@ -63,8 +63,12 @@ pub struct TimeoutArgs {
     #[arg(long, value_name = "SECS", default_value_t = 1800)]
     active_timeout: u64,
     /// Seconds to wait after a TCP FIN/RST for the closing packets before exporting.
-    #[arg(long, value_name = "SECS", default_value_t = 5)]
+    #[arg(long, value_name = "SECS", default_value_t = 2)]
     closed_linger: u64,
+    /// Seconds of silence after which a flow that is still only a SYN (or one UDP datagram)
+    /// ends as unanswered.
+    #[arg(long, value_name = "SECS", default_value_t = 2)]
+    embryonic_timeout: u64,
 }
 
 impl TimeoutArgs {
@@ -73,6 +77,7 @@ impl TimeoutArgs {
             idle_timeout_s: self.idle_timeout,
             active_timeout_s: self.active_timeout,
             closed_linger_s: self.closed_linger,
+            embryonic_timeout_s: self.embryonic_timeout,
         }
         .timeouts()
     }

@@ -24,6 +24,9 @@ pub struct ConfigArgs {
     /// XDP attach mode: auto = native (driver) where supported, else SKB (generic).
     #[arg(long, value_enum, env = "SAFELINK_XDP_MODE")]
     xdp_mode: Option<AttachMode>,
+    /// Do not attach the TC egress hook: watch received frames only.
+    #[arg(long)]
+    no_egress: bool,
     /// bpffs directory of the pinned maps [default: /sys/fs/bpf/safelink].
     #[arg(long, value_name = "DIR", env = "SAFELINK_PIN_DIR")]
     pin_dir: Option<PathBuf>,
@@ -40,9 +43,13 @@ pub struct ConfigArgs {
     /// Flow active timeout in seconds [default: 1800].
     #[arg(long, value_name = "SECS", env = "SAFELINK_ACTIVE_TIMEOUT")]
     active_timeout: Option<u64>,
-    /// Seconds to wait after a TCP FIN/RST before exporting the flow [default: 5].
+    /// Seconds to wait after a TCP FIN/RST before exporting the flow [default: 2].
     #[arg(long, value_name = "SECS", env = "SAFELINK_CLOSED_LINGER")]
     closed_linger: Option<u64>,
+    /// Seconds of silence before a SYN-only (or single-datagram UDP) flow ends as unanswered
+    /// [default: 2].
+    #[arg(long, value_name = "SECS", env = "SAFELINK_EMBRYONIC_TIMEOUT")]
+    embryonic_timeout: Option<u64>,
     /// Seconds between sweeps of the kernel flow map [default: 1].
     #[arg(long, value_name = "SECS", env = "SAFELINK_SWEEP_INTERVAL")]
     sweep_interval: Option<u64>,
@@ -64,6 +71,9 @@ impl ConfigArgs {
         if let Some(v) = self.xdp_mode {
             c.sensor.xdp_mode = v;
         }
+        if self.no_egress {
+            c.sensor.egress = false;
+        }
         if let Some(v) = &self.pin_dir {
             c.sensor.pin_dir = v.clone();
         }
@@ -81,6 +91,9 @@ impl ConfigArgs {
         }
         if let Some(v) = self.closed_linger {
             c.flows.closed_linger_s = v;
+        }
+        if let Some(v) = self.embryonic_timeout {
+            c.flows.embryonic_timeout_s = v;
         }
         if let Some(v) = self.sweep_interval {
             c.sensor.sweep_interval_s = v;

@@ -83,6 +83,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
         ebpf,
         iface.clone(),
         cfg.sensor.xdp_mode,
+        cfg.sensor.egress,
         vec![AlertSource::Dfa],
     ));
     let mode = sensor.attach()?.unwrap_or_default();

@@ -28,18 +28,26 @@ pub struct Sensor {
     attachment: Mutex<Option<Attachment>>,
     pub iface: String,
     mode: AttachMode,
+    egress: bool,
     started: Instant,
     pub live: Mutex<Live>,
     sources: Vec<AlertSource>,
 }
 
 impl Sensor {
-    pub fn new(ebpf: Ebpf, iface: String, mode: AttachMode, sources: Vec<AlertSource>) -> Self {
+    pub fn new(
+        ebpf: Ebpf,
+        iface: String,
+        mode: AttachMode,
+        egress: bool,
+        sources: Vec<AlertSource>,
+    ) -> Self {
         Self {
             ebpf: Mutex::new(ebpf),
             attachment: Mutex::new(None),
             iface,
             mode,
+            egress,
             started: Instant::now(),
             live: Mutex::new(Live::default()),
             sources,
@@ -53,7 +61,7 @@ impl Sensor {
             return Ok(None);
         }
         let mut ebpf = self.ebpf.lock().expect("ebpf lock");
-        let a = loader::attach(&mut ebpf, &self.iface, self.mode)?;
+        let a = loader::attach(&mut ebpf, &self.iface, self.mode, self.egress)?;
         let mode = a.mode_name().to_owned();
         *att = Some(a);
         Ok(Some(mode))

@@ -1,0 +1,511 @@
+//! Live lab (root): the real sensor in a victim namespace with real services (sshd, an HTTP
+//! server, dnsmasq, iperf3) on a bridge with an attacker and a gateway namespace, all created
+//! by this test (TEST-NET-1 only; nothing can reach the host's routes). Real tools from Debian
+//! packages attack the victim and each must produce its alert through `GET /alerts` within 5 s
+//! of the tool finishing; benign traffic first must produce none.
+mod support;
+
+use std::{
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+use support::{kernel_test_can_run, run, sh};
+
+const BIN: &str = env!("CARGO_BIN_EXE_safelink");
+const VICTIM: &str = "192.0.2.1";
+const API: &str = "127.0.0.1:18080";
+
+struct Net {
+    id: u32,
+    pin_dir: PathBuf,
+    children: Vec<Child>,
+}
+
+impl Net {
+    fn ns(&self, n: &str) -> String {
+        format!("sl-live-{n}-{}", self.id)
+    }
+
+    fn new() -> Self {
+        let id = std::process::id() % 100_000;
+        let net = Net {
+            id,
+            pin_dir: PathBuf::from(format!("/sys/fs/bpf/safelink-test-live-{id}")),
+            children: Vec::new(),
+        };
+        net.cleanup();
+        let (sw, vic, att, gw) = (net.ns("sw"), net.ns("vic"), net.ns("att"), net.ns("gw"));
+        let mut script = format!(
+            "ip netns add {sw}; ip netns add {vic}; ip netns add {att}; ip netns add {gw}
+             ip -n {sw} link add br0 type bridge; ip -n {sw} link set br0 up"
+        );
+        for (ns, port, ip) in [
+            (&vic, "v", "192.0.2.1"),
+            (&att, "a", "192.0.2.2"),
+            (&gw, "g", "192.0.2.3"),
+        ] {
+            script += &format!(
+                "
+                 ip link add eth0 netns {ns} type veth peer name sw{port} netns {sw}
+                 ip netns exec {ns} sysctl -qw net.ipv6.conf.all.disable_ipv6=1
+                 ip -n {sw} link set sw{port} master br0; ip -n {sw} link set sw{port} up
+                 ip -n {ns} addr add {ip}/24 dev eth0
+                 ip -n {ns} link set lo up; ip -n {ns} link set eth0 up"
+            );
+        }
+        // Extra attacker addresses: one per tool, so every tool raises its own alert.
+        for last in 10..=16 {
+            script += &format!("\n ip -n {att} addr add 192.0.2.{last}/24 dev eth0");
+        }
+        // No ICMP rate limit in the victim (nmap -sU waits on port-unreachables otherwise).
+        script += &format!("\n ip netns exec {vic} sysctl -qw net.ipv4.icmp_ratelimit=0");
+        sh(&script);
+        net
+    }
+
+    fn cleanup(&self) {
+        for n in ["sw", "vic", "att", "gw"] {
+            let _ = Command::new("ip")
+                .args(["netns", "del", &self.ns(n)])
+                .output();
+        }
+        let _ = std::fs::remove_dir_all(&self.pin_dir);
+    }
+
+    /// `ip netns exec NS cmd...` (for tools and services; they do not touch bpffs).
+    fn exec(&self, ns: &str, args: &[&str]) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.ns(ns)]).args(args);
+        c
+    }
+
+    fn spawn(&mut self, ns: &str, args: &[&str]) {
+        let child = self
+            .exec(ns, args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {args:?}: {e}"));
+        self.children.push(child);
+    }
+
+    fn mac(&self, ns: &str) -> String {
+        let out = run(&mut self.exec(ns, &["cat", "/sys/class/net/eth0/address"]));
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    fn api(&self, path: &str) -> Value {
+        let out = run(&mut self.exec(
+            "vic",
+            &[
+                "curl",
+                "-sS",
+                "--max-time",
+                "5",
+                &format!("http://{API}{path}"),
+            ],
+        ));
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("GET {path}: {e}: {}", String::from_utf8_lossy(&out.stdout)))
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            // SAFETY: plain signal to our own child.
+            unsafe { libc::kill(c.id() as i32, libc::SIGINT) };
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        self.cleanup();
+    }
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// Polls `GET /alerts?kind=...` until an alert matches, for at most 5 s. Returns the latency.
+fn expect_alert(net: &Net, what: &str, kind: &str, field: &str, value: &str) -> Duration {
+    let t0 = Instant::now();
+    loop {
+        let v = net.api(&format!("/alerts?kind={kind}&limit=1000"));
+        let alerts = v["alerts"].as_array().expect("alerts array");
+        if alerts.iter().any(|a| a[field] == value) {
+            eprintln!(
+                "live_lab: {what}: {kind} alert ({field}={value}) after {:?}",
+                t0.elapsed()
+            );
+            return t0.elapsed();
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "{what}: no {kind} alert with {field}={value} within 5 s; alerts: {v}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+fn tool(net: &Net, args: &[&str]) {
+    let t0 = Instant::now();
+    let out = net.exec("att", args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("live_lab: {} ran {:?}", args[0], t0.elapsed());
+}
+
+#[test]
+fn real_tools_raise_alerts_and_benign_traffic_does_not() {
+    let tools = [
+        "nmap",
+        "masscan",
+        "hping3",
+        "hydra",
+        "arpspoof",
+        "/usr/sbin/sshd",
+        "ssh",
+        "iperf3",
+        "curl",
+        "dig",
+        "/usr/sbin/dnsmasq",
+        "nsenter",
+    ];
+    if !kernel_test_can_run("live_lab", &tools) {
+        return;
+    }
+    let mut net = Net::new();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+
+    // Victim services.
+    std::fs::create_dir_all("/run/sshd").unwrap();
+    run(Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(d.join("hostkey")));
+    run(Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(d.join("client")));
+    std::fs::copy(d.join("client.pub"), d.join("authorized_keys")).unwrap();
+    let sshd_cfg = write(
+        d,
+        "sshd_config",
+        &format!(
+            "ListenAddress {VICTIM}\nPort 22\nHostKey {hk}\nPidFile {d}/sshd.pid\n\
+             AuthorizedKeysFile {d}/authorized_keys\nPermitRootLogin prohibit-password\n\
+             PasswordAuthentication yes\nKbdInteractiveAuthentication no\nUsePAM no\n\
+             StrictModes no\nMaxStartups 100\nLoginGraceTime 20\n",
+            hk = d.join("hostkey").display(),
+            d = d.display()
+        ),
+    );
+    let www = d.join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    write(&www, "index.html", "<html><body>lab</body></html>\n");
+    net.spawn(
+        "vic",
+        &[
+            "/usr/sbin/sshd",
+            "-D",
+            "-e",
+            "-f",
+            sshd_cfg.to_str().unwrap(),
+        ],
+    );
+    net.spawn(
+        "vic",
+        &[
+            "python3",
+            "-m",
+            "http.server",
+            "80",
+            "--bind",
+            VICTIM,
+            "--directory",
+            www.to_str().unwrap(),
+        ],
+    );
+    net.spawn(
+        "vic",
+        &[
+            "/usr/sbin/dnsmasq",
+            "--no-daemon",
+            "--port=53",
+            "--listen-address=192.0.2.1",
+            "--bind-interfaces",
+            "--no-resolv",
+            "--no-hosts",
+            "--address=/lab.test/192.0.2.1",
+            &format!("--pid-file={}/dns.pid", d.display()),
+        ],
+    );
+    net.spawn("vic", &["iperf3", "-s", "-B", VICTIM]);
+
+    // The sensor, in the victim's namespace (nsenter keeps bpffs visible).
+    let mut sensor = Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{}", net.ns("vic")))
+        .arg(BIN)
+        .args([
+            "run",
+            "--iface",
+            "eth0",
+            "--xdp-mode",
+            "skb",
+            "--status-interval",
+            "0",
+            "--listen",
+            API,
+        ])
+        .arg("--pin-dir")
+        .arg(&net.pin_dir)
+        .arg("--data-dir")
+        .arg(d.join("data"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(sensor.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.starts_with("ATTACHED "), "sensor: {first}");
+    net.children.push(sensor);
+    std::thread::sleep(Duration::from_millis(800)); // services up
+
+    // Benign: web, ssh login with the right key, iperf3, DNS, ping. No alert.
+    let key = d.join("client");
+    let key = key.to_str().unwrap();
+    for _ in 0..3 {
+        tool(
+            &net,
+            &["curl", "-sf", "-o", "/dev/null", "http://192.0.2.1/"],
+        );
+        tool(
+            &net,
+            &[
+                "dig",
+                "+short",
+                "+tries=1",
+                "+time=2",
+                "@192.0.2.1",
+                "www.lab.test",
+            ],
+        );
+    }
+    tool(
+        &net,
+        &[
+            "ssh",
+            "-i",
+            key,
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "ConnectTimeout=5",
+            "root@192.0.2.1",
+            "true",
+        ],
+    );
+    tool(&net, &["iperf3", "-c", VICTIM, "-t", "2"]);
+    tool(&net, &["ping", "-c", "3", "-i", "0.2", VICTIM]);
+    std::thread::sleep(Duration::from_secs(7)); // closed flows linger 5 s, then the sweep
+    let v = net.api("/alerts");
+    assert_eq!(
+        v["alerts"],
+        serde_json::json!([]),
+        "benign traffic raised alerts: {v}"
+    );
+    let st = net.api("/status");
+    assert_eq!(st["sniffer_running"], true, "{st}");
+    assert!(st["packets"].as_u64().unwrap() > 100, "{st}");
+
+    // Attacks, one source address each.
+    tool(
+        &net,
+        &[
+            "nmap",
+            "-sS",
+            "-Pn",
+            "-n",
+            "-T4",
+            "-p",
+            "1-1000",
+            "-e",
+            "eth0",
+            "-S",
+            "192.0.2.10",
+            VICTIM,
+        ],
+    );
+    expect_alert(&net, "nmap -sS", "port_scan", "src_ip", "192.0.2.10");
+
+    tool(
+        &net,
+        &[
+            "nmap",
+            "-sU",
+            "-Pn",
+            "-n",
+            "-T5",
+            "--max-retries",
+            "1",
+            "--top-ports",
+            "60",
+            "-e",
+            "eth0",
+            "-S",
+            "192.0.2.11",
+            VICTIM,
+        ],
+    );
+    expect_alert(&net, "nmap -sU", "port_scan", "src_ip", "192.0.2.11");
+
+    tool(
+        &net,
+        &[
+            "nmap",
+            "-sX",
+            "-Pn",
+            "-n",
+            "-T4",
+            "-p",
+            "1-200",
+            "-e",
+            "eth0",
+            "-S",
+            "192.0.2.12",
+            VICTIM,
+        ],
+    );
+    expect_alert(&net, "nmap -sX", "port_scan", "src_ip", "192.0.2.12");
+
+    let (att_mac, vic_mac) = (net.mac("att"), net.mac("vic"));
+    tool(
+        &net,
+        &[
+            "masscan",
+            VICTIM,
+            "-p1-300",
+            "--rate",
+            "500",
+            "--wait",
+            "1",
+            "--adapter",
+            "eth0",
+            "--adapter-ip",
+            "192.0.2.13",
+            "--adapter-mac",
+            &att_mac,
+            "--router-mac",
+            &vic_mac,
+        ],
+    );
+    expect_alert(&net, "masscan", "port_scan", "src_ip", "192.0.2.13");
+
+    tool(
+        &net,
+        &[
+            "hping3",
+            "-q",
+            "-S",
+            "-p",
+            "80",
+            "-c",
+            "3000",
+            "-i",
+            "u200",
+            "-a",
+            "192.0.2.14",
+            VICTIM,
+        ],
+    );
+    expect_alert(&net, "hping3 SYN flood", "syn_flood", "dest_ip", VICTIM);
+
+    tool(
+        &net,
+        &[
+            "hping3",
+            "-q",
+            "--udp",
+            "-p",
+            "9999",
+            "-c",
+            "4000",
+            "-i",
+            "u100",
+            "-a",
+            "192.0.2.15",
+            VICTIM,
+        ],
+    );
+    expect_alert(&net, "hping3 UDP flood", "udp_flood", "dest_ip", VICTIM);
+
+    // sshd's default MaxAuthTries (6): hydra tries ~5 passwords per connection, so 80 words
+    // make ~16 sessions. `-w 2`: do not wait 32 s for the server after it disconnects.
+    let words: String = (0..80).map(|i| format!("wrong-password-{i}\n")).collect();
+    let list = write(d, "passwords.txt", &words);
+    // hydra exits 0 when it found nothing too.
+    tool(
+        &net,
+        &[
+            "hydra",
+            "-q",
+            "-I",
+            "-w",
+            "2",
+            "-l",
+            "root",
+            "-P",
+            list.to_str().unwrap(),
+            "-t",
+            "8",
+            "ssh://192.0.2.1",
+        ],
+    );
+    expect_alert(&net, "hydra ssh", "ssh_brute_force", "src_ip", "192.0.2.2");
+
+    // ARP poisoning of the victim: first the gateway's real binding, then the forged replies.
+    run(&mut net.exec("vic", &["ping", "-c", "1", "192.0.2.3"]));
+    let t0 = Instant::now();
+    let out = net
+        .exec(
+            "att",
+            &[
+                "timeout",
+                "8",
+                "arpspoof",
+                "-i",
+                "eth0",
+                "-t",
+                VICTIM,
+                "192.0.2.3",
+            ],
+        )
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(124),
+        "arpspoof: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("live_lab: arpspoof ran {:?}", t0.elapsed());
+    expect_alert(&net, "arpspoof", "arp_spoof", "src_mac", &att_mac);
+}
