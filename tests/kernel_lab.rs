@@ -335,30 +335,49 @@ fn xdp_on_veth_exact_features_events_and_replay_equivalence() {
     );
     d.stop();
 
-    // Restart with a 1 s idle timeout: the sweeper exports every flow as a record and empties
-    // the map.
+    // Restart with a 1 s idle timeout and no linger: the sweeper exports every flow as a record
+    // (closed, unanswered or idle) and empties the map.
     let d = Daemon::start(
         &lab,
         dir.path(),
-        &["--xdp-mode", "skb", "--idle-timeout", "1"],
+        &[
+            "--xdp-mode",
+            "skb",
+            "--idle-timeout",
+            "1",
+            "--closed-linger",
+            "0",
+            "--embryonic-timeout",
+            "0",
+        ],
     );
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut exported = Vec::new();
     while exported.len() < 6 && Instant::now() < deadline {
-        if let Ok(l) = d.lines.recv_timeout(Duration::from_millis(200)) {
-            if l.contains("\"type\":\"flow\"") {
-                exported.push(l);
-            }
+        if let Ok(l) = d.lines.recv_timeout(Duration::from_millis(200))
+            && l.contains("\"type\":\"flow\"")
+        {
+            exported.push(l);
         }
     }
     let swept = flows_by_key(&exported.join("\n"));
     assert_flows("swept records", &swept);
+    let reasons: Vec<(&str, &str)> = swept
+        .iter()
+        .map(|(k, v)| (k.as_str(), v["end_reason"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        reasons,
+        vec![
+            ("1 192.0.2.2:0>192.0.2.1:0 vlan0", "idle"),
+            ("17 192.0.2.2:5353>192.0.2.1:53 vlan0", "idle"),
+            ("17 198.51.100.2:1000>198.51.100.1:2000 vlan100", "idle"),
+            ("17 2001:db8::2:7000>2001:db8::1:7001 vlan0", "unanswered"),
+            ("6 192.0.2.2:40000>192.0.2.1:80 vlan0", "closed"),
+            ("6 2001:db8::2:41000>2001:db8::1:443 vlan0", "closed"),
+        ]
+    );
     for v in swept.values() {
-        assert!(
-            ["idle", "closed"].contains(&v["end_reason"].as_str().unwrap()),
-            "end_reason {}",
-            v["end_reason"]
-        );
         assert!(
             v["first_ns"].as_u64().unwrap() > 1_600_000_000_000_000_000,
             "Unix-time ns"
