@@ -26,7 +26,11 @@ pub const BASE_MODEL_VERSION: &str = "base-1";
 /// Inputs of the recipe.
 #[derive(Clone, Debug)]
 pub struct RecipeArgs {
-    pub pcaps: PathBuf,
+    /// Capture directories, each with a `MANIFEST.tsv` (the first is the shared set that the
+    /// card's "ANN alone" figures and the tests are about).
+    pub pcaps: Vec<PathBuf>,
+    /// Capture directories only evaluated ("ANN alone"), never trained on.
+    pub eval_pcaps: Vec<PathBuf>,
     pub out: PathBuf,
     pub train: TrainConfig,
     /// The command line to print in the model card.
@@ -51,13 +55,23 @@ pub struct RecipeReport {
     pub golden_at_threshold: Metrics,
     /// max |tract − candle| over the golden rows.
     pub parity_max_abs_diff: f32,
-    pub ann_alone: EvalSummary,
+    /// "ANN alone" per capture directory, in `pcaps` order.
+    pub ann_alone: Vec<DirEval>,
 }
 
-/// Per-sample weights: the two classes weigh the same in total, and within a class each
+/// The evaluation of one capture directory.
+#[derive(Clone, Debug, Serialize)]
+pub struct DirEval {
+    pub dir: String,
+    /// Whether the directory's (non-golden) flows were training data.
+    pub trained_on: bool,
+    pub eval: EvalSummary,
+}
+
+/// Per-sample weights: benign weighs `benign_weight` times attack in total, and within a class each
 /// capture weighs in proportion to the square root of its flow count (so the 9,700-flow SYN
 /// flood does not drown the 1-flow NTP reply). Mean weight 1.
-fn weights(rows: &[&Sample]) -> Vec<f32> {
+fn weights(rows: &[&Sample], benign_weight: f64) -> Vec<f32> {
     use std::collections::HashMap;
     let mut per_file: HashMap<(&str, bool), usize> = HashMap::new();
     for s in rows {
@@ -77,20 +91,22 @@ fn weights(rows: &[&Sample]) -> Vec<f32> {
             let attack = s.label > 0.5;
             let c = per_file[&(s.file.as_str(), attack)] as f64;
             let class_total = if attack { sa } else { sb };
-            // capture weight = n/2 * sqrt(c) / class_total, spread over its c rows
-            (n / 2.0 * c.sqrt() / class_total / c) as f32
+            // capture weight = n * share / (1 + benign_weight) * sqrt(c) / class_total, spread
+            // over its c rows
+            let share = if attack { 1.0 } else { benign_weight };
+            (n / (1.0 + benign_weight) * share * c.sqrt() / class_total / c) as f32
         })
         .collect()
 }
 
-fn dataset(rows: &[&Sample]) -> Dataset {
+fn dataset(rows: &[&Sample], benign_weight: f64) -> Dataset {
     Dataset {
         x: rows
             .iter()
             .flat_map(|s| s.features.iter().copied())
             .collect(),
         y: rows.iter().map(|s| s.label).collect(),
-        w: weights(rows),
+        w: weights(rows, benign_weight),
     }
 }
 
@@ -104,16 +120,22 @@ pub fn train_base(a: &RecipeArgs) -> Result<RecipeReport> {
         .unwrap_or(Path::new("."))
         .to_path_buf();
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let (samples, captures) = collect(&a.pcaps)?;
+    let mut samples = Vec::new();
+    let mut captures = Vec::new();
+    for d in &a.pcaps {
+        let (s, c) = collect(d)?;
+        samples.extend(s);
+        captures.extend(c);
+    }
     let train_rows: Vec<&Sample> = samples.iter().filter(|s| !s.golden).collect();
     let golden_rows: Vec<&Sample> = samples.iter().filter(|s| s.golden).collect();
     ensure!(
         !train_rows.is_empty() && !golden_rows.is_empty(),
-        "no labelled flows in {}",
-        a.pcaps.display()
+        "no labelled flows in {:?}",
+        a.pcaps
     );
-    let tr = dataset(&train_rows);
-    let gd = dataset(&golden_rows);
+    let tr = dataset(&train_rows, a.train.benign_weight);
+    let gd = dataset(&golden_rows, a.train.benign_weight);
     let (mean, std) = norm_stats(&tr.x);
     let mlp = Mlp::init(mean.clone(), std.clone(), &a.train.hidden, a.train.seed)?;
     let t = Instant::now();
@@ -126,7 +148,7 @@ pub fn train_base(a: &RecipeArgs) -> Result<RecipeReport> {
     let golden_at_threshold = compute(&candle_scores, &gd.y, cfg.threshold);
 
     let training = json!({
-        "captures": a.pcaps.display().to_string(),
+        "captures": a.pcaps.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
         "train_rows": tr.len(),
         "golden_rows": gd.len(),
         "epochs": a.train.epochs,
@@ -173,7 +195,20 @@ pub fn train_base(a: &RecipeArgs) -> Result<RecipeReport> {
         "tract and candle disagree: max |diff| = {parity_max_abs_diff}"
     );
 
-    let ann_alone = evaluate(&a.pcaps, &ModelHandle::new(loaded), &cfg)?;
+    let handle = ModelHandle::new(loaded);
+    let ann_alone = a
+        .pcaps
+        .iter()
+        .map(|d| (d, true))
+        .chain(a.eval_pcaps.iter().map(|d| (d, false)))
+        .map(|(d, trained_on)| {
+            Ok(DirEval {
+                dir: d.display().to_string(),
+                trained_on,
+                eval: evaluate(d, &handle, &cfg)?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
     write_jsonl(&dir.join("golden.jsonl"), &golden_rows)?;
     let report = RecipeReport {
         model_version: BASE_MODEL_VERSION.into(),

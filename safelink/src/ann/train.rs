@@ -219,6 +219,9 @@ pub struct TrainConfig {
     pub lr: f64,
     pub weight_decay: f64,
     pub seed: u64,
+    /// Total weight of the benign class relative to the attack class (> 1 makes false
+    /// positives costlier than misses).
+    pub benign_weight: f64,
 }
 
 impl Default for TrainConfig {
@@ -230,6 +233,7 @@ impl Default for TrainConfig {
             lr: 2e-3,
             weight_decay: 1e-4,
             seed: 0x5AFE_11AC,
+            benign_weight: 1.0,
         }
     }
 }

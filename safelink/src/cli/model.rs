@@ -30,14 +30,22 @@ enum ModelCmd {
     /// metrics.json and README.md next to it).
     #[command(hide = true)]
     TrainBase {
-        #[arg(long, default_value = "tests/pcaps")]
-        pcaps: PathBuf,
+        /// Capture directories with a MANIFEST.tsv (repeat the flag; the first is the shared
+        /// evaluation set).
+        #[arg(long, default_values = ["tests/pcaps"])]
+        pcaps: Vec<PathBuf>,
+        /// Capture directories only evaluated, never trained on (repeat the flag).
+        #[arg(long, default_values = ["models/lab"])]
+        eval_pcaps: Vec<PathBuf>,
         #[arg(long, default_value = ann::DEFAULT_MODEL_PATH)]
         out: PathBuf,
         #[arg(long)]
         epochs: Option<usize>,
         #[arg(long)]
         seed: Option<u64>,
+        /// Benign class weight relative to attack.
+        #[arg(long)]
+        benign_weight: Option<f64>,
     },
     /// ANN alone on labelled captures (DFA off): per-capture counts as JSON.
     #[command(hide = true)]
@@ -95,19 +103,28 @@ pub fn model(a: ModelArgs) -> anyhow::Result<ExitCode> {
         }
         ModelCmd::TrainBase {
             pcaps,
+            eval_pcaps,
             out,
             epochs,
             seed,
+            benign_weight,
         } => {
             let mut train = TrainConfig::default();
-            let mut command = format!(
-                "safelink model train-base --pcaps {} --out {}",
-                pcaps.display(),
-                out.display()
-            );
+            let mut command = String::from("safelink model train-base");
+            for p in &pcaps {
+                command.push_str(&format!(" --pcaps {}", p.display()));
+            }
+            for p in &eval_pcaps {
+                command.push_str(&format!(" --eval-pcaps {}", p.display()));
+            }
+            command.push_str(&format!(" --out {}", out.display()));
             if let Some(e) = epochs {
                 train.epochs = e;
                 command.push_str(&format!(" --epochs {e}"));
+            }
+            if let Some(b) = benign_weight {
+                train.benign_weight = b;
+                command.push_str(&format!(" --benign-weight {b}"));
             }
             if let Some(s) = seed {
                 train.seed = s;
@@ -115,11 +132,12 @@ pub fn model(a: ModelArgs) -> anyhow::Result<ExitCode> {
             }
             let r = recipe::train_base(&recipe::RecipeArgs {
                 pcaps,
+                eval_pcaps,
                 out: out.clone(),
                 train,
                 command,
             })?;
-            let e = &r.ann_alone;
+            let e = &r.ann_alone[0].eval;
             println!(
                 "{}: {} bytes, trained on {} flows in {:.1} s; golden ({} flows) at 0.90: \
                  accuracy {:.4} precision {:.4} recall {:.4} FPR {:.4} ROC-AUC {:.4}; \
