@@ -4,6 +4,7 @@
 //! - `replay`: packets/s of `safelink analyze --flows` on a ~2 M-packet file (all shared
 //!   captures concatenated 60 times with `mergecap -a`) and of nfstream on the same file.
 //! - `detect`: records/s through all automata and peak RSS.
+//! - `ann`: ANN scoring throughput and latency, whole path vs bare tract.
 use std::{
     path::{Path, PathBuf},
     process::{Command, Stdio},
@@ -36,6 +37,11 @@ pub enum What {
     },
     /// records/s through all DFA automata on the captures, and peak RSS.
     Detect {
+        #[arg(long)]
+        pcaps: Option<PathBuf>,
+    },
+    /// flows/s and latency of ANN scoring (whole path vs bare tract) at batch 1, 64, 1024.
+    Ann {
         #[arg(long)]
         pcaps: Option<PathBuf>,
     },
@@ -86,8 +92,14 @@ pub fn run_bench(what: What) -> anyhow::Result<()> {
         What::Detect { pcaps } => {
             let bin = build()?;
             run(Command::new(bin)
-                .arg("bench-detect")
+                .args(["analyze", "--bench-detect"])
                 .args(captures(&pcap_dir(pcaps))?))
+        }
+        What::Ann { pcaps } => {
+            let bin = build()?;
+            run(Command::new(bin)
+                .args(["model", "bench", "--model", "models/base.onnx", "--pcaps"])
+                .arg(pcap_dir(pcaps)))
         }
     }
 }

@@ -3,7 +3,8 @@
 //! - `cargo xtask build`            release build (the eBPF object is built by safelink/build.rs)
 //! - `cargo xtask run [-- ARGS]`    build, then `safelink run ARGS` (root; Ctrl-C detaches)
 //! - `cargo xtask test`             fmt + clippy + every test (kernel tests need root)
-//! - `cargo xtask bench xdp|replay|detect`
+//! - `cargo xtask train-base`       retrain models/base.onnx (reproducible recipe)
+//! - `cargo xtask bench xdp|replay|detect|ann`
 mod bench;
 
 use std::{
@@ -35,6 +36,13 @@ enum Cmd {
     /// cargo fmt --check, clippy -D warnings, then every test (kernel tests run as root).
     Test {
         /// Extra arguments for `cargo test` (e.g. a test name).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Retrain the shipped base model (models/base.onnx, model card, golden set) from the
+    /// captures in tests/pcaps (and models/lab for evaluation).
+    TrainBase {
+        /// Extra arguments for `safelink model train-base`.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
@@ -132,6 +140,13 @@ fn real_main() -> anyhow::Result<()> {
             run(cargo()
                 .args(["test", "--release", "--no-fail-fast"])
                 .args(args))
+        }
+        Cmd::TrainBase { args } => {
+            let bin = build()?;
+            run(Command::new(bin)
+                .args(["model", "train-base"])
+                .args(args)
+                .env("RAYON_NUM_THREADS", "1"))
         }
         Cmd::Bench { what } => bench::run_bench(what),
     }
