@@ -39,6 +39,9 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Install the release binary to /usr/local/bin, the systemd unit to /etc/systemd/system
+    /// and a default /etc/safelink/safelink.toml (kept when present). Root.
+    Install,
     /// Retrain the shipped base model (models/base.onnx, model card, golden set) from the
     /// captures in tests/pcaps (and models/lab for evaluation).
     TrainBase {
@@ -141,6 +144,7 @@ fn real_main() -> anyhow::Result<()> {
                 .args(["test", "--release", "--no-fail-fast"])
                 .args(args))
         }
+        Cmd::Install => install(),
         Cmd::TrainBase { args } => {
             let bin = build()?;
             run(Command::new(bin)
@@ -150,4 +154,53 @@ fn real_main() -> anyhow::Result<()> {
         }
         Cmd::Bench { what } => bench::run_bench(what),
     }
+}
+
+fn install() -> anyhow::Result<()> {
+    if !is_root() {
+        bail!("install writes to /usr/local/bin and /etc: run as root");
+    }
+    let bin = build()?;
+    let copy = |from: &Path, to: &str| -> anyhow::Result<()> {
+        // Copy to a temporary name and rename: a running sensor keeps its binary.
+        let tmp = format!("{to}.new");
+        std::fs::copy(from, &tmp)
+            .with_context(|| format!("copying {} to {tmp}", from.display()))?;
+        std::fs::rename(&tmp, to).with_context(|| format!("renaming {tmp} to {to}"))?;
+        println!("installed {to}");
+        Ok(())
+    };
+    copy(&bin, "/usr/local/bin/safelink")?;
+    copy(
+        &root().join("deploy/safelink.service"),
+        "/etc/systemd/system/safelink.service",
+    )?;
+    std::fs::create_dir_all("/etc/safelink")?;
+    let conf = Path::new("/etc/safelink/safelink.toml");
+    if conf.exists() {
+        println!("kept {}", conf.display());
+    } else {
+        let out = Command::new(&bin)
+            .args(["config", "print", "--config", "/dev/null"])
+            .output()?;
+        if !out.status.success() {
+            bail!(
+                "safelink config print failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::fs::write(conf, out.stdout)?;
+        println!(
+            "wrote {} (defaults; edit [sensor] iface and [api])",
+            conf.display()
+        );
+    }
+    if Command::new("systemctl")
+        .arg("daemon-reload")
+        .status()
+        .is_ok_and(|s| s.success())
+    {
+        println!("systemd reloaded: `systemctl enable --now safelink` starts the sensor");
+    }
+    Ok(())
 }
