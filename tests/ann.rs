@@ -689,3 +689,38 @@ mod api {
         assert_eq!(st, StatusCode::NOT_FOUND);
     }
 }
+
+#[tokio::test]
+async fn run_stream_scores_a_partial_batch_once_batch_wait_passes() {
+    let h = ModelHandle::open(&base_model()).unwrap();
+    let seen: Arc<Mutex<usize>> = Arc::default();
+    let sink = seen.clone();
+    let det = AnnDetector::new(
+        h,
+        AnnConfig {
+            batch_size: 1000,
+            batch_wait_ms: 20,
+            ..AnnConfig::default()
+        },
+    )
+    .with_tap(Box::new(move |_, _, _| *sink.lock().unwrap() += 1));
+    let (rtx, rrx) = tokio::sync::mpsc::channel(16);
+    let (etx, mut erx) = tokio::sync::mpsc::channel(1024);
+    let task = tokio::spawn(safelink::ann::run_stream(det, rrx, etx));
+    let flows = flows_of(&pcaps().join("portscan__syn-scan-29ports.pcap")).unwrap();
+    for f in &flows[..3] {
+        rtx.send(Record::Flow(f.clone())).await.unwrap();
+    }
+    // Far fewer than batch_size: scored by the timer, with the input still open.
+    let mut waited = 0;
+    while *seen.lock().unwrap() < 3 && waited < 100 {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        waited += 1;
+    }
+    assert_eq!(*seen.lock().unwrap(), 3);
+    let first = erx.recv().await.expect("an alert event for the scan");
+    assert_eq!(first.alert().src_ip, Some("10.100.25.14".parse().unwrap()));
+    drop(rtx);
+    let stats = task.await.unwrap();
+    assert_eq!((stats.flows_in, stats.flows_scored), (3, 3));
+}
