@@ -1,5 +1,6 @@
 //! The HTTP API (axum): JSON status and sniffer control, alert listing with filters and
-//! cursor paging, CSV and EVE-style exports, archiving. Owns the routes, the bearer-token
+//! cursor paging, CSV and EVE-style exports, archiving, and the ANN model (`GET /model`,
+//! `POST /model/load`, see `model.rs`). Owns the routes, the bearer-token
 //! policy ([`AuthPolicy`]) and the JSON error shape (`{"error": "..."}` for every 4xx/5xx,
 //! unknown routes and axum's extractor rejections included).
 //!
