@@ -434,6 +434,14 @@ fn shipped_model_on_the_shared_captures() {
         e.attack_captures_alerting,
         shipped::ATTACK_CAPTURES_ALERTING
     );
+    // Spoofed SYN flood: one incident per source for the first `fan_in_limit` (16) sources,
+    // then one incident for the victim.
+    let flood = e
+        .captures
+        .iter()
+        .find(|c| c.file.starts_with("synflood__"))
+        .unwrap();
+    assert_eq!(flood.alerts, 17);
     // Every capture of the manifest was evaluated.
     assert_eq!(e.captures.len(), read_manifest(&pcaps()).unwrap().len());
 }
