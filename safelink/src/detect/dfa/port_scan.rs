@@ -54,7 +54,26 @@ pub struct PortScan {
     slow_ns: u64,
     amp_ports: HashSet<u16>,
     keys: HashMap<(IpAddr, IpAddr), Entry>,
+    /// (source, destination) → UDP ports the source sent to (answered or not) and how many
+    /// ICMP port-unreachables the *source* sent back to the destination.
+    udp: HashMap<(IpAddr, IpAddr), UdpTrail>,
 }
+
+/// What a raw-socket UDP scanner leaves behind: it probes several ports with one datagram (and
+/// a retry or two) each, and its kernel, which knows nothing of the probes, answers the replies
+/// with ICMP port-unreachable.
+struct UdpTrail {
+    /// Destination ports per source port: a raw-socket scanner sends every probe from one port,
+    /// applications open a socket per conversation.
+    ports: HashMap<u16, DistinctWindow<u16>>,
+    rejections: u64,
+    last_ns: u64,
+}
+
+/// Port-unreachables and ports that make a raw-socket UDP scan (a closed client socket turns
+/// away a late answer or two, on one port).
+const UDP_REJECTIONS: u64 = 3;
+const UDP_REJECTED_PORTS: u64 = 3;
 
 /// Everything the alert needs about the probe that triggered it.
 struct Probe<'a> {
@@ -84,7 +103,47 @@ impl PortScan {
             amp_ports: amp_ports.iter().copied().collect(),
             cfg,
             keys: HashMap::new(),
+            udp: HashMap::new(),
         }
+    }
+
+    /// Notes a UDP flow (source and destination port) or a port-unreachable flow (rejections)
+    /// of `src` towards `dst`; true when the pair now shows a raw-socket UDP scan.
+    fn udp_trail(
+        &mut self,
+        src: IpAddr,
+        dst: IpAddr,
+        ports: Option<(u16, u16)>,
+        rejections: u64,
+        ts: u64,
+        cx: &Cx,
+    ) -> bool {
+        let key = (src, dst);
+        if !self.udp.contains_key(&key) && self.udp.len() >= cx.common.max_keys {
+            return false;
+        }
+        let (w, now) = (self.window_ns, cx.now);
+        let t = self.udp.entry(key).or_insert_with(|| UdpTrail {
+            ports: HashMap::new(),
+            rejections: 0,
+            last_ns: ts,
+        });
+        if let Some((sport, dport)) = ports
+            && (t.ports.len() < 16 || t.ports.contains_key(&sport))
+        {
+            t.ports
+                .entry(sport)
+                .or_insert_with(|| DistinctWindow::new(w, 64))
+                .insert(dport, ts, now);
+        }
+        t.rejections = t.rejections.saturating_add(rejections);
+        t.last_ns = t.last_ns.max(ts);
+        t.rejections >= UDP_REJECTIONS && Self::trail_ports(t, now) >= UDP_REJECTED_PORTS
+    }
+
+    /// Most destination ports probed from one source port.
+    fn trail_ports(t: &mut UdpTrail, now: u64) -> u64 {
+        t.ports.values_mut().map(|w| w.len(now)).max().unwrap_or(0)
     }
 
     /// Phase of a (source, destination) pair.
@@ -278,12 +337,81 @@ impl Detector for PortScan {
             );
             return;
         }
+        // The scanner's own kernel rejecting the answers to its UDP probes.
+        let raw_udp = if f.proto == classify::ICMP
+            && f.icmp_type == 3
+            && f.icmp_code == 3
+            && classify::is_unicast(&f.dst_ip)
+        {
+            self.udp_trail(f.src_ip, f.dst_ip, None, f.fwd.packets, f.first_ns, cx)
+        } else if f.proto == UDP
+            && classify::is_unicast(&f.dst_ip)
+            && !self.udp_ignored(f.src_port, f.dst_port)
+            // A probe and its retries, and at most a few answers: not a conversation (QUIC,
+            // RTP...) whose late packets a closed socket turns away.
+            && f.fwd.packets <= 4
+            && f.rev.packets <= 4
+        {
+            self.udp_trail(
+                f.src_ip,
+                f.dst_ip,
+                Some((f.src_port, f.dst_port)),
+                0,
+                f.first_ns,
+                cx,
+            )
+        } else {
+            false
+        };
+        if raw_udp {
+            let feats = || features::of_flow(f);
+            let now = cx.now;
+            let (ports, rejections) = match self.udp.get_mut(&(f.src_ip, f.dst_ip)) {
+                Some(t) => (Self::trail_ports(t, now), t.rejections),
+                None => (0, 0),
+            };
+            let why = format!(
+                "UDP probes to {ports} ports from one source port, whose answers the source itself rejected {rejections} times with ICMP port-unreachable (raw-socket scanner)"
+            );
+            self.probe(
+                Probe {
+                    src: f.src_ip,
+                    sport: f.src_port,
+                    dst: f.dst_ip,
+                    dport: f.dst_port,
+                    proto: f.proto,
+                    ts: f.first_ns,
+                    kind: K_UDP,
+                    item: (f.proto, f.dst_port),
+                    stealth: None,
+                    n: 1,
+                    alone: Some(why),
+                    cid: community_id(
+                        f.proto,
+                        f.src_ip,
+                        f.src_port,
+                        f.dst_ip,
+                        f.dst_port,
+                        Some((f.icmp_type, f.icmp_code)),
+                    ),
+                    features: &feats,
+                },
+                cx,
+            );
+            return;
+        }
         if !classify::is_unicast(&f.dst_ip)
             || !classify::failed_probe(f)
             || classify::tcp_response_only(f)
         {
             return;
         }
+        // nmap's SYN scan: the SYN-ACK of an open port is answered by a bare RST, never ACKed.
+        let half_open = f.proto == TCP
+            && f.fwd.flags.syn > 0
+            && f.rev.flags.synack > 0
+            && f.fwd.flags.ack == 0
+            && f.fwd.flags.rst > 0;
         let kind = match f.proto {
             TCP if classify::started_stealthy(f) => return,
             TCP if classify::tcp_established(f) => K_CONNECT,
@@ -304,7 +432,7 @@ impl Detector for PortScan {
                 ts: f.first_ns,
                 kind,
                 item: (f.proto, f.dst_port),
-                stealth: None,
+                stealth: half_open.then_some("SYN half-open"),
                 n: 1,
                 alone: None,
                 cid: community_id(f.proto, f.src_ip, f.src_port, f.dst_ip, f.dst_port, None),
@@ -322,6 +450,8 @@ impl Detector for PortScan {
                 e.stealth = None;
             }
         }
+        let (now, w) = (cx.now, self.window_ns);
+        self.udp.retain(|_, t| now.saturating_sub(t.last_ns) <= w);
     }
 }
 
@@ -494,6 +624,101 @@ mod tests {
                 .phase(ip("10.0.0.128"), ip("10.0.0.2")),
             Phase::Alerting
         );
+    }
+
+    #[test]
+    fn small_syn_scan_with_open_ports() {
+        // nmap -sS of 10 ports, 6 open: each open port's SYN-ACK is answered by a bare RST.
+        let mut recs = Vec::new();
+        for (i, p) in [21u16, 22, 25, 80, 139, 445, 20, 23, 24, 3306]
+            .into_iter()
+            .enumerate()
+        {
+            let mut f = failed_syn("192.168.117.135", "192.168.117.131", p, T0 + i as u64 * MS);
+            f.src_port = 42425;
+            if i < 6 {
+                f.fwd.flags.rst = 1;
+                f.rev.packets = 1;
+                f.rev.flags.synack = 1;
+                f.rev.flags.ack = 1;
+            } else {
+                f.rev.packets = 1;
+                f.rev.flags.rst = 1;
+            }
+            recs.push(Record::Flow(f));
+        }
+        let (_, ev) = run(DfaConfig::default(), recs.clone());
+        let news = new_alerts(&ev, AlertKind::PortScan);
+        assert_eq!(news.len(), 1);
+        assert_eq!(news[0].count, 5, "the fifth half-open port");
+        assert!(
+            news[0].description.contains("SYN half-open"),
+            "{}",
+            news[0].description
+        );
+        // A client whose connections completed the handshake (ACK) is not half-open.
+        let ok: Vec<Record> = recs
+            .into_iter()
+            .map(|r| match r {
+                Record::Flow(mut f) => {
+                    f.fwd.flags.ack = 1;
+                    Record::Flow(f)
+                }
+                r => r,
+            })
+            .collect();
+        let (_, ev) = run(DfaConfig::default(), ok);
+        assert!(new_alerts(&ev, AlertKind::PortScan).is_empty());
+    }
+
+    #[test]
+    fn raw_socket_udp_scan_rejects_its_own_answers() {
+        let (s, v) = ("192.168.117.135", "192.168.117.131");
+        let mut recs = Vec::new();
+        for (p, answered) in [(138u16, false), (111, true), (53, true), (137, true)] {
+            let mut f = flow(s, 39600, v, p, 17, T0);
+            if answered {
+                f.rev.packets = 1;
+            }
+            recs.push(Record::Flow(f));
+        }
+        let mut icmp = flow(s, 0, v, 0, 1, T0 + MS);
+        icmp.icmp_type = 3;
+        icmp.icmp_code = 3;
+        icmp.fwd.packets = 6;
+        recs.push(Record::Flow(icmp.clone()));
+        let (_, ev) = run(DfaConfig::default(), recs);
+        let news = new_alerts(&ev, AlertKind::PortScan);
+        assert_eq!(news.len(), 1);
+        assert_eq!(news[0].src_ip, Some(ip(s)));
+        assert!(
+            news[0].description.contains("raw-socket"),
+            "{}",
+            news[0].description
+        );
+        // QUIC to three ports, a socket each, late packets turned away: not a scan.
+        let mut recs: Vec<Record> = [443u16, 4433, 4434]
+            .into_iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let mut f = flow(s, 40000 + i as u16, v, p, 17, T0);
+                f.fwd.packets = 2;
+                f.rev.packets = 2;
+                Record::Flow(f)
+            })
+            .collect();
+        recs.push(Record::Flow(icmp.clone()));
+        let (_, ev) = run(DfaConfig::default(), recs);
+        assert!(ev.is_empty());
+        // A resolver client turning away two late answers on one port is not a scan.
+        let mut late = icmp;
+        late.fwd.packets = 2;
+        let recs = vec![
+            Record::Flow(flow(s, 39600, v, 53, 17, T0)),
+            Record::Flow(late),
+        ];
+        let (_, ev) = run(DfaConfig::default(), recs);
+        assert!(ev.is_empty());
     }
 
     #[test]
