@@ -37,6 +37,13 @@ pub struct ConfigArgs {
     /// Directory of the alert store [default: /var/lib/safelink].
     #[arg(long, value_name = "DIR", env = "SAFELINK_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// ANN model file (ONNX) [default: models/base.onnx, then
+    /// /usr/local/share/safelink/base.onnx].
+    #[arg(long, value_name = "FILE", env = "SAFELINK_MODEL")]
+    model: Option<PathBuf>,
+    /// Also run the ANN flow classifier (off by default, see models/README.md).
+    #[arg(long)]
+    ann: bool,
     /// Flow idle timeout in seconds [default: 60].
     #[arg(long, value_name = "SECS", env = "SAFELINK_IDLE_TIMEOUT")]
     idle_timeout: Option<u64>,
@@ -82,6 +89,12 @@ impl ConfigArgs {
         }
         if let Some(v) = &self.data_dir {
             c.store.data_dir = v.clone();
+        }
+        if let Some(v) = &self.model {
+            c.ann.model = Some(v.clone());
+        }
+        if self.ann {
+            c.ann.enabled = true;
         }
         if let Some(v) = self.idle_timeout {
             c.flows.idle_timeout_s = v;

@@ -6,11 +6,12 @@ use std::collections::HashMap;
 use tokio::sync::mpsc;
 use tracing::{error, warn};
 
-use crate::{detect::dfa::AlertEvent, store::Store};
+use crate::{alert::AlertSource, detect::dfa::AlertEvent, store::Store};
 
 /// Runs until the channel closes; returns how many alerts were stored (new) and updated.
 pub fn run_sink(store: Store, mut rx: mpsc::Receiver<AlertEvent>) -> (u64, u64) {
-    let mut ids: HashMap<u64, u64> = HashMap::new();
+    // Engine ids are per detector (DFA and ANN both start at 1): key by (source, id).
+    let mut ids: HashMap<(AlertSource, u64), u64> = HashMap::new();
     let (mut new, mut updated) = (0u64, 0u64);
     while let Some(first) = rx.blocking_recv() {
         // Take everything already queued: new alerts in order, only the last update per alert.
@@ -18,11 +19,11 @@ pub fn run_sink(store: Store, mut rx: mpsc::Receiver<AlertEvent>) -> (u64, u64) 
         while let Ok(ev) = rx.try_recv() {
             batch.push(ev);
         }
-        let mut latest: HashMap<u64, crate::alert::Alert> = HashMap::new();
+        let mut latest: HashMap<(AlertSource, u64), crate::alert::Alert> = HashMap::new();
         for ev in batch {
             match ev {
                 AlertEvent::New(a) => {
-                    let engine_id = a.id;
+                    let engine_id = (a.source, a.id);
                     warn!(
                         kind = a.kind.as_str(),
                         src = ?a.src_ip,
@@ -40,7 +41,7 @@ pub fn run_sink(store: Store, mut rx: mpsc::Receiver<AlertEvent>) -> (u64, u64) 
                     }
                 }
                 AlertEvent::Updated(a) => {
-                    latest.insert(a.id, a);
+                    latest.insert((a.source, a.id), a);
                 }
             }
         }
@@ -54,6 +55,9 @@ pub fn run_sink(store: Store, mut rx: mpsc::Receiver<AlertEvent>) -> (u64, u64) 
                 s.confidence = a.confidence;
                 s.severity = a.severity;
                 s.description.clone_from(&a.description);
+                if a.explanation.is_some() {
+                    s.explanation.clone_from(&a.explanation);
+                }
             });
             match r {
                 Ok(_) => updated += 1,

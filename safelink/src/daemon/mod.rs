@@ -21,6 +21,7 @@ use tracing::{info, info_span, warn};
 
 use crate::{
     alert::AlertSource,
+    ann::{AnnDetector, ModelHandle, run_stream},
     api,
     capture::{
         epoch_offset_ns,
@@ -76,6 +77,36 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
     let store = Store::open(&store_dir)
         .with_context(|| format!("cannot open the alert store in {}", store_dir.display()))?;
 
+    // The ANN model: a refused or missing model leaves the sensor on the rule automata alone.
+    let model = if cfg.ann.enabled {
+        cfg.ann
+            .detector
+            .validate()
+            .map_err(|e| anyhow::anyhow!("invalid [ann] configuration: {e}"))?;
+        match cfg.ann.model_path() {
+            Some(p) => match ModelHandle::open(&p) {
+                Ok(h) => {
+                    info!(model = %p.display(), "ANN model loaded");
+                    Some(h)
+                }
+                Err(e) => {
+                    warn!(model = %p.display(), error = %e, "ANN model refused; running with the rule automata only");
+                    None
+                }
+            },
+            None => {
+                warn!("no ANN model found (set [ann] model); running with the rule automata only");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let mut sources = vec![AlertSource::Dfa];
+    if model.is_some() {
+        sources.push(AlertSource::Ann);
+    }
+
     let mut ebpf = loader::load(Some(&cfg.sensor.pin_dir))?;
     let mut maps = SensorMaps::from_ebpf(&mut ebpf)?;
     let ring = RingBuf::try_from(ebpf.take_map(MAP_EVENTS).context("map EVENTS missing")?)?;
@@ -84,7 +115,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
         iface.clone(),
         cfg.sensor.xdp_mode,
         cfg.sensor.egress,
-        vec![AlertSource::Dfa],
+        sources,
     ));
     let mode = sensor.attach()?.unwrap_or_default();
     // Printed on stdout so scripts can wait for it.
@@ -102,7 +133,10 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
 
     // API.
-    let state = api::ApiState::new(store.clone(), Arc::new(Control(sensor.clone())), policy);
+    let mut state = api::ApiState::new(store.clone(), Arc::new(Control(sensor.clone())), policy);
+    if let Some(h) = &model {
+        state = state.with_model(h.clone());
+    }
     let mut api_stop = stop_rx.clone();
     let api_task = tokio::spawn(api::serve(listener, api::router(state), async move {
         let _ = api_stop.wait_for(|s| *s).await;
@@ -165,8 +199,21 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
         }
     });
 
-    // Detection: records → DFA engine → alert events. Ticks once a second so quiet incidents
-    // cool down on the wall clock.
+    // ANN: its own task scoring batches of flow records (batch size / wait from [ann]).
+    let (ann_tx, ann_task) = match &model {
+        Some(h) => {
+            let (rtx, rrx) = mpsc::channel::<Record>(8192);
+            let det = AnnDetector::new(h.clone(), cfg.ann.detector.clone());
+            (
+                Some(rtx),
+                Some(tokio::spawn(run_stream(det, rrx, alert_tx.clone()))),
+            )
+        }
+        None => (None, None),
+    };
+
+    // Detection: records → DFA engine → alert events (and flow records to the ANN). Ticks once
+    // a second so quiet incidents cool down on the wall clock.
     let mut engine = Engine::new(cfg.dfa.clone()).context("invalid [dfa] configuration")?;
     let print = opts.print_records;
     let detector = tokio::spawn(async move {
@@ -184,6 +231,10 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
                             }
                         }
                         engine.observe_into(&rec, &mut out);
+                        if let (Some(tx), Record::Flow(_)) = (&ann_tx, &rec) {
+                            // Detection never waits on the ANN: a full queue drops the record.
+                            let _ = tx.try_send(rec);
+                        }
                     }
                     None => break,
                 },
@@ -218,6 +269,11 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
     let _ = ev_task.await;
     let _ = sweeper.await;
     let _ = detector.await;
+    if let Some(t) = ann_task
+        && let Ok(stats) = t.await
+    {
+        info!(?stats, "ANN scoring stopped");
+    }
     let (new, updated) = sink.await.unwrap_or((0, 0));
     let _ = stop_tx.send(true);
     if let Ok(Err(e)) = api_task.await {
