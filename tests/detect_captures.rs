@@ -1,6 +1,7 @@
 //! The rule automata against real captures: `safelink analyze` (the real binary) on every
 //! capture of `tests/pcaps/MANIFEST.tsv` (a copy of the shared evaluation set, provenance in
-//! `tests/pcaps/README.md`). Every attack capture must yield exactly one alert of the right kind
+//! `tests/pcaps/README.md`) and of `tests/pcaps/extra/MANIFEST.tsv` (more public captures from
+//! the same repositories, provenance in `tests/pcaps/extra/README.md`). Every attack capture must yield exactly one alert of the right kind
 //! naming the attacker (`src_ip`/`src_mac`), or for spoofed/reflected floods the victim
 //! (`dest_ip`); every benign capture must yield no alert at all. Captures that cannot be got
 //! right are listed in [`KNOWN_MISSES`] with the reason (and in `safelink/src/detect/README.md`);
@@ -28,9 +29,9 @@ struct Row {
     attacker: String,
 }
 
-fn manifest() -> Vec<Row> {
-    let text =
-        std::fs::read_to_string(dir().join("MANIFEST.tsv")).expect("tests/pcaps/MANIFEST.tsv");
+fn manifest(dir: &Path) -> Vec<Row> {
+    let text = std::fs::read_to_string(dir.join("MANIFEST.tsv"))
+        .unwrap_or_else(|e| panic!("{}/MANIFEST.tsv: {e}", dir.display()));
     let mut lines = text.lines();
     let head: Vec<&str> = lines.next().expect("header").split('\t').collect();
     let col = |name: &str| {
@@ -178,13 +179,27 @@ fn check_contract(file: &str, all: &[Value]) {
 }
 
 #[test]
-fn every_capture_of_the_manifest() {
-    let rows = manifest();
-    assert!(rows.len() >= 29, "the manifest lists the shared captures");
+fn every_capture_of_the_shared_manifest() {
+    check_manifest(&dir(), 29);
+}
+
+#[test]
+fn every_capture_of_the_extra_manifest() {
+    check_manifest(&dir().join("extra"), 12);
+}
+
+fn check_manifest(dir: &Path, at_least: usize) {
+    let rows = manifest(dir);
+    assert!(
+        rows.len() >= at_least,
+        "{} lists {} captures",
+        dir.display(),
+        rows.len()
+    );
     let mut failures = Vec::new();
     let mut misses_seen = Vec::new();
     for r in &rows {
-        let path = dir().join(&r.file);
+        let path = dir.join(&r.file);
         let all = alerts(&path);
         check_contract(&r.file, &all);
         let verdict: Result<(), String> = match expected_kind(&r.class) {
