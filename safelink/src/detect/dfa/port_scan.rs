@@ -119,7 +119,7 @@ impl PortScan {
         cx: &Cx,
     ) -> bool {
         let key = (src, dst);
-        if !self.udp.contains_key(&key) && self.udp.len() >= cx.common.max_keys {
+        if !self.udp.contains_key(&key) && self.udp.len() >= cx.common.max_keys.min(1 << 16) {
             return false;
         }
         let (w, now) = (self.window_ns, cx.now);
@@ -351,6 +351,9 @@ impl Detector for PortScan {
             // RTP...) whose late packets a closed socket turns away.
             && f.fwd.packets <= 4
             && f.rev.packets <= 4
+            // Only answered probes: the answers are what gets rejected (and a spoofed flood,
+            // never answered, leaves no trail to keep).
+            && f.rev.packets > 0
         {
             self.udp_trail(
                 f.src_ip,
