@@ -77,6 +77,8 @@ fn every_capture_replays_and_flow_counts_match_tshark() {
                 "100000000",
                 "--closed-linger",
                 "100000000",
+                "--embryonic-timeout",
+                "100000000",
             ])
             .arg(&p));
         let summary: serde_json::Value = String::from_utf8_lossy(&out.stderr)
