@@ -732,3 +732,44 @@ async fn run_stream_scores_a_partial_batch_once_batch_wait_passes() {
     let stats = task.await.unwrap();
     assert_eq!((stats.flows_in, stats.flows_scored), (3, 3));
 }
+
+/// `safelink analyze --ann` runs the same detector through the binary: an attack capture gets
+/// ANN alerts against its attacker, a benign one none; without `--ann` no ANN alert appears.
+#[test]
+fn analyze_ann_through_the_binary() {
+    let bin = env!("CARGO_BIN_EXE_safelink");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let model = dir.join("models/base.onnx");
+    let alerts = |args: &[&str], pcap: &str| -> Vec<serde_json::Value> {
+        let out = std::process::Command::new(bin)
+            .arg("analyze")
+            .args(args)
+            .arg(dir.join("tests/pcaps").join(pcap))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let m = model.to_str().unwrap();
+    let brute = "sshbrute__password-guessing-11conns.pcap";
+    let got = alerts(&["--ann", "--no-dfa", "--model", m], brute);
+    assert!(!got.is_empty());
+    assert!(
+        got.iter()
+            .all(|a| a["source"] == "ann" && a["kind"] == "anomalous_flow")
+    );
+    assert!(got.iter().any(|a| a["src_ip"] == "192.168.56.1"), "{got:?}");
+    assert!(
+        got.iter()
+            .all(|a| a["explanation"]["method"] == "occlusion")
+    );
+    assert!(alerts(&["--ann", "--model", m], "benign__ssh-session.pcap").is_empty());
+    assert!(alerts(&[], brute).iter().all(|a| a["source"] == "dfa"));
+}

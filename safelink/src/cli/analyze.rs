@@ -11,7 +11,7 @@ use anyhow::Context as _;
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use safelink::{
-    alert::Alert,
+    alert::{Alert, AlertSource},
     detect::{
         bench,
         dfa::{AlertEvent, DfaConfig, Engine},
@@ -37,9 +37,15 @@ pub struct AnalyzeArgs {
     /// How alerts are printed: one JSON object per line, or a table for people.
     #[arg(long, value_enum, default_value_t = Format::Json)]
     format: Format,
-    /// Do not run the rule automata (DFA); reserved for runs of the ANN alone.
+    /// Do not run the rule automata (DFA), e.g. with `--ann` for the ANN alone.
     #[arg(long)]
     no_dfa: bool,
+    /// Also score every flow with the ANN classifier (the same code as `safelink run --ann`).
+    #[arg(long)]
+    ann: bool,
+    /// ANN model file [default: models/base.onnx, then /usr/local/share/safelink/base.onnx].
+    #[arg(long, value_name = "FILE", requires = "ann")]
+    model: Option<PathBuf>,
     /// Thresholds and windows of the automata: a JSON file with any fields of the detection
     /// config (the rest keep their defaults; see safelink/src/detect/README.md).
     #[arg(long, value_name = "FILE")]
@@ -173,7 +179,23 @@ pub fn analyze(a: AnalyzeArgs) -> anyhow::Result<ExitCode> {
     let mut out = BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
     let mut failed = 0usize;
     // Alerts are printed unless flow records are asked for; ids run 1..n over all files.
-    let print_alerts = !a.flows && !a.no_dfa;
+    let print_alerts = !a.flows && (!a.no_dfa || a.ann);
+    let model = if a.ann {
+        let section = safelink::config::AnnSection {
+            enabled: true,
+            model: a.model.clone(),
+            ..Default::default()
+        };
+        let p = section
+            .model_path()
+            .ok_or_else(|| anyhow::anyhow!("no ANN model found: pass --model FILE"))?;
+        Some(
+            safelink::ann::ModelHandle::open(&p)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?,
+        )
+    } else {
+        None
+    };
     let mut next_id = 1u64;
     let mut table: Vec<Alert> = Vec::new();
     for path in &a.files {
@@ -183,15 +205,27 @@ pub fn analyze(a: AnalyzeArgs) -> anyhow::Result<ExitCode> {
         } else {
             Some(Engine::new(cfg.clone())?)
         };
-        // Final state of each alert of this file, by engine id.
-        let mut finals: BTreeMap<u64, Alert> = BTreeMap::new();
+        // Final state of each alert of this file, by (source, engine id): the DFA engine and
+        // the ANN detector number their alerts independently.
+        let mut finals: BTreeMap<(AlertSource, u64), Alert> = BTreeMap::new();
         let mut events: Vec<AlertEvent> = Vec::new();
+        let mut ann = model.as_ref().map(|h| {
+            safelink::ann::AnnDetector::new(h.clone(), safelink::ann::AnnConfig::default())
+        });
+        let mut ann_events: Vec<AlertEvent> = Vec::new();
         let res = replay_file(path, &timeouts, progress(path), |r: Record| {
+            if let Some(d) = ann.as_mut() {
+                d.observe_into(&r, &mut ann_events);
+                for ev in ann_events.drain(..) {
+                    let al = ev.into_alert();
+                    finals.insert((al.source, al.id), al);
+                }
+            }
             if let Some(e) = engine.as_mut() {
                 e.observe_into(&r, &mut events);
                 for ev in events.drain(..) {
                     let al = ev.into_alert();
-                    finals.insert(al.id, al);
+                    finals.insert((al.source, al.id), al);
                 }
             }
             if a.flows
@@ -210,10 +244,16 @@ pub fn analyze(a: AnalyzeArgs) -> anyhow::Result<ExitCode> {
             }
             return Err(e.into());
         }
+        if let Some(d) = ann.as_mut() {
+            for ev in d.finish() {
+                let al = ev.into_alert();
+                finals.insert((al.source, al.id), al);
+            }
+        }
         if let Some(e) = engine.as_mut() {
             for ev in e.finish() {
                 let al = ev.into_alert();
-                finals.insert(al.id, al);
+                finals.insert((al.source, al.id), al);
             }
             info!(file = %path.display(), alerts = finals.len(), records = e.stats().records, "detection done");
         }
