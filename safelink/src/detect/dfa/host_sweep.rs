@@ -2,7 +2,7 @@
 //! port), the address scan of Zeek.
 //!
 //! Key: (source IP, service). Evidence: a finished flow that was a failed probe (no reply to an
-//! echo request or UDP datagram; no data on a TCP connection attempt) towards a unicast
+//! echo request or UDP datagram; a TCP attempt refused or unanswered) towards a unicast
 //! address. Alert at `hosts` distinct such hosts within the window (Zeek: 25 in 5 min, keyed by
 //! scanner and port, like here) when they are *dense* — at most one /24 (IPv6: /64) prefix per
 //! `dense_hosts_per_prefix` hosts, as when a subnet is walked — or at `scattered_hosts` when they
@@ -98,6 +98,9 @@ impl Detector for HostSweep {
             return;
         }
         let svc = match f.proto {
+            // A completed handshake means a live host with the port open (a browser's unused
+            // preconnection, a port check): a sweep is recognised by the dead and the closed.
+            TCP if classify::tcp_established(f) => return,
             TCP => Service::Tcp(f.dst_port),
             UDP if f.src_port == f.dst_port || self.amp_ports.contains(&f.src_port) => return,
             UDP => Service::Udp(f.dst_port),
@@ -285,6 +288,27 @@ mod tests {
         let news = new_alerts(&ev, AlertKind::HostSweep);
         assert_eq!(news.len(), 1);
         assert_eq!(news[0].count, 250);
+    }
+
+    #[test]
+    fn unused_preconnections_are_not_probes() {
+        // A browser opens connections to 30 CDN addresses of one /24 and never uses them.
+        let recs = (1..=30u8).map(|h| {
+            let mut f = failed_syn(
+                "10.9.0.5",
+                &format!("203.0.113.{h}"),
+                443,
+                T0 + u64::from(h) * MS,
+            );
+            f.fwd.flags.ack = 2;
+            f.fwd.flags.fin = 1;
+            f.rev.packets = 2;
+            f.rev.flags.synack = 1;
+            f.rev.flags.ack = 2;
+            Record::Flow(f)
+        });
+        let (_, ev) = run(DfaConfig::default(), recs);
+        assert!(ev.is_empty());
     }
 
     #[test]
