@@ -128,7 +128,7 @@ fn replay(copies: usize, dir: &Path, no_nfstream: bool) -> anyhow::Result<()> {
 
     let t0 = Instant::now();
     let st = Command::new(&bin)
-        .args(["analyze", "--flows"])
+        .args(["analyze", "--flows", "--no-dfa"])
         .arg(&big)
         .stdout(Stdio::null())
         .status()?;
