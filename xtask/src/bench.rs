@@ -138,7 +138,7 @@ fn replay(copies: usize, dir: &Path, no_nfstream: bool) -> anyhow::Result<()> {
     }
     let ours_pps = packets as f64 / ours;
     println!(
-        "safelink analyze --flows: {ours:.2} s, {:.2} M packets/s",
+        "safelink analyze --flows --no-dfa: {ours:.2} s, {:.2} M packets/s",
         ours_pps / 1e6
     );
 
