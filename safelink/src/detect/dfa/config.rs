@@ -76,6 +76,12 @@ pub struct PortScanConfig {
     /// Distinct ports hit by stealth probes (first packet NULL, FIN, XMAS, SYN+FIN...; never
     /// sent by a TCP stack) within `window_secs` that make a scan (default 5).
     pub stealth_ports: u64,
+    /// Burst tier: this many distinct ports of one host opened (TCP SYN, UDP) within
+    /// `burst_window_secs`, whatever the outcome (default 100 in 10 s). Counted from flow-start
+    /// records, so a fast scan is reported while it runs instead of when its flows end.
+    pub burst_ports: u64,
+    /// Default 10 s.
+    pub burst_window_secs: u64,
     /// UDP destination port ranges (inclusive) that are not scan evidence: by default the
     /// classic traceroute range 33434-33534, which a UDP traceroute walks one port per probe.
     pub ignore_udp_ports: Vec<(u16, u16)>,
@@ -90,6 +96,8 @@ impl Default for PortScanConfig {
             slow_window_secs: 3600,
             slow_ports: 30,
             stealth_ports: 5,
+            burst_ports: 100,
+            burst_window_secs: 10,
             ignore_udp_ports: vec![(33434, 33534)],
         }
     }
@@ -486,6 +494,8 @@ impl DfaConfig {
         positive("port_scan.slow_window_secs", p.slow_window_secs)?;
         positive("port_scan.slow_ports", p.slow_ports)?;
         positive("port_scan.stealth_ports", p.stealth_ports)?;
+        positive("port_scan.burst_ports", p.burst_ports)?;
+        positive("port_scan.burst_window_secs", p.burst_window_secs)?;
         for &(a, b) in &p.ignore_udp_ports {
             if a > b {
                 return Err(DetectError::InvalidConfig {

@@ -31,6 +31,8 @@ use crate::{
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Service {
     Echo,
+    /// Other ICMP queries used for host discovery (timestamp, address mask, information).
+    IcmpQuery(u8),
     Tcp(u16),
     Udp(u16),
 }
@@ -39,6 +41,7 @@ impl Service {
     fn describe(self) -> String {
         match self {
             Self::Echo => "ICMP echo".into(),
+            Self::IcmpQuery(t) => format!("ICMP type {t} query"),
             Self::Tcp(p) => format!("TCP port {p}"),
             Self::Udp(p) => format!("UDP port {p}"),
         }
@@ -105,6 +108,10 @@ impl Detector for HostSweep {
             UDP if f.src_port == f.dst_port || self.amp_ports.contains(&f.src_port) => return,
             UDP => Service::Udp(f.dst_port),
             p if classify::is_echo_request(p, f.icmp_type) => Service::Echo,
+            // Timestamp, information and address-mask requests (nmap -PP, -PM).
+            classify::ICMP if matches!(f.icmp_type, 13 | 15 | 17) => {
+                Service::IcmpQuery(f.icmp_type)
+            }
             _ => return,
         };
         let (window_ns, cap, now) = (self.window_ns, cx.common.cap, cx.now);

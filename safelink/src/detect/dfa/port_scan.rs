@@ -57,6 +57,10 @@ pub struct PortScan {
     /// (source, destination) → UDP ports the source sent to (answered or not) and how many
     /// ICMP port-unreachables the *source* sent back to the destination.
     udp: HashMap<(IpAddr, IpAddr), UdpTrail>,
+    /// (source, destination) → ports of new TCP/UDP flows within the burst window, whatever
+    /// their outcome (known only when the flows end).
+    burst: HashMap<(IpAddr, IpAddr), DistinctWindow<(u8, u16)>>,
+    burst_ns: u64,
 }
 
 /// What a raw-socket UDP scanner leaves behind: it probes several ports with one datagram (and
@@ -101,9 +105,11 @@ impl PortScan {
             window_ns: ns(cfg.window_secs),
             slow_ns: ns(cfg.slow_window_secs.max(cfg.window_secs)),
             amp_ports: amp_ports.iter().copied().collect(),
+            burst_ns: ns(cfg.burst_window_secs),
             cfg,
             keys: HashMap::new(),
             udp: HashMap::new(),
+            burst: HashMap::new(),
         }
     }
 
@@ -139,6 +145,52 @@ impl PortScan {
         t.rejections = t.rejections.saturating_add(rejections);
         t.last_ns = t.last_ns.max(ts);
         t.rejections >= UDP_REJECTIONS && Self::trail_ports(t, now) >= UDP_REJECTED_PORTS
+    }
+
+    /// Counts a new flow for the burst tier; true when it raised (or fed) the alert.
+    fn burst_tier(&mut self, s: &FlowStartRecord, cx: &mut Cx) -> bool {
+        let key = (s.src_ip, s.dst_ip);
+        if !self.burst.contains_key(&key) && self.burst.len() >= cx.common.max_keys {
+            return false;
+        }
+        let (w, now, need) = (self.burst_ns, cx.now, self.cfg.burst_ports);
+        let win = self
+            .burst
+            .entry(key)
+            .or_insert_with(|| DistinctWindow::new(w, need.min(1 << 16) as usize + 1));
+        win.insert((s.proto, s.dst_port), s.ts_ns, now);
+        if win.len(now) < need
+            || matches!(
+                self.phase(s.src_ip, s.dst_ip),
+                Phase::Alerting | Phase::CoolDown
+            )
+        {
+            return false;
+        }
+        let feats = || features::of_start(s);
+        let why = format!(
+            "{need} distinct ports opened within {}s (burst)",
+            self.cfg.burst_window_secs
+        );
+        self.probe(
+            Probe {
+                src: s.src_ip,
+                sport: s.src_port,
+                dst: s.dst_ip,
+                dport: s.dst_port,
+                proto: s.proto,
+                ts: s.ts_ns,
+                kind: if s.proto == TCP { K_SYN } else { K_UDP },
+                item: (s.proto, s.dst_port),
+                stealth: None,
+                n: 1,
+                alone: Some(why),
+                cid: community_id(s.proto, s.src_ip, s.src_port, s.dst_ip, s.dst_port, None),
+                features: &feats,
+            },
+            cx,
+        );
+        true
     }
 
     /// Most destination ports probed from one source port.
@@ -275,10 +327,20 @@ impl PortScan {
 
 impl Detector for PortScan {
     fn on_start(&mut self, s: &FlowStartRecord, cx: &mut Cx) {
-        if s.proto != TCP
-            || !classify::stealth_flags(s.tcp_flags)
-            || !classify::is_unicast(&s.dst_ip)
-        {
+        if !classify::is_unicast(&s.dst_ip) {
+            return;
+        }
+        // Burst tier: new connections to very many ports of one host within seconds are a scan
+        // whatever their outcome, which the flow records only tell when the flows end.
+        let burst_probe = match s.proto {
+            TCP => s.tcp_flags & 0x12 == 0x02,
+            UDP => !self.udp_ignored(s.src_port, s.dst_port),
+            _ => false,
+        };
+        if burst_probe && self.burst_tier(s, cx) {
+            return;
+        }
+        if s.proto != TCP || !classify::stealth_flags(s.tcp_flags) {
             return;
         }
         let feats = || features::of_start(s);
@@ -455,6 +517,10 @@ impl Detector for PortScan {
         }
         let (now, w) = (cx.now, self.window_ns);
         self.udp.retain(|_, t| now.saturating_sub(t.last_ns) <= w);
+        self.burst.retain(|_, b| {
+            b.prune(now);
+            !b.is_empty()
+        });
     }
 }
 
@@ -722,6 +788,45 @@ mod tests {
         ];
         let (_, ev) = run(DfaConfig::default(), recs);
         assert!(ev.is_empty());
+    }
+
+    #[test]
+    fn burst_of_new_connections_alerts_before_any_flow_ends() {
+        let mut e = crate::detect::dfa::Engine::new(DfaConfig::default()).unwrap();
+        let (a, b) = (ip("192.0.2.1"), ip("192.0.2.2"));
+        let mut ev = Vec::new();
+        for p in 1..=100u16 {
+            ev.extend(e.observe(&Record::FlowStart(start(
+                "192.0.2.1",
+                50000,
+                "192.0.2.2",
+                p,
+                6,
+                T0 + u64::from(p) * MS,
+            ))));
+            if p == 99 {
+                assert_eq!(e.detectors.port_scan.phase(a, b), Phase::Idle);
+            }
+        }
+        assert_eq!(e.detectors.port_scan.phase(a, b), Phase::Alerting);
+        // The flow records follow: more probes of the same incident, no second alert.
+        for p in 1..=100u16 {
+            ev.extend(e.observe(&Record::Flow(failed_syn(
+                "192.0.2.1",
+                "192.0.2.2",
+                p,
+                T0 + u64::from(p) * MS,
+            ))));
+        }
+        ev.extend(e.finish());
+        let news = new_alerts(&ev, AlertKind::PortScan);
+        assert_eq!(news.len(), 1);
+        assert!(
+            news[0].description.contains("burst"),
+            "{}",
+            news[0].description
+        );
+        assert_eq!(finals(&ev)[0].count, 101);
     }
 
     #[test]
