@@ -344,6 +344,9 @@ pub struct FloodConfig {
     pub window_secs: u64,
     /// New flows (SYN flood: half-open SYNs to one port) towards one victim within the window.
     pub new_flows: u64,
+    /// ...or this many within one second (a short flood: `hping3 --flood -c 1000` is over in a
+    /// fraction of a second).
+    pub peak_flows_per_sec: u64,
     /// A single one-way flow with at least this many packets...
     pub heavy_flow_packets: u64,
     /// ...at this many packets per second or more is a flood by itself.
@@ -358,29 +361,33 @@ impl FloodConfig {
         Self {
             window_secs: 5,
             new_flows: 500,
+            peak_flows_per_sec: 500,
             heavy_flow_packets: 200,
             heavy_flow_pps: 100,
         }
     }
 
-    /// UDP flood: 2500 new UDP flows in 5 s (500/s) to one host; higher than SYN because DNS
-    /// and NTP servers legitimately see a new flow per query.
+    /// UDP flood: 2500 new UDP flows in 5 s (500/s) or 1000 within a second to one host;
+    /// higher than SYN because DNS and NTP servers legitimately see a new flow per query.
     pub fn udp() -> Self {
         Self {
             window_secs: 5,
             new_flows: 2500,
+            peak_flows_per_sec: 1000,
             heavy_flow_packets: 10_000,
             heavy_flow_pps: 1000,
         }
     }
 
-    /// ICMP flood: ICMP flows are keyed per host pair, so 1000 new ones in 5 s means 1000
-    /// sources; a single ping flood is one flow of 2500+ packets at 500+/s.
+    /// ICMP flood: ICMP flows are keyed per host pair, so 1000 new ones in 5 s (or 500 within a
+    /// second) means as many sources; a single ping flood is one flow of 1000+ packets at
+    /// 500+/s.
     pub fn icmp() -> Self {
         Self {
             window_secs: 5,
             new_flows: 1000,
-            heavy_flow_packets: 2500,
+            peak_flows_per_sec: 500,
+            heavy_flow_packets: 1000,
             heavy_flow_pps: 500,
         }
     }
@@ -544,7 +551,11 @@ impl DfaConfig {
             ("udp_flood", &self.udp_flood),
             ("icmp_flood", &self.icmp_flood),
         ] {
-            if f.window_secs == 0 || f.new_flows == 0 || f.heavy_flow_packets == 0 {
+            if f.window_secs == 0
+                || f.new_flows == 0
+                || f.peak_flows_per_sec == 0
+                || f.heavy_flow_packets == 0
+            {
                 return Err(DetectError::InvalidConfig {
                     field: "flood",
                     reason: format!(

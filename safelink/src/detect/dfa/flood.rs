@@ -17,6 +17,8 @@ const TOP_SOURCES: usize = 64;
 
 pub struct Entry {
     rate: RateWindow,
+    /// The same over the last second.
+    peak: RateWindow,
     sources: DistinctWindow<IpAddr>,
     per_source: HashMap<IpAddr, u64>,
     total: u64,
@@ -71,13 +73,14 @@ impl<K: Eq + Hash> FloodTable<K> {
         make: impl FnOnce(&Summary) -> Alert,
     ) {
         let (window_ns, cap, now) = (self.window_ns, cx.common.cap, cx.now);
-        let threshold = self.cfg.new_flows;
+        let (threshold, peak_threshold) = (self.cfg.new_flows, self.cfg.peak_flows_per_sec);
         let Some(e) = cx.slot(
             &mut self.keys,
             key,
             |e| &e.incident,
             || Entry {
                 rate: RateWindow::new(window_ns),
+                peak: RateWindow::new(1_000_000_000),
                 sources: DistinctWindow::new(window_ns, cap),
                 per_source: HashMap::new(),
                 total: 0,
@@ -87,6 +90,9 @@ impl<K: Eq + Hash> FloodTable<K> {
             return;
         };
         e.rate.add(ts, n, now);
+        if !heavy {
+            e.peak.add(ts, n, now);
+        }
         e.total = e.total.saturating_add(n);
         if e.per_source.len() < TOP_SOURCES || e.per_source.contains_key(&src) {
             *e.per_source.entry(src).or_default() += n;
@@ -98,7 +104,7 @@ impl<K: Eq + Hash> FloodTable<K> {
         let in_window = e.rate.sum(now);
         let verdict = if open {
             Verdict::Noise
-        } else if heavy || in_window >= threshold {
+        } else if heavy || in_window >= threshold || e.peak.sum(now) >= peak_threshold {
             Verdict::Alert
         } else if in_window >= threshold / 4 {
             Verdict::Suspicious

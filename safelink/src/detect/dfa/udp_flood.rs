@@ -153,7 +153,8 @@ mod tests {
         ev.extend(e.finish());
         let news = new_alerts(&ev, AlertKind::UdpFlood);
         assert_eq!(news.len(), 1);
-        assert_eq!(news[0].count, 2500);
+        // 2000 flows a second: the one-second peak tier (1000) fires first.
+        assert_eq!(news[0].count, 1000);
         assert_eq!(news[0].src_ip, Some(ip("198.51.100.1")));
         // One source to random ports also looks like a UDP port scan (burst tier): both alerts.
         let f: Vec<_> = finals(&ev)
