@@ -305,6 +305,9 @@ impl Engine {
         };
         self.advance(ts);
         self.stats.records += 1;
+        if let Record::FlowStart(s) = r {
+            self.macs.note(s.src_ip, &s.src_mac);
+        }
         let mut cx = Cx {
             now: self.now,
             book: &mut self.book,
@@ -331,9 +334,6 @@ impl Engine {
                     d.on_arp(a, &mut cx);
                 }
             }
-        }
-        if let Record::FlowStart(s) = r {
-            self.macs.note(s.src_ip, &s.src_mac);
         }
         self.book.drain_into(out);
     }
