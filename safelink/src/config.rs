@@ -132,7 +132,7 @@ impl Default for StoreConfig {
 }
 
 /// `[ann]`: the neural flow classifier.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AnnSection {
     /// Off by default: the shipped base model was trained on public captures with few benign
@@ -144,16 +144,6 @@ pub struct AnnSection {
     pub model: Option<PathBuf>,
     #[serde(flatten)]
     pub detector: crate::ann::AnnConfig,
-}
-
-impl Default for AnnSection {
-    fn default() -> Self {
-        Self {
-            enabled: false,
-            model: None,
-            detector: crate::ann::AnnConfig::default(),
-        }
-    }
 }
 
 /// Where the model is looked for when `[ann] model` is unset.
