@@ -183,7 +183,7 @@ impl FlowRecord {
         } else {
             (b, a)
         };
-        let to_epoch = |ns: u64| (ns as i64).saturating_add(epoch_offset_ns).max(0) as u64;
+        let to_epoch = |ns: u64| crate::capture::to_epoch_ns(ns, epoch_offset_ns);
         Self {
             src_ip: src.0,
             src_port: src.1,

@@ -13,6 +13,7 @@ use tokio::{
     sync::mpsc,
 };
 
+use super::to_epoch_ns;
 use crate::record::{ArpRecord, FlowStartRecord, Record};
 
 /// Events read from the ring buffer, by kind.
@@ -55,7 +56,7 @@ pub async fn run(
             match ev.kind {
                 EVENT_ARP => {
                     counts.arp.fetch_add(1, Ordering::Relaxed);
-                    let ts = (ev.ts_ns as i64).saturating_add(epoch_offset_ns).max(0) as u64;
+                    let ts = to_epoch_ns(ev.ts_ns, epoch_offset_ns);
                     batch.push(Record::Arp(ArpRecord::new(
                         ts,
                         ev.key.vlan,
@@ -65,7 +66,7 @@ pub async fn run(
                 }
                 EVENT_FLOW_START => {
                     counts.flow_start.fetch_add(1, Ordering::Relaxed);
-                    let ts = (ev.ts_ns as i64).saturating_add(epoch_offset_ns).max(0) as u64;
+                    let ts = to_epoch_ns(ev.ts_ns, epoch_offset_ns);
                     batch.push(Record::FlowStart(FlowStartRecord::new(
                         ts,
                         &ev.key,

@@ -20,6 +20,16 @@ pub fn epoch_offset_ns() -> i64 {
     clock_ns(libc::CLOCK_REALTIME) as i64 - clock_ns(libc::CLOCK_MONOTONIC) as i64
 }
 
+/// `CLOCK_REALTIME` now, in Unix ns.
+pub fn realtime_ns() -> u64 {
+    clock_ns(libc::CLOCK_REALTIME)
+}
+
+/// Converts a `CLOCK_MONOTONIC` timestamp to Unix ns with an [`epoch_offset_ns`] offset.
+pub fn to_epoch_ns(mono_ns: u64, epoch_offset_ns: i64) -> u64 {
+    (mono_ns as i64).saturating_add(epoch_offset_ns).max(0) as u64
+}
+
 fn clock_ns(clock: libc::clockid_t) -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,

@@ -28,7 +28,7 @@ use crate::{
         events::{self, EventCounts},
         loader,
         maps::SensorMaps,
-        monotonic_ns,
+        monotonic_ns, realtime_ns,
         sweeper::{SweepStats, sweep_once},
     },
     config::Config,
@@ -43,12 +43,6 @@ use sensor::{Control, Live, Sensor};
 pub struct RunOptions {
     /// Print every record as a JSON line on stdout.
     pub print_records: bool,
-}
-
-fn realtime_ns() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
