@@ -173,6 +173,8 @@ pub struct Config {
     /// Thresholds and windows of the rule automata.
     pub dfa: DfaConfig,
     pub ann: AnnSection,
+    /// The continuous learner and its profile.
+    pub learning: crate::learn::LearningSection,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -10,6 +10,7 @@ pub mod config;
 pub mod daemon;
 pub mod detect;
 pub mod expiry;
+pub mod learn;
 pub mod record;
 pub mod replay;
 pub mod store;

@@ -171,6 +171,16 @@ fn install() -> anyhow::Result<()> {
         Ok(())
     };
     copy(&bin, "/usr/local/bin/safelink")?;
+    // The base model and its golden set (the learner validates against it).
+    std::fs::create_dir_all("/usr/local/share/safelink")?;
+    copy(
+        &root().join("models/base.onnx"),
+        "/usr/local/share/safelink/base.onnx",
+    )?;
+    copy(
+        &root().join("models/golden.jsonl"),
+        "/usr/local/share/safelink/golden.jsonl",
+    )?;
     copy(
         &root().join("deploy/safelink.service"),
         "/etc/systemd/system/safelink.service",

@@ -133,6 +133,8 @@ pub struct AnnDetector {
     /// Latest record time seen (ns).
     now_ns: u64,
     tap: Option<ScoreTap>,
+    /// False: score (for the tap) but raise no alerts.
+    emit: bool,
 }
 
 impl AnnDetector {
@@ -148,7 +150,14 @@ impl AnnDetector {
             stats: AnnStats::default(),
             now_ns: 0,
             tap: None,
+            emit: true,
         }
+    }
+
+    /// Scores flows for the tap only (the learner with `[ann] enabled = false`): no alerts.
+    pub fn scoring_only(mut self) -> Self {
+        self.emit = false;
+        self
     }
 
     /// Calls `tap` with every scored flow (for the learner, or for tests).
@@ -210,7 +219,7 @@ impl AnnDetector {
                     if let Some(tap) = self.tap.as_mut() {
                         tap(f, s, g);
                     }
-                    if s >= self.cfg.threshold {
+                    if self.emit && s >= self.cfg.threshold {
                         self.stats.flows_alerting += 1;
                         self.alert(f, s, &scored.model);
                     }

@@ -203,6 +203,80 @@ pub fn export(path: &Path, s: &ExportSpec) -> std::io::Result<usize> {
     Ok(bytes.len())
 }
 
+/// Reads back the weights of a model this exporter wrote (the continuous learner continues
+/// training from them): normalisation, `l{i}.weight`/`l{i}.bias` in order, and the metadata.
+/// A file with another graph shape is an error naming what is missing.
+pub fn read_spec(bytes: &[u8]) -> Result<ExportSpec, String> {
+    let proto = pb::ModelProto::decode(bytes).map_err(|e| format!("not an ONNX model: {e}"))?;
+    let graph = proto.graph.as_ref().ok_or("the model has no graph")?;
+    let get = |name: &str| -> Result<(Vec<usize>, Vec<f32>), String> {
+        let t = graph
+            .initializer
+            .iter()
+            .find(|t| t.name == name)
+            .ok_or_else(|| format!("no initializer `{name}` (not a SafeLink MLP export)"))?;
+        if t.data_type != pb::tensor_proto::DataType::Float as i32 {
+            return Err(format!("initializer `{name}` is not float"));
+        }
+        let data: Vec<f32> = if t.raw_data.is_empty() {
+            t.float_data.clone()
+        } else {
+            t.raw_data
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect()
+        };
+        let dims: Vec<usize> = t.dims.iter().map(|d| *d as usize).collect();
+        if dims.iter().product::<usize>() != data.len() {
+            return Err(format!(
+                "initializer `{name}`: dims {dims:?} but {} values",
+                data.len()
+            ));
+        }
+        Ok((dims, data))
+    };
+    let (_, mean) = get(NORM_MEAN)?;
+    let (_, std) = get(NORM_STD)?;
+    let mut layers = Vec::new();
+    for i in 1.. {
+        let w = format!("l{i}.weight");
+        if !graph.initializer.iter().any(|t| t.name == w) {
+            break;
+        }
+        let (wd, weight) = get(&w)?;
+        let (_, bias) = get(&format!("l{i}.bias"))?;
+        let [out_dim, in_dim] = wd[..] else {
+            return Err(format!("`{w}` is not 2-D"));
+        };
+        if bias.len() != out_dim {
+            return Err(format!(
+                "`l{i}.bias` has {} values, expected {out_dim}",
+                bias.len()
+            ));
+        }
+        layers.push(Dense {
+            out_dim,
+            in_dim,
+            weight,
+            bias,
+        });
+    }
+    if layers.is_empty() {
+        return Err("no `l1.weight` layer (not a SafeLink MLP export)".into());
+    }
+    Ok(ExportSpec {
+        n_features: mean.len(),
+        mean,
+        std,
+        layers,
+        metadata: proto
+            .metadata_props
+            .iter()
+            .map(|p| (p.key.clone(), p.value.clone()))
+            .collect(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -216,5 +290,39 @@ mod tests {
         assert_eq!(std::fs::read(&p).unwrap(), b"two");
         let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(names.len(), 1);
+    }
+
+    #[test]
+    fn read_spec_round_trips() {
+        let spec = ExportSpec {
+            n_features: 2,
+            mean: vec![0.5, 1.5],
+            std: vec![1.0, 2.0],
+            layers: vec![
+                Dense {
+                    out_dim: 3,
+                    in_dim: 2,
+                    weight: vec![1., 2., 3., 4., 5., 6.],
+                    bias: vec![0.1, 0.2, 0.3],
+                },
+                Dense {
+                    out_dim: 1,
+                    in_dim: 3,
+                    weight: vec![7., 8., 9.],
+                    bias: vec![-1.],
+                },
+            ],
+            metadata: vec![("model_version".into(), "t".into())],
+        };
+        let bytes = build_model(&spec).encode_to_vec();
+        let back = read_spec(&bytes).unwrap();
+        assert_eq!(back.layers, spec.layers);
+        assert_eq!((back.mean, back.std), (spec.mean, spec.std));
+        assert_eq!(back.metadata, spec.metadata);
+        assert!(
+            read_spec(b"garbage")
+                .unwrap_err()
+                .contains("not an ONNX model")
+        );
     }
 }

@@ -222,6 +222,10 @@ pub struct TrainConfig {
     /// Total weight of the benign class relative to the attack class (> 1 makes false
     /// positives costlier than misses).
     pub benign_weight: f64,
+    /// Targets become `y·(1−ε) + ε/2`: a model that is never certain stays trainable by the
+    /// continuous learner's small steps (its logits stay within about ±ln(2/ε)).
+    #[serde(default)]
+    pub label_smoothing: f64,
 }
 
 impl Default for TrainConfig {
@@ -234,6 +238,7 @@ impl Default for TrainConfig {
             weight_decay: 1e-4,
             seed: 0x5AFE_11AC,
             benign_weight: 1.0,
+            label_smoothing: 0.02,
         }
     }
 }
@@ -258,6 +263,7 @@ pub fn train(m: &Mlp, data: &Dataset, cfg: &TrainConfig) -> Result<Vec<EpochRepo
         },
     )
     .context("optimizer")?;
+    let eps = cfg.label_smoothing as f32;
     let n = data.len();
     let mut idx: Vec<usize> = (0..n).collect();
     let mut rng = Rng(cfg.seed ^ 0xD1CE);
@@ -272,7 +278,7 @@ pub fn train(m: &Mlp, data: &Dataset, cfg: &TrainConfig) -> Result<Vec<EpochRepo
             wb.clear();
             for &i in chunk {
                 xb.extend_from_slice(&data.x[i * N_FEATURES..(i + 1) * N_FEATURES]);
-                yb.push(data.y[i]);
+                yb.push(data.y[i] * (1.0 - eps) + eps / 2.0);
                 wb.push(data.w[i]);
             }
             let b = chunk.len();

@@ -1,6 +1,7 @@
 //! The HTTP API (axum): JSON status and sniffer control, alert listing with filters and
 //! cursor paging, CSV and EVE-style exports, archiving, and the ANN model (`GET /model`,
-//! `POST /model/load`, see `model.rs`). Owns the routes, the bearer-token
+//! `POST /model/load`, see `model.rs`), and the continuous learner (`/learning/*`, `/models`,
+//! see `learning.rs`). Owns the routes, the bearer-token
 //! policy ([`AuthPolicy`]) and the JSON error shape (`{"error": "..."}` for every 4xx/5xx,
 //! unknown routes and axum's extractor rejections included).
 //!
@@ -11,6 +12,7 @@ mod auth;
 mod control;
 mod error;
 mod export;
+mod learning;
 mod model;
 mod params;
 mod status;
@@ -42,6 +44,8 @@ pub struct ApiState {
     auth: Arc<AuthPolicy>,
     /// The live ANN model, for `GET /model` and `POST /model/load` (404 when absent).
     model: Option<crate::ann::ModelHandle>,
+    /// The continuous learner, for `/learning/*` and `/models` (404 when absent).
+    learner: Option<crate::learn::Learner>,
 }
 
 impl ApiState {
@@ -52,12 +56,19 @@ impl ApiState {
             sensor,
             auth: Arc::new(auth),
             model: None,
+            learner: None,
         }
     }
 
     /// Serves `GET /model` and `POST /model/load` from this handle (the detector's).
     pub fn with_model(mut self, model: crate::ann::ModelHandle) -> Self {
         self.model = Some(model);
+        self
+    }
+
+    /// Serves `/learning/*` and `/models` from this learner.
+    pub fn with_learner(mut self, learner: crate::learn::Learner) -> Self {
+        self.learner = Some(learner);
         self
     }
 }
@@ -78,6 +89,13 @@ pub fn router(state: ApiState) -> Router {
         .route("/alerts/{id}", get(alerts::get_one))
         .route("/model", get(model::get))
         .route("/model/load", post(model::load))
+        .route("/learning/status", get(learning::status))
+        .route("/learning/train-now", post(learning::train_now))
+        .route("/learning/start", post(learning::start))
+        .route("/learning/stop", post(learning::stop))
+        .route("/learning/history", get(learning::history))
+        .route("/models", get(learning::models))
+        .route("/models/{version}/activate", post(learning::activate))
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(middleware::from_fn_with_state(

@@ -2,6 +2,7 @@
 mod analyze;
 mod bench;
 mod inspect;
+mod learn;
 mod model;
 mod run;
 
@@ -51,6 +52,9 @@ enum Cmd {
     Bench(bench::BenchArgs),
     /// ANN model files: `info` and `validate` (and the hidden recipe and benchmark).
     Model(model::ModelArgs),
+    /// Continuous learning offline: status, history, versions, ingest captures, train a cycle,
+    /// activate a version (on a stopped daemon's data directory).
+    Learn(learn::LearnArgs),
 }
 
 /// Flow expiry options of `analyze` (the daemon takes them from its configuration).
@@ -108,6 +112,7 @@ pub fn main() -> ExitCode {
         Cmd::Flows(a) => inspect::flows(a),
         Cmd::Bench(a) => bench::bench(a),
         Cmd::Model(a) => model::model(a),
+        Cmd::Learn(a) => learn::learn(a),
     };
     match res {
         Ok(code) => code,

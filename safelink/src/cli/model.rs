@@ -46,6 +46,9 @@ enum ModelCmd {
         /// Benign class weight relative to attack.
         #[arg(long)]
         benign_weight: Option<f64>,
+        /// Label smoothing ε (targets ε/2 and 1−ε/2).
+        #[arg(long)]
+        label_smoothing: Option<f64>,
     },
     /// ANN alone on labelled captures (DFA off): per-capture counts as JSON.
     #[command(hide = true)]
@@ -108,6 +111,7 @@ pub fn model(a: ModelArgs) -> anyhow::Result<ExitCode> {
             epochs,
             seed,
             benign_weight,
+            label_smoothing,
         } => {
             let mut train = TrainConfig::default();
             let mut command = String::from("safelink model train-base");
@@ -125,6 +129,10 @@ pub fn model(a: ModelArgs) -> anyhow::Result<ExitCode> {
             if let Some(b) = benign_weight {
                 train.benign_weight = b;
                 command.push_str(&format!(" --benign-weight {b}"));
+            }
+            if let Some(e) = label_smoothing {
+                train.label_smoothing = e;
+                command.push_str(&format!(" --label-smoothing {e}"));
             }
             if let Some(s) = seed {
                 train.seed = s;

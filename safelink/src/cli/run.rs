@@ -57,6 +57,18 @@ pub struct ConfigArgs {
     /// [default: 2].
     #[arg(long, value_name = "SECS", env = "SAFELINK_EMBRYONIC_TIMEOUT")]
     embryonic_timeout: Option<u64>,
+    /// Run the continuous learner with the sniffer ([learning] enabled).
+    #[arg(long)]
+    learning: bool,
+    /// Learning profile: default, single (one quiet host) or mass (many sensors).
+    #[arg(long, value_enum, env = "SAFELINK_PROFILE")]
+    profile: Option<safelink::learn::Profile>,
+    /// Seconds between learning due checks [default: from the profile].
+    #[arg(long, value_name = "SECS", env = "SAFELINK_LEARNING_INTERVAL")]
+    learning_interval: Option<u64>,
+    /// New labelled samples needed for a cycle [default: from the profile].
+    #[arg(long, value_name = "N", env = "SAFELINK_MIN_SAMPLES")]
+    min_samples: Option<usize>,
     /// Seconds between sweeps of the kernel flow map [default: 1].
     #[arg(long, value_name = "SECS", env = "SAFELINK_SWEEP_INTERVAL")]
     sweep_interval: Option<u64>,
@@ -114,6 +126,19 @@ impl ConfigArgs {
         if let Some(v) = self.status_interval {
             c.sensor.status_interval_s = v;
         }
+        if self.learning {
+            c.learning.enabled = true;
+        }
+        if let Some(v) = self.profile {
+            c.learning.profile = v;
+        }
+        if let Some(v) = self.learning_interval {
+            c.learning.learning_interval_s = Some(v);
+        }
+        if let Some(v) = self.min_samples {
+            c.learning.min_samples = Some(v);
+        }
+        c.learning.params().map_err(anyhow::Error::msg)?;
         Ok(c)
     }
 }

@@ -72,32 +72,61 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
         .with_context(|| format!("cannot open the alert store in {}", store_dir.display()))?;
 
     // The ANN model: a refused or missing model leaves the sensor on the rule automata alone.
-    let model = if cfg.ann.enabled {
-        cfg.ann
-            .detector
-            .validate()
-            .map_err(|e| anyhow::anyhow!("invalid [ann] configuration: {e}"))?;
-        match cfg.ann.model_path() {
-            Some(p) => match ModelHandle::open(&p) {
-                Ok(h) => {
-                    info!(model = %p.display(), "ANN model loaded");
-                    Some(h)
-                }
+    // The learner needs it too (scoring only when `[ann] enabled = false`).
+    cfg.ann
+        .detector
+        .validate()
+        .map_err(|e| anyhow::anyhow!("invalid [ann] configuration: {e}"))?;
+    let params = cfg.learning.params().map_err(anyhow::Error::msg)?;
+    let want_model = cfg.ann.enabled || cfg.learning.enabled;
+    let model_path = cfg.ann.model_path();
+    let mut learner = None;
+    if cfg.learning.enabled {
+        let golden = match cfg.learning.golden_path() {
+            Some(p) => match crate::learn::load_golden(&p) {
+                Ok(g) => Some(g),
                 Err(e) => {
-                    warn!(model = %p.display(), error = %e, "ANN model refused; running with the rule automata only");
+                    warn!(golden = %p.display(), error = %e, "golden set refused; validating on new samples only");
                     None
                 }
             },
-            None => {
-                warn!("no ANN model found (set [ann] model); running with the rule automata only");
+            None => None,
+        };
+        match crate::learn::Learner::open(
+            store.clone(),
+            &cfg.store.data_dir,
+            params.clone(),
+            golden,
+            model_path.as_deref(),
+            true,
+        ) {
+            Ok(l) => learner = Some(l),
+            Err(e) => warn!(error = %e, "continuous learning unavailable"),
+        }
+    }
+    let model = match (&learner, want_model, &model_path) {
+        (Some(l), _, _) => {
+            info!(version = ?l.versions().ok().and_then(|v| v.0), "ANN model served by the learner");
+            Some(l.handle())
+        }
+        (None, true, Some(p)) => match ModelHandle::open(p) {
+            Ok(h) => {
+                info!(model = %p.display(), "ANN model loaded");
+                Some(h)
+            }
+            Err(e) => {
+                warn!(model = %p.display(), error = %e, "ANN model refused; running with the rule automata only");
                 None
             }
+        },
+        (None, true, None) => {
+            warn!("no ANN model found (set [ann] model); running with the rule automata only");
+            None
         }
-    } else {
-        None
+        (None, false, _) => None,
     };
     let mut sources = vec![AlertSource::Dfa];
-    if model.is_some() {
+    if model.is_some() && cfg.ann.enabled {
         sources.push(AlertSource::Ann);
     }
 
@@ -127,10 +156,22 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
 
     // API.
-    let mut state = api::ApiState::new(store.clone(), Arc::new(Control(sensor.clone())), policy);
+    let mut state = api::ApiState::new(
+        store.clone(),
+        Arc::new(Control(sensor.clone(), learner.clone())),
+        policy,
+    );
     if let Some(h) = &model {
         state = state.with_model(h.clone());
     }
+    if let Some(l) = &learner {
+        state = state.with_learner(l.clone());
+        // The sniffer is running: so is the learner.
+        l.start();
+    }
+    let collector = learner
+        .as_ref()
+        .map(|_| crate::learn::CollectorThread::spawn(store.clone(), &params));
     let mut api_stop = stop_rx.clone();
     let api_task = tokio::spawn(api::serve(listener, api::router(state), async move {
         let _ = api_stop.wait_for(|s| *s).await;
@@ -197,7 +238,14 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
     let (ann_tx, ann_task) = match &model {
         Some(h) => {
             let (rtx, rrx) = mpsc::channel::<Record>(8192);
-            let det = AnnDetector::new(h.clone(), cfg.ann.detector.clone());
+            let mut det = AnnDetector::new(h.clone(), cfg.ann.detector.clone());
+            if let Some(c) = &collector {
+                let c = c.handle.clone();
+                det = det.with_tap(Box::new(move |f, s, _| c.scored(f, s)));
+            }
+            if !cfg.ann.enabled {
+                det = det.scoring_only();
+            }
             (
                 Some(rtx),
                 Some(tokio::spawn(run_stream(det, rrx, alert_tx.clone()))),
@@ -210,6 +258,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
     // a second so quiet incidents cool down on the wall clock.
     let mut engine = Engine::new(cfg.dfa.clone()).context("invalid [dfa] configuration")?;
     let print = opts.print_records;
+    let collect = collector.as_ref().map(|c| c.handle.clone());
     let detector = tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let mut out = Vec::new();
@@ -232,9 +281,17 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
                     }
                     None => break,
                 },
-                _ = tick.tick() => out.extend(engine.tick(realtime_ns())),
+                _ = tick.tick() => {
+                    out.extend(engine.tick(realtime_ns()));
+                    if let Some(c) = &collect {
+                        c.tick(realtime_ns());
+                    }
+                }
             }
             for ev in out.drain(..) {
+                if let (Some(c), AlertEvent::New(a)) = (&collect, &ev) {
+                    c.alert(a);
+                }
                 if alert_tx.send(ev).await.is_err() {
                     return;
                 }
@@ -269,6 +326,16 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
         info!(?stats, "ANN scoring stopped");
     }
     let (new, updated) = sink.await.unwrap_or((0, 0));
+    if let Some(l) = &learner {
+        // Ends a running cycle at its next step; the serving model stays as committed.
+        l.shutdown();
+    }
+    if let Some(c) = collector {
+        let stats = tokio::task::spawn_blocking(move || c.finish())
+            .await
+            .unwrap_or_default();
+        info!(?stats, "training samples collected");
+    }
     let _ = stop_tx.send(true);
     if let Ok(Err(e)) = api_task.await {
         warn!(error = %e, "API server error");

@@ -88,7 +88,8 @@ impl Sensor {
 }
 
 /// [`SensorControl`] for the API.
-pub struct Control(pub Arc<Sensor>);
+/// The API's view of the sensor; starting the sniffer also starts the learner (if any).
+pub struct Control(pub Arc<Sensor>, pub Option<crate::learn::Learner>);
 
 impl SensorControl for Control {
     fn status(&self) -> SensorStatus {
@@ -109,6 +110,7 @@ impl SensorControl for Control {
 
     fn start(&self) -> ControlFuture<'_> {
         let s = self.0.clone();
+        let learner = self.1.clone();
         Box::pin(async move {
             let r = tokio::task::spawn_blocking(move || s.attach())
                 .await
@@ -116,6 +118,9 @@ impl SensorControl for Control {
             match r {
                 Ok(Some(mode)) => {
                     info!(mode, "sniffer started through the API");
+                    if let Some(l) = learner {
+                        l.start();
+                    }
                     Ok(true)
                 }
                 Ok(None) => Ok(false),

@@ -9,10 +9,12 @@
 //! Writes therefore block for an fsync: call them from `tokio::task::spawn_blocking` in async
 //! code. No packet payload is ever stored (an [`Alert`] carries none).
 //!
-//! Later issues add their own trees (training samples, model versions) beside these; the
-//! alert API stays this narrow set of methods.
+//! The continuous learner adds `samples` (id → training sample JSON), `models` (version →
+//! version record), `cycles` (id → cycle record) and `learning` (its state), see
+//! `learning.rs`.
 mod error;
 mod keys;
+mod learning;
 mod read;
 mod write;
 
@@ -49,6 +51,10 @@ pub struct Store {
     idx_src: sled::Tree,
     archive_time: sled::Tree,
     meta: sled::Tree,
+    samples: sled::Tree,
+    models: sled::Tree,
+    cycles: sled::Tree,
+    learning: sled::Tree,
 }
 
 impl std::fmt::Debug for Store {
@@ -72,6 +78,10 @@ impl Store {
             idx_src: db.open_tree("idx_src")?,
             archive_time: db.open_tree("archive_time")?,
             meta: db.open_tree("meta")?,
+            samples: db.open_tree("samples")?,
+            models: db.open_tree("models")?,
+            cycles: db.open_tree("cycles")?,
+            learning: db.open_tree("learning")?,
             db,
         };
         match read_u64(store.meta.get(META_VERSION)?.as_deref())? {

@@ -1,0 +1,339 @@
+//! The sample collector: sees every flow the ANN scored and every rule alert, labels the
+//! flows by the rules of [`super::sample`], and writes the samples to the store in batches.
+//!
+//! A scored flow waits `settle_s` (record time) before it is labelled, so a rule alert that
+//! fires a few flows later still makes it an attack sample; when an alert names an address
+//! whose flows were already stored as ANN-labelled new samples, they are relabelled. Benign
+//! samples are bounded per window: the first `benign_reservoir` are kept, then each with
+//! probability `benign_reservoir / seen`. Attack samples are capped per group and window
+//! (`attack_group_cap`; a group is the rule alert kind and attacker, or the destination of an
+//! ANN-flagged flow), so one flood cannot fill the history with thousands of copies of itself.
+//!
+//! [`Collector`] is the logic (pure, driven by record time); [`CollectorHandle`] runs it on its
+//! own thread behind a bounded queue that the detection path feeds with `try_send`, so
+//! detection never waits on the learner.
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tracing::{debug, error, info};
+
+use super::config::LearningParams;
+use super::sample::{LabelSource, TrainingSample, auto_label};
+use crate::alert::{Alert, AlertKind, AlertSource};
+use crate::ann::train::Rng;
+use crate::record::FlowRecord;
+use crate::store::Store;
+
+/// A rule-alerted address labels its flows within this long of the alert (record time).
+const ATTACKER_TTL_NS: u64 = 3600 * 1_000_000_000;
+/// Most addresses remembered as attackers.
+const MAX_ATTACKERS: usize = 65_536;
+/// Most flows waiting to be labelled (the oldest are labelled early beyond this).
+const MAX_PENDING: usize = 200_000;
+
+/// Counters of the collector.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct CollectStats {
+    pub flows_seen: u64,
+    pub attack_dfa: u64,
+    pub attack_ann: u64,
+    pub benign: u64,
+    pub benign_dropped: u64,
+    /// Attack samples beyond the per-group cap.
+    pub attack_capped: u64,
+    pub skipped: u64,
+    pub relabelled: u64,
+    /// Messages dropped because the queue was full (detection never waits).
+    pub queue_full: u64,
+}
+
+/// The labelling logic.
+pub struct Collector {
+    attack_score: f32,
+    benign_score: f32,
+    settle_ns: u64,
+    benign_cap: u64,
+    window_ns: u64,
+    pending: VecDeque<TrainingSample>,
+    attackers: HashMap<IpAddr, (AlertKind, u64)>,
+    now_ns: u64,
+    window_start: u64,
+    benign_seen: u64,
+    group_cap: u64,
+    groups: HashMap<(Option<AlertKind>, IpAddr), u64>,
+    rng: Rng,
+    pub stats: CollectStats,
+}
+
+impl Collector {
+    pub fn new(p: &LearningParams) -> Self {
+        Collector {
+            attack_score: p.attack_score,
+            benign_score: p.benign_score,
+            settle_ns: p.settle_s.saturating_mul(1_000_000_000),
+            benign_cap: p.benign_reservoir as u64,
+            window_ns: p.interval_s.saturating_mul(1_000_000_000),
+            pending: VecDeque::new(),
+            attackers: HashMap::new(),
+            now_ns: 0,
+            window_start: 0,
+            benign_seen: 0,
+            group_cap: p.attack_group_cap as u64,
+            groups: HashMap::new(),
+            rng: Rng(0xC011_EC7),
+            stats: CollectStats::default(),
+        }
+    }
+
+    /// Advances the clock (record time or wall clock, whichever is later).
+    pub fn advance(&mut self, now_ns: u64) {
+        self.now_ns = self.now_ns.max(now_ns);
+    }
+
+    /// A flow the ANN scored.
+    pub fn scored(&mut self, f: &FlowRecord, score: f32) {
+        self.scored_sample(TrainingSample::of_flow(f, score));
+    }
+
+    pub fn scored_sample(&mut self, s: TrainingSample) {
+        self.stats.flows_seen += 1;
+        self.advance(s.ts_ns);
+        self.pending.push_back(s);
+    }
+
+    /// A rule alert: its source address becomes an attacker. Returns the address when it is
+    /// new (the caller relabels stored samples about it).
+    pub fn alert(&mut self, a: &Alert) -> Option<(IpAddr, AlertKind)> {
+        if a.source != AlertSource::Dfa {
+            return None;
+        }
+        let ip = a.src_ip?;
+        let ts = crate::store::parse_rfc3339(&a.last_seen)
+            .map(|t| t.unix_timestamp_nanos().max(0) as u64)
+            .unwrap_or(self.now_ns);
+        self.advance(ts);
+        if self.groups.len() > MAX_ATTACKERS {
+            self.groups.clear();
+        }
+        if self.attackers.len() >= MAX_ATTACKERS && !self.attackers.contains_key(&ip) {
+            let now = self.now_ns;
+            self.attackers
+                .retain(|_, (_, t)| now.saturating_sub(*t) < ATTACKER_TTL_NS);
+            if self.groups.len() > MAX_ATTACKERS {
+                self.groups.clear();
+            }
+            if self.attackers.len() >= MAX_ATTACKERS {
+                return None;
+            }
+        }
+        let fresh = self.attackers.insert(ip, (a.kind, ts)).is_none();
+        fresh.then_some((ip, a.kind))
+    }
+
+    fn attacker_kind(&self, s: &TrainingSample) -> Option<AlertKind> {
+        [s.src_ip, s.dst_ip].iter().find_map(|ip| {
+            self.attackers
+                .get(ip)
+                .filter(|(_, t)| s.ts_ns.abs_diff(*t) < ATTACKER_TTL_NS)
+                .map(|(k, _)| *k)
+        })
+    }
+
+    /// Labels the flows whose settle time has passed (all of them with `force`) and returns
+    /// the samples to store.
+    pub fn ready(&mut self, force: bool) -> Vec<TrainingSample> {
+        if self.window_ns > 0 && self.now_ns.saturating_sub(self.window_start) >= self.window_ns {
+            self.window_start = self.now_ns;
+            self.benign_seen = 0;
+            self.groups.clear();
+        }
+        let mut out = Vec::new();
+        while let Some(front) = self.pending.front() {
+            let due = front.ts_ns.saturating_add(self.settle_ns) <= self.now_ns;
+            if !(force || due || self.pending.len() > MAX_PENDING) {
+                break;
+            }
+            let s = self.pending.pop_front().expect("front exists");
+            let kind = self.attacker_kind(&s);
+            let Some(l) = auto_label(kind, s.score, self.attack_score, self.benign_score) else {
+                self.stats.skipped += 1;
+                continue;
+            };
+            if l.attack {
+                let group = match (l.source, kind) {
+                    (LabelSource::Dfa, Some(k)) => {
+                        let ip = if self.attackers.contains_key(&s.src_ip) {
+                            s.src_ip
+                        } else {
+                            s.dst_ip
+                        };
+                        (Some(k), ip)
+                    }
+                    _ => (None, s.dst_ip),
+                };
+                let n = self.groups.entry(group).or_default();
+                *n += 1;
+                if *n > self.group_cap {
+                    self.stats.attack_capped += 1;
+                    continue;
+                }
+            }
+            match l.source {
+                LabelSource::Dfa => self.stats.attack_dfa += 1,
+                LabelSource::AnnHigh => self.stats.attack_ann += 1,
+                _ => {
+                    self.benign_seen += 1;
+                    let keep = self.benign_seen <= self.benign_cap
+                        || self.rng.uniform() < self.benign_cap as f64 / self.benign_seen as f64;
+                    if !keep {
+                        self.stats.benign_dropped += 1;
+                        continue;
+                    }
+                    self.stats.benign += 1;
+                }
+            }
+            out.push(s.labelled(l, kind));
+        }
+        out
+    }
+}
+
+enum Msg {
+    Scored(Box<TrainingSample>),
+    Alert(Box<Alert>),
+    Tick(u64),
+}
+
+/// Sender side of the collector thread. Cheap to clone.
+#[derive(Clone)]
+pub struct CollectorHandle {
+    tx: SyncSender<Msg>,
+    dropped: Arc<AtomicU64>,
+}
+
+/// The running collector thread.
+pub struct CollectorThread {
+    pub handle: CollectorHandle,
+    join: JoinHandle<CollectStats>,
+}
+
+impl CollectorHandle {
+    fn send(&self, m: Msg) {
+        if let Err(TrySendError::Full(_)) = self.tx.try_send(m) {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// A scored flow (never blocks; a full queue drops it and counts it).
+    pub fn scored(&self, f: &FlowRecord, score: f32) {
+        self.send(Msg::Scored(Box::new(TrainingSample::of_flow(f, score))));
+    }
+
+    /// A rule alert (ANN alerts are ignored).
+    pub fn alert(&self, a: &Alert) {
+        if a.source == AlertSource::Dfa && a.src_ip.is_some() {
+            self.send(Msg::Alert(Box::new(a.clone())));
+        }
+    }
+
+    /// Wall-clock time, so quiet periods still settle pending flows.
+    pub fn tick(&self, now_ns: u64) {
+        self.send(Msg::Tick(now_ns));
+    }
+}
+
+impl CollectorThread {
+    /// Starts the thread writing into `store`.
+    pub fn spawn(store: Store, params: &LearningParams) -> Self {
+        let (tx, rx) = sync_channel(16_384);
+        let dropped = Arc::new(AtomicU64::new(0));
+        let c = Collector::new(params);
+        let d = dropped.clone();
+        let join = std::thread::Builder::new()
+            .name("safelink-collect".into())
+            .spawn(move || run(c, rx, store, d))
+            .expect("spawn collector thread");
+        CollectorThread {
+            handle: CollectorHandle { tx, dropped },
+            join,
+        }
+    }
+
+    /// Drops this handle's sender and waits for the thread to label and store everything
+    /// still queued (other clones of the handle must be dropped first).
+    pub fn finish(self) -> CollectStats {
+        drop(self.handle);
+        self.join.join().unwrap_or_default()
+    }
+}
+
+fn store_batch(store: &Store, batch: &mut Vec<TrainingSample>) {
+    if batch.is_empty() {
+        return;
+    }
+    match store.insert_samples(batch) {
+        Ok(ids) => debug!(samples = ids.len(), "stored training samples"),
+        Err(e) => error!(error = %e, samples = batch.len(), "storing training samples failed"),
+    }
+    batch.clear();
+}
+
+fn relabel(store: &Store, ip: IpAddr, kind: AlertKind) -> u64 {
+    let watermark = store.learning_state().map(|s| s.watermark).unwrap_or(0);
+    let r = store.relabel_samples(watermark, |s| {
+        if s.involves(ip) && s.source != LabelSource::Dfa {
+            s.label = 1.0;
+            s.source = LabelSource::Dfa;
+            s.confidence = 1.0;
+            s.kind = Some(kind);
+            true
+        } else {
+            false
+        }
+    });
+    r.unwrap_or_else(|e| {
+        error!(error = %e, "relabelling samples failed");
+        0
+    })
+}
+
+fn run(mut c: Collector, rx: Receiver<Msg>, store: Store, dropped: Arc<AtomicU64>) -> CollectStats {
+    let mut last_flush = Instant::now();
+    let mut batch = Vec::new();
+    loop {
+        let msg = rx.recv_timeout(Duration::from_millis(500));
+        let closed = matches!(msg, Err(RecvTimeoutError::Disconnected));
+        match msg {
+            Ok(Msg::Scored(s)) => c.scored_sample(*s),
+            Ok(Msg::Alert(a)) => {
+                if let Some((ip, kind)) = c.alert(&a) {
+                    // Samples already stored about this address become rule-labelled.
+                    store_batch(&store, &mut batch);
+                    let n = relabel(&store, ip, kind);
+                    c.stats.relabelled += n;
+                }
+            }
+            Ok(Msg::Tick(now)) => c.advance(now),
+            Err(_) => {}
+        }
+        if closed || last_flush.elapsed() >= Duration::from_secs(1) || batch.len() >= 1024 {
+            batch.extend(c.ready(closed));
+            store_batch(&store, &mut batch);
+            last_flush = Instant::now();
+        } else if c.pending.len() > 4096 {
+            batch.extend(c.ready(false));
+        }
+        if closed {
+            break;
+        }
+    }
+    c.stats.queue_full = dropped.load(Ordering::Relaxed);
+    info!(stats = ?c.stats, "sample collector stopped");
+    c.stats
+}

@@ -1,0 +1,279 @@
+//! `[learning]`: the continuous learner's settings. A profile (`default`, `single`, `mass`)
+//! gives the training cadence and hyper-parameters; every value can be overridden one by one.
+//! [`LearningSection::params`] resolves the two into the [`LearningParams`] the worker uses.
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// A named set of defaults.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Profile {
+    /// One busy host or a small fleet: hourly cycles at 100 new samples.
+    #[default]
+    Default,
+    /// One quiet host: fewer, gentler cycles (every 2 h at 50 samples, lr 5e-5).
+    Single,
+    /// Aggregated alerts of many sensors: bigger batches and history.
+    Mass,
+}
+
+impl Profile {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Profile::Default => "default",
+            Profile::Single => "single",
+            Profile::Mass => "mass",
+        }
+    }
+
+    /// (interval s, min samples, batch, learning rate, max history).
+    fn base(self) -> (u64, usize, usize, f64, usize) {
+        match self {
+            Profile::Default => (3600, 100, 32, 1e-4, 10_000),
+            Profile::Single => (7200, 50, 16, 5e-5, 5_000),
+            Profile::Mass => (3600, 500, 128, 2e-4, 20_000),
+        }
+    }
+}
+
+/// The `[learning]` section as written in the file (unset values come from the profile).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LearningSection {
+    /// Run the learner with the sniffer. It needs the ANN model (loaded for scoring even when
+    /// `[ann] enabled = false`; ANN alerts stay off then).
+    pub enabled: bool,
+    pub profile: Profile,
+    /// Seconds between due checks (a cycle runs when `min_samples` new samples exist).
+    pub learning_interval_s: Option<u64>,
+    pub min_samples: Option<usize>,
+    pub batch_size: Option<usize>,
+    pub learning_rate: Option<f64>,
+    pub epochs: Option<usize>,
+    /// Samples kept for training (oldest dropped first).
+    pub max_history: Option<usize>,
+    /// A flow the ANN scores above this is labelled attack...
+    pub attack_score: f32,
+    /// ...below this benign; in between it is skipped.
+    pub benign_score: f32,
+    /// Benign samples taken per cycle window before acceptance decays (probability
+    /// `cap / seen`), so quiet benign traffic cannot flood the history.
+    pub benign_reservoir: usize,
+    /// Attack samples kept per group (rule alert kind and attacker, or destination of an
+    /// ANN-flagged flow) and window.
+    pub attack_group_cap: usize,
+    /// Validation: a new model is deployed only if its held-out accuracy is above this...
+    pub min_accuracy: f64,
+    /// ...its held-out loss below this...
+    pub max_loss: f64,
+    /// ...and its golden-set accuracy fell by at most this much (0.02 = 2 points).
+    pub golden_margin: f64,
+    /// Share of the new samples held out for validation.
+    pub holdout_fraction: f64,
+    /// History samples replayed per new training sample (against forgetting).
+    pub replay_ratio: f64,
+    /// Seconds a scored flow waits before it is labelled, so a rule alert that fires a little
+    /// later still labels it attack.
+    pub settle_s: u64,
+    /// The fixed golden set of the base model (unset: `models/golden.jsonl`, then
+    /// `/usr/local/share/safelink/golden.jsonl`).
+    pub golden: Option<PathBuf>,
+    /// Model files kept in `<data_dir>/models` (the current one is always kept).
+    pub keep_versions: usize,
+}
+
+impl Default for LearningSection {
+    fn default() -> Self {
+        LearningSection {
+            enabled: false,
+            profile: Profile::Default,
+            learning_interval_s: None,
+            min_samples: None,
+            batch_size: None,
+            learning_rate: None,
+            epochs: None,
+            max_history: None,
+            attack_score: 0.95,
+            benign_score: 0.30,
+            benign_reservoir: 2000,
+            attack_group_cap: 200,
+            min_accuracy: 0.70,
+            max_loss: 2.0,
+            golden_margin: 0.02,
+            holdout_fraction: 0.2,
+            replay_ratio: 1.0,
+            settle_s: 120,
+            golden: None,
+            keep_versions: 20,
+        }
+    }
+}
+
+/// Where the golden set is looked for when `[learning] golden` is unset.
+pub const GOLDEN_SEARCH_PATH: &[&str] = &[
+    "models/golden.jsonl",
+    "/usr/local/share/safelink/golden.jsonl",
+];
+
+/// Resolved settings.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct LearningParams {
+    pub profile: Profile,
+    pub interval_s: u64,
+    pub min_samples: usize,
+    pub batch_size: usize,
+    pub learning_rate: f64,
+    pub epochs: usize,
+    pub max_history: usize,
+    pub attack_score: f32,
+    pub benign_score: f32,
+    pub benign_reservoir: usize,
+    pub attack_group_cap: usize,
+    pub min_accuracy: f64,
+    pub max_loss: f64,
+    pub golden_margin: f64,
+    pub holdout_fraction: f64,
+    pub replay_ratio: f64,
+    pub settle_s: u64,
+    pub keep_versions: usize,
+}
+
+impl Default for LearningParams {
+    fn default() -> Self {
+        LearningSection::default()
+            .params()
+            .expect("defaults are valid")
+    }
+}
+
+impl LearningSection {
+    /// The profile's values with this section's overrides, checked.
+    pub fn params(&self) -> Result<LearningParams, String> {
+        let (interval, min, batch, lr, history) = self.profile.base();
+        let p = LearningParams {
+            profile: self.profile,
+            interval_s: self.learning_interval_s.unwrap_or(interval),
+            min_samples: self.min_samples.unwrap_or(min),
+            batch_size: self.batch_size.unwrap_or(batch),
+            learning_rate: self.learning_rate.unwrap_or(lr),
+            epochs: self.epochs.unwrap_or(3),
+            max_history: self.max_history.unwrap_or(history),
+            attack_score: self.attack_score,
+            benign_score: self.benign_score,
+            benign_reservoir: self.benign_reservoir,
+            attack_group_cap: self.attack_group_cap,
+            min_accuracy: self.min_accuracy,
+            max_loss: self.max_loss,
+            golden_margin: self.golden_margin,
+            holdout_fraction: self.holdout_fraction,
+            replay_ratio: self.replay_ratio,
+            settle_s: self.settle_s,
+            keep_versions: self.keep_versions,
+        };
+        let bad = |m: String| Err(format!("[learning] {m}"));
+        if p.interval_s == 0 {
+            return bad("learning_interval_s must be at least 1".into());
+        }
+        if p.batch_size == 0 || p.epochs == 0 || p.max_history == 0 {
+            return bad("batch_size, epochs and max_history must be at least 1".into());
+        }
+        if !(p.learning_rate > 0.0 && p.learning_rate < 1.0) {
+            return bad(format!(
+                "learning_rate must be in (0, 1), got {}",
+                p.learning_rate
+            ));
+        }
+        if !(0.0 <= p.benign_score && p.benign_score < p.attack_score && p.attack_score <= 1.0) {
+            return bad(format!(
+                "need 0 <= benign_score < attack_score <= 1, got {} and {}",
+                p.benign_score, p.attack_score
+            ));
+        }
+        if !(p.holdout_fraction > 0.0 && p.holdout_fraction < 1.0) {
+            return bad(format!(
+                "holdout_fraction must be in (0, 1), got {}",
+                p.holdout_fraction
+            ));
+        }
+        if !(0.0..=1.0).contains(&p.min_accuracy) || p.max_loss <= 0.0 || p.golden_margin < 0.0 {
+            return bad("min_accuracy must be in [0, 1], max_loss > 0, golden_margin >= 0".into());
+        }
+        if p.keep_versions < 2 {
+            return bad("keep_versions must be at least 2 (current and parent)".into());
+        }
+        Ok(p)
+    }
+
+    /// The golden set to validate against: the configured file, else the first of
+    /// [`GOLDEN_SEARCH_PATH`] that exists.
+    pub fn golden_path(&self) -> Option<PathBuf> {
+        self.golden.clone().or_else(|| {
+            GOLDEN_SEARCH_PATH
+                .iter()
+                .map(PathBuf::from)
+                .find(|p| p.exists())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn profiles_and_overrides() {
+        let d = LearningParams::default();
+        assert_eq!(
+            (
+                d.interval_s,
+                d.min_samples,
+                d.batch_size,
+                d.learning_rate,
+                d.max_history,
+                d.epochs
+            ),
+            (3600, 100, 32, 1e-4, 10_000, 3)
+        );
+        let s = LearningSection {
+            profile: Profile::Single,
+            ..Default::default()
+        }
+        .params()
+        .unwrap();
+        assert_eq!(
+            (
+                s.interval_s,
+                s.min_samples,
+                s.batch_size,
+                s.learning_rate,
+                s.max_history
+            ),
+            (7200, 50, 16, 5e-5, 5_000)
+        );
+        let m = LearningSection {
+            profile: Profile::Mass,
+            min_samples: Some(7),
+            ..Default::default()
+        }
+        .params()
+        .unwrap();
+        assert_eq!(
+            (
+                m.interval_s,
+                m.min_samples,
+                m.batch_size,
+                m.learning_rate,
+                m.max_history
+            ),
+            (3600, 7, 128, 2e-4, 20_000)
+        );
+        let e = LearningSection {
+            benign_score: 0.99,
+            ..Default::default()
+        }
+        .params()
+        .unwrap_err();
+        assert!(e.contains("benign_score"), "{e}");
+    }
+}

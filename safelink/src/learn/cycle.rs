@@ -1,0 +1,512 @@
+//! One training cycle: collect → split → back up → train from the current weights →
+//! validate → export → commit and swap, or reject and keep serving. Each step is timed; the
+//! stop flag is checked between steps.
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use serde::Serialize;
+use tracing::{info, info_span, warn};
+
+use super::LearnError;
+use super::config::LearningParams;
+use super::history::{CycleMetrics, CycleRecord, LearningState, Outcome, VersionRecord};
+use super::models::{ModelDir, now_rfc3339, sha256_hex};
+use super::sample::TrainingSample;
+use crate::ann::export::{ExportSpec, read_spec, write_atomic};
+use crate::ann::metrics::compute;
+use crate::ann::model::{load_bytes, meta};
+use crate::ann::train::{Dataset, Mlp, Rng, TrainConfig, train};
+use crate::ann::{ModelHandle, N_FEATURES};
+use crate::store::Store;
+
+/// The fixed golden set (features row-major, labels).
+#[derive(Clone, Debug, Default)]
+pub struct Golden {
+    pub x: Vec<f32>,
+    pub y: Vec<f32>,
+}
+
+impl Golden {
+    pub fn from_samples(s: &[crate::ann::dataset::Sample]) -> Self {
+        Golden {
+            x: s.iter().flat_map(|s| s.features.iter().copied()).collect(),
+            y: s.iter().map(|s| s.label).collect(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.y.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.y.is_empty()
+    }
+}
+
+/// Where a test may pause a cycle (environment variable `SAFELINK_FAULT_PAUSE`), to kill the
+/// process there: `train` (before training) or `deploy` (model file written, not committed).
+pub const FAULT_PAUSE_ENV: &str = "SAFELINK_FAULT_PAUSE";
+
+fn fault_pause(step: &str) {
+    if std::env::var(FAULT_PAUSE_ENV).is_ok_and(|v| v == step) {
+        eprintln!("FAULT_PAUSE {step}");
+        std::thread::sleep(std::time::Duration::from_secs(120));
+    }
+}
+
+/// Everything a cycle works with.
+pub struct CycleContext<'a> {
+    pub store: &'a Store,
+    pub dir: &'a ModelDir,
+    pub params: &'a LearningParams,
+    pub handle: &'a ModelHandle,
+    pub golden: Option<&'a Golden>,
+    pub stop: &'a AtomicBool,
+}
+
+/// Seconds spent in each step.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct StepTimes {
+    pub collect: f64,
+    pub label: f64,
+    pub backup: f64,
+    pub train: f64,
+    pub validate: f64,
+    pub export: f64,
+    pub swap: f64,
+    pub total: f64,
+}
+
+/// The result of [`run_cycle`].
+#[derive(Clone, Debug, Serialize)]
+pub struct CycleReport {
+    pub record: CycleRecord,
+    pub times: StepTimes,
+}
+
+fn label_counts<'a>(it: impl Iterator<Item = &'a TrainingSample>) -> BTreeMap<String, usize> {
+    let mut m = BTreeMap::new();
+    for s in it {
+        *m.entry(s.source.as_str().to_string()).or_default() += 1;
+    }
+    m
+}
+
+/// Holdout membership: a hash of the sample id (stable across runs).
+fn held_out(id: u64, fraction: f64) -> bool {
+    let h = id.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 11;
+    (h % 10_000) < (fraction * 10_000.0) as u64
+}
+
+/// Class-balanced weights with mean 1.
+fn dataset(rows: &[&TrainingSample]) -> Dataset {
+    let n = rows.len() as f64;
+    let na = rows.iter().filter(|s| s.is_attack()).count() as f64;
+    let nb = n - na;
+    let (wa, wb) = if na > 0.0 && nb > 0.0 {
+        (n / (2.0 * na), n / (2.0 * nb))
+    } else {
+        (1.0, 1.0)
+    };
+    Dataset {
+        x: rows
+            .iter()
+            .flat_map(|s| s.features.iter().copied())
+            .collect(),
+        y: rows.iter().map(|s| s.label).collect(),
+        w: rows
+            .iter()
+            .map(|s| if s.is_attack() { wa as f32 } else { wb as f32 })
+            .collect(),
+    }
+}
+
+/// Mean binary cross-entropy of scores.
+fn bce(scores: &[f32], labels: &[f32]) -> f64 {
+    if scores.is_empty() {
+        return 0.0;
+    }
+    let eps = 1e-7f64;
+    scores
+        .iter()
+        .zip(labels)
+        .map(|(&s, &y)| {
+            let p = f64::from(s).clamp(eps, 1.0 - eps);
+            -(f64::from(y) * p.ln() + (1.0 - f64::from(y)) * (1.0 - p).ln())
+        })
+        .sum::<f64>()
+        / scores.len() as f64
+}
+
+fn accuracy(scores: &[f32], labels: &[f32]) -> f64 {
+    compute(scores, labels, 0.5).accuracy
+}
+
+/// Runs one cycle. Errors before the cycle is recorded (nothing to train on, store failure)
+/// are returned; anything after ends the cycle as `failed` with the reason, and is returned in
+/// the report.
+pub fn run_cycle(ctx: &CycleContext<'_>, trigger: &str) -> Result<CycleReport, LearnError> {
+    let t0 = Instant::now();
+    let mut times = StepTimes::default();
+    let state = ctx.store.learning_state()?;
+    let pruned = ctx.store.prune_samples(ctx.params.max_history)?;
+    if pruned > 0 {
+        info!(
+            pruned,
+            max_history = ctx.params.max_history,
+            "dropped the oldest samples"
+        );
+    }
+    let t_read = Instant::now();
+    let new: Vec<TrainingSample> = ctx
+        .store
+        .samples_after(state.watermark)?
+        .into_iter()
+        .filter(TrainingSample::valid)
+        .collect();
+    if new.len() < 2 {
+        return Err(LearnError::NothingToTrain(format!(
+            "need at least 2 new labelled samples, have {}",
+            new.len()
+        )));
+    }
+    times.collect = t_read.elapsed().as_secs_f64();
+    let current = ctx.handle.current();
+    let parent_version = state.current_version;
+    let mut rec = CycleRecord {
+        id: 0,
+        timestamp: now_rfc3339(),
+        trigger: trigger.into(),
+        outcome: Outcome::Running,
+        reason: None,
+        training_time: 0.0,
+        num_samples: 0,
+        new_samples: new.len(),
+        label_sources: label_counts(new.iter()),
+        metrics: None,
+        parent_version,
+        version: None,
+        backup: None,
+        new_range: Some((new[0].id, new[new.len() - 1].id)),
+    };
+    rec.id = ctx.store.begin_cycle(&rec)?;
+    let span = info_span!("cycle", id = rec.id, trigger);
+    let _g = span.enter();
+    info!(new = new.len(), "training cycle started");
+
+    let result = cycle_body(ctx, &state, &new, &mut rec, &mut times, t0);
+    times.total = t0.elapsed().as_secs_f64();
+    rec.training_time = times.total;
+    match result {
+        Ok(Some((version, model))) => {
+            // Committed: serve it.
+            ctx.handle.install(model);
+            let t = Instant::now();
+            times.swap += t.elapsed().as_secs_f64();
+            info!(version = version.version, "new model deployed");
+            prune_versions(ctx, version.version);
+        }
+        Ok(None) => {
+            info!(
+                reason = rec.reason.as_deref().unwrap_or(""),
+                "candidate rejected; the current model keeps serving"
+            );
+        }
+        Err(e) => {
+            warn!(error = %e, "training cycle failed");
+            rec.outcome = Outcome::Failed;
+            rec.reason = Some(e.to_string());
+            ctx.store.finish_cycle(&rec, None, &state)?;
+        }
+    }
+    drop(current);
+    Ok(CycleReport { record: rec, times })
+}
+
+fn check_stop(ctx: &CycleContext<'_>, step: &str) -> Result<(), LearnError> {
+    if ctx.stop.load(Ordering::SeqCst) {
+        return Err(LearnError::Stopped(step.into()));
+    }
+    Ok(())
+}
+
+/// The steps after the cycle is recorded. `Ok(Some)` = deployed and committed (the caller
+/// swaps), `Ok(None)` = rejected and committed.
+fn cycle_body(
+    ctx: &CycleContext<'_>,
+    state: &LearningState,
+    new: &[TrainingSample],
+    rec: &mut CycleRecord,
+    times: &mut StepTimes,
+    t0: Instant,
+) -> Result<Option<(VersionRecord, crate::ann::AnnModel)>, LearnError> {
+    let p = ctx.params;
+    // Collect: history to replay (never quarantined samples).
+    let t = Instant::now();
+    let (train_new, holdout): (Vec<&TrainingSample>, Vec<&TrainingSample>) = new
+        .iter()
+        .partition(|s| !held_out(s.id, p.holdout_fraction));
+    let (train_new, holdout) = if holdout.is_empty() || train_new.is_empty() {
+        // Tiny sets: every fifth sample is held out.
+        new.iter()
+            .enumerate()
+            .fold((Vec::new(), Vec::new()), |(mut a, mut b), (i, s)| {
+                if i % 5 == 4 {
+                    b.push(s)
+                } else {
+                    a.push(s)
+                }
+                (a, b)
+            })
+    } else {
+        (train_new, holdout)
+    };
+    let want_replay = ((train_new.len() as f64) * p.replay_ratio).ceil() as usize;
+    let room = p.max_history.saturating_sub(new.len());
+    let mut history = ctx
+        .store
+        .samples_upto(state.watermark, room, |id| !state.quarantined(id))?;
+    history.retain(TrainingSample::valid);
+    let mut rng = Rng(0x5AFE ^ rec.id);
+    rng.shuffle(&mut history);
+    history.truncate(want_replay);
+    times.collect += t.elapsed().as_secs_f64();
+
+    // Label: the samples carry their labels; count them.
+    let t = Instant::now();
+    let rows: Vec<&TrainingSample> = train_new.iter().copied().chain(history.iter()).collect();
+    rec.num_samples = rows.len() + holdout.len();
+    rec.label_sources = label_counts(rows.iter().copied().chain(holdout.iter().copied()));
+    times.label = t.elapsed().as_secs_f64();
+    check_stop(ctx, "collect")?;
+
+    // Back up the serving model.
+    let t = Instant::now();
+    let parent = match state.current_version {
+        Some(v) => ctx.store.version(v)?,
+        None => None,
+    }
+    .ok_or_else(|| LearnError::Model("no current model version to continue from".into()))?;
+    rec.backup = Some(ctx.dir.backup(&parent)?);
+    times.backup = t.elapsed().as_secs_f64();
+    check_stop(ctx, "backup")?;
+    fault_pause("train");
+
+    // Train from the current weights.
+    let t = Instant::now();
+    let parent_bytes = ctx.dir.verified_bytes(&parent).map_err(LearnError::Model)?;
+    let spec = read_spec(&parent_bytes).map_err(LearnError::Model)?;
+    if spec.n_features != N_FEATURES {
+        return Err(LearnError::Model(format!(
+            "the current model takes {} features, this sensor makes {N_FEATURES}",
+            spec.n_features
+        )));
+    }
+    let mlp = Mlp::from_dense(spec.mean.clone(), spec.std.clone(), &spec.layers)
+        .map_err(|e| LearnError::Train(format!("{e:#}")))?;
+    let data = dataset(&rows);
+    let cfg = TrainConfig {
+        hidden: Vec::new(),
+        epochs: p.epochs,
+        batch: p.batch_size,
+        lr: p.learning_rate,
+        weight_decay: 0.0,
+        seed: 0x5AFE_0000 ^ rec.id,
+        benign_weight: 1.0,
+        label_smoothing: 0.02,
+    };
+    let epochs = train(&mlp, &data, &cfg).map_err(|e| LearnError::Train(format!("{e:#}")))?;
+    times.train = t.elapsed().as_secs_f64();
+    check_stop(ctx, "train")?;
+
+    // Validate.
+    let t = Instant::now();
+    let hx: Vec<f32> = holdout
+        .iter()
+        .flat_map(|s| s.features.iter().copied())
+        .collect();
+    let hy: Vec<f32> = holdout.iter().map(|s| s.label).collect();
+    let hs = mlp
+        .scores(&hx)
+        .map_err(|e| LearnError::Train(format!("{e:#}")))?;
+    let m = compute(&hs, &hy, 0.5);
+    let mut metrics = CycleMetrics {
+        loss: bce(&hs, &hy),
+        accuracy: m.accuracy,
+        precision: m.precision,
+        recall: m.recall,
+        holdout_samples: holdout.len(),
+        golden_accuracy: None,
+        golden_accuracy_before: None,
+        epoch_loss: epochs.iter().map(|e| e.loss).collect(),
+    };
+    let mut reasons = Vec::new();
+    if !(metrics.accuracy > p.min_accuracy) {
+        reasons.push(format!(
+            "held-out accuracy {:.3} is not above {:.3}",
+            metrics.accuracy, p.min_accuracy
+        ));
+    }
+    if !(metrics.loss < p.max_loss) {
+        reasons.push(format!(
+            "held-out loss {:.3} is not below {:.3}",
+            metrics.loss, p.max_loss
+        ));
+    }
+    if let Some(g) = ctx.golden.filter(|g| !g.is_empty()) {
+        let before = ctx
+            .handle
+            .current()
+            .score(&g.x)
+            .map_err(|e| LearnError::Model(format!("scoring the golden set: {e}")))?;
+        let after = mlp
+            .scores(&g.x)
+            .map_err(|e| LearnError::Train(format!("{e:#}")))?;
+        let (b, a) = (accuracy(&before, &g.y), accuracy(&after, &g.y));
+        metrics.golden_accuracy_before = Some(b);
+        metrics.golden_accuracy = Some(a);
+        if a < b - p.golden_margin {
+            reasons.push(format!(
+                "golden-set accuracy fell from {b:.3} to {a:.3} (more than {:.1} points; poisoned labels?)",
+                p.golden_margin * 100.0
+            ));
+        }
+    }
+    rec.metrics = Some(metrics.clone());
+    times.validate = t.elapsed().as_secs_f64();
+    let mut next = state.clone();
+    next.watermark = rec.new_range.map_or(state.watermark, |r| r.1);
+    next.last_training_time = Some(now_rfc3339());
+    if !reasons.is_empty() {
+        check_stop(ctx, "validate")?;
+        rec.outcome = Outcome::Rejected;
+        rec.reason = Some(reasons.join("; "));
+        rec.training_time = t0.elapsed().as_secs_f64();
+        if let Some(r) = rec.new_range {
+            next.quarantine.push(r);
+        }
+        ctx.store.finish_cycle(rec, None, &next)?;
+        return Ok(None);
+    }
+    check_stop(ctx, "validate")?;
+
+    // Export, reload with tract (the same checks as any model file), write atomically.
+    let t = Instant::now();
+    let version = ctx
+        .store
+        .versions()?
+        .iter()
+        .map(|v| v.version)
+        .max()
+        .unwrap_or(0)
+        + 1;
+    let mut metadata: Vec<(String, String)> = spec
+        .metadata
+        .iter()
+        .filter(|(k, _)| k != meta::MODEL_VERSION && k != meta::METRICS && k != meta::TRAINING)
+        .cloned()
+        .collect();
+    metadata.push((meta::MODEL_VERSION.into(), format!("v{version}")));
+    metadata.push((
+        meta::METRICS.into(),
+        serde_json::to_string(&metrics).unwrap_or_default(),
+    ));
+    metadata.push((
+        meta::TRAINING.into(),
+        serde_json::json!({
+            "parent_version": parent.version,
+            "cycle": rec.id,
+            "samples": rec.num_samples,
+            "label_sources": rec.label_sources,
+            "epochs": p.epochs, "batch_size": p.batch_size, "learning_rate": p.learning_rate,
+        })
+        .to_string(),
+    ));
+    let out = ExportSpec {
+        n_features: N_FEATURES,
+        mean: spec.mean,
+        std: spec.std,
+        layers: mlp
+            .to_dense()
+            .map_err(|e| LearnError::Train(format!("{e:#}")))?,
+        metadata,
+    };
+    let bytes = {
+        use prost::Message as _;
+        crate::ann::export::build_model(&out).encode_to_vec()
+    };
+    let file = ModelDir::version_file(version);
+    let path = ctx.dir.path(&file);
+    let model = load_bytes(&bytes, &path.display().to_string())
+        .map_err(|e| LearnError::Model(format!("the exported model was refused: {e}")))?;
+    let tract = model
+        .score(&hx)
+        .map_err(|e| LearnError::Model(format!("scoring the exported model: {e}")))?;
+    let diff = tract
+        .iter()
+        .zip(&hs)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    if diff > 1e-4 {
+        return Err(LearnError::Model(format!(
+            "tract and candle disagree on the exported model (max |diff| {diff})"
+        )));
+    }
+    write_atomic(&path, &bytes).map_err(|e| LearnError::Io(file.clone(), e))?;
+    times.export = t.elapsed().as_secs_f64();
+    fault_pause("deploy");
+    check_stop(ctx, "export")?;
+
+    // Commit: version, cycle outcome and current version in one transaction.
+    let t = Instant::now();
+    let v = VersionRecord {
+        version,
+        parent: Some(parent.version),
+        created: now_rfc3339(),
+        file: file.clone(),
+        sha256: sha256_hex(&bytes),
+        samples: rec.num_samples,
+        label_sources: rec.label_sources.clone(),
+        metrics: Some(metrics),
+        origin: "deployed".into(),
+        cycle: Some(rec.id),
+    };
+    rec.outcome = Outcome::Deployed;
+    rec.version = Some(version);
+    rec.training_time = t0.elapsed().as_secs_f64();
+    next.current_version = Some(version);
+    if let Err(e) = ctx.store.finish_cycle(rec, Some(&v), &next) {
+        let _ = std::fs::remove_file(&path);
+        return Err(e.into());
+    }
+    times.swap = t.elapsed().as_secs_f64();
+    Ok(Some((v, model)))
+}
+
+/// Keeps the newest `keep_versions` model files (never the current one or its parent).
+fn prune_versions(ctx: &CycleContext<'_>, current: u64) {
+    let Ok(versions) = ctx.store.versions() else {
+        return;
+    };
+    let keep = ctx.params.keep_versions;
+    if versions.len() <= keep {
+        return;
+    }
+    let parent = versions
+        .iter()
+        .find(|v| v.version == current)
+        .and_then(|v| v.parent);
+    let drop: Vec<&VersionRecord> = versions
+        .iter()
+        .filter(|v| v.version != current && Some(v.version) != parent && v.origin != "base")
+        .take(versions.len() - keep)
+        .collect();
+    for v in &drop {
+        let _ = std::fs::remove_file(ctx.dir.path(&v.file));
+    }
+    let ids: Vec<u64> = drop.iter().map(|v| v.version).collect();
+    if let Err(e) = ctx.store.remove_versions(&ids) {
+        warn!(error = %e, "could not forget pruned model versions");
+    }
+}

@@ -1,0 +1,274 @@
+//! The learner's trees: `samples` (id → [`TrainingSample`] JSON, ids monotonic from 1),
+//! `models` (version → [`VersionRecord`]), `cycles` (id → [`CycleRecord`]) and `learning`
+//! (the [`LearningState`] and the id counters). Like the alert writes, every write is a
+//! transaction followed by a flush; [`Store::finish_cycle`] commits a cycle's outcome, its
+//! model version and the new learner state together.
+use sled::Transactional;
+use sled::transaction::{ConflictableTransactionError, ConflictableTransactionResult};
+
+use super::keys::id_key;
+use super::{Result, Store, StoreError, read_u64};
+use crate::learn::history::{CycleRecord, LearningState, VersionRecord};
+use crate::learn::sample::TrainingSample;
+
+const NEXT_SAMPLE: &[u8] = b"next_sample_id";
+const NEXT_CYCLE: &[u8] = b"next_cycle_id";
+const STATE: &[u8] = b"state";
+
+type TxResult<T> = ConflictableTransactionResult<T, StoreError>;
+
+fn abort<T>(e: StoreError) -> TxResult<T> {
+    Err(ConflictableTransactionError::Abort(e))
+}
+
+fn to_json<T: serde::Serialize>(v: &T, what: &str) -> Result<Vec<u8>> {
+    serde_json::to_vec(v).map_err(|e| StoreError::Corrupt(format!("{what} encoding: {e}")))
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(raw: &[u8], what: &str) -> Result<T> {
+    serde_json::from_slice(raw).map_err(|e| StoreError::Corrupt(format!("{what} record: {e}")))
+}
+
+fn key_u64(k: &[u8]) -> Result<u64> {
+    <[u8; 8]>::try_from(k)
+        .map(u64::from_be_bytes)
+        .map_err(|_| StoreError::Corrupt(format!("key of {} bytes", k.len())))
+}
+
+impl Store {
+    /// Appends samples (their `id` is assigned here) and returns the ids given. Durable on
+    /// return.
+    pub fn insert_samples(&self, samples: &[TrainingSample]) -> Result<Vec<u64>> {
+        if samples.is_empty() {
+            return Ok(Vec::new());
+        }
+        let encoded = samples
+            .iter()
+            .map(|s| to_json(s, "sample"))
+            .collect::<Result<Vec<_>>>()?;
+        let ids = (&self.samples, &self.learning).transaction(|(tree, learning)| {
+            let first = read_u64(learning.get(NEXT_SAMPLE)?.as_deref())
+                .or_else(abort)?
+                .unwrap_or(1);
+            let mut ids = Vec::with_capacity(encoded.len());
+            for (i, raw) in encoded.iter().enumerate() {
+                let id = first + i as u64;
+                // The id is not inside the stored JSON; it is the key.
+                tree.insert(&id_key(id), raw.as_slice())?;
+                ids.push(id);
+            }
+            learning.insert(NEXT_SAMPLE, &(first + encoded.len() as u64).to_be_bytes())?;
+            Ok(ids)
+        })?;
+        self.flush()?;
+        Ok(ids)
+    }
+
+    /// Number of stored samples, and of those with an id above `watermark`.
+    pub fn sample_counts(&self, watermark: u64) -> Result<(u64, u64)> {
+        let total = self.samples.len() as u64;
+        let new = self
+            .samples
+            .range(id_key(watermark.saturating_add(1))..)
+            .count() as u64;
+        Ok((total, new))
+    }
+
+    fn decode_sample(k: &[u8], v: &[u8]) -> Result<TrainingSample> {
+        let mut s: TrainingSample = from_json(v, "sample")?;
+        s.id = key_u64(k)?;
+        Ok(s)
+    }
+
+    /// Samples with an id above `watermark`, oldest first.
+    pub fn samples_after(&self, watermark: u64) -> Result<Vec<TrainingSample>> {
+        self.samples
+            .range(id_key(watermark.saturating_add(1))..)
+            .map(|kv| {
+                let (k, v) = kv?;
+                Self::decode_sample(&k, &v)
+            })
+            .collect()
+    }
+
+    /// Up to `limit` samples with an id at most `upto` for which `keep` holds, newest first.
+    pub fn samples_upto(
+        &self,
+        upto: u64,
+        limit: usize,
+        keep: impl Fn(u64) -> bool,
+    ) -> Result<Vec<TrainingSample>> {
+        let mut out = Vec::new();
+        for kv in self.samples.range(..=id_key(upto)).rev() {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, v) = kv?;
+            if keep(key_u64(&k)?) {
+                out.push(Self::decode_sample(&k, &v)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Rewrites the samples with an id above `watermark` that involve `ip` and are not yet
+    /// labelled by a rule as `change` makes them (used when a rule alert arrives after its
+    /// flows were labelled by the ANN). Returns how many changed.
+    pub fn relabel_samples<F>(&self, watermark: u64, pick: F) -> Result<u64>
+    where
+        F: Fn(&mut TrainingSample) -> bool,
+    {
+        let mut changed = 0;
+        for kv in self.samples.range(id_key(watermark.saturating_add(1))..) {
+            let (k, v) = kv?;
+            let mut s = Self::decode_sample(&k, &v)?;
+            if pick(&mut s) {
+                self.samples.insert(&k, to_json(&s, "sample")?)?;
+                changed += 1;
+            }
+        }
+        if changed > 0 {
+            self.flush()?;
+        }
+        Ok(changed)
+    }
+
+    /// Deletes the oldest samples beyond `keep`; returns how many went.
+    pub fn prune_samples(&self, keep: usize) -> Result<u64> {
+        let excess = self.samples.len().saturating_sub(keep);
+        if excess == 0 {
+            return Ok(0);
+        }
+        let mut batch = sled::Batch::default();
+        for kv in self.samples.iter().take(excess) {
+            batch.remove(kv?.0);
+        }
+        self.samples.apply_batch(batch)?;
+        self.flush()?;
+        Ok(excess as u64)
+    }
+
+    /// The learner's state (default when never written).
+    pub fn learning_state(&self) -> Result<LearningState> {
+        match self.learning.get(STATE)? {
+            Some(raw) => from_json(&raw, "learning state"),
+            None => Ok(LearningState::default()),
+        }
+    }
+
+    pub fn put_learning_state(&self, st: &LearningState) -> Result<()> {
+        self.learning
+            .insert(STATE, to_json(st, "learning state")?)?;
+        self.flush()
+    }
+
+    /// Records a new cycle (its `id` is assigned here) and returns the id.
+    pub fn begin_cycle(&self, rec: &CycleRecord) -> Result<u64> {
+        let id = (&self.cycles, &self.learning).transaction(|(cycles, learning)| {
+            let id = read_u64(learning.get(NEXT_CYCLE)?.as_deref())
+                .or_else(abort)?
+                .unwrap_or(1);
+            learning.insert(NEXT_CYCLE, &(id + 1).to_be_bytes())?;
+            let mut r = rec.clone();
+            r.id = id;
+            cycles.insert(&id_key(id), to_json(&r, "cycle").or_else(abort)?)?;
+            Ok(id)
+        })?;
+        self.flush()?;
+        Ok(id)
+    }
+
+    /// Commits a cycle's end: its record, the version it produced (if any) and the new
+    /// learner state, in one transaction.
+    pub fn finish_cycle(
+        &self,
+        rec: &CycleRecord,
+        version: Option<&VersionRecord>,
+        state: &LearningState,
+    ) -> Result<()> {
+        let c = to_json(rec, "cycle")?;
+        let v = version
+            .map(|v| to_json(v, "version").map(|raw| (v.version, raw)))
+            .transpose()?;
+        let s = to_json(state, "learning state")?;
+        (&self.cycles, &self.models, &self.learning).transaction(
+            |(cycles, models, learning)| {
+                cycles.insert(&id_key(rec.id), c.as_slice())?;
+                if let Some((ver, raw)) = &v {
+                    models.insert(&id_key(*ver), raw.as_slice())?;
+                }
+                learning.insert(STATE, s.as_slice())?;
+                Ok(())
+            },
+        )?;
+        self.flush()
+    }
+
+    /// Writes a version record and the learner state together (base registration, manual
+    /// activation).
+    pub fn put_version(&self, v: &VersionRecord, state: &LearningState) -> Result<()> {
+        let raw = to_json(v, "version")?;
+        let s = to_json(state, "learning state")?;
+        (&self.models, &self.learning).transaction(|(models, learning)| {
+            models.insert(&id_key(v.version), raw.as_slice())?;
+            learning.insert(STATE, s.as_slice())?;
+            Ok(())
+        })?;
+        self.flush()
+    }
+
+    /// Every version, oldest first.
+    pub fn versions(&self) -> Result<Vec<VersionRecord>> {
+        self.models
+            .iter()
+            .map(|kv| from_json(&kv?.1, "version"))
+            .collect()
+    }
+
+    pub fn version(&self, v: u64) -> Result<Option<VersionRecord>> {
+        self.models
+            .get(id_key(v))?
+            .map(|raw| from_json(&raw, "version"))
+            .transpose()
+    }
+
+    /// Removes version records (their files are gone).
+    pub fn remove_versions(&self, versions: &[u64]) -> Result<()> {
+        for v in versions {
+            self.models.remove(id_key(*v))?;
+        }
+        self.flush()
+    }
+
+    /// The total number of cycles and the newest `limit`, newest first.
+    pub fn cycles(&self, limit: usize) -> Result<(u64, Vec<CycleRecord>)> {
+        let total = self.cycles.len() as u64;
+        let list = self
+            .cycles
+            .iter()
+            .rev()
+            .take(limit)
+            .map(|kv| from_json(&kv?.1, "cycle"))
+            .collect::<Result<Vec<_>>>()?;
+        Ok((total, list))
+    }
+
+    /// Cycles still marked running (interrupted by a crash when seen at start-up).
+    pub fn running_cycles(&self) -> Result<Vec<CycleRecord>> {
+        self.cycles
+            .iter()
+            .map(|kv| from_json::<CycleRecord>(&kv?.1, "cycle"))
+            .filter(|r| {
+                r.as_ref().map_or(true, |c| {
+                    c.outcome == crate::learn::history::Outcome::Running
+                })
+            })
+            .collect()
+    }
+
+    /// Overwrites one cycle record.
+    pub fn put_cycle(&self, rec: &CycleRecord) -> Result<()> {
+        self.cycles.insert(id_key(rec.id), to_json(rec, "cycle")?)?;
+        self.flush()
+    }
+}
