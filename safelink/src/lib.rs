@@ -12,5 +12,6 @@ pub mod detect;
 pub mod expiry;
 pub mod record;
 pub mod replay;
+pub mod privacy;
 pub mod store;
 pub mod table;

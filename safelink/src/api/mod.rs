@@ -1,6 +1,7 @@
 //! The HTTP API (axum): JSON status and sniffer control, alert listing with filters and
 //! cursor paging, CSV and EVE-style exports, archiving, and the ANN model (`GET /model`,
-//! `POST /model/load`, see `model.rs`). Owns the routes, the bearer-token
+//! `POST /model/load`, see `model.rs`), and privacy (`DELETE /privacy/subject`,
+//! `GET /privacy/report`, see `privacy.rs`). Owns the routes, the bearer-token
 //! policy ([`AuthPolicy`]) and the JSON error shape (`{"error": "..."}` for every 4xx/5xx,
 //! unknown routes and axum's extractor rejections included).
 //!
@@ -13,6 +14,7 @@ mod error;
 mod export;
 mod model;
 mod params;
+mod privacy;
 mod status;
 
 use std::future::Future;
@@ -21,7 +23,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::middleware;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 
 pub use auth::{ApiConfigError, AuthPolicy};
 pub use control::{ControlError, ControlFuture, SensorControl, SensorStatus};
@@ -42,6 +44,8 @@ pub struct ApiState {
     auth: Arc<AuthPolicy>,
     /// The live ANN model, for `GET /model` and `POST /model/load` (404 when absent).
     model: Option<crate::ann::ModelHandle>,
+    /// The privacy policy of the stored data (forms matched by `DELETE /privacy/subject`).
+    privacy: Arc<crate::privacy::Policy>,
 }
 
 impl ApiState {
@@ -52,7 +56,14 @@ impl ApiState {
             sensor,
             auth: Arc::new(auth),
             model: None,
+            privacy: Arc::new(crate::privacy::Policy::default()),
         }
+    }
+
+    /// The privacy policy the store was written with (default: addresses as seen).
+    pub fn with_privacy(mut self, policy: crate::privacy::Policy) -> Self {
+        self.privacy = Arc::new(policy);
+        self
     }
 
     /// Serves `GET /model` and `POST /model/load` from this handle (the detector's).
@@ -78,6 +89,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/alerts/{id}", get(alerts::get_one))
         .route("/model", get(model::get))
         .route("/model/load", post(model::load))
+        .route("/privacy/subject", delete(privacy::forget))
+        .route("/privacy/report", get(privacy::report))
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(middleware::from_fn_with_state(

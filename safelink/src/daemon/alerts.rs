@@ -1,15 +1,23 @@
 //! The alert sink: writes detector alert events into the store on a blocking thread (every
 //! write is fsynced before it returns), maps engine alert ids to store ids, and coalesces bursts
-//! of updates of one alert into a single write.
+//! of updates of one alert into a single write. Every alert passes through the privacy
+//! [`Policy`] first: what is stored and what is logged is the anonymised form (the detectors
+//! upstream keep the real addresses).
 use std::collections::HashMap;
 
 use tokio::sync::mpsc;
-use tracing::{error, warn};
+use tracing::{debug, error, warn};
 
-use crate::{alert::AlertSource, detect::dfa::AlertEvent, store::Store};
+use crate::{
+    alert::AlertSource,
+    detect::dfa::AlertEvent,
+    privacy::Policy,
+    store::{Store, StoreError},
+};
 
 /// Runs until the channel closes; returns how many alerts were stored (new) and updated.
-pub fn run_sink(store: Store, mut rx: mpsc::Receiver<AlertEvent>) -> (u64, u64) {
+/// Alerts are anonymised by `privacy` before they are logged or stored.
+pub fn run_sink(store: Store, mut rx: mpsc::Receiver<AlertEvent>, privacy: &Policy) -> (u64, u64) {
     // Engine ids are per detector (DFA and ANN both start at 1): key by (source, id).
     let mut ids: HashMap<(AlertSource, u64), u64> = HashMap::new();
     let (mut new, mut updated) = (0u64, 0u64);
@@ -22,7 +30,8 @@ pub fn run_sink(store: Store, mut rx: mpsc::Receiver<AlertEvent>) -> (u64, u64) 
         let mut latest: HashMap<(AlertSource, u64), crate::alert::Alert> = HashMap::new();
         for ev in batch {
             match ev {
-                AlertEvent::New(a) => {
+                AlertEvent::New(mut a) => {
+                    privacy.apply(&mut a);
                     let engine_id = (a.source, a.id);
                     warn!(
                         kind = a.kind.as_str(),
@@ -40,7 +49,8 @@ pub fn run_sink(store: Store, mut rx: mpsc::Receiver<AlertEvent>) -> (u64, u64) 
                         Err(e) => error!(error = %e, "storing an alert failed"),
                     }
                 }
-                AlertEvent::Updated(a) => {
+                AlertEvent::Updated(mut a) => {
+                    privacy.apply(&mut a);
                     latest.insert((a.source, a.id), a);
                 }
             }
@@ -61,6 +71,11 @@ pub fn run_sink(store: Store, mut rx: mpsc::Receiver<AlertEvent>) -> (u64, u64) 
             });
             match r {
                 Ok(_) => updated += 1,
+                Err(StoreError::NotFound(_)) => {
+                    // Deleted meanwhile (retention, or forgotten on request): stays deleted.
+                    debug!(id = sid, "update of a deleted alert dropped");
+                    ids.remove(&engine_id);
+                }
                 Err(e) => error!(error = %e, id = sid, "updating an alert failed"),
             }
         }

@@ -9,10 +9,13 @@
 //! Writes therefore block for an fsync: call them from `tokio::task::spawn_blocking` in async
 //! code. No packet payload is ever stored (an [`Alert`] carries none).
 //!
+//! `privacy.rs` deletes by subject and by age (the privacy lifecycle, [`crate::privacy`]).
+//!
 //! Later issues add their own trees (training samples, model versions) beside these; the
 //! alert API stays this narrow set of methods.
 mod error;
 mod keys;
+mod privacy;
 mod read;
 mod write;
 
@@ -23,6 +26,7 @@ use std::path::Path;
 
 pub use error::StoreError;
 pub use keys::{Cursor, format_rfc3339, parse_rfc3339};
+pub use privacy::{AlertTree, TreeCounts, last_evidence};
 pub use read::{AlertFilter, Counts, Page};
 
 use crate::alert::Alert;
