@@ -3,6 +3,7 @@ mod analyze;
 mod bench;
 mod inspect;
 mod model;
+mod privacy;
 mod run;
 
 use std::{path::PathBuf, process::ExitCode};
@@ -51,6 +52,9 @@ enum Cmd {
     Bench(bench::BenchArgs),
     /// ANN model files: `info` and `validate` (and the hidden recipe and benchmark).
     Model(model::ModelArgs),
+    /// Privacy: `forget --ip|--mac` deletes a subject's data, `report` shows what is stored
+    /// (both on a stopped sensor's store).
+    Privacy(privacy::PrivacyArgs),
 }
 
 /// Flow expiry options of `analyze` (the daemon takes them from its configuration).
@@ -108,6 +112,7 @@ pub fn main() -> ExitCode {
         Cmd::Flows(a) => inspect::flows(a),
         Cmd::Bench(a) => bench::bench(a),
         Cmd::Model(a) => model::model(a),
+        Cmd::Privacy(a) => privacy::privacy(a),
     };
     match res {
         Ok(code) => code,

@@ -24,7 +24,7 @@ pub mod forget;
 pub mod report;
 pub mod retention;
 
-pub use anonymize::{Addr, Policy, parse_mac};
+pub use anonymize::{Addr, Policy, addresses, format_mac, parse_mac};
 pub use forget::{Subject, SubjectError, forget, is_about};
 pub use report::{Report, report};
 pub use retention::{RetentionAges, run_periodic, sweep};
