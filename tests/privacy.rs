@@ -110,7 +110,10 @@ impl Data {
 
 /// Every active alert, oldest id first.
 fn active(store: &Store) -> Vec<Alert> {
-    let mut v = store.query(&AlertFilter::default(), 10_000, None).unwrap().alerts;
+    let mut v = store
+        .query(&AlertFilter::default(), 10_000, None)
+        .unwrap()
+        .alerts;
     v.sort_by_key(|a| a.id);
     v
 }
@@ -229,7 +232,11 @@ fn keyed_hash_is_stable_per_key_and_the_attacker_still_aggregates() {
     let kinds: Vec<AlertKind> = of_attacker.iter().map(|x| x.kind).collect();
     assert_eq!(
         kinds,
-        [AlertKind::ArpScan, AlertKind::HostSweep, AlertKind::HostSweep]
+        [
+            AlertKind::ArpScan,
+            AlertKind::HostSweep,
+            AlertKind::HostSweep
+        ]
     );
     let filtered = a
         .store()
@@ -251,7 +258,10 @@ fn keyed_hash_is_stable_per_key_and_the_attacker_still_aggregates() {
         p.text("SYN port scan of 10.100.18.12 from 10.100.25.14: ")
             + scan.description.split_once(": ").unwrap().1
     );
-    assert!(scan.description.contains(&p.ip(ip("10.100.25.14")).to_string()));
+    assert!(
+        scan.description
+            .contains(&p.ip(ip("10.100.25.14")).to_string())
+    );
 
     // Same key, same forms; another key, other forms.
     let forms = |v: &[Alert]| -> Vec<(Option<IpAddr>, Option<IpAddr>, Option<String>, String)> {
@@ -272,7 +282,12 @@ fn keyed_hash_is_stable_per_key_and_the_attacker_still_aggregates() {
         assert_ne!(x.src_ip, y.src_ip);
         assert_ne!(x.src_mac, y.src_mac);
     }
-    for raw in ["10.0.0.128", "10.100.25.14", "00:0c:29:20:a8:7f", "00:15:c5:3c:4f:9e"] {
+    for raw in [
+        "10.0.0.128",
+        "10.100.25.14",
+        "00:0c:29:20:a8:7f",
+        "00:15:c5:3c:4f:9e",
+    ] {
         assert_eq!(
             files_containing(&a.data_dir(), raw.as_bytes()),
             Vec::<PathBuf>::new(),
@@ -324,7 +339,11 @@ fn mac_hashing_rewrites_fields_and_descriptions() {
         "{}",
         a.description
     );
-    for raw in ["00:e0:4d:3c:25:7b", "dc:f5:05:75:0b:cd", "b0:7f:b9:4e:f0:9c"] {
+    for raw in [
+        "00:e0:4d:3c:25:7b",
+        "dc:f5:05:75:0b:cd",
+        "b0:7f:b9:4e:f0:9c",
+    ] {
         assert_eq!(
             files_containing(&d.data_dir(), raw.as_bytes()),
             Vec::<PathBuf>::new()
@@ -381,7 +400,10 @@ fn retention_sweeps_delete_exactly_what_is_older() {
     assert!(active(&store).is_empty());
     let c = store.counts().unwrap();
     assert_eq!((c.active, c.archived, c.latest_alert), (0, 0, None));
-    assert_eq!(store.oldest(safelink::store::AlertTree::Active).unwrap(), None);
+    assert_eq!(
+        store.oldest(safelink::store::AlertTree::Active).unwrap(),
+        None
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -640,7 +662,10 @@ fn privacy_forget_cli_counts_and_refuses_a_locked_store() {
         .arg(d.data_dir());
     let r: Value = serde_json::from_slice(&support::run(&mut c).stdout).unwrap();
     assert_eq!(r["ip_mode"], "truncate");
-    assert_eq!(r["stored"], json!({"alerts": 0, "archive": 0, "samples": 0}));
+    assert_eq!(
+        r["stored"],
+        json!({"alerts": 0, "archive": 0, "samples": 0})
+    );
     assert_eq!(active(&d.store()).len(), 0);
 }
 
@@ -737,11 +762,12 @@ async fn no_payload_byte_is_stored_logged_or_exported() {
     assert!(!files_containing(&logs, b"198.51.100.66").is_empty());
     let scanned = files(&d.data_dir()).len() + files(&logs).len();
     assert!(scanned >= 6, "{scanned} files");
-    for part in [marker.as_bytes(), &marker.as_bytes()[..12], &marker.as_bytes()[12..24]] {
-        assert_eq!(
-            files_containing(&d.data_dir(), part),
-            Vec::<PathBuf>::new()
-        );
+    for part in [
+        marker.as_bytes(),
+        &marker.as_bytes()[..12],
+        &marker.as_bytes()[12..24],
+    ] {
+        assert_eq!(files_containing(&d.data_dir(), part), Vec::<PathBuf>::new());
         assert_eq!(files_containing(&logs, part), Vec::<PathBuf>::new());
     }
 }

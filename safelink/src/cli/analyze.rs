@@ -15,13 +15,13 @@ use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use safelink::{
     alert::{Alert, AlertSource},
+    daemon::alerts::run_sink,
     detect::{
         bench,
         dfa::{AlertEvent, DfaConfig, Engine},
     },
-    record::Record,
-    daemon::alerts::run_sink,
     privacy::Policy,
+    record::Record,
     replay::replay_file,
     store::Store,
 };

@@ -96,10 +96,7 @@ pub fn privacy(a: PrivacyArgs) -> anyhow::Result<ExitCode> {
             let (policy, store) = f.store.open()?;
             let deleted = privacy::forget(&store, &policy, subject)
                 .context("deleting from the alert store")?;
-            println!(
-                "{}",
-                json!({ "subject": subject, "deleted": deleted })
-            );
+            println!("{}", json!({ "subject": subject, "deleted": deleted }));
         }
         PrivacyCmd::Report(s) => {
             let (policy, store) = s.open()?;

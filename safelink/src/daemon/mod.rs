@@ -254,9 +254,8 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
     });
     let sink_store = store.clone();
     let sink_privacy = privacy.clone();
-    let sink = tokio::task::spawn_blocking(move || {
-        alerts::run_sink(sink_store, alert_rx, &sink_privacy)
-    });
+    let sink =
+        tokio::task::spawn_blocking(move || alerts::run_sink(sink_store, alert_rx, &sink_privacy));
 
     // Retention: deletes what is older than the [privacy] ages, at start and then periodically.
     let retention = tokio::spawn(crate::privacy::run_periodic(

@@ -130,8 +130,7 @@ impl Policy {
 
     fn hmac(&self, domain: &[u8], data: &[u8]) -> Option<[u8; 32]> {
         let key = self.key.as_deref()?;
-        let mut mac =
-            Hmac::<Sha256>::new_from_slice(key).expect("HMAC accepts keys of any length");
+        let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC accepts keys of any length");
         mac.update(domain);
         mac.update(data);
         Some(mac.finalize().into_bytes().into())
@@ -438,7 +437,10 @@ mod tests {
         };
         assert_eq!(Policy::new(&cfg, None), Err(PrivacyError::MissingKey));
         assert_eq!(Policy::new(&cfg, Some("")), Err(PrivacyError::MissingKey));
-        assert_eq!(Policy::new(&cfg, Some("short")), Err(PrivacyError::ShortKey(5)));
+        assert_eq!(
+            Policy::new(&cfg, Some("short")),
+            Err(PrivacyError::ShortKey(5))
+        );
         let macs = PrivacyConfig {
             hash_macs: true,
             ..Default::default()

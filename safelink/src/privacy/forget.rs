@@ -11,8 +11,8 @@ use std::net::IpAddr;
 use serde::Serialize;
 use tracing::info;
 
-use super::anonymize::{Addr, addresses, format_mac, parse_mac};
 use super::Policy;
+use super::anonymize::{Addr, addresses, format_mac, parse_mac};
 use crate::alert::Alert;
 use crate::store::{Store, StoreError, TreeCounts};
 

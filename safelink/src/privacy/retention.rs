@@ -76,8 +76,8 @@ pub async fn run_periodic(
             _ = stop.wait_for(|s| *s) => return,
         }
         let s = store.clone();
-        let r = tokio::task::spawn_blocking(move || sweep(&s, ages, OffsetDateTime::now_utc()))
-            .await;
+        let r =
+            tokio::task::spawn_blocking(move || sweep(&s, ages, OffsetDateTime::now_utc())).await;
         match r {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => warn!(error = %e, "retention sweep failed"),

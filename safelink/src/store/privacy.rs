@@ -222,3 +222,91 @@ fn id_of(key: &[u8]) -> Result<u64> {
         .map(u64::from_be_bytes)
         .map_err(|_| StoreError::Corrupt(format!("alert key of {} bytes", key.len())))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{alert, assert_consistent, seeded};
+    use super::*;
+    use crate::alert::AlertKind;
+    use crate::store::AlertFilter;
+
+    fn t(s: &str) -> OffsetDateTime {
+        parse_rfc3339(s).unwrap()
+    }
+
+    #[test]
+    fn delete_matching_clears_both_trees_and_their_indexes() {
+        let (_d, store) = seeded();
+        // Ids 1 and 3 (from .2) archived; the others active.
+        assert_eq!(store.archive_ids(&[1, 3]).unwrap(), 2);
+        let from_2 = |a: &Alert| a.src_ip == Some("198.51.100.2".parse().unwrap());
+        assert_eq!(
+            store.delete_matching(from_2).unwrap(),
+            TreeCounts {
+                alerts: 3,
+                archive: 2,
+                samples: 0
+            }
+        );
+        assert_consistent(&store);
+        let c = store.counts().unwrap();
+        assert_eq!((c.active, c.archived), (5, 0));
+        let filter = AlertFilter {
+            kind: Some(AlertKind::SshBruteForce),
+            ..Default::default()
+        };
+        assert!(store.query(&filter, 10, None).unwrap().alerts.is_empty());
+        // A deleted alert cannot be updated back into existence.
+        assert!(matches!(
+            store.update(5, |a| a.count = 9),
+            Err(StoreError::NotFound(5))
+        ));
+        assert_eq!(
+            store.delete_matching(from_2).unwrap(),
+            TreeCounts::default()
+        );
+    }
+
+    #[test]
+    fn delete_older_than_uses_the_last_evidence() {
+        let (_d, store) = seeded();
+        // Alert 2 (raised 12:02) was seen again at 12:30.
+        store
+            .update(2, |a| a.last_seen = "2024-05-01T12:30:00Z".into())
+            .unwrap();
+        assert_eq!(store.archive_ids(&[1, 4]).unwrap(), 2);
+        let cutoff = t("2024-05-01T12:05:00Z");
+        // Active raised before 12:05: 2 (kept, seen at 12:30) and 3.
+        assert_eq!(
+            store.delete_older_than(AlertTree::Active, cutoff).unwrap(),
+            1
+        );
+        assert_eq!(
+            store.delete_older_than(AlertTree::Archive, cutoff).unwrap(),
+            2
+        );
+        assert_consistent(&store);
+        assert!(store.get(2).unwrap().is_some());
+        assert_eq!(
+            store.tree_counts().unwrap(),
+            TreeCounts {
+                alerts: 7,
+                archive: 0,
+                samples: 0
+            }
+        );
+        assert_eq!(
+            store.oldest(AlertTree::Active).unwrap().as_deref(),
+            Some("2024-05-01T12:02:00Z")
+        );
+        let late = alert("2024-05-01T13:00:00Z", AlertKind::PortScan, "198.51.100.9");
+        store.insert(late).unwrap();
+        assert_eq!(
+            store
+                .delete_older_than(AlertTree::Active, t("2030-01-01T00:00:00Z"))
+                .unwrap(),
+            8
+        );
+        assert_consistent(&store);
+    }
+}
