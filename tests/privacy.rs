@@ -264,14 +264,13 @@ fn keyed_hash_is_stable_per_key_and_the_attacker_still_aggregates() {
     );
 
     // Same key, same forms; another key, other forms.
-    let forms = |v: &[Alert]| -> Vec<(Option<IpAddr>, Option<IpAddr>, Option<String>, String)> {
+    // The written forms of every alert: addresses, MAC and description.
+    let forms = |v: &[Alert]| -> Vec<String> {
         v.iter()
             .map(|x| {
-                (
-                    x.src_ip,
-                    x.dest_ip,
-                    x.src_mac.clone(),
-                    x.description.clone(),
+                format!(
+                    "{:?} {:?} {:?} {}",
+                    x.src_ip, x.dest_ip, x.src_mac, x.description
                 )
             })
             .collect()
