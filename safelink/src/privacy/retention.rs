@@ -88,7 +88,108 @@ pub async fn run_periodic(
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::{Arc, Mutex};
+
+    use metrics::{
+        Counter, CounterFn, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit,
+    };
+
     use super::*;
+    use crate::alert::Alert;
+
+    type Totals = Arc<Mutex<BTreeMap<String, u64>>>;
+
+    /// A recorder keeping counter totals by `name{label=value}`.
+    #[derive(Default)]
+    struct Totaller(Totals);
+
+    struct Cell(String, Totals);
+
+    impl CounterFn for Cell {
+        fn increment(&self, value: u64) {
+            *self.1.lock().unwrap().entry(self.0.clone()).or_default() += value;
+        }
+
+        fn absolute(&self, value: u64) {
+            self.1.lock().unwrap().insert(self.0.clone(), value);
+        }
+    }
+
+    impl Recorder for Totaller {
+        fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+
+        fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
+            let labels: Vec<String> = key
+                .labels()
+                .map(|l| format!("{}={}", l.key(), l.value()))
+                .collect();
+            let name = format!("{}{{{}}}", key.name(), labels.join(","));
+            Counter::from_arc(Arc::new(Cell(name, self.0.clone())))
+        }
+
+        fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> Gauge {
+            Gauge::noop()
+        }
+
+        fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> Histogram {
+            Histogram::noop()
+        }
+    }
+
+    fn alert(ts: &str) -> Alert {
+        serde_json::from_value(serde_json::json!({
+            "id": 0, "timestamp": ts, "source": "dfa", "kind": "port_scan",
+            "severity": "low", "confidence": 1.0, "src_ip": "192.0.2.9", "src_port": null,
+            "dest_ip": null, "dest_port": null, "proto": "tcp", "src_mac": null,
+            "first_seen": ts, "last_seen": ts, "count": 1, "description": "test",
+            "community_id": null
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn sweep_counts_go_to_the_metrics() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        for ts in [
+            "2024-01-01T00:00:00Z",
+            "2024-02-01T00:00:00Z",
+            "2024-04-30T00:00:00Z",
+        ] {
+            store.insert(alert(ts)).unwrap();
+        }
+        let archived = store.insert(alert("2023-01-01T00:00:00Z")).unwrap();
+        store.archive_ids(&[archived]).unwrap();
+        let now = crate::store::parse_rfc3339("2024-05-01T00:00:00Z").unwrap();
+        let ages = RetentionAges {
+            alerts: 30,
+            archive: 365,
+            samples: 30,
+        };
+        let rec = Totaller::default();
+        let deleted = metrics::with_local_recorder(&rec, || sweep(&store, ages, now)).unwrap();
+        assert_eq!(
+            deleted,
+            TreeCounts {
+                alerts: 2,
+                archive: 1,
+                samples: 0
+            }
+        );
+        let totals = rec.0.lock().unwrap().clone();
+        let expected: BTreeMap<String, u64> = [
+            ("safelink_retention_deleted_total{tree=alerts}", 2),
+            ("safelink_retention_deleted_total{tree=archive}", 1),
+            ("safelink_retention_deleted_total{tree=samples}", 0),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        assert_eq!(totals, expected);
+    }
 
     #[test]
     fn cutoffs() {
