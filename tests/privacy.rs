@@ -358,6 +358,15 @@ fn retention_sweeps_delete_exactly_what_is_older() {
     let store = d.store();
     let alerts = active(&store);
     assert_eq!(alerts.len(), 4);
+    // ip_mode = none stores the addresses as seen (and keeps the Community ID).
+    let scan = by_kind(&alerts, AlertKind::PortScan);
+    assert_eq!(scan.src_ip, Some(ip("10.100.25.14")));
+    assert_eq!(scan.dest_ip, Some(ip("10.100.18.12")));
+    assert_eq!(scan.src_mac.as_deref(), Some("00:15:c5:3c:4f:9e"));
+    assert_eq!(
+        scan.community_id.as_deref(),
+        Some("1:6s/5g7vmJFkJHYnIxcoVpvLj1wA=")
+    );
     let ssh = by_kind(&alerts, AlertKind::SshBruteForce).id;
     assert_eq!(store.archive_ids(&[ssh]).unwrap(), 1);
     let t = |s: &str| parse_rfc3339(s).unwrap();
