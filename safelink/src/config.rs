@@ -162,6 +162,49 @@ impl AnnSection {
     }
 }
 
+/// `[privacy]`: how addresses are written and how long data is kept (see
+/// [`crate::privacy`]). Retention ages are in days; 0 keeps that data forever.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PrivacyConfig {
+    /// `none` (default), `truncate` or `keyed-hash`.
+    pub ip_mode: crate::privacy::IpMode,
+    /// Prefix kept by `truncate` for IPv4 (default 24).
+    pub ipv4_prefix: u8,
+    /// Prefix kept by `truncate` for IPv6 (default 48).
+    pub ipv6_prefix: u8,
+    /// Hash MAC addresses with the key (default false; needs a key).
+    pub hash_macs: bool,
+    /// Secret of `keyed-hash` and `hash_macs` (at least 16 bytes). Prefer the
+    /// `SAFELINK_PRIVACY_KEY` environment variable to writing it here.
+    pub key: Option<String>,
+    /// Active alerts whose last evidence is older than this are deleted (default 90).
+    pub alert_retention_days: u64,
+    /// Archived alerts whose last evidence is older than this are deleted (default 365).
+    pub archive_retention_days: u64,
+    /// Training samples older than this are deleted (default 30).
+    pub sample_retention_days: u64,
+    /// Seconds between retention sweeps of the daemon (default 3600; the first runs at start;
+    /// 0 = no sweeps).
+    pub retention_interval_s: u64,
+}
+
+impl Default for PrivacyConfig {
+    fn default() -> Self {
+        Self {
+            ip_mode: crate::privacy::IpMode::None,
+            ipv4_prefix: 24,
+            ipv6_prefix: 48,
+            hash_macs: false,
+            key: None,
+            alert_retention_days: 90,
+            archive_retention_days: 365,
+            sample_retention_days: 30,
+            retention_interval_s: 3600,
+        }
+    }
+}
+
 /// The whole configuration file.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -175,6 +218,8 @@ pub struct Config {
     pub ann: AnnSection,
     /// The continuous learner and its profile.
     pub learning: crate::learn::LearningSection,
+    /// Anonymisation and retention.
+    pub privacy: PrivacyConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -238,5 +283,27 @@ mod tests {
         let c = Config::from_toml("[flows]\nidle_timeout_s = 5\n", "f").unwrap();
         assert_eq!(c.flows.timeouts().idle, Duration::from_secs(5));
         assert_eq!(c.flows.active_timeout_s, 1800);
+    }
+
+    #[test]
+    fn privacy_section_parses_and_names_unknown_keys() {
+        let c = Config::from_toml(
+            "[privacy]\nip_mode = \"keyed-hash\"\nhash_macs = true\nalert_retention_days = 7\n",
+            "f",
+        )
+        .unwrap();
+        assert_eq!(c.privacy.ip_mode, crate::privacy::IpMode::KeyedHash);
+        assert!(c.privacy.hash_macs);
+        assert_eq!(c.privacy.alert_retention_days, 7);
+        assert_eq!(c.privacy.archive_retention_days, 365);
+        assert_eq!(c.privacy.ipv4_prefix, 24);
+        let e = Config::from_toml("[privacy]\nip_mode = \"hash\"\n", "f")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("ip_mode") || e.contains("hash"), "{e}");
+        let e = Config::from_toml("[privacy]\nretention = 1\n", "f")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("retention"), "{e}");
     }
 }

@@ -11,6 +11,7 @@ pub mod daemon;
 pub mod detect;
 pub mod expiry;
 pub mod learn;
+pub mod privacy;
 pub mod record;
 pub mod replay;
 pub mod store;

@@ -1,7 +1,8 @@
 //! The HTTP API (axum): JSON status and sniffer control, alert listing with filters and
 //! cursor paging, CSV and EVE-style exports, archiving, and the ANN model (`GET /model`,
-//! `POST /model/load`, see `model.rs`), and the continuous learner (`/learning/*`, `/models`,
-//! see `learning.rs`). Owns the routes, the bearer-token
+//! `POST /model/load`, see `model.rs`), the continuous learner (`/learning/*`, `/models`,
+//! see `learning.rs`) and privacy (`DELETE /privacy/subject`, `GET /privacy/report`, see
+//! `privacy.rs`). Owns the routes, the bearer-token
 //! policy ([`AuthPolicy`]) and the JSON error shape (`{"error": "..."}` for every 4xx/5xx,
 //! unknown routes and axum's extractor rejections included).
 //!
@@ -15,6 +16,7 @@ mod export;
 mod learning;
 mod model;
 mod params;
+mod privacy;
 mod status;
 
 use std::future::Future;
@@ -23,7 +25,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::middleware;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 
 pub use auth::{ApiConfigError, AuthPolicy};
 pub use control::{ControlError, ControlFuture, SensorControl, SensorStatus};
@@ -46,6 +48,8 @@ pub struct ApiState {
     model: Option<crate::ann::ModelHandle>,
     /// The continuous learner, for `/learning/*` and `/models` (404 when absent).
     learner: Option<crate::learn::Learner>,
+    /// The privacy policy of the stored data (forms matched by `DELETE /privacy/subject`).
+    privacy: Arc<crate::privacy::Policy>,
 }
 
 impl ApiState {
@@ -57,7 +61,14 @@ impl ApiState {
             auth: Arc::new(auth),
             model: None,
             learner: None,
+            privacy: Arc::new(crate::privacy::Policy::default()),
         }
+    }
+
+    /// The privacy policy the store was written with (default: addresses as seen).
+    pub fn with_privacy(mut self, policy: crate::privacy::Policy) -> Self {
+        self.privacy = Arc::new(policy);
+        self
     }
 
     /// Serves `GET /model` and `POST /model/load` from this handle (the detector's).
@@ -96,6 +107,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/learning/history", get(learning::history))
         .route("/models", get(learning::models))
         .route("/models/{version}/activate", post(learning::activate))
+        .route("/privacy/subject", delete(privacy::forget))
+        .route("/privacy/report", get(privacy::report))
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(middleware::from_fn_with_state(

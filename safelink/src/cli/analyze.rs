@@ -1,5 +1,8 @@
 //! `safelink analyze`: replays capture files through the feature code and the rule automata;
 //! prints the alerts (JSON lines, or a table), or with `--flows` the flow and ARP records.
+//! With `--store DIR` the alerts are also written into the sensor's alert store through the
+//! daemon's alert sink, anonymised by the `[privacy]` policy of the configuration (which then
+//! applies to the printed alerts too).
 use std::{
     collections::BTreeMap,
     io::{BufWriter, IsTerminal as _, Write},
@@ -12,13 +15,17 @@ use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use safelink::{
     alert::{Alert, AlertSource},
+    daemon::alerts::run_sink,
     detect::{
         bench,
         dfa::{AlertEvent, DfaConfig, Engine},
     },
+    privacy::Policy,
     record::Record,
     replay::replay_file,
+    store::Store,
 };
+use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
 use super::TimeoutArgs;
@@ -50,6 +57,16 @@ pub struct AnalyzeArgs {
     /// config (the rest keep their defaults; see safelink/src/detect/README.md).
     #[arg(long, value_name = "FILE")]
     detect_config: Option<PathBuf>,
+    /// Also write the alerts into the alert store of this data directory (the store is
+    /// DIR/store, as `safelink run --data-dir DIR`), through the daemon's alert sink and
+    /// `[privacy]` policy. The store must not be in use by a running sensor.
+    #[arg(long, value_name = "DIR")]
+    store: Option<PathBuf>,
+    /// Configuration file whose `[privacy]` section anonymises the stored and printed alerts
+    /// (the key from SAFELINK_PRIVACY_KEY or the file). With `--store` and no `--config`:
+    /// ./safelink.toml, then /etc/safelink/safelink.toml, else addresses as seen.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
     /// Benchmark the automata on the given captures instead (records/s, peak RSS, as JSON).
     #[arg(long, hide = true)]
     bench_detect: bool,
@@ -176,6 +193,25 @@ pub fn analyze(a: AnalyzeArgs) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string(&r)?);
         return Ok(ExitCode::SUCCESS);
     }
+    let policy = if a.config.is_some() || a.store.is_some() {
+        let (c, _) = safelink::config::Config::load(a.config.as_deref())?;
+        Policy::from_env(&c.privacy)
+            .map_err(|e| anyhow::anyhow!("invalid [privacy] configuration: {e}"))?
+    } else {
+        Policy::default()
+    };
+    let store = match &a.store {
+        Some(dir) => {
+            let d = dir.join("store");
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create data dir {}", dir.display()))?;
+            Some(
+                Store::open(&d)
+                    .with_context(|| format!("cannot open the alert store in {}", d.display()))?,
+            )
+        }
+        None => None,
+    };
     let mut out = BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
     let mut failed = 0usize;
     // Alerts are printed unless flow records are asked for; ids run 1..n over all files.
@@ -213,10 +249,23 @@ pub fn analyze(a: AnalyzeArgs) -> anyhow::Result<ExitCode> {
             safelink::ann::AnnDetector::new(h.clone(), safelink::ann::AnnConfig::default())
         });
         let mut ann_events: Vec<AlertEvent> = Vec::new();
+        // One sink per file: engine ids start over with each file.
+        let sink = store.as_ref().map(|s| {
+            let (tx, rx) = mpsc::channel::<AlertEvent>(4096);
+            let (s, p) = (s.clone(), policy.clone());
+            (tx, std::thread::spawn(move || run_sink(s, rx, &p)))
+        });
+        let to_sink = |ev: &AlertEvent| {
+            if let Some((tx, _)) = &sink {
+                // The sink only ends when the sender is dropped, so this cannot fail.
+                let _ = tx.blocking_send(ev.clone());
+            }
+        };
         let res = replay_file(path, &timeouts, progress(path), |r: Record| {
             if let Some(d) = ann.as_mut() {
                 d.observe_into(&r, &mut ann_events);
                 for ev in ann_events.drain(..) {
+                    to_sink(&ev);
                     let al = ev.into_alert();
                     finals.insert((al.source, al.id), al);
                 }
@@ -224,6 +273,7 @@ pub fn analyze(a: AnalyzeArgs) -> anyhow::Result<ExitCode> {
             if let Some(e) = engine.as_mut() {
                 e.observe_into(&r, &mut events);
                 for ev in events.drain(..) {
+                    to_sink(&ev);
                     let al = ev.into_alert();
                     finals.insert((al.source, al.id), al);
                 }
@@ -246,19 +296,29 @@ pub fn analyze(a: AnalyzeArgs) -> anyhow::Result<ExitCode> {
         }
         if let Some(d) = ann.as_mut() {
             for ev in d.finish() {
+                to_sink(&ev);
                 let al = ev.into_alert();
                 finals.insert((al.source, al.id), al);
             }
         }
         if let Some(e) = engine.as_mut() {
             for ev in e.finish() {
+                to_sink(&ev);
                 let al = ev.into_alert();
                 finals.insert((al.source, al.id), al);
             }
             info!(file = %path.display(), alerts = finals.len(), records = e.stats().records, "detection done");
         }
+        if let Some((tx, handle)) = sink {
+            drop(tx);
+            let (new, updated) = handle
+                .join()
+                .map_err(|_| anyhow::anyhow!("the alert sink thread panicked"))?;
+            info!(file = %path.display(), new, updated, "alerts stored");
+        }
         if print_alerts && res.is_ok() {
             for mut al in finals.into_values() {
+                policy.apply(&mut al);
                 al.id = next_id;
                 next_id += 1;
                 match a.format {

@@ -4,6 +4,7 @@ mod bench;
 mod inspect;
 mod learn;
 mod model;
+mod privacy;
 mod run;
 
 use std::{path::PathBuf, process::ExitCode};
@@ -55,6 +56,9 @@ enum Cmd {
     /// Continuous learning offline: status, history, versions, ingest captures, train a cycle,
     /// activate a version (on a stopped daemon's data directory).
     Learn(learn::LearnArgs),
+    /// Privacy: `forget --ip|--mac` deletes a subject's data, `report` shows what is stored
+    /// (both on a stopped sensor's store).
+    Privacy(privacy::PrivacyArgs),
 }
 
 /// Flow expiry options of `analyze` (the daemon takes them from its configuration).
@@ -113,6 +117,7 @@ pub fn main() -> ExitCode {
         Cmd::Bench(a) => bench::bench(a),
         Cmd::Model(a) => model::model(a),
         Cmd::Learn(a) => learn::learn(a),
+        Cmd::Privacy(a) => privacy::privacy(a),
     };
     match res {
         Ok(code) => code,

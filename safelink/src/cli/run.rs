@@ -180,6 +180,9 @@ pub fn config(c: ConfigCmd) -> anyhow::Result<ExitCode> {
             if cfg.api.token.is_some() {
                 cfg.api.token = Some("<redacted>".into());
             }
+            if cfg.privacy.key.is_some() {
+                cfg.privacy.key = Some("<redacted>".into());
+            }
             print!("{}", cfg.to_toml());
             Ok(ExitCode::SUCCESS)
         }

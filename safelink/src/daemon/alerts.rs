@@ -1,15 +1,23 @@
 //! The alert sink: writes detector alert events into the store on a blocking thread (every
 //! write is fsynced before it returns), maps engine alert ids to store ids, and coalesces bursts
-//! of updates of one alert into a single write.
+//! of updates of one alert into a single write. Every alert passes through the privacy
+//! [`Policy`] first: what is stored and what is logged is the anonymised form (the detectors
+//! upstream keep the real addresses).
 use std::collections::HashMap;
 
 use tokio::sync::mpsc;
-use tracing::{error, warn};
+use tracing::{debug, error, warn};
 
-use crate::{alert::AlertSource, detect::dfa::AlertEvent, store::Store};
+use crate::{
+    alert::AlertSource,
+    detect::dfa::AlertEvent,
+    privacy::Policy,
+    store::{Store, StoreError},
+};
 
 /// Runs until the channel closes; returns how many alerts were stored (new) and updated.
-pub fn run_sink(store: Store, mut rx: mpsc::Receiver<AlertEvent>) -> (u64, u64) {
+/// Alerts are anonymised by `privacy` before they are logged or stored.
+pub fn run_sink(store: Store, mut rx: mpsc::Receiver<AlertEvent>, privacy: &Policy) -> (u64, u64) {
     // Engine ids are per detector (DFA and ANN both start at 1): key by (source, id).
     let mut ids: HashMap<(AlertSource, u64), u64> = HashMap::new();
     let (mut new, mut updated) = (0u64, 0u64);
@@ -22,7 +30,8 @@ pub fn run_sink(store: Store, mut rx: mpsc::Receiver<AlertEvent>) -> (u64, u64) 
         let mut latest: HashMap<(AlertSource, u64), crate::alert::Alert> = HashMap::new();
         for ev in batch {
             match ev {
-                AlertEvent::New(a) => {
+                AlertEvent::New(mut a) => {
+                    privacy.apply(&mut a);
                     let engine_id = (a.source, a.id);
                     warn!(
                         kind = a.kind.as_str(),
@@ -40,7 +49,8 @@ pub fn run_sink(store: Store, mut rx: mpsc::Receiver<AlertEvent>) -> (u64, u64) 
                         Err(e) => error!(error = %e, "storing an alert failed"),
                     }
                 }
-                AlertEvent::Updated(a) => {
+                AlertEvent::Updated(mut a) => {
+                    privacy.apply(&mut a);
                     latest.insert((a.source, a.id), a);
                 }
             }
@@ -61,9 +71,91 @@ pub fn run_sink(store: Store, mut rx: mpsc::Receiver<AlertEvent>) -> (u64, u64) 
             });
             match r {
                 Ok(_) => updated += 1,
+                Err(StoreError::NotFound(_)) => {
+                    // Deleted meanwhile (retention, or forgotten on request): stays deleted.
+                    debug!(id = sid, "update of a deleted alert dropped");
+                    ids.remove(&engine_id);
+                }
                 Err(e) => error!(error = %e, id = sid, "updating an alert failed"),
             }
         }
     }
     (new, updated)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alert::{Alert, AlertKind, Severity};
+    use crate::config::PrivacyConfig;
+    use crate::privacy::IpMode;
+
+    fn alert(id: u64, count: u64) -> Alert {
+        Alert {
+            id,
+            timestamp: "2024-05-01T12:00:00Z".into(),
+            source: AlertSource::Dfa,
+            kind: AlertKind::PortScan,
+            severity: Severity::Medium,
+            confidence: 1.0,
+            src_ip: Some("198.51.100.7".parse().unwrap()),
+            src_port: Some(4000),
+            dest_ip: Some("192.0.2.1".parse().unwrap()),
+            dest_port: Some(22),
+            proto: "tcp".into(),
+            src_mac: None,
+            first_seen: "2024-05-01T12:00:00Z".into(),
+            last_seen: "2024-05-01T12:00:00Z".into(),
+            count,
+            description: format!("port scan of 192.0.2.1 from 198.51.100.7 ({count})"),
+            community_id: Some("1:x=".into()),
+            explanation: None,
+            features: vec![],
+        }
+    }
+
+    #[test]
+    fn stores_the_anonymised_form_and_a_deleted_alert_stays_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let policy = Policy::new(
+            &PrivacyConfig {
+                ip_mode: IpMode::Truncate,
+                ..Default::default()
+            },
+            None,
+        )
+        .unwrap();
+        let (tx, rx) = mpsc::channel(16);
+        tx.blocking_send(AlertEvent::New(alert(1, 1))).unwrap();
+        tx.blocking_send(AlertEvent::Updated(alert(1, 5))).unwrap();
+        drop(tx);
+        assert_eq!(run_sink(store.clone(), rx, &policy), (1, 1));
+        let stored = store.get(1).unwrap().unwrap();
+        assert_eq!(stored.src_ip, Some("198.51.100.0".parse().unwrap()));
+        assert_eq!(stored.dest_ip, Some("192.0.2.0".parse().unwrap()));
+        assert_eq!(
+            stored.description,
+            "port scan of 192.0.2.0 from 198.51.100.0 (5)"
+        );
+        assert_eq!(stored.community_id, None);
+        assert_eq!(stored.count, 5);
+
+        // Deleted (forgotten) between two updates of the same incident: not recreated.
+        let (tx, rx) = mpsc::channel(16);
+        let p = policy.clone();
+        let s = store.clone();
+        let sink = std::thread::spawn(move || run_sink(s, rx, &p));
+        tx.blocking_send(AlertEvent::New(alert(2, 1))).unwrap();
+        while store.get(2).unwrap().is_none() {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert_eq!(store.delete_matching(|a| a.id == 2).unwrap().alerts, 1);
+        tx.blocking_send(AlertEvent::Updated(alert(2, 7))).unwrap();
+        tx.blocking_send(AlertEvent::Updated(alert(2, 8))).unwrap();
+        drop(tx);
+        assert_eq!(sink.join().unwrap(), (1, 0));
+        assert_eq!(store.get(2).unwrap(), None);
+        assert_eq!(store.get_archived(2).unwrap(), None);
+    }
 }

@@ -70,6 +70,13 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
         .with_context(|| format!("cannot create data dir {}", cfg.store.data_dir.display()))?;
     let store = Store::open(&store_dir)
         .with_context(|| format!("cannot open the alert store in {}", store_dir.display()))?;
+    let privacy = crate::privacy::Policy::from_env(&cfg.privacy)
+        .map_err(|e| anyhow::anyhow!("invalid [privacy] configuration: {e}"))?;
+    info!(
+        ip_mode = privacy.mode().as_str(),
+        hash_macs = privacy.hash_macs(),
+        "privacy policy"
+    );
 
     // The ANN model: a refused or missing model leaves the sensor on the rule automata alone.
     // The learner needs it too (scoring only when `[ann] enabled = false`).
@@ -160,7 +167,8 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
         store.clone(),
         Arc::new(Control(sensor.clone(), learner.clone())),
         policy,
-    );
+    )
+    .with_privacy(privacy.clone());
     if let Some(h) = &model {
         state = state.with_model(h.clone());
     }
@@ -302,7 +310,17 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
         }
     });
     let sink_store = store.clone();
-    let sink = tokio::task::spawn_blocking(move || alerts::run_sink(sink_store, alert_rx));
+    let sink_privacy = privacy.clone();
+    let sink =
+        tokio::task::spawn_blocking(move || alerts::run_sink(sink_store, alert_rx, &sink_privacy));
+
+    // Retention: deletes what is older than the [privacy] ages, at start and then periodically.
+    let retention = tokio::spawn(crate::privacy::run_periodic(
+        store.clone(),
+        privacy.ages(),
+        Duration::from_secs(privacy.retention_interval_s()),
+        stop_rx.clone(),
+    ));
 
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -337,6 +355,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
         info!(?stats, "training samples collected");
     }
     let _ = stop_tx.send(true);
+    let _ = retention.await;
     if let Ok(Err(e)) = api_task.await {
         warn!(error = %e, "API server error");
     }

@@ -11,10 +11,12 @@
 //!
 //! The continuous learner adds `samples` (id → training sample JSON), `models` (version →
 //! version record), `cycles` (id → cycle record) and `learning` (its state), see
-//! `learning.rs`.
+//! `learning.rs`. `privacy.rs` deletes by subject and by age (the privacy lifecycle,
+//! [`crate::privacy`]).
 mod error;
 mod keys;
 mod learning;
+mod privacy;
 mod read;
 mod write;
 
@@ -25,6 +27,7 @@ use std::path::Path;
 
 pub use error::StoreError;
 pub use keys::{Cursor, format_rfc3339, parse_rfc3339};
+pub use privacy::{AlertTree, TreeCounts, last_evidence};
 pub use read::{AlertFilter, Counts, Page};
 
 use crate::alert::Alert;

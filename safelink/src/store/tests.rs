@@ -43,7 +43,7 @@ fn ids(page: &Page) -> Vec<u64> {
 }
 
 /// Every index entry points at an alert with that key, and every alert has its entries.
-fn assert_consistent(store: &Store) {
+pub(super) fn assert_consistent(store: &Store) {
     let keys = |tree: &sled::Tree| -> BTreeSet<Vec<u8>> {
         tree.iter().keys().map(|k| k.unwrap().to_vec()).collect()
     };
@@ -82,7 +82,7 @@ fn assert_consistent(store: &Store) {
 }
 
 /// Ten alerts one minute apart: even ids port scans from .1, odd ids SSH brute force from .2.
-fn seeded() -> (tempfile::TempDir, Store) {
+pub(super) fn seeded() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     for i in 1..=10u64 {
