@@ -83,6 +83,7 @@ fn ingest_files(l: &Learner, files: &[PathBuf]) -> safelink::learn::ingest::Inge
         &l.handle(),
         l.params(),
         l.store(),
+        &safelink::privacy::Policy::default(),
     )
     .unwrap()
 }
@@ -878,4 +879,94 @@ async fn learning_api() {
     tokio::task::spawn_blocking(move || l2.shutdown())
         .await
         .unwrap();
+}
+
+fn keyed_policy() -> safelink::privacy::Policy {
+    let cfg = safelink::config::PrivacyConfig {
+        ip_mode: safelink::privacy::IpMode::KeyedHash,
+        key: Some("learning-test-key-0123456789".into()),
+        sample_retention_days: 30,
+        ..Default::default()
+    };
+    safelink::privacy::Policy::new(&cfg, None).unwrap()
+}
+
+#[test]
+fn samples_are_anonymised_forgotten_and_expire() {
+    let tmp = tempfile::tempdir().unwrap();
+    let l = open_learner(
+        tmp.path(),
+        LearningParams::default(),
+        Some(golden()),
+        &base_model(),
+    );
+    let policy = keyed_policy();
+    let files: Vec<PathBuf> = [
+        "sshbrute__hydra-1task.pcap",
+        "benign__web-browsing-espn.pcapng",
+    ]
+    .iter()
+    .map(|f| pcaps().join(f))
+    .collect();
+    let refs: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
+    ingest(
+        &refs,
+        &FlowTimeouts::default(),
+        &DfaConfig::default(),
+        &l.handle(),
+        l.params(),
+        l.store(),
+        &policy,
+    )
+    .unwrap();
+    let attacker: std::net::IpAddr = "240.0.1.2".parse().unwrap();
+    let hashed = policy.ip(attacker);
+    assert_ne!(hashed, attacker);
+    let all = l.store().samples_after(0).unwrap();
+    assert!(
+        all.iter().all(|s| !s.involves(attacker)),
+        "a raw address was stored"
+    );
+    let about = all.iter().filter(|s| s.involves(hashed)).count() as u64;
+    assert_eq!(about, 61, "the 61 hydra connections, rule-labelled");
+    assert!(
+        all.iter()
+            .filter(|s| s.involves(hashed))
+            .all(|s| s.source == LabelSource::Dfa && s.label == 1.0)
+    );
+
+    // Deletion on request: counts per tree, and no sample about the subject is left.
+    let deleted = safelink::privacy::forget(
+        l.store(),
+        &policy,
+        safelink::privacy::Subject::parse_ip("240.0.1.2").unwrap(),
+    )
+    .unwrap();
+    assert_eq!(deleted.samples, about);
+    let left = l.store().samples_after(0).unwrap();
+    assert_eq!(left.len() as u64, all.len() as u64 - about);
+    assert!(left.iter().all(|s| !s.involves(hashed)));
+    // ... so no cycle can train on it.
+    let rep = l.run_cycle_here("manual").unwrap();
+    assert_eq!(
+        rep.record.label_sources.get("dfa"),
+        None,
+        "{:?}",
+        rep.record.label_sources
+    );
+
+    // Retention with a chosen clock: samples whose flow ended more than 30 days before `now`.
+    let newest = left.iter().map(|s| s.ts_ns).max().unwrap();
+    let now = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(newest)).unwrap()
+        + time::Duration::days(30);
+    let cutoff = newest; // now − 30 days
+    let expected = left.iter().filter(|s| s.ts_ns < cutoff).count() as u64;
+    assert!(expected > 0 && expected < left.len() as u64);
+    let swept = safelink::privacy::sweep(l.store(), policy.ages(), now).unwrap();
+    assert_eq!(swept.samples, expected);
+    assert_eq!(
+        l.store().sample_counts(0).unwrap().0,
+        left.len() as u64 - expected
+    );
+    l.shutdown();
 }

@@ -142,6 +142,8 @@ pub fn learn(a: LearnArgs) -> anyhow::Result<ExitCode> {
                 &learner.handle(),
                 learner.params(),
                 learner.store(),
+                &safelink::privacy::Policy::from_env(&cfg.privacy)
+                    .map_err(|e| anyhow::anyhow!("invalid [privacy] configuration: {e}"))?,
             )?;
             print_json(&sum)?;
             ExitCode::SUCCESS

@@ -179,7 +179,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
     }
     let collector = learner
         .as_ref()
-        .map(|_| crate::learn::CollectorThread::spawn(store.clone(), &params));
+        .map(|_| crate::learn::CollectorThread::spawn(store.clone(), &params, privacy.clone()));
     let mut api_stop = stop_rx.clone();
     let api_task = tokio::spawn(api::serve(listener, api::router(state), async move {
         let _ = api_stop.wait_for(|s| *s).await;

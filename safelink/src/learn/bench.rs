@@ -120,7 +120,15 @@ pub fn run(
     let refs: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
     let timeouts = FlowTimeouts::default();
     let dfa = DfaConfig::default();
-    ingest(&refs, &timeouts, &dfa, &learner.handle(), &params, &store)?;
+    ingest(
+        &refs,
+        &timeouts,
+        &dfa,
+        &learner.handle(),
+        &params,
+        &store,
+        &crate::privacy::Policy::default(),
+    )?;
     store.prune_samples(params.max_history)?;
     let samples = store.sample_counts(0)?.0 as usize;
     let rep = learner.run_cycle_here("bench")?;

@@ -27,6 +27,7 @@ use super::config::LearningParams;
 use super::sample::{LabelSource, TrainingSample, auto_label};
 use crate::alert::{Alert, AlertKind, AlertSource};
 use crate::ann::train::Rng;
+use crate::privacy::Policy;
 use crate::record::FlowRecord;
 use crate::store::Store;
 
@@ -86,7 +87,7 @@ impl Collector {
             benign_seen: 0,
             group_cap: p.attack_group_cap as u64,
             groups: HashMap::new(),
-            rng: Rng(0xC011_EC7),
+            rng: Rng(0x0C01_1EC7),
             stats: CollectStats::default(),
         }
     }
@@ -249,15 +250,15 @@ impl CollectorHandle {
 }
 
 impl CollectorThread {
-    /// Starts the thread writing into `store`.
-    pub fn spawn(store: Store, params: &LearningParams) -> Self {
+    /// Starts the thread writing into `store`, addresses written as `policy` says.
+    pub fn spawn(store: Store, params: &LearningParams, policy: Policy) -> Self {
         let (tx, rx) = sync_channel(16_384);
         let dropped = Arc::new(AtomicU64::new(0));
         let c = Collector::new(params);
         let d = dropped.clone();
         let join = std::thread::Builder::new()
             .name("safelink-collect".into())
-            .spawn(move || run(c, rx, store, d))
+            .spawn(move || run(c, rx, store, d, policy))
             .expect("spawn collector thread");
         CollectorThread {
             handle: CollectorHandle { tx, dropped },
@@ -273,18 +274,38 @@ impl CollectorThread {
     }
 }
 
-fn store_batch(store: &Store, batch: &mut Vec<TrainingSample>) {
+/// Writes `batch` with its addresses in the stored form of `policy` (detection and labelling
+/// use the real ones in memory).
+pub fn store_batch(
+    store: &Store,
+    policy: &Policy,
+    batch: &mut Vec<TrainingSample>,
+) -> Result<usize, crate::store::StoreError> {
     if batch.is_empty() {
-        return;
+        return Ok(0);
     }
-    match store.insert_samples(batch) {
-        Ok(ids) => debug!(samples = ids.len(), "stored training samples"),
-        Err(e) => error!(error = %e, samples = batch.len(), "storing training samples failed"),
+    for s in batch.iter_mut() {
+        s.src_ip = policy.ip(s.src_ip);
+        s.dst_ip = policy.ip(s.dst_ip);
     }
+    let n = store.insert_samples(batch)?.len();
     batch.clear();
+    Ok(n)
 }
 
-fn relabel(store: &Store, ip: IpAddr, kind: AlertKind) -> u64 {
+fn store_logged(store: &Store, policy: &Policy, batch: &mut Vec<TrainingSample>) {
+    match store_batch(store, policy, batch) {
+        Ok(0) => {}
+        Ok(n) => debug!(samples = n, "stored training samples"),
+        Err(e) => {
+            error!(error = %e, samples = batch.len(), "storing training samples failed");
+            batch.clear();
+        }
+    }
+}
+
+fn relabel(store: &Store, policy: &Policy, ip: IpAddr, kind: AlertKind) -> u64 {
+    let ip = policy.ip(ip);
     let watermark = store.learning_state().map(|s| s.watermark).unwrap_or(0);
     let r = store.relabel_samples(watermark, |s| {
         if s.involves(ip) && s.source != LabelSource::Dfa {
@@ -303,7 +324,13 @@ fn relabel(store: &Store, ip: IpAddr, kind: AlertKind) -> u64 {
     })
 }
 
-fn run(mut c: Collector, rx: Receiver<Msg>, store: Store, dropped: Arc<AtomicU64>) -> CollectStats {
+fn run(
+    mut c: Collector,
+    rx: Receiver<Msg>,
+    store: Store,
+    dropped: Arc<AtomicU64>,
+    policy: Policy,
+) -> CollectStats {
     let mut last_flush = Instant::now();
     let mut batch = Vec::new();
     loop {
@@ -314,8 +341,8 @@ fn run(mut c: Collector, rx: Receiver<Msg>, store: Store, dropped: Arc<AtomicU64
             Ok(Msg::Alert(a)) => {
                 if let Some((ip, kind)) = c.alert(&a) {
                     // Samples already stored about this address become rule-labelled.
-                    store_batch(&store, &mut batch);
-                    let n = relabel(&store, ip, kind);
+                    store_logged(&store, &policy, &mut batch);
+                    let n = relabel(&store, &policy, ip, kind);
                     c.stats.relabelled += n;
                 }
             }
@@ -324,7 +351,7 @@ fn run(mut c: Collector, rx: Receiver<Msg>, store: Store, dropped: Arc<AtomicU64
         }
         if closed || last_flush.elapsed() >= Duration::from_secs(1) || batch.len() >= 1024 {
             batch.extend(c.ready(closed));
-            store_batch(&store, &mut batch);
+            store_logged(&store, &policy, &mut batch);
             last_flush = Instant::now();
         } else if c.pending.len() > 4096 {
             batch.extend(c.ready(false));

@@ -342,13 +342,14 @@ fn cycle_body(
         epoch_loss: epochs.iter().map(|e| e.loss).collect(),
     };
     let mut reasons = Vec::new();
-    if !(metrics.accuracy > p.min_accuracy) {
+    // NaN counts as a failure.
+    if metrics.accuracy.is_nan() || metrics.accuracy <= p.min_accuracy {
         reasons.push(format!(
             "held-out accuracy {:.3} is not above {:.3}",
             metrics.accuracy, p.min_accuracy
         ));
     }
-    if !(metrics.loss < p.max_loss) {
+    if metrics.loss.is_nan() || metrics.loss >= p.max_loss {
         reasons.push(format!(
             "held-out loss {:.3} is not below {:.3}",
             metrics.loss, p.max_loss

@@ -28,7 +28,7 @@ pub struct IngestSummary {
 }
 
 /// Runs `files` through the automata and the ANN (scoring only) and stores the labelled
-/// samples in `store`.
+/// samples in `store`, addresses in the stored form of `policy`.
 pub fn ingest(
     files: &[&Path],
     timeouts: &FlowTimeouts,
@@ -36,6 +36,7 @@ pub fn ingest(
     handle: &ModelHandle,
     params: &LearningParams,
     store: &Store,
+    policy: &crate::privacy::Policy,
 ) -> anyhow::Result<IngestSummary> {
     let mut sum = IngestSummary::default();
     let mut collector = Collector::new(params);
@@ -82,9 +83,9 @@ pub fn ingest(
         feed(&mut collector, &mut events);
         sum.files += 1;
     }
-    let samples = collector.ready(true);
-    store.insert_samples(&samples)?;
+    let mut samples = collector.ready(true);
     sum.samples_stored = samples.len();
+    super::collect::store_batch(store, policy, &mut samples)?;
     sum.collect = collector.stats.clone();
     Ok(sum)
 }

@@ -124,7 +124,13 @@ pub fn is_about(alert: &Alert, subject: Subject, policy: &Policy) -> bool {
 /// deletion is durable. Logs only the written form of the subject.
 pub fn forget(store: &Store, policy: &Policy, subject: Subject) -> Result<TreeCounts, StoreError> {
     let forms = Forms::of(subject, policy);
-    let deleted = store.delete_matching(|a| forms.about(a))?;
+    let mut deleted = store.delete_matching(|a| forms.about(a))?;
+    // Training samples carry the two flow addresses (no MAC): no new cycle will use them.
+    if let Forms::Ip(ips) = &forms {
+        deleted.samples = store.delete_samples_matching(|s| {
+            ips.contains(&s.src_ip.to_canonical()) || ips.contains(&s.dst_ip.to_canonical())
+        })?;
+    }
     for (tree, n) in deleted.per_tree() {
         metrics::counter!("safelink_privacy_forgotten_total", "tree" => tree).increment(n);
     }

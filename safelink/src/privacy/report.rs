@@ -65,7 +65,7 @@ pub fn report(store: &Store, policy: &Policy) -> Result<Report, StoreError> {
         oldest: Oldest {
             alerts: store.oldest(AlertTree::Active)?,
             archive: store.oldest(AlertTree::Archive)?,
-            samples: None,
+            samples: store.oldest_sample()?,
         },
         payloads: "never stored: alerts carry addresses, ports, counters and flow features, \
                    no packet payload bytes",

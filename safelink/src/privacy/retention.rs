@@ -30,8 +30,7 @@ fn cutoff(now: OffsetDateTime, days: u64) -> Option<OffsetDateTime> {
 }
 
 /// One retention pass at time `now`: deletes what is older than its tree's age. Returns the
-/// counts per tree (samples stay 0 until the store has a samples tree), after the deletions
-/// are durable; logs them and adds them to the metrics.
+/// counts per tree after the deletions are durable; logs them and adds them to the metrics.
 pub fn sweep(
     store: &Store,
     ages: RetentionAges,
@@ -43,6 +42,10 @@ pub fn sweep(
     }
     if let Some(c) = cutoff(now, ages.archive) {
         deleted.archive = store.delete_older_than(AlertTree::Archive, c)?;
+    }
+    if let Some(c) = cutoff(now, ages.samples) {
+        let ns = u64::try_from(c.unix_timestamp_nanos()).unwrap_or(0);
+        deleted.samples = store.delete_samples_older_than(ns)?;
     }
     for (tree, n) in deleted.per_tree() {
         metrics::counter!("safelink_retention_deleted_total", "tree" => tree).increment(n);

@@ -111,9 +111,9 @@ impl Store {
         Ok(out)
     }
 
-    /// Rewrites the samples with an id above `watermark` that involve `ip` and are not yet
-    /// labelled by a rule as `change` makes them (used when a rule alert arrives after its
-    /// flows were labelled by the ANN). Returns how many changed.
+    /// Rewrites the samples with an id above `watermark` for which `pick` returns true (it
+    /// changes them in place); used when a rule alert arrives after its flows were labelled by
+    /// the ANN. Returns how many changed.
     pub fn relabel_samples<F>(&self, watermark: u64, pick: F) -> Result<u64>
     where
         F: Fn(&mut TrainingSample) -> bool,
@@ -131,6 +131,50 @@ impl Store {
             self.flush()?;
         }
         Ok(changed)
+    }
+
+    /// Deletes every sample for which `pred` holds (privacy: a subject's samples); returns how
+    /// many went, after the deletion is durable.
+    pub fn delete_samples_matching<F: Fn(&TrainingSample) -> bool>(&self, pred: F) -> Result<u64> {
+        let mut batch = sled::Batch::default();
+        let mut n = 0;
+        for kv in self.samples.iter() {
+            let (k, v) = kv?;
+            if pred(&Self::decode_sample(&k, &v)?) {
+                batch.remove(k);
+                n += 1;
+            }
+        }
+        if n > 0 {
+            self.samples.apply_batch(batch)?;
+            self.flush()?;
+        }
+        Ok(n)
+    }
+
+    /// Deletes the samples whose flow ended before `cutoff_ns` (Unix ns; retention).
+    pub fn delete_samples_older_than(&self, cutoff_ns: u64) -> Result<u64> {
+        self.delete_samples_matching(|s| s.ts_ns < cutoff_ns)
+    }
+
+    /// Time of the oldest sample's flow (RFC 3339), if any.
+    pub fn oldest_sample(&self) -> Result<Option<String>> {
+        let mut oldest: Option<u64> = None;
+        for kv in self.samples.iter() {
+            let (k, v) = kv?;
+            let t = Self::decode_sample(&k, &v)?.ts_ns;
+            oldest = Some(oldest.map_or(t, |o| o.min(t)));
+        }
+        Ok(oldest.and_then(|ns| {
+            time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ns))
+                .ok()
+                .map(super::format_rfc3339)
+        }))
+    }
+
+    /// Number of stored samples.
+    pub fn sample_total(&self) -> u64 {
+        self.samples.len() as u64
     }
 
     /// Deletes the oldest samples beyond `keep`; returns how many went.

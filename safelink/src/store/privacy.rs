@@ -13,8 +13,8 @@ use crate::alert::Alert;
 /// Alerts deleted per transaction (bounds the transaction's write set).
 const DELETE_BATCH: usize = 512;
 
-/// Records per tree (deleted by a call, or stored). `samples` counts training samples and
-/// stays 0 until the store has a samples tree.
+/// Records per tree (deleted by a call, or stored). `samples` counts the learner's training
+/// samples.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct TreeCounts {
     pub alerts: u64,
@@ -128,7 +128,7 @@ impl Store {
         Ok(TreeCounts {
             alerts: read_u64(self.meta.get(META_ACTIVE)?.as_deref())?.unwrap_or(0),
             archive: read_u64(self.meta.get(META_ARCHIVED)?.as_deref())?.unwrap_or(0),
-            samples: 0,
+            samples: self.sample_total(),
         })
     }
 
