@@ -12,6 +12,12 @@ use serde::{Deserialize, Serialize};
 use crate::capture::loader::AttachMode;
 use crate::detect::dfa::DfaConfig;
 
+/// Serialises an `f32` by its shortest decimal form (`0.9`, not `0.8999999761581421`), so
+/// `safelink config print` shows what was written.
+pub fn f32_short<S: serde::Serializer>(v: &f32, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(v.to_string().parse().unwrap_or(f64::from(*v)))
+}
+
 /// When a flow is considered finished and exported as a [`crate::record::FlowRecord`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FlowTimeouts {

@@ -38,6 +38,7 @@ pub enum GroupBy {
 #[serde(default, deny_unknown_fields)]
 pub struct AnnConfig {
     /// A flow scoring at least this raises an alert.
+    #[serde(serialize_with = "crate::config::f32_short")]
     pub threshold: f32,
     /// Score a batch once this many flows are waiting...
     pub batch_size: usize,

@@ -184,6 +184,20 @@ pub fn config(c: ConfigCmd) -> anyhow::Result<ExitCode> {
                 cfg.privacy.key = Some("<redacted>".into());
             }
             print!("{}", cfg.to_toml());
+            // What the learning profile resolves to (values not set in the file).
+            let p = cfg.learning.params().map_err(anyhow::Error::msg)?;
+            println!(
+                "# [learning] profile \"{}\" resolves to: learning_interval_s = {}, \
+                 min_samples = {}, batch_size = {}, learning_rate = {}, epochs = {}, \
+                 max_history = {}",
+                p.profile.as_str(),
+                p.interval_s,
+                p.min_samples,
+                p.batch_size,
+                p.learning_rate,
+                p.epochs,
+                p.max_history
+            );
             Ok(ExitCode::SUCCESS)
         }
     }

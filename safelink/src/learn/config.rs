@@ -54,8 +54,10 @@ pub struct LearningSection {
     /// Samples kept for training (oldest dropped first).
     pub max_history: Option<usize>,
     /// A flow the ANN scores above this is labelled attack...
+    #[serde(serialize_with = "crate::config::f32_short")]
     pub attack_score: f32,
     /// ...below this benign; in between it is skipped.
+    #[serde(serialize_with = "crate::config::f32_short")]
     pub benign_score: f32,
     /// Benign samples taken per cycle window before acceptance decays (probability
     /// `cap / seen`), so quiet benign traffic cannot flood the history.
