@@ -1,12 +1,12 @@
 //! The alert sink: writes detector alert events into the store on a blocking thread (every
 //! write is fsynced before it returns), maps engine alert ids to store ids, and coalesces bursts
-//! of updates of one alert into a single write.
+//! of updates of one alert into a single write. Counts new alerts in `safelink_alerts_total`.
 use std::collections::HashMap;
 
 use tokio::sync::mpsc;
 use tracing::{error, warn};
 
-use crate::{alert::AlertSource, detect::dfa::AlertEvent, store::Store};
+use crate::{alert::AlertSource, detect::dfa::AlertEvent, store::Store, telemetry};
 
 /// Runs until the channel closes; returns how many alerts were stored (new) and updated.
 pub fn run_sink(store: Store, mut rx: mpsc::Receiver<AlertEvent>) -> (u64, u64) {
@@ -24,6 +24,7 @@ pub fn run_sink(store: Store, mut rx: mpsc::Receiver<AlertEvent>) -> (u64, u64) 
             match ev {
                 AlertEvent::New(a) => {
                     let engine_id = (a.source, a.id);
+                    let (kind, source) = (a.kind, a.source);
                     warn!(
                         kind = a.kind.as_str(),
                         src = ?a.src_ip,
@@ -34,6 +35,7 @@ pub fn run_sink(store: Store, mut rx: mpsc::Receiver<AlertEvent>) -> (u64, u64) 
                     );
                     match store.insert(a) {
                         Ok(sid) => {
+                            telemetry::record_alert(kind, source);
                             ids.insert(engine_id, sid);
                             new += 1;
                         }
