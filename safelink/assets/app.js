@@ -9,7 +9,7 @@ const TOKEN_KEY = "safelink.token";
 const KINDS = ["port_scan", "host_sweep", "arp_scan", "arp_spoof", "ssh_brute_force",
   "login_brute_force", "syn_flood", "udp_flood", "icmp_flood", "amplification", "anomalous_flow"];
 const COLORS = ["#2b6cb0", "#c05621", "#2f855a", "#b83280", "#6b46c1", "#c53030", "#319795",
-  "#975a16", "#4a5568", "#d69e2e", "#805ad5"];
+  "#975a16", "#4a5568", "#d69e2e", "#e53e3e"];
 const SVG_NS = "http://www.w3.org/2000/svg";
 
 const $ = (sel) => document.querySelector(sel);
