@@ -193,7 +193,10 @@ impl Browser {
         let root = format!("http://127.0.0.1:{port}");
         let t0 = Instant::now();
         while http.get(format!("{root}/status")).send().await.is_err() {
-            assert!(t0.elapsed() < Duration::from_secs(15), "chromedriver did not start");
+            assert!(
+                t0.elapsed() < Duration::from_secs(15),
+                "chromedriver did not start"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let profile = tempfile::tempdir().unwrap();
@@ -229,9 +232,7 @@ impl Browser {
     }
 
     async fn cmd(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
-        let mut req = self
-            .http
-            .request(method, format!("{}{path}", self.session));
+        let mut req = self.http.request(method, format!("{}{path}", self.session));
         if let Some(b) = body {
             req = req.json(&b);
         }
@@ -420,7 +421,11 @@ async fn dashboard_in_chromium_over_replayed_alerts() {
     let summary: Vec<(&str, &str)> = alerts
         .iter()
         .map(|a| {
-            let src = if a.source == AlertSource::Ann { "ann" } else { "dfa" };
+            let src = if a.source == AlertSource::Ann {
+                "ann"
+            } else {
+                "dfa"
+            };
             (a.kind.as_str(), src)
         })
         .collect();
@@ -444,7 +449,12 @@ async fn dashboard_in_chromium_over_replayed_alerts() {
     let page = http().get(format!("{}/", srv.base)).send().await.unwrap();
     assert_eq!(page.status(), 200);
     assert_eq!(page.headers()["content-type"], "text/html; charset=utf-8");
-    assert!(page.text().await.unwrap().contains("<title>SafeLink sensor</title>"));
+    assert!(
+        page.text()
+            .await
+            .unwrap()
+            .contains("<title>SafeLink sensor</title>")
+    );
     let js = http()
         .get(format!("{}/assets/app.js", srv.base))
         .send()
@@ -494,7 +504,10 @@ async fn dashboard_in_chromium_over_replayed_alerts() {
     // Filters narrow the table: source ANN, then an IP, then kind.
     filter_by(&b, "#f-source", "ann").await;
     let rows = b.wait_rows(2, 5).await;
-    assert!(rows.iter().all(|r| r.0 == "anomalous_flow" && r.1 == "ANN"), "{rows:?}");
+    assert!(
+        rows.iter().all(|r| r.0 == "anomalous_flow" && r.1 == "ANN"),
+        "{rows:?}"
+    );
     b.type_into("#f-ip", "192.168.56.1").await;
     b.click("#f-apply").await;
     let rows = b.wait_rows(1, 5).await;
@@ -506,10 +519,18 @@ async fn dashboard_in_chromium_over_replayed_alerts() {
     // The detail view of that ANN alert shows its explanation.
     b.click("#alerts-table tbody tr.alert-row").await;
     let t0 = Instant::now();
-    while b.js("return document.querySelector(arguments[0]).hidden;", "#detail-explanation").await
+    while b
+        .js(
+            "return document.querySelector(arguments[0]).hidden;",
+            "#detail-explanation",
+        )
+        .await
         != json!(false)
     {
-        assert!(t0.elapsed() < Duration::from_secs(5), "no explanation shown");
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "no explanation shown"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let features = b
@@ -544,6 +565,8 @@ async fn dashboard_in_chromium_over_replayed_alerts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_after_processing_captures() {
+    // As the daemon does at start: metrics recorded before the recorder exists are lost.
+    safelink::telemetry::install();
     let srv = serve().await;
     let alerts = analyze(&CAPTURES);
     // Through the daemon's sink, which counts new alerts (updates are not counted).
@@ -575,11 +598,17 @@ async fn metrics_after_processing_captures() {
         "safelink_alerts_total{kind=\"anomalous_flow\",source=\"ann\"} 2",
         "safelink_sniffer_running 1",
     ] {
-        assert!(text.lines().any(|l| l == line), "missing {line:?} in:\n{text}");
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing {line:?} in:\n{text}"
+        );
     }
     let size = metric(&text, "safelink_store_size_bytes");
     let on_disk = srv.store.size_on_disk().unwrap() as f64;
-    assert!(size > 0.0 && (size - on_disk).abs() / on_disk < 0.5, "{size} vs {on_disk}");
+    assert!(
+        size > 0.0 && (size - on_disk).abs() / on_disk < 0.5,
+        "{size} vs {on_disk}"
+    );
 }
 
 /// The value of an unlabelled sample line `name value`.
@@ -612,32 +641,44 @@ fn dashboard_and_metrics_of_a_live_daemon() {
     let lab = support::Lab::new("dash");
     let data = tempfile::tempdir().unwrap();
     let api: SocketAddr = "127.0.0.1:18093".parse().unwrap();
-    let mut daemon = lab
-        .cmd_in_a(BIN)
-        .args(["run", "--iface", &lab.if_a, "--xdp-mode", "skb", "--pin-dir"])
-        .arg(&lab.pin_dir)
-        .arg("--data-dir")
-        .arg(data.path())
-        .args(["--listen", &api.to_string(), "--status-interval", "0"])
-        .env("SAFELINK_API_TOKEN", TOKEN)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn safelink run");
+    let mut daemon = Daemon(
+        lab.cmd_in_a(BIN)
+            .args([
+                "run",
+                "--iface",
+                &lab.if_a,
+                "--xdp-mode",
+                "skb",
+                "--pin-dir",
+            ])
+            .arg(&lab.pin_dir)
+            .arg("--data-dir")
+            .arg(data.path())
+            .args(["--listen", &api.to_string(), "--status-interval", "0"])
+            .env("SAFELINK_API_TOKEN", TOKEN)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn safelink run"),
+    );
     let mut first = String::new();
     std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(daemon.stdout.take().unwrap()),
+        &mut std::io::BufReader::new(daemon.0.stdout.take().unwrap()),
         &mut first,
     )
     .unwrap();
     assert!(first.starts_with("ATTACHED "), "daemon: {first}");
 
     // 29 SYNs to 29 ports (no answers: nothing in `a` has the address) and 509 ARP requests.
-    for f in ["portscan__syn-scan-29ports.pcap", "arpscan__arp-request-sweep-24.pcap"] {
+    for f in [
+        "portscan__syn-scan-29ports.pcap",
+        "arpscan__arp-request-sweep-24.pcap",
+    ] {
         lab.replay_into_a(&Path::new(PCAPS).join(f));
     }
     let xdp_attached = |lab: &support::Lab| {
-        let out = support::run(Command::new("ip").args(["-n", &lab.ns_a, "link", "show", &lab.if_a]));
+        let out =
+            support::run(Command::new("ip").args(["-n", &lab.ns_a, "link", "show", &lab.if_a]));
         String::from_utf8_lossy(&out.stdout).contains("xdp")
     };
     assert!(xdp_attached(&lab));
@@ -658,9 +699,19 @@ fn dashboard_and_metrics_of_a_live_daemon() {
     });
 
     // SAFETY: plain signal to our own child.
-    unsafe { libc::kill(daemon.id() as i32, libc::SIGINT) };
-    let st = daemon.wait().unwrap();
+    unsafe { libc::kill(daemon.0.id() as i32, libc::SIGINT) };
+    let st = daemon.0.wait().unwrap();
     assert!(st.success(), "daemon exited with {st}");
+}
+
+/// The sensor process; killed if the test fails before stopping it (it holds our stderr).
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 async fn live_checks(
@@ -722,7 +773,9 @@ async fn live_checks(
             .text()
             .await
             .unwrap();
-        if text.lines().any(|l| l == "safelink_packets_total 538") || t0.elapsed() > Duration::from_secs(5) {
+        if text.lines().any(|l| l == "safelink_packets_total 538")
+            || t0.elapsed() > Duration::from_secs(5)
+        {
             break text;
         }
         tokio::time::sleep(Duration::from_millis(250)).await;

@@ -9,7 +9,9 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use metrics::{Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+use metrics::{
+    Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
+};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::alert::{AlertKind, AlertSource};
@@ -67,16 +69,39 @@ pub fn install() -> PrometheusHandle {
 }
 
 fn describe() {
-    describe_counter!(PACKETS, "Packets seen by the XDP/TC programs (kernel counter, all CPUs).");
-    describe_counter!(BYTES, Unit::Bytes, "Bytes seen by the XDP/TC programs (whole frames).");
-    describe_gauge!(FLOWS_ACTIVE, "Flows currently tracked in the kernel flow map.");
+    describe_counter!(
+        PACKETS,
+        "Packets seen by the XDP/TC programs (kernel counter, all CPUs)."
+    );
+    describe_counter!(
+        BYTES,
+        Unit::Bytes,
+        "Bytes seen by the XDP/TC programs (whole frames)."
+    );
+    describe_gauge!(
+        FLOWS_ACTIVE,
+        "Flows currently tracked in the kernel flow map."
+    );
     describe_counter!(FLOWS_CREATED, "Flows created in the kernel flow map.");
     describe_counter!(MALFORMED, "Packets the parser counted as malformed.");
     describe_counter!(RINGBUF_EVENTS, "Events the kernel put on the ring buffer.");
-    describe_counter!(RINGBUF_DROPS, "Events the kernel dropped because the ring buffer was full.");
-    describe_gauge!(SNIFFER_RUNNING, "1 while the XDP program is attached, else 0.");
-    describe_counter!(ALERTS, "New alerts stored, by kind and source (updates not counted).");
-    describe_histogram!(ANN_INFERENCE, Unit::Seconds, "Wall time of one ANN scoring batch.");
+    describe_counter!(
+        RINGBUF_DROPS,
+        "Events the kernel dropped because the ring buffer was full."
+    );
+    describe_gauge!(
+        SNIFFER_RUNNING,
+        "1 while the XDP program is attached, else 0."
+    );
+    describe_counter!(
+        ALERTS,
+        "New alerts stored, by kind and source (updates not counted)."
+    );
+    describe_histogram!(
+        ANN_INFERENCE,
+        Unit::Seconds,
+        "Wall time of one ANN scoring batch."
+    );
     describe_histogram!(ANN_BATCH, "Flows per ANN scoring batch.");
     describe_gauge!(STORE_SIZE, Unit::Bytes, "Size of the sled store on disk.");
     describe_counter!(LEARNING_CYCLES, "Continuous-learning cycles by outcome.");
