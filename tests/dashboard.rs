@@ -114,6 +114,11 @@ struct Server {
 }
 
 async fn serve() -> Server {
+    serve_with_policy(None).await
+}
+
+/// `policy_addr`: the address the auth policy is computed for (default: the bound one).
+async fn serve_with_policy(policy_addr: Option<&str>) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path().join("store")).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -121,7 +126,8 @@ async fn serve() -> Server {
     let sensor = Arc::new(FlagSensor {
         running: AtomicBool::new(true),
     });
-    let policy = AuthPolicy::new(bound, Some(TOKEN)).unwrap();
+    let policy_addr: SocketAddr = policy_addr.map_or(bound, |a| a.parse().unwrap());
+    let policy = AuthPolicy::new(policy_addr, Some(TOKEN)).unwrap();
     let state = ApiState::new(store.clone(), sensor.clone(), policy);
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(api::serve(listener, api::router(state), async move {
@@ -561,6 +567,33 @@ async fn dashboard_in_chromium_over_replayed_alerts() {
     assert_eq!(b.text("#msg").await, "sniffer start: done");
     b.screenshot("dashboard-replayed-after-start.png").await;
     b.quit().await;
+}
+
+/// Off loopback every API call needs the token, but the static page does not (it holds no
+/// data and asks for the token itself).
+#[tokio::test]
+async fn static_page_needs_no_token_off_loopback() {
+    let srv = serve_with_policy(Some("0.0.0.0:8000")).await;
+    let get = |p: &str| http().get(format!("{}{p}", srv.base)).send();
+    assert_eq!(get("/").await.unwrap().status(), 200);
+    assert_eq!(get("/assets/app.js").await.unwrap().status(), 200);
+    assert_eq!(get("/assets/app.css").await.unwrap().status(), 200);
+    for p in [
+        "/status",
+        "/metrics",
+        "/alerts",
+        "/assets/../status",
+        "/index.html",
+    ] {
+        assert_eq!(get(p).await.unwrap().status(), 401, "{p}");
+    }
+    let authed = http()
+        .get(format!("{}/status", srv.base))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(authed.status(), 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
