@@ -47,6 +47,7 @@ if ((WANT_TEST)); then
         nmap masscan hping3 hydra dsniff                  # attack tools (live lab, own namespaces only)
         openssh-server openssh-client iperf3 curl         # victim services and benign clients
         dnsmasq-base bind9-dnsutils                       # DNS server (no system service) and dig
+        chromium chromium-driver                          # dashboard test: headless browser + WebDriver
     )
 fi
 missing=()

@@ -102,12 +102,14 @@ fn every_safelink_command_in_the_guides_parses() {
     for doc in guides() {
         for line in shell_lines(&doc) {
             let w = words(&line);
-            let Some(pos) = w.iter().position(|x| x == "safelink") else {
+            // `safelink ...`, possibly after `sudo` and `VAR=value` words.
+            let Some(pos) = w
+                .iter()
+                .position(|x| !(x == "sudo" || x.contains('=')))
+                .filter(|&p| w[p] == "safelink")
+            else {
                 continue;
             };
-            if w.first().is_some_and(|x| x == "cargo" || x == "curl") {
-                continue;
-            }
             let args: Vec<&String> = w[pos + 1..].iter().take_while(|a| *a != "|").collect();
             let out = Command::new(BIN)
                 .args(&args)

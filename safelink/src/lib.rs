@@ -16,3 +16,4 @@ pub mod record;
 pub mod replay;
 pub mod store;
 pub mod table;
+pub mod telemetry;

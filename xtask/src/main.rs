@@ -185,6 +185,12 @@ fn install() -> anyhow::Result<()> {
         &root().join("deploy/safelink.service"),
         "/etc/systemd/system/safelink.service",
     )?;
+    // The unit's Documentation= points here.
+    std::fs::create_dir_all("/usr/local/share/doc/safelink")?;
+    copy(
+        &root().join("README.md"),
+        "/usr/local/share/doc/safelink/README.md",
+    )?;
     std::fs::create_dir_all("/etc/safelink")?;
     let conf = Path::new("/etc/safelink/safelink.toml");
     if conf.exists() {

@@ -210,7 +210,10 @@ impl AnnDetector {
             return;
         }
         let batch = std::mem::take(&mut self.pending);
-        match self.scorer.score_flows(batch.iter()) {
+        let t0 = std::time::Instant::now();
+        let res = self.scorer.score_flows(batch.iter());
+        crate::telemetry::record_ann_batch(batch.len(), t0.elapsed());
+        match res {
             Ok(scored) => {
                 let g = scored.generation();
                 self.stats.batches += 1;

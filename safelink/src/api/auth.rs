@@ -1,6 +1,7 @@
 //! Bearer-token policy: a token is required for every state-changing call, and for every
 //! call when the API listens on a non-loopback address; no token configured on a
-//! non-loopback address refuses to start. Tokens are compared in constant time.
+//! non-loopback address refuses to start. Tokens are compared in constant time. The
+//! dashboard's static page (`GET /`, `/assets/...`) holds no data and needs no token.
 use std::net::SocketAddr;
 
 use axum::extract::{Request, State};
@@ -97,8 +98,18 @@ fn bearer(value: &HeaderValue) -> Option<&[u8]> {
     (!token.is_empty()).then_some(token)
 }
 
-/// Middleware applying the policy to every request, unknown routes included.
+/// The dashboard's static page and assets: no sensor data, readable without a token everywhere
+/// (the page then asks for the token its API calls need).
+fn is_static(method: &Method, path: &str) -> bool {
+    matches!(*method, Method::GET | Method::HEAD) && (path == "/" || path.starts_with("/assets/"))
+}
+
+/// Middleware applying the policy to every request, unknown routes included (except the
+/// dashboard's static files).
 pub async fn require_token(State(state): State<ApiState>, req: Request, next: Next) -> Response {
+    if is_static(req.method(), req.uri().path()) {
+        return next.run(req).await;
+    }
     match state.auth.check(req.method(), req.headers()) {
         Ok(()) => next.run(req).await,
         Err(e) => {

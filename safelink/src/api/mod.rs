@@ -1,8 +1,9 @@
 //! The HTTP API (axum): JSON status and sniffer control, alert listing with filters and
 //! cursor paging, CSV and EVE-style exports, archiving, and the ANN model (`GET /model`,
 //! `POST /model/load`, see `model.rs`), the continuous learner (`/learning/*`, `/models`,
-//! see `learning.rs`) and privacy (`DELETE /privacy/subject`, `GET /privacy/report`, see
-//! `privacy.rs`). Owns the routes, the bearer-token
+//! see `learning.rs`), privacy (`DELETE /privacy/subject`, `GET /privacy/report`, see
+//! `privacy.rs`), the dashboard page (`GET /`, `dashboard.rs`) and the Prometheus metrics
+//! (`GET /metrics`, `metrics.rs`). Owns the routes, the bearer-token
 //! policy ([`AuthPolicy`]) and the JSON error shape (`{"error": "..."}` for every 4xx/5xx,
 //! unknown routes and axum's extractor rejections included).
 //!
@@ -11,9 +12,11 @@
 mod alerts;
 mod auth;
 mod control;
+mod dashboard;
 mod error;
 mod export;
 mod learning;
+mod metrics;
 mod model;
 mod params;
 mod privacy;
@@ -31,6 +34,7 @@ pub use auth::{ApiConfigError, AuthPolicy};
 pub use control::{ControlError, ControlFuture, SensorControl, SensorStatus};
 pub use error::ApiError;
 pub use export::{CSV_HEADER, SIGNATURE_ID_BASE, eve_severity, signature_id, to_csv, to_eve_lines};
+pub use metrics::CONTENT_TYPE as METRICS_CONTENT_TYPE;
 pub use params::{DEFAULT_LIMIT, MAX_LIMIT};
 
 use crate::store::{Store, StoreError};
@@ -87,6 +91,9 @@ impl ApiState {
 /// All routes, with the token policy applied to every request (unknown routes included).
 pub fn router(state: ApiState) -> Router {
     Router::new()
+        .route("/", get(dashboard::index))
+        .route("/assets/{file}", get(dashboard::asset))
+        .route("/metrics", get(metrics::metrics))
         .route("/status", get(status::status))
         .route("/sniffer/start", post(status::start))
         .route("/sniffer/stop", post(status::stop))

@@ -2,7 +2,8 @@
 //! write is fsynced before it returns), maps engine alert ids to store ids, and coalesces bursts
 //! of updates of one alert into a single write. Every alert passes through the privacy
 //! [`Policy`] first: what is stored and what is logged is the anonymised form (the detectors
-//! upstream keep the real addresses).
+//! upstream keep the real addresses). Counts new alerts in
+//! `safelink_alerts_total`.
 use std::collections::HashMap;
 
 use tokio::sync::mpsc;
@@ -13,6 +14,7 @@ use crate::{
     detect::dfa::AlertEvent,
     privacy::Policy,
     store::{Store, StoreError},
+    telemetry,
 };
 
 /// Runs until the channel closes; returns how many alerts were stored (new) and updated.
@@ -33,6 +35,7 @@ pub fn run_sink(store: Store, mut rx: mpsc::Receiver<AlertEvent>, privacy: &Poli
                 AlertEvent::New(mut a) => {
                     privacy.apply(&mut a);
                     let engine_id = (a.source, a.id);
+                    let (kind, source) = (a.kind, a.source);
                     warn!(
                         kind = a.kind.as_str(),
                         src = ?a.src_ip,
@@ -43,6 +46,7 @@ pub fn run_sink(store: Store, mut rx: mpsc::Receiver<AlertEvent>, privacy: &Poli
                     );
                     match store.insert(a) {
                         Ok(sid) => {
+                            telemetry::record_alert(kind, source);
                             ids.insert(engine_id, sid);
                             new += 1;
                         }

@@ -1,6 +1,6 @@
 //! `safelink run`: wires the live sensor together. XDP capture (ring-buffer reader + flow-map
 //! sweeper) → record stream → DFA engine → alert sink (sled store), and the HTTP API, until
-//! SIGINT/SIGTERM; then detaches the program, drains the pipeline and flushes the store.
+//! SIGINT/SIGTERM (the sweeper also copies the kernel counters into the Prometheus metrics); then detaches the program, drains the pipeline and flushes the store.
 pub mod alerts;
 pub mod sensor;
 
@@ -35,6 +35,7 @@ use crate::{
     detect::dfa::{AlertEvent, Engine},
     record::Record,
     store::Store,
+    telemetry,
 };
 use sensor::{Control, Live, Sensor};
 
@@ -54,6 +55,8 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
         Some(i) if !i.is_empty() => i.clone(),
         _ => loader::default_route_iface()?,
     };
+    // Metrics first, so every component records from its start (GET /metrics renders them).
+    telemetry::install();
     let span = info_span!("sensor", iface = %iface);
     let _g = span.enter();
 
@@ -216,6 +219,16 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
                 }
             }
             let Ok(c) = maps.counters() else { continue };
+            telemetry::record_kernel(&telemetry::KernelCounters {
+                packets: c.get(Counter::Packets),
+                bytes: c.get(Counter::Bytes),
+                flows_active: stats.active,
+                flows_created: c.get(Counter::FlowsCreated),
+                malformed: c.get(Counter::Malformed),
+                ringbuf_events: c.get(Counter::EventsSent),
+                ringbuf_drops: c.get(Counter::EventsDropped),
+            });
+            telemetry::record_sniffer_running(sweep_sensor.attached_mode().is_some());
             *sweep_sensor.live.lock().expect("live lock") = Live {
                 packets: c.get(Counter::Packets),
                 flows: stats.active,

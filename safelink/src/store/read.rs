@@ -100,6 +100,11 @@ impl Store {
         )
     }
 
+    /// Bytes the database takes on disk (sled's own estimate; `/metrics` reports it).
+    pub fn size_on_disk(&self) -> Result<u64> {
+        Ok(self.db.size_on_disk()?)
+    }
+
     /// Counts and the latest alert time, without scanning.
     pub fn counts(&self) -> Result<Counts> {
         let active = read_u64(self.meta.get(META_ACTIVE)?.as_deref())?.unwrap_or(0);

@@ -1,0 +1,21 @@
+//! `GET /metrics`: the process's Prometheus metrics in the text exposition format. The store
+//! size is refreshed at scrape time; everything else is recorded where it happens (see
+//! [`crate::telemetry`]).
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+
+use super::{ApiError, ApiState, blocking};
+use crate::telemetry;
+
+/// Content type of the Prometheus text format.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+pub async fn metrics(State(state): State<ApiState>) -> Result<Response, ApiError> {
+    let handle = telemetry::install();
+    let size = blocking(&state, |s| s.size_on_disk()).await?;
+    telemetry::record_store_size(size);
+    telemetry::record_sniffer_running(state.sensor.status().running);
+    handle.run_upkeep();
+    Ok(([(header::CONTENT_TYPE, CONTENT_TYPE)], handle.render()).into_response())
+}

@@ -1,0 +1,833 @@
+//! The dashboard (`GET /`) in a real browser and `GET /metrics` after processing captures.
+//!
+//! The browser is Debian's headless Chromium driven over WebDriver (chromedriver) by a small
+//! W3C WebDriver client written here over reqwest. Three tests:
+//! - `dashboard_in_chromium_over_replayed_alerts`: a real API server with a real sled store
+//!   holding the alerts `safelink analyze --ann` raises on three shared captures (retimed so
+//!   the newest is 125 s old). Asserts the cards, a filter narrowing the table, the ANN
+//!   explanation in the detail view, the token prompt and start/stop through the API's
+//!   `SensorControl` (a flag here), and that the page loads without a token on loopback.
+//! - `metrics_after_processing_captures`: the same alerts through the daemon's alert sink,
+//!   then exact `safelink_alerts_total` lines from `GET /metrics`.
+//! - `dashboard_and_metrics_of_a_live_daemon` (root): `safelink run` on a veth in a namespace
+//!   the test creates, two captures replayed into it with tcpreplay, Chromium in the same
+//!   namespace; cards, filter, Stop/Start detaching and re-attaching the real XDP program,
+//!   and the kernel counters in `/metrics`.
+//!
+//! Each browser test saves a screenshot and prints its path (`SCREENSHOT <path>`).
+mod support;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use safelink::alert::{Alert, AlertSource};
+use safelink::api::{self, ApiState, AuthPolicy, ControlFuture, SensorControl, SensorStatus};
+use safelink::detect::dfa::AlertEvent;
+use safelink::store::{Store, format_rfc3339, parse_rfc3339};
+use serde_json::{Value, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_safelink");
+const TOKEN: &str = "dashboard-test-token-42";
+const PCAPS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/pcaps");
+const ARTIFACTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/test-artifacts");
+
+// ------------------------------------------------------------------ fixtures
+
+/// The alerts `safelink analyze --ann` raises on `files` (in `tests/pcaps`), in its order.
+fn analyze(files: &[&str]) -> Vec<Alert> {
+    let out = support::run(
+        Command::new(BIN)
+            // The shipped model is found from the workspace root (models/).
+            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+            .args(["analyze", "--ann"])
+            .args(files.iter().map(|f| Path::new(PCAPS).join(f))),
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// port_scan (DFA) + anomalous_flow (ANN), ssh_brute_force (DFA) + anomalous_flow (ANN),
+/// arp_scan (DFA).
+const CAPTURES: [&str; 3] = [
+    "portscan__syn-scan-29ports.pcap",
+    "sshbrute__password-guessing-11conns.pcap",
+    "arpscan__arp-request-sweep-24.pcap",
+];
+
+/// Shifts every time of `alerts` by one offset so that the newest is `age` old (the order
+/// and spacing of the capture stay).
+fn retime(alerts: &mut [Alert], age: Duration) {
+    let ts = |s: &str| parse_rfc3339(s).unwrap();
+    let newest = alerts.iter().map(|a| ts(&a.timestamp)).max().unwrap();
+    let shift = time::OffsetDateTime::now_utc() - time::Duration::try_from(age).unwrap() - newest;
+    for a in alerts {
+        for t in [&mut a.timestamp, &mut a.first_seen, &mut a.last_seen] {
+            *t = format_rfc3339(ts(t) + shift);
+        }
+    }
+}
+
+/// A sniffer that only flips a flag (the live test drives the real one).
+struct FlagSensor {
+    running: AtomicBool,
+}
+
+impl SensorControl for FlagSensor {
+    fn status(&self) -> SensorStatus {
+        let running = self.running.load(Ordering::SeqCst);
+        SensorStatus {
+            running,
+            interface: Some("veth-test".into()),
+            xdp_mode: running.then(|| "skb".into()),
+            uptime_secs: 5,
+            packets: 1234,
+            flows: 3,
+            ringbuf_events: 10,
+            ringbuf_drops: 0,
+            detection_sources: vec![AlertSource::Dfa, AlertSource::Ann],
+        }
+    }
+
+    fn start(&self) -> ControlFuture<'_> {
+        Box::pin(async move { Ok(!self.running.swap(true, Ordering::SeqCst)) })
+    }
+
+    fn stop(&self) -> ControlFuture<'_> {
+        Box::pin(async move { Ok(self.running.swap(false, Ordering::SeqCst)) })
+    }
+}
+
+struct Server {
+    base: String,
+    store: Store,
+    sensor: Arc<FlagSensor>,
+    _dir: tempfile::TempDir,
+    _shutdown: tokio::sync::oneshot::Sender<()>,
+}
+
+async fn serve() -> Server {
+    serve_with_policy(None).await
+}
+
+/// `policy_addr`: the address the auth policy is computed for (default: the bound one).
+async fn serve_with_policy(policy_addr: Option<&str>) -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("store")).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let bound = listener.local_addr().unwrap();
+    let sensor = Arc::new(FlagSensor {
+        running: AtomicBool::new(true),
+    });
+    let policy_addr: SocketAddr = policy_addr.map_or(bound, |a| a.parse().unwrap());
+    let policy = AuthPolicy::new(policy_addr, Some(TOKEN)).unwrap();
+    let state = ApiState::new(store.clone(), sensor.clone(), policy);
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(api::serve(listener, api::router(state), async move {
+        let _ = rx.await;
+    }));
+    Server {
+        base: format!("http://{bound}"),
+        store,
+        sensor,
+        _dir: dir,
+        _shutdown: tx,
+    }
+}
+
+fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+/// The browser tests need chromium and chromedriver; CI (`./setup.sh --test`) has them.
+fn browser_available(name: &str) -> bool {
+    let found = |t: &str| {
+        Command::new("sh")
+            .args(["-c", &format!("command -v {t}")])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if found("chromedriver") && found("chromium") {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{name}: chromium/chromedriver missing; run ./setup.sh --test"
+    );
+    eprintln!("SKIP {name}: chromium and chromedriver not installed (./setup.sh --test)");
+    false
+}
+
+// ------------------------------------------------------------------ WebDriver
+
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+
+/// chromedriver plus one headless Chromium session, spoken to over W3C WebDriver.
+struct Browser {
+    http: reqwest::Client,
+    session: String,
+    driver: Child,
+    _profile: tempfile::TempDir,
+}
+
+impl Browser {
+    /// Starts chromedriver on a free port of the current (thread's) network namespace.
+    async fn start() -> Browser {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let driver = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn chromedriver");
+        let http = http();
+        let root = format!("http://127.0.0.1:{port}");
+        let t0 = Instant::now();
+        while http.get(format!("{root}/status")).send().await.is_err() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(15),
+                "chromedriver did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let profile = tempfile::tempdir().unwrap();
+        let caps = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": "/usr/bin/chromium",
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
+                         "--disable-dev-shm-usage", "--window-size=1400,1100",
+                         "--no-proxy-server",
+                         format!("--user-data-dir={}", profile.path().display())],
+            },
+        }}});
+        let v: Value = http
+            .post(format!("{root}/session"))
+            .json(&caps)
+            .timeout(Duration::from_secs(60))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let id = v["value"]["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no WebDriver session: {v}"));
+        Browser {
+            session: format!("{root}/session/{id}"),
+            http,
+            driver,
+            _profile: profile,
+        }
+    }
+
+    async fn cmd(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let mut req = self.http.request(method, format!("{}{path}", self.session));
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let v: Value = req.send().await.unwrap().json().await.unwrap();
+        if let Some(err) = v["value"].get("error") {
+            panic!("WebDriver {path}: {err}: {}", v["value"]["message"]);
+        }
+        v["value"].clone()
+    }
+
+    async fn goto(&self, url: &str) {
+        self.cmd(reqwest::Method::POST, "/url", Some(json!({ "url": url })))
+            .await;
+    }
+
+    /// Runs `script` in the page (`arguments[0]` = `arg`) and returns its value.
+    async fn js(&self, script: &str, arg: &str) -> Value {
+        self.cmd(
+            reqwest::Method::POST,
+            "/execute/sync",
+            Some(json!({ "script": script, "args": [arg] })),
+        )
+        .await
+    }
+
+    async fn element(&self, css: &str) -> String {
+        let v = self
+            .cmd(
+                reqwest::Method::POST,
+                "/element",
+                Some(json!({"using": "css selector", "value": css})),
+            )
+            .await;
+        v[ELEMENT]
+            .as_str()
+            .unwrap_or_else(|| panic!("find {css}: {v}"))
+            .to_owned()
+    }
+
+    /// A real click (WebDriver scrolls the element into view and clicks its centre).
+    async fn click(&self, css: &str) {
+        let e = self.element(css).await;
+        self.cmd(
+            reqwest::Method::POST,
+            &format!("/element/{e}/click"),
+            Some(json!({})),
+        )
+        .await;
+    }
+
+    async fn type_into(&self, css: &str, text: &str) {
+        let e = self.element(css).await;
+        self.cmd(
+            reqwest::Method::POST,
+            &format!("/element/{e}/value"),
+            Some(json!({ "text": text })),
+        )
+        .await;
+    }
+
+    async fn text(&self, css: &str) -> String {
+        self.js(
+            "const e = document.querySelector(arguments[0]); return e ? e.textContent.trim() : null;",
+            css,
+        )
+        .await
+        .as_str()
+        .unwrap_or("<missing>")
+        .to_owned()
+    }
+
+    /// The text of one card's value.
+    async fn card(&self, id: &str) -> String {
+        self.text(&format!("#{id} .value")).await
+    }
+
+    /// Waits (at most `secs`) until `probe` returns `want`; panics with the last value.
+    async fn wait_card(&self, id: &str, want: &str, secs: u64) {
+        let t0 = Instant::now();
+        loop {
+            let got = self.card(id).await;
+            if got == want {
+                return;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(secs),
+                "card {id}: want {want:?}, still {got:?} after {secs} s"
+            );
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+    }
+
+    /// The `(kind, source, src_ip)` of every alert row of the table, top to bottom.
+    async fn rows(&self) -> Vec<(String, String, String)> {
+        let v = self
+            .js(
+                "return Array.from(document.querySelectorAll(arguments[0])).map(tr =>
+                   [tr.children[3].textContent, tr.children[4].textContent, tr.children[6].textContent]);",
+                "#alerts-table tbody tr.alert-row",
+            )
+            .await;
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                let s = |i: usize| r[i].as_str().unwrap().to_owned();
+                (s(0), s(1), s(2))
+            })
+            .collect()
+    }
+
+    async fn wait_rows(&self, n: usize, secs: u64) -> Vec<(String, String, String)> {
+        let t0 = Instant::now();
+        loop {
+            let rows = self.rows().await;
+            if rows.len() == n {
+                return rows;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(secs),
+                "table: want {n} rows, have {rows:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+    }
+
+    /// Saves a PNG of the page under target/test-artifacts and prints its path.
+    async fn screenshot(&self, name: &str) -> PathBuf {
+        let b64 = self.cmd(reqwest::Method::GET, "/screenshot", None).await;
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(b64.as_str().unwrap())
+            .unwrap();
+        assert_eq!(&png[1..4], b"PNG");
+        std::fs::create_dir_all(ARTIFACTS).unwrap();
+        let path = Path::new(ARTIFACTS).join(name);
+        std::fs::write(&path, png).unwrap();
+        let path = path.canonicalize().unwrap();
+        eprintln!("SCREENSHOT {}", path.display());
+        path
+    }
+
+    async fn quit(mut self) {
+        let _ = self.http.delete(&self.session).send().await;
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+/// Selects `value` in the `<select>` `css` by clicking its option, then applies the filter.
+async fn filter_by(b: &Browser, select: &str, value: &str) {
+    b.click(&format!("{select} option[value=\"{value}\"]"))
+        .await;
+    b.click("#f-apply").await;
+}
+
+/// Clicks a control that needs the token: the first time the page asks for it.
+async fn click_with_token(b: &Browser, css: &str) {
+    b.click(css).await;
+    let hidden = b
+        .js(
+            "return document.querySelector(arguments[0]).hidden;",
+            "#token-form",
+        )
+        .await;
+    if hidden == json!(false) {
+        b.type_into("#token-input", TOKEN).await;
+        b.click("#token-save").await;
+    }
+}
+
+// ------------------------------------------------------------------ tests
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_in_chromium_over_replayed_alerts() {
+    if !browser_available("dashboard_in_chromium_over_replayed_alerts") {
+        return;
+    }
+    let mut alerts = analyze(&CAPTURES);
+    let summary: Vec<(&str, &str)> = alerts
+        .iter()
+        .map(|a| {
+            let src = if a.source == AlertSource::Ann {
+                "ann"
+            } else {
+                "dfa"
+            };
+            (a.kind.as_str(), src)
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("port_scan", "dfa"),
+            ("anomalous_flow", "ann"),
+            ("ssh_brute_force", "dfa"),
+            ("anomalous_flow", "ann"),
+            ("arp_scan", "dfa"),
+        ]
+    );
+    retime(&mut alerts, Duration::from_secs(125));
+    let srv = serve().await;
+    for a in alerts {
+        srv.store.insert(a).unwrap();
+    }
+
+    // The page and its assets are readable without a token on loopback.
+    let page = http().get(format!("{}/", srv.base)).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert_eq!(page.headers()["content-type"], "text/html; charset=utf-8");
+    assert!(
+        page.text()
+            .await
+            .unwrap()
+            .contains("<title>SafeLink sensor</title>")
+    );
+    let js = http()
+        .get(format!("{}/assets/app.js", srv.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(js.status(), 200);
+    assert_eq!(
+        http()
+            .get(format!("{}/assets/nope.js", srv.base))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+
+    let b = Browser::start().await;
+    b.goto(&format!("{}/", srv.base)).await;
+    b.wait_card("card-total-alerts", "5", 10).await;
+    assert_eq!(b.card("card-latest-alert").await, "2 minutes ago");
+    assert_eq!(b.card("card-sources").await, "2 (ANN, DFA)");
+    assert_eq!(b.card("card-sniffer").await, "Running");
+    // No learning API on this server: degraded, not broken.
+    b.wait_card("card-learning", "Inactive", 5).await;
+    assert_eq!(b.card("card-cycles").await, "—");
+    assert_eq!(b.card("card-model-version").await, "—");
+
+    // Newest first: the arp_scan of the last capture, then the ssh capture's alerts.
+    let rows = b.wait_rows(5, 5).await;
+    assert_eq!(
+        rows.iter().map(|r| r.0.as_str()).collect::<Vec<_>>(),
+        [
+            "arp_scan",
+            "ssh_brute_force",
+            "anomalous_flow",
+            "port_scan",
+            "anomalous_flow"
+        ]
+    );
+    // The chart has a legend entry per kind with its count.
+    assert_eq!(
+        b.text("#chart-alerts .legend").await,
+        "anomalous_flow (2)arp_scan (1)port_scan (1)ssh_brute_force (1)"
+    );
+    b.screenshot("dashboard-replayed.png").await;
+
+    // Filters narrow the table: source ANN, then an IP, then kind.
+    filter_by(&b, "#f-source", "ann").await;
+    let rows = b.wait_rows(2, 5).await;
+    assert!(
+        rows.iter().all(|r| r.0 == "anomalous_flow" && r.1 == "ANN"),
+        "{rows:?}"
+    );
+    b.type_into("#f-ip", "192.168.56.1").await;
+    b.click("#f-apply").await;
+    let rows = b.wait_rows(1, 5).await;
+    assert_eq!(
+        rows,
+        [("anomalous_flow".into(), "ANN".into(), "192.168.56.1".into())]
+    );
+
+    // The detail view of that ANN alert shows its explanation.
+    b.click("#alerts-table tbody tr.alert-row").await;
+    let t0 = Instant::now();
+    while b
+        .js(
+            "return document.querySelector(arguments[0]).hidden;",
+            "#detail-explanation",
+        )
+        .await
+        != json!(false)
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "no explanation shown"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let features = b
+        .js(
+            "return document.querySelectorAll(arguments[0]).length;",
+            "#detail-explanation tbody tr",
+        )
+        .await;
+    assert!(features.as_u64().unwrap() >= 1, "{features}");
+
+    b.click("#f-clear").await;
+    filter_by(&b, "#f-kind", "arp_scan").await;
+    let rows = b.wait_rows(1, 5).await;
+    assert_eq!(
+        rows,
+        [("arp_scan".into(), "DFA".into(), "10.0.0.128".into())]
+    );
+    b.click("#f-clear").await;
+    b.wait_rows(5, 5).await;
+
+    // Stop asks for the token once, then stops the sniffer; Start reuses the token.
+    click_with_token(&b, "#sniffer-stop").await;
+    b.wait_card("card-sniffer", "Stopped", 5).await;
+    assert!(!srv.sensor.running.load(Ordering::SeqCst));
+    b.click("#sniffer-start").await;
+    b.wait_card("card-sniffer", "Running", 5).await;
+    assert!(srv.sensor.running.load(Ordering::SeqCst));
+    assert_eq!(b.text("#msg").await, "sniffer start: done");
+    b.screenshot("dashboard-replayed-after-start.png").await;
+    b.quit().await;
+}
+
+/// Off loopback every API call needs the token, but the static page does not (it holds no
+/// data and asks for the token itself).
+#[tokio::test]
+async fn static_page_needs_no_token_off_loopback() {
+    let srv = serve_with_policy(Some("0.0.0.0:8000")).await;
+    let get = |p: &str| http().get(format!("{}{p}", srv.base)).send();
+    assert_eq!(get("/").await.unwrap().status(), 200);
+    assert_eq!(get("/assets/app.js").await.unwrap().status(), 200);
+    assert_eq!(get("/assets/app.css").await.unwrap().status(), 200);
+    for p in [
+        "/status",
+        "/metrics",
+        "/alerts",
+        "/assets/../status",
+        "/index.html",
+    ] {
+        assert_eq!(get(p).await.unwrap().status(), 401, "{p}");
+    }
+    let authed = http()
+        .get(format!("{}/status", srv.base))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(authed.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_after_processing_captures() {
+    // As the daemon does at start: metrics recorded before the recorder exists are lost.
+    safelink::telemetry::install();
+    let srv = serve().await;
+    let alerts = analyze(&CAPTURES);
+    // Through the daemon's sink, which counts new alerts (updates are not counted).
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let store = srv.store.clone();
+    let sink = tokio::task::spawn_blocking(move || {
+        safelink::daemon::alerts::run_sink(store, rx, &safelink::privacy::Policy::default())
+    });
+    for a in alerts {
+        tx.send(AlertEvent::New(a)).await.unwrap();
+    }
+    drop(tx);
+    assert_eq!(sink.await.unwrap(), (5, 0));
+
+    let resp = http()
+        .get(format!("{}/metrics", srv.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.headers()["content-type"],
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    let text = resp.text().await.unwrap();
+    for line in [
+        "# TYPE safelink_alerts_total counter",
+        "safelink_alerts_total{kind=\"port_scan\",source=\"dfa\"} 1",
+        "safelink_alerts_total{kind=\"ssh_brute_force\",source=\"dfa\"} 1",
+        "safelink_alerts_total{kind=\"arp_scan\",source=\"dfa\"} 1",
+        "safelink_alerts_total{kind=\"anomalous_flow\",source=\"ann\"} 2",
+        "safelink_sniffer_running 1",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing {line:?} in:\n{text}"
+        );
+    }
+    let size = metric(&text, "safelink_store_size_bytes");
+    let on_disk = srv.store.size_on_disk().unwrap() as f64;
+    assert!(
+        size > 0.0 && (size - on_disk).abs() / on_disk < 0.5,
+        "{size} vs {on_disk}"
+    );
+}
+
+/// The value of an unlabelled sample line `name value`.
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no sample {name} in:\n{text}"))
+}
+
+// ------------------------------------------------------------------ live (root)
+
+/// Moves the calling thread into network namespace `ns` (sockets and children it creates
+/// from now on live there).
+fn enter_netns(ns: &str) {
+    let f = std::fs::File::open(format!("/run/netns/{ns}")).unwrap();
+    // SAFETY: a valid namespace fd; only this thread changes namespace.
+    let rc = unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&f), libc::CLONE_NEWNET) };
+    assert_eq!(rc, 0, "setns {ns}: {}", std::io::Error::last_os_error());
+}
+
+#[test]
+fn dashboard_and_metrics_of_a_live_daemon() {
+    if !support::kernel_test_can_run(
+        "dashboard_and_metrics_of_a_live_daemon",
+        &["tcpreplay", "nsenter", "ip"],
+    ) || !browser_available("dashboard_and_metrics_of_a_live_daemon")
+    {
+        return;
+    }
+    let lab = support::Lab::new("dash");
+    let data = tempfile::tempdir().unwrap();
+    let api: SocketAddr = "127.0.0.1:18093".parse().unwrap();
+    let mut daemon = Daemon(
+        lab.cmd_in_a(BIN)
+            .args([
+                "run",
+                "--iface",
+                &lab.if_a,
+                "--xdp-mode",
+                "skb",
+                "--pin-dir",
+            ])
+            .arg(&lab.pin_dir)
+            .arg("--data-dir")
+            .arg(data.path())
+            .args(["--listen", &api.to_string(), "--status-interval", "0"])
+            .env("SAFELINK_API_TOKEN", TOKEN)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn safelink run"),
+    );
+    let mut first = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(daemon.0.stdout.take().unwrap()),
+        &mut first,
+    )
+    .unwrap();
+    assert!(first.starts_with("ATTACHED "), "daemon: {first}");
+
+    // 29 SYNs to 29 ports (no answers: nothing in `a` has the address) and 509 ARP requests.
+    for f in [
+        "portscan__syn-scan-29ports.pcap",
+        "arpscan__arp-request-sweep-24.pcap",
+    ] {
+        lab.replay_into_a(&Path::new(PCAPS).join(f));
+    }
+    let xdp_attached = |lab: &support::Lab| {
+        let out =
+            support::run(Command::new("ip").args(["-n", &lab.ns_a, "link", "show", &lab.if_a]));
+        String::from_utf8_lossy(&out.stdout).contains("xdp")
+    };
+    assert!(xdp_attached(&lab));
+
+    let ns = lab.ns_a.clone();
+    let lab_ref = &lab;
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            enter_netns(&ns);
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(live_checks(api, lab_ref, &xdp_attached));
+        })
+        .join()
+        .unwrap();
+    });
+
+    // SAFETY: plain signal to our own child.
+    unsafe { libc::kill(daemon.0.id() as i32, libc::SIGINT) };
+    let st = daemon.0.wait().unwrap();
+    assert!(st.success(), "daemon exited with {st}");
+}
+
+/// The sensor process; killed if the test fails before stopping it (it holds our stderr).
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn live_checks(
+    api: SocketAddr,
+    lab: &support::Lab,
+    xdp_attached: &dyn Fn(&support::Lab) -> bool,
+) {
+    let base = format!("http://{api}");
+    let b = Browser::start().await;
+    b.goto(&format!("{base}/")).await;
+    // The port scan ends with the 2 s embryonic timeout; the ARP scan alerts at once.
+    b.wait_card("card-total-alerts", "2", 15).await;
+    let latest = b.card("card-latest-alert").await;
+    assert!(
+        latest == "just now" || latest.ends_with(" seconds ago"),
+        "{latest}"
+    );
+    assert_eq!(b.card("card-sources").await, "1 (DFA)");
+    assert_eq!(b.card("card-sniffer").await, "Running");
+    assert_eq!(b.card("card-learning").await, "Inactive");
+    let rows = b.wait_rows(2, 5).await;
+    let mut kinds: Vec<_> = rows.iter().map(|r| r.0.as_str()).collect();
+    kinds.sort();
+    assert_eq!(kinds, ["arp_scan", "port_scan"]);
+    filter_by(&b, "#f-kind", "port_scan").await;
+    assert_eq!(
+        b.wait_rows(1, 5).await,
+        [("port_scan".into(), "DFA".into(), "10.100.25.14".into())]
+    );
+    b.screenshot("dashboard-live.png").await;
+
+    // Stop detaches the real program, Start attaches it again.
+    click_with_token(&b, "#sniffer-stop").await;
+    b.wait_card("card-sniffer", "Stopped", 10).await;
+    assert!(!xdp_attached(lab), "XDP still attached after Stop");
+    let st: Value = http()
+        .get(format!("{base}/status"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(st["sniffer_running"], false);
+    b.click("#sniffer-start").await;
+    b.wait_card("card-sniffer", "Running", 10).await;
+    assert!(xdp_attached(lab), "XDP not attached after Start");
+    b.screenshot("dashboard-live-restarted.png").await;
+    b.quit().await;
+
+    // The kernel counters and the alerts in /metrics (the sweeper refreshes once a second).
+    let t0 = Instant::now();
+    let text = loop {
+        let text = http()
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if text.lines().any(|l| l == "safelink_packets_total 538")
+            || t0.elapsed() > Duration::from_secs(5)
+        {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    eprintln!("dashboard: /metrics of the live daemon:\n{text}");
+    for line in [
+        "safelink_packets_total 538",
+        "safelink_flows_created_total 29",
+        "safelink_malformed_packets_total 0",
+        "safelink_ringbuf_drops_total 0",
+        "safelink_sniffer_running 1",
+        "safelink_alerts_total{kind=\"port_scan\",source=\"dfa\"} 1",
+        "safelink_alerts_total{kind=\"arp_scan\",source=\"dfa\"} 1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "missing {line:?}");
+    }
+    // 29 flow starts + 509 ARP events.
+    assert_eq!(metric(&text, "safelink_ringbuf_events_total"), 538.0);
+    assert!(metric(&text, "safelink_store_size_bytes") > 0.0);
+}
