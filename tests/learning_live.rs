@@ -157,6 +157,31 @@ fn learner_runs_with_the_live_sniffer() {
     let n = if outcome == "deployed" { 2 } else { 1 };
     assert_eq!(m["versions"].as_array().unwrap().len(), n, "{m}");
     assert_eq!(m["current_version"], n as u64);
+    // Prometheus: the cycle by outcome and the serving version.
+    let out = run(lab.cmd_in_a("curl").args([
+        "-sS",
+        "--max-time",
+        "10",
+        &format!("http://{API}/metrics"),
+    ]));
+    let metrics = String::from_utf8_lossy(&out.stdout).into_owned();
+    let line = |name: &str| {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("no {name} in /metrics:\n{metrics}"))
+            .to_string()
+    };
+    assert_eq!(
+        line(&format!(
+            "safelink_learning_cycles_total{{outcome=\"{outcome}\"}}"
+        )),
+        format!("safelink_learning_cycles_total{{outcome=\"{outcome}\"}} 1")
+    );
+    assert_eq!(
+        line("safelink_model_version "),
+        format!("safelink_model_version {n}")
+    );
     if outcome == "deployed" {
         // The detector's model is the new one.
         let (_, model) = curl(&lab, "GET", "/model");

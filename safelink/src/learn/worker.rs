@@ -104,7 +104,10 @@ impl Learner {
     ) -> Result<Learner, LearnError> {
         let dir = ModelDir::new(data_dir)
             .map_err(|e| LearnError::Io(data_dir.join("models").display().to_string(), e))?;
-        let (handle, _state) = open_registry(&store, &dir, base_model)?;
+        let (handle, state) = open_registry(&store, &dir, base_model)?;
+        if let Some(v) = state.current_version {
+            metrics::gauge!("safelink_model_version").set(v as f64);
+        }
         if golden.is_none() {
             warn!("no golden set: cycles are validated on held-out new samples only");
         }
