@@ -739,8 +739,34 @@ async fn no_payload_byte_is_stored_logged_or_exported() {
     std::fs::create_dir_all(&logs).unwrap();
     std::fs::write(logs.join("analyze.stdout"), &out.stdout).unwrap();
     std::fs::write(logs.join("analyze.stderr"), &out.stderr).unwrap();
+    // The same capture as training samples of the continuous learner.
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let out = d
+        .cmd(None)
+        .env("SAFELINK_LOG", "debug")
+        .arg("learn")
+        .arg("--config")
+        .arg(d.config())
+        .arg("--data-dir")
+        .arg(d.data_dir())
+        .arg("--model")
+        .arg(root.join("models/base.onnx"))
+        .arg("ingest")
+        .arg(&cap)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ingest: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(ingest["samples_stored"].as_u64().unwrap() >= 10, "{ingest}");
+    std::fs::write(logs.join("learn.stdout"), &out.stdout).unwrap();
+    std::fs::write(logs.join("learn.stderr"), &out.stderr).unwrap();
 
     let store = d.store();
+    assert!(store.sample_counts(0).unwrap().0 >= 10);
     let alerts = active(&store);
     assert!(
         alerts
