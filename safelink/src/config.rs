@@ -254,19 +254,68 @@ impl Config {
     /// Loads `path`, or the first file of [`SEARCH_PATH`] that exists, or the defaults.
     /// Returns the config and the file it came from.
     pub fn load(path: Option<&Path>) -> Result<(Self, Option<PathBuf>), ConfigError> {
+        Self::load_with(path, &[])
+    }
+
+    /// [`Config::load`], then any key overridden: first by `SAFELINK__SECTION__KEY=value`
+    /// environment variables (`__` separates the levels, names are lower-cased), then by
+    /// `overrides` (`section.key=value`, from `--set`). Values are TOML (`20`, `true`,
+    /// `[22, 2222]`, `"text"`); a value that is not TOML is taken as a string. An unknown key is
+    /// an error naming it and where the override came from.
+    pub fn load_with(
+        path: Option<&Path>,
+        overrides: &[String],
+    ) -> Result<(Self, Option<PathBuf>), ConfigError> {
         let chosen = match path {
             Some(p) => Some(p.to_path_buf()),
             None => SEARCH_PATH.iter().map(PathBuf::from).find(|p| p.exists()),
         };
-        let Some(p) = chosen else {
-            return Ok((Self::default(), None));
+        let (text, shown) = match &chosen {
+            Some(p) => {
+                let shown = p.display().to_string();
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: shown.clone(),
+                    source,
+                })?;
+                (text, shown)
+            }
+            None => (String::new(), "built-in defaults".to_string()),
         };
-        let shown = p.display().to_string();
-        let text = std::fs::read_to_string(&p).map_err(|source| ConfigError::Read {
+        let mut sets: Vec<(String, String, String)> = Vec::new();
+        let mut env: Vec<(String, String)> = std::env::vars()
+            .filter(|(k, _)| k.starts_with("SAFELINK__"))
+            .collect();
+        env.sort();
+        for (k, v) in env {
+            let path = k["SAFELINK__".len()..].to_lowercase().replace("__", ".");
+            sets.push((k, path, v));
+        }
+        for o in overrides {
+            let (k, v) = o.split_once('=').ok_or_else(|| ConfigError::Parse {
+                path: format!("--set {o}"),
+                message: "expected section.key=value".into(),
+            })?;
+            sets.push((format!("--set {o}"), k.trim().to_string(), v.to_string()));
+        }
+        if sets.is_empty() {
+            return Ok((Self::from_toml(&text, &shown)?, chosen));
+        }
+        let mut doc: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::Parse {
             path: shown.clone(),
-            source,
+            message: e.to_string(),
         })?;
-        Ok((Self::from_toml(&text, &shown)?, Some(p)))
+        for (origin, path, value) in &sets {
+            set_path(&mut doc, path, value).map_err(|message| ConfigError::Parse {
+                path: origin.clone(),
+                message,
+            })?;
+        }
+        let origins: Vec<&str> = sets.iter().map(|(o, _, _)| o.as_str()).collect();
+        let c = Config::deserialize(doc).map_err(|e| ConfigError::Parse {
+            path: format!("{shown} with {}", origins.join(", ")),
+            message: e.to_string(),
+        })?;
+        Ok((c, chosen))
     }
 
     pub fn to_toml(&self) -> String {
@@ -274,9 +323,64 @@ impl Config {
     }
 }
 
+/// Sets `a.b.c = value` in `doc` (creating tables on the way).
+fn set_path(doc: &mut toml::Table, path: &str, value: &str) -> Result<(), String> {
+    let parts: Vec<&str> = path.split('.').collect();
+    if parts.iter().any(|p| p.is_empty()) {
+        return Err(format!("bad key {path:?}: expected section.key"));
+    }
+    let v: toml::Value = toml::from_str::<toml::Table>(&format!("v = {value}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(value.to_string()));
+    let mut t = doc;
+    for p in &parts[..parts.len() - 1] {
+        let e = t
+            .entry(p.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        t = e
+            .as_table_mut()
+            .ok_or_else(|| format!("`{p}` in {path:?} is not a table"))?;
+    }
+    t.insert(parts[parts.len() - 1].to_string(), v);
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn any_key_can_be_overridden_and_unknown_ones_are_named() {
+        let (c, _) = Config::load_with(
+            Some(Path::new("/dev/null")),
+            &[
+                "dfa.port_scan.ports=20".into(),
+                "learning.profile=mass".into(),
+                "sensor.iface=eth7".into(),
+                "dfa.ssh_brute_force.ports=[22, 8022]".into(),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.dfa.port_scan.ports, 20);
+        assert_eq!(c.learning.profile, crate::learn::Profile::Mass);
+        assert_eq!(c.sensor.iface.as_deref(), Some("eth7"));
+        assert_eq!(c.dfa.ssh_brute_force.ports, vec![22, 8022]);
+        let e = Config::load_with(
+            Some(Path::new("/dev/null")),
+            &["dfa.port_scan.portz=1".into()],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("portz") && e.contains("--set dfa.port_scan.portz=1"),
+            "{e}"
+        );
+        let e = Config::load_with(Some(Path::new("/dev/null")), &["nokey".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("section.key=value"), "{e}");
+    }
 
     #[test]
     fn defaults_round_trip_and_unknown_keys_are_named() {

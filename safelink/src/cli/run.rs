@@ -18,6 +18,10 @@ pub struct ConfigArgs {
     /// else built-in defaults.
     #[arg(long, value_name = "FILE", env = "SAFELINK_CONFIG")]
     config: Option<PathBuf>,
+    /// Override any configuration key, e.g. `--set dfa.port_scan.ports=20` (repeatable; TOML
+    /// values). Environment: `SAFELINK__DFA__PORT_SCAN__PORTS=20`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
     /// Interface to attach to (default: the interface of the default route).
     #[arg(short, long, value_name = "IF", env = "SAFELINK_IFACE")]
     iface: Option<String>,
@@ -80,7 +84,7 @@ pub struct ConfigArgs {
 impl ConfigArgs {
     /// The effective configuration.
     pub fn resolve(&self) -> anyhow::Result<Config> {
-        let (mut c, from) = Config::load(self.config.as_deref())?;
+        let (mut c, from) = Config::load_with(self.config.as_deref(), &self.set)?;
         if let Some(p) = &from {
             info!(file = %p.display(), "configuration loaded");
         }
