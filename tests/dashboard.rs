@@ -1,12 +1,17 @@
 //! The dashboard (`GET /`) in a real browser and `GET /metrics` after processing captures.
 //!
 //! The browser is Debian's headless Chromium driven over WebDriver (chromedriver) by a small
-//! W3C WebDriver client written here over reqwest. Three tests:
+//! W3C WebDriver client written here over reqwest. The tests:
 //! - `dashboard_in_chromium_over_replayed_alerts`: a real API server with a real sled store
 //!   holding the alerts `safelink analyze --ann` raises on three shared captures (retimed so
 //!   the newest is 125 s old). Asserts the cards, a filter narrowing the table, the ANN
 //!   explanation in the detail view, the token prompt and start/stop through the API's
 //!   `SensorControl` (a flag here), and that the page loads without a token on loopback.
+//! - `dashboard_learning_with_a_real_learner`: the same page against a real learner (temp
+//!   data dir, shipped base model and golden set) fed the samples of the benign and port-scan
+//!   captures: learning Inactive → Start → Active, Train now runs a real cycle (cycles "1",
+//!   version "2" if it was deployed, "1" if rejected, as `/learning/history` says), one point
+//!   per series in the history chart, and a rollback to v1 through the version control.
 //! - `metrics_after_processing_captures`: the same alerts through the daemon's alert sink,
 //!   then exact `safelink_alerts_total` lines from `GET /metrics`.
 //! - `dashboard_and_metrics_of_a_live_daemon` (root): `safelink run` on a veth in a namespace
@@ -27,7 +32,9 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use safelink::alert::{Alert, AlertSource};
 use safelink::api::{self, ApiState, AuthPolicy, ControlFuture, SensorControl, SensorStatus};
-use safelink::detect::dfa::AlertEvent;
+use safelink::config::FlowTimeouts;
+use safelink::detect::dfa::{AlertEvent, DfaConfig};
+use safelink::learn::{Learner, LearningParams, load_golden};
 use safelink::store::{Store, format_rfc3339, parse_rfc3339};
 use serde_json::{Value, json};
 
@@ -121,6 +128,17 @@ async fn serve() -> Server {
 async fn serve_with_policy(policy_addr: Option<&str>) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path().join("store")).unwrap();
+    serve_with(dir, store, policy_addr, None).await
+}
+
+/// An API server over `store` (in `dir`), with the learning API when `learner` is given (its
+/// live model is the one `GET /model` reports).
+async fn serve_with(
+    dir: tempfile::TempDir,
+    store: Store,
+    policy_addr: Option<&str>,
+    learner: Option<Learner>,
+) -> Server {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let bound = listener.local_addr().unwrap();
     let sensor = Arc::new(FlagSensor {
@@ -128,7 +146,10 @@ async fn serve_with_policy(policy_addr: Option<&str>) -> Server {
     });
     let policy_addr: SocketAddr = policy_addr.map_or(bound, |a| a.parse().unwrap());
     let policy = AuthPolicy::new(policy_addr, Some(TOKEN)).unwrap();
-    let state = ApiState::new(store.clone(), sensor.clone(), policy);
+    let mut state = ApiState::new(store.clone(), sensor.clone(), policy);
+    if let Some(l) = learner {
+        state = state.with_model(l.handle()).with_learner(l);
+    }
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(api::serve(listener, api::router(state), async move {
         let _ = rx.await;
@@ -315,20 +336,36 @@ impl Browser {
         self.text(&format!("#{id} .value")).await
     }
 
-    /// Waits (at most `secs`) until `probe` returns `want`; panics with the last value.
+    /// Waits (at most `secs`) until the card `id` reads `want`; panics with the last value.
     async fn wait_card(&self, id: &str, want: &str, secs: u64) {
+        self.wait_text(&format!("#{id} .value"), want, secs).await;
+    }
+
+    /// Waits (at most `secs`) until the text of `css` is `want`; panics with the last value.
+    async fn wait_text(&self, css: &str, want: &str, secs: u64) {
         let t0 = Instant::now();
         loop {
-            let got = self.card(id).await;
+            let got = self.text(css).await;
             if got == want {
                 return;
             }
             assert!(
                 t0.elapsed() < Duration::from_secs(secs),
-                "card {id}: want {want:?}, still {got:?} after {secs} s"
+                "{css}: want {want:?}, still {got:?} after {secs} s"
             );
             tokio::time::sleep(Duration::from_millis(150)).await;
         }
+    }
+
+    /// The texts of every element matching `css`, in document order.
+    async fn texts(&self, css: &str) -> Vec<String> {
+        let v = self
+            .js(
+                "return Array.from(document.querySelectorAll(arguments[0])).map(e => e.textContent);",
+                css,
+            )
+            .await;
+        serde_json::from_value(v).unwrap()
     }
 
     /// The `(kind, source, src_ip)` of every alert row of the table, top to bottom.
@@ -567,6 +604,218 @@ async fn dashboard_in_chromium_over_replayed_alerts() {
     assert_eq!(b.text("#msg").await, "sniffer start: done");
     b.screenshot("dashboard-replayed-after-start.png").await;
     b.quit().await;
+}
+
+/// A real learner (temp data dir, the shipped base model and golden set) fed the samples of
+/// real captures.
+fn open_fed_learner(data: &Path) -> Learner {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let store = Store::open(data.join("store")).unwrap();
+    let golden = load_golden(&root.join("models/golden.jsonl")).unwrap();
+    let l = Learner::open(
+        store,
+        data,
+        LearningParams::default(),
+        Some(golden),
+        Some(&root.join("models/base.onnx")),
+        true,
+    )
+    .unwrap();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(PCAPS)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let n = p.file_name().unwrap().to_string_lossy();
+            n.starts_with("benign__") || n.starts_with("portscan__")
+        })
+        .collect();
+    files.sort();
+    let refs: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
+    let sum = safelink::learn::ingest::ingest(
+        &refs,
+        &FlowTimeouts::default(),
+        &DfaConfig::default(),
+        &l.handle(),
+        l.params(),
+        l.store(),
+        &safelink::privacy::Policy::default(),
+    )
+    .unwrap();
+    assert_eq!(sum.files, 18);
+    assert!(sum.samples_stored >= 100, "{sum:?}");
+    l
+}
+
+/// Script: the value of the `<select>` `arguments[0]`.
+const SELECTED: &str = "return document.querySelector(arguments[0]).value;";
+
+async fn get_json(base: &str, path: &str) -> Value {
+    let r = http().get(format!("{base}{path}")).send().await.unwrap();
+    assert_eq!(r.status(), 200, "{path}");
+    r.json().await.unwrap()
+}
+
+/// The learning cards, the learning-history chart and the rollback control against a real
+/// learner: Start, Train now (a real cycle), then a rollback to the base model through the UI.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_learning_with_a_real_learner() {
+    if !browser_available("dashboard_learning_with_a_real_learner") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_path_buf();
+    let l = tokio::task::spawn_blocking(move || open_fed_learner(&data))
+        .await
+        .unwrap();
+    let store = l.store().clone();
+    let srv = serve_with(dir, store, None, Some(l.clone())).await;
+    let status = get_json(&srv.base, "/learning/status").await;
+    let new = status["new_samples"].as_u64().unwrap();
+    assert!(new >= 100, "{status}");
+    assert_eq!(status["total_samples"], new);
+
+    let b = Browser::start().await;
+    b.goto(&format!("{}/", srv.base)).await;
+    // "0" only once /learning/status answered (the static page says "—").
+    b.wait_card("card-cycles", "0", 10).await;
+    assert_eq!(b.card("card-learning").await, "Inactive");
+    assert_eq!(
+        b.js(
+            "return document.querySelector(arguments[0]).title;",
+            "#card-learning .value"
+        )
+        .await,
+        json!(format!("{new} new / {new} samples (min 100)"))
+    );
+    b.wait_card("card-model-version", "1", 5).await;
+    assert_eq!(
+        b.texts("#rollback-version option").await,
+        ["v1 base (active)"]
+    );
+    assert_eq!(
+        b.text("#chart-learning").await,
+        "No training cycle with metrics yet."
+    );
+
+    // Start asks for the token, then the learner is active (interval cycles: first one due
+    // after an hour, so none runs during the test).
+    click_with_token(&b, "#learning-start").await;
+    b.wait_card("card-learning", "Active", 5).await;
+    assert!(l.is_active());
+    assert_eq!(b.text("#msg").await, "learning start: done");
+
+    // Train now: a real cycle on the learner thread.
+    b.click("#learning-train").await;
+    b.wait_text("#msg", "train now: Training cycle started", 5)
+        .await;
+    b.wait_card("card-cycles", "1", 120).await;
+    let t0 = Instant::now();
+    while l.is_training() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "cycle still running"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let h = get_json(&srv.base, "/learning/history?limit=5").await;
+    assert_eq!(h["total_cycles"], 1, "{h}");
+    let c = &h["cycles"][0];
+    assert_eq!(c["trigger"], "manual", "{c}");
+    let deployed = match c["outcome"].as_str().unwrap() {
+        "deployed" => true,
+        "rejected" => false,
+        other => panic!("cycle {other}: {c}"),
+    };
+    eprintln!(
+        "dashboard: cycle {} (accuracy {}, loss {})",
+        c["outcome"], c["metrics"]["accuracy"], c["metrics"]["loss"]
+    );
+    let (version, options, point) = if deployed {
+        assert_eq!(c["version"], 2, "{c}");
+        (
+            "2",
+            vec!["v2 deployed (active)", "v1 base"],
+            "v2".to_owned(),
+        )
+    } else {
+        assert_eq!(c["version"], Value::Null, "{c}");
+        ("1", vec!["v1 base (active)"], "#1 rejected".to_owned())
+    };
+    b.wait_card("card-learning", "Active", 10).await;
+    b.wait_card("card-model-version", version, 10).await;
+    assert_eq!(b.card("card-cycles").await, "1");
+    assert_eq!(b.texts("#rollback-version option").await, options);
+    // The control preselects the active version.
+    assert_eq!(b.js(SELECTED, "#rollback-version").await, version);
+    assert_eq!(
+        get_json(&srv.base, "/models").await["current_version"],
+        version.parse::<u64>().unwrap()
+    );
+    // One cycle with metrics: one accuracy point and one loss point, labelled with it.
+    assert_eq!(b.texts("#chart-learning circle.acc").await.len(), 1);
+    assert_eq!(b.texts("#chart-learning circle.loss").await.len(), 1);
+    assert_eq!(
+        b.texts("#chart-learning svg > text").await.last().unwrap(),
+        &point
+    );
+    // Its tooltip: the cycle's accuracy (4 decimals) and outcome.
+    let tip = b.text("#chart-learning circle.acc title").await;
+    let acc: f64 = tip
+        .strip_prefix(&format!("{point} accuracy "))
+        .and_then(|t| t.strip_suffix(&format!(" (cycle 1, {})", c["outcome"].as_str().unwrap())))
+        .unwrap_or_else(|| panic!("tooltip {tip:?}"))
+        .parse()
+        .unwrap();
+    assert!(
+        (acc - c["metrics"]["accuracy"].as_f64().unwrap()).abs() <= 5e-5,
+        "{tip:?} vs {c}"
+    );
+    b.screenshot("dashboard-learning-trained.png").await;
+
+    // Roll back to the base model through the version control.
+    b.click("#rollback-version option[value=\"1\"]").await;
+    b.click("#rollback-btn").await;
+    b.wait_text("#msg", "activate model v1: done", 5).await;
+    b.wait_card("card-model-version", "1", 5).await;
+    let m = get_json(&srv.base, "/models").await;
+    assert_eq!(m["current_version"], 1, "{m}");
+    let active: Vec<&Value> = m["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|v| v["active"] == true)
+        .map(|v| &v["version"])
+        .collect();
+    assert_eq!(active, [&json!(1)]);
+    // The live model is the base model's file again.
+    assert!(
+        l.handle().current().info.source.ends_with("model_v1.onnx"),
+        "{}",
+        l.handle().current().info.source
+    );
+    b.wait_text(
+        "#rollback-version option[value=\"1\"]",
+        "v1 base (active)",
+        5,
+    )
+    .await;
+    let after = if deployed {
+        vec!["v2 deployed", "v1 base (active)"]
+    } else {
+        vec!["v1 base (active)"]
+    };
+    assert_eq!(b.texts("#rollback-version option").await, after);
+    assert_eq!(b.js(SELECTED, "#rollback-version").await, "1");
+
+    // Stop.
+    b.click("#learning-stop").await;
+    b.wait_card("card-learning", "Inactive", 5).await;
+    assert!(!l.is_active());
+    b.screenshot("dashboard-learning-rolled-back.png").await;
+    b.quit().await;
+    tokio::task::spawn_blocking(move || l.shutdown())
+        .await
+        .unwrap();
 }
 
 /// Off loopback every API call needs the token, but the static page does not (it holds no

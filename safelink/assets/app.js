@@ -18,6 +18,7 @@ const state = {
   filter: {},
   pendingAction: null, // retried once a token is entered
   busy: false,
+  rollbackPick: null, // model version chosen in the rollback control
   refreshes: 0,
 };
 
@@ -166,33 +167,44 @@ async function refreshLearning() {
     buttons.forEach((b) => { $(b).disabled = true; });
     return;
   }
+  // GET /learning/status: state is "active" | "training" | "inactive".
+  const st = l.state;
   buttons.forEach((b) => { $(b).disabled = false; });
-  const st = l.state || (l.is_training ? "training" : l.enabled ? "active" : "inactive");
+  $("#learning-train").disabled = st === "training"; // 409 while a cycle runs
   const label = { active: "Active", training: "Training…", inactive: "Inactive" }[st] || st;
-  const why = [l.last_outcome && "last: " + l.last_outcome, l.reason,
-    l.next_due && "next due " + l.next_due].filter(Boolean).join("; ");
+  const why = [l.enabled ? "" : "disabled in the configuration", l.reason,
+    l.next_due && "next due " + l.next_due,
+    l.new_samples + " new / " + l.total_samples + " samples (min " + l.min_samples + ")"]
+    .filter(Boolean).join("; ");
   setCard("card-learning", label, st, why);
-  setCard("card-cycles", l.total_training_cycles ?? "—", undefined,
-    l.last_training_time ? "last " + relativeTime(l.last_training_time) : "");
+  setCard("card-cycles", String(l.total_training_cycles), undefined,
+    [l.last_outcome && "last: " + l.last_outcome,
+      l.last_training_time && relativeTime(l.last_training_time)].filter(Boolean).join(", "));
 }
 
 async function refreshModels() {
   const m = await getOptional("/models");
   const select = $("#rollback-version");
   if (m) {
-    setCard("card-model-version", m.current_version != null ? "v" + m.current_version : "—");
-    const want = (m.versions || []).map((v) => String(v.version));
-    const have = Array.from(select.options).map((o) => o.value);
+    // GET /models: versions newest first, each with `active`; current_version is a number.
+    const versions = m.versions || [];
+    const cur = versions.find((v) => v.active);
+    setCard("card-model-version", m.current_version != null ? String(m.current_version) : "—", undefined,
+      cur ? cur.origin + ", " + cur.created + ", sha256 " + cur.sha256.slice(0, 12) : "");
+    const label = (v) => "v" + v.version + " " + v.origin + (v.active ? " (active)" : "");
+    const want = versions.map((v) => v.version + "=" + label(v));
+    const have = Array.from(select.options).map((o) => o.value + "=" + o.textContent);
     if (want.join() !== have.join()) {
-      const keep = select.value;
-      select.replaceChildren(...(m.versions || []).map((v) => {
-        const o = el("option", "v" + v.version + (v.active ? " (active)" : "") + (v.outcome ? " " + v.outcome : ""));
+      select.replaceChildren(...versions.map((v) => {
+        const o = el("option", label(v));
         o.value = String(v.version);
         return o;
       }));
-      if (want.includes(keep)) select.value = keep;
+      // The version the operator picked, else the active one.
+      const picked = versions.some((v) => String(v.version) === state.rollbackPick);
+      if (picked) select.value = state.rollbackPick; else if (cur) select.value = String(cur.version);
     }
-    select.disabled = $("#rollback-btn").disabled = want.length === 0;
+    select.disabled = $("#rollback-btn").disabled = versions.length === 0;
     return;
   }
   select.disabled = $("#rollback-btn").disabled = true;
@@ -357,38 +369,44 @@ async function refreshAlertChart() {
   box.replaceChildren(s, legend);
 }
 
+// One point per cycle that has validation metrics (deployed ones are labelled with the version
+// they produced; rejected candidates are hollow points labelled with the cycle), oldest first.
 async function refreshLearningChart() {
   const h = await getOptional("/learning/history?limit=50");
   const box = $("#chart-learning");
-  const cycles = h ? (h.cycles || []).filter((c) => c.metrics && c.version != null) : [];
+  const cycles = h ? h.cycles.filter((c) => c.metrics).sort((a, b) => a.id - b.id) : [];
   if (cycles.length === 0) {
     box.replaceChildren(el("div", h ? "No training cycle with metrics yet." : "Continuous learning is not available on this sensor.", "empty"));
     return;
   }
-  cycles.sort((a, b) => a.version - b.version || a.id - b.id);
-  const W = 600, H = 170, L = 34, R = 40, B = 20;
-  const maxLoss = Math.max(1e-9, ...cycles.map((c) => c.metrics.loss || 0));
+  const W = 600, H = 170, L = 34, R = 44, B = 20;
+  // Accuracy on 0–100 %, loss on 0–1 (or up to its next integer when a loss exceeds 1).
+  const maxLoss = Math.max(1, Math.ceil(Math.max(...cycles.map((c) => c.metrics.loss))));
   const x = (i) => L + (cycles.length === 1 ? (W - L - R) / 2 : (i * (W - L - R)) / (cycles.length - 1));
-  const yAcc = (v) => H - v * (H - 10);
-  const yLoss = (v) => H - (v / maxLoss) * (H - 10);
+  const name = (c) => (c.version != null ? "v" + c.version : "#" + c.id + " " + c.outcome);
   const s = svg("svg", { viewBox: "0 0 " + W + " " + (H + B), role: "img", "aria-label": "learning history" });
   s.append(svg("line", { x1: L, y1: H, x2: W - R, y2: H, stroke: "#999" }));
-  s.append(svg("text", { x: 2, y: 14, "font-size": 11, fill: "#2f855a" }, "acc 1"));
-  s.append(svg("text", { x: W - R + 4, y: 14, "font-size": 11, fill: "#c05621" }, maxLoss.toFixed(3)));
-  const line = (f, color, name) => {
-    const pts = cycles.map((c, i) => x(i) + "," + f(c)).join(" ");
-    s.append(svg("polyline", { points: pts, fill: "none", stroke: color, "stroke-width": 2 }));
+  s.append(svg("text", { x: 2, y: 14, "font-size": 11, fill: "#2f855a" }, "100%"));
+  s.append(svg("text", { x: W - R + 4, y: 14, "font-size": 11, fill: "#c05621" }, "loss " + maxLoss));
+  s.append(svg("text", { x: 2, y: H, "font-size": 11 }, "0"));
+  const series = [["acc", "accuracy", "#2f855a", (m) => m.accuracy], ["loss", "loss", "#c05621", (m) => m.loss / maxLoss]];
+  for (const [cls, label, color, f] of series) {
+    const y = (c) => H - f(c.metrics) * (H - 10);
+    if (cycles.length > 1) {
+      s.append(svg("polyline", { points: cycles.map((c, i) => x(i) + "," + y(c)).join(" "),
+        fill: "none", stroke: color, "stroke-width": 2 }));
+    }
     cycles.forEach((c, i) => {
-      const dot = svg("circle", { cx: x(i), cy: f(c), r: 3.5, fill: color });
-      dot.append(svg("title", {}, "v" + c.version + " " + name + " " + (name === "accuracy" ? c.metrics.accuracy : c.metrics.loss) + " (" + c.outcome + ")"));
+      const kept = c.outcome === "deployed";
+      const dot = svg("circle", { class: cls, cx: x(i), cy: y(c), r: 4, fill: kept ? color : "#fff",
+        stroke: color, "stroke-width": 2, "data-cycle": c.id });
+      dot.append(svg("title", {}, name(c) + " " + label + " " + c.metrics[label].toFixed(4) + " (cycle " + c.id + ", " + c.outcome + ")"));
       s.append(dot);
     });
-  };
-  line((c) => yAcc(c.metrics.accuracy || 0), "#2f855a", "accuracy");
-  line((c) => yLoss(c.metrics.loss || 0), "#c05621", "loss");
-  cycles.forEach((c, i) => s.append(svg("text", { x: x(i), y: H + 15, "font-size": 11, "text-anchor": "middle" }, "v" + c.version)));
+  }
+  cycles.forEach((c, i) => s.append(svg("text", { x: x(i), y: H + 15, "font-size": 11, "text-anchor": "middle" }, name(c))));
   const legend = el("div", undefined, "legend");
-  [["#2f855a", "accuracy"], ["#c05621", "loss"]].forEach(([c, n]) => {
+  series.forEach(([, n, c]) => {
     const item = el("span"); const sw = el("i"); sw.style.background = c; item.append(sw, n); legend.append(item);
   });
   box.replaceChildren(s, legend);
@@ -442,9 +460,12 @@ function init() {
   $("#learning-start").addEventListener("click", () => act("learning start", "POST", "/learning/start"));
   $("#learning-stop").addEventListener("click", () => act("learning stop", "POST", "/learning/stop"));
   $("#learning-train").addEventListener("click", () => act("train now", "POST", "/learning/train-now"));
-  $("#rollback-btn").addEventListener("click", () => {
+  $("#rollback-version").addEventListener("change", (e) => { state.rollbackPick = e.target.value; });
+  $("#rollback-btn").addEventListener("click", async () => {
     const v = $("#rollback-version").value;
-    if (v) act("activate model v" + v, "POST", "/models/" + encodeURIComponent(v) + "/activate");
+    if (v && await act("activate model v" + v, "POST", "/models/" + encodeURIComponent(v) + "/activate")) {
+      state.rollbackPick = null; // follow the active version again
+    }
   });
 
   $("#filters").addEventListener("submit", (e) => { e.preventDefault(); readFilters(); refresh(); });
