@@ -106,7 +106,7 @@ impl Learner {
             .map_err(|e| LearnError::Io(data_dir.join("models").display().to_string(), e))?;
         let (handle, state) = open_registry(&store, &dir, base_model)?;
         if let Some(v) = state.current_version {
-            metrics::gauge!("safelink_model_version").set(v as f64);
+            metrics::gauge!(crate::telemetry::MODEL_VERSION).set(v as f64);
         }
         if golden.is_none() {
             warn!("no golden set: cycles are validated on held-out new samples only");
@@ -291,7 +291,7 @@ impl Learner {
         st.current_version = Some(version);
         s.store.put_learning_state(&st)?;
         s.handle.install(model);
-        metrics::gauge!("safelink_model_version").set(version as f64);
+        metrics::gauge!(crate::telemetry::MODEL_VERSION).set(version as f64);
         info!(version, "model version activated");
         Ok(v)
     }
@@ -319,12 +319,12 @@ fn cycle(s: &Shared, trigger: &str) -> Result<CycleReport, LearnError> {
     };
     let r = run_cycle(&ctx, trigger);
     if let Ok(rep) = &r {
-        metrics::counter!("safelink_learning_cycles_total", "outcome" => rep.record.outcome.as_str())
+        metrics::counter!(crate::telemetry::LEARNING_CYCLES, "outcome" => rep.record.outcome.as_str())
             .increment(1);
         if let Ok(st) = s.store.learning_state()
             && let Some(v) = st.current_version
         {
-            metrics::gauge!("safelink_model_version").set(v as f64);
+            metrics::gauge!(crate::telemetry::MODEL_VERSION).set(v as f64);
         }
     }
     r

@@ -48,7 +48,7 @@ pub fn sweep(
         deleted.samples = store.delete_samples_older_than(ns)?;
     }
     for (tree, n) in deleted.per_tree() {
-        metrics::counter!("safelink_retention_deleted_total", "tree" => tree).increment(n);
+        metrics::counter!(crate::telemetry::RETENTION_DELETED, "tree" => tree).increment(n);
     }
     info!(
         alerts = deleted.alerts,
