@@ -226,6 +226,10 @@ pub struct TrainConfig {
     /// continuous learner's small steps (its logits stay within about ±ln(2/ε)).
     #[serde(default)]
     pub label_smoothing: f64,
+    /// Share of wall time the trainer may compute (1.0 = flat out). Below 1 it sleeps after
+    /// each batch so that a background cycle leaves the CPU caches and memory bandwidth to
+    /// detection most of the time.
+    pub max_duty: f64,
 }
 
 impl Default for TrainConfig {
@@ -239,6 +243,7 @@ impl Default for TrainConfig {
             seed: 0x5AFE_11AC,
             benign_weight: 1.0,
             label_smoothing: 0.02,
+            max_duty: 1.0,
         }
     }
 }
@@ -273,6 +278,7 @@ pub fn train(m: &Mlp, data: &Dataset, cfg: &TrainConfig) -> Result<Vec<EpochRepo
         rng.shuffle(&mut idx);
         let mut loss_sum = 0f64;
         for chunk in idx.chunks(cfg.batch) {
+            let t_batch = std::time::Instant::now();
             xb.clear();
             yb.clear();
             wb.clear();
@@ -287,6 +293,9 @@ pub fn train(m: &Mlp, data: &Dataset, cfg: &TrainConfig) -> Result<Vec<EpochRepo
             let wt = Tensor::from_slice(&wb, (b, 1), &dev)?;
             let loss = weighted_bce(&m.logits(&xt)?, &yt, &wt)?;
             opt.backward_step(&loss)?;
+            if cfg.max_duty > 0.0 && cfg.max_duty < 1.0 {
+                std::thread::sleep(t_batch.elapsed().mul_f64(1.0 / cfg.max_duty - 1.0));
+            }
             loss_sum += f64::from(loss.to_dtype(DType::F32)?.to_scalar::<f32>()?) * b as f64;
         }
         reports.push(EpochReport {

@@ -139,16 +139,28 @@ pub fn run(
     }
     let handle = learner.handle();
     let cycles = Arc::new(AtomicU64::new(0));
-    let idle = detect_for(&records, &handle, &dfa, secs, &cycles)?;
-    // Cycles back to back on another thread: each gets 500 fresh samples (copies of stored
-    // ones) so it has something new to train on.
+    // Cycles back to back on another thread (as the daemon's learner: background priority,
+    // the configured duty) while `train` is set; each gets 500 fresh samples (copies of stored
+    // ones) so it has something new to train on. Idle and training windows alternate, four
+    // of each, so drift of the machine affects both alike; the medians are reported.
     let stop = Arc::new(AtomicBool::new(false));
+    let train = Arc::new(AtomicBool::new(false));
     let bg = {
-        let (stop, cycles, learner, store) =
-            (stop.clone(), cycles.clone(), learner.clone(), store.clone());
+        let (stop, train, cycles, learner, store) = (
+            stop.clone(),
+            train.clone(),
+            cycles.clone(),
+            learner.clone(),
+            store.clone(),
+        );
         std::thread::spawn(move || -> anyhow::Result<()> {
             crate::ann::train::single_thread();
+            super::background_priority();
             while !stop.load(Ordering::SeqCst) {
+                if !train.load(Ordering::SeqCst) {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                    continue;
+                }
                 let fresh = store.samples_upto(u64::MAX, 500, |_| true)?;
                 store.insert_samples(&fresh)?;
                 learner.run_cycle_here("bench")?;
@@ -157,11 +169,29 @@ pub fn run(
             Ok(())
         })
     };
-    let busy = detect_for(&records, &handle, &dfa, secs, &cycles)?;
+    let window = secs / 4.0;
+    let (mut idle_runs, mut busy_runs) = (Vec::new(), Vec::new());
+    for _ in 0..4 {
+        train.store(false, Ordering::SeqCst);
+        while learner.is_training() {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        idle_runs.push(detect_for(&records, &handle, &dfa, window, &cycles)?);
+        train.store(true, Ordering::SeqCst);
+        busy_runs.push(detect_for(&records, &handle, &dfa, window, &cycles)?);
+    }
     stop.store(true, Ordering::SeqCst);
     bg.join()
         .map_err(|_| anyhow::anyhow!("training thread panicked"))??;
     learner.shutdown();
+    let median = |mut v: Vec<DetectRun>| -> DetectRun {
+        let cycles_during = v.iter().map(|r| r.cycles_during).sum();
+        v.sort_by(|a, b| a.records_per_sec.total_cmp(&b.records_per_sec));
+        let mut m = v[v.len() / 2].clone();
+        m.cycles_during = cycles_during;
+        m
+    };
+    let (idle, busy) = (median(idle_runs), median(busy_runs));
     Ok(LearnBench {
         samples,
         cycle_outcome: rep.record.outcome.as_str().into(),

@@ -83,6 +83,9 @@ pub struct LearningSection {
     pub golden: Option<PathBuf>,
     /// Model files kept in `<data_dir>/models` (the current one is always kept).
     pub keep_versions: usize,
+    /// Share of wall time a training cycle may compute; it sleeps the rest after each batch,
+    /// leaving the CPU to detection (1.0 = flat out).
+    pub train_duty: f64,
 }
 
 impl Default for LearningSection {
@@ -108,6 +111,7 @@ impl Default for LearningSection {
             settle_s: 120,
             golden: None,
             keep_versions: 20,
+            train_duty: 0.5,
         }
     }
 }
@@ -139,6 +143,7 @@ pub struct LearningParams {
     pub replay_ratio: f64,
     pub settle_s: u64,
     pub keep_versions: usize,
+    pub train_duty: f64,
 }
 
 impl Default for LearningParams {
@@ -172,6 +177,7 @@ impl LearningSection {
             replay_ratio: self.replay_ratio,
             settle_s: self.settle_s,
             keep_versions: self.keep_versions,
+            train_duty: self.train_duty,
         };
         let bad = |m: String| Err(format!("[learning] {m}"));
         if p.interval_s == 0 {
@@ -200,6 +206,12 @@ impl LearningSection {
         }
         if !(0.0..=1.0).contains(&p.min_accuracy) || p.max_loss <= 0.0 || p.golden_margin < 0.0 {
             return bad("min_accuracy must be in [0, 1], max_loss > 0, golden_margin >= 0".into());
+        }
+        if !(p.train_duty > 0.0 && p.train_duty <= 1.0) {
+            return bad(format!(
+                "train_duty must be in (0, 1], got {}",
+                p.train_duty
+            ));
         }
         if p.keep_versions < 2 {
             return bad("keep_versions must be at least 2 (current and parent)".into());

@@ -315,6 +315,7 @@ fn cycle_body(
         seed: 0x5AFE_0000 ^ rec.id,
         benign_weight: 1.0,
         label_smoothing: 0.02,
+        max_duty: p.train_duty,
     };
     let epochs = train(&mlp, &data, &cfg).map_err(|e| LearnError::Train(format!("{e:#}")))?;
     times.train = t.elapsed().as_secs_f64();

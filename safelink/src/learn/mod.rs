@@ -50,6 +50,16 @@ pub enum LearnError {
     UnknownVersion(u64),
 }
 
+/// Lowers the calling thread's scheduling priority (nice 10, Linux per-thread), so a
+/// training cycle never takes CPU time from the detection threads.
+pub fn background_priority() {
+    // SAFETY: plain syscalls on the calling thread.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, 10);
+    }
+}
+
 /// Reads the golden set file into a [`Golden`].
 pub fn load_golden(path: &std::path::Path) -> anyhow::Result<Golden> {
     let s = crate::ann::dataset::read_jsonl(path)?;

@@ -332,6 +332,7 @@ fn cycle(s: &Shared, trigger: &str) -> Result<CycleReport, LearnError> {
 
 fn worker(s: Arc<Shared>, rx: Receiver<Cmd>) {
     crate::ann::train::single_thread();
+    super::background_priority();
     loop {
         let cmd = match rx.recv_timeout(Duration::from_millis(500)) {
             Ok(c) => Some(c),
