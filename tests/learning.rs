@@ -970,3 +970,44 @@ fn samples_are_anonymised_forgotten_and_expire() {
     );
     l.shutdown();
 }
+
+#[test]
+fn shutdown_stops_a_running_cycle_between_steps() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Long enough to be caught mid-training (thousands of epochs).
+    let params = LearningParams {
+        epochs: 5000,
+        ..LearningParams::default()
+    };
+    let l = open_learner(tmp.path(), params, Some(golden()), &base_model());
+    ingest_files(
+        &l,
+        &[
+            pcaps().join("benign__web-browsing-espn.pcapng"),
+            pcaps().join("portscan__syn-scan-29ports.pcap"),
+        ],
+    );
+    let gen_before = l.handle().generation();
+    l.train_now().unwrap();
+    let t0 = Instant::now();
+    while l.status().unwrap().state != "training" {
+        assert!(t0.elapsed() < Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let t = Instant::now();
+    l.shutdown();
+    let took = t.elapsed();
+    eprintln!("shutdown during training took {took:?}");
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    let (total, cycles) = l.history(1).unwrap();
+    assert_eq!(total, 1);
+    assert_eq!(cycles[0].outcome, Outcome::Failed);
+    assert_eq!(
+        cycles[0].reason.as_deref(),
+        Some("stopped during the train step")
+    );
+    assert_eq!(l.handle().generation(), gen_before);
+    assert_eq!(l.versions().unwrap().0, Some(1));
+    assert!(!tmp.path().join("models/model_v2.onnx").exists());
+}

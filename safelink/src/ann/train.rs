@@ -257,6 +257,17 @@ pub struct EpochReport {
 
 /// Mini-batch AdamW over `data` for `cfg.epochs` epochs (shuffled by `cfg.seed`).
 pub fn train(m: &Mlp, data: &Dataset, cfg: &TrainConfig) -> Result<Vec<EpochReport>> {
+    train_until(m, data, cfg, || false)
+}
+
+/// [`train`], checking `stop` after every batch: when it returns true, training ends and the
+/// epochs completed so far are returned (the caller decides what a partial run means).
+pub fn train_until(
+    m: &Mlp,
+    data: &Dataset,
+    cfg: &TrainConfig,
+    stop: impl Fn() -> bool,
+) -> Result<Vec<EpochReport>> {
     ensure!(!data.is_empty(), "no training rows");
     let dev = Device::Cpu;
     let mut opt = AdamW::new(
@@ -295,6 +306,9 @@ pub fn train(m: &Mlp, data: &Dataset, cfg: &TrainConfig) -> Result<Vec<EpochRepo
             opt.backward_step(&loss)?;
             if cfg.max_duty > 0.0 && cfg.max_duty < 1.0 {
                 std::thread::sleep(t_batch.elapsed().mul_f64(1.0 / cfg.max_duty - 1.0));
+            }
+            if stop() {
+                return Ok(reports);
             }
             loss_sum += f64::from(loss.to_dtype(DType::F32)?.to_scalar::<f32>()?) * b as f64;
         }

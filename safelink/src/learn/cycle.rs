@@ -16,7 +16,7 @@ use super::sample::TrainingSample;
 use crate::ann::export::{ExportSpec, read_spec, write_atomic};
 use crate::ann::metrics::compute;
 use crate::ann::model::{load_bytes, meta};
-use crate::ann::train::{Dataset, Mlp, Rng, TrainConfig, train};
+use crate::ann::train::{Dataset, Mlp, Rng, TrainConfig, train_until};
 use crate::ann::{ModelHandle, N_FEATURES};
 use crate::store::Store;
 
@@ -317,7 +317,8 @@ fn cycle_body(
         label_smoothing: 0.02,
         max_duty: p.train_duty,
     };
-    let epochs = train(&mlp, &data, &cfg).map_err(|e| LearnError::Train(format!("{e:#}")))?;
+    let epochs = train_until(&mlp, &data, &cfg, || ctx.stop.load(Ordering::SeqCst))
+        .map_err(|e| LearnError::Train(format!("{e:#}")))?;
     times.train = t.elapsed().as_secs_f64();
     check_stop(ctx, "train")?;
 
