@@ -538,7 +538,7 @@ fn seed_checks_status_readiness_labels_backup_worker() {
     assert_eq!(
         l.train_now(),
         Err(TrainNowError::NothingToTrain(
-            "need at least 2 new labelled samples, have 0".into()
+            "need at least 5 new labelled samples, have 0".into()
         ))
     );
 
@@ -757,7 +757,7 @@ async fn learning_api() {
     let e: Value = r.json().await.unwrap();
     assert_eq!(
         e["error"],
-        "nothing to train on: need at least 2 new labelled samples, have 0"
+        "nothing to train on: need at least 5 new labelled samples, have 0"
     );
     let r = http
         .post(format!("{base}/learning/train-now"))
@@ -853,6 +853,21 @@ async fn learning_api() {
     );
     let r = post("/models/latest/activate").await.unwrap();
     assert_eq!(r.status(), 400);
+    // With a learner, model files are not loaded behind its back.
+    let r = http
+        .post(format!("{base}/model/load"))
+        .bearer_auth(TOKEN)
+        .json(&serde_json::json!({"path": base_model()}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+    assert!(
+        r.json::<Value>().await.unwrap()["error"]
+            .as_str()
+            .unwrap()
+            .contains("/models/{version}/activate")
+    );
     let r = http
         .post(format!("{base}/models/1/activate"))
         .send()

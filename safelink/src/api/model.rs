@@ -47,6 +47,14 @@ pub async fn load(
     ApiJson(req): ApiJson<LoadRequest>,
 ) -> Result<Json<ModelBody>, ApiError> {
     let h = handle(&state)?.clone();
+    if state.learner.is_some() {
+        // The learner's versions and history must name what serves.
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "the continuous learner manages the model on this sensor: roll back with \
+             POST /models/{version}/activate, or run without [learning] to load files",
+        ));
+    }
     if req.path.as_os_str().is_empty() {
         return Err(ApiError::bad_request("`path` must not be empty"));
     }

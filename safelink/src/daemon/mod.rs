@@ -357,9 +357,9 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
         info!(?stats, "ANN scoring stopped");
     }
     let (new, updated) = sink.await.unwrap_or((0, 0));
-    if let Some(l) = &learner {
+    if let Some(l) = learner.clone() {
         // Ends a running cycle at its next step; the serving model stays as committed.
-        l.shutdown();
+        let _ = tokio::task::spawn_blocking(move || l.shutdown()).await;
     }
     if let Some(c) = collector {
         let stats = tokio::task::spawn_blocking(move || c.finish())

@@ -66,6 +66,7 @@ pub struct Collector {
     now_ns: u64,
     window_start: u64,
     benign_seen: u64,
+    max_history: usize,
     group_cap: u64,
     groups: HashMap<(Option<AlertKind>, IpAddr), u64>,
     rng: Rng,
@@ -85,6 +86,7 @@ impl Collector {
             now_ns: 0,
             window_start: 0,
             benign_seen: 0,
+            max_history: p.max_history,
             group_cap: p.attack_group_cap as u64,
             groups: HashMap::new(),
             rng: Rng(0x0C01_1EC7),
@@ -304,7 +306,13 @@ fn store_logged(store: &Store, policy: &Policy, batch: &mut Vec<TrainingSample>)
     }
 }
 
-fn relabel(store: &Store, policy: &Policy, ip: IpAddr, kind: AlertKind) -> u64 {
+/// Makes the stored new samples about `ip` rule-labelled attacks (an alert that came after
+/// their flows were labelled). Skipped when the stored form of an address is not one-to-one
+/// (`truncate`): it would relabel the attacker's whole prefix.
+pub(crate) fn relabel(store: &Store, policy: &Policy, ip: IpAddr, kind: AlertKind) -> u64 {
+    if policy.mode() == crate::privacy::IpMode::Truncate {
+        return 0;
+    }
     let ip = policy.ip(ip);
     let watermark = store.learning_state().map(|s| s.watermark).unwrap_or(0);
     let r = store.relabel_samples(watermark, |s| {
@@ -332,6 +340,7 @@ fn run(
     policy: Policy,
 ) -> CollectStats {
     let mut last_flush = Instant::now();
+    let mut last_prune = Instant::now();
     let mut batch = Vec::new();
     loop {
         let msg = rx.recv_timeout(Duration::from_millis(500));
@@ -355,6 +364,19 @@ fn run(
             last_flush = Instant::now();
         } else if c.pending.len() > 4096 {
             batch.extend(c.ready(false));
+        }
+        // Keep the history bounded even while no cycle runs (a cycle prunes too).
+        if last_prune.elapsed() >= Duration::from_secs(60) {
+            last_prune = Instant::now();
+            match store.prune_samples(c.max_history) {
+                Ok(0) => {}
+                Ok(n) => info!(
+                    pruned = n,
+                    max_history = c.max_history,
+                    "dropped the oldest samples"
+                ),
+                Err(e) => error!(error = %e, "pruning samples failed"),
+            }
         }
         if closed {
             break;

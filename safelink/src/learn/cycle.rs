@@ -44,6 +44,9 @@ impl Golden {
     }
 }
 
+/// Fewest new samples a cycle trains on (at least one is held out for validation).
+pub const MIN_NEW_SAMPLES: usize = 5;
+
 /// Where a test may pause a cycle (environment variable `SAFELINK_FAULT_PAUSE`), to kill the
 /// process there: `train` (before training) or `deploy` (model file written, not committed).
 pub const FAULT_PAUSE_ENV: &str = "SAFELINK_FAULT_PAUSE";
@@ -165,9 +168,9 @@ pub fn run_cycle(ctx: &CycleContext<'_>, trigger: &str) -> Result<CycleReport, L
         .into_iter()
         .filter(TrainingSample::valid)
         .collect();
-    if new.len() < 2 {
+    if new.len() < MIN_NEW_SAMPLES {
         return Err(LearnError::NothingToTrain(format!(
-            "need at least 2 new labelled samples, have {}",
+            "need at least {MIN_NEW_SAMPLES} new labelled samples, have {}",
             new.len()
         )));
     }
@@ -221,6 +224,10 @@ pub fn run_cycle(ctx: &CycleContext<'_>, trigger: &str) -> Result<CycleReport, L
         }
     }
     drop(current);
+    let pruned = ctx.dir.prune_backups(ctx.params.keep_versions);
+    if pruned > 0 {
+        info!(pruned, "removed old model backups");
+    }
     Ok(CycleReport { record: rec, times })
 }
 
@@ -479,10 +486,9 @@ fn cycle_body(
     rec.version = Some(version);
     rec.training_time = t0.elapsed().as_secs_f64();
     next.current_version = Some(version);
-    if let Err(e) = ctx.store.finish_cycle(rec, Some(&v), &next) {
-        let _ = std::fs::remove_file(&path);
-        return Err(e.into());
-    }
+    // On error the file stays: if the transaction committed and only the flush failed, the
+    // store names it; if not, the next start removes it as an orphan.
+    ctx.store.finish_cycle(rec, Some(&v), &next)?;
     times.swap = t.elapsed().as_secs_f64();
     Ok(Some((v, model)))
 }

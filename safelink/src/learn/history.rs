@@ -63,7 +63,7 @@ pub struct VersionRecord {
     /// Samples per label source (`dfa`, `ann_high`, `ann_low`, ...).
     pub label_sources: BTreeMap<String, usize>,
     pub metrics: Option<CycleMetrics>,
-    /// `base`, `deployed` or `activated` (manual rollback).
+    /// `base` (the model the learner started from) or `deployed` (made by a cycle).
     pub origin: String,
     /// The cycle that produced it.
     pub cycle: Option<u64>,

@@ -54,38 +54,67 @@ pub fn ingest(
         ));
         let mut events: Vec<AlertEvent> = Vec::new();
         let mut sink = Vec::new();
-        let mut feed = |collector: &mut Collector, events: &mut Vec<AlertEvent>| {
+        let mut records = 0u64;
+        let mut failed: Option<anyhow::Error> = None;
+        let mut stored = 0usize;
+        let mut since_drain = 0usize;
+        // As the daemon's collector thread: alerts first (a fresh attacker relabels what is
+        // already stored), then the scored flows; labelled samples are stored as they settle.
+        let mut feed = |collector: &mut Collector,
+                        events: &mut Vec<AlertEvent>,
+                        force: bool|
+         -> anyhow::Result<()> {
             for ev in events.drain(..) {
                 if let AlertEvent::New(a) = &ev {
                     sum.rule_alerts += 1;
-                    collector.alert(a);
+                    if let Some((ip, kind)) = collector.alert(a) {
+                        let mut ready = collector.ready(false);
+                        stored += super::collect::store_batch(store, policy, &mut ready)?;
+                        sum.collect.relabelled += super::collect::relabel(store, policy, ip, kind);
+                    }
                 }
             }
             for s in scored.lock().expect("tap lock").drain(..) {
                 collector.scored_sample(s);
+                since_drain += 1;
             }
+            if force || since_drain >= 4096 {
+                since_drain = 0;
+                let mut ready = collector.ready(force);
+                stored += super::collect::store_batch(store, policy, &mut ready)?;
+            }
+            Ok(())
         };
         replay_file(
             file,
             timeouts,
             |_, _| {},
             |r: Record| {
-                sum.records += 1;
+                records += 1;
                 engine.observe_into(&r, &mut events);
                 ann.observe_into(&r, &mut sink);
                 sink.clear();
-                feed(&mut collector, &mut events);
+                if failed.is_none()
+                    && let Err(e) = feed(&mut collector, &mut events, false)
+                {
+                    failed = Some(e);
+                }
             },
         )
         .with_context(|| format!("replaying {}", file.display()))?;
+        if let Some(e) = failed.take() {
+            return Err(e);
+        }
         events.extend(engine.finish());
         ann.finish();
-        feed(&mut collector, &mut events);
+        // The file is done: what is still pending settles with the file's alerts known.
+        feed(&mut collector, &mut events, true)?;
+        sum.records += records;
         sum.files += 1;
+        sum.samples_stored += stored;
     }
-    let mut samples = collector.ready(true);
-    sum.samples_stored = samples.len();
-    super::collect::store_batch(store, policy, &mut samples)?;
+    let relabelled = sum.collect.relabelled;
     sum.collect = collector.stats.clone();
+    sum.collect.relabelled = relabelled;
     Ok(sum)
 }

@@ -91,6 +91,36 @@ impl ModelDir {
         Ok(rel)
     }
 
+    /// Keeps the newest `keep` backups (by modification time) and removes the rest, and any
+    /// temp file an interrupted backup left. Returns how many files went.
+    pub fn prune_backups(&self, keep: usize) -> usize {
+        let Ok(rd) = std::fs::read_dir(self.root.join("backups")) else {
+            return 0;
+        };
+        let mut files: Vec<(std::time::SystemTime, PathBuf, bool)> = rd
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let tmp = name.starts_with('.') && name.contains(".tmp");
+                let t = e.metadata().and_then(|m| m.modified()).ok()?;
+                Some((t, e.path(), tmp))
+            })
+            .collect();
+        files.sort_by_key(|f| std::cmp::Reverse(f.0));
+        let mut removed = 0;
+        let mut kept = 0;
+        for (_, path, tmp) in files {
+            if !tmp && kept < keep {
+                kept += 1;
+                continue;
+            }
+            if std::fs::remove_file(&path).is_ok() {
+                removed += 1;
+            }
+        }
+        removed
+    }
+
     /// Removes model files no version names, and temp files of interrupted writes.
     pub fn remove_orphans(&self, known: &HashSet<String>) -> Vec<String> {
         let mut removed = Vec::new();

@@ -155,6 +155,7 @@ impl Learner {
     /// already active.
     pub fn start(&self) -> bool {
         let was = self.shared.active.swap(true, Ordering::SeqCst);
+        self.shared.stop_cycle.store(false, Ordering::SeqCst);
         if !was {
             *self.shared.next_due.lock().expect("lock") = Some(
                 OffsetDateTime::now_utc() + Duration::from_secs(self.shared.params.interval_s),
@@ -169,9 +170,8 @@ impl Learner {
     /// (stopped). Returns false if it was already inactive.
     pub fn stop(&self) -> bool {
         let was = self.shared.active.swap(false, Ordering::SeqCst);
-        if self.shared.training.load(Ordering::SeqCst) {
-            self.shared.stop_cycle.store(true, Ordering::SeqCst);
-        }
+        // Ends a running (or just starting) cycle; cleared by `start` and `train_now`.
+        self.shared.stop_cycle.store(true, Ordering::SeqCst);
         *self.shared.next_due.lock().expect("lock") = None;
         if was {
             info!("continuous learning stopped");
@@ -199,9 +199,10 @@ impl Learner {
             .store
             .sample_counts(st.watermark)
             .map_err(|e| TrainNowError::Failed(e.to_string()))?;
-        if new < 2 {
+        if new < super::cycle::MIN_NEW_SAMPLES as u64 {
             return Err(TrainNowError::NothingToTrain(format!(
-                "need at least 2 new labelled samples, have {new}"
+                "need at least {} new labelled samples, have {new}",
+                super::cycle::MIN_NEW_SAMPLES
             )));
         }
         if self
@@ -213,9 +214,10 @@ impl Learner {
             return Err(TrainNowError::Busy);
         }
         self.shared.stop_cycle.store(false, Ordering::SeqCst);
-        self.tx
-            .send(Cmd::TrainNow)
-            .map_err(|_| TrainNowError::Failed("the learner thread has stopped".into()))
+        self.tx.send(Cmd::TrainNow).map_err(|_| {
+            self.shared.training.store(false, Ordering::SeqCst);
+            TrainNowError::Failed("the learner thread has stopped".into())
+        })
     }
 
     /// Runs one cycle on the calling thread (offline `safelink learn train`, benchmarks).
@@ -281,7 +283,12 @@ impl Learner {
         if s.training.load(Ordering::SeqCst) {
             return Err(LearnError::Busy);
         }
-        let _g = s.models_lock.lock().expect("lock");
+        // A cycle that started meanwhile holds the lock: refuse rather than wait for it.
+        let _g = match s.models_lock.try_lock() {
+            Ok(g) => g,
+            Err(std::sync::TryLockError::WouldBlock) => return Err(LearnError::Busy),
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+        };
         let v = s
             .store
             .version(version)?
@@ -307,8 +314,26 @@ impl Learner {
     }
 }
 
+/// Runs a cycle under the models lock; a panic inside is caught and reported as an error, so
+/// the flags and the lock stay usable.
 fn cycle(s: &Shared, trigger: &str) -> Result<CycleReport, LearnError> {
-    let _g = s.models_lock.lock().expect("lock");
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cycle_inner(s, trigger)))
+        .unwrap_or_else(|p| {
+            let msg = p
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            tracing::error!(panic = msg, "training cycle panicked");
+            Err(LearnError::Train(format!("panic: {msg}")))
+        })
+}
+
+fn cycle_inner(s: &Shared, trigger: &str) -> Result<CycleReport, LearnError> {
+    let _g = s
+        .models_lock
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let ctx = CycleContext {
         store: &s.store,
         dir: &s.dir,
@@ -383,7 +408,11 @@ fn worker(s: Arc<Shared>, rx: Receiver<Cmd>) {
         {
             continue;
         }
-        s.stop_cycle.store(false, Ordering::SeqCst);
+        // A stop that came in meanwhile wins.
+        if !s.active.load(Ordering::SeqCst) {
+            s.training.store(false, Ordering::SeqCst);
+            continue;
+        }
         match cycle(&s, "interval") {
             Ok(r) => info!(
                 outcome = r.record.outcome.as_str(),

@@ -80,15 +80,26 @@ impl Store {
         Ok(s)
     }
 
+    /// Decodes a sample row; a row that does not decode (damaged, or written by a newer
+    /// version) is skipped with a warning rather than stopping every scan.
+    fn sample_or_skip(k: &[u8], v: &[u8]) -> Option<TrainingSample> {
+        match Self::decode_sample(k, v) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!(error = %e, "skipping an undecodable training sample");
+                None
+            }
+        }
+    }
+
     /// Samples with an id above `watermark`, oldest first.
     pub fn samples_after(&self, watermark: u64) -> Result<Vec<TrainingSample>> {
-        self.samples
-            .range(id_key(watermark.saturating_add(1))..)
-            .map(|kv| {
-                let (k, v) = kv?;
-                Self::decode_sample(&k, &v)
-            })
-            .collect()
+        let mut out = Vec::new();
+        for kv in self.samples.range(id_key(watermark.saturating_add(1))..) {
+            let (k, v) = kv?;
+            out.extend(Self::sample_or_skip(&k, &v));
+        }
+        Ok(out)
     }
 
     /// Up to `limit` samples with an id at most `upto` for which `keep` holds, newest first.
@@ -104,8 +115,8 @@ impl Store {
                 break;
             }
             let (k, v) = kv?;
-            if keep(key_u64(&k)?) {
-                out.push(Self::decode_sample(&k, &v)?);
+            if key_u64(&k).is_ok_and(&keep) {
+                out.extend(Self::sample_or_skip(&k, &v));
             }
         }
         Ok(out)
@@ -121,10 +132,19 @@ impl Store {
         let mut changed = 0;
         for kv in self.samples.range(id_key(watermark.saturating_add(1))..) {
             let (k, v) = kv?;
-            let mut s = Self::decode_sample(&k, &v)?;
+            let Some(mut s) = Self::sample_or_skip(&k, &v) else {
+                continue;
+            };
             if pick(&mut s) {
-                self.samples.insert(&k, to_json(&s, "sample")?)?;
-                changed += 1;
+                // Only if the row is unchanged since it was read: a sample deleted meanwhile
+                // (forget, retention, pruning) stays deleted.
+                if self
+                    .samples
+                    .compare_and_swap(&k, Some(&v), Some(to_json(&s, "sample")?))?
+                    .is_ok()
+                {
+                    changed += 1;
+                }
             }
         }
         if changed > 0 {
@@ -140,7 +160,7 @@ impl Store {
         let mut n = 0;
         for kv in self.samples.iter() {
             let (k, v) = kv?;
-            if pred(&Self::decode_sample(&k, &v)?) {
+            if Self::sample_or_skip(&k, &v).is_some_and(|s| pred(&s)) {
                 batch.remove(k);
                 n += 1;
             }
@@ -162,8 +182,9 @@ impl Store {
         let mut oldest: Option<u64> = None;
         for kv in self.samples.iter() {
             let (k, v) = kv?;
-            let t = Self::decode_sample(&k, &v)?.ts_ns;
-            oldest = Some(oldest.map_or(t, |o| o.min(t)));
+            if let Some(t) = Self::sample_or_skip(&k, &v).map(|s| s.ts_ns) {
+                oldest = Some(oldest.map_or(t, |o| o.min(t)));
+            }
         }
         Ok(oldest.and_then(|ns| {
             time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ns))
