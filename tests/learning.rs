@@ -1026,3 +1026,47 @@ fn shutdown_stops_a_running_cycle_between_steps() {
     assert_eq!(l.versions().unwrap().0, Some(1));
     assert!(!tmp.path().join("models/model_v2.onnx").exists());
 }
+
+#[test]
+fn an_attack_only_training_set_is_never_trained_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let l = open_learner(
+        tmp.path(),
+        LearningParams::default(),
+        Some(golden()),
+        &base_model(),
+    );
+    let flows: Vec<_> = records_of(&[pcaps().join("portscan__syn-scan-29ports.pcap")])
+        .into_iter()
+        .filter_map(|r| match r {
+            Record::Flow(f) => Some(f),
+            _ => None,
+        })
+        .collect();
+    let attacks: Vec<TrainingSample> = flows
+        .iter()
+        .map(|f| {
+            let mut s = TrainingSample::of_flow(f, 0.99);
+            s.label = 1.0;
+            s.source = LabelSource::Dfa;
+            s
+        })
+        .collect();
+    assert_eq!(attacks.len(), 29);
+    l.store().insert_samples(&attacks).unwrap();
+    let rep = l.run_cycle_here("manual").unwrap();
+    assert_eq!(rep.record.outcome, Outcome::Failed);
+    assert!(
+        rep.record
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("attack-only"),
+        "{:?}",
+        rep.record.reason
+    );
+    // The samples stay new: a later cycle with benign samples uses them.
+    assert_eq!(l.status().unwrap().new_samples, 29);
+    assert_eq!(l.versions().unwrap().0, Some(1));
+    l.shutdown();
+}

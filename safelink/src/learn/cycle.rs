@@ -286,6 +286,15 @@ fn cycle_body(
     rec.num_samples = rows.len() + holdout.len();
     rec.label_sources = label_counts(rows.iter().copied().chain(holdout.iter().copied()));
     times.label = t.elapsed().as_secs_f64();
+    // Never train on attacks alone: the model would learn that everything is an attack. The
+    // cycle fails (its samples stay new) until low-scored flows bring benign samples.
+    if !rows.iter().any(|s| !s.is_attack()) {
+        return Err(LearnError::Train(
+            "the training set has no benign samples (attack-only); waiting for flows the ANN \
+             scores below benign_score"
+                .into(),
+        ));
+    }
     check_stop(ctx, "collect")?;
 
     // Back up the serving model.

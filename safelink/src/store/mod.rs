@@ -69,10 +69,7 @@ impl std::fmt::Debug for Store {
 impl Store {
     /// Opens (creating if needed) the store in directory `dir`. Only one process can hold it.
     pub fn open(dir: impl AsRef<Path>) -> Result<Store> {
-        let db = sled::Config::new()
-            .path(dir.as_ref())
-            .cache_capacity(CACHE_BYTES)
-            .open()?;
+        let db = open_db(dir.as_ref())?;
         let store = Store {
             alerts: db.open_tree("alerts")?,
             archive: db.open_tree("archive")?,
@@ -109,6 +106,30 @@ impl Store {
     fn flush(&self) -> Result<()> {
         self.db.flush()?;
         Ok(())
+    }
+}
+
+/// How long [`Store::open`] waits for the database lock: a handle closed a moment ago (sled
+/// releases its file lock when its background work ends) or a process that is exiting.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Opens the sled database, waiting up to [`LOCK_WAIT`] for its lock.
+fn open_db(dir: &Path) -> Result<sled::Db> {
+    let start = std::time::Instant::now();
+    loop {
+        match sled::Config::new()
+            .path(dir)
+            .cache_capacity(CACHE_BYTES)
+            .open()
+        {
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && start.elapsed() < LOCK_WAIT =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(25));
+            }
+            r => return Ok(r?),
+        }
     }
 }
 
