@@ -4,13 +4,14 @@
 //! a real API server (real store, real learner, real privacy policy) and must reach a route
 //! with the method shown, and the configuration guide's listing of every key is exactly what
 //! `safelink config print` prints.
+mod support;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
-use safelink::alert::AlertSource;
-use safelink::api::{self, ApiState, AuthPolicy, ControlFuture, SensorControl, SensorStatus};
+use safelink::api::{self, ApiState, AuthPolicy};
 use safelink::learn::{Learner, LearningParams, load_golden};
 use safelink::store::Store;
 
@@ -130,30 +131,6 @@ fn every_safelink_command_in_the_guides_parses() {
     assert!(checked >= 10, "only {checked} commands found");
 }
 
-struct IdleSensor;
-
-impl SensorControl for IdleSensor {
-    fn status(&self) -> SensorStatus {
-        SensorStatus {
-            running: true,
-            interface: Some("veth0".into()),
-            xdp_mode: Some("skb".into()),
-            uptime_secs: 1,
-            packets: 0,
-            flows: 0,
-            ringbuf_events: 0,
-            ringbuf_drops: 0,
-            detection_sources: vec![AlertSource::Dfa],
-        }
-    }
-    fn start(&self) -> ControlFuture<'_> {
-        Box::pin(async { Ok(false) })
-    }
-    fn stop(&self) -> ControlFuture<'_> {
-        Box::pin(async { Ok(false) })
-    }
-}
-
 /// (method, path and query, JSON body) of a curl command line aimed at the API.
 fn curl_call(w: &[String]) -> Option<(String, String, Option<String>)> {
     if w.first().map(String::as_str) != Some("curl") {
@@ -230,7 +207,7 @@ async fn every_api_call_in_the_guides_reaches_its_route() {
     let bound: SocketAddr = listener.local_addr().unwrap();
     let state = ApiState::new(
         learner.store().clone(),
-        Arc::new(IdleSensor),
+        Arc::new(support::IdleSensor),
         AuthPolicy::new(bound, Some(TOKEN)).unwrap(),
     )
     .with_model(learner.handle())

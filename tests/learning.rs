@@ -8,6 +8,8 @@
 //! - the seed's checks: initial status, readiness with too few samples, auto-label rules,
 //!   backups, worker start/stop;
 //! - the HTTP API: `/learning/*` and `/models` with status codes and bodies.
+mod support;
+
 use std::io::{BufRead as _, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -20,7 +22,7 @@ use safelink::ann::eval::evaluate;
 use safelink::ann::recipe::{RecipeArgs, train_base};
 use safelink::ann::train::TrainConfig;
 use safelink::ann::{AnnConfig, AnnDetector, ModelHandle};
-use safelink::api::{self, ApiState, AuthPolicy, ControlFuture, SensorControl, SensorStatus};
+use safelink::api::{self, ApiState, AuthPolicy};
 use safelink::config::FlowTimeouts;
 use safelink::detect::dfa::{AlertEvent, DfaConfig, Engine};
 use safelink::learn::ingest::ingest;
@@ -72,6 +74,16 @@ fn open_learner(
 ) -> Learner {
     let store = Store::open(dir.join("store")).unwrap();
     Learner::open(store, dir, params, golden, Some(base), true).unwrap()
+}
+
+/// A learner on the shipped base model and its golden set.
+fn learner_with(dir: &Path, params: LearningParams) -> Learner {
+    open_learner(dir, params, Some(golden()), &base_model())
+}
+
+/// [`learner_with`] the default parameters.
+fn default_learner(dir: &Path) -> Learner {
+    learner_with(dir, LearningParams::default())
 }
 
 fn ingest_files(l: &Learner, files: &[PathBuf]) -> safelink::learn::ingest::IngestSummary {
@@ -228,12 +240,7 @@ fn flipped_samples() -> Vec<TrainingSample> {
 #[test]
 fn poisoned_labels_are_rejected_and_the_live_model_stays() {
     let tmp = tempfile::tempdir().unwrap();
-    let l = open_learner(
-        tmp.path(),
-        LearningParams::default(),
-        Some(golden()),
-        &base_model(),
-    );
+    let l = default_learner(tmp.path());
     let bad = flipped_samples();
     assert!(bad.len() > 100, "{}", bad.len());
     l.store().insert_samples(&bad).unwrap();
@@ -275,7 +282,7 @@ fn golden_guard_rejects_a_model_that_learned_flipped_labels() {
         epochs: 30,
         ..LearningParams::default()
     };
-    let l = open_learner(tmp.path(), params, Some(golden()), &base_model());
+    let l = learner_with(tmp.path(), params);
     l.store().insert_samples(&flipped_samples()).unwrap();
     let gen_before = l.handle().generation();
     let rep = l.run_cycle_here("manual").unwrap();
@@ -336,7 +343,7 @@ fn detection_never_waits_for_training() {
         epochs: 60,
         ..LearningParams::default()
     };
-    let l = open_learner(tmp.path(), params, Some(golden()), &base_model());
+    let l = learner_with(tmp.path(), params);
     ingest_files(&l, &captures(&["synflood", "amplification__snmp"]));
     let records = records_of(&captures(&["synflood", "amplification__snmp"]));
     let flows = records
@@ -524,7 +531,7 @@ fn seed_checks_status_readiness_labels_backup_worker() {
         interval_s: 1,
         ..LearningParams::default()
     };
-    let l = open_learner(tmp.path(), params.clone(), Some(golden()), &base_model());
+    let l = learner_with(tmp.path(), params.clone());
     // Initial stats.
     let s = l.status().unwrap();
     assert!(s.enabled);
@@ -673,31 +680,6 @@ fn seed_checks_status_readiness_labels_backup_worker() {
     l.shutdown();
 }
 
-/// The sniffer side of the API (not under test here).
-struct IdleSensor;
-
-impl SensorControl for IdleSensor {
-    fn status(&self) -> SensorStatus {
-        SensorStatus {
-            running: true,
-            interface: Some("veth0".into()),
-            xdp_mode: Some("skb".into()),
-            uptime_secs: 1,
-            packets: 0,
-            flows: 0,
-            ringbuf_events: 0,
-            ringbuf_drops: 0,
-            detection_sources: vec![AlertSource::Dfa, AlertSource::Ann],
-        }
-    }
-    fn start(&self) -> ControlFuture<'_> {
-        Box::pin(async { Ok(false) })
-    }
-    fn stop(&self) -> ControlFuture<'_> {
-        Box::pin(async { Ok(false) })
-    }
-}
-
 const TOKEN: &str = "learning-token-0123456789";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -710,16 +692,14 @@ async fn learning_api() {
     };
     let l = {
         let dir = tmp.path().to_path_buf();
-        tokio::task::spawn_blocking(move || {
-            open_learner(&dir, params, Some(golden()), &base_model())
-        })
-        .await
-        .unwrap()
+        tokio::task::spawn_blocking(move || learner_with(&dir, params))
+            .await
+            .unwrap()
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let bound: SocketAddr = listener.local_addr().unwrap();
     let policy = AuthPolicy::new(bound, Some(TOKEN)).unwrap();
-    let state = ApiState::new(l.store().clone(), Arc::new(IdleSensor), policy)
+    let state = ApiState::new(l.store().clone(), Arc::new(support::IdleSensor), policy)
         .with_model(l.handle())
         .with_learner(l.clone());
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -909,12 +889,7 @@ fn keyed_policy() -> safelink::privacy::Policy {
 #[test]
 fn samples_are_anonymised_forgotten_and_expire() {
     let tmp = tempfile::tempdir().unwrap();
-    let l = open_learner(
-        tmp.path(),
-        LearningParams::default(),
-        Some(golden()),
-        &base_model(),
-    );
+    let l = default_learner(tmp.path());
     let policy = keyed_policy();
     let files: Vec<PathBuf> = [
         "sshbrute__hydra-1task.pcap",
@@ -994,7 +969,7 @@ fn shutdown_stops_a_running_cycle_between_steps() {
         epochs: 5000,
         ..LearningParams::default()
     };
-    let l = open_learner(tmp.path(), params, Some(golden()), &base_model());
+    let l = learner_with(tmp.path(), params);
     ingest_files(
         &l,
         &[
@@ -1030,12 +1005,7 @@ fn shutdown_stops_a_running_cycle_between_steps() {
 #[test]
 fn an_attack_only_training_set_is_never_trained_on() {
     let tmp = tempfile::tempdir().unwrap();
-    let l = open_learner(
-        tmp.path(),
-        LearningParams::default(),
-        Some(golden()),
-        &base_model(),
-    );
+    let l = default_learner(tmp.path());
     let flows: Vec<_> = records_of(&[pcaps().join("portscan__syn-scan-29ports.pcap")])
         .into_iter()
         .filter_map(|r| match r {

@@ -1,5 +1,6 @@
 //! Shared helpers of the integration tests: crafted frames (etherparse), pcap writing,
-//! network namespaces with veth pairs that the test owns, and root/tool checks.
+//! network namespaces with veth pairs that the test owns, root/tool checks, and the idle
+//! sniffer stand-in of the API tests that are not about the sniffer.
 #![allow(dead_code)]
 
 use std::{
@@ -357,4 +358,34 @@ pub fn comparable(v: &Value) -> Value {
         "fwd": dir(&v["fwd"]), "rev": dir(&v["rev"]),
         "icmp_type": v["icmp_type"], "icmp_code": v["icmp_code"],
     })
+}
+
+/// The sniffer side of an API server in tests that exercise other routes (learning, docs):
+/// reports a running sensor, start/stop change nothing. The sniffer itself is tested for real
+/// in `kernel_lab`, `live_lab` and the dashboard's live test.
+pub struct IdleSensor;
+
+impl safelink::api::SensorControl for IdleSensor {
+    fn status(&self) -> safelink::api::SensorStatus {
+        safelink::api::SensorStatus {
+            running: true,
+            interface: Some("veth0".into()),
+            xdp_mode: Some("skb".into()),
+            uptime_secs: 1,
+            packets: 0,
+            flows: 0,
+            ringbuf_events: 0,
+            ringbuf_drops: 0,
+            detection_sources: vec![
+                safelink::alert::AlertSource::Dfa,
+                safelink::alert::AlertSource::Ann,
+            ],
+        }
+    }
+    fn start(&self) -> safelink::api::ControlFuture<'_> {
+        Box::pin(async { Ok(false) })
+    }
+    fn stop(&self) -> safelink::api::ControlFuture<'_> {
+        Box::pin(async { Ok(false) })
+    }
 }

@@ -76,6 +76,16 @@ struct Shared {
     models_lock: Mutex<()>,
 }
 
+impl Shared {
+    /// Claims the single training slot (cycles and activations are exclusive); false if a
+    /// cycle holds it.
+    fn begin_training(&self) -> bool {
+        self.training
+            .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+    }
+}
+
 /// Handle on the learner thread. Cheap to clone.
 #[derive(Clone)]
 pub struct Learner {
@@ -205,12 +215,7 @@ impl Learner {
                 super::cycle::MIN_NEW_SAMPLES
             )));
         }
-        if self
-            .shared
-            .training
-            .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
-            .is_err()
-        {
+        if !self.shared.begin_training() {
             return Err(TrainNowError::Busy);
         }
         self.shared.stop_cycle.store(false, Ordering::SeqCst);
@@ -222,12 +227,7 @@ impl Learner {
 
     /// Runs one cycle on the calling thread (offline `safelink learn train`, benchmarks).
     pub fn run_cycle_here(&self, trigger: &str) -> Result<CycleReport, LearnError> {
-        if self
-            .shared
-            .training
-            .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
-            .is_err()
-        {
+        if !self.shared.begin_training() {
             return Err(LearnError::Busy);
         }
         self.shared.stop_cycle.store(false, Ordering::SeqCst);
@@ -402,10 +402,7 @@ fn worker(s: Arc<Shared>, rx: Receiver<Cmd>) {
             continue;
         }
         *s.reason.lock().expect("lock") = None;
-        if s.training
-            .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
-            .is_err()
-        {
+        if !s.begin_training() {
             continue;
         }
         // A stop that came in meanwhile wins.
