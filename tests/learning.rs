@@ -87,6 +87,15 @@ fn default_learner(dir: &Path) -> Learner {
 }
 
 fn ingest_files(l: &Learner, files: &[PathBuf]) -> safelink::learn::ingest::IngestSummary {
+    ingest_with(l, files, &safelink::privacy::Policy::default())
+}
+
+/// Runs captures through the automata and the ANN into `l`'s samples, written under `policy`.
+fn ingest_with(
+    l: &Learner,
+    files: &[PathBuf],
+    policy: &safelink::privacy::Policy,
+) -> safelink::learn::ingest::IngestSummary {
     let refs: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
     ingest(
         &refs,
@@ -95,7 +104,7 @@ fn ingest_files(l: &Learner, files: &[PathBuf]) -> safelink::learn::ingest::Inge
         &l.handle(),
         l.params(),
         l.store(),
-        &safelink::privacy::Policy::default(),
+        policy,
     )
     .unwrap()
 }
@@ -898,17 +907,7 @@ fn samples_are_anonymised_forgotten_and_expire() {
     .iter()
     .map(|f| pcaps().join(f))
     .collect();
-    let refs: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
-    ingest(
-        &refs,
-        &FlowTimeouts::default(),
-        &DfaConfig::default(),
-        &l.handle(),
-        l.params(),
-        l.store(),
-        &policy,
-    )
-    .unwrap();
+    ingest_with(&l, &files, &policy);
     let attacker: std::net::IpAddr = "240.0.1.2".parse().unwrap();
     let hashed = policy.ip(attacker);
     assert_ne!(hashed, attacker);

@@ -355,6 +355,20 @@ fn cycle_inner(s: &Shared, trigger: &str) -> Result<CycleReport, LearnError> {
     r
 }
 
+/// Runs a cycle on the worker (the training slot is claimed), logs how it ended and frees the
+/// slot.
+fn run_logged(s: &Shared, trigger: &str) {
+    match cycle(s, trigger) {
+        Ok(r) => info!(
+            outcome = r.record.outcome.as_str(),
+            secs = r.times.total,
+            "cycle done"
+        ),
+        Err(e) => warn!(error = %e, "training cycle not run"),
+    }
+    s.training.store(false, Ordering::SeqCst);
+}
+
 fn worker(s: Arc<Shared>, rx: Receiver<Cmd>) {
     crate::ann::train::single_thread();
     super::background_priority();
@@ -368,15 +382,7 @@ fn worker(s: Arc<Shared>, rx: Receiver<Cmd>) {
             Some(Cmd::Shutdown) => return,
             Some(Cmd::TrainNow) => {
                 // `training` was set by train_now.
-                match cycle(&s, "manual") {
-                    Ok(r) => info!(
-                        outcome = r.record.outcome.as_str(),
-                        secs = r.times.total,
-                        "cycle done"
-                    ),
-                    Err(e) => warn!(error = %e, "training cycle not run"),
-                }
-                s.training.store(false, Ordering::SeqCst);
+                run_logged(&s, "manual");
             }
             Some(Cmd::Wake) | None => {}
         }
@@ -410,14 +416,6 @@ fn worker(s: Arc<Shared>, rx: Receiver<Cmd>) {
             s.training.store(false, Ordering::SeqCst);
             continue;
         }
-        match cycle(&s, "interval") {
-            Ok(r) => info!(
-                outcome = r.record.outcome.as_str(),
-                secs = r.times.total,
-                "cycle done"
-            ),
-            Err(e) => warn!(error = %e, "training cycle not run"),
-        }
-        s.training.store(false, Ordering::SeqCst);
+        run_logged(&s, "interval");
     }
 }
