@@ -175,7 +175,6 @@ pub fn run_cycle(ctx: &CycleContext<'_>, trigger: &str) -> Result<CycleReport, L
         )));
     }
     times.collect = t_read.elapsed().as_secs_f64();
-    let current = ctx.handle.current();
     let parent_version = state.current_version;
     let mut rec = CycleRecord {
         id: 0,
@@ -204,9 +203,11 @@ pub fn run_cycle(ctx: &CycleContext<'_>, trigger: &str) -> Result<CycleReport, L
     match result {
         Ok(Some((version, model))) => {
             // Committed: serve it.
-            ctx.handle.install(model);
             let t = Instant::now();
-            times.swap += t.elapsed().as_secs_f64();
+            ctx.handle.install(model);
+            let install = t.elapsed().as_secs_f64();
+            times.swap += install;
+            times.total += install;
             info!(version = version.version, "new model deployed");
             prune_versions(ctx, version.version);
         }
@@ -223,7 +224,6 @@ pub fn run_cycle(ctx: &CycleContext<'_>, trigger: &str) -> Result<CycleReport, L
             ctx.store.finish_cycle(&rec, None, &state)?;
         }
     }
-    drop(current);
     let pruned = ctx.dir.prune_backups(ctx.params.keep_versions);
     if pruned > 0 {
         info!(pruned, "removed old model backups");
