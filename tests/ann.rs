@@ -323,19 +323,15 @@ async fn swap_during_a_continuous_stream_scores_every_record_once_with_old_or_ne
     let h = ModelHandle::new(a);
     let seen: Arc<Mutex<Vec<(f32, u64)>>> = Arc::default();
     let sink = seen.clone();
-    let det = AnnDetector::new(
-        h.clone(),
-        AnnConfig {
-            batch_size: 64,
-            batch_wait_ms: 1,
-            ..AnnConfig::default()
-        },
-    )
-    .with_tap(Box::new(move |_, s, g| sink.lock().unwrap().push((s, g))));
+    // The daemon's path: its detection thread driving the pipeline.
     let (rtx, rrx) = tokio::sync::mpsc::channel(1024);
-    let (etx, mut erx) = tokio::sync::mpsc::channel(1 << 16);
-    let task = tokio::spawn(safelink::ann::run_stream(det, rrx, etx));
-    let drain = tokio::spawn(async move { while erx.recv().await.is_some() {} });
+    let task = daemon_pipeline(
+        h.clone(),
+        64,
+        1,
+        Box::new(move |_, _, s, g| sink.lock().unwrap().push((s, g))),
+        rrx,
+    );
 
     const N: usize = 40_000;
     // Which file each generation serves: 1 = base, then alternating.
@@ -365,8 +361,7 @@ async fn swap_during_a_continuous_stream_scores_every_record_once_with_old_or_ne
     }
     gen_is_base.extend(swapper.await.unwrap());
     drop(rtx);
-    let stats = task.await.unwrap();
-    drain.await.unwrap();
+    let stats = finish(task).await.ann.unwrap();
 
     let seen = seen.lock().unwrap();
     assert_eq!(stats.flows_in, N as u64);
@@ -698,23 +693,62 @@ mod api {
     }
 }
 
-#[tokio::test]
-async fn run_stream_scores_a_partial_batch_once_batch_wait_passes() {
+/// The daemon's detection thread (`daemon::detect`) driving a pipeline whose ANN scores with
+/// `h` in batches of `batch_size` or after `batch_wait_ms`, with `tap` on every scored flow.
+fn daemon_pipeline(
+    h: ModelHandle,
+    batch_size: usize,
+    batch_wait_ms: u64,
+    tap: safelink::ann::ScoreTap,
+    records: tokio::sync::mpsc::Receiver<Record>,
+) -> std::thread::JoinHandle<safelink::pipeline::Report> {
+    let mut cfg = safelink::config::Config::default();
+    cfg.ann.enabled = true;
+    cfg.ann.detector.batch_size = batch_size;
+    cfg.ann.detector.batch_wait_ms = batch_wait_ms;
+    let p = safelink::pipeline::Pipeline::new(
+        &cfg,
+        safelink::pipeline::Stages {
+            model: Some(h),
+            keep_alerts: true,
+            score_tap: Some(tap),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    safelink::daemon::detect::spawn(
+        p,
+        records,
+        safelink::daemon::detect::WallClock,
+        safelink::daemon::detect::DriveOptions {
+            print_records: false,
+            batch_wait: std::time::Duration::from_millis(batch_wait_ms),
+            tick: std::time::Duration::from_secs(1),
+        },
+    )
+}
+
+async fn finish(
+    t: std::thread::JoinHandle<safelink::pipeline::Report>,
+) -> safelink::pipeline::Report {
+    tokio::task::spawn_blocking(move || t.join().unwrap())
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_scores_a_partial_batch_once_batch_wait_passes() {
     let h = ModelHandle::open(&base_model()).unwrap();
     let seen: Arc<Mutex<usize>> = Arc::default();
     let sink = seen.clone();
-    let det = AnnDetector::new(
-        h,
-        AnnConfig {
-            batch_size: 1000,
-            batch_wait_ms: 20,
-            ..AnnConfig::default()
-        },
-    )
-    .with_tap(Box::new(move |_, _, _| *sink.lock().unwrap() += 1));
     let (rtx, rrx) = tokio::sync::mpsc::channel(16);
-    let (etx, mut erx) = tokio::sync::mpsc::channel(1024);
-    let task = tokio::spawn(safelink::ann::run_stream(det, rrx, etx));
+    let task = daemon_pipeline(
+        h,
+        1000,
+        20,
+        Box::new(move |_, _, _, _| *sink.lock().unwrap() += 1),
+        rrx,
+    );
     let flows = flows_of(&pcaps().join("portscan__syn-scan-29ports.pcap")).unwrap();
     for f in &flows[..3] {
         rtx.send(Record::Flow(f.clone())).await.unwrap();
@@ -726,10 +760,14 @@ async fn run_stream_scores_a_partial_batch_once_batch_wait_passes() {
         waited += 1;
     }
     assert_eq!(*seen.lock().unwrap(), 3);
-    let first = erx.recv().await.expect("an alert event for the scan");
-    assert_eq!(first.alert().src_ip, Some("10.100.25.14".parse().unwrap()));
     drop(rtx);
-    let stats = task.await.unwrap();
+    let report = finish(task).await;
+    assert_eq!(
+        report.alerts[0].src_ip,
+        Some("10.100.25.14".parse().unwrap()),
+        "an alert for the scan"
+    );
+    let stats = report.ann.unwrap();
     assert_eq!((stats.flows_in, stats.flows_scored), (3, 3));
 }
 

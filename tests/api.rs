@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use reqwest::StatusCode;
-use safelink::alert::{Alert, AlertKind, AlertSource, Severity};
+use safelink::alert::{Alert, AlertKind, AlertSource, Severity, Timestamp};
 use safelink::api::{
     self, ApiState, AuthPolicy, ControlError, ControlFuture, SensorControl, SensorStatus,
 };
@@ -94,10 +94,10 @@ async fn start() -> Server {
 }
 
 fn alert(minute: u32, source: AlertSource, kind: AlertKind, src: Option<&str>) -> Alert {
-    let ts = format!("2024-05-01T12:{minute:02}:00Z");
+    let ts = Timestamp::parse(&format!("2024-05-01T12:{minute:02}:00Z")).unwrap();
     Alert {
         id: 0,
-        timestamp: ts.clone(),
+        timestamp: ts,
         source,
         kind,
         severity: Severity::High,
@@ -108,7 +108,7 @@ fn alert(minute: u32, source: AlertSource, kind: AlertKind, src: Option<&str>) -
         dest_port: Some(22),
         proto: "tcp".into(),
         src_mac: None,
-        first_seen: ts.clone(),
+        first_seen: ts,
         last_seen: ts,
         count: u64::from(minute) * 10,
         description: format!("{} test alert", kind.as_str()),
@@ -131,7 +131,7 @@ fn seed(store: &Store) {
         ..alert(
             4,
             AlertSource::Ann,
-            AlertKind::AnomalousFlow,
+            AlertKind::ANOMALOUS_FLOW,
             Some("2001:db8::5"),
         )
     };
@@ -144,25 +144,25 @@ fn seed(store: &Store) {
         src_mac: Some("02:00:00:00:00:02".into()),
         community_id: None,
         description: "192.0.2.1 claimed by \"02:00:00:00:00:02\", was 02:00:00:00:00:01".into(),
-        ..alert(5, AlertSource::Dfa, AlertKind::ArpSpoof, None)
+        ..alert(5, AlertSource::Dfa, AlertKind::ARP_SPOOF, None)
     };
     let alerts = [
         alert(
             1,
             AlertSource::Dfa,
-            AlertKind::PortScan,
+            AlertKind::PORT_SCAN,
             Some("198.51.100.1"),
         ),
         alert(
             2,
             AlertSource::Dfa,
-            AlertKind::SshBruteForce,
+            AlertKind::SSH_BRUTE_FORCE,
             Some("198.51.100.2"),
         ),
         alert(
             3,
             AlertSource::Dfa,
-            AlertKind::PortScan,
+            AlertKind::PORT_SCAN,
             Some("198.51.100.1"),
         ),
         ann,
@@ -255,9 +255,16 @@ async fn lists_newest_first_with_the_stored_fields() {
     }
     let (status, one) = s.get_json("/alerts/4").await;
     assert_eq!(status, StatusCode::OK);
+    // The stored alert, with its feature row named (the ANN feature table, in order).
+    let stored = s.store.get(4).unwrap().unwrap();
     assert_eq!(
         one,
-        serde_json::to_value(s.store.get(4).unwrap().unwrap()).unwrap()
+        serde_json::to_value(safelink::alert::AlertView::from(&stored)).unwrap()
+    );
+    assert_eq!(
+        one["feature_table"],
+        json!([{"name": "duration_s", "unit": "s", "value": 0.5},
+               {"name": "proto_tcp", "unit": "0/1", "value": 1.0}])
     );
     assert_eq!(one["source"], "ann");
     assert_eq!(one["kind"], "anomalous_flow");
@@ -282,17 +289,17 @@ async fn filters_by_kind_source_ip_and_time() {
             "kind=ssh_brute_force&source=dfa&src_ip=198.51.100.2",
             vec![2],
         ),
-        ("since=2024-05-01T12:02:00Z", vec![5, 4, 3, 2]),
-        ("until=2024-05-01T12:02:00Z", vec![1]),
+        ("since=2024-05-01T12:02:00.000000Z", vec![5, 4, 3, 2]),
+        ("until=2024-05-01T12:02:00.000000Z", vec![1]),
         (
-            "since=2024-05-01T12:02:00Z&until=2024-05-01T12:04:00Z",
+            "since=2024-05-01T12:02:00.000000Z&until=2024-05-01T12:04:00.000000Z",
             vec![3, 2],
         ),
         (
             "since=2024-05-01T14:02:00%2B02:00&until=2024-05-01T12:04:00.000001Z",
             vec![4, 3, 2],
         ),
-        ("kind=port_scan&since=2024-05-01T12:02:00Z", vec![3]),
+        ("kind=port_scan&since=2024-05-01T12:02:00.000000Z", vec![3]),
         // Empty values count as absent (HTML forms send them).
         (
             "kind=&source=&src_ip=&since=&until=&limit=&cursor=",
@@ -338,7 +345,7 @@ async fn pages_with_cursors() {
             .insert(alert(
                 0,
                 AlertSource::Dfa,
-                AlertKind::HostSweep,
+                AlertKind::HOST_SWEEP,
                 Some("198.51.100.9"),
             ))
             .unwrap();
@@ -412,11 +419,11 @@ async fn csv_export_is_exact() {
     );
     let want = "\
 id,timestamp,source,kind,severity,confidence,src_ip,src_port,dest_ip,dest_port,proto,src_mac,first_seen,last_seen,count,description,community_id,explanation
-5,2024-05-01T12:05:00Z,dfa,arp_spoof,critical,1,,,192.0.2.1,,arp,02:00:00:00:00:02,2024-05-01T12:05:00Z,2024-05-01T12:05:00Z,50,\"192.0.2.1 claimed by \"\"02:00:00:00:00:02\"\", was 02:00:00:00:00:01\",,
-4,2024-05-01T12:04:00Z,ann,anomalous_flow,medium,0.875,2001:db8::5,40004,192.0.2.10,22,udp,,2024-05-01T12:04:00Z,2024-05-01T12:04:00Z,40,anomalous_flow test alert,1:test4=,\"{\"\"dst_port_entropy\"\":0.4}\"
-3,2024-05-01T12:03:00Z,dfa,port_scan,high,1,198.51.100.1,40003,192.0.2.10,22,tcp,,2024-05-01T12:03:00Z,2024-05-01T12:03:00Z,30,port_scan test alert,1:test3=,
-2,2024-05-01T12:02:00Z,dfa,ssh_brute_force,high,1,198.51.100.2,40002,192.0.2.10,22,tcp,,2024-05-01T12:02:00Z,2024-05-01T12:02:00Z,20,ssh_brute_force test alert,1:test2=,
-1,2024-05-01T12:01:00Z,dfa,port_scan,high,1,198.51.100.1,40001,192.0.2.10,22,tcp,,2024-05-01T12:01:00Z,2024-05-01T12:01:00Z,10,port_scan test alert,1:test1=,
+5,2024-05-01T12:05:00.000000Z,dfa,arp_spoof,critical,1,,,192.0.2.1,,arp,02:00:00:00:00:02,2024-05-01T12:05:00.000000Z,2024-05-01T12:05:00.000000Z,50,\"192.0.2.1 claimed by \"\"02:00:00:00:00:02\"\", was 02:00:00:00:00:01\",,
+4,2024-05-01T12:04:00.000000Z,ann,anomalous_flow,medium,0.875,2001:db8::5,40004,192.0.2.10,22,udp,,2024-05-01T12:04:00.000000Z,2024-05-01T12:04:00.000000Z,40,anomalous_flow test alert,1:test4=,\"{\"\"dst_port_entropy\"\":0.4}\"
+3,2024-05-01T12:03:00.000000Z,dfa,port_scan,high,1,198.51.100.1,40003,192.0.2.10,22,tcp,,2024-05-01T12:03:00.000000Z,2024-05-01T12:03:00.000000Z,30,port_scan test alert,1:test3=,
+2,2024-05-01T12:02:00.000000Z,dfa,ssh_brute_force,high,1,198.51.100.2,40002,192.0.2.10,22,tcp,,2024-05-01T12:02:00.000000Z,2024-05-01T12:02:00.000000Z,20,ssh_brute_force test alert,1:test2=,
+1,2024-05-01T12:01:00.000000Z,dfa,port_scan,high,1,198.51.100.1,40001,192.0.2.10,22,tcp,,2024-05-01T12:01:00.000000Z,2024-05-01T12:01:00.000000Z,10,port_scan test alert,1:test1=,
 ";
     assert_eq!(r.text().await.unwrap(), want);
     // Same filters as /alerts.
@@ -435,7 +442,7 @@ async fn eve_export_is_exact() {
     let r = s
         .http
         .get(format!(
-            "{}/alerts/export.json?since=2024-05-01T12:03:00Z",
+            "{}/alerts/export.json?since=2024-05-01T12:03:00.000000Z",
             s.base
         ))
         .send()
@@ -444,9 +451,9 @@ async fn eve_export_is_exact() {
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(r.headers()["content-type"], "application/x-ndjson");
     let want = [
-        r#"{"timestamp":"2024-05-01T12:05:00Z","event_type":"alert","dest_ip":"192.0.2.1","proto":"ARP","alert":{"action":"allowed","gid":1,"signature_id":5100004,"rev":1,"signature":"192.0.2.1 claimed by \"02:00:00:00:00:02\", was 02:00:00:00:00:01","category":"arp_spoof","severity":1},"safelink":{"id":5,"timestamp":"2024-05-01T12:05:00Z","source":"dfa","kind":"arp_spoof","severity":"critical","confidence":1.0,"src_ip":null,"src_port":null,"dest_ip":"192.0.2.1","dest_port":null,"proto":"arp","src_mac":"02:00:00:00:00:02","first_seen":"2024-05-01T12:05:00Z","last_seen":"2024-05-01T12:05:00Z","count":50,"description":"192.0.2.1 claimed by \"02:00:00:00:00:02\", was 02:00:00:00:00:01","community_id":null,"features":[0.5,1.0]}}"#,
-        r#"{"timestamp":"2024-05-01T12:04:00Z","event_type":"alert","src_ip":"2001:db8::5","src_port":40004,"dest_ip":"192.0.2.10","dest_port":22,"proto":"UDP","community_id":"1:test4=","alert":{"action":"allowed","gid":1,"signature_id":5101011,"rev":1,"signature":"anomalous_flow test alert","category":"anomalous_flow","severity":2},"safelink":{"id":4,"timestamp":"2024-05-01T12:04:00Z","source":"ann","kind":"anomalous_flow","severity":"medium","confidence":0.875,"src_ip":"2001:db8::5","src_port":40004,"dest_ip":"192.0.2.10","dest_port":22,"proto":"udp","src_mac":null,"first_seen":"2024-05-01T12:04:00Z","last_seen":"2024-05-01T12:04:00Z","count":40,"description":"anomalous_flow test alert","community_id":"1:test4=","explanation":{"dst_port_entropy":0.4},"features":[0.5,1.0]}}"#,
-        r#"{"timestamp":"2024-05-01T12:03:00Z","event_type":"alert","src_ip":"198.51.100.1","src_port":40003,"dest_ip":"192.0.2.10","dest_port":22,"proto":"TCP","community_id":"1:test3=","alert":{"action":"allowed","gid":1,"signature_id":5100001,"rev":1,"signature":"port_scan test alert","category":"port_scan","severity":1},"safelink":{"id":3,"timestamp":"2024-05-01T12:03:00Z","source":"dfa","kind":"port_scan","severity":"high","confidence":1.0,"src_ip":"198.51.100.1","src_port":40003,"dest_ip":"192.0.2.10","dest_port":22,"proto":"tcp","src_mac":null,"first_seen":"2024-05-01T12:03:00Z","last_seen":"2024-05-01T12:03:00Z","count":30,"description":"port_scan test alert","community_id":"1:test3=","features":[0.5,1.0]}}"#,
+        r#"{"timestamp":"2024-05-01T12:05:00.000000Z","event_type":"alert","dest_ip":"192.0.2.1","proto":"ARP","alert":{"action":"allowed","gid":1,"signature_id":5100004,"rev":1,"signature":"192.0.2.1 claimed by \"02:00:00:00:00:02\", was 02:00:00:00:00:01","category":"arp_spoof","severity":1},"safelink":{"id":5,"timestamp":"2024-05-01T12:05:00.000000Z","source":"dfa","kind":"arp_spoof","severity":"critical","confidence":1.0,"src_ip":null,"src_port":null,"dest_ip":"192.0.2.1","dest_port":null,"proto":"arp","src_mac":"02:00:00:00:00:02","first_seen":"2024-05-01T12:05:00.000000Z","last_seen":"2024-05-01T12:05:00.000000Z","count":50,"description":"192.0.2.1 claimed by \"02:00:00:00:00:02\", was 02:00:00:00:00:01","community_id":null,"features":[0.5,1.0],"feature_table":[{"name":"duration_s","unit":"s","value":0.5},{"name":"proto_tcp","unit":"0/1","value":1.0}]}}"#,
+        r#"{"timestamp":"2024-05-01T12:04:00.000000Z","event_type":"alert","src_ip":"2001:db8::5","src_port":40004,"dest_ip":"192.0.2.10","dest_port":22,"proto":"UDP","community_id":"1:test4=","alert":{"action":"allowed","gid":1,"signature_id":5101011,"rev":1,"signature":"anomalous_flow test alert","category":"anomalous_flow","severity":2},"safelink":{"id":4,"timestamp":"2024-05-01T12:04:00.000000Z","source":"ann","kind":"anomalous_flow","severity":"medium","confidence":0.875,"src_ip":"2001:db8::5","src_port":40004,"dest_ip":"192.0.2.10","dest_port":22,"proto":"udp","src_mac":null,"first_seen":"2024-05-01T12:04:00.000000Z","last_seen":"2024-05-01T12:04:00.000000Z","count":40,"description":"anomalous_flow test alert","community_id":"1:test4=","explanation":{"dst_port_entropy":0.4},"features":[0.5,1.0],"feature_table":[{"name":"duration_s","unit":"s","value":0.5},{"name":"proto_tcp","unit":"0/1","value":1.0}]}}"#,
+        r#"{"timestamp":"2024-05-01T12:03:00.000000Z","event_type":"alert","src_ip":"198.51.100.1","src_port":40003,"dest_ip":"192.0.2.10","dest_port":22,"proto":"TCP","community_id":"1:test3=","alert":{"action":"allowed","gid":1,"signature_id":5100001,"rev":1,"signature":"port_scan test alert","category":"port_scan","severity":1},"safelink":{"id":3,"timestamp":"2024-05-01T12:03:00.000000Z","source":"dfa","kind":"port_scan","severity":"high","confidence":1.0,"src_ip":"198.51.100.1","src_port":40003,"dest_ip":"192.0.2.10","dest_port":22,"proto":"tcp","src_mac":null,"first_seen":"2024-05-01T12:03:00.000000Z","last_seen":"2024-05-01T12:03:00.000000Z","count":30,"description":"port_scan test alert","community_id":"1:test3=","features":[0.5,1.0],"feature_table":[{"name":"duration_s","unit":"s","value":0.5},{"name":"proto_tcp","unit":"0/1","value":1.0}]}}"#,
     ];
     let body = r.text().await.unwrap();
     assert_eq!(
@@ -461,7 +468,10 @@ async fn eve_export_is_exact() {
             .get(v["safelink"]["id"].as_u64().unwrap())
             .unwrap()
             .unwrap();
-        assert_eq!(v["safelink"], serde_json::to_value(&stored).unwrap());
+        assert_eq!(
+            v["safelink"],
+            serde_json::to_value(safelink::alert::AlertView::from(&stored)).unwrap()
+        );
     }
     let (status, body) = s.get("/alerts/export.json?source=ann&kind=port_scan").await;
     assert_eq!((status, body.as_str()), (StatusCode::OK, ""));
@@ -487,7 +497,7 @@ async fn archive_by_ids_and_older_than() {
         s.post(
             "/alerts/archive",
             Some(TOKEN),
-            Some(r#"{"older_than":"2024-05-01T12:03:00Z"}"#)
+            Some(r#"{"older_than":"2024-05-01T12:03:00.000000Z"}"#)
         )
         .await,
         (StatusCode::OK, json!({"archived": 1}))
@@ -665,7 +675,7 @@ async fn status_and_sniffer_control() {
     );
     assert_eq!(
         (&v["total_alerts"], &v["latest_alert_time"]),
-        (&json!(5), &json!("2024-05-01T12:05:00Z"))
+        (&json!(5), &json!("2024-05-01T12:05:00.000000Z"))
     );
     let off = json!({"running": false, "changed": true});
     assert_eq!(
@@ -815,4 +825,49 @@ async fn serve_returns_after_shutdown() {
     let done = tokio::time::timeout(std::time::Duration::from_secs(10), server).await;
     done.expect("serve did not stop").unwrap().unwrap();
     assert_eq!(api::DEFAULT_LISTEN.to_string(), "127.0.0.1:8000");
+}
+
+/// `GET /kinds` and `GET /features` serve the sensor's one list of kinds and its feature table
+/// (the dashboard builds its kind filter from the first).
+#[tokio::test]
+async fn kinds_and_features_come_from_the_one_list() {
+    let s = start().await;
+    let (status, v) = s.get_json("/kinds").await;
+    assert_eq!(status, StatusCode::OK);
+    let kinds: Vec<&str> = v["kinds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "port_scan",
+            "host_sweep",
+            "arp_scan",
+            "arp_spoof",
+            "ssh_brute_force",
+            "login_brute_force",
+            "syn_flood",
+            "udp_flood",
+            "icmp_flood",
+            "amplification",
+            "anomalous_flow"
+        ]
+    );
+    assert_eq!(
+        v["kinds"][4],
+        json!({"kind": "ssh_brute_force", "number": 5, "severity": "high", "source": "dfa",
+               "summary": "many short failed-looking SSH sessions from one source"})
+    );
+    assert_eq!(v["kinds"][10]["source"], "ann");
+    let (status, f) = s.get_json("/features").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        f["features"].as_array().unwrap().len(),
+        safelink::ann::N_FEATURES
+    );
+    assert_eq!(f["features"][0]["name"], "duration_s");
+    assert_eq!(f["version"], safelink::ann::FEATURE_VECTOR_VERSION);
 }

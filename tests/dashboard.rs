@@ -30,12 +30,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use safelink::alert::{Alert, AlertSource};
+use safelink::alert::{Alert, AlertEvent, AlertSource, Timestamp};
 use safelink::api::{self, ApiState, AuthPolicy, ControlFuture, SensorControl, SensorStatus};
-use safelink::config::FlowTimeouts;
-use safelink::detect::dfa::{AlertEvent, DfaConfig};
 use safelink::learn::{Learner, LearningParams, load_golden};
-use safelink::store::{Store, format_rfc3339, parse_rfc3339};
+use safelink::store::Store;
 use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_safelink");
@@ -72,12 +70,11 @@ const CAPTURES: [&str; 3] = [
 /// Shifts every time of `alerts` by one offset so that the newest is `age` old (the order
 /// and spacing of the capture stay).
 fn retime(alerts: &mut [Alert], age: Duration) {
-    let ts = |s: &str| parse_rfc3339(s).unwrap();
-    let newest = alerts.iter().map(|a| ts(&a.timestamp)).max().unwrap();
-    let shift = time::OffsetDateTime::now_utc() - time::Duration::try_from(age).unwrap() - newest;
+    let newest = alerts.iter().map(|a| a.timestamp).max().unwrap();
+    let target = Timestamp::now().ns() - age.as_nanos() as u64;
     for a in alerts {
         for t in [&mut a.timestamp, &mut a.first_seen, &mut a.last_seen] {
-            *t = format_rfc3339(ts(t) + shift);
+            *t = Timestamp::from_ns(t.ns() - newest.ns() + target);
         }
     }
 }
@@ -633,12 +630,11 @@ fn open_fed_learner(data: &Path) -> Learner {
     let refs: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
     let sum = safelink::learn::ingest::ingest(
         &refs,
-        &FlowTimeouts::default(),
-        &DfaConfig::default(),
+        &safelink::config::Config::default(),
+        &safelink::privacy::Policy::default(),
         &l.handle(),
         l.params(),
         l.store(),
-        &safelink::privacy::Policy::default(),
     )
     .unwrap();
     assert_eq!(sum.files, 18);
@@ -855,7 +851,7 @@ async fn metrics_after_processing_captures() {
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     let store = srv.store.clone();
     let sink = tokio::task::spawn_blocking(move || {
-        safelink::daemon::alerts::run_sink(store, rx, &safelink::privacy::Policy::default())
+        safelink::pipeline::sink::run_sink(store, rx, &safelink::privacy::Policy::default())
     });
     for a in alerts {
         tx.send(AlertEvent::New(a)).await.unwrap();

@@ -171,7 +171,7 @@ fn check_contract(file: &str, all: &[Value]) {
             assert!(cid.starts_with("1:") && cid.len() == 30, "{file}: {cid}");
             assert_eq!(
                 a["features"].as_array().map(Vec::len),
-                Some(48),
+                Some(safelink::ann::N_FEATURES),
                 "{file}: {a}"
             );
         }
@@ -313,10 +313,10 @@ fn ids_continue_across_files_and_errors_are_clear() {
     let (ok, out, err) = analyze(&[], Path::new("/nonexistent/capture.pcap"));
     assert!(!ok && out.is_empty());
     assert!(err.contains("/nonexistent/capture.pcap"), "{err}");
-    let bad = std::env::temp_dir().join(format!("safelink-detect-cfg-{}.json", std::process::id()));
-    std::fs::write(&bad, r#"{"port_scan": {"ports": 0}}"#).unwrap();
+    let bad = std::env::temp_dir().join(format!("safelink-detect-cfg-{}.toml", std::process::id()));
+    std::fs::write(&bad, "[dfa.port_scan]\nports = 0\n").unwrap();
     let (ok, _, err) = analyze(
-        &["--detect-config", bad.to_str().unwrap()],
+        &["--config", bad.to_str().unwrap()],
         &dir().join("portscan__syn-scan-29ports.pcap"),
     );
     std::fs::remove_file(&bad).ok();

@@ -17,14 +17,14 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use safelink::alert::{AlertKind, AlertSource};
+use safelink::alert::{AlertEvent, AlertKind, AlertSource, Timestamp};
 use safelink::ann::eval::evaluate;
 use safelink::ann::recipe::{RecipeArgs, train_base};
 use safelink::ann::train::TrainConfig;
 use safelink::ann::{AnnConfig, AnnDetector, ModelHandle};
 use safelink::api::{self, ApiState, AuthPolicy};
 use safelink::config::FlowTimeouts;
-use safelink::detect::dfa::{AlertEvent, DfaConfig, Engine};
+use safelink::detect::dfa::{DfaConfig, Engine};
 use safelink::learn::ingest::ingest;
 use safelink::learn::models::sha256_hex;
 use safelink::learn::{
@@ -99,12 +99,11 @@ fn ingest_with(
     let refs: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
     ingest(
         &refs,
-        &FlowTimeouts::default(),
-        &DfaConfig::default(),
+        &safelink::config::Config::default(),
+        policy,
         &l.handle(),
         l.params(),
         l.store(),
-        policy,
     )
     .unwrap()
 }
@@ -576,9 +575,9 @@ fn seed_checks_status_readiness_labels_backup_worker() {
     c.scored(&alert_src, 0.01);
     let mut a = safelink::alert::Alert {
         id: 1,
-        timestamp: "2024-01-01T00:00:00Z".into(),
+        timestamp: Timestamp::parse("2024-01-01T00:00:00Z").unwrap(),
         source: AlertSource::Dfa,
-        kind: AlertKind::PortScan,
+        kind: AlertKind::PORT_SCAN,
         severity: safelink::alert::Severity::High,
         confidence: 1.0,
         src_ip: Some("192.0.2.66".parse().unwrap()),
@@ -587,10 +586,8 @@ fn seed_checks_status_readiness_labels_backup_worker() {
         dest_port: None,
         proto: "tcp".into(),
         src_mac: None,
-        first_seen: String::new(),
-        last_seen: safelink::store::format_rfc3339(
-            time::OffsetDateTime::from_unix_timestamp_nanos(alert_src.last_ns as i128).unwrap(),
-        ),
+        first_seen: Timestamp::from_ns(alert_src.last_ns),
+        last_seen: Timestamp::from_ns(alert_src.last_ns),
         count: 10,
         description: String::new(),
         community_id: None,
@@ -610,7 +607,7 @@ fn seed_checks_status_readiness_labels_backup_worker() {
         vec![
             (1.0, LabelSource::AnnHigh, None),
             (0.0, LabelSource::AnnLow, None),
-            (1.0, LabelSource::Dfa, Some(AlertKind::PortScan)),
+            (1.0, LabelSource::Dfa, Some(AlertKind::PORT_SCAN)),
         ]
     );
     assert_eq!(c.stats.skipped, 1);

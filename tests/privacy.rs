@@ -170,7 +170,7 @@ fn truncate_stores_prefixes_only() {
     let alerts = active(&store);
     assert_eq!(alerts.len(), 1, "{alerts:?}");
     let a = &alerts[0];
-    assert_eq!(a.kind, AlertKind::SshBruteForce);
+    assert_eq!(a.kind, AlertKind::SSH_BRUTE_FORCE);
     assert_eq!(a.src_ip, Some(ip("192.168.56.0")));
     assert_eq!(a.dest_ip, Some(ip("192.168.56.0")));
     assert_eq!(a.community_id, None);
@@ -233,9 +233,9 @@ fn keyed_hash_is_stable_per_key_and_the_attacker_still_aggregates() {
     assert_eq!(
         kinds,
         [
-            AlertKind::ArpScan,
-            AlertKind::HostSweep,
-            AlertKind::HostSweep
+            AlertKind::ARP_SCAN,
+            AlertKind::HOST_SWEEP,
+            AlertKind::HOST_SWEEP
         ]
     );
     let filtered = a
@@ -250,7 +250,7 @@ fn keyed_hash_is_stable_per_key_and_the_attacker_still_aggregates() {
         )
         .unwrap();
     assert_eq!(filtered.alerts.len(), 3);
-    let scan = by_kind(&sa, AlertKind::PortScan);
+    let scan = by_kind(&sa, AlertKind::PORT_SCAN);
     assert_eq!(scan.src_ip, Some(p.ip(ip("10.100.25.14"))));
     assert_eq!(scan.dest_ip, Some(p.ip(ip("10.100.18.12"))));
     assert_eq!(
@@ -321,7 +321,7 @@ fn mac_hashing_rewrites_fields_and_descriptions() {
     let alerts = active(&d.store());
     assert_eq!(alerts.len(), 1);
     let a = &alerts[0];
-    assert_eq!(a.kind, AlertKind::ArpSpoof);
+    assert_eq!(a.kind, AlertKind::ARP_SPOOF);
     let spoofer = p.mac("00:e0:4d:3c:25:7b");
     assert_eq!(a.src_mac.as_deref(), Some(spoofer.as_str()));
     let first = u8::from_str_radix(&spoofer[..2], 16).unwrap();
@@ -359,7 +359,7 @@ fn retention_sweeps_delete_exactly_what_is_older() {
     let alerts = active(&store);
     assert_eq!(alerts.len(), 4);
     // ip_mode = none stores the addresses as seen (and keeps the Community ID).
-    let scan = by_kind(&alerts, AlertKind::PortScan);
+    let scan = by_kind(&alerts, AlertKind::PORT_SCAN);
     assert_eq!(scan.src_ip, Some(ip("10.100.25.14")));
     assert_eq!(scan.dest_ip, Some(ip("10.100.18.12")));
     assert_eq!(scan.src_mac.as_deref(), Some("00:15:c5:3c:4f:9e"));
@@ -367,7 +367,7 @@ fn retention_sweeps_delete_exactly_what_is_older() {
         scan.community_id.as_deref(),
         Some("1:6s/5g7vmJFkJHYnIxcoVpvLj1wA=")
     );
-    let ssh = by_kind(&alerts, AlertKind::SshBruteForce).id;
+    let ssh = by_kind(&alerts, AlertKind::SSH_BRUTE_FORCE).id;
     assert_eq!(store.archive_ids(&[ssh]).unwrap(), 1);
     let t = |s: &str| parse_rfc3339(s).unwrap();
     let counts = |alerts, archive| TreeCounts {
@@ -388,7 +388,7 @@ fn retention_sweeps_delete_exactly_what_is_older() {
     assert_eq!(privacy::sweep(&store, ages, now).unwrap(), counts(2, 0));
     let left = active(&store);
     assert_eq!(left.len(), 1);
-    assert_eq!(left[0].kind, AlertKind::ArpSpoof);
+    assert_eq!(left[0].kind, AlertKind::ARP_SPOOF);
     assert_eq!(archived(&store).len(), 1);
     assert_eq!(store.tree_counts().unwrap(), counts(1, 1));
     // Nothing more at the same time.
@@ -494,7 +494,7 @@ async fn delete_subject_through_the_api_removes_it_from_alerts_archive_and_expor
     let store = d.store();
     let alerts = active(&store);
     assert_eq!(alerts.len(), 5);
-    let arp = by_kind(&alerts, AlertKind::ArpScan).id;
+    let arp = by_kind(&alerts, AlertKind::ARP_SCAN).id;
     assert_eq!(store.archive_ids(&[arp]).unwrap(), 1);
     let srv = serve(store.clone(), p.clone()).await;
     let hashed = p.ip(ip("10.0.0.128")).to_string();
@@ -771,7 +771,7 @@ async fn no_payload_byte_is_stored_logged_or_exported() {
     assert!(
         alerts
             .iter()
-            .any(|a| a.kind == AlertKind::PortScan && a.src_ip == Some(ip("198.51.100.66"))),
+            .any(|a| a.kind == AlertKind::PORT_SCAN && a.src_ip == Some(ip("198.51.100.66"))),
         "{alerts:?}"
     );
     let srv = serve(store.clone(), Policy::default()).await;

@@ -6,8 +6,8 @@
 const POLL_MS = 3000;
 const PAGE_SIZE = 25;
 const TOKEN_KEY = "safelink.token";
-const KINDS = ["port_scan", "host_sweep", "arp_scan", "arp_spoof", "ssh_brute_force",
-  "login_brute_force", "syn_flood", "udp_flood", "icmp_flood", "amplification", "anomalous_flow"];
+// Alert kinds, in the sensor's order: filled from GET /kinds (the sensor's one list) at start.
+let KINDS = [];
 const COLORS = ["#2b6cb0", "#c05621", "#2f855a", "#b83280", "#6b46c1", "#c53030", "#319795",
   "#975a16", "#4a5568", "#d69e2e", "#e53e3e"];
 const SVG_NS = "http://www.w3.org/2000/svg";
@@ -432,9 +432,18 @@ async function refresh() {
   document.body.dataset.refreshes = String(state.refreshes);
 }
 
-function init() {
+async function loadKinds() {
+  try {
+    KINDS = (await getJson("/kinds")).kinds.map((k) => k.kind);
+  } catch (e) {
+    say("cannot read the alert kinds: " + e.message, "err");
+  }
   const kindSel = $("#f-kind");
   KINDS.forEach((k) => { const o = el("option", k); o.value = k; kindSel.append(o); });
+}
+
+function init() {
+  const kindsLoaded = loadKinds();
 
   $("#token-btn").addEventListener("click", () => askToken(null));
   $("#token-form").addEventListener("submit", (e) => {
@@ -496,7 +505,7 @@ function init() {
   $("#dl-csv").addEventListener("click", () => download("csv"));
   $("#dl-json").addEventListener("click", () => download("json"));
 
-  refresh();
+  kindsLoaded.then(refresh);
   setInterval(refresh, POLL_MS);
 }
 

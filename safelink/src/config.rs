@@ -82,16 +82,20 @@ pub struct FlowsConfig {
 
 impl Default for FlowsConfig {
     fn default() -> Self {
-        Self {
-            idle_timeout_s: 60,
-            active_timeout_s: 1800,
-            closed_linger_s: 2,
-            embryonic_timeout_s: 2,
-        }
+        Self::DEFAULT
     }
 }
 
 impl FlowsConfig {
+    /// The defaults, written once: idle 60 s (Suricata's TCP new/closed timeout), active
+    /// 1800 s (nfstream), closing linger 2 s, embryonic 2 s.
+    pub const DEFAULT: Self = Self {
+        idle_timeout_s: 60,
+        active_timeout_s: 1800,
+        closed_linger_s: 2,
+        embryonic_timeout_s: 2,
+    };
+
     pub fn timeouts(&self) -> FlowTimeouts {
         FlowTimeouts {
             idle: Duration::from_secs(self.idle_timeout_s),

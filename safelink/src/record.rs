@@ -165,6 +165,53 @@ pub fn key_addr(family: u8, a: &[u8; 16]) -> IpAddr {
 }
 
 impl FlowRecord {
+    /// The flow a flow start is so far: one packet from the initiator, still open.
+    pub fn one_packet(s: &FlowStartRecord) -> Self {
+        use safelink_common::{
+            IPPROTO_TCP, TCP_ACK, TCP_CWR, TCP_ECE, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, TCP_URG,
+        };
+        let tcp = s.proto == IPPROTO_TCP;
+        let t = s.tcp_flags;
+        let bit = |m: u8| u32::from(tcp && t & m != 0);
+        let len = u64::from(s.l3_len);
+        let fwd = Direction {
+            packets: 1,
+            bytes: len,
+            l3_min: s.l3_len,
+            l3_max: s.l3_len,
+            l3_sum: len,
+            l3_sq_sum: len * len,
+            init_ttl: s.ttl,
+            flags: Flags {
+                syn: u32::from(tcp && t & TCP_SYN != 0 && t & TCP_ACK == 0),
+                synack: u32::from(tcp && t & TCP_SYN != 0 && t & TCP_ACK != 0),
+                fin: bit(TCP_FIN),
+                rst: bit(TCP_RST),
+                psh: bit(TCP_PSH),
+                urg: bit(TCP_URG),
+                ack: bit(TCP_ACK),
+                ece: bit(TCP_ECE),
+                cwr: bit(TCP_CWR),
+            },
+            ..Direction::default()
+        };
+        Self {
+            src_ip: s.src_ip,
+            src_port: s.src_port,
+            dst_ip: s.dst_ip,
+            dst_port: s.dst_port,
+            proto: s.proto,
+            vlan: s.vlan,
+            first_ns: s.ts_ns,
+            last_ns: s.ts_ns,
+            icmp_type: s.icmp_type,
+            icmp_code: s.icmp_code,
+            end_reason: EndReason::Open,
+            fwd,
+            rev: Direction::default(),
+        }
+    }
+
     /// Renders a merged flow. `epoch_offset_ns` converts the stats' clock to Unix time (0 for
     /// replay, whose clock already is Unix time; realtime − monotonic for the kernel).
     pub fn new(k: &FlowKey, s: &FlowStats, epoch_offset_ns: i64, end_reason: EndReason) -> Self {

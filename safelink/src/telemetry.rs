@@ -163,8 +163,8 @@ mod tests {
     fn install_is_idempotent_and_renders_alerts_by_kind_and_source() {
         let h = install();
         let h2 = install();
-        record_alert(AlertKind::ArpSpoof, AlertSource::Dfa);
-        record_alert(AlertKind::ArpSpoof, AlertSource::Dfa);
+        record_alert(AlertKind::ARP_SPOOF, AlertSource::Dfa);
+        record_alert(AlertKind::ARP_SPOOF, AlertSource::Dfa);
         record_ann_batch(3, Duration::from_micros(30));
         let text = h2.render();
         assert!(

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use serde_json::json;
-use tract_onnx::prelude::{Tensor, TractResult};
+use tract_onnx::prelude::TractResult;
 
 use super::features::{FEATURES, N_FEATURES, extract_into};
 use super::model::{AnnModel, Scorer};
@@ -17,6 +17,17 @@ pub struct ScoredBatch {
     pub model: Arc<AnnModel>,
     /// One per input flow, in order.
     pub scores: Vec<f32>,
+    /// The input rows, row-major ([`N_FEATURES`] per flow), so nothing extracts them again.
+    pub rows: Vec<f32>,
+}
+
+impl ScoredBatch {
+    /// The feature row of flow `i`.
+    pub fn row(&self, i: usize) -> &[f32; N_FEATURES] {
+        self.rows[i * N_FEATURES..(i + 1) * N_FEATURES]
+            .try_into()
+            .expect("rows hold N_FEATURES per flow")
+    }
 }
 
 impl ScoredBatch {
@@ -68,18 +79,19 @@ impl BatchScorer {
             return Ok(ScoredBatch {
                 model,
                 scores: Vec::new(),
+                rows: Vec::new(),
             });
         }
-        let mut input = Tensor::zero::<f32>(&[n, N_FEATURES])?;
-        {
-            let mut view = input.try_as_plain_ram_mut()?;
-            let x = view.as_slice_mut::<f32>()?;
-            for (row, f) in x.chunks_exact_mut(N_FEATURES).zip(flows) {
-                extract_into(f, row);
-            }
+        let mut rows = vec![0f32; n * N_FEATURES];
+        for (row, f) in rows.chunks_exact_mut(N_FEATURES).zip(flows) {
+            extract_into(f, row);
         }
-        let scores = scorer.run(input)?;
-        Ok(ScoredBatch { model, scores })
+        let scores = scorer.run(super::model::input_tensor(&rows)?)?;
+        Ok(ScoredBatch {
+            model,
+            scores,
+            rows,
+        })
     }
 
     /// Scores row-major raw feature vectors.
@@ -91,7 +103,11 @@ impl BatchScorer {
         } else {
             scorer.run(super::model::input_tensor(x)?)?
         };
-        Ok(ScoredBatch { model, scores })
+        Ok(ScoredBatch {
+            model,
+            scores,
+            rows: x.to_vec(),
+        })
     }
 }
 

@@ -4,21 +4,31 @@
 //! = the score, `explanation` = the top contributing features (occlusion, see
 //! [`super::batch::explain`]) and `features` = the raw vector. Alerts are grouped into
 //! incidents (by initiator address, by default) reported as `New`/`Updated` events, exactly
-//! like the automata's. [`run_stream`] is the daemon's batched async path (N flows or T ms).
+//! like the automata's. The pipeline (`crate::pipeline`) drives it; the daemon scores a partial
+//! batch after `batch_wait_ms`.
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
 
 use super::batch::{BatchScorer, explain, explanation_json};
-use super::features::{FEATURES, N_FEATURES, extract};
+use super::features::{FEATURES, N_FEATURES};
 use super::swap::ModelHandle;
-use crate::alert::{AlertKind, AlertSource, Severity};
-use crate::detect::dfa::AlertEvent;
-use crate::detect::dfa::book::{AlertBook, base_alert, community_id, proto_name, rfc3339};
+use crate::alert::build::base_alert;
+use crate::alert::{AlertBook, AlertEvent, AlertKind, AlertSource, KindInfo, Severity, Timestamp};
 use crate::record::{FlowRecord, Record};
+
+impl AlertKind {
+    /// A flow the ANN scored at or above its threshold, without a more specific kind.
+    pub const ANOMALOUS_FLOW: AlertKind = AlertKind::declare(&KindInfo {
+        name: "anomalous_flow",
+        number: 11,
+        severity: Severity::Medium,
+        source: AlertSource::Ann,
+        summary: "a flow the neural classifier scored as an attack",
+    });
+}
 
 /// How ANN alerts are grouped into incidents.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,16 +80,22 @@ impl Default for AnnConfig {
     }
 }
 
+/// An `[ann]` setting out of range.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum AnnConfigError {
+    #[error("ann threshold must be in (0, 1], got {0}")]
+    Threshold(f32),
+    #[error("ann batch_size must be at least 1")]
+    BatchSize,
+}
+
 impl AnnConfig {
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), AnnConfigError> {
         if !(self.threshold > 0.0 && self.threshold <= 1.0) {
-            return Err(format!(
-                "ann threshold must be in (0, 1], got {}",
-                self.threshold
-            ));
+            return Err(AnnConfigError::Threshold(self.threshold));
         }
         if self.batch_size == 0 {
-            return Err("ann batch_size must be at least 1".into());
+            return Err(AnnConfigError::BatchSize);
         }
         Ok(())
     }
@@ -102,8 +118,8 @@ pub struct AnnStats {
     pub scored_by_generation: BTreeMap<u64, u64>,
 }
 
-/// Called with every scored flow: (flow, score, model generation).
-pub type ScoreTap = Box<dyn FnMut(&FlowRecord, f32, u64) + Send>;
+/// Called with every scored flow: (flow, its feature row, score, model generation).
+pub type ScoreTap = Box<dyn FnMut(&FlowRecord, &[f32; N_FEATURES], f32, u64) + Send>;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum GroupKey {
@@ -131,8 +147,11 @@ pub struct AnnDetector {
     /// Open source incidents per destination.
     fan_in: HashMap<IpAddr, usize>,
     stats: AnnStats,
-    /// Latest record time seen (ns).
+    /// Latest time of a scored flow (ns): incidents close on it, so where batches begin and
+    /// end never changes which flows share an alert.
     now_ns: u64,
+    /// No open incident was last seen before this (a lower bound; ns).
+    oldest_ns: u64,
     tap: Option<ScoreTap>,
     /// False: score (for the tap) but raise no alerts.
     emit: bool,
@@ -150,6 +169,7 @@ impl AnnDetector {
             fan_in: HashMap::new(),
             stats: AnnStats::default(),
             now_ns: 0,
+            oldest_ns: u64::MAX,
             tap: None,
             emit: true,
         }
@@ -165,6 +185,16 @@ impl AnnDetector {
     pub fn with_tap(mut self, tap: ScoreTap) -> Self {
         self.tap = Some(tap);
         self
+    }
+
+    /// Whether it raises alerts (false: scores for the tap only).
+    pub fn emits(&self) -> bool {
+        self.emit
+    }
+
+    /// Latest record time seen (ns).
+    pub fn now_ns(&self) -> u64 {
+        self.now_ns
     }
 
     pub fn config(&self) -> &AnnConfig {
@@ -189,7 +219,6 @@ impl AnnDetector {
     pub fn observe_into(&mut self, r: &Record, out: &mut Vec<AlertEvent>) {
         if let Record::Flow(f) = r {
             self.stats.flows_in += 1;
-            self.now_ns = self.now_ns.max(f.last_ns);
             self.pending.push(f.clone());
             if self.pending.len() >= self.cfg.batch_size {
                 self.score_pending(out);
@@ -219,13 +248,16 @@ impl AnnDetector {
                 self.stats.batches += 1;
                 self.stats.flows_scored += batch.len() as u64;
                 *self.stats.scored_by_generation.entry(g).or_default() += batch.len() as u64;
-                for (f, &s) in batch.iter().zip(&scored.scores) {
+                for (i, (f, &s)) in batch.iter().zip(&scored.scores).enumerate() {
+                    let row = scored.row(i);
+                    self.now_ns = self.now_ns.max(f.last_ns);
                     if let Some(tap) = self.tap.as_mut() {
-                        tap(f, s, g);
+                        tap(f, row, s, g);
                     }
                     if self.emit && s >= self.cfg.threshold {
                         self.stats.flows_alerting += 1;
-                        self.alert(f, s, &scored.model);
+                        self.close_idle(self.now_ns);
+                        self.alert(f, row, s, &scored.model);
                     }
                 }
             }
@@ -239,7 +271,13 @@ impl AnnDetector {
         self.tick(self.now_ns, out);
     }
 
-    fn alert(&mut self, f: &FlowRecord, score: f32, model: &super::model::AnnModel) {
+    fn alert(
+        &mut self,
+        f: &FlowRecord,
+        x: &[f32; N_FEATURES],
+        score: f32,
+        model: &super::model::AnnModel,
+    ) {
         let key = match self.cfg.group_by {
             GroupBy::Flow => None,
             GroupBy::Source => {
@@ -255,10 +293,9 @@ impl AnnDetector {
                 }
             }
         };
-        let x = extract(f);
         let thr = self.cfg.threshold;
         let top_k = self.cfg.top_k;
-        let explained = || match explain(model, &x, score, top_k) {
+        let explained = || match explain(model, x, score, top_k) {
             Ok(top) => (
                 Some(explanation_json(score, &top)),
                 top.iter().map(|c| FEATURES[c.index].name).collect(),
@@ -284,9 +321,9 @@ impl AnnDetector {
             let (top, expl) = (inc.top.clone(), inc.explanation.clone());
             self.book.update(inc.id, |a| {
                 a.count += 1;
-                a.last_seen = rfc3339(last);
+                a.last_seen = Timestamp::from_ns(last);
                 if better {
-                    fill_flow(a, f, score, &x);
+                    fill_flow(a, f, score, x);
                     if by_dst {
                         a.src_ip = None;
                         a.src_port = None;
@@ -305,16 +342,10 @@ impl AnnDetector {
         } else {
             Severity::Medium
         };
-        let mut a = base_alert(
-            AlertKind::AnomalousFlow,
-            sev,
-            f.last_ns,
-            f.first_ns,
-            f.last_ns,
-        );
-        a.source = AlertSource::Ann;
+        let mut a = base_alert(AlertKind::ANOMALOUS_FLOW, f.last_ns, f.first_ns, f.last_ns);
+        a.severity = sev;
         a.count = 1;
-        fill_flow(&mut a, f, score, &x);
+        fill_flow(&mut a, f, score, x);
         let (explanation, top) = explained();
         a.explanation = explanation.clone();
         a.description = description(1, &who, thr, score, &top);
@@ -334,6 +365,7 @@ impl AnnDetector {
                     }
                     GroupKey::Dst(_) => None,
                 };
+                self.oldest_ns = self.oldest_ns.min(f.last_ns);
                 self.open.insert(
                     k,
                     Incident {
@@ -353,7 +385,17 @@ impl AnnDetector {
     /// Closes incidents idle for `incident_idle_secs` at record time `now_ns` and reports
     /// throttled updates.
     pub fn tick(&mut self, now_ns: u64, out: &mut Vec<AlertEvent>) {
+        self.book.flush(now_ns, false);
+        self.close_idle(now_ns);
+        self.book.drain_into(out);
+    }
+
+    /// Closes the incidents idle for `incident_idle_secs` at `now_ns` (cheap when none is).
+    fn close_idle(&mut self, now_ns: u64) {
         let idle = Duration::from_secs(self.cfg.incident_idle_secs).as_nanos() as u64;
+        if now_ns.saturating_sub(self.oldest_ns) < idle {
+            return;
+        }
         let keys: Vec<GroupKey> = self
             .open
             .iter()
@@ -362,11 +404,15 @@ impl AnnDetector {
             .collect();
         let mut closed: Vec<u64> = keys.into_iter().map(|k| self.forget(k)).collect();
         closed.sort_unstable();
-        self.book.flush(now_ns, false);
         for id in closed {
             self.book.close(id);
         }
-        self.book.drain_into(out);
+        self.oldest_ns = self
+            .open
+            .values()
+            .map(|i| i.last_ns)
+            .min()
+            .unwrap_or(u64::MAX);
     }
 
     /// Drops an open incident (and its fan-in count); returns its alert id.
@@ -406,23 +452,9 @@ impl AnnDetector {
     }
 }
 
-fn fill_flow(a: &mut crate::alert::Alert, f: &FlowRecord, score: f32, x: &[f32; N_FEATURES]) {
+fn fill_flow(a: &mut crate::alert::Alert, f: &FlowRecord, score: f32, row: &[f32]) {
+    a.set_flow(f, row.to_vec());
     a.confidence = f64::from(score);
-    a.src_ip = Some(f.src_ip);
-    a.dest_ip = Some(f.dst_ip);
-    let ports = matches!(f.proto, 6 | 17 | 132);
-    a.src_port = ports.then_some(f.src_port);
-    a.dest_port = ports.then_some(f.dst_port);
-    a.proto = proto_name(f.proto);
-    a.community_id = community_id(
-        f.proto,
-        f.src_ip,
-        f.src_port,
-        f.dst_ip,
-        f.dst_port,
-        Some((f.icmp_type, f.icmp_code)),
-    );
-    a.features = x.to_vec();
 }
 
 fn description(count: u64, who: &str, thr: f32, max: f32, top: &[&str]) -> String {
@@ -434,57 +466,4 @@ fn description(count: u64, who: &str, thr: f32, max: f32, top: &[&str]) -> Strin
             top.join(", ")
         }
     )
-}
-
-/// The daemon's path: receives records, scores a batch when `batch_size` flows are waiting or
-/// the oldest has waited `batch_wait_ms`, sends the alert events, closes idle incidents once a
-/// second (wall clock), and on end of input scores the rest, closes every incident and
-/// returns the counters. Stops early if `events` is closed.
-pub async fn run_stream(
-    mut det: AnnDetector,
-    mut records: mpsc::Receiver<Record>,
-    events: mpsc::Sender<AlertEvent>,
-) -> AnnStats {
-    use tokio::time::{Instant, MissedTickBehavior, interval, sleep_until};
-    let wait = Duration::from_millis(det.cfg.batch_wait_ms);
-    let mut deadline: Option<Instant> = None;
-    let mut ticker = interval(Duration::from_secs(1));
-    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut out = Vec::new();
-    loop {
-        tokio::select! {
-            r = records.recv() => match r {
-                Some(r) => {
-                    det.observe_into(&r, &mut out);
-                    if det.pending() == 0 {
-                        deadline = None;
-                    } else if deadline.is_none() {
-                        deadline = Some(Instant::now() + wait);
-                    }
-                }
-                None => break,
-            },
-            () = async { sleep_until(deadline.expect("guarded")).await }, if deadline.is_some() => {
-                det.score_pending(&mut out);
-                deadline = None;
-            }
-            _ = ticker.tick() => {
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_nanos() as u64);
-                det.tick(now.max(det.now_ns), &mut out);
-            }
-        }
-        for e in out.drain(..) {
-            if events.send(e).await.is_err() {
-                return det.stats.clone();
-            }
-        }
-    }
-    for e in det.finish() {
-        if events.send(e).await.is_err() {
-            break;
-        }
-    }
-    det.stats.clone()
 }

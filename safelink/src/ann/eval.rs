@@ -58,7 +58,7 @@ pub fn evaluate(dir: &Path, handle: &ModelHandle, cfg: &AnnConfig) -> Result<Eva
         let tap_sink = scored.clone();
         let entry = e.clone();
         let mut det =
-            AnnDetector::new(handle.clone(), cfg.clone()).with_tap(Box::new(move |f, s, _| {
+            AnnDetector::new(handle.clone(), cfg.clone()).with_tap(Box::new(move |f, _, s, _| {
                 tap_sink.lock().expect("tap lock").push((entry.label(f), s));
             }));
         replay_file(

@@ -206,7 +206,16 @@ pub fn export(path: &Path, s: &ExportSpec) -> std::io::Result<usize> {
 /// Reads back the weights of a model this exporter wrote (the continuous learner continues
 /// training from them): normalisation, `l{i}.weight`/`l{i}.bias` in order, and the metadata.
 /// A file with another graph shape is an error naming what is missing.
-pub fn read_spec(bytes: &[u8]) -> Result<ExportSpec, String> {
+pub fn read_spec(bytes: &[u8]) -> Result<ExportSpec, SpecError> {
+    read_spec_text(bytes).map_err(SpecError)
+}
+
+/// Why [`read_spec`] cannot continue training from a model file.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{0}")]
+pub struct SpecError(pub String);
+
+fn read_spec_text(bytes: &[u8]) -> Result<ExportSpec, String> {
     let proto = pb::ModelProto::decode(bytes).map_err(|e| format!("not an ONNX model: {e}"))?;
     let graph = proto.graph.as_ref().ok_or("the model has no graph")?;
     let get = |name: &str| -> Result<(Vec<usize>, Vec<f32>), String> {
@@ -322,6 +331,7 @@ mod tests {
         assert!(
             read_spec(b"garbage")
                 .unwrap_err()
+                .to_string()
                 .contains("not an ONNX model")
         );
     }

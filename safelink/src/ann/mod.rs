@@ -26,7 +26,7 @@ pub mod swap;
 pub mod train;
 
 pub use batch::{BatchScorer, ScoredBatch};
-pub use detector::{AnnConfig, AnnDetector, AnnStats, GroupBy, run_stream};
+pub use detector::{AnnConfig, AnnDetector, AnnStats, GroupBy, ScoreTap};
 pub use features::{FEATURE_VECTOR_VERSION, FEATURES, N_FEATURES};
 pub use model::{AnnModel, ModelError, ModelInfo, load_file};
 pub use swap::ModelHandle;

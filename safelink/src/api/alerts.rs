@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::error::{ApiJson, ApiQuery};
 use super::params::ListParams;
 use super::{ApiError, ApiState, blocking};
-use crate::alert::Alert;
+use crate::alert::{Alert, AlertView};
 use crate::store::{Page, parse_rfc3339};
 
 /// Most ids accepted by one archive call.
@@ -53,7 +53,7 @@ pub async fn list_archive(
 pub async fn get_one(
     State(state): State<ApiState>,
     Path(raw): Path<String>,
-) -> Result<Json<Alert>, ApiError> {
+) -> Result<Json<serde_json::Value>, ApiError> {
     let id = raw
         .parse::<u64>()
         .ok()
@@ -72,7 +72,10 @@ pub async fn get_one(
     })
     .await?;
     match active {
-        Some(a) => Ok(Json(a)),
+        Some(a) => Ok(Json(
+            serde_json::to_value(AlertView::from(&a))
+                .map_err(|e| ApiError::internal(e.to_string()))?,
+        )),
         None if archived => Err(ApiError::not_found(format!(
             "alert {id} is archived: list it with GET /alerts/archive"
         ))),

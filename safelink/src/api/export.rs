@@ -11,7 +11,7 @@ use serde::Serialize;
 use super::error::ApiQuery;
 use super::params::ListParams;
 use super::{ApiError, ApiState, blocking};
-use crate::alert::{Alert, AlertKind, AlertSource, Severity};
+use crate::alert::{Alert, AlertKind, AlertSource, AlertView, Severity};
 use crate::store::{AlertFilter, Store, StoreError};
 
 /// CSV columns, in order (the alert fields except the feature vector; `explanation` as JSON).
@@ -73,7 +73,7 @@ pub fn to_csv(alerts: &[Alert]) -> Result<Vec<u8>, csv::Error> {
     for a in alerts {
         w.write_record([
             a.id.to_string(),
-            a.timestamp.clone(),
+            a.timestamp.to_string(),
             contract_str(&a.source),
             a.kind.as_str().to_string(),
             contract_str(&a.severity),
@@ -84,8 +84,8 @@ pub fn to_csv(alerts: &[Alert]) -> Result<Vec<u8>, csv::Error> {
             opt(&a.dest_port),
             a.proto.clone(),
             opt(&a.src_mac),
-            a.first_seen.clone(),
-            a.last_seen.clone(),
+            a.first_seen.to_string(),
+            a.last_seen.to_string(),
             a.count.to_string(),
             a.description.clone(),
             opt(&a.community_id),
@@ -98,29 +98,13 @@ pub fn to_csv(alerts: &[Alert]) -> Result<Vec<u8>, csv::Error> {
     w.into_inner().map_err(|e| csv::Error::from(e.into_error()))
 }
 
-fn kind_number(kind: AlertKind) -> u64 {
-    match kind {
-        AlertKind::PortScan => 1,
-        AlertKind::HostSweep => 2,
-        AlertKind::ArpScan => 3,
-        AlertKind::ArpSpoof => 4,
-        AlertKind::SshBruteForce => 5,
-        AlertKind::LoginBruteForce => 6,
-        AlertKind::SynFlood => 7,
-        AlertKind::UdpFlood => 8,
-        AlertKind::IcmpFlood => 9,
-        AlertKind::Amplification => 10,
-        AlertKind::AnomalousFlow => 11,
-    }
-}
-
 /// Stable Suricata-style rule id of a (source, kind).
 pub fn signature_id(source: AlertSource, kind: AlertKind) -> u64 {
     let source = match source {
         AlertSource::Dfa => 0,
         AlertSource::Ann => 1,
     };
-    SIGNATURE_ID_BASE + 1000 * source + kind_number(kind)
+    SIGNATURE_ID_BASE + 1000 * source + u64::from(kind.number())
 }
 
 /// Suricata's severity scale: 1 is the most severe, 3 the least.
@@ -153,7 +137,7 @@ struct EveAlert<'a> {
 
 #[derive(Serialize)]
 struct EveEvent<'a> {
-    timestamp: &'a str,
+    timestamp: String,
     event_type: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     src_ip: Option<IpAddr>,
@@ -167,7 +151,7 @@ struct EveEvent<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     community_id: Option<&'a str>,
     alert: EveAlert<'a>,
-    safelink: &'a Alert,
+    safelink: AlertView<'a>,
 }
 
 /// One EVE JSON line per alert.
@@ -175,7 +159,7 @@ pub fn to_eve_lines(alerts: &[Alert]) -> Result<Vec<u8>, serde_json::Error> {
     let mut out = Vec::new();
     for a in alerts {
         let event = EveEvent {
-            timestamp: &a.timestamp,
+            timestamp: a.timestamp.to_string(),
             event_type: "alert",
             src_ip: a.src_ip,
             src_port: a.src_port,
@@ -192,7 +176,7 @@ pub fn to_eve_lines(alerts: &[Alert]) -> Result<Vec<u8>, serde_json::Error> {
                 category: a.kind.as_str(),
                 severity: eve_severity(a.severity),
             },
-            safelink: a,
+            safelink: AlertView::from(a),
         };
         serde_json::to_writer(&mut out, &event)?;
         out.push(b'\n');

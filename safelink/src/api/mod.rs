@@ -15,6 +15,7 @@ mod control;
 mod dashboard;
 mod error;
 mod export;
+mod kinds;
 mod learning;
 mod metrics;
 mod model;
@@ -105,6 +106,8 @@ pub fn router(state: ApiState) -> Router {
             get(alerts::list_archive).post(alerts::archive),
         )
         .route("/alerts/{id}", get(alerts::get_one))
+        .route("/kinds", get(kinds::kinds))
+        .route("/features", get(kinds::features))
         .route("/model", get(model::get))
         .route("/model/load", post(model::load))
         .route("/learning/status", get(learning::status))

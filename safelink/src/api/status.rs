@@ -39,7 +39,7 @@ pub async fn status(State(state): State<ApiState>) -> Result<Json<StatusBody>, A
         total_alerts: counts.active + counts.archived,
         active_alerts: counts.active,
         archived_alerts: counts.archived,
-        latest_alert_time: counts.latest_alert,
+        latest_alert_time: counts.latest_alert.map(|t| t.to_string()),
         detection_sources: s.detection_sources,
         ringbuf_events: s.ringbuf_events,
         ringbuf_drops: s.ringbuf_drops,

@@ -4,7 +4,6 @@
 //! daemon's alert sink, anonymised by the `[privacy]` policy of the configuration (which then
 //! applies to the printed alerts too).
 use std::{
-    collections::BTreeMap,
     io::{BufWriter, IsTerminal as _, Write},
     path::PathBuf,
     process::ExitCode,
@@ -14,18 +13,15 @@ use anyhow::Context as _;
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use safelink::{
-    alert::{Alert, AlertSource},
-    daemon::alerts::run_sink,
-    detect::{
-        bench,
-        dfa::{AlertEvent, DfaConfig, Engine},
-    },
+    alert::Alert,
+    ann::ModelHandle,
+    config::Config,
+    detect::bench,
+    pipeline::{Pipeline, Stages},
     privacy::Policy,
-    record::Record,
     replay::replay_file,
     store::Store,
 };
-use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
 use super::TimeoutArgs;
@@ -50,23 +46,25 @@ pub struct AnalyzeArgs {
     /// Also score every flow with the ANN classifier (the same code as `safelink run --ann`).
     #[arg(long)]
     ann: bool,
-    /// ANN model file [default: models/base.onnx, then /usr/local/share/safelink/base.onnx].
+    /// ANN model file [default: `[ann] model`, else models/base.onnx, then
+    /// /usr/local/share/safelink/base.onnx].
     #[arg(long, value_name = "FILE", requires = "ann")]
     model: Option<PathBuf>,
-    /// Thresholds and windows of the automata: a JSON file with any fields of the detection
-    /// config (the rest keep their defaults; see safelink/src/detect/README.md).
-    #[arg(long, value_name = "FILE")]
-    detect_config: Option<PathBuf>,
     /// Also write the alerts into the alert store of this data directory (the store is
     /// DIR/store, as `safelink run --data-dir DIR`), through the daemon's alert sink and
     /// `[privacy]` policy. The store must not be in use by a running sensor.
     #[arg(long, value_name = "DIR")]
     store: Option<PathBuf>,
-    /// Configuration file whose `[privacy]` section anonymises the stored and printed alerts
-    /// (the key from SAFELINK_PRIVACY_KEY or the file). With `--store` and no `--config`:
-    /// ./safelink.toml, then /etc/safelink/safelink.toml, else addresses as seen.
+    /// Configuration file, the same TOML as `safelink run`: `[dfa]` thresholds and windows,
+    /// `[ann]` detector settings, `[flows]` timeouts and the `[privacy]` policy of the stored
+    /// and printed alerts (key from SAFELINK_PRIVACY_KEY or the file). Without it: built-in
+    /// defaults, except that `--store` looks for ./safelink.toml, then
+    /// /etc/safelink/safelink.toml.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Override any configuration key, e.g. `--set dfa.port_scan.ports=20` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
     /// Benchmark the automata on the given captures instead (records/s, peak RSS, as JSON).
     #[arg(long, hide = true)]
     bench_detect: bool,
@@ -81,18 +79,6 @@ pub struct AnalyzeArgs {
 enum Format {
     Json,
     Table,
-}
-
-fn detect_config(path: Option<&std::path::Path>) -> anyhow::Result<DfaConfig> {
-    let Some(p) = path else {
-        return Ok(DfaConfig::default());
-    };
-    let text =
-        std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?;
-    let cfg: DfaConfig = serde_json::from_str(&text)
-        .with_context(|| format!("{}: not a detection config", p.display()))?;
-    cfg.validate().with_context(|| p.display().to_string())?;
-    Ok(cfg)
 }
 
 /// One line per alert, for people.
@@ -115,8 +101,8 @@ fn write_table(out: &mut impl Write, alerts: &[Alert]) -> std::io::Result<()> {
             src,
             ep(a.dest_ip, a.dest_port),
             a.count.to_string(),
-            a.first_seen.clone(),
-            a.last_seen.clone(),
+            a.first_seen.to_string(),
+            a.last_seen.to_string(),
             a.description.clone(),
         ]
     };
@@ -185,21 +171,40 @@ fn progress(path: &std::path::Path) -> impl FnMut(u64, u64) {
     }
 }
 
+/// The configuration: `--config`, or with `--store` the search path, else the defaults;
+/// then `--set`, then the timeout flags.
+fn load_config(a: &AnalyzeArgs) -> anyhow::Result<Config> {
+    let mut cfg = if a.config.is_some() || a.store.is_some() || !a.set.is_empty() {
+        let path = match (&a.config, &a.store) {
+            (Some(p), _) => Some(p.clone()),
+            (None, Some(_)) => None,
+            (None, None) => Some(PathBuf::from("/dev/null")),
+        };
+        Config::load_with(path.as_deref(), &a.set)?.0
+    } else {
+        Config::default()
+    };
+    a.timeouts.apply(&mut cfg.flows);
+    if a.ann {
+        cfg.ann.enabled = true;
+    }
+    if let Some(m) = &a.model {
+        cfg.ann.model = Some(m.clone());
+    }
+    cfg.dfa.validate().context("invalid [dfa] configuration")?;
+    Ok(cfg)
+}
+
 pub fn analyze(a: AnalyzeArgs) -> anyhow::Result<ExitCode> {
-    let timeouts = a.timeouts.timeouts();
-    let cfg = detect_config(a.detect_config.as_deref())?;
+    let cfg = load_config(&a)?;
+    let timeouts = cfg.flows.timeouts();
     if a.bench_detect {
-        let r = bench::run(&a.files, &timeouts, &cfg, a.bench_secs)?;
+        let r = bench::run(&a.files, &timeouts, &cfg.dfa, a.bench_secs)?;
         println!("{}", serde_json::to_string(&r)?);
         return Ok(ExitCode::SUCCESS);
     }
-    let policy = if a.config.is_some() || a.store.is_some() {
-        let (c, _) = safelink::config::Config::load(a.config.as_deref())?;
-        Policy::from_env(&c.privacy)
-            .map_err(|e| anyhow::anyhow!("invalid [privacy] configuration: {e}"))?
-    } else {
-        Policy::default()
-    };
+    let policy = Policy::from_env(&cfg.privacy)
+        .map_err(|e| anyhow::anyhow!("invalid [privacy] configuration: {e}"))?;
     let store = match &a.store {
         Some(dir) => {
             let d = dir.join("store");
@@ -216,19 +221,12 @@ pub fn analyze(a: AnalyzeArgs) -> anyhow::Result<ExitCode> {
     let mut failed = 0usize;
     // Alerts are printed unless flow records are asked for; ids run 1..n over all files.
     let print_alerts = !a.flows && (!a.no_dfa || a.ann);
-    let model = if a.ann {
-        let section = safelink::config::AnnSection {
-            enabled: true,
-            model: a.model.clone(),
-            ..Default::default()
-        };
-        let p = section
+    let model = if cfg.ann.enabled {
+        let p = cfg
+            .ann
             .model_path()
             .ok_or_else(|| anyhow::anyhow!("no ANN model found: pass --model FILE"))?;
-        Some(
-            safelink::ann::ModelHandle::open(&p)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?,
-        )
+        Some(ModelHandle::open(&p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?)
     } else {
         None
     };
@@ -236,51 +234,24 @@ pub fn analyze(a: AnalyzeArgs) -> anyhow::Result<ExitCode> {
     let mut table: Vec<Alert> = Vec::new();
     for path in &a.files {
         let mut write_err = None;
-        let mut engine = if a.no_dfa {
-            None
-        } else {
-            Some(Engine::new(cfg.clone())?)
-        };
-        // Final state of each alert of this file, by (source, engine id): the DFA engine and
-        // the ANN detector number their alerts independently.
-        let mut finals: BTreeMap<(AlertSource, u64), Alert> = BTreeMap::new();
-        let mut events: Vec<AlertEvent> = Vec::new();
-        let mut ann = model.as_ref().map(|h| {
-            safelink::ann::AnnDetector::new(h.clone(), safelink::ann::AnnConfig::default())
-        });
-        let mut ann_events: Vec<AlertEvent> = Vec::new();
-        // One sink per file: engine ids start over with each file.
-        let sink = store.as_ref().map(|s| {
-            let (tx, rx) = mpsc::channel::<AlertEvent>(4096);
-            let (s, p) = (s.clone(), policy.clone());
-            (tx, std::thread::spawn(move || run_sink(s, rx, &p)))
-        });
-        let to_sink = |ev: &AlertEvent| {
-            if let Some((tx, _)) = &sink {
-                // The sink only ends when the sender is dropped, so this cannot fail.
-                let _ = tx.blocking_send(ev.clone());
-            }
-        };
-        let res = replay_file(path, &timeouts, progress(path), |r: Record| {
-            if let Some(d) = ann.as_mut() {
-                d.observe_into(&r, &mut ann_events);
-                for ev in ann_events.drain(..) {
-                    to_sink(&ev);
-                    let al = ev.into_alert();
-                    finals.insert((al.source, al.id), al);
-                }
-            }
-            if let Some(e) = engine.as_mut() {
-                e.observe_into(&r, &mut events);
-                for ev in events.drain(..) {
-                    to_sink(&ev);
-                    let al = ev.into_alert();
-                    finals.insert((al.source, al.id), al);
-                }
-            }
+        // One pipeline per file: detector ids start over with each file.
+        let mut pipeline = Pipeline::new(
+            &cfg,
+            Stages {
+                dfa: !a.no_dfa,
+                model: model.clone(),
+                alerts: store.clone(),
+                policy: policy.clone(),
+                lossless: true,
+                keep_alerts: print_alerts,
+                ..Stages::default()
+            },
+        )?;
+        let res = replay_file(path, &timeouts, progress(path), |r| {
+            pipeline.feed(&r);
             if a.flows
                 && write_err.is_none()
-                && !matches!(r, Record::FlowStart(_))
+                && !matches!(r, safelink::record::Record::FlowStart(_))
                 && let Err(e) = serde_json::to_writer(&mut out, &r)
                     .map_err(std::io::Error::from)
                     .and_then(|_| out.write_all(b"\n"))
@@ -288,36 +259,22 @@ pub fn analyze(a: AnalyzeArgs) -> anyhow::Result<ExitCode> {
                 write_err = Some(e);
             }
         });
+        let report = pipeline.finish();
         if let Some(e) = write_err {
             if e.kind() == std::io::ErrorKind::BrokenPipe {
                 return Ok(ExitCode::SUCCESS);
             }
             return Err(e.into());
         }
-        if let Some(d) = ann.as_mut() {
-            for ev in d.finish() {
-                to_sink(&ev);
-                let al = ev.into_alert();
-                finals.insert((al.source, al.id), al);
-            }
+        if let Some(d) = &report.dfa {
+            info!(file = %path.display(), records = d.records, alerts = d.alerts_raised, "detection done");
         }
-        if let Some(e) = engine.as_mut() {
-            for ev in e.finish() {
-                to_sink(&ev);
-                let al = ev.into_alert();
-                finals.insert((al.source, al.id), al);
-            }
-            info!(file = %path.display(), alerts = finals.len(), records = e.stats().records, "detection done");
-        }
-        if let Some((tx, handle)) = sink {
-            drop(tx);
-            let (new, updated) = handle
-                .join()
-                .map_err(|_| anyhow::anyhow!("the alert sink thread panicked"))?;
+        if store.is_some() {
+            let (new, updated) = report.stored;
             info!(file = %path.display(), new, updated, "alerts stored");
         }
         if print_alerts && res.is_ok() {
-            for mut al in finals.into_values() {
+            for mut al in report.alerts {
                 policy.apply(&mut al);
                 al.id = next_id;
                 next_id += 1;

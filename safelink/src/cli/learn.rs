@@ -68,7 +68,7 @@ fn open(cfg: &Config) -> anyhow::Result<Learner> {
             dir.display()
         )
     })?;
-    let params = cfg.learning.params().map_err(anyhow::Error::msg)?;
+    let params = cfg.learning.params()?;
     let golden = match cfg.learning.golden_path() {
         Some(p) => {
             Some(learn::load_golden(&p).with_context(|| format!("golden set {}", p.display()))?)
@@ -135,15 +135,15 @@ pub fn learn(a: LearnArgs) -> anyhow::Result<ExitCode> {
         }
         LearnCmd::Ingest { files } => {
             let files: Vec<&std::path::Path> = files.iter().map(PathBuf::as_path).collect();
+            let policy = safelink::privacy::Policy::from_env(&cfg.privacy)
+                .map_err(|e| anyhow::anyhow!("invalid [privacy] configuration: {e}"))?;
             let sum = ingest(
                 &files,
-                &cfg.flows.timeouts(),
-                &cfg.dfa,
+                &cfg,
+                &policy,
                 &learner.handle(),
                 learner.params(),
                 learner.store(),
-                &safelink::privacy::Policy::from_env(&cfg.privacy)
-                    .map_err(|e| anyhow::anyhow!("invalid [privacy] configuration: {e}"))?,
             )?;
             print_json(&sum)?;
             ExitCode::SUCCESS

@@ -10,7 +10,7 @@ mod run;
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use safelink::{capture::DEFAULT_PIN_DIR, config::FlowTimeouts};
+use safelink::{capture::DEFAULT_PIN_DIR, config::FlowsConfig};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -61,33 +61,39 @@ enum Cmd {
     Privacy(privacy::PrivacyArgs),
 }
 
-/// Flow expiry options of `analyze` (the daemon takes them from its configuration).
+/// Flow expiry flags of `run` and `analyze`: each overrides its `[flows]` key.
 #[derive(Debug, Args)]
 pub struct TimeoutArgs {
-    /// A flow with no packet for this many seconds ends.
-    #[arg(long, value_name = "SECS", default_value_t = 60)]
-    idle_timeout: u64,
-    /// A flow older than this many seconds is exported (and starts over).
-    #[arg(long, value_name = "SECS", default_value_t = 1800)]
-    active_timeout: u64,
-    /// Seconds to wait after a TCP FIN/RST for the closing packets before exporting.
-    #[arg(long, value_name = "SECS", default_value_t = 2)]
-    closed_linger: u64,
-    /// Seconds of silence after which a flow that is still only a SYN (or one UDP datagram)
-    /// ends as unanswered.
-    #[arg(long, value_name = "SECS", default_value_t = 2)]
-    embryonic_timeout: u64,
+    #[arg(long, value_name = "SECS", env = "SAFELINK_IDLE_TIMEOUT",
+          help = flows_help("A flow with no packet for this many seconds ends", FlowsConfig::DEFAULT.idle_timeout_s))]
+    idle_timeout: Option<u64>,
+    #[arg(long, value_name = "SECS", env = "SAFELINK_ACTIVE_TIMEOUT",
+          help = flows_help("A flow older than this many seconds is exported (and starts over)", FlowsConfig::DEFAULT.active_timeout_s))]
+    active_timeout: Option<u64>,
+    #[arg(long, value_name = "SECS", env = "SAFELINK_CLOSED_LINGER",
+          help = flows_help("Seconds to wait after a TCP FIN/RST for the closing packets before exporting", FlowsConfig::DEFAULT.closed_linger_s))]
+    closed_linger: Option<u64>,
+    #[arg(long, value_name = "SECS", env = "SAFELINK_EMBRYONIC_TIMEOUT",
+          help = flows_help("Seconds of silence after which a flow that is still only a SYN (or one UDP datagram) ends as unanswered", FlowsConfig::DEFAULT.embryonic_timeout_s))]
+    embryonic_timeout: Option<u64>,
+}
+
+fn flows_help(what: &str, default: u64) -> String {
+    format!("{what} [default: {default}]")
 }
 
 impl TimeoutArgs {
-    fn timeouts(&self) -> FlowTimeouts {
-        safelink::config::FlowsConfig {
-            idle_timeout_s: self.idle_timeout,
-            active_timeout_s: self.active_timeout,
-            closed_linger_s: self.closed_linger,
-            embryonic_timeout_s: self.embryonic_timeout,
-        }
-        .timeouts()
+    /// Writes the flags given into `flows`.
+    pub fn apply(&self, flows: &mut FlowsConfig) {
+        let set = |v: Option<u64>, into: &mut u64| {
+            if let Some(v) = v {
+                *into = v;
+            }
+        };
+        set(self.idle_timeout, &mut flows.idle_timeout_s);
+        set(self.active_timeout, &mut flows.active_timeout_s);
+        set(self.closed_linger, &mut flows.closed_linger_s);
+        set(self.embryonic_timeout, &mut flows.embryonic_timeout_s);
     }
 }
 

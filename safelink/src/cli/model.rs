@@ -177,7 +177,7 @@ pub fn model(a: ModelArgs) -> anyhow::Result<ExitCode> {
                 threshold,
                 ..AnnConfig::default()
             };
-            cfg.validate().map_err(anyhow::Error::msg)?;
+            cfg.validate()?;
             let h = ModelHandle::open(&model)?;
             let e = ann::eval::evaluate(&pcaps, &h, &cfg)?;
             println!("{}", serde_json::to_string_pretty(&e)?);

@@ -48,19 +48,8 @@ pub struct ConfigArgs {
     /// Also run the ANN flow classifier (off by default, see models/README.md).
     #[arg(long)]
     ann: bool,
-    /// Flow idle timeout in seconds [default: 60].
-    #[arg(long, value_name = "SECS", env = "SAFELINK_IDLE_TIMEOUT")]
-    idle_timeout: Option<u64>,
-    /// Flow active timeout in seconds [default: 1800].
-    #[arg(long, value_name = "SECS", env = "SAFELINK_ACTIVE_TIMEOUT")]
-    active_timeout: Option<u64>,
-    /// Seconds to wait after a TCP FIN/RST before exporting the flow [default: 2].
-    #[arg(long, value_name = "SECS", env = "SAFELINK_CLOSED_LINGER")]
-    closed_linger: Option<u64>,
-    /// Seconds of silence before a SYN-only (or single-datagram UDP) flow ends as unanswered
-    /// [default: 2].
-    #[arg(long, value_name = "SECS", env = "SAFELINK_EMBRYONIC_TIMEOUT")]
-    embryonic_timeout: Option<u64>,
+    #[command(flatten)]
+    timeouts: super::TimeoutArgs,
     /// Run the continuous learner with the sniffer ([learning] enabled).
     #[arg(long)]
     learning: bool,
@@ -112,18 +101,7 @@ impl ConfigArgs {
         if self.ann {
             c.ann.enabled = true;
         }
-        if let Some(v) = self.idle_timeout {
-            c.flows.idle_timeout_s = v;
-        }
-        if let Some(v) = self.active_timeout {
-            c.flows.active_timeout_s = v;
-        }
-        if let Some(v) = self.closed_linger {
-            c.flows.closed_linger_s = v;
-        }
-        if let Some(v) = self.embryonic_timeout {
-            c.flows.embryonic_timeout_s = v;
-        }
+        self.timeouts.apply(&mut c.flows);
         if let Some(v) = self.sweep_interval {
             c.sensor.sweep_interval_s = v;
         }
@@ -142,7 +120,7 @@ impl ConfigArgs {
         if let Some(v) = self.min_samples {
             c.learning.min_samples = Some(v);
         }
-        c.learning.params().map_err(anyhow::Error::msg)?;
+        c.learning.params()?;
         Ok(c)
     }
 }
@@ -189,7 +167,7 @@ pub fn config(c: ConfigCmd) -> anyhow::Result<ExitCode> {
             }
             print!("{}", cfg.to_toml());
             // What the learning profile resolves to (values not set in the file).
-            let p = cfg.learning.params().map_err(anyhow::Error::msg)?;
+            let p = cfg.learning.params()?;
             println!(
                 "# [learning] profile \"{}\" resolves to: learning_interval_s = {}, \
                  min_samples = {}, batch_size = {}, learning_rate = {}, epochs = {}, \

@@ -1,4 +1,7 @@
-//! Detection: rule automata over the sensor's record stream ([`dfa`]) and the benchmark of
-//! them ([`bench`]). The ANN classifier (`detect::ann`) comes later and shares the alert type.
+//! Rule-based detection: the automata over the sensor's record stream ([`dfa`], one family
+//! per attack kind, listed once in [`dfa::FAMILIES`]) and their benchmark ([`bench`]). The
+//! neural flow classifier lives in [`crate::ann`] (its detector, model, training and export
+//! together); both raise [`crate::alert::Alert`]s and run side by side in
+//! [`crate::pipeline`].
 pub mod bench;
 pub mod dfa;

@@ -118,21 +118,19 @@ pub fn run(
         false,
     )?;
     let refs: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
-    let timeouts = FlowTimeouts::default();
-    let dfa = DfaConfig::default();
     ingest(
         &refs,
-        &timeouts,
-        &dfa,
+        &crate::config::Config::default(),
+        &crate::privacy::Policy::default(),
         &learner.handle(),
         &params,
         &store,
-        &crate::privacy::Policy::default(),
     )?;
     store.prune_samples(params.max_history)?;
     let samples = store.sample_counts(0)?.0 as usize;
     let rep = learner.run_cycle_here("bench")?;
 
+    let (timeouts, dfa) = (FlowTimeouts::default(), DfaConfig::default());
     let mut records = Vec::new();
     for f in &files {
         replay_file(f, &timeouts, |_, _| {}, |r| records.push(r))?;

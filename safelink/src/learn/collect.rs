@@ -26,6 +26,7 @@ use tracing::{debug, error, info};
 use super::config::LearningParams;
 use super::sample::{LabelSource, TrainingSample, auto_label};
 use crate::alert::{Alert, AlertKind, AlertSource};
+use crate::ann::N_FEATURES;
 use crate::ann::train::Rng;
 use crate::privacy::Policy;
 use crate::record::FlowRecord;
@@ -52,6 +53,24 @@ pub struct CollectStats {
     pub relabelled: u64,
     /// Messages dropped because the queue was full (detection never waits).
     pub queue_full: u64,
+    /// Samples written to the store.
+    pub stored: u64,
+}
+
+impl CollectStats {
+    /// Adds another run's counters to these.
+    pub fn add(&mut self, o: &CollectStats) {
+        self.flows_seen += o.flows_seen;
+        self.attack_dfa += o.attack_dfa;
+        self.attack_ann += o.attack_ann;
+        self.benign += o.benign;
+        self.benign_dropped += o.benign_dropped;
+        self.attack_capped += o.attack_capped;
+        self.skipped += o.skipped;
+        self.relabelled += o.relabelled;
+        self.queue_full += o.queue_full;
+        self.stored += o.stored;
+    }
 }
 
 /// The labelling logic.
@@ -117,9 +136,7 @@ impl Collector {
             return None;
         }
         let ip = a.src_ip?;
-        let ts = crate::store::parse_rfc3339(&a.last_seen)
-            .map(|t| t.unix_timestamp_nanos().max(0) as u64)
-            .unwrap_or(self.now_ns);
+        let ts = a.last_seen.ns();
         self.advance(ts);
         if self.groups.len() > MAX_ATTACKERS {
             self.groups.clear();
@@ -218,6 +235,8 @@ enum Msg {
 pub struct CollectorHandle {
     tx: SyncSender<Msg>,
     dropped: Arc<AtomicU64>,
+    /// Offline drivers: wait for room instead of dropping.
+    lossless: bool,
 }
 
 /// The running collector thread.
@@ -228,14 +247,20 @@ pub struct CollectorThread {
 
 impl CollectorHandle {
     fn send(&self, m: Msg) {
-        if let Err(TrySendError::Full(_)) = self.tx.try_send(m) {
+        if self.lossless {
+            // Fails only when the thread is gone, which finish() reports.
+            let _ = self.tx.send(m);
+        } else if let Err(TrySendError::Full(_)) = self.tx.try_send(m) {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
 
-    /// A scored flow (never blocks; a full queue drops it and counts it).
-    pub fn scored(&self, f: &FlowRecord, score: f32) {
-        self.send(Msg::Scored(Box::new(TrainingSample::of_flow(f, score))));
+    /// A scored flow and the feature row it was scored on (live: never blocks; a full queue
+    /// drops it and counts it).
+    pub fn scored(&self, f: &FlowRecord, row: &[f32; N_FEATURES], score: f32) {
+        self.send(Msg::Scored(Box::new(TrainingSample::of_scored(
+            f, row, score,
+        ))));
     }
 
     /// A rule alert (ANN alerts are ignored).
@@ -252,8 +277,9 @@ impl CollectorHandle {
 }
 
 impl CollectorThread {
-    /// Starts the thread writing into `store`, addresses written as `policy` says.
-    pub fn spawn(store: Store, params: &LearningParams, policy: Policy) -> Self {
+    /// Starts the thread writing into `store`, addresses written as `policy` says. `lossless`
+    /// (offline drivers): senders wait for room instead of dropping.
+    pub fn spawn(store: Store, params: &LearningParams, policy: Policy, lossless: bool) -> Self {
         let (tx, rx) = sync_channel(16_384);
         let dropped = Arc::new(AtomicU64::new(0));
         let c = Collector::new(params);
@@ -263,7 +289,11 @@ impl CollectorThread {
             .spawn(move || run(c, rx, store, d, policy))
             .expect("spawn collector thread");
         CollectorThread {
-            handle: CollectorHandle { tx, dropped },
+            handle: CollectorHandle {
+                tx,
+                dropped,
+                lossless,
+            },
             join,
         }
     }
@@ -295,13 +325,19 @@ pub fn store_batch(
     Ok(n)
 }
 
-fn store_logged(store: &Store, policy: &Policy, batch: &mut Vec<TrainingSample>) {
+/// Stores `batch`; returns how many samples were written.
+fn store_logged(store: &Store, policy: &Policy, batch: &mut Vec<TrainingSample>) -> u64 {
     match store_batch(store, policy, batch) {
-        Ok(0) => {}
-        Ok(n) => debug!(samples = n, "stored training samples"),
+        Ok(n) => {
+            if n > 0 {
+                debug!(samples = n, "stored training samples");
+            }
+            n as u64
+        }
         Err(e) => {
             error!(error = %e, samples = batch.len(), "storing training samples failed");
             batch.clear();
+            0
         }
     }
 }
@@ -350,7 +386,7 @@ fn run(
             Ok(Msg::Alert(a)) => {
                 if let Some((ip, kind)) = c.alert(&a) {
                     // Samples already stored about this address become rule-labelled.
-                    store_logged(&store, &policy, &mut batch);
+                    c.stats.stored += store_logged(&store, &policy, &mut batch);
                     let n = relabel(&store, &policy, ip, kind);
                     c.stats.relabelled += n;
                 }
@@ -360,7 +396,7 @@ fn run(
         }
         if closed || last_flush.elapsed() >= Duration::from_secs(1) || batch.len() >= 1024 {
             batch.extend(c.ready(closed));
-            store_logged(&store, &policy, &mut batch);
+            c.stats.stored += store_logged(&store, &policy, &mut batch);
             last_flush = Instant::now();
         } else if c.pending.len() > 4096 {
             batch.extend(c.ready(false));

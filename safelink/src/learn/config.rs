@@ -154,9 +154,14 @@ impl Default for LearningParams {
     }
 }
 
+/// A `[learning]` value out of range, named with its constraint.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("[learning] {0}")]
+pub struct LearningConfigError(pub String);
+
 impl LearningSection {
     /// The profile's values with this section's overrides, checked.
-    pub fn params(&self) -> Result<LearningParams, String> {
+    pub fn params(&self) -> Result<LearningParams, LearningConfigError> {
         let (interval, min, batch, lr, history) = self.profile.base();
         let p = LearningParams {
             profile: self.profile,
@@ -179,7 +184,7 @@ impl LearningSection {
             keep_versions: self.keep_versions,
             train_duty: self.train_duty,
         };
-        let bad = |m: String| Err(format!("[learning] {m}"));
+        let bad = |m: String| Err(LearningConfigError(m));
         if p.interval_s == 0 {
             return bad("learning_interval_s must be at least 1".into());
         }
@@ -287,7 +292,8 @@ mod tests {
             ..Default::default()
         }
         .params()
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("benign_score"), "{e}");
     }
 }

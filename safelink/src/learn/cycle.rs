@@ -312,7 +312,7 @@ fn cycle_body(
     // Train from the current weights.
     let t = Instant::now();
     let parent_bytes = ctx.dir.verified_bytes(&parent).map_err(LearnError::Model)?;
-    let spec = read_spec(&parent_bytes).map_err(LearnError::Model)?;
+    let spec = read_spec(&parent_bytes).map_err(|e| LearnError::Model(e.to_string()))?;
     if spec.n_features != N_FEATURES {
         return Err(LearnError::Model(format!(
             "the current model takes {} features, this sensor makes {N_FEATURES}",

@@ -110,6 +110,11 @@ pub struct TrainingSample {
 impl TrainingSample {
     /// An unlabelled sample of `f` (label filled in by [`TrainingSample::labelled`]).
     pub fn of_flow(f: &FlowRecord, score: f32) -> Self {
+        Self::of_scored(f, &extract(f), score)
+    }
+
+    /// [`Self::of_flow`] with the feature row the ANN already extracted to score it.
+    pub fn of_scored(f: &FlowRecord, row: &[f32; N_FEATURES], score: f32) -> Self {
         TrainingSample {
             id: 0,
             ts_ns: f.last_ns,
@@ -123,7 +128,7 @@ impl TrainingSample {
             confidence: 0.0,
             score,
             kind: None,
-            features: extract(f).to_vec(),
+            features: row.to_vec(),
         }
     }
 
@@ -157,7 +162,7 @@ mod tests {
     fn rules() {
         let l = |k, s| auto_label(k, s, 0.95, 0.30).map(|l| (l.attack, l.source));
         assert_eq!(
-            l(Some(AlertKind::SshBruteForce), 0.01),
+            l(Some(AlertKind::SSH_BRUTE_FORCE), 0.01),
             Some((true, LabelSource::Dfa))
         );
         assert_eq!(l(None, 0.96), Some((true, LabelSource::AnnHigh)));

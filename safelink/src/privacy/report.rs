@@ -63,8 +63,8 @@ pub fn report(store: &Store, policy: &Policy) -> Result<Report, StoreError> {
         retention_interval_s: policy.retention_interval_s(),
         stored: store.tree_counts()?,
         oldest: Oldest {
-            alerts: store.oldest(AlertTree::Active)?,
-            archive: store.oldest(AlertTree::Archive)?,
+            alerts: store.oldest(AlertTree::Active)?.map(|t| t.to_string()),
+            archive: store.oldest(AlertTree::Archive)?.map(|t| t.to_string()),
             samples: store.oldest_sample()?,
         },
         payloads: "never stored: alerts carry addresses, ports, counters and flow features, \

@@ -11,9 +11,6 @@ pub enum StoreError {
     /// No alert with this id (neither active nor archived).
     #[error("alert {0} not found")]
     NotFound(u64),
-    /// An alert whose `timestamp` is not RFC 3339 cannot be indexed by time.
-    #[error("alert has a bad timestamp {value:?}: {reason}")]
-    BadTimestamp { value: String, reason: String },
     /// A cursor string that this store did not hand out.
     #[error("bad cursor {0:?}: expected the next_cursor value of a previous page")]
     BadCursor(String),

@@ -34,14 +34,9 @@ pub(crate) fn ts_key(t: OffsetDateTime) -> u64 {
     (clamped as u64) ^ (1 << 63)
 }
 
-/// The time key of an alert's `timestamp`, or a typed error if it is not RFC 3339.
-pub(crate) fn alert_ts(alert: &Alert) -> Result<u64, StoreError> {
-    parse_rfc3339(&alert.timestamp)
-        .map(ts_key)
-        .map_err(|e| StoreError::BadTimestamp {
-            value: alert.timestamp.clone(),
-            reason: e.to_string(),
-        })
+/// The time key of an alert's `timestamp`.
+pub(crate) fn alert_ts(alert: &Alert) -> u64 {
+    ts_key(alert.timestamp.datetime())
 }
 
 pub(crate) fn id_key(id: u64) -> [u8; 8] {

@@ -6,9 +6,9 @@ use serde::Serialize;
 use sled::Transactional;
 use time::OffsetDateTime;
 
-use super::keys::{IndexKeys, alert_ts, id_key, parse_rfc3339, split_suffix, suffix, ts_key};
+use super::keys::{IndexKeys, alert_ts, id_key, split_suffix, suffix, ts_key};
 use super::{META_ACTIVE, META_ARCHIVED, Result, Store, StoreError, decode, read_u64};
-use crate::alert::Alert;
+use crate::alert::{Alert, Timestamp};
 
 /// Alerts deleted per transaction (bounds the transaction's write set).
 const DELETE_BATCH: usize = 512;
@@ -46,11 +46,9 @@ pub enum AlertTree {
     Archive,
 }
 
-/// When the last evidence of `alert` was seen: `last_seen`, else `timestamp`.
-pub fn last_evidence(alert: &Alert) -> Option<OffsetDateTime> {
-    parse_rfc3339(&alert.last_seen)
-        .or_else(|_| parse_rfc3339(&alert.timestamp))
-        .ok()
+/// When the last evidence of `alert` was seen.
+pub fn last_evidence(alert: &Alert) -> OffsetDateTime {
+    alert.last_seen.datetime()
 }
 
 impl Store {
@@ -85,7 +83,7 @@ impl Store {
             AlertTree::Active => (&self.idx_time, &self.alerts),
             AlertTree::Archive => (&self.archive_time, &self.archive),
         };
-        let old = |a: &Alert| last_evidence(a).is_some_and(|t| t < cutoff);
+        let old = |a: &Alert| last_evidence(a) < cutoff;
         // Raised (`timestamp`) before the cutoff is necessary for last evidence before it.
         let end = suffix(ts_key(cutoff), 0);
         let mut ids = Vec::new();
@@ -108,7 +106,7 @@ impl Store {
     }
 
     /// `timestamp` of the oldest alert in `tree`, if any.
-    pub fn oldest(&self, tree: AlertTree) -> Result<Option<String>> {
+    pub fn oldest(&self, tree: AlertTree) -> Result<Option<Timestamp>> {
         let (index, data) = match tree {
             AlertTree::Active => (&self.idx_time, &self.alerts),
             AlertTree::Archive => (&self.archive_time, &self.archive),
@@ -201,7 +199,7 @@ fn tx_decode(raw: &[u8]) -> TxResult<Alert> {
 }
 
 fn tx_ts(alert: &Alert) -> TxResult<u64> {
-    alert_ts(alert).or_else(tx_abort)
+    Ok(alert_ts(alert))
 }
 
 /// Subtracts `n` from a counter in `meta` (saturating at 0).
@@ -231,7 +229,7 @@ mod tests {
     use crate::store::AlertFilter;
 
     fn t(s: &str) -> OffsetDateTime {
-        parse_rfc3339(s).unwrap()
+        crate::store::parse_rfc3339(s).unwrap()
     }
 
     #[test]
@@ -252,7 +250,7 @@ mod tests {
         let c = store.counts().unwrap();
         assert_eq!((c.active, c.archived), (5, 0));
         let filter = AlertFilter {
-            kind: Some(AlertKind::SshBruteForce),
+            kind: Some(AlertKind::SSH_BRUTE_FORCE),
             ..Default::default()
         };
         assert!(store.query(&filter, 10, None).unwrap().alerts.is_empty());
@@ -272,7 +270,9 @@ mod tests {
         let (_d, store) = seeded();
         // Alert 2 (raised 12:02) was seen again at 12:30.
         store
-            .update(2, |a| a.last_seen = "2024-05-01T12:30:00Z".into())
+            .update(2, |a| {
+                a.last_seen = Timestamp::parse("2024-05-01T12:30:00Z").unwrap()
+            })
             .unwrap();
         assert_eq!(store.archive_ids(&[1, 4]).unwrap(), 2);
         let cutoff = t("2024-05-01T12:05:00Z");
@@ -296,10 +296,10 @@ mod tests {
             }
         );
         assert_eq!(
-            store.oldest(AlertTree::Active).unwrap().as_deref(),
-            Some("2024-05-01T12:02:00Z")
+            store.oldest(AlertTree::Active).unwrap(),
+            Some(Timestamp::parse("2024-05-01T12:02:00Z").unwrap())
         );
-        let late = alert("2024-05-01T13:00:00Z", AlertKind::PortScan, "198.51.100.9");
+        let late = alert("2024-05-01T13:00:00Z", AlertKind::PORT_SCAN, "198.51.100.9");
         store.insert(late).unwrap();
         assert_eq!(
             store

@@ -45,7 +45,7 @@ pub struct Counts {
     pub active: u64,
     pub archived: u64,
     /// `timestamp` of the most recently raised alert, active or archived.
-    pub latest_alert: Option<String>,
+    pub latest_alert: Option<crate::alert::Timestamp>,
 }
 
 impl Store {

@@ -22,17 +22,17 @@ use std::{
     net::IpAddr,
 };
 
+use super::family::Family;
 use super::{
     Cx, Detector,
     automaton::{Incident, Phase, Verdict},
-    book::{base_alert, community_id},
     classify::{self, UDP},
     config::{AmplificationConfig, ns},
-    features,
     window::{DistinctWindow, RateWindow},
 };
+use crate::alert::build::{base_alert, community_id, flow_features, start_features};
 use crate::{
-    alert::{AlertKind, Severity},
+    alert::{AlertKind, AlertSource, KindInfo, Severity},
     record::{FlowRecord, FlowStartRecord},
 };
 
@@ -176,7 +176,7 @@ impl Amplification {
             };
             let mut svc: Vec<String> = seen.iter().map(name).collect();
             svc.sort();
-            let mut a = base_alert(AlertKind::Amplification, Severity::High, now, r.ts, r.ts);
+            let mut a = base_alert(AlertKind::AMPLIFICATION, now, r.ts, r.ts);
             a.src_ip = Some(r.src);
             a.src_port = Some(r.sport);
             a.dest_ip = Some(r.dst);
@@ -229,7 +229,7 @@ impl Detector for Amplification {
         }
         if s.proto == classify::TCP && s.tcp_flags & 0x12 == 0x12 {
             // A flow that starts with a SYN-ACK: the SYN came from elsewhere (spoofed).
-            let feats = || features::of_start(s);
+            let feats = || start_features(s);
             self.response(
                 Response {
                     src: s.src_ip,
@@ -261,7 +261,7 @@ impl Detector for Amplification {
                 s.l3_len
             )
         });
-        let feats = || features::of_start(s);
+        let feats = || start_features(s);
         self.response(
             Response {
                 src: s.src_ip,
@@ -317,7 +317,7 @@ impl Detector for Amplification {
                 )
             })
         };
-        let feats = || features::of_flow(f);
+        let feats = || flow_features(f);
         self.response(
             Response {
                 src: f.src_ip,
@@ -342,6 +342,24 @@ impl Detector for Amplification {
     }
 }
 
+impl AlertKind {
+    /// Reflected replies of amplifying services (DNS, NTP, memcached...) converging on one victim.
+    pub const AMPLIFICATION: AlertKind = AlertKind::declare(&KindInfo {
+        name: "amplification",
+        number: 10,
+        severity: Severity::High,
+        source: AlertSource::Dfa,
+        summary: "reflected replies of amplifying services (DNS, NTP, memcached...) converging on one victim",
+    });
+}
+
+/// The `amplification` family (see [`super::family`]).
+pub const FAMILY: Family = Family {
+    kind: AlertKind::AMPLIFICATION,
+    section: "amplification",
+    build: |c| Box::new(Amplification::new(c.amplification.clone())),
+};
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -362,13 +380,15 @@ mod tests {
             DfaConfig::default(),
             [resp("208.104.95.10", 123, "78.46.76.2", 80, 396, T0)],
         );
-        let news = new_alerts(&ev, AlertKind::Amplification);
+        let news = new_alerts(&ev, AlertKind::AMPLIFICATION);
         assert_eq!(news.len(), 1);
         assert_eq!(news[0].src_ip, Some(ip("208.104.95.10")));
         assert_eq!(news[0].dest_ip, Some(ip("78.46.76.2")));
         assert_eq!(news[0].count, 1);
         assert_eq!(
-            e.detectors.amplification.phase(ip("78.46.76.2")),
+            e.detector::<Amplification>()
+                .unwrap()
+                .phase(ip("78.46.76.2")),
             Phase::Alerting
         );
     }
@@ -397,14 +417,14 @@ mod tests {
                 _ => Phase::Alerting,
             };
             assert_eq!(
-                e.detectors.amplification.phase(v),
+                e.detector::<Amplification>().unwrap().phase(v),
                 want,
                 "after response {}",
                 i + 1
             );
         }
         ev.extend(e.finish());
-        let news = new_alerts(&ev, AlertKind::Amplification);
+        let news = new_alerts(&ev, AlertKind::AMPLIFICATION);
         assert_eq!(news.len(), 1);
         assert_eq!(news[0].count, 167, "50 000 bytes at 300 bytes each");
         assert_eq!(news[0].dest_ip, Some(v));
@@ -450,7 +470,7 @@ mod tests {
             recs.push(Record::Flow(f));
         }
         let (_, ev) = run(DfaConfig::default(), recs);
-        let news = new_alerts(&ev, AlertKind::Amplification);
+        let news = new_alerts(&ev, AlertKind::AMPLIFICATION);
         assert_eq!(news.len(), 1);
         assert_eq!(news[0].count, 12 + 99);
         assert_eq!(finals(&ev)[0].count, 1200);
@@ -480,13 +500,13 @@ mod tests {
                 Phase::Alerting
             };
             assert_eq!(
-                e.detectors.amplification.phase(v),
+                e.detector::<Amplification>().unwrap().phase(v),
                 want,
                 "after response {}",
                 i + 1
             );
         }
-        let news = new_alerts(&ev, AlertKind::Amplification);
+        let news = new_alerts(&ev, AlertKind::AMPLIFICATION);
         assert_eq!(news.len(), 1);
         assert!(
             news[0].description.contains("large"),
@@ -511,15 +531,17 @@ mod tests {
             Record::FlowStart(s)
         });
         let (e, ev) = run(DfaConfig::default(), recs);
-        let news = new_alerts(&ev, AlertKind::Amplification);
+        let news = new_alerts(&ev, AlertKind::AMPLIFICATION);
         assert_eq!(news.len(), 1);
         assert_eq!(news[0].proto, "tcp");
         assert_eq!(news[0].dest_ip, Some(ip("192.0.2.79")));
         assert_eq!(news[0].count, 50);
-        assert!(new_alerts(&ev, AlertKind::SynFlood).is_empty());
-        assert!(new_alerts(&ev, AlertKind::PortScan).is_empty());
+        assert!(new_alerts(&ev, AlertKind::SYN_FLOOD).is_empty());
+        assert!(new_alerts(&ev, AlertKind::PORT_SCAN).is_empty());
         assert_eq!(
-            e.detectors.amplification.phase(ip("192.0.2.79")),
+            e.detector::<Amplification>()
+                .unwrap()
+                .phase(ip("192.0.2.79")),
             Phase::Alerting
         );
     }

@@ -6,15 +6,16 @@
 //! requests.
 use std::{collections::HashMap, net::Ipv4Addr};
 
+use super::family::Family;
 use super::{
     Cx, Detector,
     automaton::{Incident, Phase, Verdict},
-    book::base_alert,
     config::{ArpScanConfig, ns},
     window::DistinctWindow,
 };
+use crate::alert::build::base_alert;
 use crate::{
-    alert::{AlertKind, Severity},
+    alert::{AlertKind, AlertSource, KindInfo, Severity},
     record::ArpRecord,
 };
 
@@ -69,18 +70,12 @@ impl Detector for ArpScan {
             Phase::Alerting | Phase::CoolDown => Verdict::Noise,
             _ => {
                 let n = e.targets.len(now);
-                if n >= cfg.targets {
-                    Verdict::Alert
-                } else if n >= cfg.suspicious_targets {
-                    Verdict::Suspicious
-                } else {
-                    Verdict::Noise
-                }
+                Verdict::ladder(n, cfg.suspicious_targets, cfg.targets)
             }
         };
         let targets = &e.targets;
         let build = |inc: &Incident| {
-            let mut al = base_alert(AlertKind::ArpScan, Severity::Medium, now, a.ts_ns, a.ts_ns);
+            let mut al = base_alert(AlertKind::ARP_SCAN, now, a.ts_ns, a.ts_ns);
             al.src_ip = (!a.sender_ip.is_unspecified()).then_some(a.sender_ip.into());
             al.dest_ip = Some(a.target_ip.into());
             al.proto = "arp".into();
@@ -103,6 +98,24 @@ impl Detector for ArpScan {
         cx.tick_map(&mut self.keys, w, w, |e| &mut e.incident);
     }
 }
+
+impl AlertKind {
+    /// One MAC asking ARP who-has for many addresses.
+    pub const ARP_SCAN: AlertKind = AlertKind::declare(&KindInfo {
+        name: "arp_scan",
+        number: 3,
+        severity: Severity::Medium,
+        source: AlertSource::Dfa,
+        summary: "one MAC asking ARP who-has for many addresses",
+    });
+}
+
+/// The `arp_scan` family (see [`super::family`]).
+pub const FAMILY: Family = Family {
+    kind: AlertKind::ARP_SCAN,
+    section: "arp_scan",
+    build: |c| Box::new(ArpScan::new(c.arp_scan.clone())),
+};
 
 #[cfg(test)]
 mod tests {
@@ -129,15 +142,18 @@ mod tests {
                 );
                 ev.extend(e.observe(&Record::Arp(r)));
                 if round == 0 && h == 9 {
-                    assert_eq!(e.detectors.arp_scan.phase(MAC), Phase::Idle);
+                    assert_eq!(e.detector::<ArpScan>().unwrap().phase(MAC), Phase::Idle);
                 }
                 if round == 0 && h == 10 {
-                    assert_eq!(e.detectors.arp_scan.phase(MAC), Phase::Suspicious);
+                    assert_eq!(
+                        e.detector::<ArpScan>().unwrap().phase(MAC),
+                        Phase::Suspicious
+                    );
                 }
             }
         }
         ev.extend(e.finish());
-        let news = new_alerts(&ev, AlertKind::ArpScan);
+        let news = new_alerts(&ev, AlertKind::ARP_SCAN);
         assert_eq!(news.len(), 1);
         assert_eq!(news[0].count, 30);
         assert_eq!(news[0].src_mac.as_deref(), Some(MAC));
@@ -173,6 +189,6 @@ mod tests {
             )));
         }
         let (_, ev) = run(DfaConfig::default(), recs);
-        assert!(new_alerts(&ev, AlertKind::ArpScan).is_empty());
+        assert!(new_alerts(&ev, AlertKind::ARP_SCAN).is_empty());
     }
 }

@@ -16,15 +16,16 @@
 //! `count` = spoofing ARP packets (conflicting or unsolicited).
 use std::{collections::HashMap, net::Ipv4Addr};
 
+use super::family::Family;
 use super::{
     Cx, Detector,
     automaton::{Incident, Phase, Verdict},
-    book::base_alert,
     config::{ArpSpoofConfig, ns},
     window::{DistinctWindow, RateWindow},
 };
+use crate::alert::build::base_alert;
 use crate::{
-    alert::{AlertKind, Severity},
+    alert::{AlertKind, AlertSource, KindInfo, Severity},
     record::ArpRecord,
 };
 
@@ -254,7 +255,7 @@ impl ArpSpoof {
             ..
         } = e;
         let build = |inc: &Incident| {
-            let mut al = base_alert(AlertKind::ArpSpoof, Severity::High, now, a.ts_ns, a.ts_ns);
+            let mut al = base_alert(AlertKind::ARP_SPOOF, now, a.ts_ns, a.ts_ns);
             al.src_ip = own_ip.map(Into::into);
             al.dest_ip = Some(a.target_ip.into());
             al.proto = "arp".into();
@@ -420,6 +421,24 @@ impl Detector for ArpSpoof {
     }
 }
 
+impl AlertKind {
+    /// A MAC claiming addresses that belong to others (ARP cache poisoning).
+    pub const ARP_SPOOF: AlertKind = AlertKind::declare(&KindInfo {
+        name: "arp_spoof",
+        number: 4,
+        severity: Severity::High,
+        source: AlertSource::Dfa,
+        summary: "a MAC claiming addresses that belong to others (ARP cache poisoning)",
+    });
+}
+
+/// The `arp_spoof` family (see [`super::family`]).
+pub const FAMILY: Family = Family {
+    kind: AlertKind::ARP_SPOOF,
+    section: "arp_spoof",
+    build: |c| Box::new(ArpSpoof::new(c.arp_spoof.clone())),
+};
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -462,19 +481,24 @@ mod tests {
         let mut e = crate::detect::dfa::Engine::new(DfaConfig::default()).unwrap();
         let recs = mitm(18);
         let mut ev = e.observe(&recs[0]);
-        assert_eq!(e.detectors.arp_spoof.phase(ATT), Phase::Idle);
+        assert_eq!(e.detector::<ArpSpoof>().unwrap().phase(ATT), Phase::Idle);
         ev.extend(e.observe(&recs[1]));
         // The second reply reveals A's real MAC: ATT claimed .153 (owned by A) and .157 (B).
-        assert_eq!(e.detectors.arp_spoof.phase(ATT), Phase::Alerting);
         assert_eq!(
-            e.detectors.arp_spoof.owner("10.0.0.153".parse().unwrap()),
+            e.detector::<ArpSpoof>().unwrap().phase(ATT),
+            Phase::Alerting
+        );
+        assert_eq!(
+            e.detector::<ArpSpoof>()
+                .unwrap()
+                .owner("10.0.0.153".parse().unwrap()),
             Some(A_MAC)
         );
         for r in &recs[2..] {
             ev.extend(e.observe(r));
         }
         ev.extend(e.finish());
-        let news = new_alerts(&ev, AlertKind::ArpSpoof);
+        let news = new_alerts(&ev, AlertKind::ARP_SPOOF);
         assert_eq!(news.len(), 1, "{news:?}");
         assert_eq!(news[0].src_mac.as_deref(), Some(ATT));
         assert!(
@@ -484,8 +508,8 @@ mod tests {
         );
         assert_eq!(news[0].count, 2);
         assert_eq!(finals(&ev)[0].count, 36);
-        assert_eq!(e.detectors.arp_spoof.phase(A_MAC), Phase::Idle);
-        assert_eq!(e.detectors.arp_spoof.phase(B_MAC), Phase::Idle);
+        assert_eq!(e.detector::<ArpSpoof>().unwrap().phase(A_MAC), Phase::Idle);
+        assert_eq!(e.detector::<ArpSpoof>().unwrap().phase(B_MAC), Phase::Idle);
     }
 
     #[test]
@@ -530,11 +554,11 @@ mod tests {
             )));
         }
         let (e, ev) = run(DfaConfig::default(), recs);
-        let news = new_alerts(&ev, AlertKind::ArpSpoof);
+        let news = new_alerts(&ev, AlertKind::ARP_SPOOF);
         assert_eq!(news.len(), 1);
         assert_eq!(news[0].src_mac.as_deref(), Some(ATT));
         assert_eq!(news[0].count, 3, "alert at the third conflicting claim");
-        assert_eq!(e.detectors.arp_spoof.phase(gw), Phase::Idle);
+        assert_eq!(e.detector::<ArpSpoof>().unwrap().phase(gw), Phase::Idle);
     }
 
     #[test]
@@ -567,12 +591,14 @@ mod tests {
             ev.extend(e.observe(r));
         }
         ev.extend(e.finish());
-        let news = new_alerts(&ev, AlertKind::ArpSpoof);
+        let news = new_alerts(&ev, AlertKind::ARP_SPOOF);
         assert_eq!(news.len(), 1, "{news:?}");
         assert_eq!(news[0].src_mac.as_deref(), Some(ATT));
-        assert_eq!(e.detectors.arp_spoof.phase(gw), Phase::Idle);
+        assert_eq!(e.detector::<ArpSpoof>().unwrap().phase(gw), Phase::Idle);
         assert_eq!(
-            e.detectors.arp_spoof.owner("10.1.0.1".parse().unwrap()),
+            e.detector::<ArpSpoof>()
+                .unwrap()
+                .owner("10.1.0.1".parse().unwrap()),
             Some(gw)
         );
     }
@@ -602,7 +628,7 @@ mod tests {
             Record::Arp(arp(1, ATT, "172.16.0.105", "172.16.0.1", T0 + 10 * S)),
         ];
         let (e, ev) = run(DfaConfig::default(), recs);
-        let news = new_alerts(&ev, AlertKind::ArpSpoof);
+        let news = new_alerts(&ev, AlertKind::ARP_SPOOF);
         assert_eq!(news.len(), 1, "{news:?}");
         assert_eq!(news[0].src_mac.as_deref(), Some(ATT));
         assert!(
@@ -610,7 +636,7 @@ mod tests {
             "{}",
             news[0].description
         );
-        assert_eq!(e.detectors.arp_spoof.phase(B_MAC), Phase::Idle);
+        assert_eq!(e.detector::<ArpSpoof>().unwrap().phase(B_MAC), Phase::Idle);
     }
 
     #[test]
@@ -711,7 +737,7 @@ mod tests {
             ))
         });
         let (_, ev) = run(DfaConfig::default(), recs);
-        let news = new_alerts(&ev, AlertKind::ArpSpoof);
+        let news = new_alerts(&ev, AlertKind::ARP_SPOOF);
         assert_eq!(news.len(), 1);
         assert!(
             news[0].description.contains("storm"),

@@ -41,6 +41,19 @@ pub enum Verdict {
     Alert,
 }
 
+impl Verdict {
+    /// The verdict of `n` units of evidence against a suspicious and an alert mark.
+    pub fn ladder<N: PartialOrd>(n: N, suspicious: N, alert: N) -> Self {
+        if n >= alert {
+            Verdict::Alert
+        } else if n >= suspicious {
+            Verdict::Suspicious
+        } else {
+            Verdict::Noise
+        }
+    }
+}
+
 /// What the caller must do after a transition.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Step {

@@ -13,17 +13,18 @@ use std::{
     net::IpAddr,
 };
 
+use super::family::Family;
+use super::family::amp_ports;
 use super::{
     Cx, Detector,
     automaton::{Incident, Phase, Verdict},
-    book::{base_alert, community_id, proto_name},
     classify::{self, TCP, UDP},
     config::{HostSweepConfig, ns},
-    features,
     window::DistinctWindow,
 };
+use crate::alert::build::base_alert;
 use crate::{
-    alert::{AlertKind, Severity},
+    alert::{AlertKind, AlertSource, KindInfo, Severity},
     record::FlowRecord,
 };
 
@@ -151,19 +152,7 @@ impl Detector for HostSweep {
         let macs = cx.macs;
         let hosts = &e.hosts;
         let build = |inc: &Incident| {
-            let mut a = base_alert(
-                AlertKind::HostSweep,
-                Severity::Medium,
-                now,
-                f.first_ns,
-                f.first_ns,
-            );
-            a.src_ip = Some(f.src_ip);
-            let ports = f.proto == TCP || f.proto == UDP;
-            a.src_port = ports.then_some(f.src_port);
-            a.dest_ip = Some(f.dst_ip);
-            a.dest_port = ports.then_some(f.dst_port);
-            a.proto = proto_name(f.proto);
+            let mut a = base_alert(AlertKind::HOST_SWEEP, now, f.first_ns, f.first_ns).with_flow(f);
             a.src_mac = macs.get(&f.src_ip);
             a.description = format!(
                 "host sweep from {}: {} probes to {} distinct hosts without answer within {}s ({} probes); count = probes",
@@ -173,15 +162,6 @@ impl Detector for HostSweep {
                 cfg.window_secs,
                 inc.count
             );
-            a.community_id = community_id(
-                f.proto,
-                f.src_ip,
-                f.src_port,
-                f.dst_ip,
-                f.dst_port,
-                Some((f.icmp_type, f.icmp_code)),
-            );
-            a.features = features::of_flow(f);
             a
         };
         cx.drive(&mut e.incident, f.first_ns, 1, verdict, build, |_, _| {});
@@ -192,6 +172,24 @@ impl Detector for HostSweep {
         cx.tick_map(&mut self.keys, w, w, |e| &mut e.incident);
     }
 }
+
+impl AlertKind {
+    /// One source probing one service on many hosts.
+    pub const HOST_SWEEP: AlertKind = AlertKind::declare(&KindInfo {
+        name: "host_sweep",
+        number: 2,
+        severity: Severity::Medium,
+        source: AlertSource::Dfa,
+        summary: "one source probing one service on many hosts",
+    });
+}
+
+/// The `host_sweep` family (see [`super::family`]).
+pub const FAMILY: Family = Family {
+    kind: AlertKind::HOST_SWEEP,
+    section: "host_sweep",
+    build: |c| Box::new(HostSweep::new(c.host_sweep.clone(), &amp_ports(c))),
+};
 
 #[cfg(test)]
 mod tests {
@@ -224,12 +222,12 @@ mod tests {
             )));
         }
         assert_eq!(
-            e.detectors.host_sweep.phase(src, Service::Echo),
+            e.detector::<HostSweep>().unwrap().phase(src, Service::Echo),
             Phase::Idle
         );
         ev.extend(e.observe(&echo("10.9.0.1", "10.9.1.8", T0 + 8 * MS, false)));
         assert_eq!(
-            e.detectors.host_sweep.phase(src, Service::Echo),
+            e.detector::<HostSweep>().unwrap().phase(src, Service::Echo),
             Phase::Suspicious
         );
         for h in 9..=254u8 {
@@ -241,11 +239,11 @@ mod tests {
             )));
         }
         assert_eq!(
-            e.detectors.host_sweep.phase(src, Service::Echo),
+            e.detector::<HostSweep>().unwrap().phase(src, Service::Echo),
             Phase::Alerting
         );
         ev.extend(e.finish());
-        let news = new_alerts(&ev, AlertKind::HostSweep);
+        let news = new_alerts(&ev, AlertKind::HOST_SWEEP);
         assert_eq!(news.len(), 1);
         assert_eq!(news[0].count, 25);
         assert_eq!(news[0].proto, "icmp");
@@ -279,8 +277,8 @@ mod tests {
         let (e, ev) = run(DfaConfig::default(), recs.clone());
         assert!(ev.is_empty());
         assert_eq!(
-            e.detectors
-                .host_sweep
+            e.detector::<HostSweep>()
+                .unwrap()
                 .phase(ip("10.9.0.4"), Service::Tcp(6346)),
             Phase::Suspicious
         );
@@ -292,7 +290,7 @@ mod tests {
             T0 + 249 * MS,
         )));
         let (_, ev) = run(DfaConfig::default(), more);
-        let news = new_alerts(&ev, AlertKind::HostSweep);
+        let news = new_alerts(&ev, AlertKind::HOST_SWEEP);
         assert_eq!(news.len(), 1);
         assert_eq!(news[0].count, 250);
     }
@@ -329,12 +327,12 @@ mod tests {
             ))
         });
         let (e, ev) = run(DfaConfig::default(), recs);
-        let news = new_alerts(&ev, AlertKind::HostSweep);
+        let news = new_alerts(&ev, AlertKind::HOST_SWEEP);
         assert_eq!(news.len(), 1);
         assert_eq!(news[0].dest_port, Some(80));
         assert_eq!(
-            e.detectors
-                .host_sweep
+            e.detector::<HostSweep>()
+                .unwrap()
                 .phase(ip("10.9.0.3"), Service::Tcp(80)),
             Phase::Alerting
         );

@@ -7,17 +7,17 @@
 //! 500+ packets/s. `count` = new flows, plus the packets of heavy flows.
 use std::net::IpAddr;
 
+use super::family::Family;
 use super::{
     Cx, Detector,
     automaton::Phase,
-    book::{base_alert, community_id, proto_name},
     classify::{self, ICMP, ICMPV6},
     config::FloodConfig,
-    features,
     flood::{FloodTable, one_way_pps},
 };
+use crate::alert::build::{base_alert, community_id, proto_name, start_features};
 use crate::{
-    alert::{AlertKind, Severity},
+    alert::{AlertKind, AlertSource, KindInfo, Severity},
     record::{FlowRecord, FlowStartRecord},
 };
 
@@ -45,7 +45,7 @@ impl Detector for IcmpFlood {
         let (now, window) = (cx.now, self.table.cfg.window_secs);
         let mac = cx.macs.get(&s.src_ip);
         self.table.observe(cx, s.dst_ip, s.ts_ns, 1, s.src_ip, false, |sum| {
-            let mut a = base_alert(AlertKind::IcmpFlood, Severity::High, now, s.ts_ns, s.ts_ns);
+            let mut a = base_alert(AlertKind::ICMP_FLOOD, now, s.ts_ns, s.ts_ns);
             a.src_ip = sum.dominant;
             if sum.dominant == Some(s.src_ip) {
                 a.src_mac = mac.or_else(|| Some(s.src_mac.clone()));
@@ -57,7 +57,7 @@ impl Detector for IcmpFlood {
                 s.dst_ip, sum.in_window, sum.sources, sum.count
             );
             a.community_id = community_id(s.proto, s.src_ip, 0, s.dst_ip, 0, Some((s.icmp_type, s.icmp_code)));
-            a.features = features::of_start(s);
+            a.features = start_features(s);
             a
         });
     }
@@ -77,17 +77,12 @@ impl Detector for IcmpFlood {
         let now = cx.now;
         let mac = cx.macs.get(&f.src_ip);
         self.table.observe(cx, f.dst_ip, f.last_ns, f.fwd.packets - 1, f.src_ip, true, |_| {
-            let mut a = base_alert(AlertKind::IcmpFlood, Severity::High, now, f.first_ns, f.last_ns);
-            a.src_ip = Some(f.src_ip);
+            let mut a = base_alert(AlertKind::ICMP_FLOOD, now, f.first_ns, f.last_ns).with_flow(f);
             a.src_mac = mac;
-            a.dest_ip = Some(f.dst_ip);
-            a.proto = proto_name(f.proto);
             a.description = format!(
                 "ICMP flood against {} from {}: {} packets (type {}) at {pps} packets/s; count = new flows and packets of heavy flows",
                 f.dst_ip, f.src_ip, f.fwd.packets, f.icmp_type
             );
-            a.community_id = community_id(f.proto, f.src_ip, 0, f.dst_ip, 0, Some((f.icmp_type, f.icmp_code)));
-            a.features = features::of_flow(f);
             a
         });
     }
@@ -96,6 +91,24 @@ impl Detector for IcmpFlood {
         self.table.tick(cx);
     }
 }
+
+impl AlertKind {
+    /// A flood of ICMP echo requests at one victim.
+    pub const ICMP_FLOOD: AlertKind = AlertKind::declare(&KindInfo {
+        name: "icmp_flood",
+        number: 9,
+        severity: Severity::High,
+        source: AlertSource::Dfa,
+        summary: "a flood of ICMP echo requests at one victim",
+    });
+}
+
+/// The `icmp_flood` family (see [`super::family`]).
+pub const FAMILY: Family = Family {
+    kind: AlertKind::ICMP_FLOOD,
+    section: "icmp_flood",
+    build: |c| Box::new(IcmpFlood::new(c.icmp_flood.clone())),
+};
 
 #[cfg(test)]
 mod tests {
@@ -113,12 +126,12 @@ mod tests {
         f.rev.packets = 10_000;
         f.last_ns = T0 + 5 * S;
         let (e, ev) = run(DfaConfig::default(), [Record::Flow(f)]);
-        let news = new_alerts(&ev, AlertKind::IcmpFlood);
+        let news = new_alerts(&ev, AlertKind::ICMP_FLOOD);
         assert_eq!(news.len(), 1);
         assert_eq!(news[0].count, 9_999);
         assert_eq!(news[0].src_ip, Some(ip("198.51.100.3")));
         assert_eq!(
-            e.detectors.icmp_flood.phase(ip("192.0.2.9")),
+            e.detector::<IcmpFlood>().unwrap().phase(ip("192.0.2.9")),
             Phase::Alerting
         );
     }
@@ -153,7 +166,7 @@ mod tests {
             recs.push(Record::FlowStart(s));
         }
         let (_, ev) = run(DfaConfig::default(), recs);
-        let news = new_alerts(&ev, AlertKind::IcmpFlood);
+        let news = new_alerts(&ev, AlertKind::ICMP_FLOOD);
         assert_eq!(news.len(), 1);
         assert_eq!(news[0].dest_ip, Some(ip("192.0.2.10")));
         assert_eq!(news[0].src_ip, None);

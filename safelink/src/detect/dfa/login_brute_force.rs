@@ -12,15 +12,16 @@ use std::{
     net::IpAddr,
 };
 
+use super::family::Family;
 use super::{
     Cx, Detector,
     automaton::{Incident, Phase, Verdict},
-    book::{base_alert, community_id},
     config::{LoginBruteForceConfig, ns},
-    features, session,
+    session,
 };
+use crate::alert::build::base_alert;
 use crate::{
-    alert::{AlertKind, Severity},
+    alert::{AlertKind, AlertSource, KindInfo, Severity},
     record::FlowRecord,
 };
 
@@ -161,18 +162,8 @@ impl Detector for LoginBruteForce {
         };
         let macs = cx.macs;
         let build = |inc: &Incident| {
-            let mut a = base_alert(
-                AlertKind::LoginBruteForce,
-                Severity::High,
-                now,
-                f.first_ns,
-                f.last_ns,
-            );
-            a.src_ip = Some(f.src_ip);
-            a.src_port = Some(f.src_port);
-            a.dest_ip = Some(f.dst_ip);
-            a.dest_port = Some(f.dst_port);
-            a.proto = "tcp".into();
+            let mut a =
+                base_alert(AlertKind::LOGIN_BRUTE_FORCE, now, f.first_ns, f.last_ns).with_flow(f);
             a.src_mac = macs.get(&f.src_ip);
             let why = if slow {
                 format!(
@@ -189,8 +180,6 @@ impl Detector for LoginBruteForce {
                 "{name} login brute force from {} against {}:{}: {why} ({} sessions); count = sessions",
                 f.src_ip, f.dst_ip, f.dst_port, inc.count
             );
-            a.community_id = community_id(6, f.src_ip, f.src_port, f.dst_ip, f.dst_port, None);
-            a.features = features::of_flow(f);
             a
         };
         cx.drive(&mut e.incident, f.last_ns, 1, verdict, build, |_, _| {});
@@ -202,6 +191,24 @@ impl Detector for LoginBruteForce {
         cx.tick_map(&mut self.keys, w, slow, |e| &mut e.incident);
     }
 }
+
+impl AlertKind {
+    /// Password guessing against FTP, Telnet, HTTP, mail and database logins.
+    pub const LOGIN_BRUTE_FORCE: AlertKind = AlertKind::declare(&KindInfo {
+        name: "login_brute_force",
+        number: 6,
+        severity: Severity::High,
+        source: AlertSource::Dfa,
+        summary: "password guessing against FTP, Telnet, HTTP, mail and database logins",
+    });
+}
+
+/// The `login_brute_force` family (see [`super::family`]).
+pub const FAMILY: Family = Family {
+    kind: AlertKind::LOGIN_BRUTE_FORCE,
+    section: "login_brute_force",
+    build: |c| Box::new(LoginBruteForce::new(c.login_brute_force.clone())),
+};
 
 #[cfg(test)]
 mod tests {
@@ -235,14 +242,14 @@ mod tests {
                 _ => Phase::Alerting,
             };
             assert_eq!(
-                e.detectors.login_brute_force.phase(a, b, 21),
+                e.detector::<LoginBruteForce>().unwrap().phase(a, b, 21),
                 want,
                 "after session {}",
                 i + 1
             );
         }
         ev.extend(e.finish());
-        let news = new_alerts(&ev, AlertKind::LoginBruteForce);
+        let news = new_alerts(&ev, AlertKind::LOGIN_BRUTE_FORCE);
         assert_eq!(news.len(), 1);
         assert_eq!(news[0].count, 10);
         assert!(news[0].description.starts_with("ftp login brute force"));
@@ -267,7 +274,7 @@ mod tests {
             ))
         });
         let (_, ev) = run(cfg, recs);
-        let news = new_alerts(&ev, AlertKind::LoginBruteForce);
+        let news = new_alerts(&ev, AlertKind::LOGIN_BRUTE_FORCE);
         assert_eq!(news.len(), 1);
         assert_eq!(news[0].count, 20);
         assert!(news[0].description.starts_with("rdp login brute force"));
@@ -296,14 +303,14 @@ mod tests {
                 _ => Phase::Alerting,
             };
             assert_eq!(
-                e.detectors.login_brute_force.phase(a, b, 23),
+                e.detector::<LoginBruteForce>().unwrap().phase(a, b, 23),
                 want,
                 "after session {}",
                 i + 1
             );
         }
         ev.extend(e.finish());
-        let news = new_alerts(&ev, AlertKind::LoginBruteForce);
+        let news = new_alerts(&ev, AlertKind::LOGIN_BRUTE_FORCE);
         assert_eq!(news.len(), 1);
         assert_eq!(news[0].count, 10);
         assert!(

@@ -17,10 +17,9 @@ pub mod amplification;
 pub mod arp_scan;
 pub mod arp_spoof;
 pub mod automaton;
-pub mod book;
 pub mod classify;
 pub mod config;
-pub mod features;
+pub mod family;
 pub mod flood;
 pub mod host_sweep;
 pub mod icmp_flood;
@@ -35,20 +34,19 @@ pub mod window;
 #[cfg(test)]
 pub(crate) mod testutil;
 
-use std::{collections::HashMap, hash::Hash, net::IpAddr};
+use std::{any::Any, collections::HashMap, hash::Hash, net::IpAddr};
 
 use thiserror::Error;
 
 pub use automaton::{Phase, Verdict};
-pub use book::AlertEvent;
 pub use config::DfaConfig;
+pub use family::{FAMILIES, Family};
 
 use crate::{
-    alert::Alert,
+    alert::{Alert, AlertBook, AlertEvent, Timestamp},
     record::{ArpRecord, FlowRecord, FlowStartRecord, Record},
 };
 use automaton::{Incident, Step};
-use book::{AlertBook, rfc3339};
 use config::ns;
 
 /// Errors of the detection engine.
@@ -112,7 +110,8 @@ pub(crate) struct Cx<'a> {
 
 impl Cx<'_> {
     /// Feeds evidence to an incident and carries out the step: raise a new alert (built by
-    /// `build`) or refresh the open one (`count`, `last_seen`, then `refresh`).
+    /// `build`) or refresh the open one (`count`, `first_seen`, `last_seen`, then `refresh`).
+    /// Every family ends its evidence handling here.
     pub fn drive(
         &mut self,
         inc: &mut Incident,
@@ -126,8 +125,8 @@ impl Cx<'_> {
             Step::Raise => {
                 let mut a = build(inc);
                 a.count = inc.count;
-                a.first_seen = rfc3339(inc.first_ns);
-                a.last_seen = rfc3339(inc.last_ns);
+                a.first_seen = Timestamp::from_ns(inc.first_ns);
+                a.last_seen = Timestamp::from_ns(inc.last_ns);
                 let id = self.book.raise(a, self.now);
                 self.stats.alerts_raised += 1;
                 inc.opened(id);
@@ -136,8 +135,8 @@ impl Cx<'_> {
                 let (count, first, last) = (inc.count, inc.first_ns, inc.last_ns);
                 self.book.update(id, |a| {
                     a.count = count;
-                    a.first_seen = rfc3339(first);
-                    a.last_seen = rfc3339(last);
+                    a.first_seen = Timestamp::from_ns(first);
+                    a.last_seen = Timestamp::from_ns(last);
                     refresh(inc, a);
                 });
             }
@@ -192,43 +191,12 @@ impl Cx<'_> {
     }
 }
 
-/// One automaton family.
-pub(crate) trait Detector {
+/// The automaton of one family (see [`family`]).
+pub(crate) trait Detector: Any + Send {
     fn on_start(&mut self, _s: &FlowStartRecord, _cx: &mut Cx) {}
     fn on_flow(&mut self, _f: &FlowRecord, _cx: &mut Cx) {}
     fn on_arp(&mut self, _a: &ArpRecord, _cx: &mut Cx) {}
     fn tick(&mut self, cx: &mut Cx);
-}
-
-/// The automata, one per family (public so tests and the daemon can read their states).
-pub struct Detectors {
-    pub port_scan: port_scan::PortScan,
-    pub host_sweep: host_sweep::HostSweep,
-    pub arp_scan: arp_scan::ArpScan,
-    pub arp_spoof: arp_spoof::ArpSpoof,
-    pub ssh_brute_force: ssh_brute_force::SshBruteForce,
-    pub login_brute_force: login_brute_force::LoginBruteForce,
-    pub syn_flood: syn_flood::SynFlood,
-    pub udp_flood: udp_flood::UdpFlood,
-    pub icmp_flood: icmp_flood::IcmpFlood,
-    pub amplification: amplification::Amplification,
-}
-
-impl Detectors {
-    fn all(&mut self) -> [&mut dyn Detector; 10] {
-        [
-            &mut self.port_scan,
-            &mut self.host_sweep,
-            &mut self.arp_scan,
-            &mut self.arp_spoof,
-            &mut self.ssh_brute_force,
-            &mut self.login_brute_force,
-            &mut self.syn_flood,
-            &mut self.udp_flood,
-            &mut self.icmp_flood,
-            &mut self.amplification,
-        ]
-    }
 }
 
 /// All automata, driven record by record.
@@ -239,16 +207,21 @@ pub struct Engine {
     book: AlertBook,
     macs: MacCache,
     stats: EngineStats,
-    pub detectors: Detectors,
+    detectors: Vec<Box<dyn Detector>>,
 }
 
 /// Housekeeping period (capture time).
 const TICK_NS: u64 = 1_000_000_000;
 
 impl Engine {
+    /// The engine of every family of [`FAMILIES`].
     pub fn new(cfg: DfaConfig) -> Result<Self, DetectError> {
+        Self::with_families(cfg, &FAMILIES)
+    }
+
+    /// The engine of the given families (tests add their own).
+    pub fn with_families(cfg: DfaConfig, families: &[&Family]) -> Result<Self, DetectError> {
         cfg.validate()?;
-        let amp_ports: Vec<u16> = cfg.amplification.services.iter().map(|s| s.port).collect();
         Ok(Self {
             now: 0,
             next_tick: 0,
@@ -260,19 +233,15 @@ impl Engine {
             book: AlertBook::new(ns(cfg.update_interval_secs)),
             macs: MacCache::default(),
             stats: EngineStats::default(),
-            detectors: Detectors {
-                port_scan: port_scan::PortScan::new(cfg.port_scan, &amp_ports),
-                host_sweep: host_sweep::HostSweep::new(cfg.host_sweep, &amp_ports),
-                arp_scan: arp_scan::ArpScan::new(cfg.arp_scan),
-                arp_spoof: arp_spoof::ArpSpoof::new(cfg.arp_spoof),
-                ssh_brute_force: ssh_brute_force::SshBruteForce::new(cfg.ssh_brute_force),
-                login_brute_force: login_brute_force::LoginBruteForce::new(cfg.login_brute_force),
-                syn_flood: syn_flood::SynFlood::new(cfg.syn_flood),
-                udp_flood: udp_flood::UdpFlood::new(cfg.udp_flood, &amp_ports),
-                icmp_flood: icmp_flood::IcmpFlood::new(cfg.icmp_flood),
-                amplification: amplification::Amplification::new(cfg.amplification),
-            },
+            detectors: families.iter().map(|f| (f.build)(&cfg)).collect(),
         })
+    }
+
+    /// The automaton of type `T`, to read its state (tests, diagnostics).
+    pub fn detector<T: 'static>(&self) -> Option<&T> {
+        self.detectors
+            .iter()
+            .find_map(|d| (d.as_ref() as &dyn Any).downcast_ref::<T>())
     }
 
     /// Engine clock: the newest record timestamp seen (ns since the Unix epoch).
@@ -318,19 +287,19 @@ impl Engine {
         match r {
             Record::FlowStart(s) => {
                 cx.stats.flow_starts += 1;
-                for d in self.detectors.all() {
+                for d in &mut self.detectors {
                     d.on_start(s, &mut cx);
                 }
             }
             Record::Flow(f) => {
                 cx.stats.flows += 1;
-                for d in self.detectors.all() {
+                for d in &mut self.detectors {
                     d.on_flow(f, &mut cx);
                 }
             }
             Record::Arp(a) => {
                 cx.stats.arp += 1;
-                for d in self.detectors.all() {
+                for d in &mut self.detectors {
                     d.on_arp(a, &mut cx);
                 }
             }
@@ -365,7 +334,7 @@ impl Engine {
             common: &self.common,
             stats: &mut self.stats,
         };
-        for d in self.detectors.all() {
+        for d in &mut self.detectors {
             d.tick(&mut cx);
         }
         self.book.flush(self.now, force);
@@ -435,7 +404,7 @@ mod tests {
             .collect();
         assert_eq!(news.len(), 1);
         assert_eq!(news[0].id, 1);
-        assert_eq!(news[0].kind, AlertKind::PortScan);
+        assert_eq!(news[0].kind, AlertKind::PORT_SCAN);
         assert_eq!(news[0].count, 15);
         let last = events.last().unwrap().alert();
         assert_eq!((last.id, last.count), (1, 40));

@@ -16,17 +16,18 @@ use std::{
     net::IpAddr,
 };
 
+use super::family::Family;
+use super::family::amp_ports;
 use super::{
     Cx, Detector,
     automaton::{Incident, Phase, Verdict},
-    book::{base_alert, community_id, proto_name},
     classify::{self, TCP, UDP},
     config::{PortScanConfig, ns},
-    features,
     window::DistinctWindow,
 };
+use crate::alert::build::{base_alert, community_id, flow_features, proto_name, start_features};
 use crate::{
-    alert::{Alert, AlertKind, Severity},
+    alert::{Alert, AlertKind, AlertSource, KindInfo, Severity},
     record::{FlowRecord, FlowStartRecord},
 };
 
@@ -167,7 +168,7 @@ impl PortScan {
         {
             return false;
         }
-        let feats = || features::of_start(s);
+        let feats = || start_features(s);
         let why = format!(
             "{need} distinct ports opened within {}s (burst)",
             self.cfg.burst_window_secs
@@ -302,7 +303,7 @@ impl PortScan {
                     cfg.slow_window_secs
                 )
             };
-            let mut a = base_alert(AlertKind::PortScan, Severity::Medium, now, p.ts, p.ts);
+            let mut a = base_alert(AlertKind::PORT_SCAN, now, p.ts, p.ts);
             a.src_ip = Some(p.src);
             let ports = p.proto == TCP || p.proto == UDP;
             a.src_port = ports.then_some(p.sport);
@@ -343,7 +344,7 @@ impl Detector for PortScan {
         if s.proto != TCP || !classify::stealth_flags(s.tcp_flags) {
             return;
         }
-        let feats = || features::of_start(s);
+        let feats = || start_features(s);
         self.probe(
             Probe {
                 src: s.src_ip,
@@ -374,7 +375,7 @@ impl Detector for PortScan {
             && f.fwd.packets >= self.cfg.ports
             && classify::is_unicast(&f.dst_ip)
         {
-            let feats = || features::of_flow(f);
+            let feats = || flow_features(f);
             let why = format!(
                 "{} answered {} probes with ICMP protocol-unreachable (IP protocol scan)",
                 f.src_ip, f.fwd.packets
@@ -429,7 +430,7 @@ impl Detector for PortScan {
             false
         };
         if raw_udp {
-            let feats = || features::of_flow(f);
+            let feats = || flow_features(f);
             let now = cx.now;
             let (ports, rejections) = match self.udp.get_mut(&(f.src_ip, f.dst_ip)) {
                 Some(t) => (Self::trail_ports(t, now), t.rejections),
@@ -486,7 +487,7 @@ impl Detector for PortScan {
             UDP => K_UDP,
             _ => return,
         };
-        let feats = || features::of_flow(f);
+        let feats = || flow_features(f);
         self.probe(
             Probe {
                 src: f.src_ip,
@@ -524,6 +525,24 @@ impl Detector for PortScan {
     }
 }
 
+impl AlertKind {
+    /// One source probing many ports of one host.
+    pub const PORT_SCAN: AlertKind = AlertKind::declare(&KindInfo {
+        name: "port_scan",
+        number: 1,
+        severity: Severity::Medium,
+        source: AlertSource::Dfa,
+        summary: "one source probing many ports of one host",
+    });
+}
+
+/// The `port_scan` family (see [`super::family`]).
+pub const FAMILY: Family = Family {
+    kind: AlertKind::PORT_SCAN,
+    section: "port_scan",
+    build: |c| Box::new(PortScan::new(c.port_scan.clone(), &amp_ports(c))),
+};
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -545,14 +564,17 @@ mod tests {
                 T0 + u64::from(p) * MS,
             ))));
         }
-        assert_eq!(e.detectors.port_scan.phase(a, b), Phase::Idle);
+        assert_eq!(e.detector::<PortScan>().unwrap().phase(a, b), Phase::Idle);
         ev.extend(e.observe(&Record::Flow(failed_syn(
             "192.0.2.1",
             "192.0.2.2",
             5,
             T0 + 5 * MS,
         ))));
-        assert_eq!(e.detectors.port_scan.phase(a, b), Phase::Suspicious);
+        assert_eq!(
+            e.detector::<PortScan>().unwrap().phase(a, b),
+            Phase::Suspicious
+        );
         // Repeated probes of a known port add probes, not ports.
         for _ in 0..20 {
             ev.extend(e.observe(&Record::Flow(failed_syn(
@@ -562,7 +584,10 @@ mod tests {
                 T0 + 6 * MS,
             ))));
         }
-        assert_eq!(e.detectors.port_scan.phase(a, b), Phase::Suspicious);
+        assert_eq!(
+            e.detector::<PortScan>().unwrap().phase(a, b),
+            Phase::Suspicious
+        );
         for p in 6..=15u16 {
             ev.extend(e.observe(&Record::Flow(failed_syn(
                 "192.0.2.1",
@@ -571,7 +596,10 @@ mod tests {
                 T0 + 10 * MS,
             ))));
         }
-        assert_eq!(e.detectors.port_scan.phase(a, b), Phase::Alerting);
+        assert_eq!(
+            e.detector::<PortScan>().unwrap().phase(a, b),
+            Phase::Alerting
+        );
         for p in 16..=100u16 {
             ev.extend(e.observe(&Record::Flow(failed_syn(
                 "192.0.2.1",
@@ -581,13 +609,13 @@ mod tests {
             ))));
         }
         ev.extend(e.finish());
-        let news = new_alerts(&ev, AlertKind::PortScan);
+        let news = new_alerts(&ev, AlertKind::PORT_SCAN);
         assert_eq!(news.len(), 1);
         assert_eq!(news[0].count, 35, "5 + 20 repeats + 10 more probes");
         assert_eq!(news[0].src_ip, Some(a));
         assert_eq!(news[0].dest_ip, Some(b));
         assert_eq!(news[0].dest_port, Some(15));
-        assert_eq!(news[0].features.len(), features::FEATURE_NAMES.len());
+        assert_eq!(news[0].features.len(), crate::ann::N_FEATURES);
         assert!(news[0].community_id.as_deref().unwrap().starts_with("1:"));
         let f = finals(&ev);
         assert_eq!(f.len(), 1);
@@ -607,9 +635,15 @@ mod tests {
         for p in 1..=15u16 {
             e.observe(&Record::Flow(failed_syn("192.0.2.1", "192.0.2.2", p, T0)));
         }
-        assert_eq!(e.detectors.port_scan.phase(a, b), Phase::Alerting);
+        assert_eq!(
+            e.detector::<PortScan>().unwrap().phase(a, b),
+            Phase::Alerting
+        );
         e.tick(T0 + 301 * S);
-        assert_eq!(e.detectors.port_scan.phase(a, b), Phase::CoolDown);
+        assert_eq!(
+            e.detector::<PortScan>().unwrap().phase(a, b),
+            Phase::CoolDown
+        );
         // Evidence during cool-down: same alert.
         let ev = e.observe(&Record::Flow(failed_syn(
             "192.0.2.1",
@@ -619,15 +653,21 @@ mod tests {
         )));
         assert!(
             ev.iter()
-                .all(|x| !matches!(x, crate::detect::dfa::AlertEvent::New(_)))
+                .all(|x| !matches!(x, crate::alert::AlertEvent::New(_)))
         );
-        assert_eq!(e.detectors.port_scan.phase(a, b), Phase::Alerting);
+        assert_eq!(
+            e.detector::<PortScan>().unwrap().phase(a, b),
+            Phase::Alerting
+        );
         let ev = e.tick(T0 + 603 * S);
-        assert_eq!(e.detectors.port_scan.phase(a, b), Phase::CoolDown);
+        assert_eq!(
+            e.detector::<PortScan>().unwrap().phase(a, b),
+            Phase::CoolDown
+        );
         assert_eq!(ev.len(), 1, "the pending update");
         assert_eq!(ev[0].alert().count, 16);
         let ev = e.tick(T0 + 664 * S);
-        assert_eq!(e.detectors.port_scan.phase(a, b), Phase::Idle);
+        assert_eq!(e.detector::<PortScan>().unwrap().phase(a, b), Phase::Idle);
         assert!(ev.is_empty(), "nothing changed since the last report");
         // A later scan is a new incident with a new id.
         let mut ev = Vec::new();
@@ -639,7 +679,7 @@ mod tests {
                 T0 + 4000 * S,
             ))));
         }
-        let news = new_alerts(&ev, AlertKind::PortScan);
+        let news = new_alerts(&ev, AlertKind::PORT_SCAN);
         assert_eq!(news.len(), 1);
         assert_eq!(news[0].id, 2);
     }
@@ -659,7 +699,7 @@ mod tests {
             Record::FlowStart(s)
         });
         let (_, ev) = run(DfaConfig::default(), recs);
-        let news = new_alerts(&ev, AlertKind::PortScan);
+        let news = new_alerts(&ev, AlertKind::PORT_SCAN);
         assert_eq!(news.len(), 1);
         assert!(
             news[0].description.contains("XMAS"),
@@ -677,7 +717,7 @@ mod tests {
         f.fwd.packets = 252;
         f.last_ns = T0 + 30 * MS;
         let (e, ev) = run(DfaConfig::default(), [Record::Flow(f)]);
-        let news = new_alerts(&ev, AlertKind::PortScan);
+        let news = new_alerts(&ev, AlertKind::PORT_SCAN);
         assert_eq!(news.len(), 1);
         assert_eq!(
             news[0].src_ip,
@@ -688,8 +728,8 @@ mod tests {
         assert_eq!(news[0].count, 252);
         assert_eq!(news[0].src_port, None);
         assert_eq!(
-            e.detectors
-                .port_scan
+            e.detector::<PortScan>()
+                .unwrap()
                 .phase(ip("10.0.0.128"), ip("10.0.0.2")),
             Phase::Alerting
         );
@@ -717,7 +757,7 @@ mod tests {
             recs.push(Record::Flow(f));
         }
         let (_, ev) = run(DfaConfig::default(), recs.clone());
-        let news = new_alerts(&ev, AlertKind::PortScan);
+        let news = new_alerts(&ev, AlertKind::PORT_SCAN);
         assert_eq!(news.len(), 1);
         assert_eq!(news[0].count, 5, "the fifth half-open port");
         assert!(
@@ -737,7 +777,7 @@ mod tests {
             })
             .collect();
         let (_, ev) = run(DfaConfig::default(), ok);
-        assert!(new_alerts(&ev, AlertKind::PortScan).is_empty());
+        assert!(new_alerts(&ev, AlertKind::PORT_SCAN).is_empty());
     }
 
     #[test]
@@ -757,7 +797,7 @@ mod tests {
         icmp.fwd.packets = 6;
         recs.push(Record::Flow(icmp.clone()));
         let (_, ev) = run(DfaConfig::default(), recs);
-        let news = new_alerts(&ev, AlertKind::PortScan);
+        let news = new_alerts(&ev, AlertKind::PORT_SCAN);
         assert_eq!(news.len(), 1);
         assert_eq!(news[0].src_ip, Some(ip(s)));
         assert!(
@@ -805,10 +845,13 @@ mod tests {
                 T0 + u64::from(p) * MS,
             ))));
             if p == 99 {
-                assert_eq!(e.detectors.port_scan.phase(a, b), Phase::Idle);
+                assert_eq!(e.detector::<PortScan>().unwrap().phase(a, b), Phase::Idle);
             }
         }
-        assert_eq!(e.detectors.port_scan.phase(a, b), Phase::Alerting);
+        assert_eq!(
+            e.detector::<PortScan>().unwrap().phase(a, b),
+            Phase::Alerting
+        );
         // The flow records follow: more probes of the same incident, no second alert.
         for p in 1..=100u16 {
             ev.extend(e.observe(&Record::Flow(failed_syn(
@@ -819,7 +862,7 @@ mod tests {
             ))));
         }
         ev.extend(e.finish());
-        let news = new_alerts(&ev, AlertKind::PortScan);
+        let news = new_alerts(&ev, AlertKind::PORT_SCAN);
         assert_eq!(news.len(), 1);
         assert!(
             news[0].description.contains("burst"),
@@ -841,7 +884,7 @@ mod tests {
             ))
         });
         let (_, ev) = run(DfaConfig::default(), recs);
-        let news = new_alerts(&ev, AlertKind::PortScan);
+        let news = new_alerts(&ev, AlertKind::PORT_SCAN);
         assert_eq!(news.len(), 1);
         assert!(news[0].description.contains("slow scan"));
     }

@@ -10,16 +10,17 @@ use std::{
     net::IpAddr,
 };
 
+use super::family::Family;
 use super::{
     Cx, Detector,
     automaton::{Incident, Phase, Verdict},
-    book::{base_alert, community_id},
     config::{SshBruteForceConfig, ns},
-    features, session,
+    session,
     window::{DistinctWindow, RateWindow},
 };
+use crate::alert::build::base_alert;
 use crate::{
-    alert::{AlertKind, Severity},
+    alert::{AlertKind, AlertSource, KindInfo, Severity},
     record::FlowRecord,
 };
 
@@ -75,28 +76,12 @@ impl Detector for SshBruteForce {
         e.sessions.add(f.first_ns, 1, now);
         e.servers.insert((f.dst_ip, f.dst_port), f.first_ns, now);
         let n = e.sessions.sum(now);
-        let verdict = if n >= cfg.sessions {
-            Verdict::Alert
-        } else if n >= cfg.suspicious_sessions {
-            Verdict::Suspicious
-        } else {
-            Verdict::Noise
-        };
+        let verdict = Verdict::ladder(n, cfg.suspicious_sessions, cfg.sessions);
         let macs = cx.macs;
         let servers = e.servers.len(now);
         let build = |inc: &Incident| {
-            let mut a = base_alert(
-                AlertKind::SshBruteForce,
-                Severity::High,
-                now,
-                f.first_ns,
-                f.last_ns,
-            );
-            a.src_ip = Some(f.src_ip);
-            a.src_port = Some(f.src_port);
-            a.dest_ip = Some(f.dst_ip);
-            a.dest_port = Some(f.dst_port);
-            a.proto = "tcp".into();
+            let mut a =
+                base_alert(AlertKind::SSH_BRUTE_FORCE, now, f.first_ns, f.last_ns).with_flow(f);
             a.src_mac = macs.get(&f.src_ip);
             a.description = format!(
                 "SSH brute force from {} against {}:{}{}: {n} short failed-looking sessions within {}s ({} sessions); count = sessions",
@@ -111,8 +96,6 @@ impl Detector for SshBruteForce {
                 cfg.window_secs,
                 inc.count
             );
-            a.community_id = community_id(6, f.src_ip, f.src_port, f.dst_ip, f.dst_port, None);
-            a.features = features::of_flow(f);
             a
         };
         cx.drive(&mut e.incident, f.last_ns, 1, verdict, build, |_, _| {});
@@ -123,6 +106,24 @@ impl Detector for SshBruteForce {
         cx.tick_map(&mut self.keys, w, w, |e| &mut e.incident);
     }
 }
+
+impl AlertKind {
+    /// Many short failed-looking SSH sessions from one source.
+    pub const SSH_BRUTE_FORCE: AlertKind = AlertKind::declare(&KindInfo {
+        name: "ssh_brute_force",
+        number: 5,
+        severity: Severity::High,
+        source: AlertSource::Dfa,
+        summary: "many short failed-looking SSH sessions from one source",
+    });
+}
+
+/// The `ssh_brute_force` family (see [`super::family`]).
+pub const FAMILY: Family = Family {
+    kind: AlertKind::SSH_BRUTE_FORCE,
+    section: "ssh_brute_force",
+    build: |c| Box::new(SshBruteForce::new(c.ssh_brute_force.clone())),
+};
 
 #[cfg(test)]
 mod tests {
@@ -154,14 +155,14 @@ mod tests {
                 _ => Phase::Alerting,
             };
             assert_eq!(
-                e.detectors.ssh_brute_force.phase(src),
+                e.detector::<SshBruteForce>().unwrap().phase(src),
                 want,
                 "after session {}",
                 i + 1
             );
         }
         ev.extend(e.finish());
-        let news = new_alerts(&ev, AlertKind::SshBruteForce);
+        let news = new_alerts(&ev, AlertKind::SSH_BRUTE_FORCE);
         assert_eq!(news.len(), 1);
         assert_eq!(news[0].count, 10);
         assert_eq!(news[0].dest_port, Some(22));
@@ -214,6 +215,6 @@ mod tests {
             ))
         });
         let (_, ev) = run(cfg, recs);
-        assert_eq!(new_alerts(&ev, AlertKind::SshBruteForce).len(), 1);
+        assert_eq!(new_alerts(&ev, AlertKind::SSH_BRUTE_FORCE).len(), 1);
     }
 }

@@ -10,17 +10,17 @@ use std::net::IpAddr;
 
 use safelink_common::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
 
+use super::family::Family;
 use super::{
     Cx, Detector,
     automaton::Phase,
-    book::{base_alert, community_id},
     classify::{self, TCP},
     config::FloodConfig,
-    features,
     flood::{FloodTable, Summary, one_way_pps},
 };
+use crate::alert::build::{base_alert, community_id, flow_features, start_features};
 use crate::{
-    alert::{Alert, AlertKind, Severity},
+    alert::{Alert, AlertKind, AlertSource, KindInfo, Severity},
     record::{FlowRecord, FlowStartRecord},
 };
 
@@ -39,7 +39,7 @@ fn alert(
     dport: u16,
     window: u64,
 ) -> Alert {
-    let mut a = base_alert(AlertKind::SynFlood, Severity::High, now, ts, ts);
+    let mut a = base_alert(AlertKind::SYN_FLOOD, now, ts, ts);
     a.src_ip = s.dominant;
     a.src_port = s.dominant.map(|_| sport);
     a.dest_ip = Some(dst);
@@ -95,7 +95,7 @@ impl Detector for SynFlood {
                 if sum.dominant == Some(s.src_ip) {
                     a.src_mac = mac.or_else(|| Some(s.src_mac.clone()));
                 }
-                a.features = features::of_start(s);
+                a.features = start_features(s);
                 a
             },
         );
@@ -129,7 +129,7 @@ impl Detector for SynFlood {
                 a.src_ip = Some(f.src_ip);
                 a.src_port = Some(f.src_port);
                 a.src_mac = mac;
-                a.features = features::of_flow(f);
+                a.features = flow_features(f);
                 a
             });
     }
@@ -138,6 +138,24 @@ impl Detector for SynFlood {
         self.table.tick(cx);
     }
 }
+
+impl AlertKind {
+    /// A flood of unanswered TCP SYNs at one victim.
+    pub const SYN_FLOOD: AlertKind = AlertKind::declare(&KindInfo {
+        name: "syn_flood",
+        number: 7,
+        severity: Severity::High,
+        source: AlertSource::Dfa,
+        summary: "a flood of unanswered TCP SYNs at one victim",
+    });
+}
+
+/// The `syn_flood` family (see [`super::family`]).
+pub const FAMILY: Family = Family {
+    kind: AlertKind::SYN_FLOOD,
+    section: "syn_flood",
+    build: |c| Box::new(SynFlood::new(c.syn_flood.clone())),
+};
 
 #[cfg(test)]
 mod tests {
@@ -174,14 +192,14 @@ mod tests {
                 _ => Phase::Alerting,
             };
             assert_eq!(
-                e.detectors.syn_flood.phase(victim, 30120),
+                e.detector::<SynFlood>().unwrap().phase(victim, 30120),
                 want,
                 "after SYN {}",
                 i + 1
             );
         }
         ev.extend(e.finish());
-        let news = new_alerts(&ev, AlertKind::SynFlood);
+        let news = new_alerts(&ev, AlertKind::SYN_FLOOD);
         assert_eq!(news.len(), 1);
         assert_eq!(news[0].count, 500);
         assert_eq!(news[0].src_ip, None, "spoofed: no single source");
@@ -211,7 +229,7 @@ mod tests {
             ))
         });
         let (_, ev) = run(DfaConfig::default(), recs);
-        let news = new_alerts(&ev, AlertKind::SynFlood);
+        let news = new_alerts(&ev, AlertKind::SYN_FLOOD);
         assert_eq!(news.len(), 1);
         assert_eq!(news[0].src_ip, Some(ip("198.51.100.9")));
         assert_eq!(news[0].src_mac.as_deref(), Some("02:00:00:00:00:01"));
@@ -228,7 +246,7 @@ mod tests {
         slow.fwd.packets = 7;
         slow.last_ns = T0 + 120 * S;
         let (_, ev) = run(DfaConfig::default(), [Record::Flow(slow), Record::Flow(f)]);
-        let news = new_alerts(&ev, AlertKind::SynFlood);
+        let news = new_alerts(&ev, AlertKind::SYN_FLOOD);
         assert_eq!(news.len(), 1);
         assert_eq!(news[0].src_ip, Some(ip("198.51.100.11")));
         assert_eq!(news[0].count, 2999);
@@ -263,6 +281,6 @@ mod tests {
             }
         }
         let (_, ev) = run(DfaConfig::default(), recs);
-        assert!(new_alerts(&ev, AlertKind::SynFlood).is_empty());
+        assert!(new_alerts(&ev, AlertKind::SYN_FLOOD).is_empty());
     }
 }

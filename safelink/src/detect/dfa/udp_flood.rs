@@ -8,17 +8,18 @@
 //! flows, plus the packets of heavy flows.
 use std::{collections::HashSet, net::IpAddr};
 
+use super::family::Family;
+use super::family::amp_ports;
 use super::{
     Cx, Detector,
     automaton::Phase,
-    book::{base_alert, community_id},
     classify::{self, UDP},
     config::FloodConfig,
-    features,
     flood::{FloodTable, Summary, one_way_pps},
 };
+use crate::alert::build::{base_alert, community_id, flow_features, start_features};
 use crate::{
-    alert::{Alert, AlertKind, Severity},
+    alert::{Alert, AlertKind, AlertSource, KindInfo, Severity},
     record::{FlowRecord, FlowStartRecord},
 };
 
@@ -28,7 +29,7 @@ pub struct UdpFlood {
 }
 
 fn alert(s: &Summary, now: u64, ts: u64, window: u64, dst: IpAddr) -> Alert {
-    let mut a = base_alert(AlertKind::UdpFlood, Severity::High, now, ts, ts);
+    let mut a = base_alert(AlertKind::UDP_FLOOD, now, ts, ts);
     a.src_ip = s.dominant;
     a.dest_ip = Some(dst);
     a.proto = "udp".into();
@@ -76,7 +77,7 @@ impl Detector for UdpFlood {
                 a.dest_port = Some(s.dst_port);
                 a.community_id =
                     community_id(UDP, s.src_ip, s.src_port, s.dst_ip, s.dst_port, None);
-                a.features = features::of_start(s);
+                a.features = start_features(s);
                 a
             });
     }
@@ -109,7 +110,7 @@ impl Detector for UdpFlood {
                 one_way_pps(f.fwd.packets, f.first_ns, f.last_ns)
             );
             a.community_id = community_id(UDP, f.src_ip, f.src_port, f.dst_ip, f.dst_port, None);
-            a.features = features::of_flow(f);
+            a.features = flow_features(f);
             a
         });
     }
@@ -118,6 +119,24 @@ impl Detector for UdpFlood {
         self.table.tick(cx);
     }
 }
+
+impl AlertKind {
+    /// A flood of UDP datagrams at one victim.
+    pub const UDP_FLOOD: AlertKind = AlertKind::declare(&KindInfo {
+        name: "udp_flood",
+        number: 8,
+        severity: Severity::High,
+        source: AlertSource::Dfa,
+        summary: "a flood of UDP datagrams at one victim",
+    });
+}
+
+/// The `udp_flood` family (see [`super::family`]).
+pub const FAMILY: Family = Family {
+    kind: AlertKind::UDP_FLOOD,
+    section: "udp_flood",
+    build: |c| Box::new(UdpFlood::new(c.udp_flood.clone(), &amp_ports(c))),
+};
 
 #[cfg(test)]
 mod tests {
@@ -143,15 +162,18 @@ mod tests {
             ));
             ev.extend(e.observe(&r));
             if i == 623 {
-                assert_eq!(e.detectors.udp_flood.phase(v), Phase::Idle);
+                assert_eq!(e.detector::<UdpFlood>().unwrap().phase(v), Phase::Idle);
             }
             if i == 624 {
-                assert_eq!(e.detectors.udp_flood.phase(v), Phase::Suspicious);
+                assert_eq!(
+                    e.detector::<UdpFlood>().unwrap().phase(v),
+                    Phase::Suspicious
+                );
             }
         }
-        assert_eq!(e.detectors.udp_flood.phase(v), Phase::Alerting);
+        assert_eq!(e.detector::<UdpFlood>().unwrap().phase(v), Phase::Alerting);
         ev.extend(e.finish());
-        let news = new_alerts(&ev, AlertKind::UdpFlood);
+        let news = new_alerts(&ev, AlertKind::UDP_FLOOD);
         assert_eq!(news.len(), 1);
         // 2000 flows a second: the one-second peak tier (1000) fires first.
         assert_eq!(news[0].count, 1000);
@@ -159,7 +181,7 @@ mod tests {
         // One source to random ports also looks like a UDP port scan (burst tier): both alerts.
         let f: Vec<_> = finals(&ev)
             .into_iter()
-            .filter(|a| a.kind == AlertKind::UdpFlood)
+            .filter(|a| a.kind == AlertKind::UDP_FLOOD)
             .collect();
         assert_eq!(f[0].count, 5000);
     }
@@ -184,7 +206,7 @@ mod tests {
             .collect();
         recs.push(Record::Flow(heavy));
         let (_, ev) = run(DfaConfig::default(), recs);
-        let news = new_alerts(&ev, AlertKind::UdpFlood);
+        let news = new_alerts(&ev, AlertKind::UDP_FLOOD);
         assert_eq!(news.len(), 1, "{news:?}");
         assert_eq!(news[0].dest_ip, Some(ip("192.0.2.54")));
         assert_eq!(news[0].src_ip, Some(ip("198.51.100.2")));

@@ -1,6 +1,6 @@
-//! The alert sink: writes detector alert events into the store on a blocking thread (every
-//! write is fsynced before it returns), maps engine alert ids to store ids, and coalesces bursts
-//! of updates of one alert into a single write. Every alert passes through the privacy
+//! The alert sink, the pipeline's last stage: writes alert events into the store on its own
+//! thread ([`SinkThread`]; every write is fsynced before it returns), maps detector alert ids
+//! to store ids, and coalesces bursts of updates of one alert into a single write. Every alert passes through the privacy
 //! [`Policy`] first: what is stored and what is logged is the anonymised form (the detectors
 //! upstream keep the real addresses). Counts new alerts in
 //! `safelink_alerts_total`.
@@ -10,12 +10,44 @@ use tokio::sync::mpsc;
 use tracing::{debug, error, warn};
 
 use crate::{
-    alert::AlertSource,
-    detect::dfa::AlertEvent,
+    alert::{AlertEvent, AlertSource},
     privacy::Policy,
     store::{Store, StoreError},
     telemetry,
 };
+
+/// The sink on its own thread, fed through a bounded queue.
+pub struct SinkThread {
+    tx: mpsc::Sender<AlertEvent>,
+    join: std::thread::JoinHandle<(u64, u64)>,
+}
+
+impl SinkThread {
+    pub fn spawn(store: Store, privacy: Policy) -> Self {
+        let (tx, rx) = mpsc::channel(4096);
+        let join = std::thread::Builder::new()
+            .name("safelink-sink".into())
+            .spawn(move || run_sink(store, rx, &privacy))
+            .expect("spawn the alert sink thread");
+        Self { tx, join }
+    }
+
+    /// Hands an event over, waiting while the queue is full (no alert is dropped). Call from
+    /// a thread that may block, never from the async runtime.
+    pub fn send(&self, ev: AlertEvent) {
+        // The sink ends only when this sender is dropped, so this cannot fail.
+        let _ = self.tx.blocking_send(ev);
+    }
+
+    /// Waits for everything queued to be stored; returns (new, updated).
+    pub fn finish(self) -> (u64, u64) {
+        drop(self.tx);
+        self.join.join().unwrap_or_else(|_| {
+            error!("the alert sink thread panicked");
+            (0, 0)
+        })
+    }
+}
 
 /// Runs until the channel closes; returns how many alerts were stored (new) and updated.
 /// Alerts are anonymised by `privacy` before they are logged or stored.
@@ -65,7 +97,7 @@ pub fn run_sink(store: Store, mut rx: mpsc::Receiver<AlertEvent>, privacy: &Poli
             };
             let r = store.update(sid, |s| {
                 s.count = a.count;
-                s.last_seen.clone_from(&a.last_seen);
+                s.last_seen = a.last_seen;
                 s.confidence = a.confidence;
                 s.severity = a.severity;
                 s.description.clone_from(&a.description);
@@ -90,16 +122,20 @@ pub fn run_sink(store: Store, mut rx: mpsc::Receiver<AlertEvent>, privacy: &Poli
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::alert::{Alert, AlertKind, Severity};
+    use crate::alert::{Alert, AlertKind, Severity, Timestamp};
+
+    fn ts(s: &str) -> Timestamp {
+        Timestamp::parse(s).unwrap()
+    }
     use crate::config::PrivacyConfig;
     use crate::privacy::IpMode;
 
     fn alert(id: u64, count: u64) -> Alert {
         Alert {
             id,
-            timestamp: "2024-05-01T12:00:00Z".into(),
+            timestamp: ts("2024-05-01T12:00:00Z"),
             source: AlertSource::Dfa,
-            kind: AlertKind::PortScan,
+            kind: AlertKind::PORT_SCAN,
             severity: Severity::Medium,
             confidence: 1.0,
             src_ip: Some("198.51.100.7".parse().unwrap()),
@@ -108,8 +144,8 @@ mod tests {
             dest_port: Some(22),
             proto: "tcp".into(),
             src_mac: None,
-            first_seen: "2024-05-01T12:00:00Z".into(),
-            last_seen: "2024-05-01T12:00:00Z".into(),
+            first_seen: ts("2024-05-01T12:00:00Z"),
+            last_seen: ts("2024-05-01T12:00:00Z"),
             count,
             description: format!("port scan of 192.0.2.1 from 198.51.100.7 ({count})"),
             community_id: Some("1:x=".into()),

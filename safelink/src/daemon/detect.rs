@@ -1,0 +1,113 @@
+//! The daemon's driver of the [`Pipeline`]: a dedicated thread (`safelink-detect`) that takes
+//! records from the capture's channel (ring-buffer reader and sweeper), feeds them, scores a
+//! waiting ANN batch after `[ann] batch_wait_ms`, and ticks the pipeline once a second with
+//! the [`Clock`]. The pipeline's work (automata, tract, sink hand-off) never runs on the async
+//! runtime, so it cannot starve the ring reader or the API.
+use std::{
+    io::Write as _,
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use tokio::{runtime::Handle, sync::mpsc};
+
+use crate::{
+    pipeline::{Pipeline, Report},
+    record::Record,
+};
+
+/// Where the pipeline's ticks take the time from.
+pub trait Clock: Send + 'static {
+    /// Now, ns since the Unix epoch.
+    fn now_ns(&self) -> u64;
+}
+
+/// The wall clock (`CLOCK_REALTIME`).
+pub struct WallClock;
+
+impl Clock for WallClock {
+    fn now_ns(&self) -> u64 {
+        crate::capture::realtime_ns()
+    }
+}
+
+/// How the driver runs.
+#[derive(Clone, Copy, Debug)]
+pub struct DriveOptions {
+    /// Print every record as a JSON line on stdout.
+    pub print_records: bool,
+    /// Score a partial ANN batch once its oldest flow waited this long.
+    pub batch_wait: Duration,
+    /// Period of [`Pipeline::tick`].
+    pub tick: Duration,
+}
+
+/// Starts the driver on its own thread; it ends when every sender of `records` is gone and
+/// returns the pipeline's report. Call from within the tokio runtime (the thread waits on the
+/// channel through the runtime's handle).
+pub fn spawn(
+    pipeline: Pipeline,
+    records: mpsc::Receiver<Record>,
+    clock: impl Clock,
+    opts: DriveOptions,
+) -> JoinHandle<Report> {
+    let rt = Handle::current();
+    std::thread::Builder::new()
+        .name("safelink-detect".into())
+        .spawn(move || drive(pipeline, records, &rt, &clock, opts))
+        .expect("spawn the detection thread")
+}
+
+fn drive(
+    mut p: Pipeline,
+    mut rx: mpsc::Receiver<Record>,
+    rt: &Handle,
+    clock: &dyn Clock,
+    opts: DriveOptions,
+) -> Report {
+    let mut next_tick = Instant::now() + opts.tick;
+    // When the oldest flow now waiting for an ANN batch arrived.
+    let mut waiting_since: Option<Instant> = None;
+    loop {
+        let deadline = waiting_since.map_or(next_tick, |t| next_tick.min(t + opts.batch_wait));
+        let wait = deadline.saturating_duration_since(Instant::now());
+        match rt.block_on(async { tokio::time::timeout(wait, rx.recv()).await }) {
+            Ok(Some(r)) => {
+                feed(&mut p, &r, opts.print_records);
+                // Take what is already queued without going back to the runtime.
+                while let Ok(r) = rx.try_recv() {
+                    feed(&mut p, &r, opts.print_records);
+                }
+            }
+            Ok(None) => break,
+            Err(_elapsed) => {}
+        }
+        let now = Instant::now();
+        if p.ann_pending() == 0 {
+            waiting_since = None;
+        } else if let Some(t) = waiting_since {
+            if now >= t + opts.batch_wait {
+                p.score_pending();
+                waiting_since = None;
+            }
+        } else {
+            waiting_since = Some(now);
+        }
+        if now >= next_tick {
+            p.tick(clock.now_ns());
+            next_tick = now + opts.tick;
+        }
+    }
+    p.finish()
+}
+
+fn feed(p: &mut Pipeline, r: &Record, print: bool) {
+    if print {
+        let mut o = std::io::stdout().lock();
+        if serde_json::to_writer(&mut o, r).is_ok() {
+            let _ = o.write_all(b"\n");
+            let _ = o.flush();
+        }
+    }
+    p.feed(r);
+}

@@ -1,0 +1,224 @@
+//! The detection pipeline, one shape for every driver:
+//!
+//! ```text
+//! record ─► rule engine (DFA) ──────────┐ alert events
+//!        └► ANN (batched scoring) ──────┤──────────────► alert sink (store, [`sink`])
+//!              │ scored flows + rows     └──────────────► sample collector (rule alerts)
+//!              └────────────────────────────────────────► sample collector (scored flows)
+//! ```
+//!
+//! [`Pipeline`] owns the stages, built once from one [`Config`] (`[dfa]`, `[ann]`, `[learning]`;
+//! the `[privacy]` policy comes resolved, as [`Stages::policy`]). It is fed records and ticked
+//! with time — [`Pipeline::feed`], [`Pipeline::tick`], [`Pipeline::finish`] — and knows nothing
+//! of where they come from: the daemon drives it from the ring buffer and the sweeper
+//! (`daemon::detect`), `safelink analyze` and `safelink learn ingest` from replay. Data flows
+//! one way: no stage calls back into an earlier one.
+pub mod sink;
+
+use std::collections::BTreeMap;
+
+use thiserror::Error;
+
+use crate::{
+    alert::{Alert, AlertEvent, AlertSource},
+    ann::{AnnDetector, AnnStats, ModelHandle, ScoreTap},
+    config::Config,
+    detect::dfa::{DetectError, Engine, EngineStats},
+    learn::{CollectStats, CollectorHandle, CollectorThread, LearningParams},
+    privacy::Policy,
+    record::Record,
+    store::Store,
+};
+use sink::SinkThread;
+
+/// Why a pipeline cannot be built.
+#[derive(Debug, Error)]
+pub enum PipelineError {
+    #[error("invalid [dfa] configuration: {0}")]
+    Dfa(#[from] DetectError),
+    #[error("invalid [ann] configuration: {0}")]
+    Ann(#[from] crate::ann::detector::AnnConfigError),
+}
+
+/// What the driver provides besides the configuration: the resolved privacy policy, the model
+/// and where alerts and samples go. Every stage is optional.
+#[derive(Default)]
+pub struct Stages {
+    /// Run the rule automata (`analyze --no-dfa` turns them off).
+    pub dfa: bool,
+    /// The model the ANN scores with. It raises alerts when `[ann] enabled`; with samples to
+    /// collect and `[ann]` off, it scores for the collector only.
+    pub model: Option<ModelHandle>,
+    /// Store alerts here (through the privacy policy).
+    pub alerts: Option<Store>,
+    /// Collect labelled training samples into this store, with these learning parameters.
+    pub samples: Option<(Store, LearningParams)>,
+    /// How stored alerts and samples write addresses.
+    pub policy: Policy,
+    /// Offline drivers: the collector waits instead of dropping when its queue is full.
+    pub lossless: bool,
+    /// Keep the final state of every alert, for [`Report::alerts`] (`analyze` prints them).
+    pub keep_alerts: bool,
+    /// Also called with every flow the ANN scores (tests, diagnostics).
+    pub score_tap: Option<ScoreTap>,
+}
+
+/// What a pipeline did, from [`Pipeline::finish`].
+#[derive(Debug, Default)]
+pub struct Report {
+    pub records: u64,
+    pub dfa: Option<EngineStats>,
+    pub ann: Option<AnnStats>,
+    /// Alerts stored new and updated by the sink.
+    pub stored: (u64, u64),
+    pub samples: Option<CollectStats>,
+    /// With [`Stages::keep_alerts`]: the final state of every alert, by (source, detector id).
+    pub alerts: Vec<Alert>,
+}
+
+/// The stages and their wiring.
+pub struct Pipeline {
+    dfa: Option<Engine>,
+    ann: Option<AnnDetector>,
+    sink: Option<SinkThread>,
+    collector: Option<CollectorThread>,
+    kept: Option<BTreeMap<(AlertSource, u64), Alert>>,
+    events: Vec<AlertEvent>,
+    records: u64,
+}
+
+impl Pipeline {
+    /// Builds the stages of `stages` from `cfg`.
+    pub fn new(cfg: &Config, stages: Stages) -> Result<Self, PipelineError> {
+        cfg.ann.detector.validate()?;
+        let dfa = if stages.dfa {
+            Some(Engine::new(cfg.dfa.clone())?)
+        } else {
+            None
+        };
+        let collector = stages.samples.map(|(store, params)| {
+            CollectorThread::spawn(store, &params, stages.policy.clone(), stages.lossless)
+        });
+        let mut observer = stages.score_tap;
+        let ann = stages.model.and_then(|h| {
+            let mut det = AnnDetector::new(h, cfg.ann.detector.clone());
+            let c: Option<CollectorHandle> = collector.as_ref().map(|c| c.handle.clone());
+            if c.is_some() || observer.is_some() {
+                det = det.with_tap(Box::new(move |f, row, score, generation| {
+                    if let Some(c) = &c {
+                        c.scored(f, row, score);
+                    }
+                    if let Some(o) = observer.as_mut() {
+                        o(f, row, score, generation);
+                    }
+                }));
+            }
+            match (cfg.ann.enabled, collector.is_some()) {
+                (true, _) => Some(det),
+                (false, true) => Some(det.scoring_only()),
+                (false, false) => None,
+            }
+        });
+        Ok(Self {
+            dfa,
+            ann,
+            sink: stages
+                .alerts
+                .map(|store| SinkThread::spawn(store, stages.policy)),
+            collector,
+            kept: stages.keep_alerts.then(BTreeMap::new),
+            events: Vec::new(),
+            records: 0,
+        })
+    }
+
+    /// Whether the ANN raises alerts (not only scores for the collector).
+    pub fn ann_alerts(&self) -> bool {
+        self.ann.as_ref().is_some_and(AnnDetector::emits)
+    }
+
+    /// One record through every stage.
+    pub fn feed(&mut self, r: &Record) {
+        self.records += 1;
+        if let Some(e) = self.dfa.as_mut() {
+            e.observe_into(r, &mut self.events);
+        }
+        // Rule alerts reach the collector before the flows the ANN scores next.
+        self.deliver();
+        if let Some(a) = self.ann.as_mut() {
+            a.observe_into(r, &mut self.events);
+        }
+        self.deliver();
+    }
+
+    /// Time passes (ns since the epoch; the daemon's clock, never earlier than the records):
+    /// waiting flows are scored, quiet incidents cool down and close, settled samples are
+    /// labelled.
+    pub fn tick(&mut self, now_ns: u64) {
+        if let Some(e) = self.dfa.as_mut() {
+            self.events.extend(e.tick(now_ns));
+        }
+        if let Some(a) = self.ann.as_mut() {
+            a.score_pending(&mut self.events);
+            a.tick(now_ns.max(a.now_ns()), &mut self.events);
+        }
+        if let Some(c) = &self.collector {
+            c.handle.tick(now_ns);
+        }
+        self.deliver();
+    }
+
+    /// Scores the flows waiting for a batch (the daemon's batch timer).
+    pub fn score_pending(&mut self) {
+        if let Some(a) = self.ann.as_mut() {
+            a.score_pending(&mut self.events);
+        }
+        self.deliver();
+    }
+
+    /// Flows waiting for the ANN's next batch.
+    pub fn ann_pending(&self) -> usize {
+        self.ann.as_ref().map_or(0, AnnDetector::pending)
+    }
+
+    /// End of input: scores what waits, reports every alert's final state, stores everything
+    /// and labels every pending sample.
+    pub fn finish(mut self) -> Report {
+        if let Some(e) = self.dfa.as_mut() {
+            self.events.extend(e.finish());
+        }
+        if let Some(a) = self.ann.as_mut() {
+            self.events.extend(a.finish());
+        }
+        self.deliver();
+        // The tap holds a collector handle: drop the ANN before waiting for the collector.
+        let ann = self.ann.take().map(|a| a.stats().clone());
+        Report {
+            records: self.records,
+            dfa: self.dfa.as_ref().map(|e| e.stats().clone()),
+            ann,
+            stored: self.sink.take().map_or((0, 0), SinkThread::finish),
+            samples: self.collector.take().map(CollectorThread::finish),
+            alerts: self
+                .kept
+                .take()
+                .map_or_else(Vec::new, |k| k.into_values().collect()),
+        }
+    }
+
+    /// Hands the events so far to the later stages.
+    fn deliver(&mut self) {
+        for ev in self.events.drain(..) {
+            if let (Some(c), AlertEvent::New(a)) = (&self.collector, &ev) {
+                c.handle.alert(a);
+            }
+            if let Some(k) = self.kept.as_mut() {
+                let a = ev.alert();
+                k.insert((a.source, a.id), a.clone());
+            }
+            if let Some(s) = &self.sink {
+                s.send(ev);
+            }
+        }
+    }
+}
