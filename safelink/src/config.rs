@@ -1,218 +1,27 @@
 //! The daemon's configuration: one TOML file (`--config FILE`, else `./safelink.toml`, else
 //! `/etc/safelink/safelink.toml`), overridden by `SAFELINK_*` environment variables and CLI
 //! flags. Unknown keys are an error naming the key. `safelink config print` shows the result.
-use std::{
-    net::SocketAddr,
-    path::{Path, PathBuf},
-    time::Duration,
-};
+//!
+//! Each section is defined beside the component it configures (`[sensor]` in `capture`,
+//! `[flows]` in `expiry`, `[api]` in `api`, `[store]` in `store`, `[dfa]` in `detect::dfa`,
+//! `[ann]` in `ann`, `[learning]` in `learn`, `[privacy]` in `privacy`); this module composes
+//! them into the file and loads it.
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::capture::loader::AttachMode;
+pub use crate::ann::config::{AnnSection, MODEL_SEARCH_PATH};
+pub use crate::api::config::ApiConfig;
+pub use crate::capture::config::SensorConfig;
 use crate::detect::dfa::DfaConfig;
+pub use crate::expiry::{FlowTimeouts, FlowsConfig};
+pub use crate::privacy::config::PrivacyConfig;
+pub use crate::store::config::StoreConfig;
 
 /// Serialises an `f32` by its shortest decimal form (`0.9`, not `0.8999999761581421`), so
 /// `safelink config print` shows what was written.
 pub fn f32_short<S: serde::Serializer>(v: &f32, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_f64(v.to_string().parse().unwrap_or(f64::from(*v)))
-}
-
-/// When a flow is considered finished and exported as a [`crate::record::FlowRecord`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct FlowTimeouts {
-    /// No packet for this long: the flow ends (default 60 s, Suricata's TCP new/closed timeout).
-    pub idle: Duration,
-    /// A flow older than this is exported and restarted (default 1800 s, nfstream's default).
-    pub active: Duration,
-    /// After the first FIN/RST, wait this long for the closing packets (default 2 s).
-    pub closed_linger: Duration,
-    /// A flow that is still only a SYN (or one UDP datagram) ends after this much silence
-    /// (default 2 s), so failed connections and probes reach the detectors quickly.
-    pub embryonic: Duration,
-}
-
-impl Default for FlowTimeouts {
-    fn default() -> Self {
-        FlowsConfig::default().timeouts()
-    }
-}
-
-/// `[sensor]`: where and how the XDP program attaches.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct SensorConfig {
-    /// Interface to attach to; empty = the interface of the default route.
-    pub iface: Option<String>,
-    /// `auto` (native where the driver supports it, else SKB), `native` or `skb`.
-    pub xdp_mode: AttachMode,
-    /// Also watch the host's own outgoing frames (TC egress hook), so flows have both
-    /// directions. Without it the sensor sees only what the interface receives.
-    pub egress: bool,
-    /// bpffs directory of the pinned maps (reused across restarts).
-    pub pin_dir: PathBuf,
-    /// Seconds between sweeps of the kernel flow map.
-    pub sweep_interval_s: u64,
-    /// Seconds between status lines in the log (0 = never).
-    pub status_interval_s: u64,
-}
-
-impl Default for SensorConfig {
-    fn default() -> Self {
-        Self {
-            iface: None,
-            xdp_mode: AttachMode::Auto,
-            egress: true,
-            pin_dir: PathBuf::from(crate::capture::DEFAULT_PIN_DIR),
-            sweep_interval_s: 1,
-            status_interval_s: 60,
-        }
-    }
-}
-
-/// `[flows]`: flow expiry (seconds).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct FlowsConfig {
-    pub idle_timeout_s: u64,
-    pub active_timeout_s: u64,
-    pub closed_linger_s: u64,
-    pub embryonic_timeout_s: u64,
-}
-
-impl Default for FlowsConfig {
-    fn default() -> Self {
-        Self::DEFAULT
-    }
-}
-
-impl FlowsConfig {
-    /// The defaults, written once: idle 60 s (Suricata's TCP new/closed timeout), active
-    /// 1800 s (nfstream), closing linger 2 s, embryonic 2 s.
-    pub const DEFAULT: Self = Self {
-        idle_timeout_s: 60,
-        active_timeout_s: 1800,
-        closed_linger_s: 2,
-        embryonic_timeout_s: 2,
-    };
-
-    pub fn timeouts(&self) -> FlowTimeouts {
-        FlowTimeouts {
-            idle: Duration::from_secs(self.idle_timeout_s),
-            active: Duration::from_secs(self.active_timeout_s),
-            closed_linger: Duration::from_secs(self.closed_linger_s),
-            embryonic: Duration::from_secs(self.embryonic_timeout_s),
-        }
-    }
-}
-
-/// `[api]`: the HTTP API and dashboard.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ApiConfig {
-    /// Listen address (default 127.0.0.1:8000). Any other address needs a token.
-    pub listen: SocketAddr,
-    /// Bearer token for state-changing calls (and all calls off loopback). Prefer the
-    /// `SAFELINK_API_TOKEN` environment variable to writing it here.
-    pub token: Option<String>,
-}
-
-impl Default for ApiConfig {
-    fn default() -> Self {
-        Self {
-            listen: crate::api::DEFAULT_LISTEN,
-            token: None,
-        }
-    }
-}
-
-/// `[store]`: where alerts live.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct StoreConfig {
-    pub data_dir: PathBuf,
-}
-
-impl Default for StoreConfig {
-    fn default() -> Self {
-        Self {
-            data_dir: PathBuf::from("/var/lib/safelink"),
-        }
-    }
-}
-
-/// `[ann]`: the neural flow classifier.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct AnnSection {
-    /// Off by default: the shipped base model was trained on public captures with few benign
-    /// flows and flags ordinary SSH logins in the lab (models/README.md). Turn it on once it
-    /// has been retrained on your own traffic.
-    pub enabled: bool,
-    /// ONNX model file. Unset: `models/base.onnx` (source tree, `cargo xtask run`), then
-    /// `/usr/local/share/safelink/base.onnx` (`cargo xtask install`).
-    pub model: Option<PathBuf>,
-    #[serde(flatten)]
-    pub detector: crate::ann::AnnConfig,
-}
-
-/// Where the model is looked for when `[ann] model` is unset.
-pub const MODEL_SEARCH_PATH: &[&str] = &["models/base.onnx", "/usr/local/share/safelink/base.onnx"];
-
-impl AnnSection {
-    /// The model file to load: the configured one, else the first of [`MODEL_SEARCH_PATH`]
-    /// that exists.
-    pub fn model_path(&self) -> Option<PathBuf> {
-        self.model.clone().or_else(|| {
-            MODEL_SEARCH_PATH
-                .iter()
-                .map(PathBuf::from)
-                .find(|p| p.exists())
-        })
-    }
-}
-
-/// `[privacy]`: how addresses are written and how long data is kept (see
-/// [`crate::privacy`]). Retention ages are in days; 0 keeps that data forever.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct PrivacyConfig {
-    /// `none` (default), `truncate` or `keyed-hash`.
-    pub ip_mode: crate::privacy::IpMode,
-    /// Prefix kept by `truncate` for IPv4 (default 24).
-    pub ipv4_prefix: u8,
-    /// Prefix kept by `truncate` for IPv6 (default 48).
-    pub ipv6_prefix: u8,
-    /// Hash MAC addresses with the key (default false; needs a key).
-    pub hash_macs: bool,
-    /// Secret of `keyed-hash` and `hash_macs` (at least 16 bytes). Prefer the
-    /// `SAFELINK_PRIVACY_KEY` environment variable to writing it here.
-    pub key: Option<String>,
-    /// Active alerts whose last evidence is older than this are deleted (default 90).
-    pub alert_retention_days: u64,
-    /// Archived alerts whose last evidence is older than this are deleted (default 365).
-    pub archive_retention_days: u64,
-    /// Training samples older than this are deleted (default 30).
-    pub sample_retention_days: u64,
-    /// Seconds between retention sweeps of the daemon (default 3600; the first runs at start;
-    /// 0 = no sweeps).
-    pub retention_interval_s: u64,
-}
-
-impl Default for PrivacyConfig {
-    fn default() -> Self {
-        Self {
-            ip_mode: crate::privacy::IpMode::None,
-            ipv4_prefix: 24,
-            ipv6_prefix: 48,
-            hash_macs: false,
-            key: None,
-            alert_retention_days: 90,
-            archive_retention_days: 365,
-            sample_retention_days: 30,
-            retention_interval_s: 3600,
-        }
-    }
 }
 
 /// The whole configuration file.
@@ -395,7 +204,7 @@ mod tests {
             .to_string();
         assert!(e.contains("f.toml") && e.contains("bogus"), "{e}");
         let c = Config::from_toml("[flows]\nidle_timeout_s = 5\n", "f").unwrap();
-        assert_eq!(c.flows.timeouts().idle, Duration::from_secs(5));
+        assert_eq!(c.flows.timeouts().idle, std::time::Duration::from_secs(5));
         assert_eq!(c.flows.active_timeout_s, 1800);
     }
 

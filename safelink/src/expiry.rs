@@ -3,7 +3,65 @@
 use safelink_common::{FlowKey, FlowStats, IPPROTO_TCP, IPPROTO_UDP};
 use serde::Serialize;
 
-use crate::config::FlowTimeouts;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// When a flow is considered finished and exported as a [`crate::record::FlowRecord`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlowTimeouts {
+    /// No packet for this long: the flow ends (default 60 s, Suricata's TCP new/closed timeout).
+    pub idle: Duration,
+    /// A flow older than this is exported and restarted (default 1800 s, nfstream's default).
+    pub active: Duration,
+    /// After the first FIN/RST, wait this long for the closing packets (default 2 s).
+    pub closed_linger: Duration,
+    /// A flow that is still only a SYN (or one UDP datagram) ends after this much silence
+    /// (default 2 s), so failed connections and probes reach the detectors quickly.
+    pub embryonic: Duration,
+}
+
+impl Default for FlowTimeouts {
+    fn default() -> Self {
+        FlowsConfig::default().timeouts()
+    }
+}
+
+/// `[flows]`: flow expiry (seconds).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FlowsConfig {
+    pub idle_timeout_s: u64,
+    pub active_timeout_s: u64,
+    pub closed_linger_s: u64,
+    pub embryonic_timeout_s: u64,
+}
+
+impl Default for FlowsConfig {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+impl FlowsConfig {
+    /// The defaults, written once: idle 60 s (Suricata's TCP new/closed timeout), active
+    /// 1800 s (nfstream), closing linger 2 s, embryonic 2 s.
+    pub const DEFAULT: Self = Self {
+        idle_timeout_s: 60,
+        active_timeout_s: 1800,
+        closed_linger_s: 2,
+        embryonic_timeout_s: 2,
+    };
+
+    pub fn timeouts(&self) -> FlowTimeouts {
+        FlowTimeouts {
+            idle: Duration::from_secs(self.idle_timeout_s),
+            active: Duration::from_secs(self.active_timeout_s),
+            closed_linger: Duration::from_secs(self.closed_linger_s),
+            embryonic: Duration::from_secs(self.embryonic_timeout_s),
+        }
+    }
+}
 
 /// Why a flow record was emitted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

@@ -5,9 +5,9 @@ use std::fmt;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 
-/// A point in time, nanoseconds since 1970-01-01T00:00:00Z. Written as RFC 3339 UTC with
-/// microseconds (`2015-07-14T09:16:23.632810Z`, the alert contract's form): text keeps the
-/// microseconds, the pipeline keeps the nanoseconds.
+/// A point in time, nanoseconds since 1970-01-01T00:00:00Z, to the microsecond: the precision
+/// of the alert contract's RFC 3339 UTC text (`2015-07-14T09:16:23.632810Z`), so the value in
+/// memory, the stored text and the store's time index always agree.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Timestamp(u64);
 
@@ -21,8 +21,9 @@ pub enum TimestampError {
 }
 
 impl Timestamp {
+    /// The time `ns`, truncated to the microsecond.
     pub const fn from_ns(ns: u64) -> Self {
-        Self(ns)
+        Self(ns - ns % 1000)
     }
 
     pub const fn ns(self) -> u64 {
@@ -38,7 +39,7 @@ impl Timestamp {
 
     pub fn from_datetime(t: OffsetDateTime) -> Result<Self, TimestampError> {
         u64::try_from(t.unix_timestamp_nanos())
-            .map(Self)
+            .map(Self::from_ns)
             .map_err(|_| TimestampError::OutOfRange)
     }
 
@@ -49,7 +50,7 @@ impl Timestamp {
 
     /// The wall clock now.
     pub fn now() -> Self {
-        Self(
+        Self::from_ns(
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
@@ -129,8 +130,9 @@ mod tests {
     }
 
     #[test]
-    fn round_trips_to_the_microsecond_and_refuses_bad_text() {
-        for ns in [0, 1_000, 1_436_865_383_632_810_000] {
+    fn round_trips_exactly_and_refuses_bad_text() {
+        assert_eq!(Timestamp::from_ns(1_999).ns(), 1_000);
+        for ns in [0, 1_000, 1_436_865_383_632_810_123] {
             let t = Timestamp::from_ns(ns);
             assert_eq!(Timestamp::parse(&t.to_string()), Ok(t));
             let json = serde_json::to_string(&t).unwrap();

@@ -7,6 +7,8 @@
 //! Scaling lives inside the ONNX graph: `log1p`, then `(x − mean) / std` with the training
 //! set's statistics (see [`super::export`]). Changing the table (order, units, meaning) must
 //! bump [`FEATURE_VECTOR_VERSION`]; models carry it and are refused when it differs.
+use safelink_common::{IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP};
+
 use crate::record::{Direction, FlowRecord};
 
 /// Version of this feature vector (order, units and meaning of [`FEATURES`]).
@@ -60,31 +62,31 @@ pub const FEATURES: [Feature; N_FEATURES] = [
         name: "proto_tcp",
         unit: "0/1",
         description: "IP protocol is TCP",
-        extract: |f| ind(f.proto == 6),
+        extract: |f| ind(f.proto == IPPROTO_TCP),
     },
     Feature {
         name: "proto_udp",
         unit: "0/1",
         description: "IP protocol is UDP",
-        extract: |f| ind(f.proto == 17),
+        extract: |f| ind(f.proto == IPPROTO_UDP),
     },
     Feature {
         name: "proto_icmp",
         unit: "0/1",
         description: "IP protocol is ICMP or ICMPv6",
-        extract: |f| ind(f.proto == 1 || f.proto == 58),
+        extract: |f| ind(f.proto == IPPROTO_ICMP || f.proto == IPPROTO_ICMPV6),
     },
     Feature {
         name: "src_port_low",
         unit: "0/1",
         description: "initiator port < 1024 (TCP/UDP; 0 otherwise)",
-        extract: |f| ind(matches!(f.proto, 6 | 17) && f.src_port < 1024),
+        extract: |f| ind(matches!(f.proto, IPPROTO_TCP | IPPROTO_UDP) && f.src_port < 1024),
     },
     Feature {
         name: "dst_port_low",
         unit: "0/1",
         description: "responder port < 1024 (TCP/UDP; 0 otherwise)",
-        extract: |f| ind(matches!(f.proto, 6 | 17) && f.dst_port < 1024),
+        extract: |f| ind(matches!(f.proto, IPPROTO_TCP | IPPROTO_UDP) && f.dst_port < 1024),
     },
     Feature {
         name: "fwd_packets",
@@ -241,7 +243,8 @@ pub const FEATURES: [Feature; N_FEATURES] = [
         unit: "0/1",
         description: "first ICMP message is an echo request (ICMP type 8 or ICMPv6 128)",
         extract: |f| {
-            ind((f.proto == 1 && f.icmp_type == 8) || (f.proto == 58 && f.icmp_type == 128))
+            ind((f.proto == IPPROTO_ICMP && f.icmp_type == 8)
+                || (f.proto == IPPROTO_ICMPV6 && f.icmp_type == 128))
         },
     },
 ];

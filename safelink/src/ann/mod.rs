@@ -14,6 +14,7 @@
 pub mod batch;
 pub mod bench;
 pub mod card;
+pub mod config;
 pub mod dataset;
 pub mod detector;
 pub mod eval;

@@ -11,6 +11,7 @@
 //! [`ApiState`], then `serve(listener, router(state), shutdown)`.
 mod alerts;
 mod auth;
+pub mod config;
 mod control;
 mod dashboard;
 mod error;

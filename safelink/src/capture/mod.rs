@@ -2,6 +2,7 @@
 //! ([`maps`]), turns ring-buffer events into records ([`events`]) and sweeps finished flows
 //! out of the flow map ([`sweeper`]). Together they produce the same [`crate::record::Record`]
 //! stream as the replay path.
+pub mod config;
 pub mod events;
 pub mod loader;
 pub mod maps;

@@ -104,7 +104,11 @@ pub fn default_pin_dir() -> PathBuf {
 fn init_logging(format: LogFormat) {
     use tracing_subscriber::{EnvFilter, fmt};
     let filter = EnvFilter::try_from_env("SAFELINK_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let b = fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colour only on a terminal: a log file or the journal gets plain text.
+    let b = fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     match format {
         LogFormat::Human => b.init(),
         LogFormat::Json => b.json().init(),

@@ -20,6 +20,7 @@
 //! With `hash_macs = true` MAC addresses are hashed with the same key into a locally
 //! administered unicast MAC (`x2:..`).
 pub mod anonymize;
+pub mod config;
 pub mod forget;
 pub mod report;
 pub mod retention;

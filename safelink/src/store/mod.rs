@@ -13,6 +13,7 @@
 //! version record), `cycles` (id → cycle record) and `learning` (its state), see
 //! `learning.rs`. `privacy.rs` deletes by subject and by age (the privacy lifecycle,
 //! [`crate::privacy`]).
+pub mod config;
 mod error;
 mod keys;
 mod learning;

@@ -6,10 +6,10 @@ use safelink_common::{TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, TCP_URG};
 
 use crate::record::FlowRecord;
 
-pub const TCP: u8 = 6;
-pub const UDP: u8 = 17;
-pub const ICMP: u8 = 1;
-pub const ICMPV6: u8 = 58;
+/// The protocol numbers, from `safelink_common` (the one place they are written).
+pub use safelink_common::{
+    IPPROTO_ICMP as ICMP, IPPROTO_ICMPV6 as ICMPV6, IPPROTO_TCP as TCP, IPPROTO_UDP as UDP,
+};
 
 /// A unicast host address: not multicast, broadcast, unspecified or loopback. Scans, sweeps
 /// and floods are only counted towards such addresses (mDNS, SSDP, DHCP and NetBIOS traffic to

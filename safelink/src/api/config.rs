@@ -1,0 +1,24 @@
+//! `[api]`: the HTTP API's listen address and token.
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+/// `[api]`: the HTTP API and dashboard.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Listen address (default 127.0.0.1:8000). Any other address needs a token.
+    pub listen: SocketAddr,
+    /// Bearer token for state-changing calls (and all calls off loopback). Prefer the
+    /// `SAFELINK_API_TOKEN` environment variable to writing it here.
+    pub token: Option<String>,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            listen: crate::api::DEFAULT_LISTEN,
+            token: None,
+        }
+    }
+}
