@@ -10,14 +10,33 @@ use safelink::config::Config;
 use safelink::learn::{self, Learner, ingest::ingest};
 use safelink::store::Store;
 
-use super::run::ConfigArgs;
+use super::run::{DataArgs, FileArgs, ModelFileArgs, ProfileArgs};
 
+/// The offline learner reads the configuration file, the data directory, the base model and
+/// the learning profile; nothing about interfaces or the API applies to it.
 #[derive(Debug, Args)]
 pub struct LearnArgs {
     #[command(flatten)]
-    config: ConfigArgs,
+    file: FileArgs,
+    #[command(flatten)]
+    data: DataArgs,
+    #[command(flatten)]
+    model: ModelFileArgs,
+    #[command(flatten)]
+    profile: ProfileArgs,
     #[command(subcommand)]
     cmd: LearnCmd,
+}
+
+impl LearnArgs {
+    fn resolve(&self) -> anyhow::Result<Config> {
+        let mut c = self.file.load()?;
+        self.data.apply(&mut c);
+        self.model.apply(&mut c);
+        self.profile.apply(&mut c);
+        c.learning.params()?;
+        Ok(c)
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -92,7 +111,7 @@ fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {
 }
 
 pub fn learn(a: LearnArgs) -> anyhow::Result<ExitCode> {
-    let cfg = a.config.resolve()?;
+    let cfg = a.resolve()?;
     if let LearnCmd::Bench { pcaps, work, secs } = &a.cmd {
         let golden = cfg
             .learning

@@ -137,3 +137,114 @@ pub fn main() -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    /// The long options of the subcommand at `path` (its own, not the global `--log-format`).
+    fn options(path: &[&str]) -> Vec<String> {
+        let mut cmd = Cli::command();
+        for p in path {
+            cmd = cmd
+                .find_subcommand(p)
+                .unwrap_or_else(|| panic!("no subcommand {p}"))
+                .clone();
+        }
+        cmd.get_arguments()
+            .filter(|a| !a.is_global_set())
+            .filter_map(|a| a.get_long().map(str::to_owned))
+            .collect()
+    }
+
+    #[test]
+    fn each_subcommand_shows_only_the_options_that_apply_to_it() {
+        let run = [
+            "config",
+            "set",
+            "iface",
+            "xdp-mode",
+            "no-egress",
+            "pin-dir",
+            "listen",
+            "data-dir",
+            "model",
+            "ann",
+            "idle-timeout",
+            "active-timeout",
+            "closed-linger",
+            "embryonic-timeout",
+            "learning",
+            "profile",
+            "learning-interval",
+            "min-samples",
+            "sweep-interval",
+            "status-interval",
+        ];
+        let mut run_own = run.to_vec();
+        run_own.push("print-records");
+        assert_eq!(options(&["run"]), run_own);
+        // `config print` shows what `run` would use: it takes the same settings.
+        assert_eq!(options(&["config", "print"]), run);
+        assert_eq!(
+            options(&["analyze"]),
+            [
+                "flows",
+                "summary",
+                "format",
+                "no-dfa",
+                "ann",
+                "model",
+                "store",
+                "config",
+                "set",
+                "bench-detect",
+                "bench-secs",
+                "idle-timeout",
+                "active-timeout",
+                "closed-linger",
+                "embryonic-timeout",
+            ]
+        );
+        // The offline learner: no interface, attach mode, API or flow-expiry flags.
+        assert_eq!(
+            options(&["learn"]),
+            [
+                "config",
+                "set",
+                "data-dir",
+                "model",
+                "profile",
+                "learning-interval",
+                "min-samples"
+            ]
+        );
+        for sub in ["status", "versions", "train", "ingest", "activate"] {
+            assert_eq!(
+                options(&["learn", sub]),
+                Vec::<String>::new(),
+                "learn {sub}"
+            );
+        }
+        assert_eq!(options(&["learn", "history"]), ["limit"]);
+        assert_eq!(
+            options(&["privacy", "forget"]),
+            ["ip", "mac", "config", "set", "data-dir"]
+        );
+        assert_eq!(
+            options(&["privacy", "report"]),
+            ["config", "set", "data-dir"]
+        );
+        for sub in ["info", "validate"] {
+            assert_eq!(
+                options(&["model", sub]),
+                Vec::<String>::new(),
+                "model {sub}"
+            );
+        }
+        assert_eq!(options(&["stats"]), ["pin-dir"]);
+        assert_eq!(options(&["flows"]), ["pin-dir"]);
+    }
+}

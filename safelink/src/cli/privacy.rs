@@ -2,12 +2,11 @@
 //! the store of a stopped sensor (with the daemon running, use `DELETE /privacy/subject` and
 //! `GET /privacy/report`). Both read `[privacy]` from the configuration (and the key from
 //! `SAFELINK_PRIVACY_KEY`) so the anonymised forms of a subject are matched too.
-use std::{path::PathBuf, process::ExitCode};
+use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{ArgGroup, Args, Subcommand};
 use safelink::{
-    config::Config,
     privacy::{self, Policy, Subject},
     store::{Store, StoreError},
 };
@@ -32,14 +31,10 @@ enum PrivacyCmd {
 /// Where the store and the `[privacy]` section come from.
 #[derive(Debug, Args)]
 pub struct StoreArgs {
-    /// Configuration file (TOML) with the `[privacy]` section. Default: ./safelink.toml, then
-    /// /etc/safelink/safelink.toml, else built-in defaults.
-    #[arg(long, value_name = "FILE", env = "SAFELINK_CONFIG")]
-    config: Option<PathBuf>,
-    /// Data directory of the sensor (the store is DIR/store) [default: from the configuration,
-    /// /var/lib/safelink].
-    #[arg(long, value_name = "DIR", env = "SAFELINK_DATA_DIR")]
-    data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    file: super::run::FileArgs,
+    #[command(flatten)]
+    data: super::run::DataArgs,
 }
 
 #[derive(Debug, Args)]
@@ -58,11 +53,11 @@ pub struct ForgetArgs {
 impl StoreArgs {
     /// The policy and the opened store (which must exist and not be held by a running sensor).
     fn open(&self) -> anyhow::Result<(Policy, Store)> {
-        let (cfg, _) = Config::load(self.config.as_deref())?;
+        let mut cfg = self.file.load()?;
+        self.data.apply(&mut cfg);
         let policy = Policy::from_env(&cfg.privacy)
             .map_err(|e| anyhow::anyhow!("invalid [privacy] configuration: {e}"))?;
-        let data_dir = self.data_dir.clone().unwrap_or(cfg.store.data_dir);
-        let dir = data_dir.join("store");
+        let dir = cfg.store.data_dir.join("store");
         if !dir.is_dir() {
             anyhow::bail!("no alert store in {} (check --data-dir)", dir.display());
         }

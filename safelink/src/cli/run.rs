@@ -10,10 +10,9 @@ use safelink::{
 };
 use tracing::info;
 
-/// Options that override the configuration file. Precedence: flag > environment > file >
-/// built-in default.
+/// Where the configuration comes from: every command that reads it.
 #[derive(Debug, Args)]
-pub struct ConfigArgs {
+pub struct FileArgs {
     /// Configuration file (TOML). Default: ./safelink.toml, then /etc/safelink/safelink.toml,
     /// else built-in defaults.
     #[arg(long, value_name = "FILE", env = "SAFELINK_CONFIG")]
@@ -22,6 +21,87 @@ pub struct ConfigArgs {
     /// values). Environment: `SAFELINK__DFA__PORT_SCAN__PORTS=20`.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
+}
+
+impl FileArgs {
+    /// The file's configuration with the `--set` and `SAFELINK__*` overrides.
+    pub fn load(&self) -> anyhow::Result<Config> {
+        let (c, from) = Config::load_with(self.config.as_deref(), &self.set)?;
+        if let Some(p) = &from {
+            info!(file = %p.display(), "configuration loaded");
+        }
+        Ok(c)
+    }
+}
+
+/// The data directory (`[store] data_dir`).
+#[derive(Debug, Args)]
+pub struct DataArgs {
+    /// Directory of the alert store [default: /var/lib/safelink].
+    #[arg(long, value_name = "DIR", env = "SAFELINK_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+impl DataArgs {
+    pub fn apply(&self, c: &mut Config) {
+        if let Some(v) = &self.data_dir {
+            c.store.data_dir = v.clone();
+        }
+    }
+}
+
+/// The model file (`[ann] model`).
+#[derive(Debug, Args)]
+pub struct ModelFileArgs {
+    /// ANN model file (ONNX) [default: models/base.onnx, then
+    /// /usr/local/share/safelink/base.onnx].
+    #[arg(long, value_name = "FILE", env = "SAFELINK_MODEL")]
+    model: Option<PathBuf>,
+}
+
+impl ModelFileArgs {
+    pub fn apply(&self, c: &mut Config) {
+        if let Some(v) = &self.model {
+            c.ann.model = Some(v.clone());
+        }
+    }
+}
+
+/// The learning profile and its two most-tuned values (`[learning]`).
+#[derive(Debug, Args)]
+pub struct ProfileArgs {
+    /// Learning profile: default, single (one quiet host) or mass (many sensors).
+    #[arg(long, value_enum, env = "SAFELINK_PROFILE")]
+    profile: Option<safelink::learn::Profile>,
+    /// Seconds between learning due checks [default: from the profile].
+    #[arg(long, value_name = "SECS", env = "SAFELINK_LEARNING_INTERVAL")]
+    learning_interval: Option<u64>,
+    /// New labelled samples needed for a cycle [default: from the profile].
+    #[arg(long, value_name = "N", env = "SAFELINK_MIN_SAMPLES")]
+    min_samples: Option<usize>,
+}
+
+impl ProfileArgs {
+    pub fn apply(&self, c: &mut Config) {
+        if let Some(v) = self.profile {
+            c.learning.profile = v;
+        }
+        if let Some(v) = self.learning_interval {
+            c.learning.learning_interval_s = Some(v);
+        }
+        if let Some(v) = self.min_samples {
+            c.learning.min_samples = Some(v);
+        }
+    }
+}
+
+/// Everything `safelink run` reads: the file, then `SAFELINK_*` environment variables, then
+/// these flags (precedence: flag > environment > file > built-in default). `config print`
+/// takes the same, to show what `run` would use.
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    #[command(flatten)]
+    file: FileArgs,
     /// Interface to attach to (default: the interface of the default route).
     #[arg(short, long, value_name = "IF", env = "SAFELINK_IFACE")]
     iface: Option<String>,
@@ -38,13 +118,10 @@ pub struct ConfigArgs {
     /// (SAFELINK_API_TOKEN).
     #[arg(long, value_name = "ADDR:PORT", env = "SAFELINK_LISTEN")]
     listen: Option<SocketAddr>,
-    /// Directory of the alert store [default: /var/lib/safelink].
-    #[arg(long, value_name = "DIR", env = "SAFELINK_DATA_DIR")]
-    data_dir: Option<PathBuf>,
-    /// ANN model file (ONNX) [default: models/base.onnx, then
-    /// /usr/local/share/safelink/base.onnx].
-    #[arg(long, value_name = "FILE", env = "SAFELINK_MODEL")]
-    model: Option<PathBuf>,
+    #[command(flatten)]
+    data: DataArgs,
+    #[command(flatten)]
+    model: ModelFileArgs,
     /// Also run the ANN flow classifier (off by default, see models/README.md).
     #[arg(long)]
     ann: bool,
@@ -53,15 +130,8 @@ pub struct ConfigArgs {
     /// Run the continuous learner with the sniffer ([learning] enabled).
     #[arg(long)]
     learning: bool,
-    /// Learning profile: default, single (one quiet host) or mass (many sensors).
-    #[arg(long, value_enum, env = "SAFELINK_PROFILE")]
-    profile: Option<safelink::learn::Profile>,
-    /// Seconds between learning due checks [default: from the profile].
-    #[arg(long, value_name = "SECS", env = "SAFELINK_LEARNING_INTERVAL")]
-    learning_interval: Option<u64>,
-    /// New labelled samples needed for a cycle [default: from the profile].
-    #[arg(long, value_name = "N", env = "SAFELINK_MIN_SAMPLES")]
-    min_samples: Option<usize>,
+    #[command(flatten)]
+    profile: ProfileArgs,
     /// Seconds between sweeps of the kernel flow map [default: 1].
     #[arg(long, value_name = "SECS", env = "SAFELINK_SWEEP_INTERVAL")]
     sweep_interval: Option<u64>,
@@ -73,10 +143,7 @@ pub struct ConfigArgs {
 impl ConfigArgs {
     /// The effective configuration.
     pub fn resolve(&self) -> anyhow::Result<Config> {
-        let (mut c, from) = Config::load_with(self.config.as_deref(), &self.set)?;
-        if let Some(p) = &from {
-            info!(file = %p.display(), "configuration loaded");
-        }
+        let mut c = self.file.load()?;
         if let Some(v) = &self.iface {
             c.sensor.iface = Some(v.clone());
         }
@@ -92,33 +159,21 @@ impl ConfigArgs {
         if let Some(v) = self.listen {
             c.api.listen = v;
         }
-        if let Some(v) = &self.data_dir {
-            c.store.data_dir = v.clone();
-        }
-        if let Some(v) = &self.model {
-            c.ann.model = Some(v.clone());
-        }
+        self.data.apply(&mut c);
+        self.model.apply(&mut c);
         if self.ann {
             c.ann.enabled = true;
         }
         self.timeouts.apply(&mut c.flows);
+        if self.learning {
+            c.learning.enabled = true;
+        }
+        self.profile.apply(&mut c);
         if let Some(v) = self.sweep_interval {
             c.sensor.sweep_interval_s = v;
         }
         if let Some(v) = self.status_interval {
             c.sensor.status_interval_s = v;
-        }
-        if self.learning {
-            c.learning.enabled = true;
-        }
-        if let Some(v) = self.profile {
-            c.learning.profile = v;
-        }
-        if let Some(v) = self.learning_interval {
-            c.learning.learning_interval_s = Some(v);
-        }
-        if let Some(v) = self.min_samples {
-            c.learning.min_samples = Some(v);
         }
         c.learning.params()?;
         Ok(c)
