@@ -1,4 +1,7 @@
-//! `cargo xtask bench ...`: figures, not pass/fail.
+//! `cargo xtask bench ...`: figures with their targets beside them, and a last line `target
+//! met` / `target missed` (misses are findings; the exit status is non-zero only when the
+//! measured path itself fails). `bench smoke` runs every benchmark in a tiny configuration
+//! (`cargo xtask test` does, so a broken benchmark fails CI).
 //!
 //! - `xdp`: kernel ns/packet of the XDP program via `BPF_PROG_TEST_RUN` (root).
 //! - `replay`: packets/s of `safelink analyze --flows` on a ~2 M-packet file (all shared
@@ -14,7 +17,27 @@ use std::{
 use anyhow::{Context as _, bail};
 use clap::Subcommand;
 
+use crate::target::{Bound, Targets};
 use crate::{build, root, run};
+
+// The targets, written once.
+/// XDP ns/packet per scenario (BPF_PROG_TEST_RUN).
+const XDP_NS: [(&str, f64); 4] = [
+    ("existing_tcp_flow", 50.0),
+    ("new_flow_syn", 250.0),
+    ("arp", 60.0),
+    ("malformed", 30.0),
+];
+/// `safelink analyze --flows --no-dfa` packets/s over nfstream's on the same file.
+const REPLAY_VS_NFSTREAM: f64 = 12.0;
+/// Records/s through every automaton, and peak RSS.
+const DETECT_RECORDS_PER_SEC: f64 = 1.0e6;
+const DETECT_PEAK_RSS_MIB: f64 = 256.0;
+/// ANN whole path (record → features → batch → tract) over bare tract, every batch size.
+const ANN_WHOLE_OVER_BARE: f64 = 0.90;
+/// A deployed learning cycle on 10 000 samples, and detection slowdown while cycles run.
+const LEARN_CYCLE_SECS: f64 = 0.5;
+const LEARN_SLOWDOWN: f64 = 0.10;
 
 #[derive(Subcommand)]
 pub enum What {
@@ -39,11 +62,17 @@ pub enum What {
     Detect {
         #[arg(long)]
         pcaps: Option<PathBuf>,
+        /// Least seconds of detection.
+        #[arg(long, default_value_t = 3.0)]
+        secs: f64,
     },
     /// flows/s and latency of ANN scoring (whole path vs bare tract) at batch 1, 64, 1024.
     Ann {
         #[arg(long)]
         pcaps: Option<PathBuf>,
+        /// Seconds per row.
+        #[arg(long, default_value_t = 2.0)]
+        secs: f64,
     },
     /// One continuous-learning cycle on 10 000 samples (per step), and detection throughput
     /// and latency with and without cycles running.
@@ -54,6 +83,8 @@ pub enum What {
         #[arg(long, default_value_t = 5.0)]
         secs: f64,
     },
+    /// Every benchmark in a tiny configuration (XDP only as root): fails when one cannot run.
+    Smoke,
 }
 
 fn pcap_dir(p: Option<PathBuf>) -> PathBuf {
@@ -87,48 +118,174 @@ fn capinfos_packets(p: &Path) -> anyhow::Result<u64> {
         .with_context(|| format!("capinfos output for {}: {s}", p.display()))
 }
 
+/// Runs `cmd` in the workspace root with stdout captured (and echoed) and stderr shown;
+/// fails when it fails.
+fn capture(cmd: &mut Command) -> anyhow::Result<String> {
+    cmd.current_dir(root())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    let out = cmd.output().with_context(|| format!("spawning {cmd:?}"))?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    print!("{text}");
+    if !out.status.success() {
+        bail!("{cmd:?} failed with {}", out.status);
+    }
+    Ok(text)
+}
+
+fn json(text: &str) -> anyhow::Result<serde_json::Value> {
+    serde_json::from_str(text.trim()).with_context(|| format!("not the expected JSON: {text}"))
+}
+
+fn num(v: &serde_json::Value, path: &[&str]) -> anyhow::Result<f64> {
+    let mut v = v;
+    for p in path {
+        v = &v[*p];
+    }
+    v.as_f64()
+        .with_context(|| format!("no number at {}", path.join(".")))
+}
+
 pub fn run_bench(what: What) -> anyhow::Result<()> {
-    match what {
-        What::Xdp { repeat } => {
-            let bin = build()?;
-            run(Command::new(bin).args(["bench", "xdp", "--repeat", &repeat.to_string()]))
-        }
+    let t = match what {
+        What::Xdp { repeat } => xdp(repeat)?,
         What::Replay {
             copies,
             pcaps,
             no_nfstream,
-        } => replay(copies, &pcap_dir(pcaps), no_nfstream),
-        What::Detect { pcaps } => {
-            let bin = build()?;
-            run(Command::new(bin)
-                .args(["analyze", "--bench-detect"])
-                .args(captures(&pcap_dir(pcaps))?))
-        }
-        What::Ann { pcaps } => {
-            let bin = build()?;
-            run(Command::new(bin)
-                .args(["model", "bench", "--model", "models/base.onnx", "--pcaps"])
-                .arg(pcap_dir(pcaps)))
-        }
-        What::Learn { pcaps, secs } => {
-            let bin = build()?;
-            run(Command::new(bin)
-                .args([
-                    "learn",
-                    "--config",
-                    "/dev/null",
-                    "bench",
-                    "--secs",
-                    &secs.to_string(),
-                ])
-                .arg("--pcaps")
-                .arg(pcap_dir(pcaps))
-                .env("RAYON_NUM_THREADS", "1"))
-        }
-    }
+        } => replay(copies, &pcap_dir(pcaps), no_nfstream)?,
+        What::Detect { pcaps, secs } => detect(&pcap_dir(pcaps), secs)?,
+        What::Ann { pcaps, secs } => ann(&pcap_dir(pcaps), secs)?,
+        What::Learn { pcaps, secs } => learn(&pcap_dir(pcaps), secs)?,
+        What::Smoke => return smoke(),
+    };
+    t.print();
+    Ok(())
 }
 
-fn replay(copies: usize, dir: &Path, no_nfstream: bool) -> anyhow::Result<()> {
+/// Every benchmark, tiny: each must run to its figures.
+fn smoke() -> anyhow::Result<()> {
+    let dir = pcap_dir(None);
+    let mut runs: Vec<(&str, anyhow::Result<Targets>)> = vec![
+        ("replay", replay(1, &dir, true)),
+        ("detect", detect(&dir, 0.2)),
+        ("ann", ann(&dir, 0.2)),
+        ("learn", learn(&dir, 0.4)),
+    ];
+    if crate::is_root() {
+        runs.push(("xdp", xdp(1000)));
+    } else {
+        eprintln!("xtask: not root: bench xdp (BPF_PROG_TEST_RUN) left out of the smoke run");
+    }
+    let mut failed = Vec::new();
+    for (name, r) in runs {
+        match r {
+            Ok(t) => println!("bench {name}: ran{}", t.render().replace('\n', "\n  ")),
+            Err(e) => failed.push(format!("bench {name}: {e:#}")),
+        }
+    }
+    if !failed.is_empty() {
+        bail!("{}", failed.join("; "));
+    }
+    Ok(())
+}
+
+fn xdp(repeat: u32) -> anyhow::Result<Targets> {
+    let bin = build()?;
+    let out = capture(Command::new(bin).args(["bench", "xdp", "--repeat", &repeat.to_string()]))?;
+    let mut t = Targets::default();
+    for (name, bound) in XDP_NS {
+        let ns = out
+            .lines()
+            .find_map(|l| {
+                let mut f = l.split(',');
+                (f.next() == Some(name))
+                    .then(|| f.nth(1).and_then(|v| v.parse::<f64>().ok()))
+                    .flatten()
+            })
+            .with_context(|| format!("no figure for {name}"))?;
+        t.check(name, ns, "ns/packet", Bound::AtMost(bound));
+    }
+    Ok(t)
+}
+
+fn detect(dir: &Path, secs: f64) -> anyhow::Result<Targets> {
+    let bin = build()?;
+    let v = json(&capture(
+        Command::new(bin)
+            .args([
+                "analyze",
+                "--bench-detect",
+                "--bench-secs",
+                &secs.to_string(),
+            ])
+            .args(captures(dir)?),
+    )?)?;
+    let mut t = Targets::default();
+    t.check(
+        "automata",
+        num(&v, &["records_per_sec"])?,
+        "records/s",
+        Bound::AtLeast(DETECT_RECORDS_PER_SEC),
+    );
+    t.check(
+        "peak RSS",
+        num(&v, &["peak_rss_kib"])? / 1024.0,
+        "MiB",
+        Bound::AtMost(DETECT_PEAK_RSS_MIB),
+    );
+    Ok(t)
+}
+
+fn ann(dir: &Path, secs: f64) -> anyhow::Result<Targets> {
+    let bin = build()?;
+    let rows = json(&capture(
+        Command::new(bin)
+            .args(["model", "bench", "--json", "--model", "models/base.onnx"])
+            .args(["--secs", &secs.to_string(), "--pcaps"])
+            .arg(dir),
+    )?)?;
+    let rows = rows.as_array().context("model bench --json: not a list")?;
+    let mut t = Targets::default();
+    for r in rows {
+        let batch = num(r, &["bare", "batch"])?;
+        t.check(
+            &format!("whole/bare, batch {batch}"),
+            num(r, &["ratio"])?,
+            "x",
+            Bound::AtLeast(ANN_WHOLE_OVER_BARE),
+        );
+    }
+    Ok(t)
+}
+
+fn learn(dir: &Path, secs: f64) -> anyhow::Result<Targets> {
+    let bin = build()?;
+    let v = json(&capture(
+        Command::new(bin)
+            .args(["learn", "--config", "/dev/null", "bench", "--secs"])
+            .arg(secs.to_string())
+            .arg("--pcaps")
+            .arg(dir)
+            .env("RAYON_NUM_THREADS", "1"),
+    )?)?;
+    let mut t = Targets::default();
+    t.check(
+        "deployed cycle, 10 000 samples",
+        num(&v, &["cycle", "total"])?,
+        "s",
+        Bound::AtMost(LEARN_CYCLE_SECS),
+    );
+    t.check(
+        "detection slowdown, training",
+        num(&v, &["slowdown"])? * 100.0,
+        "%",
+        Bound::AtMost(LEARN_SLOWDOWN * 100.0),
+    );
+    Ok(t)
+}
+
+fn replay(copies: usize, dir: &Path, no_nfstream: bool) -> anyhow::Result<Targets> {
     let bin = build()?;
     let work = root().join("target/bench");
     std::fs::create_dir_all(&work)?;
@@ -166,8 +323,11 @@ fn replay(copies: usize, dir: &Path, no_nfstream: bool) -> anyhow::Result<()> {
         ours_pps / 1e6
     );
 
+    let mut t = Targets::default();
+    let want = format!("≥ {REPLAY_VS_NFSTREAM}x nfstream");
     if no_nfstream {
-        return Ok(());
+        t.unmeasured("replay vs nfstream", &want, "--no-nfstream");
+        return Ok(t);
     }
     let venv = work.join("nfstream-venv");
     let py = venv.join("bin/python3");
@@ -198,5 +358,11 @@ print(f"{time.time() - t0:.3f} {n}")
         nf_pps / 1e6
     );
     println!("ratio safelink/nfstream: {:.1}x", ours_pps / nf_pps);
-    Ok(())
+    t.check(
+        "replay vs nfstream",
+        ours_pps / nf_pps,
+        "x",
+        Bound::AtLeast(REPLAY_VS_NFSTREAM),
+    );
+    Ok(t)
 }

@@ -125,13 +125,15 @@ pub fn learn(a: LearnArgs) -> anyhow::Result<ExitCode> {
         let r = learn::bench::run(pcaps, &base, golden, work, *secs)?;
         print_json(&r)?;
         eprintln!(
-            "cycle on {} samples: {:.3} s (train {:.3} s); detection {:.0} rec/s idle, {:.0} rec/s while {} cycles ran: slowdown {:.1} %",
+            "deployed cycle on {} samples ({} attack / {} benign from the captures, repeated): {:.3} s (train {:.3} s); detection {:.0} rec/s idle, {:.0} rec/s while {} deployed cycles ran: slowdown {:.1} %",
             r.samples,
+            r.mix.attack,
+            r.mix.benign,
             r.cycle.total,
             r.cycle.train,
             r.detect_idle.records_per_sec,
             r.detect_while_training.records_per_sec,
-            r.detect_while_training.cycles_during,
+            r.cycles_deployed_during,
             r.slowdown * 100.0
         );
         return Ok(ExitCode::SUCCESS);
