@@ -43,6 +43,7 @@ APT_PKGS=(
 if ((WANT_TEST)); then
     APT_PKGS+=(
         iputils-ping iputils-arping python3 python3-venv  # traffic + assertions
+        python3-jsonschema                                # EVE export against Suricata's schema
         tshark wireshark-common tcpreplay                 # independent flow counts, mergecap, replay
         nmap masscan hping3 hydra dsniff                  # attack tools (live lab, own namespaces only)
         openssh-server openssh-client iperf3 curl         # victim services and benign clients

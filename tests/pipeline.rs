@@ -141,9 +141,15 @@ fn by_daemon(cfg: &Config, pcap: &Path, dir: &Path) -> (Vec<Alert>, Vec<Training
     )
     .unwrap();
     let policy = Policy::from_env(&cfg.privacy).unwrap();
-    let pipeline =
-        daemon::build_pipeline(cfg, &store, &policy, Some(&learner), Some(learner.handle()))
-            .unwrap();
+    let pipeline = daemon::build_pipeline(
+        cfg,
+        &store,
+        &policy,
+        Some(&learner),
+        Some(learner.handle()),
+        None,
+    )
+    .unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -5,9 +5,11 @@
 //! - [`kind`]: the alert kinds, each declared once by the detector that raises it;
 //! - [`book`]: the open alerts of one detector (ids, `New`/`Updated` events, throttling);
 //! - [`build`]: filling an alert from the flow or packet that triggered it;
+//! - [`eve`]: the alert as a Suricata EVE event;
 //! - [`time`]: [`Timestamp`], integer nanoseconds, RFC 3339 text only at the edges.
 pub mod book;
 pub mod build;
+pub mod eve;
 pub mod kind;
 pub mod time;
 
@@ -27,6 +29,15 @@ pub enum AlertSource {
     Ann,
 }
 
+impl AlertSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Dfa => "dfa",
+            Self::Ann => "ann",
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
@@ -34,6 +45,17 @@ pub enum Severity {
     Medium,
     High,
     Critical,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Low => "low",
+            Self::Medium => "medium",
+            Self::High => "high",
+            Self::Critical => "critical",
+        }
+    }
 }
 
 /// One alert. An incident raises one alert that is then updated (`count`, `last_seen`).
@@ -96,8 +118,7 @@ impl Alert {
     }
 }
 
-/// An alert with its feature row named: the body of `GET /alerts/{id}` and the `safelink`
-/// object of the EVE export.
+/// An alert with its feature row named: the body of `GET /alerts/{id}`.
 #[derive(Serialize)]
 pub struct AlertView<'a> {
     #[serde(flatten)]

@@ -1,17 +1,14 @@
 //! Exports with the filters of `GET /alerts`: `GET /alerts/export.csv` (header row, one row
-//! per alert) and `GET /alerts/export.json` (EVE-style JSON lines, `event_type: "alert"`,
-//! shaped like Suricata's eve.json so existing pipelines ingest it).
-use std::net::IpAddr;
-
+//! per alert) and `GET /alerts/export.json` (EVE JSON lines valid under Suricata's schema, see
+//! [`crate::alert::eve`], so existing pipelines ingest them).
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
 
 use super::error::ApiQuery;
 use super::params::ListParams;
 use super::{ApiError, ApiState, blocking};
-use crate::alert::{Alert, AlertKind, AlertSource, AlertView, Severity};
+use crate::alert::{Alert, eve};
 use crate::store::{AlertFilter, Store, StoreError};
 
 /// CSV columns, in order (the alert fields except the feature vector; `explanation` as JSON).
@@ -36,10 +33,6 @@ pub const CSV_HEADER: [&str; 18] = [
     "explanation",
 ];
 
-/// `signature_id` of the EVE export: base + 1000 × source + kind number (stable; new kinds
-/// take new numbers).
-pub const SIGNATURE_ID_BASE: u64 = 5_100_000;
-
 /// Every active alert matching `filter`, newest first.
 fn collect(store: &Store, filter: &AlertFilter) -> Result<Vec<Alert>, StoreError> {
     let mut out = Vec::new();
@@ -51,14 +44,6 @@ fn collect(store: &Store, filter: &AlertFilter) -> Result<Vec<Alert>, StoreError
             Some(c) => cursor = Some(c),
             None => return Ok(out),
         }
-    }
-}
-
-/// The serde string of a contract enum (`dfa`, `high`...).
-fn contract_str<T: Serialize>(v: &T) -> String {
-    match serde_json::to_value(v) {
-        Ok(serde_json::Value::String(s)) => s,
-        other => format!("{other:?}"),
     }
 }
 
@@ -74,9 +59,9 @@ pub fn to_csv(alerts: &[Alert]) -> Result<Vec<u8>, csv::Error> {
         w.write_record([
             a.id.to_string(),
             a.timestamp.to_string(),
-            contract_str(&a.source),
+            a.source.as_str().to_owned(),
             a.kind.as_str().to_string(),
-            contract_str(&a.severity),
+            a.severity.as_str().to_owned(),
             a.confidence.to_string(),
             opt(&a.src_ip),
             opt(&a.src_port),
@@ -98,90 +83,13 @@ pub fn to_csv(alerts: &[Alert]) -> Result<Vec<u8>, csv::Error> {
     w.into_inner().map_err(|e| csv::Error::from(e.into_error()))
 }
 
-/// Stable Suricata-style rule id of a (source, kind).
-pub fn signature_id(source: AlertSource, kind: AlertKind) -> u64 {
-    let source = match source {
-        AlertSource::Dfa => 0,
-        AlertSource::Ann => 1,
-    };
-    SIGNATURE_ID_BASE + 1000 * source + u64::from(kind.number())
-}
-
-/// Suricata's severity scale: 1 is the most severe, 3 the least.
-pub fn eve_severity(s: Severity) -> u8 {
-    match s {
-        Severity::Critical | Severity::High => 1,
-        Severity::Medium => 2,
-        Severity::Low => 3,
-    }
-}
-
-/// Suricata's spelling of the protocol (`TCP`, `UDP`, `ICMP`, `IPv6-ICMP`).
-fn eve_proto(proto: &str) -> String {
-    match proto {
-        "icmpv6" => "IPv6-ICMP".to_string(),
-        other => other.to_ascii_uppercase(),
-    }
-}
-
-#[derive(Serialize)]
-struct EveAlert<'a> {
-    action: &'static str,
-    gid: u32,
-    signature_id: u64,
-    rev: u32,
-    signature: &'a str,
-    category: &'static str,
-    severity: u8,
-}
-
-#[derive(Serialize)]
-struct EveEvent<'a> {
-    timestamp: String,
-    event_type: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    src_ip: Option<IpAddr>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    src_port: Option<u16>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    dest_ip: Option<IpAddr>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    dest_port: Option<u16>,
-    proto: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    community_id: Option<&'a str>,
-    alert: EveAlert<'a>,
-    safelink: AlertView<'a>,
-}
-
-/// One EVE JSON line per alert.
-pub fn to_eve_lines(alerts: &[Alert]) -> Result<Vec<u8>, serde_json::Error> {
+/// One EVE JSON line per alert ([`crate::alert::eve`]).
+pub fn to_eve_lines(alerts: &[Alert]) -> Vec<u8> {
     let mut out = Vec::new();
     for a in alerts {
-        let event = EveEvent {
-            timestamp: a.timestamp.to_string(),
-            event_type: "alert",
-            src_ip: a.src_ip,
-            src_port: a.src_port,
-            dest_ip: a.dest_ip,
-            dest_port: a.dest_port,
-            proto: eve_proto(&a.proto),
-            community_id: a.community_id.as_deref(),
-            alert: EveAlert {
-                action: "allowed",
-                gid: 1,
-                signature_id: signature_id(a.source, a.kind),
-                rev: 1,
-                signature: &a.description,
-                category: a.kind.as_str(),
-                severity: eve_severity(a.severity),
-            },
-            safelink: AlertView::from(a),
-        };
-        serde_json::to_writer(&mut out, &event)?;
-        out.push(b'\n');
+        eve::write_line(a, &mut out);
     }
-    Ok(out)
+    out
 }
 
 fn attachment(content_type: &'static str, filename: &'static str, body: Vec<u8>) -> Response {
@@ -215,7 +123,7 @@ pub async fn eve(
 ) -> Result<Response, ApiError> {
     let filter = p.filter_only("export.json")?;
     let alerts = blocking(&state, move |s| collect(&s, &filter)).await?;
-    let body = to_eve_lines(&alerts).map_err(|e| ApiError::internal(format!("EVE export: {e}")))?;
+    let body = to_eve_lines(&alerts);
     Ok(attachment(
         "application/x-ndjson",
         "attachment; filename=\"safelink-alerts.json\"",

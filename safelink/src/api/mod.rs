@@ -35,7 +35,7 @@ use axum::routing::{delete, get, post};
 pub use auth::{ApiConfigError, AuthPolicy};
 pub use control::{ControlError, ControlFuture, SensorControl, SensorStatus};
 pub use error::ApiError;
-pub use export::{CSV_HEADER, SIGNATURE_ID_BASE, eve_severity, signature_id, to_csv, to_eve_lines};
+pub use export::{CSV_HEADER, to_csv, to_eve_lines};
 pub use metrics::CONTENT_TYPE as METRICS_CONTENT_TYPE;
 pub use params::{DEFAULT_LIMIT, MAX_LIMIT};
 

@@ -17,7 +17,7 @@ use safelink::{
     ann::ModelHandle,
     config::Config,
     detect::bench,
-    pipeline::{Pipeline, Stages},
+    pipeline::{Pipeline, Stages, eve_log::EveLog},
     privacy::Policy,
     replay::replay_file,
     store::Store,
@@ -55,6 +55,10 @@ pub struct AnalyzeArgs {
     /// `[privacy]` policy. The store must not be in use by a running sensor.
     #[arg(long, value_name = "DIR")]
     store: Option<PathBuf>,
+    /// With `--store`: also append every new alert to FILE as an EVE JSON line (Suricata's
+    /// eve.json form), as `safelink run --eve-log` does.
+    #[arg(long, value_name = "FILE", requires = "store")]
+    eve_log: Option<PathBuf>,
     /// Configuration file, the same TOML as `safelink run`: `[dfa]` thresholds and windows,
     /// `[ann]` detector settings, `[flows]` timeouts and the `[privacy]` policy of the stored
     /// and printed alerts (key from SAFELINK_PRIVACY_KEY or the file). Without it: built-in
@@ -234,6 +238,13 @@ pub fn analyze(a: AnalyzeArgs) -> anyhow::Result<ExitCode> {
     let mut table: Vec<Alert> = Vec::new();
     for path in &a.files {
         let mut write_err = None;
+        let eve_log = match &a.eve_log {
+            Some(p) => Some(
+                EveLog::open(p)
+                    .with_context(|| format!("cannot open the EVE log {}", p.display()))?,
+            ),
+            None => None,
+        };
         // One pipeline per file: detector ids start over with each file.
         let mut pipeline = Pipeline::new(
             &cfg,
@@ -241,6 +252,7 @@ pub fn analyze(a: AnalyzeArgs) -> anyhow::Result<ExitCode> {
                 dfa: !a.no_dfa,
                 model: model.clone(),
                 alerts: store.clone(),
+                eve_log,
                 policy: policy.clone(),
                 lossless: true,
                 keep_alerts: print_alerts,

@@ -120,6 +120,10 @@ pub struct ConfigArgs {
     listen: Option<SocketAddr>,
     #[command(flatten)]
     data: DataArgs,
+    /// Also append every new alert to FILE as an EVE JSON line (Suricata's eve.json form,
+    /// for Filebeat/Elastic); SIGHUP reopens it for logrotate.
+    #[arg(long, value_name = "FILE", env = "SAFELINK_EVE_LOG")]
+    eve_log: Option<PathBuf>,
     #[command(flatten)]
     model: ModelFileArgs,
     /// Also run the ANN flow classifier (off by default, see models/README.md).
@@ -160,6 +164,9 @@ impl ConfigArgs {
             c.api.listen = v;
         }
         self.data.apply(&mut c);
+        if let Some(v) = &self.eve_log {
+            c.store.eve_log = Some(v.clone());
+        }
         self.model.apply(&mut c);
         if self.ann {
             c.ann.enabled = true;

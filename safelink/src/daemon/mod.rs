@@ -41,7 +41,7 @@ use crate::{
     },
     config::Config,
     learn::Learner,
-    pipeline::{Pipeline, Stages},
+    pipeline::{Pipeline, Stages, eve_log::EveLog},
     privacy::Policy,
     record::Record,
     store::Store,
@@ -82,7 +82,14 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
         "privacy policy"
     );
     let (learner, model) = open_model(&cfg, &store)?;
-    let pipeline = build_pipeline(&cfg, &store, &privacy, learner.as_ref(), model.clone())?;
+    let eve = match &cfg.store.eve_log {
+        Some(p) => Some(
+            EveLog::open(p).with_context(|| format!("cannot open the EVE log {}", p.display()))?,
+        ),
+        None => None,
+    };
+    let eve_reopen = eve.as_ref().map(EveLog::reopen_flag);
+    let pipeline = build_pipeline(&cfg, &store, &privacy, learner.as_ref(), model.clone(), eve)?;
     let mut sources = vec![AlertSource::Dfa];
     if pipeline.ann_alerts() {
         sources.push(AlertSource::Ann);
@@ -136,7 +143,9 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
         stop_rx,
     ));
 
+    let hup = tokio::spawn(reopen_on_sighup(eve_reopen));
     wait_for_shutdown(&mut reader).await?;
+    hup.abort();
 
     sensor.detach()?;
     // Let the reader drain what is already in the ring, then stop the producers: the
@@ -269,6 +278,7 @@ pub fn build_pipeline(
     privacy: &Policy,
     learner: Option<&Learner>,
     model: Option<ModelHandle>,
+    eve_log: Option<EveLog>,
 ) -> anyhow::Result<Pipeline> {
     Ok(Pipeline::new(
         cfg,
@@ -276,6 +286,7 @@ pub fn build_pipeline(
             dfa: true,
             model,
             alerts: Some(store.clone()),
+            eve_log,
             samples: learner.map(|l| (store.clone(), l.params().clone())),
             policy: privacy.clone(),
             ..Stages::default()
@@ -411,6 +422,21 @@ fn spawn_sweeper(
             }
         }
     })
+}
+
+/// SIGHUP reopens the EVE log (logrotate); without one it is logged and ignored, never fatal.
+async fn reopen_on_sighup(flag: Option<Arc<std::sync::atomic::AtomicBool>>) -> anyhow::Result<()> {
+    let mut hup = signal(SignalKind::hangup())?;
+    while hup.recv().await.is_some() {
+        match &flag {
+            Some(f) => {
+                info!("SIGHUP: reopening the EVE log");
+                f.store(true, Ordering::SeqCst);
+            }
+            None => info!("SIGHUP: no EVE log to reopen"),
+        }
+    }
+    Ok(())
 }
 
 /// Until SIGTERM or SIGINT (or the ring-buffer reader stopping, which is an error).

@@ -13,6 +13,7 @@
 //! of where they come from: the daemon drives it from the ring buffer and the sweeper
 //! (`daemon::detect`), `safelink analyze` and `safelink learn ingest` from replay. Data flows
 //! one way: no stage calls back into an earlier one.
+pub mod eve_log;
 pub mod sink;
 
 use std::collections::BTreeMap;
@@ -29,6 +30,7 @@ use crate::{
     record::Record,
     store::Store,
 };
+use eve_log::EveLog;
 use sink::SinkThread;
 
 /// Why a pipeline cannot be built.
@@ -51,6 +53,8 @@ pub struct Stages {
     pub model: Option<ModelHandle>,
     /// Store alerts here (through the privacy policy).
     pub alerts: Option<Store>,
+    /// With `alerts`: also append every new alert to this EVE file.
+    pub eve_log: Option<EveLog>,
     /// Collect labelled training samples into this store, with these learning parameters.
     pub samples: Option<(Store, LearningParams)>,
     /// How stored alerts and samples write addresses.
@@ -124,7 +128,7 @@ impl Pipeline {
             ann,
             sink: stages
                 .alerts
-                .map(|store| SinkThread::spawn(store, stages.policy)),
+                .map(|store| SinkThread::spawn(store, stages.policy, stages.eve_log)),
             collector,
             kept: stages.keep_alerts.then(BTreeMap::new),
             events: Vec::new(),

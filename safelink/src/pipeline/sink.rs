@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use tokio::sync::mpsc;
 use tracing::{debug, error, warn};
 
+use super::eve_log::EveLog;
 use crate::{
     alert::{AlertEvent, AlertSource},
     privacy::Policy,
@@ -23,11 +24,12 @@ pub struct SinkThread {
 }
 
 impl SinkThread {
-    pub fn spawn(store: Store, privacy: Policy) -> Self {
+    /// The sink of `store`, and of `eve` when given (new alerts appended as EVE lines).
+    pub fn spawn(store: Store, privacy: Policy, eve: Option<EveLog>) -> Self {
         let (tx, rx) = mpsc::channel(4096);
         let join = std::thread::Builder::new()
             .name("safelink-sink".into())
-            .spawn(move || run_sink(store, rx, &privacy))
+            .spawn(move || run_sink_with(store, rx, &privacy, eve))
             .expect("spawn the alert sink thread");
         Self { tx, join }
     }
@@ -51,7 +53,17 @@ impl SinkThread {
 
 /// Runs until the channel closes; returns how many alerts were stored (new) and updated.
 /// Alerts are anonymised by `privacy` before they are logged or stored.
-pub fn run_sink(store: Store, mut rx: mpsc::Receiver<AlertEvent>, privacy: &Policy) -> (u64, u64) {
+pub fn run_sink(store: Store, rx: mpsc::Receiver<AlertEvent>, privacy: &Policy) -> (u64, u64) {
+    run_sink_with(store, rx, privacy, None)
+}
+
+/// [`run_sink`], each stored new alert also appended to `eve` (with its store id).
+pub fn run_sink_with(
+    store: Store,
+    mut rx: mpsc::Receiver<AlertEvent>,
+    privacy: &Policy,
+    mut eve: Option<EveLog>,
+) -> (u64, u64) {
     // Engine ids are per detector (DFA and ANN both start at 1): key by (source, id).
     let mut ids: HashMap<(AlertSource, u64), u64> = HashMap::new();
     let (mut new, mut updated) = (0u64, 0u64);
@@ -76,8 +88,13 @@ pub fn run_sink(store: Store, mut rx: mpsc::Receiver<AlertEvent>, privacy: &Poli
                         "{}",
                         a.description
                     );
+                    let for_eve = eve.as_ref().map(|_| a.clone());
                     match store.insert(a) {
                         Ok(sid) => {
+                            if let (Some(log), Some(mut a)) = (eve.as_mut(), for_eve) {
+                                a.id = sid;
+                                log.write(&a);
+                            }
                             telemetry::record_alert(kind, source);
                             ids.insert(engine_id, sid);
                             new += 1;
