@@ -7,7 +7,46 @@ use aya_build::Toolchain;
 /// SAFELINK_EBPF_TOOLCHAIN.
 const DEFAULT_EBPF_TOOLCHAIN: &str = "nightly-2026-05-15";
 
+/// `SAFELINK_GIT_COMMIT` (`git rev-parse --short=12 HEAD`, or the variable of that name when
+/// set, e.g. by a package build outside git) and `SAFELINK_BASE_MODEL_VERSION` (the
+/// `BASE_MODEL_VERSION` of the recipe) for `safelink --version`.
+fn version_env() {
+    println!("cargo:rerun-if-env-changed=SAFELINK_GIT_COMMIT");
+    let commit = std::env::var("SAFELINK_GIT_COMMIT").ok().or_else(|| {
+        let out = std::process::Command::new("git")
+            .args(["rev-parse", "--short=12", "HEAD"])
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    });
+    println!(
+        "cargo:rustc-env=SAFELINK_GIT_COMMIT={}",
+        commit.unwrap_or_else(|| "unknown".into())
+    );
+    // A new commit changes HEAD (detached) or the branch it names.
+    if let Ok(head) = std::fs::read_to_string("../.git/HEAD") {
+        println!("cargo:rerun-if-changed=../.git/HEAD");
+        if let Some(r) = head.strip_prefix("ref: ") {
+            println!("cargo:rerun-if-changed=../.git/{}", r.trim());
+        }
+    }
+    let recipe = std::fs::read_to_string("src/ann/recipe.rs").unwrap_or_default();
+    let model = recipe
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("pub const BASE_MODEL_VERSION: &str = \"")?
+                .strip_suffix("\";")
+        })
+        .unwrap_or("unknown");
+    println!("cargo:rerun-if-changed=src/ann/recipe.rs");
+    println!("cargo:rustc-env=SAFELINK_BASE_MODEL_VERSION={model}");
+}
+
 fn main() -> anyhow::Result<()> {
+    version_env();
     println!("cargo:rerun-if-env-changed=SAFELINK_EBPF_TOOLCHAIN");
     let toolchain = std::env::var("SAFELINK_EBPF_TOOLCHAIN")
         .unwrap_or_else(|_| DEFAULT_EBPF_TOOLCHAIN.to_owned());

@@ -934,6 +934,8 @@ fn dashboard_and_metrics_of_a_live_daemon() {
             .arg(&lab.pin_dir)
             .arg("--data-dir")
             .arg(data.path())
+            .arg("--eve-log")
+            .arg(data.path().join("eve.json"))
             .args(["--listen", &api.to_string(), "--status-interval", "0"])
             .env("SAFELINK_API_TOKEN", TOKEN)
             .stdout(Stdio::piped())
@@ -977,6 +979,42 @@ fn dashboard_and_metrics_of_a_live_daemon() {
         .join()
         .unwrap();
     });
+
+    // The EVE log: one line per new alert. logrotate's way: move the file, SIGHUP; the next
+    // alert goes to a new file and the daemon keeps running.
+    let eve = data.path().join("eve.json");
+    let lines = |p: &Path| -> Vec<Value> {
+        std::fs::read_to_string(p)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let kinds = |v: &[Value]| -> Vec<String> {
+        let mut k: Vec<String> = v
+            .iter()
+            .map(|e| e["alert"]["category"].as_str().unwrap().to_owned())
+            .collect();
+        k.sort();
+        k
+    };
+    assert_eq!(kinds(&lines(&eve)), ["arp_scan", "port_scan"]);
+    let rotated = data.path().join("eve.json.1");
+    std::fs::rename(&eve, &rotated).unwrap();
+    // SAFETY: plain signal to our own child.
+    unsafe { libc::kill(daemon.0.id() as i32, libc::SIGHUP) };
+    std::thread::sleep(Duration::from_millis(300));
+    lab.replay_into_a(&Path::new(PCAPS).join("sshbrute__password-guessing-11conns.pcap"));
+    let t0 = Instant::now();
+    while lines(&eve).is_empty() && t0.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(kinds(&lines(&eve)), ["ssh_brute_force"], "after SIGHUP");
+    assert_eq!(kinds(&lines(&rotated)), ["arp_scan", "port_scan"]);
+    assert!(
+        daemon.0.try_wait().unwrap().is_none(),
+        "SIGHUP ended the daemon"
+    );
 
     // SAFETY: plain signal to our own child.
     unsafe { libc::kill(daemon.0.id() as i32, libc::SIGINT) };

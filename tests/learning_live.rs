@@ -182,6 +182,36 @@ fn learner_runs_with_the_live_sniffer() {
         line("safelink_model_version "),
         format!("safelink_model_version {n}")
     );
+    // The Grafana dashboard (deploy/grafana/safelink.json) queries only metrics this live
+    // daemon exports.
+    let dash: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("deploy/grafana/safelink.json")).unwrap(),
+    )
+    .unwrap();
+    let mut queried = std::collections::BTreeSet::new();
+    for p in dash["panels"].as_array().unwrap() {
+        for t in p["targets"].as_array().unwrap() {
+            let expr = t["expr"].as_str().unwrap();
+            let mut rest = expr;
+            while let Some(i) = rest.find("safelink_") {
+                let name: String = rest[i..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                rest = &rest[i + name.len()..];
+                queried.insert(name);
+            }
+        }
+    }
+    assert!(queried.len() >= 12, "{queried:?}");
+    for name in &queried {
+        assert!(
+            metrics
+                .lines()
+                .any(|l| l.starts_with(&format!("{name} ")) || l.starts_with(&format!("{name}{{"))),
+            "the Grafana dashboard queries {name}, which /metrics does not export:\n{metrics}"
+        );
+    }
     if outcome == "deployed" {
         // The detector's model is the new one.
         let (_, model) = curl(&lab, "GET", "/model");

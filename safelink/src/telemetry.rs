@@ -63,6 +63,12 @@ pub fn install() -> PrometheusHandle {
                 tracing::warn!(error = %e, "another metrics recorder is installed; /metrics stays empty");
             }
             describe();
+            // Every kind's alert counter exists from the start, at 0 (dashboards and rate()
+            // see a series before the first alert of a kind).
+            for k in AlertKind::known() {
+                counter!(ALERTS, "kind" => k.as_str(), "source" => k.info().source.as_str())
+                    .increment(0);
+            }
             handle
         })
         .clone()

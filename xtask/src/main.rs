@@ -4,8 +4,10 @@
 //! - `cargo xtask run [-- ARGS]`    build, then `safelink run ARGS` (root; Ctrl-C detaches)
 //! - `cargo xtask test`             fmt + clippy + every test (kernel tests need root)
 //! - `cargo xtask train-base`       retrain models/base.onnx (reproducible recipe)
+//! - `cargo xtask deb`              the Debian package (target/debian/)
 //! - `cargo xtask bench xdp|replay|detect|ann|learn|smoke`
 mod bench;
+mod deb;
 mod target;
 
 use std::{
@@ -50,6 +52,8 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Build the Debian package `target/debian/safelink_<version>_amd64.deb` (dpkg-deb).
+    Deb,
     /// Benchmarks; they print figures, they do not pass or fail on speed.
     Bench {
         #[command(subcommand)]
@@ -136,12 +140,16 @@ fn real_main() -> anyhow::Result<()> {
                 "-D",
                 "warnings",
             ]))?;
-            if !is_root() {
+            let mut test = cargo();
+            if is_root() {
+                // The package test installs and purges this package (tests/deb.rs).
+                test.env("SAFELINK_DEB", deb::deb()?);
+            } else {
                 eprintln!(
-                    "xtask: not root: kernel tests (XDP on veth, BPF_PROG_TEST_RUN) will print SKIP"
+                    "xtask: not root: kernel tests (XDP on veth, BPF_PROG_TEST_RUN) and the package test will print SKIP"
                 );
             }
-            run(cargo()
+            run(test
                 .args(["test", "--release", "--no-fail-fast"])
                 .args(args.iter()))?;
             if args.is_empty() {
@@ -151,6 +159,7 @@ fn real_main() -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Install => install(),
+        Cmd::Deb => deb::deb().map(|_| ()),
         Cmd::TrainBase { args } => {
             let bin = build()?;
             run(Command::new(bin)
@@ -191,6 +200,19 @@ fn install() -> anyhow::Result<()> {
         &root().join("deploy/safelink.service"),
         "/etc/systemd/system/safelink.service",
     )?;
+    // Man pages and completions, from the clap definitions.
+    for (what, dir) in [
+        ("man", "/usr/local/share/man/man1"),
+        ("bash", "/usr/local/share/bash-completion/completions"),
+        ("zsh", "/usr/local/share/zsh/site-functions"),
+        ("fish", "/usr/local/share/fish/vendor_completions.d"),
+    ] {
+        run(Command::new(&bin).args(["generate", what, "--out", dir]))?;
+        if what == "bash" {
+            // bash-completion loads the file named after the command.
+            std::fs::rename(format!("{dir}/safelink.bash"), format!("{dir}/safelink"))?;
+        }
+    }
     // The unit's Documentation= points here.
     std::fs::create_dir_all("/usr/local/share/doc/safelink")?;
     copy(

@@ -12,14 +12,19 @@ pub struct AnnSection {
     /// has been retrained on your own traffic.
     pub enabled: bool,
     /// ONNX model file. Unset: `models/base.onnx` (source tree, `cargo xtask run`), then
-    /// `/usr/local/share/safelink/base.onnx` (`cargo xtask install`).
+    /// `/usr/local/share/safelink/base.onnx` (`cargo xtask install`), then
+    /// `/usr/share/safelink/base.onnx` (the Debian package).
     pub model: Option<PathBuf>,
     #[serde(flatten)]
     pub detector: super::AnnConfig,
 }
 
 /// Where the model is looked for when `[ann] model` is unset.
-pub const MODEL_SEARCH_PATH: &[&str] = &["models/base.onnx", "/usr/local/share/safelink/base.onnx"];
+pub const MODEL_SEARCH_PATH: &[&str] = &[
+    "models/base.onnx",
+    "/usr/local/share/safelink/base.onnx",
+    "/usr/share/safelink/base.onnx",
+];
 
 impl AnnSection {
     /// The model file to load: the configured one, else the first of [`MODEL_SEARCH_PATH`]

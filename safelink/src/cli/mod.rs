@@ -1,6 +1,7 @@
 //! Command-line interface: argument parsing (clap) and dispatch to the subcommands.
 mod analyze;
 mod bench;
+mod generate;
 mod inspect;
 mod learn;
 mod model;
@@ -12,10 +13,21 @@ use std::{path::PathBuf, process::ExitCode};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use safelink::{capture::DEFAULT_PIN_DIR, config::FlowsConfig};
 
+/// `safelink --version`: the crate version, the git commit it was built from and the shipped
+/// base model's version.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("SAFELINK_GIT_COMMIT"),
+    ", base model ",
+    env!("SAFELINK_BASE_MODEL_VERSION"),
+    ")"
+);
+
 #[derive(Debug, Parser)]
 #[command(
     name = "safelink",
-    version,
+    version = VERSION,
     about = "SafeLink network intrusion detection sensor (XDP flow features)",
     long_about = "SafeLink network intrusion detection sensor.\n\n\
         `safelink run` attaches the XDP program to an interface and streams flow and ARP records; \
@@ -59,6 +71,9 @@ enum Cmd {
     /// Privacy: `forget --ip|--mac` deletes a subject's data, `report` shows what is stored
     /// (both on a stopped sensor's store).
     Privacy(privacy::PrivacyArgs),
+    /// Write the man pages or shell completions (packaging).
+    #[command(hide = true)]
+    Generate(generate::GenerateArgs),
 }
 
 /// Flow expiry flags of `run` and `analyze`: each overrides its `[flows]` key.
@@ -128,6 +143,7 @@ pub fn main() -> ExitCode {
         Cmd::Model(a) => model::model(a),
         Cmd::Learn(a) => learn::learn(a),
         Cmd::Privacy(a) => privacy::privacy(a),
+        Cmd::Generate(a) => generate::generate(a),
     };
     match res {
         Ok(code) => code,

@@ -120,6 +120,7 @@ impl Default for LearningSection {
 pub const GOLDEN_SEARCH_PATH: &[&str] = &[
     "models/golden.jsonl",
     "/usr/local/share/safelink/golden.jsonl",
+    "/usr/share/safelink/golden.jsonl",
 ];
 
 /// Resolved settings.
