@@ -45,6 +45,18 @@ pub fn community_id(
     community_id::calculate_community_id(0, src, dst, sp, dp, proto, false).ok()
 }
 
+/// The Community ID of flow `f` (ICMP type and code as its "ports").
+pub fn flow_community_id(f: &FlowRecord) -> Option<String> {
+    community_id(
+        f.proto,
+        f.src_ip,
+        f.src_port,
+        f.dst_ip,
+        f.dst_port,
+        Some((f.icmp_type, f.icmp_code)),
+    )
+}
+
 /// An alert of `kind` raised at `now` about evidence from `first` to `last` (ns), with the
 /// kind's severity and source, confidence 1.0 and nothing else filled.
 pub fn base_alert(kind: AlertKind, now: u64, first: u64, last: u64) -> Alert {
@@ -97,14 +109,7 @@ impl Alert {
         self.dest_ip = Some(f.dst_ip);
         self.dest_port = ports.then_some(f.dst_port);
         self.proto = proto_name(f.proto);
-        self.community_id = community_id(
-            f.proto,
-            f.src_ip,
-            f.src_port,
-            f.dst_ip,
-            f.dst_port,
-            Some((f.icmp_type, f.icmp_code)),
-        );
+        self.community_id = flow_community_id(f);
         self.features = row;
     }
 

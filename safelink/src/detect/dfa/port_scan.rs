@@ -25,7 +25,9 @@ use super::{
     config::{PortScanConfig, ns},
     window::DistinctWindow,
 };
-use crate::alert::build::{base_alert, community_id, flow_features, proto_name, start_features};
+use crate::alert::build::{
+    base_alert, community_id, flow_community_id, flow_features, proto_name, start_features,
+};
 use crate::{
     alert::{Alert, AlertKind, AlertSource, KindInfo, Severity},
     record::{FlowRecord, FlowStartRecord},
@@ -452,14 +454,7 @@ impl Detector for PortScan {
                     stealth: None,
                     n: 1,
                     alone: Some(why),
-                    cid: community_id(
-                        f.proto,
-                        f.src_ip,
-                        f.src_port,
-                        f.dst_ip,
-                        f.dst_port,
-                        Some((f.icmp_type, f.icmp_code)),
-                    ),
+                    cid: flow_community_id(f),
                     features: &feats,
                 },
                 cx,
