@@ -860,3 +860,35 @@ async fn kinds_and_features_come_from_the_one_list() {
     assert_eq!(f["features"][0]["name"], "duration_s");
     assert_eq!(f["version"], safelink::ann::FEATURE_VECTOR_VERSION);
 }
+
+/// DNS rebinding: on loopback, where reads need no token, a request naming another host (a
+/// page whose name was re-pointed at 127.0.0.1) is refused with a 403 JSON error; IP
+/// addresses and localhost are answered.
+#[tokio::test]
+async fn loopback_answers_only_ip_and_localhost_host_names() {
+    let s = start().await;
+    seed(&s.store);
+    let get = |host: &'static str| {
+        let r = s
+            .http
+            .get(format!("{}/alerts", s.base))
+            .header("host", host)
+            .send();
+        async move {
+            let r = r.await.unwrap();
+            let st = r.status();
+            (st, r.json::<Value>().await.unwrap())
+        }
+    };
+    let (st, v) = get("evil.example:8000").await;
+    assert_eq!(st, StatusCode::FORBIDDEN);
+    assert!(
+        v["error"].as_str().unwrap().contains("DNS rebinding"),
+        "{v}"
+    );
+    let (st, v) = get("localhost:8000").await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(v["alerts"].as_array().unwrap().len(), 5);
+    let (st, _) = get("127.0.0.1:8000").await;
+    assert_eq!(st, StatusCode::OK);
+}

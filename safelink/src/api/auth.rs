@@ -2,6 +2,11 @@
 //! call when the API listens on a non-loopback address; no token configured on a
 //! non-loopback address refuses to start. Tokens are compared in constant time. The
 //! dashboard's static page (`GET /`, `/assets/...`) holds no data and needs no token.
+//!
+//! DNS rebinding: while reads need no token (loopback), a web page whose own name an attacker
+//! re-points at 127.0.0.1 could read every alert from the operator's browser. So on loopback
+//! only requests whose `Host` is an IP address, `localhost` (or `*.localhost`) or one of
+//! `[api] allowed_hosts` are answered; any other name gets 403.
 use std::net::SocketAddr;
 
 use axum::extract::{Request, State};
@@ -28,6 +33,8 @@ pub struct AuthPolicy {
     token: Option<Vec<u8>>,
     /// Listening on loopback: read-only calls need no token.
     loopback: bool,
+    /// Host names answered besides IP literals and localhost (lower case).
+    allowed_hosts: Vec<String>,
 }
 
 impl std::fmt::Debug for AuthPolicy {
@@ -50,7 +57,57 @@ impl AuthPolicy {
         if !loopback && token.is_none() {
             return Err(ApiConfigError::TokenRequired(listen));
         }
-        Ok(AuthPolicy { token, loopback })
+        Ok(AuthPolicy {
+            token,
+            loopback,
+            allowed_hosts: Vec::new(),
+        })
+    }
+
+    /// Also answer to these host names (`[api] allowed_hosts`).
+    pub fn with_allowed_hosts(mut self, names: &[String]) -> Self {
+        self.allowed_hosts = names.iter().map(|n| n.to_ascii_lowercase()).collect();
+        self
+    }
+
+    /// Refuses (403) a request whose `Host` names neither an IP address, `localhost` nor an
+    /// allowed host, while reads are open (loopback). No `Host` (HTTP/1.0) is answered.
+    pub fn check_host(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+        if !self.loopback {
+            return Ok(());
+        }
+        let Some(value) = headers.get(header::HOST) else {
+            return Ok(());
+        };
+        let host = value
+            .to_str()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase();
+        // Without the port: `[v6]:port`, `name:port`, `v4:port`.
+        let name = if let Some(rest) = host.strip_prefix('[') {
+            rest.split(']').next().unwrap_or_default()
+        } else {
+            match host.rsplit_once(':') {
+                Some((n, port)) if port.bytes().all(|b| b.is_ascii_digit()) => n,
+                _ => host.as_str(),
+            }
+        };
+        let ok = name.parse::<std::net::IpAddr>().is_ok()
+            || name == "localhost"
+            || name.ends_with(".localhost")
+            || self.allowed_hosts.iter().any(|h| h == name);
+        if ok {
+            Ok(())
+        } else {
+            Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "Host {host:?} is not allowed: on loopback the API answers only to IP \
+                     addresses, localhost and [api] allowed_hosts (DNS rebinding protection)"
+                ),
+            ))
+        }
     }
 
     /// Whether a call with this method needs the token.
@@ -107,6 +164,9 @@ fn is_static(method: &Method, path: &str) -> bool {
 /// Middleware applying the policy to every request, unknown routes included (except the
 /// dashboard's static files).
 pub async fn require_token(State(state): State<ApiState>, req: Request, next: Next) -> Response {
+    if let Err(e) = state.auth.check_host(req.headers()) {
+        return e.into_response();
+    }
     if is_static(req.method(), req.uri().path()) {
         return next.run(req).await;
     }
@@ -211,6 +271,46 @@ mod tests {
             p.check(&Method::GET, &headers(Some("Bearer s3cret")))
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn on_loopback_only_ip_literals_localhost_and_allowed_names_are_answered() {
+        let p = AuthPolicy::new("127.0.0.1:8000".parse().unwrap(), None)
+            .unwrap()
+            .with_allowed_hosts(&["Sensor.Example.ORG".into()]);
+        let host = |h: &str| {
+            let mut m = HeaderMap::new();
+            m.insert(header::HOST, HeaderValue::from_str(h).unwrap());
+            p.check_host(&m)
+        };
+        for ok in [
+            "127.0.0.1:8000",
+            "127.0.0.1",
+            "[::1]:8000",
+            "localhost:8000",
+            "LOCALHOST",
+            "app.localhost:8000",
+            "sensor.example.org:8000",
+            "192.0.2.7:8000",
+        ] {
+            assert!(host(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "evil.example:8000",
+            "attacker.example",
+            "127.0.0.1.nip.io:8000",
+            "",
+        ] {
+            let e = host(bad).unwrap_err();
+            assert_eq!(e.status, StatusCode::FORBIDDEN, "{bad}");
+            assert!(e.message.contains("DNS rebinding"), "{}", e.message);
+        }
+        assert!(p.check_host(&HeaderMap::new()).is_ok());
+        // Off loopback every call needs the token: names are not checked.
+        let p = AuthPolicy::new("0.0.0.0:8000".parse().unwrap(), Some("t")).unwrap();
+        let mut m = HeaderMap::new();
+        m.insert(header::HOST, HeaderValue::from_static("sensor.corp:8000"));
+        assert!(p.check_host(&m).is_ok());
     }
 
     #[test]

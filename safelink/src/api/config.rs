@@ -12,6 +12,9 @@ pub struct ApiConfig {
     /// Bearer token for state-changing calls (and all calls off loopback). Prefer the
     /// `SAFELINK_API_TOKEN` environment variable to writing it here.
     pub token: Option<String>,
+    /// Host names the API answers to on loopback besides IP addresses and `localhost` (DNS
+    /// rebinding protection: any other `Host` gets 403).
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for ApiConfig {
@@ -19,6 +22,7 @@ impl Default for ApiConfig {
         Self {
             listen: crate::api::DEFAULT_LISTEN,
             token: None,
+            allowed_hosts: Vec::new(),
         }
     }
 }

@@ -193,7 +193,8 @@ async fn bind_api(cfg: &Config) -> anyhow::Result<(TcpListener, api::AuthPolicy)
     let token = std::env::var("SAFELINK_API_TOKEN")
         .ok()
         .or_else(|| cfg.api.token.clone());
-    let auth = api::AuthPolicy::new(listener.local_addr()?, token.as_deref())?;
+    let auth = api::AuthPolicy::new(listener.local_addr()?, token.as_deref())?
+        .with_allowed_hosts(&cfg.api.allowed_hosts);
     Ok((listener, auth))
 }
 
