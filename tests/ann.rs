@@ -721,7 +721,7 @@ fn daemon_pipeline(
         records,
         safelink::daemon::detect::WallClock,
         safelink::daemon::detect::DriveOptions {
-            print_records: false,
+            print_records: None,
             batch_wait: std::time::Duration::from_millis(batch_wait_ms),
             tick: std::time::Duration::from_secs(1),
         },

@@ -163,7 +163,7 @@ fn by_daemon(cfg: &Config, pcap: &Path, dir: &Path) -> (Vec<Alert>, Vec<Training
             rx,
             RecordTime,
             DriveOptions {
-                print_records: false,
+                print_records: None,
                 batch_wait: Duration::from_millis(cfg.ann.detector.batch_wait_ms),
                 tick: Duration::from_secs(1),
             },

@@ -209,6 +209,18 @@ mod tests {
     }
 
     #[test]
+    fn debug_never_prints_the_token_or_the_privacy_key() {
+        let c = Config::from_toml(
+            "[api]\ntoken = \"tok-SECRET-1234\"\n[privacy]\nkey = \"key-SECRET-5678-abcdef\"\n",
+            "f",
+        )
+        .unwrap();
+        let d = format!("{c:?} {c:#?}");
+        assert!(!d.contains("SECRET"), "{d}");
+        assert!(d.contains("<redacted>"));
+    }
+
+    #[test]
     fn privacy_section_parses_and_names_unknown_keys() {
         let c = Config::from_toml(
             "[privacy]\nip_mode = \"keyed-hash\"\nhash_macs = true\nalert_retention_days = 7\n",

@@ -32,10 +32,10 @@ impl Clock for WallClock {
 }
 
 /// How the driver runs.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct DriveOptions {
-    /// Print every record as a JSON line on stdout.
-    pub print_records: bool,
+    /// Print every record as a JSON line on stdout, addresses in this policy's written form.
+    pub print_records: Option<crate::privacy::Policy>,
     /// Score a partial ANN batch once its oldest flow waited this long.
     pub batch_wait: Duration,
     /// Period of [`Pipeline::tick`].
@@ -73,10 +73,10 @@ fn drive(
         let wait = deadline.saturating_duration_since(Instant::now());
         match rt.block_on(async { tokio::time::timeout(wait, rx.recv()).await }) {
             Ok(Some(r)) => {
-                feed(&mut p, &r, opts.print_records);
+                feed(&mut p, &r, opts.print_records.as_ref());
                 // Take what is already queued without going back to the runtime.
                 while let Ok(r) = rx.try_recv() {
-                    feed(&mut p, &r, opts.print_records);
+                    feed(&mut p, &r, opts.print_records.as_ref());
                 }
             }
             Ok(None) => break,
@@ -101,10 +101,10 @@ fn drive(
     p.finish()
 }
 
-fn feed(p: &mut Pipeline, r: &Record, print: bool) {
-    if print {
+fn feed(p: &mut Pipeline, r: &Record, print: Option<&crate::privacy::Policy>) {
+    if let Some(policy) = print {
         let mut o = std::io::stdout().lock();
-        if serde_json::to_writer(&mut o, r).is_ok() {
+        if serde_json::to_writer(&mut o, &policy.record(r)).is_ok() {
             let _ = o.write_all(b"\n");
             let _ = o.flush();
         }

@@ -121,7 +121,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
         rx,
         WallClock,
         DriveOptions {
-            print_records: opts.print_records,
+            print_records: opts.print_records.then(|| privacy.clone()),
             batch_wait: Duration::from_millis(cfg.ann.detector.batch_wait_ms),
             tick: Duration::from_secs(1),
         },

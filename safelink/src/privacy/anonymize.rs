@@ -221,6 +221,38 @@ impl Policy {
         }
     }
 
+    /// `r` with its addresses in their written form (`run --print-records`).
+    pub fn record(&self, r: &crate::record::Record) -> crate::record::Record {
+        use crate::record::Record;
+        let mut r = r.clone();
+        if !self.is_active() {
+            return r;
+        }
+        let v4 = |ip: std::net::Ipv4Addr| match self.ip(IpAddr::V4(ip)) {
+            IpAddr::V4(a) => a,
+            IpAddr::V6(_) => ip,
+        };
+        match &mut r {
+            Record::FlowStart(s) => {
+                s.src_ip = self.ip(s.src_ip);
+                s.dst_ip = self.ip(s.dst_ip);
+                s.src_mac = self.mac(&s.src_mac);
+            }
+            Record::Flow(f) => {
+                f.src_ip = self.ip(f.src_ip);
+                f.dst_ip = self.ip(f.dst_ip);
+            }
+            Record::Arp(a) => {
+                a.sender_ip = v4(a.sender_ip);
+                a.target_ip = v4(a.target_ip);
+                a.eth_src = self.mac(&a.eth_src);
+                a.sender_mac = self.mac(&a.sender_mac);
+                a.target_mac = self.mac(&a.target_mac);
+            }
+        }
+        r
+    }
+
     /// The forms under which `ip` may be stored: as seen and as written by this policy.
     pub fn ip_forms(&self, ip: IpAddr) -> Vec<IpAddr> {
         let raw = ip.to_canonical();
@@ -320,9 +352,30 @@ fn parse_addr(s: &str) -> Option<Addr> {
     parse_mac(s).map(Addr::Mac)
 }
 
+/// An address at the start of `run` (an address-character run), as its length: the run read
+/// as an address, else without trailing punctuation, else as `IPv4:port`.
+fn address_in(run: &str) -> Option<(usize, Addr)> {
+    if let Some(a) = parse_addr(run) {
+        return Some((run.len(), a));
+    }
+    let trimmed = run.trim_end_matches(['.', ':']);
+    if let Some(a) = parse_addr(trimmed) {
+        return Some((trimmed.len(), a));
+    }
+    let (host, port) = trimmed.rsplit_once(':')?;
+    if !port.is_empty()
+        && port.bytes().all(|b| b.is_ascii_digit())
+        && let Ok(v4) = host.parse::<Ipv4Addr>()
+    {
+        return Some((host.len(), Addr::Ip(IpAddr::V4(v4))));
+    }
+    None
+}
+
 /// Every IP or MAC address named in `text`, with its byte range: maximal runs of hex digits,
-/// `:` and `.`, read as an address, else without trailing punctuation, else as
-/// `IPv4:port`.
+/// `:` and `.`, read as an address (see [`address_in`]); when the whole run is not one, the
+/// address glued behind a prefix (`dst:10.0.0.1`, `ip:fe80::1`, `a10.0.0.1`) is found by
+/// trying the run from each `:` and each letter-to-digit boundary on, longest first.
 pub fn addresses(text: &str) -> Vec<(Range<usize>, Addr)> {
     let is_addr_char = |c: u8| c.is_ascii_hexdigit() || c == b':' || c == b'.';
     let bytes = text.as_bytes();
@@ -342,21 +395,14 @@ pub fn addresses(text: &str) -> Vec<(Range<usize>, Addr)> {
         if !run.contains(['.', ':']) {
             continue;
         }
-        if let Some(a) = parse_addr(run) {
-            out.push((start..i, a));
-            continue;
-        }
-        let trimmed = run.trim_end_matches(['.', ':']);
-        if let Some(a) = parse_addr(trimmed) {
-            out.push((start..start + trimmed.len(), a));
-            continue;
-        }
-        if let Some((host, port)) = trimmed.rsplit_once(':')
-            && !port.is_empty()
-            && port.bytes().all(|b| b.is_ascii_digit())
-            && let Ok(v4) = host.parse::<Ipv4Addr>()
-        {
-            out.push((start..start + host.len(), Addr::Ip(IpAddr::V4(v4))));
+        let rb = run.as_bytes();
+        let found = std::iter::once(0)
+            .chain((1..rb.len()).filter(|&k| {
+                rb[k - 1] == b':' || (rb[k - 1].is_ascii_alphabetic() && rb[k].is_ascii_digit())
+            }))
+            .find_map(|k| address_in(&run[k..]).map(|(len, a)| (k, len, a)));
+        if let Some((k, len, a)) = found {
+            out.push((start + k..start + k + len, a));
         }
     }
     out
@@ -376,6 +422,42 @@ mod tests {
     }
 
     const KEY: &str = "0123456789abcdef-test-key";
+
+    #[test]
+    fn printed_records_carry_the_written_forms() {
+        use crate::record::{FlowStartRecord, Record};
+        let p = policy(IpMode::Truncate, false, None);
+        let s = FlowStartRecord {
+            ts_ns: 1,
+            src_ip: "192.0.2.77".parse().unwrap(),
+            src_port: 40000,
+            dst_ip: "198.51.100.9".parse().unwrap(),
+            dst_port: 22,
+            proto: 6,
+            vlan: 0,
+            src_mac: "02:00:00:00:00:01".into(),
+            tcp_flags: 2,
+            icmp_type: 0,
+            icmp_code: 0,
+            l3_len: 60,
+            ttl: 64,
+        };
+        let Record::FlowStart(w) = p.record(&Record::FlowStart(s)) else {
+            unreachable!()
+        };
+        assert_eq!(w.src_ip, "192.0.2.0".parse::<IpAddr>().unwrap());
+        assert_eq!(w.dst_ip, "198.51.100.0".parse::<IpAddr>().unwrap());
+        assert_eq!(w.src_port, 40000);
+    }
+
+    #[test]
+    fn addresses_glued_to_a_prefix_are_found() {
+        let p = policy(IpMode::Truncate, false, None);
+        assert_eq!(
+            p.text("dst:10.0.0.1 src:192.0.2.77:4242 ip:2001:db8::1, a10.9.8.7 and 198.51.100.9."),
+            "dst:10.0.0.0 src:192.0.2.0:4242 ip:2001:db8::, a10.9.8.0 and 198.51.100.0."
+        );
+    }
 
     #[test]
     fn truncate_zeroes_host_bits() {

@@ -3,7 +3,7 @@ use serde::{Deserialize, Serialize};
 
 /// `[privacy]`: how addresses are written and how long data is kept (see
 /// [`crate::privacy`]). Retention ages are in days; 0 keeps that data forever.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PrivacyConfig {
     /// `none` (default), `truncate` or `keyed-hash`.
@@ -26,6 +26,23 @@ pub struct PrivacyConfig {
     /// Seconds between retention sweeps of the daemon (default 3600; the first runs at start;
     /// 0 = no sweeps).
     pub retention_interval_s: u64,
+}
+
+/// Never prints the key (logs, panics and `{:?}` of the configuration).
+impl std::fmt::Debug for PrivacyConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PrivacyConfig")
+            .field("ip_mode", &self.ip_mode)
+            .field("ipv4_prefix", &self.ipv4_prefix)
+            .field("ipv6_prefix", &self.ipv6_prefix)
+            .field("hash_macs", &self.hash_macs)
+            .field("key", &self.key.as_ref().map(|_| "<redacted>"))
+            .field("alert_retention_days", &self.alert_retention_days)
+            .field("archive_retention_days", &self.archive_retention_days)
+            .field("sample_retention_days", &self.sample_retention_days)
+            .field("retention_interval_s", &self.retention_interval_s)
+            .finish()
+    }
 }
 
 impl Default for PrivacyConfig {
