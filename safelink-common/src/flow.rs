@@ -8,7 +8,7 @@
 
 use crate::layout::{
     DirStats, END_FIN, END_RST, FlowKey, FlowStats, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP,
-    TCP_ACK, TCP_CWR, TCP_ECE, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, TCP_URG,
+    TCP_ACK, TCP_CWR, TCP_ECE, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, TCP_URG, TcpFlagCounts,
 };
 use crate::parse::PacketMeta;
 
@@ -87,36 +87,39 @@ fn dir_update(d: &mut DirStats, m: &PacketMeta, frame_len: u32, ts_ns: u64) {
         d.last_ns = ts_ns;
     }
     if m.proto == IPPROTO_TCP {
-        let f = m.tcp_flags;
-        let c = &mut d.flags;
-        if f & TCP_SYN != 0 {
-            if f & TCP_ACK != 0 {
-                c.synack += 1;
-            } else {
-                c.syn += 1;
-            }
-        }
-        if f & TCP_FIN != 0 {
-            c.fin += 1;
-        }
-        if f & TCP_RST != 0 {
-            c.rst += 1;
-        }
-        if f & TCP_PSH != 0 {
-            c.psh += 1;
-        }
-        if f & TCP_URG != 0 {
-            c.urg += 1;
-        }
+        count_flags(&mut d.flags, m.tcp_flags);
+    }
+}
+
+#[inline(always)]
+fn count_flags(c: &mut TcpFlagCounts, f: u8) {
+    if f & TCP_SYN != 0 {
         if f & TCP_ACK != 0 {
-            c.ack += 1;
+            c.synack += 1;
+        } else {
+            c.syn += 1;
         }
-        if f & TCP_ECE != 0 {
-            c.ece += 1;
-        }
-        if f & TCP_CWR != 0 {
-            c.cwr += 1;
-        }
+    }
+    if f & TCP_FIN != 0 {
+        c.fin += 1;
+    }
+    if f & TCP_RST != 0 {
+        c.rst += 1;
+    }
+    if f & TCP_PSH != 0 {
+        c.psh += 1;
+    }
+    if f & TCP_URG != 0 {
+        c.urg += 1;
+    }
+    if f & TCP_ACK != 0 {
+        c.ack += 1;
+    }
+    if f & TCP_ECE != 0 {
+        c.ece += 1;
+    }
+    if f & TCP_CWR != 0 {
+        c.cwr += 1;
     }
 }
 
@@ -150,16 +153,40 @@ pub fn update(s: &mut FlowStats, m: &PacketMeta, from_a: bool, frame_len: u32, t
     if m.proto != IPPROTO_TCP {
         return 0;
     }
+    end_bits(s, m.tcp_flags)
+}
+
+#[inline(always)]
+fn end_bits(s: &mut FlowStats, flags: u8) -> u8 {
     let mut seen = 0u8;
-    if m.tcp_flags & TCP_FIN != 0 {
+    if flags & TCP_FIN != 0 {
         seen |= END_FIN;
     }
-    if m.tcp_flags & TCP_RST != 0 {
+    if flags & TCP_RST != 0 {
         seen |= END_RST;
     }
     let newly = seen & !s.end_flags;
     s.end_flags |= seen;
     newly
+}
+
+/// Adds the TCP flags (and window) of a packet whose first fragment was already counted with
+/// its flags unknown ([`crate::parse::late_tcp_header`]). Counts no packet. Returns the `END_*`
+/// bits set for the first time, as [`update`] does. A slot that has not seen the first
+/// fragment (another CPU counted it) is left alone.
+#[inline(always)]
+pub fn late_tcp(s: &mut FlowStats, from_a: bool, late: &crate::parse::LateTcp) -> u8 {
+    let d = if from_a { &mut s.ab } else { &mut s.ba };
+    if d.packets == 0 {
+        return 0;
+    }
+    count_flags(&mut d.flags, late.flags);
+    if let Some(w) = late.window
+        && d.packets == 1
+    {
+        d.init_win = w;
+    }
+    end_bits(s, late.flags)
 }
 
 fn dir_merge(into: &mut DirStats, o: &DirStats) {

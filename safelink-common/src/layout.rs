@@ -12,6 +12,7 @@ pub const FEATURE_LAYOUT_VERSION: u32 = 1;
 pub const MAP_FLOWS: &str = "FLOWS";
 pub const MAP_EVENTS: &str = "EVENTS";
 pub const MAP_STATS: &str = "STATS";
+pub const MAP_FRAGS: &str = "FRAGS";
 
 /// Capacity of the `FLOWS` LRU map. The least recently used flow is evicted when it is full.
 pub const MAX_FLOWS: u32 = 65_536;
@@ -123,6 +124,32 @@ pub struct FlowStats {
     pub _pad: u32,
 }
 
+/// Key of the `FRAGS` map: one fragmented datagram whose first fragment cut the TCP header.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FragKey {
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    /// IPv4 identification or IPv6 fragment identification.
+    pub id: u32,
+    pub proto: u8,
+    pub family: u8,
+    pub vlan: u16,
+}
+
+/// Value of the `FRAGS` map: the flow the datagram's first fragment was counted in.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FragHead {
+    pub key: FlowKey,
+    /// 1 when the datagram travels from endpoint `a` of `key`.
+    pub from_a: u8,
+    pub _pad: [u8; 7],
+}
+
+/// Capacity of the `FRAGS` LRU map (datagrams waiting for the fragment with their TCP flags).
+pub const MAX_FRAGS: u32 = 4096;
+
 /// [`FlowStats::end_flags`] bits.
 pub const END_FIN: u8 = 1;
 pub const END_RST: u8 = 2;
@@ -156,7 +183,9 @@ pub struct EventPacket {
     pub icmp_code: u8,
     pub l3_len: u16,
     pub ttl: u8,
-    pub _pad: u8,
+    /// 1 when the packet was a first fragment that cut the TCP header before its flags
+    /// (`tcp_flags` is then unknown, not NULL).
+    pub l4_partial: u8,
 }
 
 impl EventPacket {
@@ -169,7 +198,7 @@ impl EventPacket {
             icmp_code: m.icmp_code,
             l3_len: m.l3_len,
             ttl: m.ttl,
-            _pad: 0,
+            l4_partial: m.l4_partial as u8,
         }
     }
 }
@@ -301,4 +330,6 @@ const _: () = assert!(core::mem::size_of::<TcpFlagCounts>() == 40);
 const _: () = assert!(core::mem::size_of::<DirStats>() == 64 + 16 + 40);
 const _: () = assert!(core::mem::size_of::<FlowStats>() == 2 * 120 + 24);
 const _: () = assert!(core::mem::size_of::<ArpInfo>() == 24);
+const _: () = assert!(core::mem::size_of::<FragKey>() == 40);
+const _: () = assert!(core::mem::size_of::<FragHead>() == 48);
 const _: () = assert!(core::mem::size_of::<Event>() == 16 + 40 + 24 + 8);

@@ -6,6 +6,17 @@
 //! (bounded: a fixed number of VLAN tags and extension headers, no unbounded loops) and in the
 //! userspace pcap replay path. Work per packet is bounded by [`MAX_VLAN_TAGS`] and
 //! [`MAX_IPV6_EXT_HEADERS`].
+//!
+//! Hostile input it is built for:
+//! - L4 headers are read only inside the IP datagram (IPv4 total length, IPv6 payload length),
+//!   never from an Ethernet trailer or padding;
+//! - a first fragment that cuts the TCP header (`nmap -f`) still yields the flow (ports from
+//!   its first bytes, [`PacketMeta::l4_partial`] set); the TCP flags and window come later from
+//!   the fragment that carries them ([`late_tcp_header`]), matched through [`FragInfo`];
+//! - IPv6 chains longer than [`MAX_IPV6_EXT_HEADERS`] still yield an address-level flow
+//!   (protocol = the next header not followed, no ports) instead of nothing;
+//! - IPv6 jumbograms (payload length 0 with a hop-by-hop header) take their length from the
+//!   frame, and lengths saturate instead of wrapping.
 
 use crate::layout::{
     ArpInfo, Counter, FAMILY_IPV4, FAMILY_IPV6, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP,
@@ -89,8 +100,11 @@ pub const ETH_P_8021Q: u16 = 0x8100;
 pub const ETH_P_8021AD: u16 = 0x88A8;
 /// VLAN tags parsed (outer 802.1ad + inner 802.1Q covers QinQ).
 pub const MAX_VLAN_TAGS: usize = 2;
-/// IPv6 extension headers followed before the chain is declared bogus.
-pub const MAX_IPV6_EXT_HEADERS: usize = 6;
+/// IPv6 extension headers followed. A longer chain still makes an address-level flow (no
+/// ports): see the module documentation.
+pub const MAX_IPV6_EXT_HEADERS: usize = 12;
+/// Offset of the flags byte in the TCP header.
+const TCP_FLAGS_AT: u16 = 13;
 
 /// Why a frame was counted as malformed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -124,6 +138,31 @@ pub struct PacketMeta {
     pub window: u16,
     pub icmp_type: u8,
     pub icmp_code: u8,
+    /// The packet is a first fragment that cut the TCP header before its flags: `tcp_flags`
+    /// and `window` are unknown here and arrive with a later fragment ([`late_tcp_header`]).
+    pub l4_partial: bool,
+}
+
+/// Fragmentation of an IP packet; all zero for an unfragmented packet.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FragInfo {
+    /// Part of a fragmented datagram (more fragments follow, or a non-zero offset).
+    pub fragmented: bool,
+    /// IPv4 identification or IPv6 fragment identification.
+    pub id: u32,
+    /// Byte offset of this fragment's data in the datagram's upper-layer payload.
+    pub offset: u16,
+    /// Frame offset of this fragment's upper-layer bytes, and how many it carries.
+    pub data_off: u32,
+    pub data_len: u32,
+}
+
+/// TCP header fields recovered from a non-first fragment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LateTcp {
+    pub flags: u8,
+    /// The window, when the fragment carries it as well.
+    pub window: Option<u16>,
 }
 
 /// What a frame turned out to be. The header fields themselves land in [`ParseOut`].
@@ -131,7 +170,8 @@ pub struct PacketMeta {
 pub enum Parsed {
     /// An IP packet (first fragment or unfragmented): [`ParseOut::meta`] is filled.
     Ip,
-    /// A non-first IP fragment of this family: counted, never parsed as L4.
+    /// A non-first IP fragment of this family: counted, never parsed as L4 (addresses, protocol
+    /// and [`ParseOut::frag`] are filled, for [`late_tcp_header`]).
     Fragment(u8),
     /// An Ethernet/IPv4 ARP packet: [`ParseOut::arp`] is filled.
     Arp,
@@ -145,6 +185,8 @@ pub enum Parsed {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ParseOut {
     pub meta: PacketMeta,
+    /// Fragmentation of the IP packet ([`Parsed::Ip`] and [`Parsed::Fragment`]).
+    pub frag: FragInfo,
     pub arp: ArpInfo,
     pub src_mac: [u8; 6],
     /// Outermost VLAN id (0 when untagged).
@@ -225,9 +267,15 @@ fn parse_ipv4<P: PacketBytes + ?Sized>(p: &P, off: usize, out: &mut ParseOut) ->
     if (total as usize) < ihl || off + total as usize > p.wire_len() {
         return Parsed::Malformed(Malformed::BadIpLength);
     }
-    if be16(h[6], h[7]) & 0x1fff != 0 {
-        return Parsed::Fragment(FAMILY_IPV4);
-    }
+    let frag_field = be16(h[6], h[7]);
+    let end = off + total as usize;
+    out.frag = FragInfo {
+        fragmented: frag_field & 0x3fff != 0,
+        id: be16(h[4], h[5]) as u32,
+        offset: (frag_field & 0x1fff) << 3,
+        data_off: (off + ihl) as u32,
+        data_len: (total as usize - ihl) as u32,
+    };
     let m = &mut out.meta;
     m.proto = h[9];
     m.family = FAMILY_IPV4;
@@ -240,7 +288,10 @@ fn parse_ipv4<P: PacketBytes + ?Sized>(p: &P, off: usize, out: &mut ParseOut) ->
     m.dst = [
         h[16], h[17], h[18], h[19], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
     ];
-    parse_l4(p, off + ihl, m)
+    if out.frag.offset != 0 {
+        return Parsed::Fragment(FAMILY_IPV4);
+    }
+    parse_l4(p, off + ihl, end, out.frag.fragmented, m)
 }
 
 #[inline(always)]
@@ -252,14 +303,21 @@ fn parse_ipv6<P: PacketBytes + ?Sized>(p: &P, off: usize, out: &mut ParseOut) ->
         return Parsed::Malformed(Malformed::BadIpVersion);
     }
     let payload = be16(h[4], h[5]) as usize;
-    let end = off + 40 + payload;
+    // A jumbogram (RFC 2675) says 0 here and carries its length in a hop-by-hop option: the
+    // frame is the datagram.
+    let end = if payload == 0 && h[6] == 0 {
+        p.wire_len()
+    } else {
+        off + 40 + payload
+    };
     if end > p.wire_len() {
         return Parsed::Malformed(Malformed::BadIpLength);
     }
+    out.frag = FragInfo::default();
     let m = &mut out.meta;
     m.family = FAMILY_IPV6;
     m.vlan = out.vlan;
-    m.l3_len = (payload + 40) as u16;
+    m.l3_len = sat16(end - off);
     m.ttl = h[7];
     m.src.copy_from_slice(&h[8..24]);
     m.dst.copy_from_slice(&h[24..40]);
@@ -275,10 +333,18 @@ fn parse_ipv6<P: PacketBytes + ?Sized>(p: &P, off: usize, out: &mut ParseOut) ->
                 }
                 None => return Parsed::Malformed(Malformed::Ipv6ExtChain),
             },
-            // Fragment header: 8 bytes; a non-zero offset means a non-first fragment.
+            // Fragment header: 8 bytes.
             44 => match p.read::<8>(l4) {
                 Some(x) => {
-                    if be16(x[2], x[3]) >> 3 != 0 {
+                    let field = be16(x[2], x[3]);
+                    out.frag.fragmented = true;
+                    out.frag.id = u32::from_be_bytes([x[4], x[5], x[6], x[7]]);
+                    out.frag.offset = field & 0xfff8;
+                    if out.frag.offset != 0 {
+                        // A non-first fragment: what follows is data, not headers.
+                        m.proto = x[0];
+                        out.frag.data_off = (l4 + 8) as u32;
+                        out.frag.data_len = end.saturating_sub(l4 + 8) as u32;
                         return Parsed::Fragment(FAMILY_IPV6);
                     }
                     next = x[0];
@@ -304,44 +370,106 @@ fn parse_ipv6<P: PacketBytes + ?Sized>(p: &P, off: usize, out: &mut ParseOut) ->
             return Parsed::Malformed(Malformed::Ipv6ExtChain);
         }
     }
-    if matches!(next, 0 | 43 | 44 | 51 | 60) {
-        // Still inside the extension chain after MAX_IPV6_EXT_HEADERS headers.
-        return Parsed::Malformed(Malformed::Ipv6ExtChain);
-    }
     m.proto = next;
-    parse_l4(p, l4, m)
+    out.frag.data_off = l4 as u32;
+    out.frag.data_len = (end - l4) as u32;
+    if matches!(next, 0 | 43 | 44 | 51 | 60) {
+        // Still inside the extension chain after MAX_IPV6_EXT_HEADERS headers: the flow is
+        // kept at the address level (protocol = this header, no ports) rather than lost.
+        clear_l4(m);
+        return Parsed::Ip;
+    }
+    parse_l4(p, l4, end, out.frag.fragmented, m)
 }
 
 #[inline(always)]
-fn parse_l4<P: PacketBytes + ?Sized>(p: &P, off: usize, m: &mut PacketMeta) -> Parsed {
+fn sat16(n: usize) -> u16 {
+    if n > u16::MAX as usize {
+        u16::MAX
+    } else {
+        n as u16
+    }
+}
+
+#[inline(always)]
+fn clear_l4(m: &mut PacketMeta) {
     m.sport = 0;
     m.dport = 0;
     m.tcp_flags = 0;
     m.window = 0;
     m.icmp_type = 0;
     m.icmp_code = 0;
+    m.l4_partial = false;
+}
+
+/// `N` bytes at `off`, only when they lie inside the datagram (`off + N <= end`).
+#[inline(always)]
+fn read_in<P: PacketBytes + ?Sized, const N: usize>(
+    p: &P,
+    off: usize,
+    end: usize,
+) -> Option<&[u8; N]> {
+    if off + N > end {
+        return None;
+    }
+    p.read::<N>(off)
+}
+
+/// Parses the upper-layer header at `off`, inside the datagram ending at `end`. In a first
+/// fragment (`fragmented`) a header cut short still gives what it carries.
+#[inline(always)]
+fn parse_l4<P: PacketBytes + ?Sized>(
+    p: &P,
+    off: usize,
+    end: usize,
+    fragmented: bool,
+    m: &mut PacketMeta,
+) -> Parsed {
+    clear_l4(m);
     match m.proto {
         IPPROTO_TCP => {
-            let Some(t) = p.read::<20>(off) else {
+            if let Some(t) = read_in::<P, 20>(p, off, end) {
+                if t[12] >> 4 < 5 {
+                    return Parsed::Malformed(Malformed::BadTcpOffset);
+                }
+                m.sport = be16(t[0], t[1]);
+                m.dport = be16(t[2], t[3]);
+                m.tcp_flags = t[13];
+                m.window = be16(t[14], t[15]);
+                return Parsed::Ip;
+            }
+            if !fragmented {
+                return Parsed::Malformed(Malformed::TruncatedL4);
+            }
+            let Some(t) = read_in::<P, 4>(p, off, end) else {
                 return Parsed::Malformed(Malformed::TruncatedL4);
             };
-            if t[12] >> 4 < 5 {
-                return Parsed::Malformed(Malformed::BadTcpOffset);
-            }
             m.sport = be16(t[0], t[1]);
             m.dport = be16(t[2], t[3]);
-            m.tcp_flags = t[13];
-            m.window = be16(t[14], t[15]);
+            match read_in::<P, 16>(p, off, end) {
+                Some(t) => {
+                    m.tcp_flags = t[13];
+                    m.window = be16(t[14], t[15]);
+                }
+                None => match read_in::<P, 14>(p, off, end) {
+                    Some(t) => m.tcp_flags = t[13],
+                    None => m.l4_partial = true,
+                },
+            }
         }
         IPPROTO_UDP => {
-            let Some(u) = p.read::<8>(off) else {
+            // The 8-byte header always fits a first fragment; the ports are what counts.
+            let Some(u) = read_in::<P, 4>(p, off, end) else {
                 return Parsed::Malformed(Malformed::TruncatedL4);
             };
+            if !fragmented && off + 8 > end {
+                return Parsed::Malformed(Malformed::TruncatedL4);
+            }
             m.sport = be16(u[0], u[1]);
             m.dport = be16(u[2], u[3]);
         }
         IPPROTO_ICMP | IPPROTO_ICMPV6 => {
-            let Some(i) = p.read::<2>(off) else {
+            let Some(i) = read_in::<P, 2>(p, off, end) else {
                 return Parsed::Malformed(Malformed::TruncatedL4);
             };
             m.icmp_type = i[0];
@@ -350,4 +478,31 @@ fn parse_l4<P: PacketBytes + ?Sized>(p: &P, off: usize, m: &mut PacketMeta) -> P
         _ => {}
     }
     Parsed::Ip
+}
+
+/// The TCP flags (and window) that a non-first fragment carries when an earlier fragment cut
+/// the TCP header before them (`nmap -f`). `out` is what [`parse_frame`] wrote for a
+/// [`Parsed::Fragment`].
+#[inline(always)]
+pub fn late_tcp_header<P: PacketBytes + ?Sized>(p: &P, out: &ParseOut) -> Option<LateTcp> {
+    let f = &out.frag;
+    if out.meta.proto != IPPROTO_TCP || f.offset > TCP_FLAGS_AT {
+        return None;
+    }
+    let at = (TCP_FLAGS_AT - f.offset) as usize;
+    if at >= f.data_len as usize {
+        return None;
+    }
+    let base = f.data_off as usize + at;
+    // No 1-byte reads: the verifier does not follow the `ptr >= end` test LLVM makes of them.
+    let (flags, window) = if at + 3 <= f.data_len as usize {
+        let b = p.read::<3>(base)?;
+        (b[0], Some(be16(b[1], b[2])))
+    } else if let Some(b) = p.read::<2>(base) {
+        (b[0], None)
+    } else {
+        // The flags byte ends the frame: read it with the byte before.
+        (p.read::<2>(base.checked_sub(1)?)?[1], None)
+    };
+    Some(LateTcp { flags, window })
 }

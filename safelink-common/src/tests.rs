@@ -4,8 +4,10 @@ use std::vec::Vec;
 
 use crate::{
     END_FIN, END_RST, FAMILY_IPV4, FAMILY_IPV6, FlowKey, FlowStats,
-    flow::{canonical_key, merge, update},
-    parse::{Malformed, ParseOut, Parsed, parse_frame},
+    flow::{canonical_key, late_tcp, merge, update},
+    parse::{
+        LateTcp, MAX_IPV6_EXT_HEADERS, Malformed, ParseOut, Parsed, late_tcp_header, parse_frame,
+    },
 };
 
 fn eth(ethertype: u16) -> Vec<u8> {
@@ -219,4 +221,155 @@ fn merge_of_per_cpu_slots_is_exact() {
     assert_eq!(merged.ba.flags, single.ba.flags);
     assert_eq!(merged.ab, single.ab);
     assert_eq!(merged.ba.first_ns, 1_000);
+}
+
+/// `ipv4_tcp` cut into IPv4 fragments of `chunk` bytes of TCP header each (`nmap -f` sends
+/// 8-byte fragments): one frame per fragment.
+fn ipv4_fragments(full: &[u8], chunk: usize) -> Vec<Vec<u8>> {
+    let tcp = &full[34..];
+    let mut out = Vec::new();
+    for (i, part) in tcp.chunks(chunk).enumerate() {
+        let mut f = full[..34].to_vec();
+        let total = (20 + part.len()) as u16;
+        f[16..18].copy_from_slice(&total.to_be_bytes());
+        f[18..20].copy_from_slice(&0x1234u16.to_be_bytes());
+        let last = (i + 1) * chunk >= tcp.len();
+        let field = ((i * chunk / 8) as u16) | if last { 0 } else { 0x2000 };
+        f[20..22].copy_from_slice(&field.to_be_bytes());
+        f.extend_from_slice(part);
+        out.push(f);
+    }
+    out
+}
+
+#[test]
+fn l4_is_never_read_from_an_ethernet_trailer() {
+    // IPv4 says 20 + 8 bytes; the 12 bytes after it are trailer, not the rest of the TCP header.
+    let mut f = ipv4_tcp([10, 0, 0, 2], [10, 0, 0, 1], 1, 2, 0x02, 0);
+    f[16..18].copy_from_slice(&28u16.to_be_bytes());
+    assert_eq!(parse(&f).0, Parsed::Malformed(Malformed::TruncatedL4));
+    // A UDP datagram padded to the Ethernet minimum parses with its own length.
+    let mut u = ipv4_tcp([10, 0, 0, 2], [10, 0, 0, 1], 53, 53, 0, 0);
+    u[23] = 17;
+    u[16..18].copy_from_slice(&28u16.to_be_bytes());
+    let (p, out) = parse(&u);
+    assert_eq!(p, Parsed::Ip);
+    assert_eq!(
+        (out.meta.l3_len, out.meta.sport, out.meta.dport),
+        (28, 53, 53)
+    );
+}
+
+#[test]
+fn tiny_fragments_that_split_the_tcp_header_still_make_the_flow() {
+    let full = ipv4_tcp([10, 0, 0, 2], [10, 0, 0, 1], 40000, 22, 0x02, 0);
+    let frags = ipv4_fragments(&full, 8);
+    assert_eq!(frags.len(), 3);
+    let (p, first) = parse(&frags[0]);
+    assert_eq!(p, Parsed::Ip);
+    let m = first.meta;
+    assert_eq!(
+        (m.sport, m.dport, m.tcp_flags, m.l4_partial),
+        (40000, 22, 0, true)
+    );
+    assert_eq!(
+        (first.frag.fragmented, first.frag.id, first.frag.offset),
+        (true, 0x1234, 0)
+    );
+    let mut s = FlowStats::default();
+    let mut key = FlowKey::default();
+    let from_a = canonical_key(&m, &mut key);
+    update(&mut s, &m, from_a, frags[0].len() as u32, 1_000);
+    let (p, second) = parse(&frags[1]);
+    assert_eq!(p, Parsed::Fragment(FAMILY_IPV4));
+    assert_eq!(
+        (second.frag.id, second.frag.offset, second.frag.data_len),
+        (0x1234, 8, 8)
+    );
+    let late = late_tcp_header(frags[1].as_slice(), &second).expect("flags in fragment 2");
+    assert_eq!(
+        late,
+        LateTcp {
+            flags: 0x02,
+            window: Some(0x7210)
+        }
+    );
+    assert_eq!(late_tcp(&mut s, from_a, &late), 0);
+    let d = if from_a { s.ab } else { s.ba };
+    assert_eq!((d.packets, d.flags.syn, d.init_win), (1, 1, 0x7210));
+    // The third fragment carries no flags; an unfragmented packet none either.
+    let (p, third) = parse(&frags[2]);
+    assert_eq!(p, Parsed::Fragment(FAMILY_IPV4));
+    assert_eq!(late_tcp_header(frags[2].as_slice(), &third), None);
+    // 16-byte fragments keep the flags in the first one.
+    let (p, out) = parse(&ipv4_fragments(&full, 16)[0]);
+    assert_eq!(p, Parsed::Ip);
+    assert_eq!((out.meta.tcp_flags, out.meta.l4_partial), (0x02, false));
+    // A late RST ends the flow exactly once.
+    let rst = LateTcp {
+        flags: 0x04,
+        window: None,
+    };
+    assert_eq!(late_tcp(&mut s, from_a, &rst), END_RST);
+    assert_eq!(late_tcp(&mut s, from_a, &rst), 0);
+}
+
+fn ipv6_with_dest_opts(n: usize, payload: &[u8], next: u8) -> Vec<u8> {
+    let mut f = eth(0x86dd);
+    let len = (n * 8 + payload.len()) as u16;
+    f.extend_from_slice(&[0x60, 0, 0, 0]);
+    f.extend_from_slice(&len.to_be_bytes());
+    f.extend_from_slice(&[if n == 0 { next } else { 60 }, 64]);
+    f.extend_from_slice(&[0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
+    f.extend_from_slice(&[0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+    for i in 0..n {
+        let nh = if i + 1 == n { next } else { 60 };
+        f.extend_from_slice(&[nh, 0, 1, 4, 0, 0, 0, 0]);
+    }
+    f.extend_from_slice(payload);
+    f
+}
+
+#[test]
+fn long_ipv6_extension_chains_still_make_a_flow() {
+    let tcp = &ipv4_tcp([0; 4], [0; 4], 40000, 443, 0x02, 0)[34..];
+    // Past the old limit of 6 and within MAX_IPV6_EXT_HEADERS: the full flow.
+    let (p, out) = parse(&ipv6_with_dest_opts(8, tcp, 6));
+    assert_eq!(p, Parsed::Ip);
+    assert_eq!(
+        (out.meta.proto, out.meta.dport, out.meta.tcp_flags),
+        (6, 443, 0x02)
+    );
+    // Beyond it: an address-level flow (protocol = the header not followed), never nothing.
+    let (p, out) = parse(&ipv6_with_dest_opts(MAX_IPV6_EXT_HEADERS + 4, tcp, 6));
+    assert_eq!(p, Parsed::Ip);
+    assert_eq!((out.meta.proto, out.meta.sport, out.meta.dport), (60, 0, 0));
+    assert_eq!(out.meta.dst[15], 1);
+    // A chain that claims more bytes than the datagram has is malformed.
+    let mut bad = ipv6_with_dest_opts(2, tcp, 6);
+    bad[14 + 40 + 1] = 200;
+    assert_eq!(parse(&bad).0, Parsed::Malformed(Malformed::Ipv6ExtChain));
+}
+
+#[test]
+fn ipv6_jumbogram_length_comes_from_the_frame() {
+    let mut f = eth(0x86dd);
+    f.extend_from_slice(&[0x60, 0, 0, 0, 0, 0, 0, 64]); // payload length 0, next: hop-by-hop
+    f.extend_from_slice(&[0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
+    f.extend_from_slice(&[0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+    f.extend_from_slice(&[17, 0, 0xc2, 4, 0, 1, 0x11, 0x78]); // jumbo payload option: 70008
+    f.extend_from_slice(&[0x13, 0x88, 0x13, 0x89, 0, 0, 0, 0]);
+    f.resize(14 + 40 + 70_008, 0);
+    let (p, out) = parse(&f);
+    assert_eq!(p, Parsed::Ip);
+    assert_eq!(
+        (out.meta.proto, out.meta.sport, out.meta.dport),
+        (17, 5000, 5001)
+    );
+    assert_eq!(out.meta.l3_len, u16::MAX, "saturates, never wraps");
+    // The largest regular IPv6 packet saturates too (65535 + 40 does not fit a u16).
+    let mut big = ipv6_with_dest_opts(0, &[0x13, 0x88, 0x13, 0x89, 0, 0, 0, 0], 17);
+    big[18..20].copy_from_slice(&u16::MAX.to_be_bytes());
+    big.resize(14 + 40 + 65_535, 0);
+    assert_eq!(parse(&big).1.meta.l3_len, u16::MAX);
 }

@@ -1,23 +1,25 @@
 //! SafeLink's XDP program: parses every frame with the shared parser, keeps bidirectional flow
 //! features in the pinned `FLOWS` map (`LRU_PERCPU_HASH`, one exact slot per CPU), emits
 //! flow-start, TCP flow-end and ARP events into the `EVENTS` ring buffer, and counts into the
-//! per-CPU `STATS` array. Bounded work per packet; it always returns `XDP_PASS`.
+//! per-CPU `STATS` array. A first fragment that cuts the TCP header leaves its flow in the
+//! `FRAGS` LRU map until the fragment carrying the flags arrives. Bounded work per packet; it
+//! always returns `XDP_PASS`.
 #![no_std]
 #![no_main]
 
 use aya_ebpf::{
     bindings::{BPF_NOEXIST, TC_ACT_OK, xdp_action},
-    btf_maps::{LruPerCpuHashMap, PerCpuArray, RingBuf},
+    btf_maps::{LruHashMap, LruPerCpuHashMap, PerCpuArray, RingBuf},
     helpers::{bpf_ktime_get_ns, bpf_xdp_get_buff_len},
     macros::{btf_map, classifier, xdp},
     programs::{TcContext, XdpContext},
 };
 use safelink_common::{
     Counter, EVENT_ARP, EVENT_FLOW_END, EVENT_FLOW_START, EVENTS_BYTES, Event, FlowKey, FlowStats,
-    MAX_FLOWS, Stats,
-    flow::{canonical_key, update},
+    FragHead, FragKey, MAX_FLOWS, MAX_FRAGS, Stats,
+    flow::{canonical_key, late_tcp, update},
     layout::{ArpInfo, EventPacket},
-    parse::{PacketBytes, ParseOut, Parsed, frame_counters, parse_frame},
+    parse::{PacketBytes, ParseOut, Parsed, frame_counters, late_tcp_header, parse_frame},
 };
 
 // BTF-defined maps (`.maps` section): `bpftool map dump` prints keys and values with field
@@ -32,6 +34,9 @@ static EVENTS: RingBuf<Event, { EVENTS_BYTES as usize }> = RingBuf::new();
 #[btf_map]
 static STATS: PerCpuArray<Stats, 1> = PerCpuArray::new();
 
+#[btf_map]
+static FRAGS: LruHashMap<FragKey, FragHead, { MAX_FRAGS as usize }> = LruHashMap::new();
+
 /// Per-CPU working memory: parser output, flow key and a new flow's first value. All of it
 /// together is too large for the 512-byte BPF stack.
 #[repr(C)]
@@ -39,6 +44,8 @@ pub struct Scratch {
     out: ParseOut,
     key: FlowKey,
     stats: FlowStats,
+    frag_key: FragKey,
+    frag_head: FragHead,
 }
 
 #[btf_map]
@@ -181,6 +188,36 @@ fn observe(pkt: &Packet, s: &mut Scratch, st: &mut Stats) {
             if ended != 0 {
                 emit(EVENT_FLOW_END, ended, from_a, ts, s, st);
             }
+            if s.out.meta.l4_partial {
+                frag_key(s);
+                s.frag_head = FragHead {
+                    key: s.key,
+                    from_a: from_a as u8,
+                    _pad: [0; 7],
+                };
+                let _ = FRAGS.insert(&s.frag_key, &s.frag_head, 0);
+            }
+        }
+        Parsed::Fragment(_) => {
+            if let Some(late) = late_tcp_header(pkt, &s.out) {
+                frag_key(s);
+                if let Some(h) = FRAGS.get_ptr(&s.frag_key) {
+                    // SAFETY: a map value pointer, read before the entry is deleted.
+                    s.frag_head = unsafe { *h };
+                    let _ = FRAGS.remove(&s.frag_key);
+                    s.key = s.frag_head.key;
+                    let from_a = s.frag_head.from_a != 0;
+                    if let Some(f) = FLOWS.get_ptr_mut(&s.key) {
+                        // SAFETY: this CPU's own slot of the per-CPU value.
+                        let ended = unsafe { late_tcp(&mut *f, from_a, &late) };
+                        if ended != 0 {
+                            let ts = unsafe { bpf_ktime_get_ns() };
+                            s.out.meta.tcp_flags = late.flags;
+                            emit(EVENT_FLOW_END, ended, from_a, ts, s, st);
+                        }
+                    }
+                }
+            }
         }
         Parsed::Arp => {
             let ts = unsafe { bpf_ktime_get_ns() };
@@ -190,8 +227,22 @@ fn observe(pkt: &Packet, s: &mut Scratch, st: &mut Stats) {
             };
             emit(EVENT_ARP, 0, false, ts, s, st);
         }
-        Parsed::Fragment(_) | Parsed::OtherL3 | Parsed::Malformed(_) => {}
+        Parsed::OtherL3 | Parsed::Malformed(_) => {}
     }
+}
+
+/// The `FRAGS` key of the datagram just parsed.
+#[inline(always)]
+fn frag_key(s: &mut Scratch) {
+    let m = &s.out.meta;
+    s.frag_key = FragKey {
+        src: m.src,
+        dst: m.dst,
+        id: s.out.frag.id,
+        proto: m.proto,
+        family: m.family,
+        vlan: m.vlan,
+    };
 }
 
 #[cfg(not(test))]

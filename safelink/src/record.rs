@@ -39,6 +39,10 @@ pub struct FlowStartRecord {
     /// Ethernet source of the first frame.
     pub src_mac: String,
     pub tcp_flags: u8,
+    /// The first packet was a first fragment that cut the TCP header: `tcp_flags` is unknown
+    /// (0 here), not a NULL probe.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub tcp_flags_unknown: bool,
     pub icmp_type: u8,
     pub icmp_code: u8,
     pub l3_len: u16,
@@ -60,6 +64,7 @@ impl FlowStartRecord {
             vlan: k.vlan,
             src_mac: mac(src_mac),
             tcp_flags: p.tcp_flags,
+            tcp_flags_unknown: p.l4_partial != 0,
             icmp_type: p.icmp_type,
             icmp_code: p.icmp_code,
             l3_len: p.l3_len,

@@ -1,11 +1,16 @@
 //! Userspace flow table for the replay path: the same parser, counters and per-packet feature
-//! update as the XDP program, over a `HashMap` instead of the kernel's per-CPU LRU map.
+//! update as the XDP program, over a `HashMap` instead of the kernel's per-CPU LRU map, and the
+//! same handling of first fragments that cut the TCP header (a bounded map stands in for the
+//! kernel's `FRAGS`).
+
+use std::collections::VecDeque;
 
 use rustc_hash::FxHashMap;
 use safelink_common::{
-    COUNTER_NAMES, Counter, EventPacket, FlowKey, FlowStats, NUM_COUNTERS,
-    flow::{canonical_key, update},
-    parse::{CapturedFrame, ParseOut, Parsed, frame_counters, parse_frame},
+    COUNTER_NAMES, Counter, EventPacket, FlowKey, FlowStats, FragHead, FragKey, MAX_FRAGS,
+    NUM_COUNTERS,
+    flow::{canonical_key, late_tcp, update},
+    parse::{CapturedFrame, ParseOut, Parsed, frame_counters, late_tcp_header, parse_frame},
 };
 
 use crate::record::{ArpRecord, FlowStartRecord};
@@ -49,6 +54,9 @@ pub struct FlowTable {
     pub counters: Counters,
     out: ParseOut,
     key: FlowKey,
+    /// Datagrams whose TCP flags are still to come, oldest first when it is full.
+    frags: FxHashMap<FragKey, FragHead>,
+    frag_order: VecDeque<FragKey>,
 }
 
 impl FlowTable {
@@ -142,6 +150,9 @@ impl FlowTable {
                 let (i, created) = self.slot();
                 let stats = &mut self.slots[i as usize].1;
                 update(stats, &self.out.meta, from_a, len as u32, ts_ns);
+                if self.out.meta.l4_partial {
+                    self.remember_fragment(from_a);
+                }
                 if !created {
                     return Observed::Nothing;
                 }
@@ -159,7 +170,53 @@ impl FlowTable {
                 &self.out.src_mac,
                 &self.out.arp,
             )),
-            Parsed::Fragment(_) | Parsed::OtherL3 | Parsed::Malformed(_) => Observed::Nothing,
+            Parsed::Fragment(_) => {
+                if let Some(late) = late_tcp_header(&frame, &self.out)
+                    && let Some(head) = self.frags.remove(&self.frag_key())
+                    && let Some(&i) = self.index.get(&head.key)
+                {
+                    late_tcp(&mut self.slots[i as usize].1, head.from_a != 0, &late);
+                }
+                Observed::Nothing
+            }
+            Parsed::OtherL3 | Parsed::Malformed(_) => Observed::Nothing,
+        }
+    }
+
+    fn frag_key(&self) -> FragKey {
+        let m = &self.out.meta;
+        FragKey {
+            src: m.src,
+            dst: m.dst,
+            id: self.out.frag.id,
+            proto: m.proto,
+            family: m.family,
+            vlan: m.vlan,
+        }
+    }
+
+    fn remember_fragment(&mut self, from_a: bool) {
+        let k = self.frag_key();
+        while self.frags.len() >= MAX_FRAGS as usize {
+            match self.frag_order.pop_front() {
+                Some(old) => {
+                    self.frags.remove(&old);
+                }
+                None => break,
+            }
+        }
+        let head = FragHead {
+            key: self.key,
+            from_a: from_a as u8,
+            _pad: [0; 7],
+        };
+        if self.frags.insert(k, head).is_none() {
+            self.frag_order.push_back(k);
+        }
+        // Keys already resolved stay in the queue until they reach its front.
+        if self.frag_order.len() > 2 * MAX_FRAGS as usize {
+            let frags = &self.frags;
+            self.frag_order.retain(|k| frags.contains_key(k));
         }
     }
 }

@@ -437,6 +437,7 @@ mod tests {
             vlan: 0,
             src_mac: "02:00:00:00:00:01".into(),
             tcp_flags: 2,
+            tcp_flags_unknown: false,
             icmp_type: 0,
             icmp_code: 0,
             l3_len: 60,

@@ -336,14 +336,14 @@ impl Detector for PortScan {
         // Burst tier: new connections to very many ports of one host within seconds are a scan
         // whatever their outcome, which the flow records only tell when the flows end.
         let burst_probe = match s.proto {
-            TCP => s.tcp_flags & 0x12 == 0x02,
+            TCP => !s.tcp_flags_unknown && s.tcp_flags & 0x12 == 0x02,
             UDP => !self.udp_ignored(s.src_port, s.dst_port),
             _ => false,
         };
         if burst_probe && self.burst_tier(s, cx) {
             return;
         }
-        if s.proto != TCP || !classify::stealth_flags(s.tcp_flags) {
+        if s.proto != TCP || s.tcp_flags_unknown || !classify::stealth_flags(s.tcp_flags) {
             return;
         }
         let feats = || start_features(s);

@@ -110,6 +110,7 @@ pub fn start(src: &str, sport: u16, dst: &str, dport: u16, proto: u8, ts: u64) -
         vlan: 0,
         src_mac: "02:00:00:00:00:01".into(),
         tcp_flags: if proto == 6 { 0x02 } else { 0 },
+        tcp_flags_unknown: false,
         icmp_type: 0,
         icmp_code: 0,
         l3_len: 60,
