@@ -17,6 +17,7 @@ use support::{kernel_test_can_run, run, sh};
 
 const BIN: &str = env!("CARGO_BIN_EXE_safelink");
 const VICTIM: &str = "192.0.2.1";
+const VICTIM2: &str = "192.0.2.4";
 const API: &str = "127.0.0.1:18080";
 
 struct Net {
@@ -58,9 +59,11 @@ impl Net {
             );
         }
         // Extra attacker addresses: one per tool, so every tool raises its own alert.
-        for last in 10..=16 {
+        for last in 10..=19 {
             script += &format!("\n ip -n {att} addr add 192.0.2.{last}/24 dev eth0");
         }
+        // A second victim address for the long floods (a fresh incident, not the first flood's).
+        script += &format!("\n ip -n {vic} addr add {VICTIM2}/24 dev eth0");
         // No ICMP rate limit in the victim (nmap -sU waits on port-unreachables otherwise).
         script += &format!("\n ip netns exec {vic} sysctl -qw net.ipv4.icmp_ratelimit=0");
         sh(&script);
@@ -395,6 +398,68 @@ fn real_tools_raise_alerts_and_benign_traffic_does_not() {
         ],
     );
     expect_alert(&net, "nmap -sX", "port_scan", "src_ip", "192.0.2.12");
+
+    // Tiny fragments that split the TCP header (evasion).
+    tool(
+        &net,
+        &[
+            "nmap",
+            "-f",
+            "-sS",
+            "-Pn",
+            "-n",
+            "-T4",
+            "-p",
+            "1-200",
+            "-e",
+            "eth0",
+            "-S",
+            "192.0.2.17",
+            VICTIM,
+        ],
+    );
+    expect_alert(&net, "nmap -f -sS", "port_scan", "src_ip", "192.0.2.17");
+
+    // Floods in one long flow (fixed ports): alerted while they run, within 5 s of the start.
+    for (what, kind, args) in [
+        (
+            "hping3 --icmp --faster",
+            "icmp_flood",
+            vec!["--icmp", "-a", "192.0.2.18"],
+        ),
+        (
+            "hping3 --udp -k --faster",
+            "udp_flood",
+            vec![
+                "--udp",
+                "-k",
+                "-s",
+                "3000",
+                "-p",
+                "9998",
+                "-a",
+                "192.0.2.19",
+            ],
+        ),
+    ] {
+        let mut cmd = vec!["timeout", "8", "hping3", "-q", "--faster"];
+        cmd.extend(args.iter().copied());
+        cmd.push(VICTIM2);
+        let mut flood = net
+            .exec("att", &cmd)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let src = args[args.len() - 1];
+        let took = expect_alert(&net, what, kind, "src_ip", src);
+        let still_running = flood.try_wait().unwrap().is_none();
+        let _ = flood.wait();
+        assert!(
+            still_running,
+            "{what}: the alert came only after the flood ({took:?})"
+        );
+    }
 
     let (att_mac, vic_mac) = (net.mac("att"), net.mac("vic"));
     tool(

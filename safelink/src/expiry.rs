@@ -1,5 +1,7 @@
 //! The flow expiry policy, shared by the kernel-map sweeper and the replay path so both end
-//! flows at the same moments.
+//! flows at the same moments, and the interim-update policy ([`Interim`]) by which running
+//! heavy flows reach the detectors before they end.
+use rustc_hash::FxHashMap;
 use safelink_common::{FlowKey, FlowStats, IPPROTO_TCP, IPPROTO_UDP};
 use serde::Serialize;
 
@@ -19,6 +21,9 @@ pub struct FlowTimeouts {
     /// A flow that is still only a SYN (or one UDP datagram) ends after this much silence
     /// (default 2 s), so failed connections and probes reach the detectors quickly.
     pub embryonic: Duration,
+    /// A running flow is reported (an interim update) each time it has this many packets more
+    /// than at its last report, at most once per sweep; 0 turns interim updates off.
+    pub interim_packets: u64,
 }
 
 impl Default for FlowTimeouts {
@@ -35,6 +40,7 @@ pub struct FlowsConfig {
     pub active_timeout_s: u64,
     pub closed_linger_s: u64,
     pub embryonic_timeout_s: u64,
+    pub interim_packets: u64,
 }
 
 impl Default for FlowsConfig {
@@ -45,12 +51,15 @@ impl Default for FlowsConfig {
 
 impl FlowsConfig {
     /// The defaults, written once: idle 60 s (Suricata's TCP new/closed timeout), active
-    /// 1800 s (nfstream), closing linger 2 s, embryonic 2 s.
+    /// 1800 s (nfstream), closing linger 2 s, embryonic 2 s, an interim update every 1000
+    /// packets (a flow at 1000 packets/s or more is reported every sweep, a slower one less
+    /// often, an ordinary one never).
     pub const DEFAULT: Self = Self {
         idle_timeout_s: 60,
         active_timeout_s: 1800,
         closed_linger_s: 2,
         embryonic_timeout_s: 2,
+        interim_packets: 1000,
     };
 
     pub fn timeouts(&self) -> FlowTimeouts {
@@ -59,6 +68,7 @@ impl FlowsConfig {
             active: Duration::from_secs(self.active_timeout_s),
             closed_linger: Duration::from_secs(self.closed_linger_s),
             embryonic: Duration::from_secs(self.embryonic_timeout_s),
+            interim_packets: self.interim_packets,
         }
     }
 }
@@ -111,4 +121,62 @@ pub fn expired(t: &FlowTimeouts, k: &FlowKey, s: &FlowStats, now_ns: u64) -> Opt
         return Some(EndReason::Active);
     }
     None
+}
+
+/// Which running flows get an interim update at a sweep: those with at least
+/// [`FlowTimeouts::interim_packets`] packets more than at their last report. Rate-adaptive: a
+/// flood is reported at every sweep, a slow flow rarely, a short one never. Bounded: it only
+/// remembers flows reported at least once that were still running at the last sweep.
+#[derive(Debug, Default)]
+pub struct Interim {
+    /// Reported flows: packets at the last report, sweep in which the flow was last seen.
+    reported: FxHashMap<FlowKey, (u64, u64)>,
+    sweep: u64,
+}
+
+impl Interim {
+    /// Starts a sweep: call [`Self::due`] for every flow that did not expire, then
+    /// [`Self::end_sweep`].
+    pub fn begin_sweep(&mut self) {
+        self.sweep += 1;
+    }
+
+    /// Whether the running flow `k` is due an interim update now.
+    pub fn due(&mut self, t: &FlowTimeouts, k: &FlowKey, s: &FlowStats) -> bool {
+        if t.interim_packets == 0 {
+            return false;
+        }
+        let packets = s.ab.packets + s.ba.packets;
+        let sweep = self.sweep;
+        match self.reported.get_mut(k) {
+            Some((last, seen)) => {
+                *seen = sweep;
+                if packets.saturating_sub(*last) >= t.interim_packets {
+                    *last = packets;
+                    return true;
+                }
+                false
+            }
+            None if packets >= t.interim_packets => {
+                self.reported.insert(*k, (packets, sweep));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Forgets flows not seen in this sweep (ended, or evicted from the kernel map).
+    pub fn end_sweep(&mut self) {
+        let sweep = self.sweep;
+        self.reported.retain(|_, (_, seen)| *seen == sweep);
+    }
+
+    /// Flows currently remembered.
+    pub fn len(&self) -> usize {
+        self.reported.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.reported.is_empty()
+    }
 }

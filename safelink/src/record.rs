@@ -22,6 +22,11 @@ pub enum Record {
     FlowStart(FlowStartRecord),
     /// A finished flow with all its features.
     Flow(FlowRecord),
+    /// A running heavy flow's features so far (`end_reason` [`EndReason::Open`]): sent while
+    /// the flow lasts, every `[flows] interim_packets` packets at most once per sweep, so long
+    /// floods reach the detectors before they end. The flow's final [`Record::Flow`] still
+    /// comes, with the complete counters; detectors count only what earlier updates did not.
+    FlowUpdate(FlowRecord),
     Arp(ArpRecord),
 }
 

@@ -20,7 +20,7 @@ use thiserror::Error;
 
 use crate::{
     config::FlowTimeouts,
-    expiry::{EndReason, expired},
+    expiry::{EndReason, Interim, expired},
     record::{FlowRecord, Record},
     table::{Counters, FlowTable, Observed},
 };
@@ -100,6 +100,7 @@ struct Replayer<'a, F: FnMut(Record), P: FnMut(u64, u64)> {
     progress: P,
     total: u64,
     next_sweep: u64,
+    interim: Interim,
     summary: ReplaySummary,
 }
 
@@ -112,6 +113,7 @@ impl<'a, F: FnMut(Record), P: FnMut(u64, u64)> Replayer<'a, F, P> {
             progress,
             total,
             next_sweep: 0,
+            interim: Interim::default(),
             summary: ReplaySummary::default(),
         }
     }
@@ -143,16 +145,31 @@ impl<'a, F: FnMut(Record), P: FnMut(u64, u64)> Replayer<'a, F, P> {
     }
 
     fn sweep(&mut self, now_ns: u64) {
-        let mut done: Vec<_> = self
-            .table
-            .iter()
-            .filter_map(|(k, s)| expired(self.timeouts, k, s, now_ns).map(|r| (*k, r)))
-            .collect();
-        done.sort_by_key(|(k, _)| self.table.get(k).map_or(0, |s| s.first_ns));
-        for (k, reason) in done {
+        let mut done = Vec::new();
+        let mut running = Vec::new();
+        self.interim.begin_sweep();
+        for (k, s) in self.table.iter() {
+            match expired(self.timeouts, k, s, now_ns) {
+                Some(r) => done.push((*k, s.first_ns, r)),
+                None if self.interim.due(self.timeouts, k, s) => {
+                    running.push((*k, s.first_ns));
+                }
+                None => {}
+            }
+        }
+        self.interim.end_sweep();
+        done.sort_by_key(|(k, first, _)| (*first, *k));
+        running.sort_by_key(|(k, first)| (*first, *k));
+        for (k, _, reason) in done {
             if let Some(s) = self.table.remove(&k) {
                 self.summary.flows += 1;
                 (self.emit)(Record::Flow(FlowRecord::new(&k, &s, 0, reason)));
+            }
+        }
+        for (k, _) in running {
+            if let Some(s) = self.table.get(&k) {
+                let update = FlowRecord::new(&k, s, 0, EndReason::Open);
+                (self.emit)(Record::FlowUpdate(update));
             }
         }
     }

@@ -1,9 +1,14 @@
 //! Periodic sweep of the kernel flow map: flows that are idle, too old or closed (per
-//! [`crate::expiry`]) are removed and become [`FlowRecord`]s.
+//! [`crate::expiry`]) are removed and become [`FlowRecord`]s; running heavy flows become
+//! interim updates ([`Record::FlowUpdate`], per [`Interim`]).
 use safelink_common::{Counter, FlowStats};
 
 use super::maps::SensorMaps;
-use crate::{config::FlowTimeouts, expiry::expired, record::FlowRecord};
+use crate::{
+    config::FlowTimeouts,
+    expiry::{EndReason, Interim, expired},
+    record::{FlowRecord, Record},
+};
 
 /// Running totals of the sweeper.
 #[derive(Clone, Copy, Debug, Default, serde::Serialize)]
@@ -13,29 +18,51 @@ pub struct SweepStats {
     /// Flows the kernel created that were neither exported nor are still in the map: evicted by
     /// the LRU map when full (an estimate: flows present at start-up are counted as exported).
     pub lru_evicted_estimate: u64,
+    /// Interim updates of running heavy flows sent.
+    pub interim_updates: u64,
 }
 
-/// One pass: removes finished flows and returns their records.
+/// One pass: removes finished flows and returns their records, then the interim updates of
+/// running heavy flows.
 pub fn sweep_once(
     maps: &mut SensorMaps,
     t: &FlowTimeouts,
+    interim: &mut Interim,
     now_mono_ns: u64,
     epoch_offset_ns: i64,
     stats: &mut SweepStats,
-) -> anyhow::Result<Vec<FlowRecord>> {
+) -> anyhow::Result<Vec<Record>> {
     let flows = maps.flows()?;
-    let mut done: Vec<(safelink_common::FlowKey, FlowStats, _)> = flows
-        .iter()
-        .filter_map(|(k, s)| expired(t, k, s, now_mono_ns).map(|r| (*k, *s, r)))
-        .collect();
-    done.sort_by_key(|(_, s, _)| s.first_ns);
-    let mut out = Vec::with_capacity(done.len());
+    let mut done: Vec<(safelink_common::FlowKey, FlowStats, _)> = Vec::new();
+    let mut running = Vec::new();
+    interim.begin_sweep();
+    for (k, s) in &flows {
+        match expired(t, k, s, now_mono_ns) {
+            Some(r) => done.push((*k, *s, r)),
+            None if interim.due(t, k, s) => running.push((*k, *s)),
+            None => {}
+        }
+    }
+    interim.end_sweep();
+    done.sort_by_key(|(k, s, _)| (s.first_ns, *k));
+    running.sort_by_key(|(k, s)| (s.first_ns, *k));
+    let ended = done.len();
+    let mut out = Vec::with_capacity(done.len() + running.len());
     for (k, s, reason) in done {
         maps.remove(&k);
-        out.push(FlowRecord::new(&k, &s, epoch_offset_ns, reason));
+        out.push(Record::Flow(FlowRecord::new(
+            &k,
+            &s,
+            epoch_offset_ns,
+            reason,
+        )));
     }
-    stats.exported += out.len() as u64;
-    stats.active = (flows.len() - out.len()) as u64;
+    stats.interim_updates += running.len() as u64;
+    out.extend(running.into_iter().map(|(k, s)| {
+        Record::FlowUpdate(FlowRecord::new(&k, &s, epoch_offset_ns, EndReason::Open))
+    }));
+    stats.exported += ended as u64;
+    stats.active = (flows.len() - ended) as u64;
     let created = maps.counters()?.get(Counter::FlowsCreated);
     stats.lru_evicted_estimate = created.saturating_sub(stats.exported + stats.active);
     Ok(out)

@@ -263,7 +263,7 @@ pub fn analyze(a: AnalyzeArgs) -> anyhow::Result<ExitCode> {
             pipeline.feed(&r);
             if a.flows
                 && write_err.is_none()
-                && !matches!(r, safelink::record::Record::FlowStart(_))
+                && matches!(r, safelink::record::Record::Flow(_))
                 && let Err(e) = serde_json::to_writer(&mut out, &r)
                     .map_err(std::io::Error::from)
                     .and_then(|_| out.write_all(b"\n"))

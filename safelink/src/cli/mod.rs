@@ -91,6 +91,9 @@ pub struct TimeoutArgs {
     #[arg(long, value_name = "SECS", env = "SAFELINK_EMBRYONIC_TIMEOUT",
           help = flows_help("Seconds of silence after which a flow that is still only a SYN (or one UDP datagram) ends as unanswered", FlowsConfig::DEFAULT.embryonic_timeout_s))]
     embryonic_timeout: Option<u64>,
+    #[arg(long, value_name = "PACKETS", env = "SAFELINK_INTERIM_PACKETS",
+          help = flows_help("Report a running flow to the detectors each time it has this many more packets (at most once per sweep; 0: only when it ends)", FlowsConfig::DEFAULT.interim_packets))]
+    interim_packets: Option<u64>,
 }
 
 fn flows_help(what: &str, default: u64) -> String {
@@ -109,6 +112,7 @@ impl TimeoutArgs {
         set(self.active_timeout, &mut flows.active_timeout_s);
         set(self.closed_linger, &mut flows.closed_linger_s);
         set(self.embryonic_timeout, &mut flows.embryonic_timeout_s);
+        set(self.interim_packets, &mut flows.interim_packets);
     }
 }
 

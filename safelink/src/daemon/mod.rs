@@ -370,12 +370,19 @@ fn spawn_sweeper(
     let epoch = epoch_offset_ns();
     tokio::spawn(async move {
         let mut stats = SweepStats::default();
+        let mut interim = crate::expiry::Interim::default();
         let mut tick = tokio::time::interval(every);
         let mut last_status = tokio::time::Instant::now();
         loop {
             tick.tick().await;
-            let records = match sweep_once(&mut maps, &timeouts, monotonic_ns(), epoch, &mut stats)
-            {
+            let records = match sweep_once(
+                &mut maps,
+                &timeouts,
+                &mut interim,
+                monotonic_ns(),
+                epoch,
+                &mut stats,
+            ) {
                 Ok(r) => r,
                 Err(e) => {
                     warn!(error = %e, "sweep failed");
@@ -383,7 +390,7 @@ fn spawn_sweeper(
                 }
             };
             for r in records {
-                if tx.send(Record::Flow(r)).await.is_err() {
+                if tx.send(r).await.is_err() {
                     return;
                 }
             }

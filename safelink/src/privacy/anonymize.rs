@@ -238,7 +238,7 @@ impl Policy {
                 s.dst_ip = self.ip(s.dst_ip);
                 s.src_mac = self.mac(&s.src_mac);
             }
-            Record::Flow(f) => {
+            Record::Flow(f) | Record::FlowUpdate(f) => {
                 f.src_ip = self.ip(f.src_ip);
                 f.dst_ip = self.ip(f.dst_ip);
             }

@@ -100,6 +100,13 @@ pub fn duration_s(f: &FlowRecord) -> f64 {
     f.last_ns.saturating_sub(f.first_ns) as f64 / 1e9
 }
 
+/// An ICMP error message (v4: unreachable, source quench, redirect, time exceeded, parameter
+/// problem; v6: every type below 128): a host's answer to other traffic, never a request.
+pub fn is_icmp_error(proto: u8, icmp_type: u8) -> bool {
+    (proto == ICMP && matches!(icmp_type, 3 | 4 | 5 | 11 | 12))
+        || (proto == ICMPV6 && icmp_type < 128)
+}
+
 /// ICMP echo request (v4 type 8, v6 type 128).
 pub fn is_echo_request(proto: u8, icmp_type: u8) -> bool {
     (proto == ICMP && icmp_type == 8) || (proto == ICMPV6 && icmp_type == 128)

@@ -2,6 +2,11 @@
 //! [`super::icmp_flood`]: a sliding sum of new flows (or packets) towards one victim, the
 //! distinct sources behind it (spoofed floods have thousands), and the dominant source when
 //! there is one (a single attacker, named in `src_ip`).
+//!
+//! A single heavy flow is a flood by itself. It reaches the table while it runs, through
+//! interim updates ([`crate::record::Record::FlowUpdate`]), and once more when it ends: the
+//! table remembers how much of each heavy flow it counted ([`FloodTable::uncounted`]), so the
+//! final record adds only the rest.
 use std::{collections::HashMap, hash::Hash, net::IpAddr};
 
 use super::{
@@ -10,7 +15,14 @@ use super::{
     config::{FloodConfig, ns},
     window::{DistinctWindow, RateWindow},
 };
-use crate::alert::Alert;
+use crate::{alert::Alert, expiry::EndReason, record::FlowRecord};
+
+/// A flow's identity as its records carry it.
+type FlowId = (IpAddr, u16, IpAddr, u16, u8, u16);
+
+/// A heavy flow's evidence counted so far is forgotten after this long without a record
+/// (the flow was evicted in the kernel and will never end).
+const HEAVY_FORGET_NS: u64 = 3_600_000_000_000;
 
 /// Sources counted exactly per entry (enough to find a dominant one).
 const TOP_SOURCES: usize = 64;
@@ -42,6 +54,8 @@ pub struct FloodTable<K> {
     pub cfg: FloodConfig,
     pub window_ns: u64,
     keys: HashMap<K, Entry>,
+    /// Heavy flows still running: evidence counted from their interim updates, last record.
+    heavy: HashMap<FlowId, (u64, u64)>,
 }
 
 impl<K: Eq + Hash> FloodTable<K> {
@@ -50,7 +64,21 @@ impl<K: Eq + Hash> FloodTable<K> {
             window_ns: ns(cfg.window_secs),
             cfg,
             keys: HashMap::new(),
+            heavy: HashMap::new(),
         }
+    }
+
+    /// Of `evidence` (what the flow `f` amounts to so far), the part earlier records of the
+    /// same flow have not counted yet; remembers it while the flow runs, forgets it when `f`
+    /// is the final record.
+    pub fn uncounted(&mut self, f: &FlowRecord, evidence: u64) -> u64 {
+        let id = (f.src_ip, f.src_port, f.dst_ip, f.dst_port, f.proto, f.vlan);
+        let before = if f.end_reason == EndReason::Open {
+            self.heavy.insert(id, (evidence, f.last_ns))
+        } else {
+            self.heavy.remove(&id)
+        };
+        evidence.saturating_sub(before.map_or(0, |(n, _)| n))
     }
 
     pub fn phase(&self, key: &K) -> Phase {
@@ -145,6 +173,9 @@ impl<K: Eq + Hash> FloodTable<K> {
     pub(crate) fn tick(&mut self, cx: &mut Cx) {
         let w = self.window_ns;
         cx.tick_map(&mut self.keys, w, w, |e| &mut e.incident);
+        let now = cx.now;
+        self.heavy
+            .retain(|_, (_, last)| now.saturating_sub(*last) < HEAVY_FORGET_NS);
     }
 }
 

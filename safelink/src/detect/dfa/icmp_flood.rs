@@ -2,7 +2,8 @@
 //!
 //! Key: victim IP. ICMP flows are keyed per host pair, so a flood from many (spoofed) sources
 //! shows as many new flows: flow-start records are counted at once. A flood from one source
-//! (`ping -f`, `hping3 --icmp --flood`) is one flow, judged by its rate when it ends. Alert at
+//! (`ping -f`, `hping3 --icmp --flood`) is one flow, judged by its rate while it runs (interim updates) and when it ends; a flow of ICMP errors
+//! (a victim's answers) never is. Alert at
 //! `new_flows` flows within the window (default 1000 in 5 s) or one flow of 2500+ packets at
 //! 500+ packets/s. `count` = new flows, plus the packets of heavy flows.
 use std::net::IpAddr;
@@ -62,9 +63,16 @@ impl Detector for IcmpFlood {
         });
     }
 
+    fn on_update(&mut self, f: &FlowRecord, cx: &mut Cx) {
+        self.on_flow(f, cx);
+    }
+
     fn on_flow(&mut self, f: &FlowRecord, cx: &mut Cx) {
         let cfg = &self.table.cfg;
+        // A flow of ICMP errors is a host answering other traffic (the port-unreachables of a
+        // UDP flood's victim), not a flood by itself.
         if !(f.proto == ICMP || f.proto == ICMPV6)
+            || classify::is_icmp_error(f.proto, f.icmp_type)
             || !classify::is_unicast(&f.dst_ip)
             || f.fwd.packets < cfg.heavy_flow_packets
         {
@@ -75,8 +83,12 @@ impl Detector for IcmpFlood {
             return;
         }
         let now = cx.now;
+        let n = self.table.uncounted(f, f.fwd.packets - 1);
+        if n == 0 {
+            return;
+        }
         let mac = cx.macs.get(&f.src_ip);
-        self.table.observe(cx, f.dst_ip, f.last_ns, f.fwd.packets - 1, f.src_ip, true, |_| {
+        self.table.observe(cx, f.dst_ip, f.last_ns, n, f.src_ip, true, |_| {
             let mut a = base_alert(AlertKind::ICMP_FLOOD, now, f.first_ns, f.last_ns).with_flow(f);
             a.src_mac = mac;
             a.description = format!(
@@ -134,6 +146,55 @@ mod tests {
             e.detector::<IcmpFlood>().unwrap().phase(ip("192.0.2.9")),
             Phase::Alerting
         );
+    }
+
+    #[test]
+    fn interim_updates_alert_early_and_the_final_record_counts_the_rest() {
+        use crate::{alert::AlertEvent, expiry::EndReason};
+        let at = |packets: u64, secs: u64, open: bool| {
+            let mut f = flow("198.51.100.3", 0, "192.0.2.9", 0, 1, T0);
+            f.icmp_type = 8;
+            f.fwd.packets = packets;
+            f.last_ns = T0 + secs * S;
+            f.end_reason = if open {
+                EndReason::Open
+            } else {
+                EndReason::Idle
+            };
+            f
+        };
+        let (_, ev) = run(
+            DfaConfig::default(),
+            [
+                Record::FlowUpdate(at(4_000, 1, true)),
+                Record::FlowUpdate(at(8_000, 2, true)),
+                Record::Flow(at(10_000, 3, false)),
+            ],
+        );
+        let news = new_alerts(&ev, AlertKind::ICMP_FLOOD);
+        assert_eq!(news.len(), 1, "raised on the first update");
+        assert_eq!(news[0].count, 3_999);
+        let last = ev
+            .iter()
+            .rev()
+            .find_map(|e| match e {
+                AlertEvent::Updated(a) => Some(a.count),
+                _ => None,
+            })
+            .expect("updated");
+        assert_eq!(last, 9_999, "every packet counted once");
+    }
+
+    #[test]
+    fn a_flow_of_icmp_errors_is_an_answer_not_a_flood() {
+        // The port-unreachables a UDP flood's victim sends back.
+        let mut f = flow("192.0.2.4", 0, "192.0.2.19", 0, 1, T0);
+        f.icmp_type = 3;
+        f.icmp_code = 3;
+        f.fwd.packets = 10_000;
+        f.last_ns = T0 + 2 * S;
+        let (_, ev) = run(DfaConfig::default(), [Record::Flow(f)]);
+        assert!(new_alerts(&ev, AlertKind::ICMP_FLOOD).is_empty());
     }
 
     #[test]

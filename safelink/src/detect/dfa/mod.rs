@@ -62,6 +62,7 @@ pub struct EngineStats {
     pub records: u64,
     pub flow_starts: u64,
     pub flows: u64,
+    pub flow_updates: u64,
     pub arp: u64,
     pub alerts_raised: u64,
     /// Evidence dropped because an automaton already tracked `max_keys` keys.
@@ -195,6 +196,8 @@ impl Cx<'_> {
 pub(crate) trait Detector: Any + Send {
     fn on_start(&mut self, _s: &FlowStartRecord, _cx: &mut Cx) {}
     fn on_flow(&mut self, _f: &FlowRecord, _cx: &mut Cx) {}
+    /// A running flow's interim counters ([`Record::FlowUpdate`]); only rate automata care.
+    fn on_update(&mut self, _f: &FlowRecord, _cx: &mut Cx) {}
     fn on_arp(&mut self, _a: &ArpRecord, _cx: &mut Cx) {}
     fn tick(&mut self, cx: &mut Cx);
 }
@@ -269,7 +272,7 @@ impl Engine {
     pub fn observe_into(&mut self, r: &Record, out: &mut Vec<AlertEvent>) {
         let ts = match r {
             Record::FlowStart(s) => s.ts_ns,
-            Record::Flow(f) => f.last_ns,
+            Record::Flow(f) | Record::FlowUpdate(f) => f.last_ns,
             Record::Arp(a) => a.ts_ns,
         };
         self.advance(ts);
@@ -295,6 +298,12 @@ impl Engine {
                 cx.stats.flows += 1;
                 for d in &mut self.detectors {
                     d.on_flow(f, &mut cx);
+                }
+            }
+            Record::FlowUpdate(f) => {
+                cx.stats.flow_updates += 1;
+                for d in &mut self.detectors {
+                    d.on_update(f, &mut cx);
                 }
             }
             Record::Arp(a) => {

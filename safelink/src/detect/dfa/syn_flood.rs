@@ -4,7 +4,7 @@
 //! Key: (victim IP, victim port). Evidence: flow-start records of a bare SYN (no ACK, RST or
 //! FIN) — counted at once, so the alert does not wait for flows to time out; a connection that
 //! later proves completed (handshake and data) is taken back from the window. A single flow
-//! retransmitting SYNs at flood rate (one fixed 5-tuple) is an alert by itself when it ends.
+//! retransmitting SYNs at flood rate (one fixed 5-tuple) is an alert by itself, while it runs (interim updates) or when it ends.
 //! Alert at `new_flows` SYNs within the window (default 500 in 5 s). `count` = SYNs.
 use std::net::IpAddr;
 
@@ -101,6 +101,12 @@ impl Detector for SynFlood {
         );
     }
 
+    fn on_update(&mut self, f: &FlowRecord, cx: &mut Cx) {
+        if f.proto == TCP && classify::is_unicast(&f.dst_ip) {
+            self.heavy(f, cx);
+        }
+    }
+
     fn on_flow(&mut self, f: &FlowRecord, cx: &mut Cx) {
         if f.proto != TCP || !classify::is_unicast(&f.dst_ip) {
             return;
@@ -110,6 +116,18 @@ impl Detector for SynFlood {
             self.table.retract(&key, f.first_ns, 1);
             return;
         }
+        self.heavy(f, cx);
+    }
+
+    fn tick(&mut self, cx: &mut Cx) {
+        self.table.tick(cx);
+    }
+}
+
+impl SynFlood {
+    /// One flow of SYNs at flood rate (fixed ports, `hping3 -S -k`), running or ended.
+    fn heavy(&mut self, f: &FlowRecord, cx: &mut Cx) {
+        let key = (f.dst_ip, f.dst_port);
         let cfg = &self.table.cfg;
         let syns = u64::from(f.fwd.flags.syn);
         if f.fwd.flags.synack > 0
@@ -119,10 +137,14 @@ impl Detector for SynFlood {
             return;
         }
         let (now, window) = (cx.now, cfg.window_secs);
-        let mac = cx.macs.get(&f.src_ip);
         // The flow's first SYN was counted from its flow-start record.
+        let n = self.table.uncounted(f, syns - 1);
+        if n == 0 {
+            return;
+        }
+        let mac = cx.macs.get(&f.src_ip);
         self.table
-            .observe(cx, key, f.last_ns, syns - 1, f.src_ip, true, |sum| {
+            .observe(cx, key, f.last_ns, n, f.src_ip, true, |sum| {
                 let mut a = alert(
                     sum, now, f.first_ns, f.src_ip, f.src_port, f.dst_ip, f.dst_port, window,
                 );
@@ -132,10 +154,6 @@ impl Detector for SynFlood {
                 a.features = flow_features(f);
                 a
             });
-    }
-
-    fn tick(&mut self, cx: &mut Cx) {
-        self.table.tick(cx);
     }
 }
 

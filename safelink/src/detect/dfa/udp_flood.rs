@@ -3,8 +3,8 @@
 //! Key: victim IP. Evidence: flow-start records of UDP flows to a unicast victim (a flood with
 //! random or spoofed ports and sources makes a new flow per packet), except unsolicited
 //! responses from reflection-service ports, which are [`super::amplification`]'s. A single
-//! one-way flow at flood rate (fixed ports, e.g. `hping3 --udp -k`) is an alert by itself when
-//! it ends. Alert at `new_flows` flows within the window (default 2500 in 5 s). `count` = new
+//! one-way flow at flood rate (fixed ports, e.g. `hping3 --udp -k`) is an alert by itself while
+//! it runs (interim updates) or when it ends. Alert at `new_flows` flows within the window (default 2500 in 5 s). `count` = new
 //! flows, plus the packets of heavy flows.
 use std::{collections::HashSet, net::IpAddr};
 
@@ -82,6 +82,10 @@ impl Detector for UdpFlood {
             });
     }
 
+    fn on_update(&mut self, f: &FlowRecord, cx: &mut Cx) {
+        self.on_flow(f, cx);
+    }
+
     fn on_flow(&mut self, f: &FlowRecord, cx: &mut Cx) {
         let cfg = &self.table.cfg;
         if f.proto != UDP
@@ -94,8 +98,13 @@ impl Detector for UdpFlood {
             return;
         }
         let (now, window) = (cx.now, cfg.window_secs);
+        // The flow's first packet was counted from its flow-start record.
+        let n = self.table.uncounted(f, f.fwd.packets - 1);
+        if n == 0 {
+            return;
+        }
         let mac = cx.macs.get(&f.src_ip);
-        self.table.observe(cx, f.dst_ip, f.last_ns, f.fwd.packets - 1, f.src_ip, true, |sum| {
+        self.table.observe(cx, f.dst_ip, f.last_ns, n, f.src_ip, true, |sum| {
             let mut a = alert(sum, now, f.first_ns, window, f.dst_ip);
             a.src_ip = Some(f.src_ip);
             a.src_port = Some(f.src_port);
