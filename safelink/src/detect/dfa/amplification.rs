@@ -23,6 +23,7 @@ use std::{
 };
 
 use super::family::Family;
+use super::window::KeyMap;
 use super::{
     Cx, Detector,
     automaton::{Incident, Phase, Verdict},
@@ -52,7 +53,7 @@ pub struct Amplification {
     /// port → (name, single-packet L3 threshold)
     services: HashMap<u16, (String, Option<u16>)>,
     window_ns: u64,
-    keys: HashMap<IpAddr, Entry>,
+    keys: KeyMap<IpAddr, Entry>,
 }
 
 /// The response that is being judged.
@@ -84,7 +85,7 @@ impl Amplification {
                 .collect(),
             window_ns: ns(cfg.window_secs),
             cfg,
-            keys: HashMap::new(),
+            keys: KeyMap::new(),
         }
     }
 

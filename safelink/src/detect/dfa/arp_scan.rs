@@ -4,9 +4,10 @@
 //! Key: Ethernet source MAC. Evidence: ARP requests, except gratuitous announcements (sender
 //! IP = target IP). Alert at `targets` distinct target IPs within the window. `count` =
 //! requests.
-use std::{collections::HashMap, net::Ipv4Addr};
+use std::net::Ipv4Addr;
 
 use super::family::Family;
+use super::window::KeyMap;
 use super::{
     Cx, Detector,
     automaton::{Incident, Phase, Verdict},
@@ -27,7 +28,7 @@ pub struct Entry {
 pub struct ArpScan {
     cfg: ArpScanConfig,
     window_ns: u64,
-    keys: HashMap<String, Entry>,
+    keys: KeyMap<String, Entry>,
 }
 
 impl ArpScan {
@@ -35,7 +36,7 @@ impl ArpScan {
         Self {
             window_ns: ns(cfg.window_secs),
             cfg,
-            keys: HashMap::new(),
+            keys: KeyMap::new(),
         }
     }
 

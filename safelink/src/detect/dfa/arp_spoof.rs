@@ -17,6 +17,7 @@
 use std::{collections::HashMap, net::Ipv4Addr};
 
 use super::family::Family;
+use super::window::KeyMap;
 use super::{
     Cx, Detector,
     automaton::{Incident, Phase, Verdict},
@@ -67,7 +68,7 @@ pub struct ArpSpoof {
     askers: HashMap<Ipv4Addr, u64>,
     /// MAC → the address it owns (trusted), to name an attacker's own IP.
     own_ip: HashMap<String, Ipv4Addr>,
-    keys: HashMap<String, Entry>,
+    keys: KeyMap<String, Entry>,
     /// MAC → every sender address it used within the window.
     claims: HashMap<String, DistinctWindow<Ipv4Addr>>,
 }
@@ -101,7 +102,7 @@ impl ArpSpoof {
             requests: HashMap::new(),
             askers: HashMap::new(),
             own_ip: HashMap::new(),
-            keys: HashMap::new(),
+            keys: KeyMap::new(),
             claims: HashMap::new(),
         }
     }

@@ -46,7 +46,6 @@ pub(crate) fn amp_ports(cfg: &DfaConfig) -> Vec<u16> {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
     use std::net::IpAddr;
 
     use super::*;
@@ -55,6 +54,7 @@ mod tests {
         Cx, Engine, Verdict,
         automaton::Incident,
         testutil::{S, T0, failed_syn, new_alerts},
+        window::KeyMap,
     };
     use crate::record::{FlowRecord, Record};
 
@@ -72,7 +72,7 @@ mod tests {
 
     #[derive(Default)]
     struct EchoKnock {
-        keys: HashMap<IpAddr, (u64, Incident)>,
+        keys: KeyMap<IpAddr, (u64, Incident)>,
     }
 
     impl Detector for EchoKnock {

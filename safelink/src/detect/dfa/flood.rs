@@ -9,6 +9,7 @@
 //! final record adds only the rest.
 use std::{collections::HashMap, hash::Hash, net::IpAddr};
 
+use super::window::KeyMap;
 use super::{
     Cx,
     automaton::{Incident, Phase, Verdict},
@@ -53,7 +54,7 @@ pub struct Summary {
 pub struct FloodTable<K> {
     pub cfg: FloodConfig,
     pub window_ns: u64,
-    keys: HashMap<K, Entry>,
+    keys: KeyMap<K, Entry>,
     /// Heavy flows still running: evidence counted from their interim updates, last record.
     heavy: HashMap<FlowId, (u64, u64)>,
 }
@@ -63,7 +64,7 @@ impl<K: Eq + Hash> FloodTable<K> {
         Self {
             window_ns: ns(cfg.window_secs),
             cfg,
-            keys: HashMap::new(),
+            keys: KeyMap::new(),
             heavy: HashMap::new(),
         }
     }

@@ -8,13 +8,11 @@
 //! `dense_hosts_per_prefix` hosts, as when a subnet is walked — or at `scattered_hosts` when they
 //! are spread over the Internet, which is also what peer-to-peer clients do when they call
 //! peers on a well-known port (Gnutella 6346, BitTorrent 6881) that are gone. `count` = probes.
-use std::{
-    collections::{HashMap, HashSet},
-    net::IpAddr,
-};
+use std::{collections::HashSet, net::IpAddr};
 
 use super::family::Family;
 use super::family::amp_ports;
+use super::window::KeyMap;
 use super::{
     Cx, Detector,
     automaton::{Incident, Phase, Verdict},
@@ -59,7 +57,7 @@ pub struct HostSweep {
     cfg: HostSweepConfig,
     window_ns: u64,
     amp_ports: HashSet<u16>,
-    keys: HashMap<(IpAddr, Service), Entry>,
+    keys: KeyMap<(IpAddr, Service), Entry>,
 }
 
 impl HostSweep {
@@ -68,7 +66,7 @@ impl HostSweep {
             window_ns: ns(cfg.window_secs),
             amp_ports: amp_ports.iter().copied().collect(),
             cfg,
-            keys: HashMap::new(),
+            keys: KeyMap::new(),
         }
     }
 

@@ -13,6 +13,7 @@ use std::{
 };
 
 use super::family::Family;
+use super::window::KeyMap;
 use super::{
     Cx, Detector,
     automaton::{Incident, Phase, Verdict},
@@ -79,7 +80,7 @@ pub struct LoginBruteForce {
     services: HashMap<u16, (String, u64, bool)>,
     window_ns: u64,
     slow_ns: u64,
-    keys: HashMap<(IpAddr, IpAddr, u16), Entry>,
+    keys: KeyMap<(IpAddr, IpAddr, u16), Entry>,
 }
 
 impl LoginBruteForce {
@@ -98,7 +99,7 @@ impl LoginBruteForce {
             window_ns: ns(cfg.window_secs),
             slow_ns: ns(cfg.slow_window_secs.max(cfg.window_secs)),
             cfg,
-            keys: HashMap::new(),
+            keys: KeyMap::new(),
         }
     }
 

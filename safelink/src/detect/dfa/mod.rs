@@ -65,8 +65,9 @@ pub struct EngineStats {
     pub flow_updates: u64,
     pub arp: u64,
     pub alerts_raised: u64,
-    /// Evidence dropped because an automaton already tracked `max_keys` keys.
-    pub dropped_keys: u64,
+    /// Keys forgotten (least recently updated first) to make room for new ones when an
+    /// automaton already tracked `max_keys` keys.
+    pub evicted_keys: u64,
 }
 
 /// Settings every automaton shares.
@@ -149,7 +150,7 @@ impl Cx<'_> {
     /// idle keys after `keep_ns`.
     pub fn tick_map<K: Eq + Hash, E>(
         &mut self,
-        map: &mut HashMap<K, E>,
+        map: &mut window::KeyMap<K, E>,
         quiet_ns: u64,
         keep_ns: u64,
         inc: impl Fn(&mut E) -> &mut Incident,
@@ -165,30 +166,23 @@ impl Cx<'_> {
         });
     }
 
-    /// The entry of `key`, created with `make` (None when the map is full of live keys).
+    /// The entry of `key`, created with `make`; when the automaton already tracks `max_keys`
+    /// keys, the least recently updated one is forgotten (counted in
+    /// [`EngineStats::evicted_keys`]); its open alert, if any, is closed (it stays stored).
     pub fn slot<'m, K: Eq + Hash, E>(
         &mut self,
-        map: &'m mut HashMap<K, E>,
+        map: &'m mut window::KeyMap<K, E>,
         key: K,
         inc: impl Fn(&E) -> &Incident,
         make: impl FnOnce() -> E,
     ) -> Option<&'m mut E> {
-        let now = self.now;
-        let e = window::slot(
-            map,
-            key,
-            self.common.max_keys,
-            // When full, forget keys below the suspicious mark quiet for a second.
-            |e| {
-                let i = inc(e);
-                i.phase() == Phase::Idle && now.saturating_sub(i.last_ns) > 1_000_000_000
-            },
-            make,
-        );
-        if e.is_none() {
-            self.stats.dropped_keys += 1;
-        }
-        e
+        let (book, stats) = (&mut *self.book, &mut *self.stats);
+        Some(window::slot(map, key, self.common.max_keys, make, |e| {
+            stats.evicted_keys += 1;
+            if let Some(id) = inc(&e).alert_id() {
+                book.close(id);
+            }
+        }))
     }
 }
 

@@ -18,6 +18,7 @@ use std::{
 
 use super::family::Family;
 use super::family::amp_ports;
+use super::window::KeyMap;
 use super::{
     Cx, Detector,
     automaton::{Incident, Phase, Verdict},
@@ -56,7 +57,7 @@ pub struct PortScan {
     window_ns: u64,
     slow_ns: u64,
     amp_ports: HashSet<u16>,
-    keys: HashMap<(IpAddr, IpAddr), Entry>,
+    keys: KeyMap<(IpAddr, IpAddr), Entry>,
     /// (source, destination) → UDP ports the source sent to (answered or not) and how many
     /// ICMP port-unreachables the *source* sent back to the destination.
     udp: HashMap<(IpAddr, IpAddr), UdpTrail>,
@@ -110,7 +111,7 @@ impl PortScan {
             amp_ports: amp_ports.iter().copied().collect(),
             burst_ns: ns(cfg.burst_window_secs),
             cfg,
-            keys: HashMap::new(),
+            keys: KeyMap::new(),
             udp: HashMap::new(),
             burst: HashMap::new(),
         }
@@ -545,6 +546,37 @@ mod tests {
         detect::dfa::{DfaConfig, testutil::*},
         record::Record,
     };
+
+    #[test]
+    fn a_table_full_of_spoofed_suspicious_keys_cannot_hide_a_new_scanner() {
+        let cfg = DfaConfig {
+            max_keys: 20_000,
+            ..DfaConfig::default()
+        };
+        let mut e = crate::detect::dfa::Engine::new(cfg).unwrap();
+        let mut t = T0;
+        // 100 000 spoofed sources, five failed probes each: every key is suspicious.
+        for i in 0..100_000u32 {
+            let src = std::net::Ipv4Addr::from(0xc633_0000 | i).to_string(); // 198.51.x.x+
+            for p in 1..=5u16 {
+                t += 1_000;
+                e.observe(&Record::Flow(failed_syn(&src, "192.0.2.2", p, t)));
+            }
+        }
+        // Every automaton keyed by source forgot the same 80 000 (port_scan among them).
+        assert_eq!(e.detector::<PortScan>().unwrap().keys.len(), 20_000);
+        assert_eq!(e.stats().evicted_keys % 80_000, 0);
+        assert!(e.stats().evicted_keys >= 80_000);
+        // A real scan from a new source still alerts.
+        let mut ev = Vec::new();
+        for p in 1..=15u16 {
+            t += MS;
+            ev.extend(e.observe(&Record::Flow(failed_syn("192.0.2.7", "192.0.2.2", p, t))));
+        }
+        let news = new_alerts(&ev, AlertKind::PORT_SCAN);
+        assert_eq!(news.len(), 1, "{ev:?}");
+        assert_eq!(news[0].src_ip, Some(ip("192.0.2.7")));
+    }
 
     #[test]
     fn fifteen_failed_ports_raise_one_alert_then_updates() {

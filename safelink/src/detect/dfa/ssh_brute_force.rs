@@ -5,12 +5,10 @@
 //! session to an SSH port that [`session::looks_failed`]. Alert at `sessions` such sessions
 //! within the window (default 10 in 30 min; Zeek: 30 failed connections in 30 min, and a
 //! session carries about 3 guesses). `count` = failed-looking sessions.
-use std::{
-    collections::{HashMap, HashSet},
-    net::IpAddr,
-};
+use std::{collections::HashSet, net::IpAddr};
 
 use super::family::Family;
+use super::window::KeyMap;
 use super::{
     Cx, Detector,
     automaton::{Incident, Phase, Verdict},
@@ -34,7 +32,7 @@ pub struct SshBruteForce {
     cfg: SshBruteForceConfig,
     ports: HashSet<u16>,
     window_ns: u64,
-    keys: HashMap<IpAddr, Entry>,
+    keys: KeyMap<IpAddr, Entry>,
 }
 
 impl SshBruteForce {
@@ -43,7 +41,7 @@ impl SshBruteForce {
             ports: cfg.ports.iter().copied().collect(),
             window_ns: ns(cfg.window_secs),
             cfg,
-            keys: HashMap::new(),
+            keys: KeyMap::new(),
         }
     }
 

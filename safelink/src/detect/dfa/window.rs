@@ -161,22 +161,32 @@ impl RateWindow {
     }
 }
 
-/// Gets or creates the entry of `key`, keeping the map under `max` keys: when full, entries
-/// that `stale` says can go are dropped first; if none can, `None` (the caller counts a drop).
+/// An automaton's per-key state, in least-recently-updated order (front: the key whose evidence
+/// is oldest), so that a full table makes room in O(1).
+pub type KeyMap<K, E> = hashlink::LinkedHashMap<K, E>;
+
+/// Gets or creates the entry of `key` and marks it most recently updated, keeping the map under
+/// `max` keys: when full, the least recently updated key is forgotten to make room (handed to
+/// `evicted`). O(1) whatever the table holds: a table filled with spoofed keys cannot keep a
+/// new source out, and only a key that stays quiet while `max` others get evidence is
+/// forgotten.
 pub fn slot<K: Eq + Hash, E>(
-    map: &mut HashMap<K, E>,
+    map: &mut KeyMap<K, E>,
     key: K,
     max: usize,
-    stale: impl Fn(&E) -> bool,
     make: impl FnOnce() -> E,
-) -> Option<&mut E> {
-    if !map.contains_key(&key) && map.len() >= max {
-        map.retain(|_, e| !stale(e));
-        if map.len() >= max {
-            return None;
+    mut evicted: impl FnMut(E),
+) -> &mut E {
+    if map.contains_key(&key) {
+        return map.to_back(&key).expect("present");
+    }
+    while map.len() >= max.max(1) {
+        match map.pop_front() {
+            Some((_, e)) => evicted(e),
+            None => break,
         }
     }
-    Some(map.entry(key).or_insert_with(make))
+    map.entry(key).or_insert_with(make)
 }
 
 #[cfg(test)]
@@ -225,13 +235,17 @@ mod tests {
     }
 
     #[test]
-    fn slot_bounds_the_map() {
-        let mut m: HashMap<u32, u32> = HashMap::new();
+    fn slot_bounds_the_map_and_forgets_the_least_recently_updated_key() {
+        let mut m: KeyMap<u32, u32> = KeyMap::new();
+        let mut gone = Vec::new();
         for k in 0..3 {
-            assert!(slot(&mut m, k, 3, |_| false, || k).is_some());
+            *slot(&mut m, k, 3, || 0, |e| gone.push(e)) += k;
         }
-        assert!(slot(&mut m, 9, 3, |_| false, || 9).is_none());
-        assert!(slot(&mut m, 9, 3, |e| *e == 0, || 9).is_some());
-        assert_eq!(m.len(), 3);
+        // Key 0 gets evidence again: key 1 is now the least recently updated.
+        *slot(&mut m, 0, 3, || 0, |e| gone.push(e)) += 10;
+        *slot(&mut m, 9, 3, || 9, |e| gone.push(e)) += 0;
+        assert_eq!(gone, vec![1]);
+        assert_eq!(m.keys().copied().collect::<Vec<_>>(), vec![2, 0, 9]);
+        assert_eq!(m[&0], 10);
     }
 }
