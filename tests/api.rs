@@ -635,8 +635,18 @@ async fn without_a_configured_token_state_changes_are_forbidden() {
 #[tokio::test]
 async fn status_and_sniffer_control() {
     let s = start().await;
-    let (status, v) = s.get_json("/status").await;
+    let (status, mut v) = s.get_json("/status").await;
     assert_eq!(status, StatusCode::OK);
+    let store = v.as_object_mut().unwrap().remove("store").unwrap();
+    assert!(store["bytes"].as_u64().unwrap() > 0, "{store}");
+    assert_eq!(
+        (
+            &store["state"],
+            &store["last_error"],
+            &store["alerts_dropped"]
+        ),
+        (&json!("ok"), &json!(null), &json!(0))
+    );
     assert_eq!(
         v,
         json!({

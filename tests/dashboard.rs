@@ -848,13 +848,13 @@ async fn metrics_after_processing_captures() {
     let srv = serve().await;
     let alerts = analyze(&CAPTURES);
     // Through the daemon's sink, which counts new alerts (updates are not counted).
-    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let (tx, rx) = std::sync::mpsc::sync_channel(64);
     let store = srv.store.clone();
     let sink = tokio::task::spawn_blocking(move || {
         safelink::pipeline::sink::run_sink(store, rx, &safelink::privacy::Policy::default())
     });
     for a in alerts {
-        tx.send(AlertEvent::New(a)).await.unwrap();
+        tx.send(AlertEvent::New(a)).unwrap();
     }
     drop(tx);
     assert_eq!(sink.await.unwrap(), (5, 0));

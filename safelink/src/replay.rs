@@ -5,7 +5,7 @@ use std::{fs::File, path::Path, time::Duration};
 
 use memmap2::Mmap;
 use pcap_file::{
-    DataLink, Endianness,
+    DataLink, Endianness, TsResolution,
     pcap::PcapParser,
     pcapng::{PcapNgParser, blocks::interface_description::InterfaceDescriptionOption},
 };
@@ -197,11 +197,19 @@ impl<'a, F: FnMut(Record), P: FnMut(u64, u64)> Replayer<'a, F, P> {
                 link,
             });
         }
+        let nanos = parser.header().ts_resolution == TsResolution::NanoSecond;
+        // Raw records: pcap-file's checked form refuses `orig_len > snaplen`, which is every
+        // frame of a capture cut short on purpose (`tcpdump -s 96`); the wire length is what
+        // the feature code counts, the captured bytes are what it parses.
         while !rest.is_empty() {
-            match parser.next_packet(rest) {
+            match parser.next_raw_packet(rest) {
                 Ok((r, p)) => {
                     rest = r;
-                    self.frame(&p.data, p.orig_len, p.timestamp.as_nanos() as u64);
+                    let frac = u64::from(p.ts_frac);
+                    let ts = u64::from(p.ts_sec) * 1_000_000_000
+                        + if nanos { frac } else { frac * 1_000 };
+                    let wire = p.orig_len.max(p.incl_len);
+                    self.frame(&p.data, wire, ts);
                     self.tick(rest.len());
                 }
                 Err(e) => return Ok(Some(e.to_string())),

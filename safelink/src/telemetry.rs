@@ -4,7 +4,8 @@
 //! Every metric is named here (`safelink_` prefix) and documented in the README ("Metrics").
 //! The daemon's sweeper copies the kernel counters ([`record_kernel`]), the alert sink counts
 //! new alerts ([`record_alert`]), the ANN detector times its batches ([`record_ann_batch`]) and
-//! the API handler refreshes the store size at scrape time. The learning and retention names
+//! the API handler refreshes the store size at scrape time, the store reports its health
+//! (fsyncs, degraded/ok, recoveries, pruning) and the sink what it could not store. The learning and retention names
 //! are reserved here for the engineers who emit them.
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -28,6 +29,12 @@ pub const ALERTS: &str = "safelink_alerts_total";
 pub const ANN_INFERENCE: &str = "safelink_ann_inference_seconds";
 pub const ANN_BATCH: &str = "safelink_ann_batch_size";
 pub const STORE_SIZE: &str = "safelink_store_size_bytes";
+pub const STORE_HEALTHY: &str = "safelink_store_healthy";
+pub const STORE_FSYNCS: &str = "safelink_store_fsyncs_total";
+pub const STORE_RECOVERIES: &str = "safelink_store_recoveries_total";
+pub const STORE_PRUNED: &str = "safelink_store_pruned_total";
+pub const ALERTS_DROPPED: &str = "safelink_alerts_dropped_total";
+pub const ALERTS_QUEUED: &str = "safelink_alerts_queued";
 /// Reserved: emitted by the continuous learner, label `outcome` (deployed, rejected, failed).
 pub const LEARNING_CYCLES: &str = "safelink_learning_cycles_total";
 /// Reserved: the model version serving now (gauge), set by the learner / rollback.
@@ -63,6 +70,10 @@ pub fn install() -> PrometheusHandle {
                 tracing::warn!(error = %e, "another metrics recorder is installed; /metrics stays empty");
             }
             describe();
+            // The store's health series exist from the start (healthy, nothing dropped).
+            gauge!(STORE_HEALTHY).set(1.0);
+            counter!(ALERTS_DROPPED).increment(0);
+            gauge!(ALERTS_QUEUED).set(0.0);
             // Every kind's alert counter exists from the start, at 0 (dashboards and rate()
             // see a series before the first alert of a kind).
             for k in AlertKind::known() {
@@ -110,6 +121,27 @@ fn describe() {
     );
     describe_histogram!(ANN_BATCH, "Flows per ANN scoring batch.");
     describe_gauge!(STORE_SIZE, Unit::Bytes, "Size of the sled store on disk.");
+    describe_gauge!(
+        STORE_HEALTHY,
+        "1 while store writes reach the disk, 0 while the store is degraded."
+    );
+    describe_counter!(
+        STORE_FSYNCS,
+        "Store flushes to disk (one per group commit of the alert sink)."
+    );
+    describe_counter!(STORE_RECOVERIES, "Times the store recovered from degraded.");
+    describe_counter!(
+        STORE_PRUNED,
+        "Oldest alerts deleted to keep the store under [store] max_bytes."
+    );
+    describe_counter!(
+        ALERTS_DROPPED,
+        "Alert writes lost: the store failed and the sink's retry queue was full."
+    );
+    describe_gauge!(
+        ALERTS_QUEUED,
+        "Alert writes waiting in the sink's retry queue for the store to recover."
+    );
     describe_counter!(LEARNING_CYCLES, "Continuous-learning cycles by outcome.");
     describe_gauge!(MODEL_VERSION, "Version of the ANN model serving now.");
     describe_counter!(RETENTION_DELETED, "Records deleted by retention, by tree.");
@@ -159,6 +191,31 @@ pub fn record_ann_batch(flows: usize, elapsed: Duration) {
 
 pub fn record_store_size(bytes: u64) {
     gauge!(STORE_SIZE).set(bytes as f64);
+}
+
+pub fn record_store_healthy(healthy: bool) {
+    gauge!(STORE_HEALTHY).set(if healthy { 1.0 } else { 0.0 });
+}
+
+/// One flush of the store to disk.
+pub fn record_store_fsync() {
+    counter!(STORE_FSYNCS).increment(1);
+}
+
+pub fn record_store_recovery() {
+    counter!(STORE_RECOVERIES).increment(1);
+}
+
+pub fn record_store_pruned(n: u64) {
+    counter!(STORE_PRUNED).increment(n);
+}
+
+pub fn record_alerts_dropped(n: u64) {
+    counter!(ALERTS_DROPPED).increment(n);
+}
+
+pub fn record_alerts_queued(n: u64) {
+    gauge!(ALERTS_QUEUED).set(n as f64);
 }
 
 #[cfg(test)]

@@ -13,7 +13,8 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 pub async fn metrics(State(state): State<ApiState>) -> Result<Response, ApiError> {
     let handle = telemetry::install();
-    let size = blocking(&state, |s| s.size_on_disk()).await?;
+    // The last size read while the store was readable: /metrics answers while it is degraded.
+    let size = blocking(&state, |s| Ok(s.health().bytes)).await?;
     telemetry::record_store_size(size);
     telemetry::record_sniffer_running(state.sensor.status().running);
     handle.run_upkeep();

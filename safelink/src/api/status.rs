@@ -7,6 +7,7 @@ use serde::Serialize;
 use super::control::ControlError;
 use super::{ApiError, ApiState, blocking};
 use crate::alert::AlertSource;
+use crate::store::StoreHealth;
 
 #[derive(Serialize)]
 pub struct StatusBody {
@@ -24,10 +25,12 @@ pub struct StatusBody {
     pub detection_sources: Vec<AlertSource>,
     pub ringbuf_events: u64,
     pub ringbuf_drops: u64,
+    /// Store health: `ok` / `degraded` with the last error, dropped and queued alerts, size.
+    pub store: StoreHealth,
 }
 
 pub async fn status(State(state): State<ApiState>) -> Result<Json<StatusBody>, ApiError> {
-    let counts = blocking(&state, |s| s.counts()).await?;
+    let (counts, health) = blocking(&state, |s| Ok((s.counts_or_last()?, s.health()))).await?;
     let s = state.sensor.status();
     Ok(Json(StatusBody {
         sniffer_running: s.running,
@@ -43,6 +46,7 @@ pub async fn status(State(state): State<ApiState>) -> Result<Json<StatusBody>, A
         detection_sources: s.detection_sources,
         ringbuf_events: s.ringbuf_events,
         ringbuf_drops: s.ringbuf_drops,
+        store: health,
     }))
 }
 

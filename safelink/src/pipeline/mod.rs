@@ -31,7 +31,7 @@ use crate::{
     store::Store,
 };
 use eve_log::EveLog;
-use sink::SinkThread;
+use sink::{SinkOptions, SinkThread};
 
 /// Why a pipeline cannot be built.
 #[derive(Debug, Error)]
@@ -126,9 +126,14 @@ impl Pipeline {
         Ok(Self {
             dfa,
             ann,
-            sink: stages
-                .alerts
-                .map(|store| SinkThread::spawn(store, stages.policy, stages.eve_log)),
+            sink: stages.alerts.map(|store| {
+                SinkThread::spawn(
+                    store,
+                    stages.policy,
+                    stages.eve_log,
+                    SinkOptions::from(&cfg.store),
+                )
+            }),
             collector,
             kept: stages.keep_alerts.then(BTreeMap::new),
             events: Vec::new(),

@@ -187,6 +187,8 @@ mod tests {
             ("safelink_retention_deleted_total{tree=alerts}", 2),
             ("safelink_retention_deleted_total{tree=archive}", 1),
             ("safelink_retention_deleted_total{tree=samples}", 0),
+            // One flush per tree swept with deletions (the store counts its fsyncs).
+            ("safelink_store_fsyncs_total{}", 2),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))

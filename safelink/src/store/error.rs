@@ -22,6 +22,13 @@ pub enum StoreError {
         "alert store layout version {found} is newer than this build understands ({supported})"
     )]
     UnsupportedVersion { found: u64, supported: u64 },
+    /// The database is closed: reopening it after a storage failure did not succeed yet
+    /// (the last failure follows).
+    #[error("alert store unavailable (reopening after: {0})")]
+    Unavailable(String),
+    /// A reopen gave up waiting for calls in flight on other threads.
+    #[error("alert store busy: calls in flight did not finish, not reopened")]
+    Busy,
 }
 
 impl From<TransactionError<StoreError>> for StoreError {

@@ -39,6 +39,7 @@ impl Store {
     /// Appends samples (their `id` is assigned here) and returns the ids given. Durable on
     /// return.
     pub fn insert_samples(&self, samples: &[TrainingSample]) -> Result<Vec<u64>> {
+        let t = self.trees()?;
         if samples.is_empty() {
             return Ok(Vec::new());
         }
@@ -46,7 +47,7 @@ impl Store {
             .iter()
             .map(|s| to_json(s, "sample"))
             .collect::<Result<Vec<_>>>()?;
-        let ids = (&self.samples, &self.learning).transaction(|(tree, learning)| {
+        let ids = (&t.samples, &t.learning).transaction(|(tree, learning)| {
             let first = read_u64(learning.get(NEXT_SAMPLE)?.as_deref())
                 .or_else(abort)?
                 .unwrap_or(1);
@@ -60,14 +61,15 @@ impl Store {
             learning.insert(NEXT_SAMPLE, &(first + encoded.len() as u64).to_be_bytes())?;
             Ok(ids)
         })?;
-        self.flush()?;
+        self.sync(&t)?;
         Ok(ids)
     }
 
     /// Number of stored samples, and of those with an id above `watermark`.
     pub fn sample_counts(&self, watermark: u64) -> Result<(u64, u64)> {
-        let total = self.samples.len() as u64;
-        let new = self
+        let t = self.trees()?;
+        let total = t.samples.len() as u64;
+        let new = t
             .samples
             .range(id_key(watermark.saturating_add(1))..)
             .count() as u64;
@@ -94,8 +96,9 @@ impl Store {
 
     /// Samples with an id above `watermark`, oldest first.
     pub fn samples_after(&self, watermark: u64) -> Result<Vec<TrainingSample>> {
+        let t = self.trees()?;
         let mut out = Vec::new();
-        for kv in self.samples.range(id_key(watermark.saturating_add(1))..) {
+        for kv in t.samples.range(id_key(watermark.saturating_add(1))..) {
             let (k, v) = kv?;
             out.extend(Self::sample_or_skip(&k, &v));
         }
@@ -109,8 +112,9 @@ impl Store {
         limit: usize,
         keep: impl Fn(u64) -> bool,
     ) -> Result<Vec<TrainingSample>> {
+        let t = self.trees()?;
         let mut out = Vec::new();
-        for kv in self.samples.range(..=id_key(upto)).rev() {
+        for kv in t.samples.range(..=id_key(upto)).rev() {
             if out.len() >= limit {
                 break;
             }
@@ -129,8 +133,9 @@ impl Store {
     where
         F: Fn(&mut TrainingSample) -> bool,
     {
+        let t = self.trees()?;
         let mut changed = 0;
-        for kv in self.samples.range(id_key(watermark.saturating_add(1))..) {
+        for kv in t.samples.range(id_key(watermark.saturating_add(1))..) {
             let (k, v) = kv?;
             let Some(mut s) = Self::sample_or_skip(&k, &v) else {
                 continue;
@@ -138,8 +143,7 @@ impl Store {
             if pick(&mut s) {
                 // Only if the row is unchanged since it was read: a sample deleted meanwhile
                 // (forget, retention, pruning) stays deleted.
-                if self
-                    .samples
+                if t.samples
                     .compare_and_swap(&k, Some(&v), Some(to_json(&s, "sample")?))?
                     .is_ok()
                 {
@@ -148,7 +152,7 @@ impl Store {
             }
         }
         if changed > 0 {
-            self.flush()?;
+            self.sync(&t)?;
         }
         Ok(changed)
     }
@@ -156,9 +160,10 @@ impl Store {
     /// Deletes every sample for which `pred` holds (privacy: a subject's samples); returns how
     /// many went, after the deletion is durable.
     pub fn delete_samples_matching<F: Fn(&TrainingSample) -> bool>(&self, pred: F) -> Result<u64> {
+        let t = self.trees()?;
         let mut batch = sled::Batch::default();
         let mut n = 0;
-        for kv in self.samples.iter() {
+        for kv in t.samples.iter() {
             let (k, v) = kv?;
             if Self::sample_or_skip(&k, &v).is_some_and(|s| pred(&s)) {
                 batch.remove(k);
@@ -166,8 +171,8 @@ impl Store {
             }
         }
         if n > 0 {
-            self.samples.apply_batch(batch)?;
-            self.flush()?;
+            t.samples.apply_batch(batch)?;
+            self.sync(&t)?;
         }
         Ok(n)
     }
@@ -179,8 +184,9 @@ impl Store {
 
     /// Time of the oldest sample's flow (RFC 3339), if any.
     pub fn oldest_sample(&self) -> Result<Option<String>> {
+        let t = self.trees()?;
         let mut oldest: Option<u64> = None;
-        for kv in self.samples.iter() {
+        for kv in t.samples.iter() {
             let (k, v) = kv?;
             if let Some(t) = Self::sample_or_skip(&k, &v).map(|s| s.ts_ns) {
                 oldest = Some(oldest.map_or(t, |o| o.min(t)));
@@ -193,43 +199,46 @@ impl Store {
         }))
     }
 
-    /// Number of stored samples.
+    /// Number of stored samples (0 while the store is unavailable).
     pub fn sample_total(&self) -> u64 {
-        self.samples.len() as u64
+        self.trees().map_or(0, |t| t.samples.len() as u64)
     }
 
     /// Deletes the oldest samples beyond `keep`; returns how many went.
     pub fn prune_samples(&self, keep: usize) -> Result<u64> {
-        let excess = self.samples.len().saturating_sub(keep);
+        let t = self.trees()?;
+        let excess = t.samples.len().saturating_sub(keep);
         if excess == 0 {
             return Ok(0);
         }
         let mut batch = sled::Batch::default();
-        for kv in self.samples.iter().take(excess) {
+        for kv in t.samples.iter().take(excess) {
             batch.remove(kv?.0);
         }
-        self.samples.apply_batch(batch)?;
-        self.flush()?;
+        t.samples.apply_batch(batch)?;
+        self.sync(&t)?;
         Ok(excess as u64)
     }
 
     /// The learner's state (default when never written).
     pub fn learning_state(&self) -> Result<LearningState> {
-        match self.learning.get(STATE)? {
+        let t = self.trees()?;
+        match t.learning.get(STATE)? {
             Some(raw) => from_json(&raw, "learning state"),
             None => Ok(LearningState::default()),
         }
     }
 
     pub fn put_learning_state(&self, st: &LearningState) -> Result<()> {
-        self.learning
-            .insert(STATE, to_json(st, "learning state")?)?;
-        self.flush()
+        let t = self.trees()?;
+        t.learning.insert(STATE, to_json(st, "learning state")?)?;
+        self.sync(&t)
     }
 
     /// Records a new cycle (its `id` is assigned here) and returns the id.
     pub fn begin_cycle(&self, rec: &CycleRecord) -> Result<u64> {
-        let id = (&self.cycles, &self.learning).transaction(|(cycles, learning)| {
+        let t = self.trees()?;
+        let id = (&t.cycles, &t.learning).transaction(|(cycles, learning)| {
             let id = read_u64(learning.get(NEXT_CYCLE)?.as_deref())
                 .or_else(abort)?
                 .unwrap_or(1);
@@ -239,7 +248,7 @@ impl Store {
             cycles.insert(&id_key(id), to_json(&r, "cycle").or_else(abort)?)?;
             Ok(id)
         })?;
-        self.flush()?;
+        self.sync(&t)?;
         Ok(id)
     }
 
@@ -251,47 +260,49 @@ impl Store {
         version: Option<&VersionRecord>,
         state: &LearningState,
     ) -> Result<()> {
+        let t = self.trees()?;
         let c = to_json(rec, "cycle")?;
         let v = version
             .map(|v| to_json(v, "version").map(|raw| (v.version, raw)))
             .transpose()?;
         let s = to_json(state, "learning state")?;
-        (&self.cycles, &self.models, &self.learning).transaction(
-            |(cycles, models, learning)| {
-                cycles.insert(&id_key(rec.id), c.as_slice())?;
-                if let Some((ver, raw)) = &v {
-                    models.insert(&id_key(*ver), raw.as_slice())?;
-                }
-                learning.insert(STATE, s.as_slice())?;
-                Ok(())
-            },
-        )?;
-        self.flush()
+        (&t.cycles, &t.models, &t.learning).transaction(|(cycles, models, learning)| {
+            cycles.insert(&id_key(rec.id), c.as_slice())?;
+            if let Some((ver, raw)) = &v {
+                models.insert(&id_key(*ver), raw.as_slice())?;
+            }
+            learning.insert(STATE, s.as_slice())?;
+            Ok(())
+        })?;
+        self.sync(&t)
     }
 
     /// Writes a version record and the learner state together (base registration, manual
     /// activation).
     pub fn put_version(&self, v: &VersionRecord, state: &LearningState) -> Result<()> {
+        let t = self.trees()?;
         let raw = to_json(v, "version")?;
         let s = to_json(state, "learning state")?;
-        (&self.models, &self.learning).transaction(|(models, learning)| {
+        (&t.models, &t.learning).transaction(|(models, learning)| {
             models.insert(&id_key(v.version), raw.as_slice())?;
             learning.insert(STATE, s.as_slice())?;
             Ok(())
         })?;
-        self.flush()
+        self.sync(&t)
     }
 
     /// Every version, oldest first.
     pub fn versions(&self) -> Result<Vec<VersionRecord>> {
-        self.models
+        let t = self.trees()?;
+        t.models
             .iter()
             .map(|kv| from_json(&kv?.1, "version"))
             .collect()
     }
 
     pub fn version(&self, v: u64) -> Result<Option<VersionRecord>> {
-        self.models
+        let t = self.trees()?;
+        t.models
             .get(id_key(v))?
             .map(|raw| from_json(&raw, "version"))
             .transpose()
@@ -299,16 +310,18 @@ impl Store {
 
     /// Removes version records (their files are gone).
     pub fn remove_versions(&self, versions: &[u64]) -> Result<()> {
+        let t = self.trees()?;
         for v in versions {
-            self.models.remove(id_key(*v))?;
+            t.models.remove(id_key(*v))?;
         }
-        self.flush()
+        self.sync(&t)
     }
 
     /// The total number of cycles and the newest `limit`, newest first.
     pub fn cycles(&self, limit: usize) -> Result<(u64, Vec<CycleRecord>)> {
-        let total = self.cycles.len() as u64;
-        let list = self
+        let t = self.trees()?;
+        let total = t.cycles.len() as u64;
+        let list = t
             .cycles
             .iter()
             .rev()
@@ -320,7 +333,8 @@ impl Store {
 
     /// Cycles still marked running (interrupted by a crash when seen at start-up).
     pub fn running_cycles(&self) -> Result<Vec<CycleRecord>> {
-        self.cycles
+        let t = self.trees()?;
+        t.cycles
             .iter()
             .map(|kv| from_json::<CycleRecord>(&kv?.1, "cycle"))
             .filter(|r| {
@@ -333,7 +347,8 @@ impl Store {
 
     /// Overwrites one cycle record.
     pub fn put_cycle(&self, rec: &CycleRecord) -> Result<()> {
-        self.cycles.insert(id_key(rec.id), to_json(rec, "cycle")?)?;
-        self.flush()
+        let t = self.trees()?;
+        t.cycles.insert(id_key(rec.id), to_json(rec, "cycle")?)?;
+        self.sync(&t)
     }
 }

@@ -7,11 +7,11 @@ use sled::Transactional;
 use time::OffsetDateTime;
 
 use super::keys::{IndexKeys, alert_ts, id_key, split_suffix, suffix, ts_key};
-use super::{META_ACTIVE, META_ARCHIVED, Result, Store, StoreError, decode, read_u64};
+use super::{META_ACTIVE, META_ARCHIVED, Result, Store, StoreError, Trees, decode, read_u64};
 use crate::alert::{Alert, Timestamp};
 
 /// Alerts deleted per transaction (bounds the transaction's write set).
-const DELETE_BATCH: usize = 512;
+pub(super) const DELETE_BATCH: usize = 512;
 
 /// Records per tree (deleted by a call, or stored). `samples` counts the learner's training
 /// samples.
@@ -56,8 +56,9 @@ impl Store {
     /// inside each transaction, so it may run more than once per alert. Returns the counts per
     /// tree, after the deletion is durable.
     pub fn delete_matching<F: Fn(&Alert) -> bool>(&self, about: F) -> Result<TreeCounts> {
+        let t = self.trees()?;
         let mut ids = Vec::new();
-        for tree in [&self.alerts, &self.archive] {
+        for tree in [&t.alerts, &t.archive] {
             for item in tree.iter() {
                 let (key, raw) = item?;
                 if about(&decode(&raw)?) {
@@ -67,11 +68,11 @@ impl Store {
         }
         let mut counts = TreeCounts::default();
         for chunk in ids.chunks(DELETE_BATCH) {
-            let (a, r) = self.delete_batch(chunk, None, &about)?;
+            let (a, r) = Self::delete_batch(&t, chunk, None, &about)?;
             counts.alerts += a;
             counts.archive += r;
         }
-        self.flush()?;
+        self.sync(&t)?;
         Ok(counts)
     }
 
@@ -79,9 +80,10 @@ impl Store {
     /// before `cutoff`. An alert raised before the cutoff but updated since stays. Returns how
     /// many were deleted, after the deletion is durable.
     pub fn delete_older_than(&self, tree: AlertTree, cutoff: OffsetDateTime) -> Result<u64> {
+        let t = self.trees()?;
         let (index, data) = match tree {
-            AlertTree::Active => (&self.idx_time, &self.alerts),
-            AlertTree::Archive => (&self.archive_time, &self.archive),
+            AlertTree::Active => (&t.idx_time, &t.alerts),
+            AlertTree::Archive => (&t.archive_time, &t.archive),
         };
         let old = |a: &Alert| last_evidence(a) < cutoff;
         // Raised (`timestamp`) before the cutoff is necessary for last evidence before it.
@@ -98,18 +100,19 @@ impl Store {
         }
         let mut deleted = 0;
         for chunk in ids.chunks(DELETE_BATCH) {
-            let (a, r) = self.delete_batch(chunk, Some(tree), &old)?;
+            let (a, r) = Self::delete_batch(&t, chunk, Some(tree), &old)?;
             deleted += a + r;
         }
-        self.flush()?;
+        self.sync(&t)?;
         Ok(deleted)
     }
 
     /// `timestamp` of the oldest alert in `tree`, if any.
     pub fn oldest(&self, tree: AlertTree) -> Result<Option<Timestamp>> {
+        let t = self.trees()?;
         let (index, data) = match tree {
-            AlertTree::Active => (&self.idx_time, &self.alerts),
-            AlertTree::Archive => (&self.archive_time, &self.archive),
+            AlertTree::Active => (&t.idx_time, &t.alerts),
+            AlertTree::Archive => (&t.archive_time, &t.archive),
         };
         for item in index.iter() {
             let (key, _) = item?;
@@ -123,29 +126,30 @@ impl Store {
 
     /// Records stored per tree (from the `meta` counts, without scanning).
     pub fn tree_counts(&self) -> Result<TreeCounts> {
+        let t = self.trees()?;
         Ok(TreeCounts {
-            alerts: read_u64(self.meta.get(META_ACTIVE)?.as_deref())?.unwrap_or(0),
-            archive: read_u64(self.meta.get(META_ARCHIVED)?.as_deref())?.unwrap_or(0),
+            alerts: read_u64(t.meta.get(META_ACTIVE)?.as_deref())?.unwrap_or(0),
+            archive: read_u64(t.meta.get(META_ARCHIVED)?.as_deref())?.unwrap_or(0),
             samples: self.sample_total(),
         })
     }
 
     /// One transaction deleting those of `ids` (in `only`, or in either alert tree) whose
     /// current record satisfies `pred`; does not flush. Returns (active, archived) deleted.
-    fn delete_batch<F: Fn(&Alert) -> bool>(
-        &self,
+    pub(super) fn delete_batch<F: Fn(&Alert) -> bool>(
+        t: &Trees,
         ids: &[u64],
         only: Option<AlertTree>,
         pred: &F,
     ) -> Result<(u64, u64)> {
         let counts = (
-            &self.alerts,
-            &self.archive,
-            &self.idx_time,
-            &self.idx_kind,
-            &self.idx_src,
-            &self.archive_time,
-            &self.meta,
+            &t.alerts,
+            &t.archive,
+            &t.idx_time,
+            &t.idx_kind,
+            &t.idx_src,
+            &t.archive_time,
+            &t.meta,
         )
             .transaction(|(alerts, archive, time, kind, src, archive_time, meta)| {
                 let (mut active, mut archived) = (0u64, 0u64);

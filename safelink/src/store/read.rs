@@ -51,7 +51,8 @@ pub struct Counts {
 impl Store {
     /// The active alert `id`, if any.
     pub fn get(&self, id: u64) -> Result<Option<Alert>> {
-        self.alerts
+        let t = self.trees()?;
+        t.alerts
             .get(id_key(id))?
             .map(|raw| decode(&raw))
             .transpose()
@@ -59,7 +60,8 @@ impl Store {
 
     /// The archived alert `id`, if any.
     pub fn get_archived(&self, id: u64) -> Result<Option<Alert>> {
-        self.archive
+        let t = self.trees()?;
+        t.archive
             .get(id_key(id))?
             .map(|raw| decode(&raw))
             .transpose()
@@ -74,12 +76,13 @@ impl Store {
         limit: usize,
         cursor: Option<Cursor>,
     ) -> Result<Page> {
+        let t = self.trees()?;
         let (index, prefix) = match (filter.src_ip, filter.kind) {
-            (Some(ip), _) => (&self.idx_src, ip_prefix(ip)),
-            (None, Some(kind)) => (&self.idx_kind, kind_prefix(kind)),
-            (None, None) => (&self.idx_time, Vec::new()),
+            (Some(ip), _) => (&t.idx_src, ip_prefix(ip)),
+            (None, Some(kind)) => (&t.idx_kind, kind_prefix(kind)),
+            (None, None) => (&t.idx_time, Vec::new()),
         };
-        scan(index, &prefix, &self.alerts, filter, limit, cursor)
+        scan(index, &prefix, &t.alerts, filter, limit, cursor)
     }
 
     /// Archived alerts, same order, filters and paging as [`Store::query`] (through the
@@ -90,31 +93,54 @@ impl Store {
         limit: usize,
         cursor: Option<Cursor>,
     ) -> Result<Page> {
-        scan(
-            &self.archive_time,
-            &[],
-            &self.archive,
-            filter,
-            limit,
-            cursor,
-        )
+        let t = self.trees()?;
+        scan(&t.archive_time, &[], &t.archive, filter, limit, cursor)
     }
 
     /// Bytes the database takes on disk (sled's own estimate; `/metrics` reports it).
     pub fn size_on_disk(&self) -> Result<u64> {
-        Ok(self.db.size_on_disk()?)
+        let t = self.trees()?;
+        Ok(t.db.size_on_disk()?)
+    }
+
+    /// [`Store::counts`], or while the store cannot be read because it failed (degraded) the
+    /// counts it read last, so that `/status` still answers (and shows the store degraded).
+    pub fn counts_or_last(&self) -> Result<Counts> {
+        match self.counts() {
+            Err(e) if self.note_error(&e) => self
+                .shared
+                .health
+                .last_counts
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone()
+                .ok_or(e),
+            r => r,
+        }
     }
 
     /// Counts and the latest alert time, without scanning.
     pub fn counts(&self) -> Result<Counts> {
-        let active = read_u64(self.meta.get(META_ACTIVE)?.as_deref())?.unwrap_or(0);
-        let archived = read_u64(self.meta.get(META_ARCHIVED)?.as_deref())?.unwrap_or(0);
+        let counts = self.read_counts()?;
+        *self
+            .shared
+            .health
+            .last_counts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(counts.clone());
+        Ok(counts)
+    }
+
+    fn read_counts(&self) -> Result<Counts> {
+        let t = self.trees()?;
+        let active = read_u64(t.meta.get(META_ACTIVE)?.as_deref())?.unwrap_or(0);
+        let archived = read_u64(t.meta.get(META_ARCHIVED)?.as_deref())?.unwrap_or(0);
         let newest = |index: &sled::Tree| -> Result<Option<(u64, u64)>> {
             index.last()?.map(|(k, _)| split_suffix(&k)).transpose()
         };
         let candidates = [
-            newest(&self.idx_time)?.map(|k| (k, &self.alerts)),
-            newest(&self.archive_time)?.map(|k| (k, &self.archive)),
+            newest(&t.idx_time)?.map(|k| (k, &t.alerts)),
+            newest(&t.archive_time)?.map(|k| (k, &t.archive)),
         ];
         let latest = candidates.into_iter().flatten().max_by_key(|(k, _)| *k);
         let latest_alert = match latest {

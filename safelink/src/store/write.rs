@@ -1,5 +1,6 @@
 //! Writes: insert (assigns the monotonic id), update (count / last_seen and friends) and
-//! archive (by ids or by age). Each is one multi-tree sled transaction followed by a flush.
+//! archive (by ids or by age). Each is one multi-tree sled transaction followed by a flush;
+//! the `_deferred` forms leave the flush to [`Store::commit`] (the sink's group commit).
 use sled::Transactional;
 use sled::transaction::{
     ConflictableTransactionError, ConflictableTransactionResult, TransactionalTree,
@@ -8,7 +9,8 @@ use time::OffsetDateTime;
 
 use super::keys::{IndexKeys, alert_ts, id_key, split_suffix, suffix, ts_key};
 use super::{
-    META_ACTIVE, META_ARCHIVED, META_NEXT_ID, Result, Store, StoreError, decode, encode, read_u64,
+    META_ACTIVE, META_ARCHIVED, META_NEXT_ID, Result, Store, StoreError, Trees, decode, encode,
+    read_u64,
 };
 use crate::alert::Alert;
 
@@ -74,15 +76,34 @@ impl Store {
     /// Stores a new alert and returns its id (monotonic, from 1; the `id` field of the
     /// argument is ignored). Returns after the write is durable.
     pub fn insert(&self, alert: Alert) -> Result<u64> {
+        let t = self.trees()?;
+        let id = Self::insert_in(&t, alert).inspect_err(|e| {
+            self.note_error(e);
+        })?;
+        self.sync(&t)?;
+        Ok(id)
+    }
+
+    /// [`Store::insert`] without the flush: the alert is visible at once but durable only
+    /// after the next [`Store::commit`] (group commit: many writes, one fsync).
+    pub fn insert_deferred(&self, alert: Alert) -> Result<u64> {
+        let t = self.trees()?;
+        Self::insert_in(&t, alert).inspect_err(|e| {
+            self.note_error(e);
+        })
+    }
+
+    /// Makes every write so far durable (one fsync), e.g. a group of
+    /// [`Store::insert_deferred`] and [`Store::update_deferred`].
+    pub fn commit(&self) -> Result<()> {
+        let t = self.trees()?;
+        self.sync(&t)
+    }
+
+    fn insert_in(t: &Trees, alert: Alert) -> Result<u64> {
         let ts = alert_ts(&alert);
-        let id = (
-            &self.alerts,
-            &self.idx_time,
-            &self.idx_kind,
-            &self.idx_src,
-            &self.meta,
-        )
-            .transaction(|(alerts, time, kind, src, meta)| {
+        let id = (&t.alerts, &t.idx_time, &t.idx_kind, &t.idx_src, &t.meta).transaction(
+            |(alerts, time, kind, src, meta)| {
                 let id = read_u64(meta.get(META_NEXT_ID)?.as_deref())
                     .or_else(abort)?
                     .unwrap_or(1);
@@ -93,8 +114,8 @@ impl Store {
                 alerts.insert(&id_key(id), tx_encode(&stored)?)?;
                 ActiveIndexes { time, kind, src }.put(&IndexKeys::of(&stored, ts, id))?;
                 Ok(id)
-            })?;
-        self.flush()?;
+            },
+        )?;
         Ok(id)
     }
 
@@ -103,13 +124,30 @@ impl Store {
     /// (transaction retries), so it must only set fields. The id cannot be changed. Returns
     /// the alert as stored, after the write is durable.
     pub fn update<F: Fn(&mut Alert)>(&self, id: u64, change: F) -> Result<Alert> {
+        let t = self.trees()?;
+        let stored = Self::update_in(&t, id, change).inspect_err(|e| {
+            self.note_error(e);
+        })?;
+        self.sync(&t)?;
+        Ok(stored)
+    }
+
+    /// [`Store::update`] without the flush (durable after the next [`Store::commit`]).
+    pub fn update_deferred<F: Fn(&mut Alert)>(&self, id: u64, change: F) -> Result<Alert> {
+        let t = self.trees()?;
+        Self::update_in(&t, id, change).inspect_err(|e| {
+            self.note_error(e);
+        })
+    }
+
+    fn update_in<F: Fn(&mut Alert)>(t: &Trees, id: u64, change: F) -> Result<Alert> {
         let stored = (
-            &self.alerts,
-            &self.archive,
-            &self.idx_time,
-            &self.idx_kind,
-            &self.idx_src,
-            &self.archive_time,
+            &t.alerts,
+            &t.archive,
+            &t.idx_time,
+            &t.idx_kind,
+            &t.idx_src,
+            &t.archive_time,
         )
             .transaction(|(alerts, archive, time, kind, src, archive_time)| {
                 let key = id_key(id);
@@ -138,57 +176,58 @@ impl Store {
                 tree.insert(&key, tx_encode(&new)?)?;
                 Ok(new)
             })?;
-        self.flush()?;
         Ok(stored)
     }
 
     /// Moves the given active alerts to the archive; ids that are unknown or already
     /// archived are skipped. Returns how many moved, after the move is durable.
     pub fn archive_ids(&self, ids: &[u64]) -> Result<u64> {
+        let t = self.trees()?;
         let mut moved = 0;
         for chunk in ids.chunks(ARCHIVE_BATCH) {
-            moved += self.archive_batch(chunk)?;
+            moved += Self::archive_batch(&t, chunk)?;
         }
-        self.flush()?;
+        self.sync(&t)?;
         Ok(moved)
     }
 
     /// Moves every active alert raised (`timestamp`) strictly before `cutoff` to the archive.
     /// Returns how many moved, after the move is durable.
     pub fn archive_older_than(&self, cutoff: OffsetDateTime) -> Result<u64> {
+        let t = self.trees()?;
         let end = suffix(ts_key(cutoff), 0);
         let mut moved = 0;
         loop {
             // Re-scan from the start each round: archived entries leave the index.
             let mut ids = Vec::with_capacity(ARCHIVE_BATCH);
-            for item in self.idx_time.range(..end.as_slice()).take(ARCHIVE_BATCH) {
+            for item in t.idx_time.range(..end.as_slice()).take(ARCHIVE_BATCH) {
                 let (key, _) = item?;
                 ids.push(split_suffix(&key)?.1);
             }
             if ids.is_empty() {
                 break;
             }
-            let n = self.archive_batch(&ids)?;
+            let n = Self::archive_batch(&t, &ids)?;
             moved += n;
             if n == 0 {
                 // Index entries without an alert (should not happen): do not loop forever.
                 break;
             }
         }
-        self.flush()?;
+        self.sync(&t)?;
         Ok(moved)
     }
 
     /// One transaction moving up to [`ARCHIVE_BATCH`] alerts; does not flush.
-    fn archive_batch(&self, ids: &[u64]) -> Result<u64> {
+    fn archive_batch(t: &Trees, ids: &[u64]) -> Result<u64> {
         let moved = (
-            &self.alerts,
-            &self.archive,
-            &self.idx_time,
-            &self.idx_kind,
-            &self.idx_src,
-            &self.archive_time,
-            &self.meta,
+            &t.alerts,
+            &t.archive,
+            &t.idx_time,
+            &t.idx_kind,
+            &t.idx_src,
+            &t.archive_time,
+            &t.meta,
         )
             .transaction(|(alerts, archive, time, kind, src, archive_time, meta)| {
                 let indexes = ActiveIndexes { time, kind, src };
