@@ -4,11 +4,12 @@
 //! see `learning.rs`), privacy (`DELETE /privacy/subject`, `GET /privacy/report`, see
 //! `privacy.rs`), the dashboard page (`GET /`, `dashboard.rs`) and the Prometheus metrics
 //! (`GET /metrics`, `metrics.rs`). Owns the routes, the bearer-token
-//! policy ([`AuthPolicy`]) and the JSON error shape (`{"error": "..."}` for every 4xx/5xx,
-//! unknown routes and axum's extractor rejections included).
+//! policy ([`AuthPolicy`]), the limits (connections and body size, `limits.rs`) and the JSON
+//! error shape (`{"error": "..."}` for every 4xx/5xx, unknown routes and axum's extractor
+//! rejections included).
 //!
 //! The daemon provides a [`SensorControl`] and a [`crate::store::Store`], builds an
-//! [`ApiState`], then `serve(listener, router(state), shutdown)`.
+//! [`ApiState`], then `serve_with(listener, router(state), max_connections, shutdown)`.
 mod alerts;
 mod auth;
 pub mod config;
@@ -18,6 +19,7 @@ mod error;
 mod export;
 mod kinds;
 mod learning;
+mod limits;
 mod metrics;
 mod model;
 mod params;
@@ -26,9 +28,11 @@ mod status;
 
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
 use axum::middleware;
 use axum::routing::{delete, get, post};
 
@@ -36,6 +40,7 @@ pub use auth::{ApiConfigError, AuthPolicy};
 pub use control::{ControlError, ControlFuture, SensorControl, SensorStatus};
 pub use error::ApiError;
 pub use export::{CSV_HEADER, to_csv, to_eve_lines};
+pub use limits::IDLE_TIMEOUT;
 pub use metrics::CONTENT_TYPE as METRICS_CONTENT_TYPE;
 pub use params::{DEFAULT_LIMIT, MAX_LIMIT};
 
@@ -56,11 +61,22 @@ pub struct ApiState {
     learner: Option<crate::learn::Learner>,
     /// The privacy policy of the stored data (forms matched by `DELETE /privacy/subject`).
     privacy: Arc<crate::privacy::Policy>,
+    limits: Arc<Limits>,
+}
+
+/// The request and model-file limits of `[api]`.
+#[derive(Clone, Debug)]
+struct Limits {
+    max_body_bytes: usize,
+    /// `POST /model/load` reads only from here (none: it refuses every path).
+    model_dir: Option<PathBuf>,
+    max_model_bytes: u64,
 }
 
 impl ApiState {
     /// `auth` comes from [`AuthPolicy::new`] with the address the listener is bound to.
     pub fn new(store: Store, sensor: Arc<dyn SensorControl>, auth: AuthPolicy) -> Self {
+        let defaults = config::ApiConfig::default();
         ApiState {
             store,
             sensor,
@@ -68,7 +84,24 @@ impl ApiState {
             model: None,
             learner: None,
             privacy: Arc::new(crate::privacy::Policy::default()),
+            limits: Arc::new(Limits {
+                max_body_bytes: defaults.max_body_bytes,
+                model_dir: None,
+                max_model_bytes: defaults.max_model_bytes,
+            }),
         }
+    }
+
+    /// The limits of `[api]`: request body size, and where and how large the model files of
+    /// `POST /model/load` may be (`model_dir`, already resolved by
+    /// [`config::ApiConfig::model_dir`]).
+    pub fn with_limits(mut self, cfg: &config::ApiConfig, model_dir: PathBuf) -> Self {
+        self.limits = Arc::new(Limits {
+            max_body_bytes: cfg.max_body_bytes,
+            model_dir: Some(model_dir),
+            max_model_bytes: cfg.max_model_bytes,
+        });
+        self
     }
 
     /// The privacy policy the store was written with (default: addresses as seen).
@@ -122,15 +155,20 @@ pub fn router(state: ApiState) -> Router {
         .route("/privacy/report", get(privacy::report))
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
+        .layer(DefaultBodyLimit::max(state.limits.max_body_bytes))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            limits::body_limit,
         ))
         .with_state(state)
 }
 
 /// Serves `router` on `listener` until `shutdown` completes, then finishes the requests in
-/// flight.
+/// flight; at most the default `[api] max_connections` at once.
 pub async fn serve<F>(
     listener: tokio::net::TcpListener,
     router: Router,
@@ -139,9 +177,27 @@ pub async fn serve<F>(
 where
     F: Future<Output = ()> + Send + 'static,
 {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
+    let max = config::ApiConfig::default().max_connections;
+    serve_with(listener, router, max, shutdown).await
+}
+
+/// [`serve`] with at most `max_connections` connections at once: one more gets a `503` JSON
+/// answer and is closed (see `limits.rs`).
+pub async fn serve_with<F>(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    max_connections: usize,
+    shutdown: F,
+) -> std::io::Result<()>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    axum::serve(
+        limits::CappedListener::new(listener, max_connections),
+        router,
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }
 
 /// Runs a store call on the blocking pool (writes fsync; scans can be long).
