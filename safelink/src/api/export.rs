@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt as _;
 use futures_util::stream;
 
-use super::error::ApiQuery;
+use super::error::{ApiQuery, ErrorBody};
 use super::params::ListParams;
 use super::{ApiError, ApiState, blocking};
 use crate::alert::{Alert, eve};
@@ -202,6 +202,18 @@ async fn export(
         .into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/alerts/export.csv",
+    tag = "alerts",
+    summary = "Every matching active alert as CSV (streamed)",
+    params(ListParams),
+    security((), ("bearer" = [])),
+    responses(
+        (status = 200, description = "header row and one row per alert", body = String, content_type = "text/csv"),
+        (status = 400, description = "a bad parameter, named", body = ErrorBody)
+    )
+)]
 pub async fn csv(
     State(state): State<ApiState>,
     ApiQuery(p): ApiQuery<ListParams>,
@@ -210,6 +222,18 @@ pub async fn csv(
     export(&state, filter, Format::Csv).await
 }
 
+#[utoipa::path(
+    get,
+    path = "/alerts/export.json",
+    tag = "alerts",
+    summary = "Every matching active alert as EVE JSON lines (streamed)",
+    params(ListParams),
+    security((), ("bearer" = [])),
+    responses(
+        (status = 200, description = "one EVE JSON line per alert", body = String, content_type = "application/x-ndjson"),
+        (status = 400, description = "a bad parameter, named", body = ErrorBody)
+    )
+)]
 pub async fn eve(
     State(state): State<ApiState>,
     ApiQuery(p): ApiQuery<ListParams>,

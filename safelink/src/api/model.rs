@@ -14,8 +14,9 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
-use super::error::ApiJson;
+use super::error::{ApiJson, ErrorBody};
 use super::{ApiError, ApiState};
 use crate::ann::{ModelError, ModelHandle, ModelInfo};
 
@@ -26,10 +27,11 @@ pub struct ModelBody {
     pub model: ModelInfo,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoadRequest {
-    /// Model file on the sensor's file system.
+    /// Model file in the models directory (relative to it, or absolute inside it).
+    #[schema(value_type = String)]
     pub path: PathBuf,
 }
 
@@ -40,6 +42,17 @@ fn handle(state: &ApiState) -> Result<&ModelHandle, ApiError> {
         .ok_or_else(|| ApiError::not_found("no ANN model is configured on this sensor"))
 }
 
+#[utoipa::path(
+    get,
+    path = "/model",
+    tag = "model",
+    summary = "The ANN model serving now",
+    security((), ("bearer" = [])),
+    responses(
+        (status = 200, description = "model info and generation", body = Object),
+        (status = 404, description = "no ANN model on this sensor", body = ErrorBody)
+    )
+)]
 pub async fn get(State(state): State<ApiState>) -> Result<Json<ModelBody>, ApiError> {
     let m = handle(&state)?.current();
     Ok(Json(ModelBody {
@@ -48,6 +61,25 @@ pub async fn get(State(state): State<ApiState>) -> Result<Json<ModelBody>, ApiEr
     }))
 }
 
+#[utoipa::path(
+    post,
+    path = "/model/load",
+    tag = "model",
+    summary = "Validate a model file from the models directory and swap it in",
+    request_body = LoadRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "the new model", body = Object),
+        (status = 400, description = "no such file, or unreadable", body = ErrorBody),
+        (status = 401, description = "missing or wrong token", body = ErrorBody),
+        (status = 403, description = "the path leads out of the models directory", body = ErrorBody),
+        (status = 404, description = "no ANN model on this sensor", body = ErrorBody),
+        (status = 409, description = "the learner manages the model, or no models directory", body = ErrorBody),
+        (status = 413, description = "body over [api] max_body_bytes", body = ErrorBody),
+        (status = 415, description = "body is not application/json", body = ErrorBody),
+        (status = 422, description = "model refused (reason named), or a body of the wrong shape", body = ErrorBody)
+    )
+)]
 pub async fn load(
     State(state): State<ApiState>,
     ApiJson(req): ApiJson<LoadRequest>,
