@@ -105,7 +105,7 @@ struct Fixture {
     store: Store,
     model: ModelHandle,
     sensor: Arc<FlagSensor>,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     _shutdown: tokio::sync::oneshot::Sender<()>,
 }
 
@@ -146,7 +146,7 @@ impl Fixture {
             store,
             model,
             sensor,
-            _dir: dir,
+            dir,
             _shutdown: tx,
         }
     }
@@ -173,7 +173,9 @@ impl Fixture {
     async fn fuzz(&self, token: Option<&str>) {
         let examples = std::env::var("SAFELINK_FUZZ_EXAMPLES").unwrap_or_else(|_| "50".into());
         let mut cmd = Command::new(schemathesis());
-        cmd.arg("run")
+        // It keeps a cache (.schemathesis/) in its working directory: not in the source tree.
+        cmd.current_dir(self.dir.path())
+            .arg("run")
             .arg(format!("http://{}/openapi.json", self.addr))
             .args(["--checks", "not_a_server_error"])
             .args(["--max-examples", &examples])
