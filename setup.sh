@@ -77,6 +77,24 @@ else
     say "apt packages present (${#APT_PKGS[@]})"
 fi
 
+# ---------------------------------------------------------------- schemathesis (--test)
+# The API fuzz test (tests/api_fuzz.rs) runs schemathesis, pinned, from its own venv: Debian's
+# python is externally managed (PEP 668), and a venv needs no --break-system-packages.
+SCHEMATHESIS_VERSION=4.32.5
+SCHEMATHESIS_VENV=/opt/safelink-schemathesis
+if ((WANT_TEST)); then
+    if "$SCHEMATHESIS_VENV/bin/schemathesis" --version 2>/dev/null | grep -q "version $SCHEMATHESIS_VERSION\$"; then
+        say "schemathesis $SCHEMATHESIS_VERSION present ($SCHEMATHESIS_VENV)"
+    else
+        say "pip install schemathesis==$SCHEMATHESIS_VERSION into $SCHEMATHESIS_VENV"
+        python3 -m venv "$SCHEMATHESIS_VENV"
+        "$SCHEMATHESIS_VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
+            "schemathesis==$SCHEMATHESIS_VERSION"
+        "$SCHEMATHESIS_VENV/bin/schemathesis" --version | grep -q "version $SCHEMATHESIS_VERSION\$" ||
+            { echo "setup.sh: schemathesis $SCHEMATHESIS_VERSION did not install" >&2; exit 1; }
+    fi
+fi
+
 # ---------------------------------------------------------------- rustup
 CARGO_BIN="${CARGO_HOME:-$HOME/.cargo}/bin"
 export PATH="$CARGO_BIN:$PATH"

@@ -581,7 +581,8 @@ mod api {
         _shutdown: tokio::sync::oneshot::Sender<()>,
     }
 
-    async fn start(model: Option<ModelHandle>) -> Server {
+    /// A server whose `POST /model/load` reads from `model_dir`.
+    async fn start(model: Option<ModelHandle>, model_dir: &Path) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path().join("store")).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -590,6 +591,10 @@ mod api {
             store,
             Arc::new(NoSensor),
             AuthPolicy::new(bound, Some(TOKEN)).unwrap(),
+        )
+        .with_limits(
+            &safelink::api::config::ApiConfig::default(),
+            model_dir.to_path_buf(),
         );
         if let Some(m) = model {
             state = state.with_model(m);
@@ -628,7 +633,8 @@ mod api {
     #[tokio::test]
     async fn get_model_and_hot_load() {
         let h = ModelHandle::open(&base_model()).unwrap();
-        let s = start(Some(h.clone())).await;
+        let dir = tempfile::tempdir().unwrap();
+        let s = start(Some(h.clone()), dir.path()).await;
         let (st, v) = get_model(&s).await;
         assert_eq!(st, StatusCode::OK);
         assert_eq!(v["generation"], 1);
@@ -637,7 +643,6 @@ mod api {
         assert!(v["model"]["metrics"]["golden_at_threshold"]["roc_auc"].is_number());
         assert_eq!(v["model"]["input"]["shape"][1], N_FEATURES.to_string());
 
-        let dir = tempfile::tempdir().unwrap();
         let flows = some_flows();
         let other = dir.path().join("other.onnx");
         export_init(&other, 5, &features_of(&flows));
@@ -684,7 +689,7 @@ mod api {
 
     #[tokio::test]
     async fn no_model_configured_is_a_json_404() {
-        let s = start(None).await;
+        let s = start(None, Path::new("/nonexistent")).await;
         let (st, v) = get_model(&s).await;
         assert_eq!(st, StatusCode::NOT_FOUND);
         assert!(v["error"].as_str().unwrap().contains("no ANN model"));

@@ -1,13 +1,16 @@
 //! HTTP API tests against a real server: `safelink::api::serve` on 127.0.0.1:0, a real sled
 //! store in a temp dir (alerts inserted through `Store`), and a real HTTP client. Covers
 //! filters, cursor paging, exact CSV and EVE bodies, archiving, auth refusals, 4xx JSON
-//! errors and 404s.
+//! errors and 404s; hostile traffic: streamed exports of a large store, the connection cap,
+//! oversized bodies, and `POST /model/load` confined to the models directory with real tract
+//! and crafted model files.
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use reqwest::StatusCode;
 use safelink::alert::{Alert, AlertKind, AlertSource, Severity, Timestamp};
+use safelink::api::config::ApiConfig;
 use safelink::api::{
     self, ApiState, AuthPolicy, ControlError, ControlFuture, SensorControl, SensorStatus,
 };
@@ -62,29 +65,52 @@ struct Server {
     base: String,
     http: reqwest::Client,
     store: Store,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     _shutdown: tokio::sync::oneshot::Sender<()>,
 }
 
 /// Starts a server bound to 127.0.0.1:0 whose auth policy is computed for `policy_addr`
 /// (default: the bound address) and `token`.
 async fn start_with(policy_addr: Option<&str>, token: Option<&str>, sensor: FakeSensor) -> Server {
+    start_full(policy_addr, token, sensor, ApiConfig::default(), None).await
+}
+
+/// [`start_with`] with the limits of `cfg` and, with `model`, an ANN model served from the
+/// models directory `<temp dir>/models` (created).
+async fn start_full(
+    policy_addr: Option<&str>,
+    token: Option<&str>,
+    sensor: FakeSensor,
+    cfg: ApiConfig,
+    model: Option<safelink::ann::ModelHandle>,
+) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path().join("store")).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let bound = listener.local_addr().unwrap();
     let policy_addr: SocketAddr = policy_addr.map_or(bound, |a| a.parse().unwrap());
     let policy = AuthPolicy::new(policy_addr, token).unwrap();
-    let state = ApiState::new(store.clone(), Arc::new(sensor), policy);
+    std::fs::create_dir(dir.path().join("models")).unwrap();
+    let mut state = ApiState::new(store.clone(), Arc::new(sensor), policy)
+        .with_limits(&cfg, cfg.model_dir(dir.path()));
+    if let Some(m) = model {
+        state = state.with_model(m);
+    }
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(api::serve(listener, api::router(state), async move {
-        let _ = rx.await;
-    }));
+    let max = cfg.max_connections;
+    tokio::spawn(api::serve_with(
+        listener,
+        api::router(state),
+        max,
+        async move {
+            let _ = rx.await;
+        },
+    ));
     Server {
         base: format!("http://{bound}"),
         http: reqwest::Client::builder().no_proxy().build().unwrap(),
         store,
-        _dir: dir,
+        dir,
         _shutdown: tx,
     }
 }
@@ -901,4 +927,551 @@ async fn loopback_answers_only_ip_and_localhost_host_names() {
     assert_eq!(v["alerts"].as_array().unwrap().len(), 5);
     let (st, _) = get("127.0.0.1:8000").await;
     assert_eq!(st, StatusCode::OK);
+}
+
+// ---------------------------------------------------------------- hostile traffic
+
+/// `n` alerts, one second apart, inserted from 4 threads (every insert is fsynced).
+fn seed_many(store: &Store, n: u32) {
+    let per = n / 4;
+    std::thread::scope(|sc| {
+        for t in 0..4 {
+            sc.spawn(move || {
+                for i in t * per..(t + 1) * per {
+                    let mut a = alert(
+                        0,
+                        AlertSource::Dfa,
+                        AlertKind::PORT_SCAN,
+                        Some("198.51.100.7"),
+                    );
+                    a.timestamp = Timestamp::from_ns(
+                        1_714_564_800_000_000_000 + u64::from(i) * 1_000_000_000,
+                    );
+                    store.insert(a).unwrap();
+                }
+            });
+        }
+    });
+}
+
+/// Reads a response body frame by frame: (frames, body).
+async fn frames(mut r: reqwest::Response) -> (usize, String) {
+    let (mut n, mut body) = (0, Vec::new());
+    while let Some(chunk) = r.chunk().await.unwrap() {
+        n += 1;
+        body.extend_from_slice(&chunk);
+    }
+    (n, String::from_utf8(body).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exports_of_a_large_store_stream_every_row() {
+    const N: u32 = 20_000;
+    let s = start().await;
+    let store = s.store.clone();
+    tokio::task::spawn_blocking(move || seed_many(&store, N))
+        .await
+        .unwrap();
+    assert_eq!(s.store.counts().unwrap().active, u64::from(N));
+
+    for (path, rows_before_alerts) in [("/alerts/export.csv", 1), ("/alerts/export.json", 0)] {
+        let r = s
+            .http
+            .get(format!("{}{path}", s.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        // Streamed: chunked, no length known up front...
+        assert_eq!(r.headers()["transfer-encoding"], "chunked", "{path}");
+        assert!(r.headers().get("content-length").is_none(), "{path}");
+        let (n_frames, body) = frames(r).await;
+        // ...one chunk per store page of 500 alerts at least.
+        assert!(n_frames >= (N / 500) as usize, "{path}: {n_frames} frames");
+        let lines: Vec<&str> = body.lines().collect();
+        assert_eq!(lines.len(), N as usize + rows_before_alerts, "{path}");
+        // Every alert exactly once, newest first.
+        let ids: Vec<u64> = lines[rows_before_alerts..]
+            .iter()
+            .map(|l| {
+                if path.ends_with(".csv") {
+                    l.split(',').next().unwrap().parse().unwrap()
+                } else {
+                    let v: Value = serde_json::from_str(l).unwrap();
+                    v["alert"]["metadata"]["safelink_id"][0]
+                        .as_str()
+                        .unwrap()
+                        .parse()
+                        .unwrap()
+                }
+            })
+            .collect();
+        let mut sorted = ids.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted.len(), N as usize, "{path}");
+        assert_eq!((sorted[0], sorted[N as usize - 1]), (1, u64::from(N)));
+        let times: Vec<&str> = lines[rows_before_alerts..]
+            .iter()
+            .map(|l| {
+                if path.ends_with(".csv") {
+                    l.split(',').nth(1).unwrap()
+                } else {
+                    &l[14..45]
+                }
+            })
+            .collect();
+        assert!(
+            times.windows(2).all(|w| w[0] >= w[1]),
+            "{path}: newest first"
+        );
+    }
+    // Filters still apply to the streamed export.
+    let (status, body) = s
+        .get("/alerts/export.csv?since=2024-05-01T12:00:00Z&until=2024-05-01T12:16:40Z")
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body.lines().count(), 1 + 1000);
+}
+
+/// Sends one request on a raw connection and reads the answer head (the connection stays
+/// open: keep-alive). Blocking socket calls, off the runtime that serves the API.
+async fn held_connection(base: &str) -> std::net::TcpStream {
+    use std::io::{Read, Write};
+    let addr = base.trim_start_matches("http://").to_string();
+    tokio::task::spawn_blocking(move || {
+        let mut c = std::net::TcpStream::connect(addr).unwrap();
+        c.write_all(b"GET /kinds HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            .unwrap();
+        let mut buf = vec![0u8; 64 * 1024];
+        let n = c.read(&mut buf).unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200 OK"));
+        c
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn connections_over_the_cap_get_a_503_json_answer() {
+    let cfg = ApiConfig {
+        max_connections: 2,
+        ..ApiConfig::default()
+    };
+    let s = start_full(None, Some(TOKEN), FakeSensor::default(), cfg, None).await;
+    let a = held_connection(&s.base).await;
+    let _b = held_connection(&s.base).await;
+
+    // A third connection: one answer, then closed.
+    let want = err(
+        "too many connections: this sensor serves at most 2 at once ([api] max_connections); \
+         retry shortly",
+    );
+    let r = s
+        .http
+        .get(format!("{}/status", s.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(r.headers()["retry-after"], "1");
+    assert_eq!(r.headers()["content-type"], "application/json");
+    assert_eq!(r.json::<Value>().await.unwrap(), want);
+    // Also for a state-changing call (refused before any handler runs).
+    let (status, v) = s.post("/sniffer/start", Some(TOKEN), None).await;
+    assert_eq!((status, v), (StatusCode::SERVICE_UNAVAILABLE, want));
+
+    // A slot comes back when a connection closes.
+    drop(a);
+    let mut waited = 0;
+    loop {
+        let r = s.http.get(format!("{}/status", s.base)).send().await;
+        if r.is_ok_and(|r| r.status() == StatusCode::OK) {
+            break;
+        }
+        waited += 1;
+        assert!(waited < 100, "no slot after a connection closed");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn oversized_bodies_get_413_json() {
+    let s = start().await;
+    let limit = ApiConfig::default().max_body_bytes;
+    assert_eq!(limit, 256 * 1024);
+    let ids = |n: usize| format!("{{\"ids\":[{}]}}", vec!["123456"; n].join(","));
+    let big = ids(40_000);
+    assert!(big.len() > limit);
+    let big_for_raw = big.clone();
+    let want = err("request body larger than 262144 bytes ([api] max_body_bytes)");
+    for token in [Some(TOKEN), None] {
+        let (status, v) = s.post("/alerts/archive", token, Some(&big)).await;
+        assert_eq!((status, v), (StatusCode::PAYLOAD_TOO_LARGE, want.clone()));
+    }
+    // Whatever the route: the declared length is checked first.
+    let (status, v) = s.post("/sniffer/start", Some(TOKEN), Some(&big)).await;
+    assert_eq!((status, v), (StatusCode::PAYLOAD_TOO_LARGE, want));
+
+    // A chunked body (no declared length) is cut at the limit.
+    let addr = s.base.trim_start_matches("http://").to_string();
+    let answer = tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut c = std::net::TcpStream::connect(addr).unwrap();
+        let head = format!(
+            "POST /alerts/archive HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\n\
+             Content-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        );
+        c.write_all(head.as_bytes()).unwrap();
+        for part in big_for_raw.as_bytes().chunks(16 * 1024) {
+            let chunk = [format!("{:x}\r\n", part.len()).as_bytes(), part, b"\r\n"].concat();
+            if c.write_all(&chunk).is_err() {
+                break; // the server answered and closed
+            }
+        }
+        let _ = c.write_all(b"0\r\n\r\n");
+        let mut answer = Vec::new();
+        let _ = c.read_to_end(&mut answer);
+        String::from_utf8_lossy(&answer).into_owned()
+    })
+    .await
+    .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 413 "), "{answer}");
+    let body = answer.split("\r\n\r\n").nth(1).unwrap();
+    assert_eq!(
+        serde_json::from_str::<Value>(body).unwrap(),
+        err("request body too large ([api] max_body_bytes)")
+    );
+
+    // The largest archive call (10 000 ids) still fits.
+    let (status, v) = s
+        .post("/alerts/archive", Some(TOKEN), Some(&ids(10_000)))
+        .await;
+    assert_eq!((status, v), (StatusCode::OK, json!({"archived": 0})));
+}
+
+mod model_files {
+    //! `POST /model/load` with real tract and real, crafted model files.
+    use prost::Message as _;
+    use safelink::ann::export::{Dense, ExportSpec, build_model};
+    use safelink::ann::features::{FEATURE_VECTOR_VERSION, N_FEATURES, names_csv};
+    use safelink::ann::model::meta;
+    use tract_onnx::pb;
+
+    use super::*;
+
+    fn root() -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+    }
+
+    fn spec() -> ExportSpec {
+        ExportSpec {
+            n_features: N_FEATURES,
+            mean: vec![0.0; N_FEATURES],
+            std: vec![1.0; N_FEATURES],
+            layers: vec![Dense {
+                out_dim: 1,
+                in_dim: N_FEATURES,
+                weight: vec![0.01; N_FEATURES],
+                bias: vec![0.0],
+            }],
+            metadata: vec![
+                (meta::MODEL_VERSION.into(), "crafted".into()),
+                (
+                    meta::FEATURE_LAYOUT_VERSION.into(),
+                    safelink_common::FEATURE_LAYOUT_VERSION.to_string(),
+                ),
+                (
+                    meta::FEATURE_VECTOR_VERSION.into(),
+                    FEATURE_VECTOR_VERSION.to_string(),
+                ),
+                (meta::FEATURE_NAMES.into(), names_csv()),
+            ],
+        }
+    }
+
+    fn tensor(name: &str, dims: &[i64], v: &[f32]) -> pb::TensorProto {
+        pb::TensorProto {
+            name: name.into(),
+            dims: dims.to_vec(),
+            data_type: pb::tensor_proto::DataType::Float as i32,
+            float_data: v.to_vec(),
+            ..Default::default()
+        }
+    }
+
+    fn node(op: &str, inputs: &[&str], output: &str) -> pb::NodeProto {
+        pb::NodeProto {
+            op_type: op.into(),
+            name: output.into(),
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: vec![output.into()],
+            ..Default::default()
+        }
+    }
+
+    /// The exporter's graph whose score goes through `edit` (it gets the graph with the
+    /// sigmoid's output renamed `s` and must produce `score`).
+    fn crafted(edit: impl FnOnce(&mut pb::GraphProto)) -> Vec<u8> {
+        let mut proto = build_model(&spec());
+        let g = proto.graph.as_mut().unwrap();
+        g.node.last_mut().unwrap().output = vec!["s".into()];
+        edit(g);
+        proto.encode_to_vec()
+    }
+
+    /// Finite weights, NaN on every row: the score is multiplied by `0 / 0`.
+    fn nan_on_probe() -> Vec<u8> {
+        crafted(|g| {
+            g.node.push(node("Sub", &["x_norm", "x_norm"], "zero"));
+            g.initializer
+                .push(tensor("sum.w", &[N_FEATURES as i64, 1], &[1.0; N_FEATURES]));
+            g.node.push(node("MatMul", &["zero", "sum.w"], "zero1"));
+            g.node.push(node("Div", &["zero1", "zero1"], "gate"));
+            g.node.push(node("Mul", &["s", "gate"], "score"));
+        })
+    }
+
+    /// `ConstantOfShape` (tract would build its output while loading).
+    fn constant_of_shape() -> Vec<u8> {
+        crafted(|g| {
+            g.initializer.push(pb::TensorProto {
+                name: "huge_shape".into(),
+                dims: vec![1],
+                data_type: pb::tensor_proto::DataType::Int64 as i32,
+                int64_data: vec![1 << 40],
+                ..Default::default()
+            });
+            g.node.push(node("ConstantOfShape", &["huge_shape"], "big"));
+            g.node.push(node("Identity", &["s"], "score"));
+        })
+    }
+
+    /// An allowed operator on constants alone (folded by tract while loading).
+    fn constants_only() -> Vec<u8> {
+        crafted(|g| {
+            g.node.push(node("Add", &["one", "one"], "two"));
+            g.node.push(node("Mul", &["s", "two"], "score"));
+        })
+    }
+
+    /// A broadcast that turns each row into 4096 × 32 values (then folded back into the
+    /// score, adding 0).
+    fn broadcast() -> Vec<u8> {
+        const WIDE: usize = 4096 * N_FEATURES;
+        crafted(|g| {
+            g.initializer.push(tensor(
+                "wide",
+                &[4096, 1, N_FEATURES as i64],
+                &vec![0.0; WIDE],
+            ));
+            g.initializer.push(pb::TensorProto {
+                name: "rows".into(),
+                dims: vec![2],
+                data_type: pb::tensor_proto::DataType::Int64 as i32,
+                int64_data: vec![-1, WIDE as i64],
+                ..Default::default()
+            });
+            g.initializer
+                .push(tensor("fold", &[WIDE as i64, 1], &vec![0.0; WIDE]));
+            g.node.push(node("Add", &["x_norm", "wide"], "blown"));
+            g.node.push(node("Reshape", &["blown", "rows"], "per_row"));
+            g.node.push(node("MatMul", &["per_row", "fold"], "zero"));
+            g.node.push(node("Add", &["s", "zero"], "score"));
+        })
+    }
+
+    #[tokio::test]
+    async fn model_files_load_only_from_the_models_directory() {
+        let h = safelink::ann::ModelHandle::open(&root().join("models/base.onnx")).unwrap();
+        let s = start_full(
+            None,
+            Some(TOKEN),
+            FakeSensor::default(),
+            ApiConfig::default(),
+            Some(h.clone()),
+        )
+        .await;
+        let models = s.dir.path().join("models");
+        let m = |f: &str| models.join(f);
+        std::fs::copy(root().join("models/base.onnx"), m("good.onnx")).unwrap();
+        std::fs::copy(
+            root().join("models/base.onnx"),
+            s.dir.path().join("outside.onnx"),
+        )
+        .unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", m("passwd.onnx")).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", m("zero.onnx")).unwrap();
+        std::os::unix::fs::symlink(s.dir.path().join("outside.onnx"), m("escape.onnx")).unwrap();
+        let status = std::process::Command::new("mkfifo")
+            .arg(m("fifo.onnx"))
+            .status()
+            .unwrap();
+        assert!(status.success());
+        std::fs::create_dir(m("sub")).unwrap();
+        std::fs::File::create(m("huge.onnx"))
+            .unwrap()
+            .set_len(64 * 1024 * 1024 + 1)
+            .unwrap();
+        std::fs::write(m("nan.onnx"), nan_on_probe()).unwrap();
+        std::fs::write(m("constant-of-shape.onnx"), constant_of_shape()).unwrap();
+        std::fs::write(m("constants.onnx"), constants_only()).unwrap();
+        std::fs::write(m("broadcast.onnx"), broadcast()).unwrap();
+
+        let load = |path: String| {
+            let body = json!({ "path": path }).to_string();
+            let s = &s;
+            async move { s.post("/model/load", Some(TOKEN), Some(&body)).await }
+        };
+        let dir = models.display().to_string();
+        let forbidden = |p: &str, why: &str| {
+            (
+                StatusCode::FORBIDDEN,
+                err(&format!("model path {p:?} {why}")),
+            )
+        };
+        let refused = |status: StatusCode, why: &str| {
+            (
+                status,
+                err(&format!(
+                    "model refused, the current model keeps serving: {why}"
+                )),
+            )
+        };
+        let home = format!("the models directory {dir} ([api] model_dir)");
+        let cases: Vec<(String, (StatusCode, Value))> = vec![
+            (
+                "/dev/zero".into(),
+                forbidden("/dev/zero", &format!("is not in {home}")),
+            ),
+            (
+                "/etc/passwd".into(),
+                forbidden("/etc/passwd", &format!("is not in {home}")),
+            ),
+            (
+                "../outside.onnx".into(),
+                forbidden(
+                    "../outside.onnx",
+                    &format!("contains \"..\": models are loaded only from {home}"),
+                ),
+            ),
+            (
+                format!("{dir}/../outside.onnx"),
+                forbidden(
+                    &format!("{dir}/../outside.onnx"),
+                    &format!("contains \"..\": models are loaded only from {home}"),
+                ),
+            ),
+            (
+                "passwd.onnx".into(),
+                forbidden(
+                    "passwd.onnx",
+                    &format!("leads out of {home} through a symbolic link"),
+                ),
+            ),
+            (
+                "zero.onnx".into(),
+                forbidden(
+                    "zero.onnx",
+                    &format!("leads out of {home} through a symbolic link"),
+                ),
+            ),
+            (
+                "escape.onnx".into(),
+                forbidden(
+                    "escape.onnx",
+                    &format!("leads out of {home} through a symbolic link"),
+                ),
+            ),
+            (
+                "missing.onnx".into(),
+                (
+                    StatusCode::BAD_REQUEST,
+                    err("no model file \"missing.onnx\" in the models directory"),
+                ),
+            ),
+            (
+                "huge.onnx".into(),
+                refused(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "\"huge.onnx\" is larger than 67108864 bytes ([api] max_model_bytes)",
+                ),
+            ),
+            (
+                "fifo.onnx".into(),
+                refused(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "\"fifo.onnx\" is not a regular file",
+                ),
+            ),
+            (
+                "sub".into(),
+                refused(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "\"sub\" is not a regular file",
+                ),
+            ),
+        ];
+        for (path, want) in cases {
+            let got = load(path.clone()).await;
+            assert_eq!(got, want, "{path}");
+        }
+        // Refused by the model checks, with their own message.
+        let real = |f: &str| models.canonicalize().unwrap().join(f).display().to_string();
+        let model_cases = [
+            (
+                "nan.onnx",
+                format!(
+                    "{}: non-finite model: it scores probe row 0 as NaN (scores must be finite, \
+                     in [0, 1])",
+                    real("nan.onnx")
+                ),
+            ),
+            (
+                "constant-of-shape.onnx",
+                format!(
+                    "{}: graph refused: node \"big\" uses operator \"ConstantOfShape\"; accepted \
+                     operators: Abs, Add, Clip, Div, Exp, Flatten, Gemm, Identity, LeakyRelu, \
+                     Log, MatMul, Max, Min, Mul, Neg, Relu, Reshape, Sigmoid, Softmax, Sqrt, \
+                     Sub, Tanh",
+                    real("constant-of-shape.onnx")
+                ),
+            ),
+            (
+                "constants.onnx",
+                format!(
+                    "{}: graph refused: node \"two\" (Add) computes from constants only",
+                    real("constants.onnx")
+                ),
+            ),
+        ];
+        for (file, why) in model_cases {
+            let got = load(file.into()).await;
+            assert_eq!(
+                got,
+                refused(StatusCode::UNPROCESSABLE_ENTITY, &why),
+                "{file}"
+            );
+        }
+        let (status, v) = load("broadcast.onnx".into()).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+        let e = v["error"].as_str().unwrap();
+        assert!(
+            e.contains("graph refused: tensor blown") && e.contains("131072 elements per row"),
+            "{e}"
+        );
+        assert_eq!(h.generation(), 1);
+
+        // Inside the directory: by relative name and by absolute path.
+        let (status, v) = load("good.onnx".into()).await;
+        assert_eq!(status, StatusCode::OK, "{v}");
+        assert_eq!(v["generation"], 2);
+        assert_eq!(v["model"]["source"], real("good.onnx"));
+        let (status, v) = load(m("good.onnx").display().to_string()).await;
+        assert_eq!(
+            (status, v["generation"].clone()),
+            (StatusCode::OK, json!(3))
+        );
+        assert_eq!(h.generation(), 3);
+    }
 }

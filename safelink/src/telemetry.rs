@@ -28,6 +28,7 @@ pub const SNIFFER_RUNNING: &str = "safelink_sniffer_running";
 pub const ALERTS: &str = "safelink_alerts_total";
 pub const ANN_INFERENCE: &str = "safelink_ann_inference_seconds";
 pub const ANN_BATCH: &str = "safelink_ann_batch_size";
+pub const ANN_NONFINITE: &str = "safelink_ann_nonfinite_scores_total";
 pub const STORE_SIZE: &str = "safelink_store_size_bytes";
 pub const STORE_HEALTHY: &str = "safelink_store_healthy";
 pub const STORE_FSYNCS: &str = "safelink_store_fsyncs_total";
@@ -120,6 +121,10 @@ fn describe() {
         "Wall time of one ANN scoring batch."
     );
     describe_histogram!(ANN_BATCH, "Flows per ANN scoring batch.");
+    describe_counter!(
+        ANN_NONFINITE,
+        "Flows the ANN scored NaN or infinite (never alerted on, never training samples)."
+    );
     describe_gauge!(STORE_SIZE, Unit::Bytes, "Size of the sled store on disk.");
     describe_gauge!(
         STORE_HEALTHY,
@@ -187,6 +192,11 @@ pub fn record_alert(kind: AlertKind, source: AlertSource) {
 pub fn record_ann_batch(flows: usize, elapsed: Duration) {
     histogram!(ANN_INFERENCE).record(elapsed.as_secs_f64());
     histogram!(ANN_BATCH).record(flows as f64);
+}
+
+/// Flows of one batch the model scored NaN or infinite.
+pub fn record_ann_nonfinite(flows: u64) {
+    counter!(ANN_NONFINITE).increment(flows);
 }
 
 pub fn record_store_size(bytes: u64) {

@@ -114,6 +114,9 @@ pub struct AnnStats {
     pub alerts_raised: u64,
     /// Batches tract failed to score (their flows are counted in neither `flows_scored`).
     pub score_errors: u64,
+    /// Flows the model scored NaN or infinite (counted in `flows_scored`): they never alert
+    /// and never reach the tap, so never become training samples.
+    pub nonfinite_scores: u64,
     /// Flows scored per model generation.
     pub scored_by_generation: BTreeMap<u64, u64>,
 }
@@ -248,9 +251,16 @@ impl AnnDetector {
                 self.stats.batches += 1;
                 self.stats.flows_scored += batch.len() as u64;
                 *self.stats.scored_by_generation.entry(g).or_default() += batch.len() as u64;
+                let mut nonfinite = 0;
                 for (i, (f, &s)) in batch.iter().zip(&scored.scores).enumerate() {
                     let row = scored.row(i);
                     self.now_ns = self.now_ns.max(f.last_ns);
+                    if !s.is_finite() {
+                        // A NaN compares false with the threshold and would silently never
+                        // alert; counted instead, and kept away from the learner.
+                        nonfinite += 1;
+                        continue;
+                    }
                     if let Some(tap) = self.tap.as_mut() {
                         tap(f, row, s, g);
                     }
@@ -259,6 +269,15 @@ impl AnnDetector {
                         self.close_idle(self.now_ns);
                         self.alert(f, row, s, &scored.model);
                     }
+                }
+                if nonfinite > 0 {
+                    self.stats.nonfinite_scores += nonfinite;
+                    crate::telemetry::record_ann_nonfinite(nonfinite);
+                    tracing::warn!(
+                        flows = nonfinite,
+                        generation = g,
+                        "ANN model scored flows NaN or infinite: no alert, no training sample"
+                    );
                 }
             }
             Err(e) => {
@@ -466,4 +485,150 @@ fn description(count: u64, who: &str, thr: f32, max: f32, top: &[&str]) -> Strin
             top.join(", ")
         }
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use prost::Message as _;
+    use tract_onnx::pb;
+
+    use super::*;
+    use crate::ann::export::{Dense, ExportSpec, build_model};
+    use crate::ann::features::tests::sample_flow;
+    use crate::ann::features::{FEATURE_VECTOR_VERSION, extract, names_csv};
+    use crate::ann::model::{load_bytes, meta};
+
+    const FWD_BYTES: usize = 8;
+    const REV_BYTES: usize = 9;
+
+    fn f32_tensor(name: &str, dims: &[i64], v: &[f32]) -> pb::TensorProto {
+        pb::TensorProto {
+            name: name.into(),
+            dims: dims.to_vec(),
+            data_type: pb::tensor_proto::DataType::Float as i32,
+            float_data: v.to_vec(),
+            ..Default::default()
+        }
+    }
+
+    fn node(op: &str, inputs: &[&str], output: &str) -> pb::NodeProto {
+        pb::NodeProto {
+            op_type: op.into(),
+            name: output.into(),
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: vec![output.into()],
+            ..Default::default()
+        }
+    }
+
+    /// The exporter's graph (normalisation without scaling, one output layer, sigmoid)
+    /// times a gate `w / w`, `w = relu(log1p(rev_bytes) - 1) + relu(15 - log1p(fwd_bytes))`:
+    /// 1 while `w > 0`, NaN (0/0) on flows with more than ~3.3 MB one way and at most one
+    /// byte back. The probe rows give every feature the same value, so `w > 0` on all of
+    /// them: the load-time probe accepts the model, and only the run-time guard stands
+    /// between its NaN scores and the alerts and samples.
+    fn nan_off_probe_model() -> crate::ann::AnnModel {
+        let spec = ExportSpec {
+            n_features: N_FEATURES,
+            mean: vec![0.0; N_FEATURES],
+            std: vec![1.0; N_FEATURES],
+            layers: vec![Dense {
+                out_dim: 1,
+                in_dim: N_FEATURES,
+                weight: vec![0.01; N_FEATURES],
+                bias: vec![0.0],
+            }],
+            metadata: vec![
+                (meta::MODEL_VERSION.into(), "nan-off-probe".into()),
+                (
+                    meta::FEATURE_LAYOUT_VERSION.into(),
+                    safelink_common::FEATURE_LAYOUT_VERSION.to_string(),
+                ),
+                (
+                    meta::FEATURE_VECTOR_VERSION.into(),
+                    FEATURE_VECTOR_VERSION.to_string(),
+                ),
+                (meta::FEATURE_NAMES.into(), names_csv()),
+            ],
+        };
+        let mut proto = build_model(&spec);
+        let g = proto.graph.as_mut().unwrap();
+        g.node.last_mut().unwrap().output = vec!["s".into()];
+        let mut pick = |name: &str, i: usize, sign: f32, bias: f32| {
+            let mut w = vec![0.0; N_FEATURES];
+            w[i] = sign;
+            g.initializer.push(f32_tensor(
+                &format!("{name}.w"),
+                &[1, N_FEATURES as i64],
+                &w,
+            ));
+            g.initializer
+                .push(f32_tensor(&format!("{name}.b"), &[1], &[bias]));
+            let mut gemm = node(
+                "Gemm",
+                &["x_norm", &format!("{name}.w"), &format!("{name}.b")],
+                &format!("{name}_pre"),
+            );
+            gemm.attribute.push(pb::AttributeProto {
+                name: "transB".into(),
+                r#type: pb::attribute_proto::AttributeType::Int as i32,
+                i: 1,
+                ..Default::default()
+            });
+            g.node.push(gemm);
+            g.node.push(node("Relu", &[&format!("{name}_pre")], name));
+        };
+        pick("u", REV_BYTES, 1.0, -1.0);
+        pick("v", FWD_BYTES, -1.0, 15.0);
+        g.node.push(node("Add", &["u", "v"], "w"));
+        g.node.push(node("Div", &["w", "w"], "gate"));
+        g.node.push(node("Mul", &["s", "gate"], "score"));
+        load_bytes(&proto.encode_to_vec(), "nan-off-probe")
+            .expect("finite on the probe rows, so the load-time probe accepts it")
+    }
+
+    #[test]
+    fn a_nan_score_never_alerts_and_never_reaches_the_tap() {
+        let model = nan_off_probe_model();
+        let benign = sample_flow();
+        let mut hostile = sample_flow();
+        hostile.fwd.bytes = 1_000_000_000;
+        hostile.rev.bytes = 0;
+        let rows: Vec<f32> = [&benign, &hostile]
+            .iter()
+            .flat_map(|f| extract(f))
+            .collect();
+        let scores = model.score(&rows).unwrap();
+        assert!(scores[0].is_finite(), "{scores:?}");
+        assert!(scores[1].is_nan(), "{scores:?}");
+
+        let tapped: Arc<Mutex<Vec<f32>>> = Arc::default();
+        let t = tapped.clone();
+        // Every finite score alerts at this threshold.
+        let cfg = AnnConfig {
+            threshold: 1e-6,
+            ..AnnConfig::default()
+        };
+        let mut det = AnnDetector::new(ModelHandle::new(model), cfg)
+            .with_tap(Box::new(move |_, _, s, _| t.lock().unwrap().push(s)));
+        let mut events = det.observe(&Record::Flow(hostile.clone()));
+        events.extend(det.finish());
+        assert!(events.is_empty(), "{events:?}");
+        let s = det.stats();
+        assert_eq!(
+            (s.flows_scored, s.nonfinite_scores, s.flows_alerting),
+            (1, 1, 0)
+        );
+        assert!(tapped.lock().unwrap().is_empty());
+
+        // The same detector still alerts on (and taps) a finite score.
+        let events = det.observe(&Record::Flow(benign));
+        assert!(events.is_empty());
+        let events = det.finish();
+        assert_eq!(events.len(), 1, "{events:?}");
+        assert_eq!(tapped.lock().unwrap().len(), 1);
+        assert_eq!(det.stats().nonfinite_scores, 1);
+    }
 }

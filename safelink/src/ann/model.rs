@@ -1,11 +1,13 @@
 //! Loading and validating a model file with tract: [`AnnModel`] (a runnable plan plus what
 //! the file says about itself, [`ModelInfo`]) and [`Scorer`], the per-thread scoring state.
 //!
-//! A file is accepted only if it decodes as ONNX, carries this sensor's
-//! `feature_layout_version` and `feature_vector_version` (and, when present, the same
-//! `feature_names`), takes `[N, N_FEATURES]` floats, gives one score per row, and gives
-//! finite scores in `[0, 1]` on a set of probe rows. Everything else is a [`ModelError`]
-//! that names the problem.
+//! A file is accepted only if it is a regular file within the size cap ([`read_capped`]),
+//! decodes as ONNX, carries this sensor's `feature_layout_version` and
+//! `feature_vector_version` (and, when present, the same `feature_names`), uses only the
+//! allowed operators on values computed from its input with bounded tensor sizes (so
+//! probing and scoring cannot allocate without bound), takes `[N, N_FEATURES]` floats,
+//! gives one score per row, and gives finite scores in `[0, 1]` on a set of probe rows.
+//! Everything else is a [`ModelError`] that names the problem.
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -40,6 +42,10 @@ pub enum ModelError {
         path: String,
         source: std::io::Error,
     },
+    #[error("{path} is not a regular file")]
+    NotAFile { path: String },
+    #[error("{path} is larger than the {limit}-byte limit for model files")]
+    TooLarge { path: String, limit: u64 },
     #[error("{0}: not an ONNX model (protobuf decoding failed: {1})")]
     Decode(String, String),
     #[error("{0}: {1}")]
@@ -59,6 +65,10 @@ pub enum ModelError {
     Tract(String, String),
     #[error("{0}: non-finite model: {1}")]
     NonFinite(String, String),
+    /// The graph uses an operator, a constant computation or tensor sizes this sensor does
+    /// not run (they could allocate without bound while probing or scoring).
+    #[error("{0}: graph refused: {1}")]
+    Graph(String, String),
 }
 
 /// Shape of a graph input or output, as declared in the file.
@@ -168,13 +178,56 @@ fn probe_rows(baseline: &[f32; N_FEATURES]) -> Vec<f32> {
     x
 }
 
-/// Reads and validates a model file.
+/// Largest model file read unless configured otherwise (`[api] max_model_bytes`), bytes.
+/// The shipped models are a few kilobytes.
+pub const DEFAULT_MAX_MODEL_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Reads and validates a model file of at most [`DEFAULT_MAX_MODEL_BYTES`].
 pub fn load_file(path: &Path) -> Result<AnnModel, ModelError> {
-    let bytes = std::fs::read(path).map_err(|source| ModelError::Read {
-        path: path.display().to_string(),
-        source,
-    })?;
+    load_file_capped(path, DEFAULT_MAX_MODEL_BYTES)
+}
+
+/// Reads and validates a model file of at most `max_bytes`.
+pub fn load_file_capped(path: &Path, max_bytes: u64) -> Result<AnnModel, ModelError> {
+    let bytes = read_capped(path, max_bytes)?;
     load_bytes(&bytes, &path.display().to_string())
+}
+
+/// The bytes of regular file `path`, refused when larger than `max_bytes` (by its metadata,
+/// and while reading, so a file that grows or lies about its size is refused too). Opened
+/// non-blocking, so a FIFO or a device never blocks the caller.
+pub fn read_capped(path: &Path, max_bytes: u64) -> Result<Vec<u8>, ModelError> {
+    use std::io::Read as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let name = || path.display().to_string();
+    let read_err = |source| ModelError::Read {
+        path: name(),
+        source,
+    };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(read_err)?;
+    let meta = file.metadata().map_err(read_err)?;
+    if !meta.is_file() {
+        return Err(ModelError::NotAFile { path: name() });
+    }
+    let too_large = || ModelError::TooLarge {
+        path: name(),
+        limit: max_bytes,
+    };
+    if meta.len() > max_bytes {
+        return Err(too_large());
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(max_bytes.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(read_err)?;
+    if bytes.len() as u64 > max_bytes {
+        return Err(too_large());
+    }
+    Ok(bytes)
 }
 
 /// Validates a model from its bytes; `origin` names it in errors and in [`ModelInfo::source`].
@@ -256,6 +309,8 @@ pub fn load_bytes(bytes: &[u8], origin: &str) -> Result<AnnModel, ModelError> {
         })
         .ok_or_else(|| ModelError::Invalid(o(), "the graph has no output".into()))?;
 
+    check_graph(graph).map_err(|e| ModelError::Graph(o(), e))?;
+
     // Weights must be finite (tract's Relu turns NaN into 0, so the probe alone would let a
     // NaN hidden layer through).
     if let Some(t) = graph
@@ -284,6 +339,9 @@ pub fn load_bytes(bytes: &[u8], origin: &str) -> Result<AnnModel, ModelError> {
     }
 
     let plan = build_plan(&proto).map_err(|e| {
+        if let Some(PlanRefused(why)) = e.downcast_ref::<PlanRefused>() {
+            return ModelError::Graph(o(), why.clone());
+        }
         let msg = format!("{e:#}");
         if msg.contains("Impossible to unify") || msg.contains("Clashing") {
             ModelError::Width {
@@ -359,12 +417,191 @@ pub fn load_bytes(bytes: &[u8], origin: &str) -> Result<AnnModel, ModelError> {
     Ok(model)
 }
 
-/// tract: parse, pin the input to `[N, N_FEATURES]` f32, type, check the output, optimise.
+/// ONNX operators a model may use: the exporter's (`Add`, `Log`, `Sub`, `Div`, `Gemm`,
+/// `Relu`, `Sigmoid`) and other element-wise and dense-layer operators. No operator that
+/// creates tensors from values (`ConstantOfShape`, `Expand` from data, `Range`...), holds a
+/// subgraph (`Loop`, `Scan`, `If`) or a tensor attribute (`Constant`).
+const ALLOWED_OPS: &[&str] = &[
+    "Abs",
+    "Add",
+    "Clip",
+    "Div",
+    "Exp",
+    "Flatten",
+    "Gemm",
+    "Identity",
+    "LeakyRelu",
+    "Log",
+    "MatMul",
+    "Max",
+    "Min",
+    "Mul",
+    "Neg",
+    "Relu",
+    "Reshape",
+    "Sigmoid",
+    "Softmax",
+    "Sqrt",
+    "Sub",
+    "Tanh",
+];
+/// Most nodes in a graph (the exporter writes about ten).
+const MAX_NODES: usize = 1024;
+/// Most elements of one initializer (256 MiB of f32; the file size cap binds first).
+const MAX_INITIALIZER_ELEMENTS: u64 = 1 << 26;
+/// Most elements per input row of any intermediate tensor (256 KiB of f32 per flow).
+const MAX_ELEMENTS_PER_ROW: i64 = 1 << 16;
+/// Most elements of any intermediate tensor for a one-row batch.
+const MAX_ELEMENTS: i64 = 1 << 26;
+
+/// Checks on the protobuf, before tract sees it (tract folds constant subgraphs while
+/// loading, so a graph that computes a huge tensor from constants alone would allocate it
+/// then): allowed operators only, every node computes from the input, initializers hold
+/// exactly the data their shape declares, and nothing is stored outside the file.
+fn check_graph(graph: &pb::GraphProto) -> Result<(), String> {
+    if graph.node.len() > MAX_NODES {
+        return Err(format!(
+            "{} nodes, at most {MAX_NODES} are accepted",
+            graph.node.len()
+        ));
+    }
+    if !graph.sparse_initializer.is_empty() {
+        return Err("sparse initializers are not accepted".into());
+    }
+    for t in &graph.initializer {
+        check_initializer(t)?;
+    }
+    let initializers: std::collections::HashSet<&str> =
+        graph.initializer.iter().map(|t| t.name.as_str()).collect();
+    // Values computed from the graph input (ONNX lists nodes in topological order).
+    let mut from_input: std::collections::HashSet<&str> = graph
+        .input
+        .iter()
+        .map(|i| i.name.as_str())
+        .filter(|n| !initializers.contains(n))
+        .collect();
+    for node in &graph.node {
+        let name = if node.name.is_empty() {
+            node.output.first().map(String::as_str).unwrap_or("?")
+        } else {
+            node.name.as_str()
+        };
+        if !(node.domain.is_empty() || node.domain == "ai.onnx") {
+            return Err(format!(
+                "node {name:?} uses operator domain {:?}",
+                node.domain
+            ));
+        }
+        if !ALLOWED_OPS.contains(&node.op_type.as_str()) {
+            return Err(format!(
+                "node {name:?} uses operator {:?}; accepted operators: {}",
+                node.op_type,
+                ALLOWED_OPS.join(", ")
+            ));
+        }
+        if !node.input.iter().any(|i| from_input.contains(i.as_str())) {
+            return Err(format!(
+                "node {name:?} ({}) computes from constants only",
+                node.op_type
+            ));
+        }
+        from_input.extend(node.output.iter().map(String::as_str));
+    }
+    Ok(())
+}
+
+/// An initializer's declared size is bounded and matches the data it holds.
+fn check_initializer(t: &pb::TensorProto) -> Result<(), String> {
+    use pb::tensor_proto::DataType as D;
+    let n = &t.name;
+    if !t.external_data.is_empty() || t.data_location == Some(1) {
+        return Err(format!("initializer {n:?} refers to external data"));
+    }
+    let mut count: u64 = 1;
+    for &d in &t.dims {
+        count = u64::try_from(d)
+            .ok()
+            .and_then(|d| count.checked_mul(d))
+            .filter(|&c| c <= MAX_INITIALIZER_ELEMENTS)
+            .ok_or_else(|| format!("initializer {n:?} has dimensions {:?}", t.dims))?;
+    }
+    let width = match D::try_from(t.data_type) {
+        Ok(D::Float | D::Int32 | D::Uint32) => 4,
+        Ok(D::Double | D::Int64 | D::Uint64) => 8,
+        Ok(D::Int8 | D::Uint8 | D::Bool) => 1,
+        Ok(D::Int16 | D::Uint16 | D::Float16 | D::Bfloat16) => 2,
+        _ => return Err(format!("initializer {n:?} has data type {}", t.data_type)),
+    };
+    let held = if t.raw_data.is_empty() {
+        (t.float_data.len()
+            + t.int32_data.len()
+            + t.int64_data.len()
+            + t.double_data.len()
+            + t.uint64_data.len()
+            + t.string_data.len()) as u64
+    } else {
+        t.raw_data.len() as u64 / width
+    };
+    if held != count {
+        return Err(format!(
+            "initializer {n:?} declares {count} elements and holds {held}"
+        ));
+    }
+    Ok(())
+}
+
+/// A model tract could type but this sensor does not run (see [`check_sizes`]).
+#[derive(Debug)]
+struct PlanRefused(String);
+
+impl std::fmt::Display for PlanRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for PlanRefused {}
+
+/// Every tensor of the typed graph has a size known from the batch size `n` alone, growing
+/// at most linearly with it, with at most [`MAX_ELEMENTS_PER_ROW`] elements per row and
+/// [`MAX_ELEMENTS`] for one row: scoring memory is bounded by the batch size.
+fn check_sizes(typed: &TypedModel, n: &Symbol) -> Result<(), PlanRefused> {
+    let at = |v: &TDim, rows: i64| v.eval(&SymbolValues::default().with(n, rows)).to_i64();
+    for node in typed.nodes() {
+        for (slot, out) in node.outputs.iter().enumerate() {
+            let volume = out.fact.shape.volume();
+            let refuse = |why: String| {
+                PlanRefused(format!(
+                    "tensor {}#{slot} (shape {:?}) {why}",
+                    node.name, out.fact.shape
+                ))
+            };
+            let (Ok(one), Ok(two)) = (at(&volume, 1), at(&volume, 2)) else {
+                return Err(refuse(
+                    "has a size that depends on more than the batch size".into(),
+                ));
+            };
+            let per_row = two - one;
+            if one > MAX_ELEMENTS || per_row > MAX_ELEMENTS_PER_ROW || two > 2 * one {
+                return Err(refuse(format!(
+                    "is too large: {per_row} elements per row (at most \
+                     {MAX_ELEMENTS_PER_ROW}), {one} for one row (at most {MAX_ELEMENTS})"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// tract: parse, pin the input to `[N, N_FEATURES]` f32, type, bound the tensor sizes
+/// ([`check_sizes`], a [`PlanRefused`] error), check the output, optimise.
 fn build_plan(proto: &pb::ModelProto) -> TractResult<Arc<TypedRunnableModel>> {
     let model = tract_onnx::onnx().model_for_proto_model(proto)?;
     let n = model.symbols.sym("N");
     let model = model.with_input_fact(0, f32::fact([n.to_dim(), N_FEATURES.to_dim()]).into())?;
-    let typed = model.into_typed()?.into_decluttered()?;
+    let typed = model.into_typed()?;
+    check_sizes(&typed, &n)?;
+    let typed = typed.into_decluttered()?;
     let out = typed.output_fact(0)?;
     let per_row = match out.shape.len() {
         1 => true,

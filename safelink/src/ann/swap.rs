@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use arc_swap::ArcSwap;
 
-use super::model::{AnnModel, ModelError, ModelInfo, load_file};
+use super::model::{AnnModel, ModelError, ModelInfo, load_file, load_file_capped};
 
 /// Shared, cheaply cloneable handle on the live model.
 #[derive(Clone)]
@@ -61,7 +61,16 @@ impl ModelHandle {
     /// Validates `path` and, if it is accepted, serves it. On error the current model keeps
     /// serving. Returns the new model's info and generation.
     pub fn load_and_install(&self, path: &Path) -> Result<(ModelInfo, u64), ModelError> {
-        let m = load_file(path)?;
+        self.load_and_install_capped(path, super::model::DEFAULT_MAX_MODEL_BYTES)
+    }
+
+    /// [`Self::load_and_install`] for a file of at most `max_bytes`.
+    pub fn load_and_install_capped(
+        &self,
+        path: &Path,
+        max_bytes: u64,
+    ) -> Result<(ModelInfo, u64), ModelError> {
+        let m = load_file_capped(path, max_bytes)?;
         let info = m.info.clone();
         Ok((info, self.install(m)))
     }

@@ -3,8 +3,9 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
-use super::error::{ApiJson, ApiQuery};
+use super::error::{ApiJson, ApiQuery, ErrorBody};
 use super::params::ListParams;
 use super::{ApiError, ApiState, blocking};
 use crate::alert::{Alert, AlertView};
@@ -29,6 +30,18 @@ impl From<Page> for PageBody {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/alerts",
+    tag = "alerts",
+    summary = "Active alerts, newest first, filtered and paged",
+    params(ListParams),
+    security((), ("bearer" = [])),
+    responses(
+        (status = 200, description = "a page of alerts and the next cursor", body = Object),
+        (status = 400, description = "a bad parameter, named", body = ErrorBody)
+    )
+)]
 pub async fn list(
     State(state): State<ApiState>,
     ApiQuery(params): ApiQuery<ListParams>,
@@ -38,6 +51,18 @@ pub async fn list(
     Ok(Json(page.into()))
 }
 
+#[utoipa::path(
+    get,
+    path = "/alerts/archive",
+    tag = "alerts",
+    summary = "Archived alerts, newest first, filtered and paged",
+    params(ListParams),
+    security((), ("bearer" = [])),
+    responses(
+        (status = 200, description = "a page of archived alerts and the next cursor", body = Object),
+        (status = 400, description = "a bad parameter, named", body = ErrorBody)
+    )
+)]
 pub async fn list_archive(
     State(state): State<ApiState>,
     ApiQuery(params): ApiQuery<ListParams>,
@@ -50,6 +75,19 @@ pub async fn list_archive(
     Ok(Json(page.into()))
 }
 
+#[utoipa::path(
+    get,
+    path = "/alerts/{id}",
+    tag = "alerts",
+    summary = "One active alert",
+    params(("id" = u64, Path, minimum = 1, description = "alert id")),
+    security((), ("bearer" = [])),
+    responses(
+        (status = 200, description = "the alert with its feature table", body = Object),
+        (status = 400, description = "a bad parameter, named", body = ErrorBody),
+        (status = 404, description = "no such alert, or archived", body = ErrorBody)
+    )
+)]
 pub async fn get_one(
     State(state): State<ApiState>,
     Path(raw): Path<String>,
@@ -84,18 +122,37 @@ pub async fn get_one(
 }
 
 /// Body of `POST /alerts/archive`: exactly one of the two.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ArchiveRequest {
+    /// Alert ids (at most 10 000).
     ids: Option<Vec<u64>>,
+    /// Archive every alert older than this RFC 3339 time.
     older_than: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct ArchiveResponse {
     pub archived: u64,
 }
 
+#[utoipa::path(
+    post,
+    path = "/alerts/archive",
+    tag = "alerts",
+    summary = "Archive alerts by id or by age",
+    request_body = ArchiveRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "how many alerts were archived", body = ArchiveResponse),
+        (status = 400, description = "a bad parameter, named", body = ErrorBody),
+        (status = 401, description = "missing or wrong token", body = ErrorBody),
+        (status = 403, description = "no token configured, or a Host not allowed on loopback", body = ErrorBody),
+        (status = 413, description = "body over [api] max_body_bytes", body = ErrorBody),
+        (status = 415, description = "body is not application/json", body = ErrorBody),
+        (status = 422, description = "body of the wrong shape", body = ErrorBody)
+    )
+)]
 pub async fn archive(
     State(state): State<ApiState>,
     ApiJson(req): ApiJson<ArchiveRequest>,

@@ -1,5 +1,7 @@
-//! `[api]`: the HTTP API's listen address and token.
+//! `[api]`: the HTTP API's listen address and token, its limits (connections, request body
+//! size) and where `POST /model/load` may read model files from (and how large they may be).
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -15,6 +17,17 @@ pub struct ApiConfig {
     /// Host names the API answers to on loopback besides IP addresses and `localhost` (DNS
     /// rebinding protection: any other `Host` gets 403).
     pub allowed_hosts: Vec<String>,
+    /// Most connections served at once; a connection beyond it gets one
+    /// `503 Service Unavailable` JSON answer (`Retry-After: 1`) and is closed.
+    pub max_connections: usize,
+    /// Largest request body accepted, bytes; a larger one gets `413` JSON.
+    pub max_body_bytes: usize,
+    /// The only directory `POST /model/load` reads model files from (relative paths are
+    /// taken in it; `..` and symlinks leading out of it are refused). Unset:
+    /// `<data_dir>/models`, the continuous learner's model directory.
+    pub model_dir: Option<PathBuf>,
+    /// Largest model file `POST /model/load` reads, bytes.
+    pub max_model_bytes: u64,
 }
 
 /// Never prints the token (logs, panics and `{:?}` of the configuration).
@@ -24,6 +37,10 @@ impl std::fmt::Debug for ApiConfig {
             .field("listen", &self.listen)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("allowed_hosts", &self.allowed_hosts)
+            .field("max_connections", &self.max_connections)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("model_dir", &self.model_dir)
+            .field("max_model_bytes", &self.max_model_bytes)
             .finish()
     }
 }
@@ -34,6 +51,20 @@ impl Default for ApiConfig {
             listen: crate::api::DEFAULT_LISTEN,
             token: None,
             allowed_hosts: Vec::new(),
+            max_connections: 256,
+            // 10 000 archive ids (the most one call takes) fit.
+            max_body_bytes: 256 * 1024,
+            model_dir: None,
+            max_model_bytes: crate::ann::model::DEFAULT_MAX_MODEL_BYTES,
         }
+    }
+}
+
+impl ApiConfig {
+    /// The directory `POST /model/load` reads from: `model_dir`, else `<data_dir>/models`.
+    pub fn model_dir(&self, data_dir: &Path) -> PathBuf {
+        self.model_dir
+            .clone()
+            .unwrap_or_else(|| data_dir.join("models"))
     }
 }

@@ -8,6 +8,7 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
 use super::ApiError;
+use super::error::ErrorBody;
 
 const INDEX_HTML: &str = include_str!("../../assets/index.html");
 const APP_JS: &str = include_str!("../../assets/app.js");
@@ -32,10 +33,32 @@ fn page(content_type: &'static str, body: &'static str) -> Response {
         .into_response()
 }
 
+#[utoipa::path(
+    get,
+    path = "/",
+    tag = "dashboard",
+    summary = "The dashboard page",
+    security(()),
+    responses(
+        (status = 200, description = "HTML page", body = String, content_type = "text/html")
+    )
+)]
 pub async fn index() -> Response {
     page("text/html; charset=utf-8", INDEX_HTML)
 }
 
+#[utoipa::path(
+    get,
+    path = "/assets/{file}",
+    tag = "dashboard",
+    summary = "A static asset of the dashboard",
+    params(("file" = String, Path, description = "asset file name")),
+    security(()),
+    responses(
+        (status = 200, description = "the asset", body = String),
+        (status = 404, description = "no such asset", body = ErrorBody)
+    )
+)]
 pub async fn asset(Path(name): Path<String>) -> Result<Response, ApiError> {
     ASSETS
         .iter()

@@ -9,6 +9,13 @@ use serde::de::DeserializeOwned;
 
 use crate::store::StoreError;
 
+/// The JSON body of every error answer.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong, naming the parameter, path or limit.
+    pub error: String,
+}
+
 /// An error answer: status code plus a message naming the problem.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ApiError {
@@ -52,7 +59,9 @@ impl IntoResponse for ApiError {
         }
         (
             self.status,
-            Json(serde_json::json!({ "error": self.message })),
+            Json(ErrorBody {
+                error: self.message,
+            }),
         )
             .into_response()
     }
@@ -78,6 +87,12 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         match Json::<T>::from_request(req, state).await {
             Ok(Json(v)) => Ok(ApiJson(v)),
+            Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                Err(ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "request body too large ([api] max_body_bytes)",
+                ))
+            }
             Err(rejection) => Err(ApiError::new(rejection.status(), rejection.body_text())),
         }
     }

@@ -16,6 +16,16 @@ struct KindBody {
     summary: &'static str,
 }
 
+#[utoipa::path(
+    get,
+    path = "/kinds",
+    tag = "alerts",
+    summary = "The alert kinds: export number, severity, detector",
+    security((), ("bearer" = [])),
+    responses(
+        (status = 200, description = "the kinds", body = Object)
+    )
+)]
 pub async fn kinds() -> Json<Value> {
     let kinds: Vec<KindBody> = AlertKind::known()
         .iter()
@@ -33,6 +43,16 @@ pub async fn kinds() -> Json<Value> {
     Json(json!({ "kinds": kinds }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/features",
+    tag = "alerts",
+    summary = "The feature table of alerts' `features`",
+    security((), ("bearer" = [])),
+    responses(
+        (status = 200, description = "the features", body = Object)
+    )
+)]
 pub async fn features() -> Json<Value> {
     let table: Vec<Value> = crate::ann::FEATURES
         .iter()

@@ -9,9 +9,10 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::error::ApiQuery;
+use super::error::{ApiQuery, ErrorBody};
 use super::{ApiError, ApiState};
 use crate::learn::{LearnError, Learner, LearningStatus, TrainNowError};
+use utoipa::IntoParams;
 
 fn learner(state: &ApiState) -> Result<Learner, ApiError> {
     state.learner.clone().ok_or_else(|| {
@@ -45,11 +46,37 @@ where
         .map_err(learn_error)
 }
 
+#[utoipa::path(
+    get,
+    path = "/learning/status",
+    tag = "learning",
+    summary = "The continuous learner's state",
+    security((), ("bearer" = [])),
+    responses(
+        (status = 200, description = "learner state", body = Object),
+        (status = 404, description = "no continuous learner on this sensor", body = ErrorBody)
+    )
+)]
 pub async fn status(State(state): State<ApiState>) -> Result<Json<LearningStatus>, ApiError> {
     let l = learner(&state)?;
     Ok(Json(blocking(l, |l| l.status()).await?))
 }
 
+#[utoipa::path(
+    post,
+    path = "/learning/train-now",
+    tag = "learning",
+    summary = "Run a training cycle now",
+    security(("bearer" = [])),
+    responses(
+        (status = 202, description = "cycle started", body = Object),
+        (status = 401, description = "missing or wrong token", body = ErrorBody),
+        (status = 403, description = "no token configured, or a Host not allowed on loopback", body = ErrorBody),
+        (status = 404, description = "no continuous learner on this sensor", body = ErrorBody),
+        (status = 409, description = "a cycle is running", body = ErrorBody),
+        (status = 422, description = "nothing to train on (reason named)", body = ErrorBody)
+    )
+)]
 pub async fn train_now(
     State(state): State<ApiState>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
@@ -78,6 +105,19 @@ pub struct Toggle {
     pub changed: bool,
 }
 
+#[utoipa::path(
+    post,
+    path = "/learning/start",
+    tag = "learning",
+    summary = "Start interval cycles",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "learner state and whether it changed", body = Object),
+        (status = 401, description = "missing or wrong token", body = ErrorBody),
+        (status = 403, description = "no token configured, or a Host not allowed on loopback", body = ErrorBody),
+        (status = 404, description = "no continuous learner on this sensor", body = ErrorBody)
+    )
+)]
 pub async fn start(State(state): State<ApiState>) -> Result<Json<Toggle>, ApiError> {
     let l = learner(&state)?;
     let changed = l.start();
@@ -91,6 +131,19 @@ pub async fn start(State(state): State<ApiState>) -> Result<Json<Toggle>, ApiErr
     }))
 }
 
+#[utoipa::path(
+    post,
+    path = "/learning/stop",
+    tag = "learning",
+    summary = "Stop interval cycles",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "learner state and whether it changed", body = Object),
+        (status = 401, description = "missing or wrong token", body = ErrorBody),
+        (status = 403, description = "no token configured, or a Host not allowed on loopback", body = ErrorBody),
+        (status = 404, description = "no continuous learner on this sensor", body = ErrorBody)
+    )
+)]
 pub async fn stop(State(state): State<ApiState>) -> Result<Json<Toggle>, ApiError> {
     let l = learner(&state)?;
     let changed = l.stop();
@@ -100,12 +153,28 @@ pub async fn stop(State(state): State<ApiState>) -> Result<Json<Toggle>, ApiErro
     }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct HistoryQuery {
+    /// How many cycles, newest first.
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/learning/history",
+    tag = "learning",
+    summary = "The newest training cycles",
+    params(HistoryQuery),
+    security((), ("bearer" = [])),
+    responses(
+        (status = 200, description = "total cycles and the newest ones", body = Object),
+        (status = 400, description = "a bad parameter, named", body = ErrorBody),
+        (status = 404, description = "no continuous learner on this sensor", body = ErrorBody)
+    )
+)]
 pub async fn history(
     State(state): State<ApiState>,
     ApiQuery(q): ApiQuery<HistoryQuery>,
@@ -121,6 +190,17 @@ pub async fn history(
     Ok(Json(json!({"total_cycles": total, "cycles": cycles})))
 }
 
+#[utoipa::path(
+    get,
+    path = "/models",
+    tag = "learning",
+    summary = "Kept model versions",
+    security((), ("bearer" = [])),
+    responses(
+        (status = 200, description = "versions", body = Object),
+        (status = 404, description = "no continuous learner on this sensor", body = ErrorBody)
+    )
+)]
 pub async fn models(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
     let l = learner(&state)?;
     let (current, versions) = blocking(l, |l| l.versions()).await?;
@@ -136,6 +216,22 @@ pub async fn models(State(state): State<ApiState>) -> Result<Json<Value>, ApiErr
     Ok(Json(json!({"current_version": current, "versions": list})))
 }
 
+#[utoipa::path(
+    post,
+    path = "/models/{version}/activate",
+    tag = "learning",
+    summary = "Serve a kept model version again (rollback)",
+    params(("version" = u64, Path, minimum = 1, description = "model version")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "the version now serving", body = Object),
+        (status = 400, description = "a bad parameter, named", body = ErrorBody),
+        (status = 401, description = "missing or wrong token", body = ErrorBody),
+        (status = 403, description = "no token configured, or a Host not allowed on loopback", body = ErrorBody),
+        (status = 404, description = "no such version, or no learner", body = ErrorBody),
+        (status = 409, description = "conflicts with the sensor's state", body = ErrorBody)
+    )
+)]
 pub async fn activate(
     State(state): State<ApiState>,
     Path(raw): Path<String>,

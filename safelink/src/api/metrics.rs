@@ -11,6 +11,16 @@ use crate::telemetry;
 /// Content type of the Prometheus text format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "meta",
+    summary = "Prometheus metrics",
+    security((), ("bearer" = [])),
+    responses(
+        (status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")
+    )
+)]
 pub async fn metrics(State(state): State<ApiState>) -> Result<Response, ApiError> {
     let handle = telemetry::install();
     // The last size read while the store was readable: /metrics answers while it is degraded.

@@ -17,15 +17,23 @@ pub const DEFAULT_LIMIT: usize = 100;
 pub const MAX_LIMIT: usize = 1000;
 
 /// Raw query string of `GET /alerts`, `/alerts/archive` and the exports.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListParams {
+    /// Alert kind (`GET /kinds`).
     kind: Option<String>,
+    /// `dfa` or `ann`.
     source: Option<String>,
+    /// Source IP address.
     src_ip: Option<String>,
+    /// RFC 3339 time: alerts at or after it.
     since: Option<String>,
+    /// RFC 3339 time: alerts before it.
     until: Option<String>,
+    /// Page size, 1 to 1000 (listings only; default 100).
     limit: Option<String>,
+    /// `next_cursor` of the previous page (listings only).
     cursor: Option<String>,
 }
 

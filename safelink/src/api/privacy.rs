@@ -6,16 +6,20 @@ use axum::Json;
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
 
-use super::error::ApiQuery;
+use super::error::{ApiQuery, ErrorBody};
 use super::{ApiError, ApiState, blocking};
 use crate::privacy::{self, Report, Subject};
 use crate::store::TreeCounts;
+use utoipa::IntoParams;
 
 /// Query of `DELETE /privacy/subject`: exactly one of the two.
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct SubjectQuery {
+    /// An IP address.
     ip: Option<String>,
+    /// A MAC address.
     mac: Option<String>,
 }
 
@@ -26,6 +30,20 @@ pub struct ForgetResponse {
     pub deleted: TreeCounts,
 }
 
+#[utoipa::path(
+    delete,
+    path = "/privacy/subject",
+    tag = "privacy",
+    summary = "Delete everything stored about one address",
+    params(SubjectQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "deleted counts per tree", body = Object),
+        (status = 400, description = "a bad parameter, named", body = ErrorBody),
+        (status = 401, description = "missing or wrong token", body = ErrorBody),
+        (status = 403, description = "no token configured, or a Host not allowed on loopback", body = ErrorBody)
+    )
+)]
 pub async fn forget(
     State(state): State<ApiState>,
     ApiQuery(q): ApiQuery<SubjectQuery>,
@@ -45,6 +63,16 @@ pub async fn forget(
     Ok(Json(ForgetResponse { subject, deleted }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/privacy/report",
+    tag = "privacy",
+    summary = "What is stored, in which form, for how long",
+    security((), ("bearer" = [])),
+    responses(
+        (status = 200, description = "the report", body = Object)
+    )
+)]
 pub async fn report(State(state): State<ApiState>) -> Result<Json<Report>, ApiError> {
     let policy = state.privacy.clone();
     let r = blocking(&state, move |s| privacy::report(&s, &policy)).await?;

@@ -5,6 +5,7 @@ use axum::http::StatusCode;
 use serde::Serialize;
 
 use super::control::ControlError;
+use super::error::ErrorBody;
 use super::{ApiError, ApiState, blocking};
 use crate::alert::AlertSource;
 use crate::store::StoreHealth;
@@ -29,6 +30,16 @@ pub struct StatusBody {
     pub store: StoreHealth,
 }
 
+#[utoipa::path(
+    get,
+    path = "/status",
+    tag = "sensor",
+    summary = "Sniffer state, interface, uptime, counters",
+    security((), ("bearer" = [])),
+    responses(
+        (status = 200, description = "status", body = Object)
+    )
+)]
 pub async fn status(State(state): State<ApiState>) -> Result<Json<StatusBody>, ApiError> {
     let (counts, health) = blocking(&state, |s| Ok((s.counts_or_last()?, s.health()))).await?;
     let s = state.sensor.status();
@@ -67,6 +78,19 @@ fn control_error(action: &str, e: ControlError) -> ApiError {
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/sniffer/start",
+    tag = "sensor",
+    summary = "Attach the programs",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "sniffer state and whether it changed", body = Object),
+        (status = 401, description = "missing or wrong token", body = ErrorBody),
+        (status = 403, description = "no token configured, or a Host not allowed on loopback", body = ErrorBody),
+        (status = 409, description = "conflicts with the sensor's state", body = ErrorBody)
+    )
+)]
 pub async fn start(State(state): State<ApiState>) -> Result<Json<SnifferBody>, ApiError> {
     let changed = state
         .sensor
@@ -79,6 +103,19 @@ pub async fn start(State(state): State<ApiState>) -> Result<Json<SnifferBody>, A
     }))
 }
 
+#[utoipa::path(
+    post,
+    path = "/sniffer/stop",
+    tag = "sensor",
+    summary = "Detach the programs",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "sniffer state and whether it changed", body = Object),
+        (status = 401, description = "missing or wrong token", body = ErrorBody),
+        (status = 403, description = "no token configured, or a Host not allowed on loopback", body = ErrorBody),
+        (status = 409, description = "conflicts with the sensor's state", body = ErrorBody)
+    )
+)]
 pub async fn stop(State(state): State<ApiState>) -> Result<Json<SnifferBody>, ApiError> {
     let changed = state
         .sensor

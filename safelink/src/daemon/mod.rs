@@ -105,6 +105,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let api_task = serve_api(
+        &cfg,
         listener,
         auth,
         &store,
@@ -326,6 +327,7 @@ fn attach_capture(cfg: &Config, iface: &str, sources: Vec<AlertSource>) -> anyho
 /// The HTTP API until `stop` turns true; with a learner, the learner starts with it.
 #[allow(clippy::too_many_arguments)]
 fn serve_api(
+    cfg: &Config,
     listener: TcpListener,
     auth: api::AuthPolicy,
     store: &Store,
@@ -340,7 +342,8 @@ fn serve_api(
         Arc::new(Control(sensor.clone(), learner.clone())),
         auth,
     )
-    .with_privacy(privacy);
+    .with_privacy(privacy)
+    .with_limits(&cfg.api, cfg.api.model_dir(&cfg.store.data_dir));
     if let Some(h) = model {
         state = state.with_model(h);
     }
@@ -349,9 +352,15 @@ fn serve_api(
         l.start();
         state = state.with_learner(l);
     }
-    tokio::spawn(api::serve(listener, api::router(state), async move {
-        let _ = stop.wait_for(|s| *s).await;
-    }))
+    let max_connections = cfg.api.max_connections;
+    tokio::spawn(api::serve_with(
+        listener,
+        api::router(state),
+        max_connections,
+        async move {
+            let _ = stop.wait_for(|s| *s).await;
+        },
+    ))
 }
 
 /// The sweeper: every `[sensor] sweep_interval_s` exports finished flows from the kernel map,

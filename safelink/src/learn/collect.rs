@@ -53,6 +53,8 @@ pub struct CollectStats {
     pub relabelled: u64,
     /// Messages dropped because the queue was full (detection never waits).
     pub queue_full: u64,
+    /// Flows whose score was NaN or infinite: never labelled, never stored.
+    pub nonfinite: u64,
     /// Samples written to the store.
     pub stored: u64,
 }
@@ -69,6 +71,7 @@ impl CollectStats {
         self.skipped += o.skipped;
         self.relabelled += o.relabelled;
         self.queue_full += o.queue_full;
+        self.nonfinite += o.nonfinite;
         self.stored += o.stored;
     }
 }
@@ -125,6 +128,11 @@ impl Collector {
 
     pub fn scored_sample(&mut self, s: TrainingSample) {
         self.stats.flows_seen += 1;
+        if !s.score.is_finite() {
+            // No label can come from it (and a rule label would store a NaN score).
+            self.stats.nonfinite += 1;
+            return;
+        }
         self.advance(s.ts_ns);
         self.pending.push_back(s);
     }
@@ -421,4 +429,31 @@ fn run(
     c.stats.queue_full = dropped.load(Ordering::Relaxed);
     info!(stats = ?c.stats, "sample collector stopped");
     c.stats
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ann::features::tests::sample_flow;
+
+    /// A NaN or infinite score labels nothing, even for a flow from a rule-alerted attacker
+    /// (whose label would not need the score): such a sample would carry the bad score into
+    /// training.
+    #[test]
+    fn non_finite_scores_never_become_samples() {
+        let mut c = Collector::new(&LearningParams::default());
+        let f = sample_flow();
+        let mut alert =
+            crate::alert::build::base_alert(AlertKind::PORT_SCAN, f.last_ns, f.first_ns, f.last_ns);
+        alert.src_ip = Some(f.src_ip);
+        assert!(c.alert(&alert).is_some());
+        for s in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            c.scored(&f, s);
+        }
+        c.scored(&f, 0.5);
+        let out = c.ready(true);
+        assert_eq!(c.stats.nonfinite, 3);
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!((out[0].score, out[0].label), (0.5, 1.0));
+    }
 }
