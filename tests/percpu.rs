@@ -70,9 +70,14 @@ fn per_cpu_slots_merge_to_exact_counts() {
     assert_eq!(flows.len(), 1);
     let (key, s) = flows[0];
     let slots = maps.flow_slots(&key).unwrap();
-    assert_eq!(slots[0].ba.packets, 1001, "CPU 0 slot");
-    assert_eq!(slots[1].ba.packets, 777, "CPU 1 slot");
+    // The flow lived in EMBRYOS (one shared value) until CPU 1's SYN-ACK completed the
+    // handshake: it moved whole into CPU 1's slot of FLOWS; later packets count per CPU.
+    assert_eq!(slots[0].ba.packets, 0, "CPU 0 slot");
+    assert_eq!(slots[1].ba.packets, 1001 + 777, "CPU 1 slot");
     assert_eq!(slots[1].ab.packets, 1, "CPU 1 slot");
+    for (cpu, slot) in slots.iter().enumerate().take(cpus).skip(2) {
+        assert_eq!(slot.ba.packets, 100, "CPU {cpu} slot");
+    }
     let extra = 100 * (cpus as u64 - 2);
     // Endpoint a is 192.0.2.1 (smaller address): a->b carries the SYN-ACK only.
     assert_eq!(s.initiator_is_a, 0, "192.0.2.2 sent the first packet");
@@ -91,4 +96,5 @@ fn per_cpu_slots_merge_to_exact_counts() {
         1,
         "one flow, whatever the CPU"
     );
+    assert_eq!(c.get(Counter::FlowsPromoted), 1);
 }

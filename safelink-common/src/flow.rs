@@ -123,6 +123,20 @@ fn count_flags(c: &mut TcpFlagCounts, f: u8) {
     }
 }
 
+/// Whether a flow has proved two-way and moves from `EMBRYOS` to `FLOWS`: a TCP handshake the
+/// initiator completed (the responder's SYN-ACK, then the initiator's ACK), or at least two
+/// packets in each direction (any protocol; also a TCP connection picked up mid-stream). A
+/// spoofed source never gets there: it cannot ACK what it never received, and sends one packet.
+#[inline(always)]
+pub fn established(s: &FlowStats) -> bool {
+    let (init, resp) = if s.initiator_is_a != 0 {
+        (&s.ab, &s.ba)
+    } else {
+        (&s.ba, &s.ab)
+    };
+    (resp.flags.synack > 0 && init.flags.ack > 0) || (init.packets >= 2 && resp.packets >= 2)
+}
+
 /// Whether a slot has seen no packet yet (fresh insert, or another CPU's zeroed slot).
 #[inline(always)]
 pub fn is_empty(s: &FlowStats) -> bool {

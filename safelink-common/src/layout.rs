@@ -10,12 +10,21 @@ pub const FEATURE_LAYOUT_VERSION: u32 = 1;
 
 /// Names of the pinned maps (pinned under `/sys/fs/bpf/safelink/<NAME>`).
 pub const MAP_FLOWS: &str = "FLOWS";
+pub const MAP_EMBRYOS: &str = "EMBRYOS";
 pub const MAP_EVENTS: &str = "EVENTS";
 pub const MAP_STATS: &str = "STATS";
 pub const MAP_FRAGS: &str = "FRAGS";
 
-/// Capacity of the `FLOWS` LRU map. The least recently used flow is evicted when it is full.
+/// Capacity of the `FLOWS` LRU map: flows that proved two-way ([`crate::flow::established`]).
+/// The least recently used flow is evicted when it is full.
 pub const MAX_FLOWS: u32 = 65_536;
+/// Capacity of the `EMBRYOS` LRU map, where every flow starts until it proves two-way. A flood
+/// of spoofed new flows (random-source SYN, UDP or ICMP floods) churns this map only, never
+/// the established flows in `FLOWS`.
+pub const MAX_EMBRYOS: u32 = 65_536;
+/// ARP events one CPU may put on the ring buffer per second; more are counted
+/// (`arp_events_throttled`), so an ARP flood cannot crowd flow starts out of the ring.
+pub const ARP_EVENTS_PER_SEC: u64 = 10_000;
 /// Size of the `EVENTS` ring buffer in bytes (power of two, multiple of the page size).
 pub const EVENTS_BYTES: u32 = 1 << 20;
 
@@ -167,9 +176,8 @@ pub struct ArpInfo {
     pub _pad: [u8; 2],
 }
 
-/// [`Event::kind`] values.
+/// [`Event::kind`] values (2, a TCP flow end, is no longer sent: the flow record says it).
 pub const EVENT_FLOW_START: u8 = 1;
-pub const EVENT_FLOW_END: u8 = 2;
 pub const EVENT_ARP: u8 = 3;
 
 /// The packet that triggered a flow event.
@@ -203,9 +211,8 @@ impl EventPacket {
     }
 }
 
-/// One record of the `EVENTS` ring buffer: a flow started, a TCP flow ended (FIN/RST: `reason`
-/// holds the `END_*` bit), or an ARP packet was seen (`arp`, and `key.vlan`). For flow events
-/// `pkt` describes the packet that caused it.
+/// One record of the `EVENTS` ring buffer: a flow started, or an ARP packet was seen (`arp`,
+/// and `key.vlan`). For flow events `pkt` describes the packet that caused it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Event {
@@ -246,9 +253,13 @@ pub enum Counter {
     EventsSent,
     /// Ring-buffer reservations that failed (buffer full).
     EventsDropped,
+    /// Flows moved from `EMBRYOS` to `FLOWS` once they proved two-way.
+    FlowsPromoted,
+    /// ARP packets over the per-CPU ARP event budget ([`ARP_EVENTS_PER_SEC`]): no event.
+    ArpEventsThrottled,
 }
 
-pub const NUM_COUNTERS: u32 = Counter::EventsDropped as u32 + 1;
+pub const NUM_COUNTERS: u32 = Counter::ArpEventsThrottled as u32 + 1;
 
 /// The single value of the `STATS` per-CPU array (one copy per CPU, summed by userspace).
 /// Field order is [`Counter`] order; `bpftool map dump pinned .../STATS` shows the names.
@@ -273,6 +284,8 @@ pub struct Stats {
     pub flow_insert_failed: u64,
     pub events_sent: u64,
     pub events_dropped: u64,
+    pub flows_promoted: u64,
+    pub arp_events_throttled: u64,
 }
 
 const _: () = assert!(core::mem::size_of::<Stats>() == NUM_COUNTERS as usize * 8);
@@ -322,6 +335,8 @@ pub const COUNTER_NAMES: [&str; NUM_COUNTERS as usize] = [
     "flow_insert_failed",
     "events_sent",
     "events_dropped",
+    "flows_promoted",
+    "arp_events_throttled",
 ];
 
 // Layout guards: no implicit padding anywhere (Pod safety, BTF readability).

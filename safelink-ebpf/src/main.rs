@@ -1,7 +1,9 @@
-//! SafeLink's XDP program: parses every frame with the shared parser, keeps bidirectional flow
-//! features in the pinned `FLOWS` map (`LRU_PERCPU_HASH`, one exact slot per CPU), emits
-//! flow-start, TCP flow-end and ARP events into the `EVENTS` ring buffer, and counts into the
-//! per-CPU `STATS` array. A first fragment that cuts the TCP header leaves its flow in the
+//! SafeLink's XDP program: parses every frame with the shared parser and keeps bidirectional
+//! flow features in two pinned maps: every flow starts in `EMBRYOS` (`LRU_HASH`) and moves to
+//! `FLOWS` (`LRU_PERCPU_HASH`, one exact slot per CPU) once it proves two-way
+//! ([`established`]), so a flood of spoofed new flows only churns `EMBRYOS` and never evicts an
+//! established connection. It emits flow-start and ARP events (ARP within a per-CPU budget)
+//! into the `EVENTS` ring buffer and counts into the per-CPU `STATS` array. A first fragment that cuts the TCP header leaves its flow in the
 //! `FRAGS` LRU map until the fragment carrying the flags arrives. Bounded work per packet; it
 //! always returns `XDP_PASS`.
 #![no_std]
@@ -15,9 +17,9 @@ use aya_ebpf::{
     programs::{TcContext, XdpContext},
 };
 use safelink_common::{
-    Counter, EVENT_ARP, EVENT_FLOW_END, EVENT_FLOW_START, EVENTS_BYTES, Event, FlowKey, FlowStats,
-    FragHead, FragKey, MAX_FLOWS, MAX_FRAGS, Stats,
-    flow::{canonical_key, late_tcp, update},
+    ARP_EVENTS_PER_SEC, Counter, EVENT_ARP, EVENT_FLOW_START, EVENTS_BYTES, Event, FlowKey,
+    FlowStats, FragHead, FragKey, MAX_EMBRYOS, MAX_FLOWS, MAX_FRAGS, Stats,
+    flow::{canonical_key, established, late_tcp, update},
     layout::{ArpInfo, EventPacket},
     parse::{PacketBytes, ParseOut, Parsed, frame_counters, late_tcp_header, parse_frame},
 };
@@ -27,6 +29,9 @@ use safelink_common::{
 #[btf_map]
 static FLOWS: LruPerCpuHashMap<FlowKey, FlowStats, { MAX_FLOWS as usize }> =
     LruPerCpuHashMap::new();
+
+#[btf_map]
+static EMBRYOS: LruHashMap<FlowKey, FlowStats, { MAX_EMBRYOS as usize }> = LruHashMap::new();
 
 #[btf_map]
 static EVENTS: RingBuf<Event, { EVENTS_BYTES as usize }> = RingBuf::new();
@@ -46,6 +51,9 @@ pub struct Scratch {
     stats: FlowStats,
     frag_key: FragKey,
     frag_head: FragHead,
+    /// This CPU's ARP event budget: events left in the current second, and when it began.
+    arp_left: u64,
+    arp_second_ns: u64,
 }
 
 #[btf_map]
@@ -159,34 +167,35 @@ fn observe(pkt: &Packet, s: &mut Scratch, st: &mut Stats) {
     match parsed {
         Parsed::Ip => {
             let ts = unsafe { bpf_ktime_get_ns() };
-            let meta = &s.out.meta;
-            let from_a = canonical_key(meta, &mut s.key);
-            let ended = match FLOWS.get_ptr_mut(&s.key) {
+            let from_a = canonical_key(&s.out.meta, &mut s.key);
+            let len = len as u32;
+            if let Some(f) = FLOWS.get_ptr_mut(&s.key) {
                 // SAFETY: this CPU's own slot of the per-CPU value.
-                Some(f) => unsafe { update(&mut *f, &s.out.meta, from_a, len as u32, ts) },
-                None => {
-                    s.stats = FlowStats::default();
-                    let ended = update(&mut s.stats, &s.out.meta, from_a, len as u32, ts);
+                unsafe { update(&mut *f, &s.out.meta, from_a, len, ts) };
+            } else if let Some(e) = EMBRYOS.get_ptr_mut(&s.key) {
+                // SAFETY: a shared value: two CPUs updating one young flow at the same instant
+                // may lose a count (the two directions mostly touch different fields).
+                let e = unsafe { &mut *e };
+                update(e, &s.out.meta, from_a, len, ts);
+                if established(e) {
+                    s.stats = *e;
                     if FLOWS.insert(&s.key, &s.stats, BPF_NOEXIST as u64).is_ok() {
-                        st.add(Counter::FlowsCreated, 1);
-                        emit(EVENT_FLOW_START, 0, from_a, ts, s, st);
-                        ended
-                    } else {
-                        // Another CPU created it between lookup and insert: use our own slot.
-                        match FLOWS.get_ptr_mut(&s.key) {
-                            Some(f) => unsafe {
-                                update(&mut *f, &s.out.meta, from_a, len as u32, ts)
-                            },
-                            None => {
-                                st.add(Counter::FlowInsertFailed, 1);
-                                0
-                            }
-                        }
+                        st.add(Counter::FlowsPromoted, 1);
                     }
+                    let _ = EMBRYOS.remove(&s.key);
                 }
-            };
-            if ended != 0 {
-                emit(EVENT_FLOW_END, ended, from_a, ts, s, st);
+            } else {
+                s.stats = FlowStats::default();
+                update(&mut s.stats, &s.out.meta, from_a, len, ts);
+                if EMBRYOS.insert(&s.key, &s.stats, BPF_NOEXIST as u64).is_ok() {
+                    st.add(Counter::FlowsCreated, 1);
+                    emit(EVENT_FLOW_START, 0, from_a, ts, s, st);
+                } else if let Some(e) = EMBRYOS.get_ptr_mut(&s.key) {
+                    // Another CPU created it between lookup and insert.
+                    unsafe { update(&mut *e, &s.out.meta, from_a, len, ts) };
+                } else {
+                    st.add(Counter::FlowInsertFailed, 1);
+                }
             }
             if s.out.meta.l4_partial {
                 frag_key(s);
@@ -207,20 +216,26 @@ fn observe(pkt: &Packet, s: &mut Scratch, st: &mut Stats) {
                     let _ = FRAGS.remove(&s.frag_key);
                     s.key = s.frag_head.key;
                     let from_a = s.frag_head.from_a != 0;
+                    // SAFETY: map value pointers (this CPU's slot of FLOWS).
                     if let Some(f) = FLOWS.get_ptr_mut(&s.key) {
-                        // SAFETY: this CPU's own slot of the per-CPU value.
-                        let ended = unsafe { late_tcp(&mut *f, from_a, &late) };
-                        if ended != 0 {
-                            let ts = unsafe { bpf_ktime_get_ns() };
-                            s.out.meta.tcp_flags = late.flags;
-                            emit(EVENT_FLOW_END, ended, from_a, ts, s, st);
-                        }
+                        unsafe { late_tcp(&mut *f, from_a, &late) };
+                    } else if let Some(e) = EMBRYOS.get_ptr_mut(&s.key) {
+                        unsafe { late_tcp(&mut *e, from_a, &late) };
                     }
                 }
             }
         }
         Parsed::Arp => {
             let ts = unsafe { bpf_ktime_get_ns() };
+            if ts.wrapping_sub(s.arp_second_ns) >= 1_000_000_000 {
+                s.arp_second_ns = ts;
+                s.arp_left = ARP_EVENTS_PER_SEC;
+            }
+            if s.arp_left == 0 {
+                st.add(Counter::ArpEventsThrottled, 1);
+                return;
+            }
+            s.arp_left -= 1;
             s.key = FlowKey {
                 vlan: s.out.vlan,
                 ..FlowKey::default()

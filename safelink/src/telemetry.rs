@@ -24,6 +24,12 @@ pub const FLOWS_CREATED: &str = "safelink_flows_created_total";
 pub const MALFORMED: &str = "safelink_malformed_packets_total";
 pub const RINGBUF_EVENTS: &str = "safelink_ringbuf_events_total";
 pub const RINGBUF_DROPS: &str = "safelink_ringbuf_drops_total";
+pub const FLOWS_PROMOTED: &str = "safelink_flows_promoted_total";
+pub const FLOWS_EVICTED: &str = "safelink_flows_evicted_total";
+pub const FLOW_UPDATES: &str = "safelink_flow_updates_total";
+pub const ARP_THROTTLED: &str = "safelink_arp_events_throttled_total";
+pub const KEYS_EVICTED: &str = "safelink_detector_keys_evicted_total";
+pub const SWEEP_SECONDS: &str = "safelink_sweep_seconds";
 pub const SNIFFER_RUNNING: &str = "safelink_sniffer_running";
 pub const ALERTS: &str = "safelink_alerts_total";
 pub const ANN_INFERENCE: &str = "safelink_ann_inference_seconds";
@@ -100,7 +106,35 @@ fn describe() {
         FLOWS_ACTIVE,
         "Flows currently tracked in the kernel flow map."
     );
-    describe_counter!(FLOWS_CREATED, "Flows created in the kernel flow map.");
+    describe_counter!(
+        FLOWS_CREATED,
+        "Flows created in the kernel (every flow starts in EMBRYOS)."
+    );
+    describe_counter!(
+        FLOWS_PROMOTED,
+        "Flows moved from EMBRYOS to FLOWS once they proved two-way."
+    );
+    describe_counter!(
+        FLOWS_EVICTED,
+        "Flows the kernel's LRU maps evicted before they were exported (created - exported - active)."
+    );
+    describe_counter!(
+        FLOW_UPDATES,
+        "Interim updates of running heavy flows sent to the detectors."
+    );
+    describe_counter!(
+        ARP_THROTTLED,
+        "ARP packets over the kernel's per-CPU ARP event budget (no event)."
+    );
+    describe_gauge!(
+        SWEEP_SECONDS,
+        Unit::Seconds,
+        "Wall time of the last sweep of the kernel flow maps."
+    );
+    describe_counter!(
+        KEYS_EVICTED,
+        "Detector keys forgotten (least recently updated first) because an automaton's table was full."
+    );
     describe_counter!(MALFORMED, "Packets the parser counted as malformed.");
     describe_counter!(RINGBUF_EVENTS, "Events the kernel put on the ring buffer.");
     describe_counter!(
@@ -162,6 +196,10 @@ pub struct KernelCounters {
     pub malformed: u64,
     pub ringbuf_events: u64,
     pub ringbuf_drops: u64,
+    pub flows_promoted: u64,
+    pub flows_evicted: u64,
+    pub flow_updates: u64,
+    pub arp_throttled: u64,
 }
 
 /// Copies the kernel counters (monotonic in the pinned map) into the metrics.
@@ -173,6 +211,20 @@ pub fn record_kernel(c: &KernelCounters) {
     counter!(MALFORMED).absolute(c.malformed);
     counter!(RINGBUF_EVENTS).absolute(c.ringbuf_events);
     counter!(RINGBUF_DROPS).absolute(c.ringbuf_drops);
+    counter!(FLOWS_PROMOTED).absolute(c.flows_promoted);
+    counter!(FLOWS_EVICTED).absolute(c.flows_evicted);
+    counter!(FLOW_UPDATES).absolute(c.flow_updates);
+    counter!(ARP_THROTTLED).absolute(c.arp_throttled);
+}
+
+/// The last sweep's duration.
+pub fn record_sweep(took: Duration) {
+    gauge!(SWEEP_SECONDS).set(took.as_secs_f64());
+}
+
+/// Copies the detection engine's own counters into the metrics.
+pub fn record_engine(s: &crate::detect::dfa::EngineStats) {
+    counter!(KEYS_EVICTED).absolute(s.evicted_keys);
 }
 
 pub fn record_sniffer_running(running: bool) {

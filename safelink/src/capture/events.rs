@@ -1,13 +1,14 @@
 //! Reader of the `EVENTS` ring buffer (tokio `AsyncFd`): ARP events become [`ArpRecord`]s and
-//! flow starts [`FlowStartRecord`]s; flow-end events are counted (closed flows are exported by the sweeper once their
-//! linger has passed).
+//! flow starts [`FlowStartRecord`]s. It forwards in batches of at most [`BATCH`] events, so its
+//! memory is bounded whatever the kernel produces; while the detection thread is behind, the
+//! ring fills and the kernel counts what it could not add (`events_dropped`).
 use std::sync::{
     Arc,
     atomic::{AtomicU64, Ordering},
 };
 
 use aya::maps::{MapData, RingBuf};
-use safelink_common::{EVENT_ARP, EVENT_FLOW_END, EVENT_FLOW_START, Event};
+use safelink_common::{EVENT_ARP, EVENT_FLOW_START, Event};
 use tokio::{
     io::{Interest, unix::AsyncFd},
     sync::mpsc,
@@ -20,10 +21,12 @@ use crate::record::{ArpRecord, FlowStartRecord, Record};
 #[derive(Debug, Default)]
 pub struct EventCounts {
     pub flow_start: AtomicU64,
-    pub flow_end: AtomicU64,
     pub arp: AtomicU64,
     pub unknown: AtomicU64,
 }
+
+/// Most events read from the ring before they are forwarded.
+pub const BATCH: usize = 1024;
 
 /// Decodes one ring-buffer item; `None` for a short item.
 pub fn decode(item: &[u8]) -> Option<Event> {
@@ -47,8 +50,10 @@ pub async fn run(
     loop {
         let mut guard = fd.readable_mut().await?;
         let rb = guard.get_inner_mut();
-        let mut batch = Vec::new();
-        while let Some(item) = rb.next() {
+        let mut batch = Vec::with_capacity(BATCH);
+        while batch.len() < BATCH
+            && let Some(item) = rb.next()
+        {
             let Some(ev) = decode(&item) else {
                 counts.unknown.fetch_add(1, Ordering::Relaxed);
                 continue;
@@ -74,15 +79,15 @@ pub async fn run(
                         &ev.src_mac,
                     )));
                 }
-                EVENT_FLOW_END => {
-                    counts.flow_end.fetch_add(1, Ordering::Relaxed);
-                }
                 _ => {
                     counts.unknown.fetch_add(1, Ordering::Relaxed);
                 }
             }
         }
-        guard.clear_ready();
+        // A full batch leaves the rest in the ring: stay ready and come back for it.
+        if batch.len() < BATCH {
+            guard.clear_ready();
+        }
         for r in batch {
             if tx.send(r).await.is_err() {
                 return Ok(());

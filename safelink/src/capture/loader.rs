@@ -10,7 +10,7 @@ use aya::{
         SchedClassifier, TcAttachType, Xdp, XdpMode, tc, tc::SchedClassifierLinkId, xdp::XdpLinkId,
     },
 };
-use safelink_common::{FlowKey, FlowStats, MAP_EVENTS, MAP_FLOWS, MAP_STATS, Stats};
+use safelink_common::{FlowKey, FlowStats, MAP_EMBRYOS, MAP_EVENTS, MAP_FLOWS, MAP_STATS, Stats};
 use tracing::{info, warn};
 
 /// The XDP object built by `build.rs` (aya-build) from `safelink-ebpf`.
@@ -97,6 +97,11 @@ pub fn load(pin_dir: Option<&Path>) -> anyhow::Result<Ebpf> {
 const PINNED: &[(&str, u32, u32)] = &[
     (
         MAP_FLOWS,
+        size_of::<FlowKey>() as u32,
+        size_of::<FlowStats>() as u32,
+    ),
+    (
+        MAP_EMBRYOS,
         size_of::<FlowKey>() as u32,
         size_of::<FlowStats>() as u32,
     ),

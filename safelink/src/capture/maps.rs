@@ -1,18 +1,27 @@
-//! Typed access to the XDP program's maps: per-CPU counters and per-CPU flow slots, merged into
-//! one value each (exact counts whichever CPUs a flow's packets landed on).
-use std::path::Path;
+//! Typed access to the XDP program's maps: per-CPU counters and the flows of `EMBRYOS` (young,
+//! one shared value) and `FLOWS` (established, per-CPU slots), merged into one value each
+//! (exact counts whichever CPUs a flow's packets landed on).
+//!
+//! Walking an LRU map while the kernel evicts from it can restart the walk (the kernel's
+//! next-key of an evicted key is the first key): [`SensorMaps::flows`] bounds the walk and
+//! returns each flow once.
+use std::{collections::HashMap, path::Path};
 
 use anyhow::Context as _;
 use aya::{
     Ebpf,
-    maps::{Map, MapData, PerCpuArray, PerCpuHashMap},
+    maps::{HashMap as BpfHashMap, Map, MapData, PerCpuArray, PerCpuHashMap},
 };
-use safelink_common::{FlowKey, FlowStats, MAP_FLOWS, MAP_STATS, Stats, flow::merge};
+use safelink_common::{
+    FlowKey, FlowStats, MAP_EMBRYOS, MAP_FLOWS, MAP_STATS, MAX_EMBRYOS, MAX_FLOWS, Stats,
+    flow::merge,
+};
 
 use crate::table::Counters;
 
 pub struct SensorMaps {
     flows: PerCpuHashMap<MapData, FlowKey, FlowStats>,
+    embryos: BpfHashMap<MapData, FlowKey, FlowStats>,
     stats: PerCpuArray<MapData, Stats>,
 }
 
@@ -20,9 +29,11 @@ impl SensorMaps {
     /// Takes `FLOWS` and `STATS` out of a loaded object.
     pub fn from_ebpf(ebpf: &mut Ebpf) -> anyhow::Result<Self> {
         let flows = ebpf.take_map(MAP_FLOWS).context("map FLOWS missing")?;
+        let embryos = ebpf.take_map(MAP_EMBRYOS).context("map EMBRYOS missing")?;
         let stats = ebpf.take_map(MAP_STATS).context("map STATS missing")?;
         Ok(Self {
             flows: PerCpuHashMap::try_from(flows)?,
+            embryos: BpfHashMap::try_from(embryos)?,
             stats: PerCpuArray::try_from(stats)?,
         })
     }
@@ -40,6 +51,7 @@ impl SensorMaps {
         };
         Ok(Self {
             flows: PerCpuHashMap::try_from(Map::PerCpuLruHashMap(open(MAP_FLOWS)?))?,
+            embryos: BpfHashMap::try_from(Map::LruHashMap(open(MAP_EMBRYOS)?))?,
             stats: PerCpuArray::try_from(Map::PerCpuArray(open(MAP_STATS)?))?,
         })
     }
@@ -55,19 +67,25 @@ impl SensorMaps {
         Ok(c)
     }
 
-    /// Every flow in the map with its per-CPU slots merged.
+    /// Every flow of both maps, once each, with its per-CPU slots merged (a flow caught in
+    /// both while it moves to `FLOWS` is merged too). The walk of each map stops after twice
+    /// its capacity of steps, so churn cannot make it endless.
     pub fn flows(&self) -> anyhow::Result<Vec<(FlowKey, FlowStats)>> {
-        let mut out = Vec::new();
-        for item in self.flows.iter() {
+        let mut out: HashMap<FlowKey, FlowStats> = HashMap::new();
+        for item in self.flows.iter().take(2 * MAX_FLOWS as usize) {
             // A flow evicted while iterating is simply skipped.
             let Ok((k, per_cpu)) = item else { continue };
-            let mut s = FlowStats::default();
+            let s = out.entry(k).or_default();
+            *s = FlowStats::default();
             for slot in per_cpu.iter() {
-                merge(&mut s, slot);
+                merge(s, slot);
             }
-            out.push((k, s));
         }
-        Ok(out)
+        for item in self.embryos.iter().take(2 * MAX_EMBRYOS as usize) {
+            let Ok((k, e)) = item else { continue };
+            merge(out.entry(k).or_default(), &e);
+        }
+        Ok(out.into_iter().collect())
     }
 
     /// The raw per-CPU slots of one flow (index = CPU).
@@ -78,5 +96,6 @@ impl SensorMaps {
     pub fn remove(&mut self, key: &FlowKey) {
         // Already gone (LRU eviction) is fine.
         let _ = self.flows.remove(key);
+        let _ = self.embryos.remove(key);
     }
 }

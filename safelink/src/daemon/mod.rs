@@ -178,7 +178,6 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
         alerts_new = report.stored.0,
         alerts_updated = report.stored.1,
         flow_start_events = counts.flow_start.load(Ordering::Relaxed),
-        flow_end_events = counts.flow_end.load(Ordering::Relaxed),
         arp_events = counts.arp.load(Ordering::Relaxed),
         pins = %cfg.sensor.pin_dir.display(),
         "stopped; maps stay pinned for the next run"
@@ -384,14 +383,28 @@ fn spawn_sweeper(
         let mut last_status = tokio::time::Instant::now();
         loop {
             tick.tick().await;
-            let records = match sweep_once(
-                &mut maps,
-                &timeouts,
-                &mut interim,
-                monotonic_ns(),
-                epoch,
-                &mut stats,
-            ) {
+            // The map walk is blocking syscalls (up to 2 x 65 536 per map): off the runtime,
+            // so the ring reader and the API keep going while it runs.
+            let swept = tokio::task::spawn_blocking(move || {
+                let t0 = std::time::Instant::now();
+                let r = sweep_once(
+                    &mut maps,
+                    &timeouts,
+                    &mut interim,
+                    monotonic_ns(),
+                    epoch,
+                    &mut stats,
+                );
+                (maps, interim, stats, r, t0.elapsed())
+            })
+            .await;
+            let Ok((m, i, st, result, took)) = swept else {
+                warn!("the sweeper's blocking task failed; sweeper stopped");
+                return;
+            };
+            (maps, interim, stats) = (m, i, st);
+            telemetry::record_sweep(took);
+            let records = match result {
                 Ok(r) => r,
                 Err(e) => {
                     warn!(error = %e, "sweep failed");
@@ -412,6 +425,10 @@ fn spawn_sweeper(
                 malformed: c.get(Counter::Malformed),
                 ringbuf_events: c.get(Counter::EventsSent),
                 ringbuf_drops: c.get(Counter::EventsDropped),
+                flows_promoted: c.get(Counter::FlowsPromoted),
+                flows_evicted: stats.lru_evicted_estimate,
+                flow_updates: stats.interim_updates,
+                arp_throttled: c.get(Counter::ArpEventsThrottled),
             });
             telemetry::record_sniffer_running(sensor.attached_mode().is_some());
             *sensor.live.lock().expect("live lock") = Live {
@@ -431,7 +448,6 @@ fn spawn_sweeper(
                     events_sent = c.get(Counter::EventsSent),
                     events_dropped = c.get(Counter::EventsDropped),
                     events_read = counts.flow_start.load(Ordering::Relaxed)
-                        + counts.flow_end.load(Ordering::Relaxed)
                         + counts.arp.load(Ordering::Relaxed),
                     lru_evicted_estimate = stats.lru_evicted_estimate,
                     "status"

@@ -166,6 +166,7 @@ impl Pipeline {
     pub fn tick(&mut self, now_ns: u64) {
         if let Some(e) = self.dfa.as_mut() {
             self.events.extend(e.tick(now_ns));
+            crate::telemetry::record_engine(e.stats());
         }
         if let Some(a) = self.ann.as_mut() {
             a.score_pending(&mut self.events);
