@@ -71,6 +71,11 @@ impl SensorMaps {
     /// both while it moves to `FLOWS` is merged too). The walk of each map stops after twice
     /// its capacity of steps, so churn cannot make it endless.
     pub fn flows(&self) -> anyhow::Result<Vec<(FlowKey, FlowStats)>> {
+        Ok(self.flows_map()?.into_iter().collect())
+    }
+
+    /// [`Self::flows`] as a map (the sweeper's form: no second copy of every flow).
+    pub fn flows_map(&self) -> anyhow::Result<HashMap<FlowKey, FlowStats>> {
         let mut out: HashMap<FlowKey, FlowStats> = HashMap::new();
         for item in self.flows.iter().take(2 * MAX_FLOWS as usize) {
             // A flow evicted while iterating is simply skipped.
@@ -85,7 +90,7 @@ impl SensorMaps {
             let Ok((k, e)) = item else { continue };
             merge(out.entry(k).or_default(), &e);
         }
-        Ok(out.into_iter().collect())
+        Ok(out)
     }
 
     /// The raw per-CPU slots of one flow (index = CPU).

@@ -32,7 +32,7 @@ pub fn sweep_once(
     epoch_offset_ns: i64,
     stats: &mut SweepStats,
 ) -> anyhow::Result<Vec<Record>> {
-    let flows = maps.flows()?;
+    let flows = maps.flows_map()?;
     let mut done: Vec<(safelink_common::FlowKey, FlowStats, _)> = Vec::new();
     let mut running = Vec::new();
     interim.begin_sweep();

@@ -21,7 +21,10 @@ pub struct DfaConfig {
     /// the same alert instead of raising a new one.
     pub cooldown_secs: u64,
     /// Most keys (sources, victims, source/destination pairs) one automaton tracks at once
-    /// (default 200 000); beyond it, evidence for new keys is dropped and counted.
+    /// (default 50 000, about 20 MB per automaton); beyond it, the least recently updated key
+    /// is forgotten to make room, counted (`safelink_detector_keys_evicted_total`). A spoofed
+    /// flood fills several automata at once: 50 000 keeps the daemon under 256 MB through one
+    /// (`tests/flood_lab.rs`).
     pub max_keys: usize,
     /// Most distinct items (ports, hosts, IPs...) one window of one key remembers (default 4096;
     /// every threshold is far below it).
@@ -43,7 +46,7 @@ impl Default for DfaConfig {
         Self {
             update_interval_secs: 1,
             cooldown_secs: 600,
-            max_keys: 200_000,
+            max_keys: 50_000,
             max_items_per_key: 4096,
             port_scan: PortScanConfig::default(),
             host_sweep: HostSweepConfig::default(),

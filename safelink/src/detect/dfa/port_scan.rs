@@ -24,7 +24,7 @@ use super::{
     automaton::{Incident, Phase, Verdict},
     classify::{self, TCP, UDP},
     config::{PortScanConfig, ns},
-    window::DistinctWindow,
+    window::{self, DistinctWindow},
 };
 use crate::alert::build::{
     base_alert, community_id, flow_community_id, flow_features, proto_name, start_features,
@@ -60,10 +60,10 @@ pub struct PortScan {
     keys: KeyMap<(IpAddr, IpAddr), Entry>,
     /// (source, destination) → UDP ports the source sent to (answered or not) and how many
     /// ICMP port-unreachables the *source* sent back to the destination.
-    udp: HashMap<(IpAddr, IpAddr), UdpTrail>,
+    udp: KeyMap<(IpAddr, IpAddr), UdpTrail>,
     /// (source, destination) → ports of new TCP/UDP flows within the burst window, whatever
     /// their outcome (known only when the flows end).
-    burst: HashMap<(IpAddr, IpAddr), DistinctWindow<(u8, u16)>>,
+    burst: KeyMap<(IpAddr, IpAddr), DistinctWindow<(u8, u16)>>,
     burst_ns: u64,
 }
 
@@ -112,8 +112,8 @@ impl PortScan {
             burst_ns: ns(cfg.burst_window_secs),
             cfg,
             keys: KeyMap::new(),
-            udp: HashMap::new(),
-            burst: HashMap::new(),
+            udp: KeyMap::new(),
+            burst: KeyMap::new(),
         }
     }
 
@@ -126,18 +126,21 @@ impl PortScan {
         ports: Option<(u16, u16)>,
         rejections: u64,
         ts: u64,
-        cx: &Cx,
+        cx: &mut Cx,
     ) -> bool {
-        let key = (src, dst);
-        if !self.udp.contains_key(&key) && self.udp.len() >= cx.common.max_keys.min(1 << 16) {
-            return false;
-        }
         let (w, now) = (self.window_ns, cx.now);
-        let t = self.udp.entry(key).or_insert_with(|| UdpTrail {
-            ports: HashMap::new(),
-            rejections: 0,
-            last_ns: ts,
-        });
+        // Least recently updated trails make room (a spoofed flood cannot pin the table).
+        let t = window::slot(
+            &mut self.udp,
+            (src, dst),
+            cx.common.max_keys.min(1 << 16),
+            || UdpTrail {
+                ports: HashMap::new(),
+                rejections: 0,
+                last_ns: ts,
+            },
+            |_| cx.stats.evicted_keys += 1,
+        );
         if let Some((sport, dport)) = ports
             && (t.ports.len() < 16 || t.ports.contains_key(&sport))
         {
@@ -153,15 +156,14 @@ impl PortScan {
 
     /// Counts a new flow for the burst tier; true when it raised (or fed) the alert.
     fn burst_tier(&mut self, s: &FlowStartRecord, cx: &mut Cx) -> bool {
-        let key = (s.src_ip, s.dst_ip);
-        if !self.burst.contains_key(&key) && self.burst.len() >= cx.common.max_keys {
-            return false;
-        }
         let (w, now, need) = (self.burst_ns, cx.now, self.cfg.burst_ports);
-        let win = self
-            .burst
-            .entry(key)
-            .or_insert_with(|| DistinctWindow::new(w, need.min(1 << 16) as usize + 1));
+        let win = window::slot(
+            &mut self.burst,
+            (s.src_ip, s.dst_ip),
+            cx.common.max_keys,
+            || DistinctWindow::new(w, need.min(1 << 16) as usize + 1),
+            |_| cx.stats.evicted_keys += 1,
+        );
         win.insert((s.proto, s.dst_port), s.ts_ns, now);
         if win.len(now) < need
             || matches!(
