@@ -24,6 +24,10 @@ pub struct FlowTimeouts {
     /// A running flow is reported (an interim update) each time it has this many packets more
     /// than at its last report, at most once per sweep; 0 turns interim updates off.
     pub interim_packets: u64,
+    /// Replay only: the most flows the flow table holds (the kernel map's own bound is fixed
+    /// at 65 536). When it is full, the longest-idle sixteenth is exported
+    /// ([`EndReason::Evicted`]).
+    pub max_flows: usize,
 }
 
 impl Default for FlowTimeouts {
@@ -41,6 +45,7 @@ pub struct FlowsConfig {
     pub closed_linger_s: u64,
     pub embryonic_timeout_s: u64,
     pub interim_packets: u64,
+    pub max_flows: u64,
 }
 
 impl Default for FlowsConfig {
@@ -53,13 +58,15 @@ impl FlowsConfig {
     /// The defaults, written once: idle 60 s (Suricata's TCP new/closed timeout), active
     /// 1800 s (nfstream), closing linger 2 s, embryonic 2 s, an interim update every 1000
     /// packets (a flow at 1000 packets/s or more is reported every sweep, a slower one less
-    /// often, an ordinary one never).
+    /// often, an ordinary one never), at most 1 048 576 flows in the replay's table (16 times
+    /// the kernel map; some 300 MiB of flow state).
     pub const DEFAULT: Self = Self {
         idle_timeout_s: 60,
         active_timeout_s: 1800,
         closed_linger_s: 2,
         embryonic_timeout_s: 2,
         interim_packets: 1000,
+        max_flows: 1 << 20,
     };
 
     pub fn timeouts(&self) -> FlowTimeouts {
@@ -69,6 +76,7 @@ impl FlowsConfig {
             closed_linger: Duration::from_secs(self.closed_linger_s),
             embryonic: Duration::from_secs(self.embryonic_timeout_s),
             interim_packets: self.interim_packets,
+            max_flows: usize::try_from(self.max_flows).unwrap_or(usize::MAX).max(1),
         }
     }
 }
@@ -90,6 +98,9 @@ pub enum EndReason {
     /// Nothing but a first SYN (or a single UDP datagram) and no answer for the embryonic
     /// timeout: a failed connection attempt or a probe.
     Unanswered,
+    /// Replay: the flow table was full (`[flows] max_flows`) and this flow was among the
+    /// longest idle.
+    Evicted,
 }
 
 /// A flow that never got past its first step: only pure SYNs (either direction), or a single

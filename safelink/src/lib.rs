@@ -9,6 +9,7 @@ pub mod alert;
 pub mod ann;
 pub mod api;
 pub mod capture;
+pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod detect;

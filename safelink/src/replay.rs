@@ -1,6 +1,14 @@
 //! Offline replay: reads pcap and pcapng files (pcap-file crate) and runs every frame through
 //! the same parser and feature code as the XDP program ([`crate::table::FlowTable`]), ending
 //! flows with the same expiry policy as the live sweeper, on the capture's clock.
+//!
+//! The capture's clock is a [`RecordClock`] over frame timestamps: a frame stamped far from
+//! the frames around it (ahead or behind by more than [`crate::clock::PLAUSIBLE_STEP_NS`]) is
+//! held back until the next frame decides it; a lone outlier is replayed at the current time
+//! (so one `u32::MAX`-second frame cannot end every flow and empty every window), a jump the
+//! next frame confirms (a capture gap, a clock step) is followed. The flow table is bounded by
+//! [`FlowTimeouts::max_flows`]: when full, the longest-idle sixteenth of the flows is exported
+//! as [`EndReason::Evicted`] records, so no packet goes uncounted.
 use std::{fs::File, path::Path, time::Duration};
 
 use memmap2::Mmap;
@@ -19,6 +27,7 @@ use safelink_common::parse::CapturedFrame;
 use thiserror::Error;
 
 use crate::{
+    clock::{ClockStats, Follow, RecordClock},
     config::FlowTimeouts,
     expiry::{EndReason, Interim, expired},
     record::{FlowRecord, Record},
@@ -48,6 +57,10 @@ pub struct ReplaySummary {
     pub flows: u64,
     pub arp: u64,
     pub counters: Counters,
+    /// Flow records ended because the table was full ([`EndReason::Evicted`]).
+    pub evicted: u64,
+    /// Frame timestamps that were lone outliers, and confirmed far jumps.
+    pub clock: ClockStats,
     /// Set when the file ended in the middle of a record: frames before it were processed.
     pub truncated: Option<String>,
 }
@@ -102,6 +115,9 @@ struct Replayer<'a, F: FnMut(Record), P: FnMut(u64, u64)> {
     next_sweep: u64,
     interim: Interim,
     summary: ReplaySummary,
+    clock: RecordClock,
+    /// A frame whose far timestamp waits for the next frame's (its bytes and wire length).
+    held: Option<(Vec<u8>, u32)>,
 }
 
 impl<'a, F: FnMut(Record), P: FnMut(u64, u64)> Replayer<'a, F, P> {
@@ -115,6 +131,8 @@ impl<'a, F: FnMut(Record), P: FnMut(u64, u64)> Replayer<'a, F, P> {
             next_sweep: 0,
             interim: Interim::default(),
             summary: ReplaySummary::default(),
+            clock: RecordClock::new(Follow::Both),
+            held: None,
         }
     }
 
@@ -124,11 +142,38 @@ impl<'a, F: FnMut(Record), P: FnMut(u64, u64)> Replayer<'a, F, P> {
         }
     }
 
+    /// One frame as read: through the clock, then replayed (or held; see the module doc).
     fn frame(&mut self, data: &[u8], wire_len: u32, ts_ns: u64) {
         self.summary.frames += 1;
+        let steps = self.clock.stats().steps;
+        let seen = self.clock.observe(ts_ns);
+        if self.clock.stats().steps != steps {
+            // Time jumped (possibly backward): sweep at the next frame.
+            self.next_sweep = 0;
+        }
+        if let Some(t) = seen.released {
+            self.release(t);
+        }
+        match seen.ts {
+            Some(t) => self.replay(data, wire_len, t),
+            None => self.held = Some((data.to_vec(), wire_len)),
+        }
+    }
+
+    /// Replays the held frame at `ts_ns` (its own time, or the clock's for an outlier).
+    fn release(&mut self, ts_ns: u64) {
+        if let Some((data, wire_len)) = self.held.take() {
+            self.replay(&data, wire_len, ts_ns);
+        }
+    }
+
+    fn replay(&mut self, data: &[u8], wire_len: u32, ts_ns: u64) {
         if ts_ns >= self.next_sweep {
             self.sweep(ts_ns);
-            self.next_sweep = ts_ns + SWEEP_EVERY.as_nanos() as u64;
+            self.next_sweep = ts_ns.saturating_add(SWEEP_EVERY.as_nanos() as u64);
+        }
+        if self.table.len() >= self.timeouts.max_flows {
+            self.evict();
         }
         let frame = CapturedFrame {
             data,
@@ -174,7 +219,39 @@ impl<'a, F: FnMut(Record), P: FnMut(u64, u64)> Replayer<'a, F, P> {
         }
     }
 
+    /// The table is full: exports the longest-idle sixteenth of its flows (at least one; by
+    /// last packet time, then key), oldest first. O(flows) once per `max_flows / 16` new
+    /// flows: amortised O(1) per flow.
+    fn evict(&mut self) {
+        let n = (self.timeouts.max_flows / 16).max(1).min(self.table.len());
+        let mut by_idle: Vec<(u64, safelink_common::FlowKey)> =
+            self.table.iter().map(|(k, s)| (s.last_ns, *k)).collect();
+        if n < by_idle.len() {
+            by_idle.select_nth_unstable(n - 1);
+            by_idle.truncate(n);
+        }
+        let mut out: Vec<_> = by_idle
+            .into_iter()
+            .filter_map(|(_, k)| self.table.remove(&k).map(|s| (k, s)))
+            .collect();
+        out.sort_by_key(|(k, s)| (s.first_ns, *k));
+        tracing::debug!(
+            flows = out.len(),
+            max = self.timeouts.max_flows,
+            "flow table full"
+        );
+        for (k, s) in out {
+            self.summary.flows += 1;
+            self.summary.evicted += 1;
+            (self.emit)(Record::Flow(FlowRecord::new(&k, &s, 0, EndReason::Evicted)));
+        }
+    }
+
     fn finish(mut self) -> ReplaySummary {
+        if let Some(t) = self.clock.finish() {
+            self.release(t);
+        }
+        self.summary.clock = self.clock.stats();
         let mut rest = self.table.drain();
         rest.sort_by_key(|(k, s)| (s.first_ns, *k));
         for (k, s) in rest {
@@ -206,8 +283,9 @@ impl<'a, F: FnMut(Record), P: FnMut(u64, u64)> Replayer<'a, F, P> {
                 Ok((r, p)) => {
                     rest = r;
                     let frac = u64::from(p.ts_frac);
-                    let ts = u64::from(p.ts_sec) * 1_000_000_000
-                        + if nanos { frac } else { frac * 1_000 };
+                    let ts = u64::from(p.ts_sec)
+                        .saturating_mul(1_000_000_000)
+                        .saturating_add(if nanos { frac } else { frac * 1_000 });
                     let wire = p.orig_len.max(p.incl_len);
                     self.frame(&p.data, wire, ts);
                     self.tick(rest.len());
@@ -291,7 +369,10 @@ impl<'a, F: FnMut(Record), P: FnMut(u64, u64)> Replayer<'a, F, P> {
                     let ts = match per_sec {
                         1_000_000 => raw_ts.saturating_mul(1_000),
                         1_000_000_000 => raw_ts,
-                        _ => (u128::from(raw_ts) * 1_000_000_000 / u128::from(per_sec)) as u64,
+                        _ => {
+                            u64::try_from(u128::from(raw_ts) * 1_000_000_000 / u128::from(per_sec))
+                                .unwrap_or(u64::MAX)
+                        }
                     };
                     self.frame(frame, orig, ts);
                     self.tick(rest.len());

@@ -42,6 +42,7 @@ pub const STORE_RECOVERIES: &str = "safelink_store_recoveries_total";
 pub const STORE_PRUNED: &str = "safelink_store_pruned_total";
 pub const ALERTS_DROPPED: &str = "safelink_alerts_dropped_total";
 pub const ALERTS_QUEUED: &str = "safelink_alerts_queued";
+pub const CLOCK_ANOMALIES: &str = "safelink_clock_anomalies_total";
 /// Reserved: emitted by the continuous learner, label `outcome` (deployed, rejected, failed).
 pub const LEARNING_CYCLES: &str = "safelink_learning_cycles_total";
 /// Reserved: the model version serving now (gauge), set by the learner / rollback.
@@ -181,6 +182,10 @@ fn describe() {
         ALERTS_QUEUED,
         "Alert writes waiting in the sink's retry queue for the store to recover."
     );
+    describe_counter!(
+        CLOCK_ANOMALIES,
+        "Implausible time seen by the rule engine, by kind: outlier (a lone far jump, ignored), step (a confirmed far jump, followed), tick_jump (the tick clock jumped; followed by one tick)."
+    );
     describe_counter!(LEARNING_CYCLES, "Continuous-learning cycles by outcome.");
     describe_gauge!(MODEL_VERSION, "Version of the ANN model serving now.");
     describe_counter!(RETENTION_DELETED, "Records deleted by retention, by tree.");
@@ -274,6 +279,13 @@ pub fn record_store_pruned(n: u64) {
 
 pub fn record_alerts_dropped(n: u64) {
     counter!(ALERTS_DROPPED).increment(n);
+}
+
+/// The rule engine's clock counters (label `kind`: `outlier`, `step`, `tick_jump`).
+pub fn record_clock(s: &crate::detect::dfa::EngineStats) {
+    counter!(CLOCK_ANOMALIES, "kind" => "outlier").absolute(s.clock_outliers);
+    counter!(CLOCK_ANOMALIES, "kind" => "step").absolute(s.clock_steps);
+    counter!(CLOCK_ANOMALIES, "kind" => "tick_jump").absolute(s.tick_jumps);
 }
 
 pub fn record_alerts_queued(n: u64) {

@@ -272,6 +272,7 @@ pub fn analyze(a: AnalyzeArgs) -> anyhow::Result<ExitCode> {
             }
         });
         let report = pipeline.finish();
+        let report_dfa = report.dfa.clone();
         if let Some(e) = write_err {
             if e.kind() == std::io::ErrorKind::BrokenPipe {
                 return Ok(ExitCode::SUCCESS);
@@ -320,6 +321,13 @@ pub fn analyze(a: AnalyzeArgs) -> anyhow::Result<ExitCode> {
                         .collect();
                     obj.insert("file".into(), path.display().to_string().into());
                     obj.insert("flow_records".into(), s.flows.into());
+                    obj.insert("flows_evicted".into(), s.evicted.into());
+                    obj.insert("clock_outliers".into(), s.clock.outliers.into());
+                    obj.insert("clock_steps".into(), s.clock.steps.into());
+                    if let Some(d) = &report_dfa {
+                        obj.insert("engine_clock_outliers".into(), d.clock_outliers.into());
+                        obj.insert("engine_clock_steps".into(), d.clock_steps.into());
+                    }
                     eprintln!("{}", serde_json::Value::Object(obj));
                 }
             }

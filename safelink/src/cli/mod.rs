@@ -94,6 +94,9 @@ pub struct TimeoutArgs {
     #[arg(long, value_name = "PACKETS", env = "SAFELINK_INTERIM_PACKETS",
           help = flows_help("Report a running flow to the detectors each time it has this many more packets (at most once per sweep; 0: only when it ends)", FlowsConfig::DEFAULT.interim_packets))]
     interim_packets: Option<u64>,
+    #[arg(long, value_name = "FLOWS", env = "SAFELINK_MAX_FLOWS",
+          help = flows_help("Replay: the most flows held at once; when full, the longest-idle sixteenth ends as evicted (the kernel map holds 65536)", FlowsConfig::DEFAULT.max_flows))]
+    max_flows: Option<u64>,
 }
 
 fn flows_help(what: &str, default: u64) -> String {
@@ -113,6 +116,7 @@ impl TimeoutArgs {
         set(self.closed_linger, &mut flows.closed_linger_s);
         set(self.embryonic_timeout, &mut flows.embryonic_timeout_s);
         set(self.interim_packets, &mut flows.interim_packets);
+        set(self.max_flows, &mut flows.max_flows);
     }
 }
 

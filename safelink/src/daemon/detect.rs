@@ -3,6 +3,11 @@
 //! waiting ANN batch after `[ann] batch_wait_ms`, and ticks the pipeline once a second with
 //! the [`Clock`]. The pipeline's work (automata, tract, sink hand-off) never runs on the async
 //! runtime, so it cannot starve the ring reader or the API.
+//!
+//! The daemon ticks with [`SensorClock`], the records' own clock (`CLOCK_MONOTONIC` plus the
+//! offset fixed at start), so a wall-clock step (NTP at boot, a VM resumed) cannot put the
+//! ticks hours away from the records; the engine follows ticks by at most one tick's worth
+//! anyway (see [`crate::clock`]).
 use std::{
     io::Write as _,
     thread::JoinHandle,
@@ -22,12 +27,32 @@ pub trait Clock: Send + 'static {
     fn now_ns(&self) -> u64;
 }
 
-/// The wall clock (`CLOCK_REALTIME`).
+/// The wall clock (`CLOCK_REALTIME`). Not the daemon's: it steps when the system time is set.
 pub struct WallClock;
 
 impl Clock for WallClock {
     fn now_ns(&self) -> u64 {
         crate::capture::realtime_ns()
+    }
+}
+
+/// The clock of the live records: `CLOCK_MONOTONIC` (that of `bpf_ktime_get_ns`) converted
+/// with the same fixed offset as the ring-buffer events and swept flows.
+pub struct SensorClock {
+    epoch_offset_ns: i64,
+}
+
+impl SensorClock {
+    /// With the offset the capture converts timestamps with ([`crate::capture::epoch_offset_ns`]
+    /// taken once at start).
+    pub fn new(epoch_offset_ns: i64) -> Self {
+        Self { epoch_offset_ns }
+    }
+}
+
+impl Clock for SensorClock {
+    fn now_ns(&self) -> u64 {
+        crate::capture::to_epoch_ns(crate::capture::monotonic_ns(), self.epoch_offset_ns)
     }
 }
 
@@ -95,6 +120,9 @@ fn drive(
         }
         if now >= next_tick {
             p.tick(clock.now_ns());
+            if let Some(s) = p.dfa_stats() {
+                crate::telemetry::record_clock(s);
+            }
             next_tick = now + opts.tick;
         }
     }

@@ -47,7 +47,7 @@ use crate::{
     store::Store,
     telemetry,
 };
-use detect::{DriveOptions, WallClock};
+use detect::{DriveOptions, SensorClock};
 use sensor::{Control, Live, Sensor};
 
 /// Options that are not part of the configuration file.
@@ -116,11 +116,14 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
         stop_rx.clone(),
     );
     // Records flow one way: capture → channel → detection thread → sink and collector.
+    // One monotonic → Unix offset for the events, the swept flows and the ticks: a later
+    // wall-clock step moves none of them apart.
+    let epoch = epoch_offset_ns();
     let (tx, rx) = mpsc::channel::<Record>(8192);
     let detector = detect::spawn(
         pipeline,
         rx,
-        WallClock,
+        SensorClock::new(epoch),
         DriveOptions {
             print_records: opts.print_records.then(|| privacy.clone()),
             batch_wait: Duration::from_millis(cfg.ann.detector.batch_wait_ms),
@@ -134,9 +137,8 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
         mode: _,
     } = capture;
     let counts = Arc::new(EventCounts::default());
-    let epoch = epoch_offset_ns();
     let mut reader = tokio::spawn(events::run(ring, epoch, counts.clone(), tx.clone()));
-    let sweeper = spawn_sweeper(&cfg, maps, sensor.clone(), counts.clone(), tx);
+    let sweeper = spawn_sweeper(&cfg, maps, sensor.clone(), counts.clone(), epoch, tx);
     let retention = tokio::spawn(crate::privacy::run_periodic(
         store.clone(),
         privacy.ages(),
@@ -370,12 +372,12 @@ fn spawn_sweeper(
     mut maps: SensorMaps,
     sensor: Arc<Sensor>,
     counts: Arc<EventCounts>,
+    epoch: i64,
     tx: mpsc::Sender<Record>,
 ) -> JoinHandle<()> {
     let timeouts = cfg.flows.timeouts();
     let every = Duration::from_secs(cfg.sensor.sweep_interval_s.max(1));
     let status_every = Duration::from_secs(cfg.sensor.status_interval_s);
-    let epoch = epoch_offset_ns();
     tokio::spawn(async move {
         let mut stats = SweepStats::default();
         let mut interim = crate::expiry::Interim::default();

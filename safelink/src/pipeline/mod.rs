@@ -187,6 +187,11 @@ impl Pipeline {
     }
 
     /// Flows waiting for the ANN's next batch.
+    /// The rule engine's counters so far (`None` without the rule stage).
+    pub fn dfa_stats(&self) -> Option<&EngineStats> {
+        self.dfa.as_ref().map(Engine::stats)
+    }
+
     pub fn ann_pending(&self) -> usize {
         self.ann.as_ref().map_or(0, AnnDetector::pending)
     }

@@ -7,7 +7,10 @@
 //! [`DfaConfig::update_interval_secs`] while the incident grows, and a final `Updated` when it
 //! closes (when it changed since the last report). Every automaton goes through the same [`automaton::Phase`]s (idle → suspicious →
 //! alerting → cool-down). Time is the records' own timestamps: flow records arrive when flows
-//! end, after records of later packets, and every window accepts such late evidence.
+//! end, after records of later packets, and every window accepts such late evidence. The
+//! clock is a [`crate::clock::RecordClock`]: a lone far-future timestamp does not move it (it
+//! would empty every window), a far jump the next record confirms does; ticks move it by at
+//! most one tick's worth ([`EngineStats::clock_outliers`], `clock_steps`, `tick_jumps`).
 //!
 //! Families (one module each): [`port_scan`], [`host_sweep`], [`arp_scan`], [`arp_spoof`],
 //! [`ssh_brute_force`], [`login_brute_force`], [`syn_flood`], [`udp_flood`], [`icmp_flood`],
@@ -44,6 +47,7 @@ pub use family::{FAMILIES, Family};
 
 use crate::{
     alert::{Alert, AlertBook, AlertEvent, Timestamp},
+    clock::{Follow, RecordClock, Ticks},
     record::{ArpRecord, FlowRecord, FlowStartRecord, Record},
 };
 use automaton::{Incident, Step};
@@ -68,6 +72,13 @@ pub struct EngineStats {
     /// Keys forgotten (least recently updated first) to make room for new ones when an
     /// automaton already tracked `max_keys` keys.
     pub evicted_keys: u64,
+    /// Far jumps of record time that no later record confirmed (the clock did not follow).
+    pub clock_outliers: u64,
+    /// Far jumps of record time that the next record confirmed (a capture gap or a clock
+    /// step; the clock followed).
+    pub clock_steps: u64,
+    /// Ticks whose source jumped far (the clock followed by one tick's worth).
+    pub tick_jumps: u64,
 }
 
 /// Settings every automaton shares.
@@ -198,7 +209,10 @@ pub(crate) trait Detector: Any + Send {
 
 /// All automata, driven record by record.
 pub struct Engine {
-    now: u64,
+    clock: RecordClock,
+    ticks: Ticks,
+    /// A record far ahead of the clock, waiting for the next one.
+    held: Option<Record>,
     next_tick: u64,
     common: Common,
     book: AlertBook,
@@ -220,7 +234,9 @@ impl Engine {
     pub fn with_families(cfg: DfaConfig, families: &[&Family]) -> Result<Self, DetectError> {
         cfg.validate()?;
         Ok(Self {
-            now: 0,
+            clock: RecordClock::new(Follow::Forward),
+            ticks: Ticks::default(),
+            held: None,
             next_tick: 0,
             common: Common {
                 cooldown_ns: ns(cfg.cooldown_secs),
@@ -241,13 +257,21 @@ impl Engine {
             .find_map(|d| (d.as_ref() as &dyn Any).downcast_ref::<T>())
     }
 
-    /// Engine clock: the newest record timestamp seen (ns since the Unix epoch).
+    /// Engine clock (ns since the Unix epoch): the newest record timestamp seen, except far
+    /// jumps no later record confirmed, moved on by ticks (see [`crate::clock`]).
     pub fn now(&self) -> u64 {
-        self.now
+        self.clock.now()
     }
 
     pub fn stats(&self) -> &EngineStats {
         &self.stats
+    }
+
+    fn sync_clock_stats(&mut self) {
+        let c = self.clock.stats();
+        self.stats.clock_outliers = c.outliers;
+        self.stats.clock_steps = c.steps;
+        self.stats.tick_jumps = c.tick_jumps;
     }
 
     /// Alerts currently open (alerting or cooling down).
@@ -262,20 +286,38 @@ impl Engine {
         out
     }
 
-    /// Like [`Self::observe`], appending to `out` (no allocation when nothing happens).
+    /// Like [`Self::observe`], appending to `out` (no allocation when nothing happens). A
+    /// record far ahead of the clock waits for the next record to tell a lone outlier (then
+    /// it is taken at the current time) from a jump of record time (then the clock follows
+    /// first); [`Self::finish`] takes one still waiting.
     pub fn observe_into(&mut self, r: &Record, out: &mut Vec<AlertEvent>) {
         let ts = match r {
             Record::FlowStart(s) => s.ts_ns,
             Record::Flow(f) | Record::FlowUpdate(f) => f.last_ns,
             Record::Arp(a) => a.ts_ns,
         };
-        self.advance(ts);
+        let seen = self.clock.observe(ts);
+        if seen.released.is_some()
+            && let Some(h) = self.held.take()
+        {
+            self.process(&h, out);
+        }
+        if seen.ts.is_some() {
+            self.process(r, out);
+        } else {
+            self.sync_clock_stats();
+            self.held = Some(r.clone());
+        }
+    }
+
+    fn process(&mut self, r: &Record, out: &mut Vec<AlertEvent>) {
+        self.advance();
         self.stats.records += 1;
         if let Record::FlowStart(s) = r {
             self.macs.note(s.src_ip, &s.src_mac);
         }
         let mut cx = Cx {
-            now: self.now,
+            now: self.clock.now(),
             book: &mut self.book,
             macs: &self.macs,
             common: &self.common,
@@ -311,27 +353,30 @@ impl Engine {
     }
 
     /// Moves the clock (for a live sensor with no traffic: call it once a second with the
-    /// current time so quiet incidents cool down and close). Returns the events it caused.
+    /// records' clock so quiet incidents cool down and close). The clock follows the
+    /// increments of `now_ns` between ticks, at most [`crate::clock::MAX_TICK_STEP_NS`] per
+    /// tick: a step of the tick source cannot jump the engine past its records. Returns the
+    /// events it caused.
     pub fn tick(&mut self, now_ns: u64) -> Vec<AlertEvent> {
-        self.advance(now_ns);
+        self.ticks.tick(now_ns, &mut self.clock);
+        self.advance();
         let mut out = Vec::new();
         self.book.drain_into(&mut out);
         out
     }
 
-    fn advance(&mut self, ts: u64) {
-        if ts > self.now {
-            self.now = ts;
-        }
-        if self.now >= self.next_tick {
+    fn advance(&mut self) {
+        self.sync_clock_stats();
+        let now = self.clock.now();
+        if now >= self.next_tick {
             self.housekeeping(false);
-            self.next_tick = self.now.saturating_add(TICK_NS);
+            self.next_tick = now.saturating_add(TICK_NS);
         }
     }
 
     fn housekeeping(&mut self, force: bool) {
         let mut cx = Cx {
-            now: self.now,
+            now: self.clock.now(),
             book: &mut self.book,
             macs: &self.macs,
             common: &self.common,
@@ -340,14 +385,20 @@ impl Engine {
         for d in &mut self.detectors {
             d.tick(&mut cx);
         }
-        self.book.flush(self.now, force);
+        self.book.flush(self.clock.now(), force);
     }
 
     /// End of input: reports the final state of every alert that changed since its last
     /// report. Open alerts stay open (a live engine may go on after a flush).
     pub fn finish(&mut self) -> Vec<AlertEvent> {
-        self.housekeeping(true);
         let mut out = Vec::new();
+        if self.clock.finish().is_some()
+            && let Some(h) = self.held.take()
+        {
+            self.process(&h, &mut out);
+        }
+        self.sync_clock_stats();
+        self.housekeeping(true);
         self.book.drain_into(&mut out);
         out
     }
@@ -411,5 +462,80 @@ mod tests {
         assert_eq!(news[0].count, 15);
         let last = events.last().unwrap().alert();
         assert_eq!((last.id, last.count), (1, 40));
+    }
+
+    /// 20 failed connections to 20 ports, 10 ms apart from `t0`.
+    fn scan(t0: u64, ports: std::ops::RangeInclusive<u16>) -> Vec<Record> {
+        ports
+            .map(|p| {
+                Record::Flow(failed_syn(
+                    "10.0.0.1",
+                    "10.0.0.2",
+                    p,
+                    t0 + u64::from(p) * 10 * MS,
+                ))
+            })
+            .collect()
+    }
+
+    fn port_scans(events: &[AlertEvent]) -> Vec<(u64, u64)> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                AlertEvent::New(a) if a.kind == AlertKind::PORT_SCAN => Some((a.id, a.count)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_far_future_record_or_tick_does_not_blind_the_engine() {
+        // One garbage record in the middle of a 20-port scan: the scan still alerts.
+        let mut e = Engine::new(DfaConfig::default()).unwrap();
+        let mut events = Vec::new();
+        let recs = scan(T0, 1..=20);
+        for (i, r) in recs.iter().enumerate() {
+            if i == 10 {
+                let mut s = start("10.9.9.9", 1, "10.0.0.3", 80, 6, 0);
+                s.ts_ns = u64::MAX;
+                events.extend(e.observe(&Record::FlowStart(s)));
+            }
+            events.extend(e.observe(r));
+        }
+        events.extend(e.finish());
+        assert_eq!(port_scans(&events), vec![(1, 15)]);
+        assert_eq!(e.now(), T0 + 200 * MS);
+        assert_eq!((e.stats().clock_outliers, e.stats().clock_steps), (1, 0));
+
+        // The tick source steps an hour ahead in the middle: the engine moves one tick.
+        let mut e = Engine::new(DfaConfig::default()).unwrap();
+        let mut events = Vec::new();
+        for (i, r) in recs.iter().enumerate() {
+            if i == 5 {
+                events.extend(e.tick(T0 + 50 * MS));
+            }
+            if i == 10 {
+                events.extend(e.tick(T0 + 3600 * S + 50 * MS));
+            }
+            events.extend(e.observe(r));
+        }
+        events.extend(e.finish());
+        assert_eq!(port_scans(&events), vec![(1, 15)]);
+        assert_eq!(e.now(), T0 + S + 50 * MS);
+        assert_eq!(e.stats().tick_jumps, 1);
+
+        // A real gap of hours: the second half is a scan of its own, on its own time.
+        let mut e = Engine::new(DfaConfig::default()).unwrap();
+        let mut events = Vec::new();
+        for r in scan(T0, 1..=10)
+            .iter()
+            .chain(&scan(T0 + 3 * 3600 * S, 11..=30))
+        {
+            events.extend(e.observe(r));
+        }
+        events.extend(e.finish());
+        assert_eq!(port_scans(&events), vec![(1, 15)]);
+        assert_eq!(e.now(), T0 + 3 * 3600 * S + 300 * MS);
+        assert_eq!((e.stats().clock_outliers, e.stats().clock_steps), (0, 1));
     }
 }

@@ -653,6 +653,16 @@ mod tests {
         assert_eq!(updates(&ev, 1), 1);
     }
 
+    /// Quiet time on a live sensor: one tick a second from `from_s` to `to_s` after `T0`
+    /// (ticks move the engine by at most a second each).
+    fn quiet(
+        e: &mut crate::detect::dfa::Engine,
+        from_s: u64,
+        to_s: u64,
+    ) -> Vec<crate::alert::AlertEvent> {
+        (from_s..=to_s).flat_map(|s| e.tick(T0 + s * S)).collect()
+    }
+
     #[test]
     fn cool_down_then_new_incident() {
         let cfg = DfaConfig {
@@ -668,7 +678,7 @@ mod tests {
             e.detector::<PortScan>().unwrap().phase(a, b),
             Phase::Alerting
         );
-        e.tick(T0 + 301 * S);
+        quiet(&mut e, 0, 301);
         assert_eq!(
             e.detector::<PortScan>().unwrap().phase(a, b),
             Phase::CoolDown
@@ -688,14 +698,14 @@ mod tests {
             e.detector::<PortScan>().unwrap().phase(a, b),
             Phase::Alerting
         );
-        let ev = e.tick(T0 + 603 * S);
+        let ev = quiet(&mut e, 302, 603);
         assert_eq!(
             e.detector::<PortScan>().unwrap().phase(a, b),
             Phase::CoolDown
         );
         assert_eq!(ev.len(), 1, "the pending update");
         assert_eq!(ev[0].alert().count, 16);
-        let ev = e.tick(T0 + 664 * S);
+        let ev = quiet(&mut e, 604, 664);
         assert_eq!(e.detector::<PortScan>().unwrap().phase(a, b), Phase::Idle);
         assert!(ev.is_empty(), "nothing changed since the last report");
         // A later scan is a new incident with a new id.
