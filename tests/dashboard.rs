@@ -97,6 +97,7 @@ impl SensorControl for FlagSensor {
             ringbuf_events: 10,
             ringbuf_drops: 0,
             detection_sources: vec![AlertSource::Dfa, AlertSource::Ann],
+            degraded: Vec::new(),
         }
     }
 

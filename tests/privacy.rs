@@ -431,6 +431,7 @@ impl SensorControl for NoSensor {
             ringbuf_events: 0,
             ringbuf_drops: 0,
             detection_sources: vec![AlertSource::Dfa],
+            degraded: Vec::new(),
         }
     }
 

@@ -174,6 +174,7 @@ impl SensorControl for IdleSensor {
             ringbuf_events: 0,
             ringbuf_drops: 0,
             detection_sources: vec![AlertSource::Dfa],
+            degraded: Vec::new(),
         }
     }
 

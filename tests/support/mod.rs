@@ -380,6 +380,7 @@ impl safelink::api::SensorControl for IdleSensor {
                 safelink::alert::AlertSource::Dfa,
                 safelink::alert::AlertSource::Ann,
             ],
+            degraded: Vec::new(),
         }
     }
     fn start(&self) -> safelink::api::ControlFuture<'_> {

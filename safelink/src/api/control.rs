@@ -24,6 +24,8 @@ pub struct SensorStatus {
     pub ringbuf_drops: u64,
     /// Detectors feeding alerts (`dfa`, `ann`).
     pub detection_sources: Vec<AlertSource>,
+    /// Stages of the daemon that stopped on their own (the daemon is shutting down).
+    pub degraded: Vec<crate::daemon::stages::DegradedStage>,
 }
 
 /// Why a start/stop was not done.

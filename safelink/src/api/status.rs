@@ -28,6 +28,9 @@ pub struct StatusBody {
     pub ringbuf_drops: u64,
     /// Store health: `ok` / `degraded` with the last error, dropped and queued alerts, size.
     pub store: StoreHealth,
+    /// `ok`, or `degraded` when a stage of the daemon stopped (listed in `degraded_stages`).
+    pub health: &'static str,
+    pub degraded_stages: Vec<crate::daemon::stages::DegradedStage>,
 }
 
 #[utoipa::path(
@@ -58,6 +61,12 @@ pub async fn status(State(state): State<ApiState>) -> Result<Json<StatusBody>, A
         ringbuf_events: s.ringbuf_events,
         ringbuf_drops: s.ringbuf_drops,
         store: health,
+        health: if s.degraded.is_empty() {
+            "ok"
+        } else {
+            "degraded"
+        },
+        degraded_stages: s.degraded,
     }))
 }
 

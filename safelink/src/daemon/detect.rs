@@ -91,6 +91,9 @@ fn drive(
     opts: DriveOptions,
 ) -> Report {
     let mut next_tick = Instant::now() + opts.tick;
+    // The test hook of `super::stages`: this thread dies a second after start.
+    let fault_at =
+        super::stages::fault_injected("detection").then(|| Instant::now() + Duration::from_secs(1));
     // When the oldest flow now waiting for an ANN batch arrived.
     let mut waiting_since: Option<Instant> = None;
     loop {
@@ -119,6 +122,11 @@ fn drive(
             waiting_since = Some(now);
         }
         if now >= next_tick {
+            if fault_at.is_some_and(|t| now >= t) {
+                panic!("fault injected by {}", super::stages::FAULT_ENV);
+            }
+            // Without its sink, alerts would be lost: end the stage (the daemon then stops).
+            assert!(!p.sink_stopped(), "the alert sink thread stopped");
             p.tick(clock.now_ns());
             if let Some(s) = p.dfa_stats() {
                 crate::telemetry::record_clock(s);

@@ -9,6 +9,7 @@
 //!   metrics.
 pub mod detect;
 pub mod sensor;
+pub mod stages;
 
 use std::{
     io::Write as _,
@@ -25,7 +26,7 @@ use tokio::{
     sync::{mpsc, watch},
     task::JoinHandle,
 };
-use tracing::{info, info_span, warn};
+use tracing::{error, info, info_span, warn};
 
 use crate::{
     alert::AlertSource,
@@ -41,7 +42,7 @@ use crate::{
     },
     config::Config,
     learn::Learner,
-    pipeline::{Pipeline, Stages, eve_log::EveLog},
+    pipeline::{Pipeline, Report, Stages, eve_log::EveLog},
     privacy::Policy,
     record::Record,
     store::Store,
@@ -94,6 +95,9 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
     if pipeline.ann_alerts() {
         sources.push(AlertSource::Ann);
     }
+    // Signal handlers before the program is attached: a SIGTERM from now on is queued and
+    // still detaches it.
+    let mut signals = Signals::install()?;
     let capture = attach_capture(&cfg, &iface, sources)?;
     println!(
         "ATTACHED iface={iface} mode={} pins={} api=http://{}",
@@ -137,30 +141,57 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
         mode: _,
     } = capture;
     let counts = Arc::new(EventCounts::default());
-    let mut reader = tokio::spawn(events::run(ring, epoch, counts.clone(), tx.clone()));
-    let sweeper = spawn_sweeper(&cfg, maps, sensor.clone(), counts.clone(), epoch, tx);
-    let retention = tokio::spawn(crate::privacy::run_periodic(
-        store.clone(),
-        privacy.ages(),
-        Duration::from_secs(privacy.retention_interval_s()),
-        stop_rx,
-    ));
+    let retention_every = Duration::from_secs(privacy.retention_interval_s());
+    let (ages, store2) = (privacy.ages(), store.clone());
+    let mut stages = Running {
+        tasks: vec![
+            stages::spawn(
+                "ring_reader",
+                events::run(ring, epoch, counts.clone(), tx.clone()),
+            ),
+            stages::spawn(
+                "sweeper",
+                sweep_loop(&cfg, maps, sensor.clone(), counts.clone(), epoch, tx),
+            ),
+            stages::spawn("api", async move { Ok(api_task.await??) }),
+            stages::spawn("retention", async move {
+                crate::privacy::run_periodic(store2, ages, retention_every, stop_rx).await;
+                Ok(())
+            }),
+        ],
+        detection: Some(tokio::task::spawn_blocking(move || detector.join())),
+    };
 
     let hup = tokio::spawn(reopen_on_sighup(eve_reopen));
-    wait_for_shutdown(&mut reader).await?;
+    let ended = wait_for_shutdown(&mut signals, &mut stages).await;
     hup.abort();
+    if let Ended::Stage(stage, reason) = &ended {
+        error!(stage, %reason, "a stage of the sensor stopped; shutting down");
+        sensor.stages.failed(stage, reason.clone());
+        // GET /status says so for a moment before the API goes too.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
 
-    sensor.detach()?;
+    // A failed detach is reported at the end; the drain below still runs.
+    let detached = sensor.detach();
+    if let Err(e) = &detached {
+        error!(error = %e, "detaching the XDP program failed");
+    }
     // Let the reader drain what is already in the ring, then stop the producers: the
     // detection thread ends when every record sender is gone.
     tokio::time::sleep(Duration::from_millis(100)).await;
-    reader.abort();
-    sweeper.abort();
-    let _ = reader.await;
-    let _ = sweeper.await;
-    let report = tokio::task::spawn_blocking(move || detector.join())
-        .await?
-        .map_err(|_| anyhow::anyhow!("the detection thread panicked"))?;
+    for name in ["ring_reader", "sweeper"] {
+        if let Some(h) = stages.take(name) {
+            h.abort();
+            let _ = h.await;
+        }
+    }
+    let report = match stages.detection.take() {
+        Some(h) => h
+            .await?
+            .map_err(|p| anyhow::anyhow!("the detection thread panicked: {}", panic_text(&p)))?,
+        None => Report::default(),
+    };
     if let Some(stats) = &report.ann {
         info!(?stats, "ANN scoring stopped");
     }
@@ -172,9 +203,12 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
         let _ = tokio::task::spawn_blocking(move || l.shutdown()).await;
     }
     let _ = stop_tx.send(true);
-    let _ = retention.await;
-    if let Ok(Err(e)) = api_task.await {
-        warn!(error = %e, "API server error");
+    for name in ["retention", "api"] {
+        if let Some(h) = stages.take(name)
+            && let Ok(Err(e)) = h.await
+        {
+            warn!(stage = name, error = %e, "stage error at shutdown");
+        }
     }
     info!(
         alerts_new = report.stored.0,
@@ -184,6 +218,10 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
         pins = %cfg.sensor.pin_dir.display(),
         "stopped; maps stay pinned for the next run"
     );
+    if let Ended::Stage(stage, reason) = ended {
+        anyhow::bail!("the {stage} stage stopped: {reason}");
+    }
+    detached.context("detaching the XDP program")?;
     Ok(())
 }
 
@@ -367,18 +405,18 @@ fn serve_api(
 /// The sweeper: every `[sensor] sweep_interval_s` exports finished flows from the kernel map,
 /// copies the kernel counters into the metrics and the status snapshot, and logs a status
 /// line every `status_interval_s`.
-fn spawn_sweeper(
+fn sweep_loop(
     cfg: &Config,
     mut maps: SensorMaps,
     sensor: Arc<Sensor>,
     counts: Arc<EventCounts>,
     epoch: i64,
     tx: mpsc::Sender<Record>,
-) -> JoinHandle<()> {
+) -> impl std::future::Future<Output = anyhow::Result<()>> + Send + 'static {
     let timeouts = cfg.flows.timeouts();
     let every = Duration::from_secs(cfg.sensor.sweep_interval_s.max(1));
     let status_every = Duration::from_secs(cfg.sensor.status_interval_s);
-    tokio::spawn(async move {
+    async move {
         let mut stats = SweepStats::default();
         let mut interim = crate::expiry::Interim::default();
         let mut tick = tokio::time::interval(every);
@@ -400,10 +438,8 @@ fn spawn_sweeper(
                 (maps, interim, stats, r, t0.elapsed())
             })
             .await;
-            let Ok((m, i, st, result, took)) = swept else {
-                warn!("the sweeper's blocking task failed; sweeper stopped");
-                return;
-            };
+            let (m, i, st, result, took) =
+                swept.map_err(|e| anyhow::anyhow!("the blocking sweep failed: {e}"))?;
             (maps, interim, stats) = (m, i, st);
             telemetry::record_sweep(took);
             let records = match result {
@@ -415,7 +451,7 @@ fn spawn_sweeper(
             };
             for r in records {
                 if tx.send(r).await.is_err() {
-                    return;
+                    anyhow::bail!("the detection stage no longer takes records");
                 }
             }
             let Ok(c) = maps.counters() else { continue };
@@ -456,7 +492,7 @@ fn spawn_sweeper(
                 );
             }
         }
-    })
+    }
 }
 
 /// SIGHUP reopens the EVE log (logrotate); without one it is logged and ignored, never fatal.
@@ -474,14 +510,86 @@ async fn reopen_on_sighup(flag: Option<Arc<std::sync::atomic::AtomicBool>>) -> a
     Ok(())
 }
 
-/// Until SIGTERM or SIGINT (or the ring-buffer reader stopping, which is an error).
-async fn wait_for_shutdown(reader: &mut JoinHandle<anyhow::Result<()>>) -> anyhow::Result<()> {
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => info!("SIGTERM"),
-        _ = int.recv() => info!("SIGINT"),
-        r = reader => warn!(result = ?r, "ring-buffer reader stopped"),
+/// SIGTERM and SIGINT, installed before the program is attached.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Self> {
+        Ok(Self {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
     }
-    Ok(())
+}
+
+/// The running stages: async tasks by name, and the detection thread.
+struct Running {
+    tasks: Vec<(&'static str, JoinHandle<anyhow::Result<()>>)>,
+    detection: Option<JoinHandle<std::thread::Result<Report>>>,
+}
+
+impl Running {
+    /// The task of `name`, unless it already ended.
+    fn take(&mut self, name: &str) -> Option<JoinHandle<anyhow::Result<()>>> {
+        let i = self.tasks.iter().position(|(n, _)| *n == name)?;
+        Some(self.tasks.remove(i).1)
+    }
+}
+
+/// Why the daemon stops.
+enum Ended {
+    Signal,
+    /// A stage stopped on its own: a failure.
+    Stage(&'static str, String),
+}
+
+fn panic_text(p: &Box<dyn std::any::Any + Send>) -> String {
+    p.downcast_ref::<String>()
+        .cloned()
+        .or_else(|| p.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+        .unwrap_or_else(|| "panic".into())
+}
+
+/// Until SIGTERM or SIGINT, or until any stage stops on its own.
+async fn wait_for_shutdown(sig: &mut Signals, stages: &mut Running) -> Ended {
+    let tasks = &mut stages.tasks;
+    let any_task = std::future::poll_fn(|cx| {
+        for (i, (_, h)) in tasks.iter_mut().enumerate() {
+            if let std::task::Poll::Ready(r) = std::pin::Pin::new(h).poll(cx) {
+                return std::task::Poll::Ready((i, r));
+            }
+        }
+        std::task::Poll::Pending
+    });
+    let detection = async {
+        match stages.detection.as_mut() {
+            Some(h) => h.await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = sig.term.recv() => { info!("SIGTERM"); Ended::Signal }
+        _ = sig.int.recv() => { info!("SIGINT"); Ended::Signal }
+        (i, r) = any_task => {
+            let (name, _) = stages.tasks.remove(i);
+            let reason = match r {
+                Ok(Ok(())) => "ended".to_owned(),
+                Ok(Err(e)) => format!("{e:#}"),
+                Err(e) => format!("{e}"),
+            };
+            Ended::Stage(name, reason)
+        }
+        r = detection => {
+            stages.detection = None;
+            let reason = match r {
+                Ok(Ok(_)) => "ended".to_owned(),
+                Ok(Err(p)) => format!("panicked: {}", panic_text(&p)),
+                Err(e) => format!("{e}"),
+            };
+            Ended::Stage("detection", reason)
+        }
+    }
 }

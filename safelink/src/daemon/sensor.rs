@@ -32,6 +32,8 @@ pub struct Sensor {
     started: Instant,
     pub live: Mutex<Live>,
     sources: Vec<AlertSource>,
+    /// Stages that stopped on their own (shown by `GET /status`).
+    pub stages: super::stages::StageBoard,
 }
 
 impl Sensor {
@@ -51,6 +53,7 @@ impl Sensor {
             started: Instant::now(),
             live: Mutex::new(Live::default()),
             sources,
+            stages: super::stages::StageBoard::default(),
         }
     }
 
@@ -105,6 +108,7 @@ impl SensorControl for Control {
             ringbuf_events: live.ringbuf_events,
             ringbuf_drops: live.ringbuf_drops,
             detection_sources: self.0.sources.clone(),
+            degraded: self.0.stages.degraded(),
         }
     }
 

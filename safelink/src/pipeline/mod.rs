@@ -221,6 +221,11 @@ impl Pipeline {
         }
     }
 
+    /// Whether the alert sink's thread stopped (a failure: alerts would be lost).
+    pub fn sink_stopped(&self) -> bool {
+        self.sink.as_ref().is_some_and(|s| s.stopped())
+    }
+
     /// Hands the events so far to the later stages.
     fn deliver(&mut self) {
         for ev in self.events.drain(..) {

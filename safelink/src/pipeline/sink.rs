@@ -87,7 +87,14 @@ impl SinkThread {
         let (tx, rx) = mpsc::sync_channel(QUEUE);
         let join = std::thread::Builder::new()
             .name("safelink-sink".into())
-            .spawn(move || run_sink_with(store, rx, &privacy, eve, opts))
+            .spawn(move || {
+                if crate::daemon::stages::fault_injected("sink") {
+                    // The test hook: the sink dies a second after start.
+                    std::thread::sleep(std::time::Duration::from_secs(1));
+                    panic!("fault injected by {}", crate::daemon::stages::FAULT_ENV);
+                }
+                run_sink_with(store, rx, &privacy, eve, opts)
+            })
             .expect("spawn the alert sink thread");
         Self { tx, join }
     }
@@ -97,6 +104,11 @@ impl SinkThread {
     pub fn send(&self, ev: AlertEvent) {
         // The sink ends only when this sender is dropped, so this cannot fail.
         let _ = self.tx.send(ev);
+    }
+
+    /// Whether the sink thread has stopped (it only stops by itself when it failed).
+    pub fn stopped(&self) -> bool {
+        self.join.is_finished()
     }
 
     /// Waits for everything queued to be stored; returns (new, updated).

@@ -69,6 +69,8 @@ pub async fn run_periodic(
 ) {
     if interval.is_zero() {
         info!("retention sweeps disabled ([privacy] retention_interval_s = 0)");
+        // A stage that ends early is a failure to the daemon: wait for the stop instead.
+        let _ = stop.wait_for(|s| *s).await;
         return;
     }
     let mut tick = tokio::time::interval(interval);
