@@ -77,6 +77,8 @@ pub struct AnalyzeArgs {
     bench_secs: f64,
     #[command(flatten)]
     timeouts: TimeoutArgs,
+    #[command(flatten)]
+    replay_flows: super::ReplayFlowArgs,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -189,6 +191,7 @@ fn load_config(a: &AnalyzeArgs) -> anyhow::Result<Config> {
         Config::default()
     };
     a.timeouts.apply(&mut cfg.flows);
+    a.replay_flows.apply(&mut cfg.flows);
     if a.ann {
         cfg.ann.enabled = true;
     }

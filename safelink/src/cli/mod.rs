@@ -94,9 +94,23 @@ pub struct TimeoutArgs {
     #[arg(long, value_name = "PACKETS", env = "SAFELINK_INTERIM_PACKETS",
           help = flows_help("Report a running flow to the detectors each time it has this many more packets (at most once per sweep; 0: only when it ends)", FlowsConfig::DEFAULT.interim_packets))]
     interim_packets: Option<u64>,
+}
+
+/// `analyze`'s own `[flows]` flag: the replay flow table's bound (the live sensor's is the
+/// kernel map's).
+#[derive(Debug, Args)]
+pub struct ReplayFlowArgs {
     #[arg(long, value_name = "FLOWS", env = "SAFELINK_MAX_FLOWS",
-          help = flows_help("Replay: the most flows held at once; when full, the longest-idle sixteenth ends as evicted (the kernel map holds 65536)", FlowsConfig::DEFAULT.max_flows))]
+          help = flows_help("The most flows held at once; when full, the longest-idle sixteenth ends as evicted (the kernel map holds 65536)", FlowsConfig::DEFAULT.max_flows))]
     max_flows: Option<u64>,
+}
+
+impl ReplayFlowArgs {
+    pub fn apply(&self, flows: &mut FlowsConfig) {
+        if let Some(n) = self.max_flows {
+            flows.max_flows = n;
+        }
+    }
 }
 
 fn flows_help(what: &str, default: u64) -> String {
@@ -116,7 +130,6 @@ impl TimeoutArgs {
         set(self.closed_linger, &mut flows.closed_linger_s);
         set(self.embryonic_timeout, &mut flows.embryonic_timeout_s);
         set(self.interim_packets, &mut flows.interim_packets);
-        set(self.max_flows, &mut flows.max_flows);
     }
 }
 
@@ -201,6 +214,7 @@ mod tests {
             "active-timeout",
             "closed-linger",
             "embryonic-timeout",
+            "interim-packets",
             "learning",
             "profile",
             "learning-interval",
@@ -232,6 +246,8 @@ mod tests {
                 "active-timeout",
                 "closed-linger",
                 "embryonic-timeout",
+                "interim-packets",
+                "max-flows",
             ]
         );
         // The offline learner: no interface, attach mode, API or flow-expiry flags.
