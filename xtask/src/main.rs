@@ -5,9 +5,10 @@
 //! - `cargo xtask test`             fmt + clippy + every test (kernel tests need root)
 //! - `cargo xtask train-base`       retrain models/base.onnx (reproducible recipe)
 //! - `cargo xtask deb`              the Debian package (target/debian/)
-//! - `cargo xtask bench xdp|replay|detect|ann|learn|smoke`
+//! - `cargo xtask bench xdp|replay|detect|ann|learn|soak|smoke`
 mod bench;
 mod deb;
+mod soak;
 mod target;
 
 use std::{
