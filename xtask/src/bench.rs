@@ -98,6 +98,10 @@ pub enum What {
         /// tcpreplay rate in Mbit/s; 0 = `--topspeed`.
         #[arg(long, default_value_t = 100.0)]
         mbps: f64,
+        /// tcpreplay `--unique-ip`: new addresses every loop, so flows churn (created, expired)
+        /// instead of the same flows running on.
+        #[arg(long)]
+        unique_ip: bool,
         #[arg(long)]
         pcaps: Option<PathBuf>,
     },
@@ -176,9 +180,12 @@ pub fn run_bench(what: What) -> anyhow::Result<()> {
         What::Detect { pcaps, secs } => detect(&pcap_dir(pcaps), secs)?,
         What::Ann { pcaps, secs } => ann(&pcap_dir(pcaps), secs)?,
         What::Learn { pcaps, secs } => learn(&pcap_dir(pcaps), secs)?,
-        What::Soak { secs, mbps, pcaps } => {
-            crate::soak::soak(&captures(&pcap_dir(pcaps))?, secs, mbps)?
-        }
+        What::Soak {
+            secs,
+            mbps,
+            unique_ip,
+            pcaps,
+        } => crate::soak::soak(&captures(&pcap_dir(pcaps))?, secs, mbps, unique_ip)?,
         What::Smoke => return smoke(),
     };
     t.print();
@@ -196,7 +203,7 @@ fn smoke() -> anyhow::Result<()> {
     ];
     if crate::is_root() {
         runs.push(("xdp", xdp(1000)));
-        runs.push(("soak", crate::soak::soak(&captures(&dir)?, 8, 100.0)));
+        runs.push(("soak", crate::soak::soak(&captures(&dir)?, 8, 100.0, false)));
     } else {
         eprintln!(
             "xtask: not root: bench xdp (BPF_PROG_TEST_RUN) and bench soak (namespaces) left out of the smoke run"

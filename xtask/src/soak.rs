@@ -217,7 +217,12 @@ fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
 }
 
-pub fn soak(captures: &[PathBuf], secs: u64, mbps: f64) -> anyhow::Result<Targets> {
+pub fn soak(
+    captures: &[PathBuf],
+    secs: u64,
+    mbps: f64,
+    unique_ip: bool,
+) -> anyhow::Result<Targets> {
     if !crate::is_root() {
         bail!("bench soak needs root (network namespaces, XDP)");
     }
@@ -269,17 +274,25 @@ pub fn soak(captures: &[PathBuf], secs: u64, mbps: f64) -> anyhow::Result<Target
     } else {
         replay.arg("--topspeed");
     }
+    if unique_ip {
+        replay.arg("--unique-ip");
+    }
     replay
         .args(captures)
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     println!(
-        "soak: {} captures replayed in a loop at {} for {secs} s",
+        "soak: {} captures replayed in a loop at {}{} for {secs} s",
         captures.len(),
         if mbps > 0.0 {
             format!("{mbps} Mbit/s")
         } else {
             "top speed".into()
+        },
+        if unique_ip {
+            ", new addresses every loop"
+        } else {
+            ""
         }
     );
     lab.replay = Some(replay.spawn().context("spawning tcpreplay")?);
