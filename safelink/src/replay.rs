@@ -140,7 +140,9 @@ impl<'a, F: FnMut(Record), P: FnMut(u64, u64)> Replayer<'a, F, P> {
         self.summary.frames += 1;
         if ts_ns >= self.next_sweep {
             self.sweep(ts_ns);
-            self.next_sweep = ts_ns + SWEEP_EVERY.as_nanos() as u64;
+            // Saturating: a timestamp near u64::MAX ns (a pcapng EPB says what it likes) must not
+            // wrap to a sweep on every later frame (found by the `capture` fuzz target).
+            self.next_sweep = ts_ns.saturating_add(SWEEP_EVERY.as_nanos() as u64);
         }
         let frame = CapturedFrame {
             data,
