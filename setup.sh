@@ -10,7 +10,8 @@
 # >= rustc's. Bump both together (see ../shared/toolchain-probe/RECIPE.md).
 #
 #   ./setup.sh           build + runtime dependencies
-#   ./setup.sh --test    also the test-suite dependencies (tshark, tcpreplay, attack tools, ...)
+#   ./setup.sh --test    also the test-suite dependencies (tshark, tcpreplay, attack tools,
+#                        cargo-fuzz 0.13.1, ...)
 set -euo pipefail
 
 USER_TOOLCHAIN=1.95.0
@@ -29,7 +30,7 @@ WANT_TEST=0
 for a in "$@"; do
     case "$a" in
         --test) WANT_TEST=1 ;;
-        -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
         *) echo "setup.sh: unknown argument '$a' (try --help)" >&2; exit 2 ;;
     esac
 done
@@ -120,6 +121,18 @@ if have_toolchain "$EBPF_TOOLCHAIN" && have_component "$EBPF_TOOLCHAIN" rust-src
     say "toolchain $EBPF_TOOLCHAIN (+rust-src) present"
 else
     rustup toolchain install "$EBPF_TOOLCHAIN" --profile minimal --component rust-src
+fi
+
+# ---------------------------------------------------------------- cargo-fuzz (--test)
+# `cargo xtask fuzz` (CI: a short run in `cargo xtask test`) builds fuzz/ with the eBPF nightly.
+CARGO_FUZZ_VERSION=0.13.1
+if ((WANT_TEST)); then
+    if cargo fuzz --version 2>/dev/null | grep -q "^cargo-fuzz $CARGO_FUZZ_VERSION\$"; then
+        say "cargo-fuzz $CARGO_FUZZ_VERSION present"
+    else
+        say "cargo install cargo-fuzz@$CARGO_FUZZ_VERSION"
+        cargo +"$USER_TOOLCHAIN" install --locked --force "cargo-fuzz@$CARGO_FUZZ_VERSION"
+    fi
 fi
 
 # ---------------------------------------------------------------- bpf-linker

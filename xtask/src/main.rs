@@ -6,8 +6,10 @@
 //! - `cargo xtask train-base`       retrain models/base.onnx (reproducible recipe)
 //! - `cargo xtask deb`              the Debian package (target/debian/)
 //! - `cargo xtask bench xdp|replay|detect|ann|learn|soak|smoke`
+//! - `cargo xtask fuzz [--target frame|capture] [--runs N] [--secs S]`   cargo-fuzz, nightly
 mod bench;
 mod deb;
+mod fuzz;
 mod soak;
 mod target;
 
@@ -55,6 +57,10 @@ enum Cmd {
     },
     /// Build the Debian package `target/debian/safelink_<version>_amd64.deb` (dpkg-deb).
     Deb,
+    /// Fuzz the shared parser and feature code (`frame`) and the pcap/pcapng reader with the
+    /// whole replay (`capture`) with cargo-fuzz on the pinned nightly, seeded with the shared
+    /// captures; fails on any crash.
+    Fuzz(fuzz::FuzzArgs),
     /// Benchmarks; they print figures, they do not pass or fail on speed.
     Bench {
         #[command(subcommand)]
@@ -156,6 +162,18 @@ fn real_main() -> anyhow::Result<()> {
             if args.is_empty() {
                 // Every benchmark in a tiny configuration: a broken benchmark fails CI.
                 bench::run_bench(bench::What::Smoke)?;
+                if std::env::var("CI").is_ok_and(|v| v == "true") {
+                    // A short fuzz of both targets: a crash fails CI.
+                    fuzz::fuzz(&fuzz::FuzzArgs {
+                        target: None,
+                        runs: None,
+                        secs: Some(fuzz::CI_SECS),
+                    })?;
+                } else {
+                    eprintln!(
+                        "xtask: fuzzing runs in CI only (CI=true); `cargo xtask fuzz` runs it"
+                    );
+                }
             }
             Ok(())
         }
@@ -169,6 +187,7 @@ fn real_main() -> anyhow::Result<()> {
                 .env("RAYON_NUM_THREADS", "1"))
         }
         Cmd::Bench { what } => bench::run_bench(what),
+        Cmd::Fuzz(args) => fuzz::fuzz(&args),
     }
 }
 
