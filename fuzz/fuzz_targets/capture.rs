@@ -19,12 +19,18 @@ use safelink_common::Counter;
 
 fuzz_target!(|data: &[u8]| {
     let (mut starts, mut flows, mut arps) = (0u64, 0u64, 0u64);
-    let res = replay_bytes(data, "fuzz", &FlowTimeouts::default(), |_, _| {}, |r| match r {
-        Record::FlowStart(_) => starts += 1,
-        Record::Flow(_) => flows += 1,
-        Record::FlowUpdate(_) => {}
-        Record::Arp(_) => arps += 1,
-    });
+    let res = replay_bytes(
+        data,
+        "fuzz",
+        &FlowTimeouts::default(),
+        |_, _| {},
+        |r| match r {
+            Record::FlowStart(_) => starts += 1,
+            Record::Flow(_) => flows += 1,
+            Record::FlowUpdate(_) => {}
+            Record::Arp(_) => arps += 1,
+        },
+    );
     match res {
         Ok(s) => {
             let c = &s.counters;

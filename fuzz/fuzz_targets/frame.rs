@@ -82,16 +82,27 @@ fn check_flow(k: &FlowKey, s: &FlowStats) {
             continue;
         }
         assert!(d.l3_min <= d.l3_max, "{k:?}: l3_min > l3_max");
-        assert!(d.first_ns <= d.last_ns, "{k:?}: direction ends before it starts");
+        assert!(
+            d.first_ns <= d.last_ns,
+            "{k:?}: direction ends before it starts"
+        );
         if d.packets >= 2 {
             assert!(d.iat_min_us <= d.iat_max_us, "{k:?}: iat_min > iat_max");
         }
         let f = &d.flags;
-        for n in [f.syn, f.synack, f.fin, f.rst, f.psh, f.urg, f.ack, f.ece, f.cwr] {
-            assert!(u64::from(n) <= d.packets, "{k:?}: flag counted more than packets");
+        for n in [
+            f.syn, f.synack, f.fin, f.rst, f.psh, f.urg, f.ack, f.ece, f.cwr,
+        ] {
+            assert!(
+                u64::from(n) <= d.packets,
+                "{k:?}: flag counted more than packets"
+            );
         }
     }
-    assert!(s.ab.packets + s.ba.packets > 0, "{k:?}: empty flow in the table");
+    assert!(
+        s.ab.packets + s.ba.packets > 0,
+        "{k:?}: empty flow in the table"
+    );
     assert!(s.first_ns <= s.last_ns, "{k:?}: flow ends before it starts");
 }
 
@@ -118,8 +129,18 @@ fuzz_target!(|data: &[u8]| {
             Parsed::Fragment(_) => {
                 assert_eq!(fresh.frag, reused.frag);
                 assert_eq!(
-                    (fresh.meta.src, fresh.meta.dst, fresh.meta.proto, fresh.meta.vlan),
-                    (reused.meta.src, reused.meta.dst, reused.meta.proto, reused.meta.vlan)
+                    (
+                        fresh.meta.src,
+                        fresh.meta.dst,
+                        fresh.meta.proto,
+                        fresh.meta.vlan
+                    ),
+                    (
+                        reused.meta.src,
+                        reused.meta.dst,
+                        reused.meta.proto,
+                        reused.meta.vlan
+                    )
                 );
                 assert_eq!(
                     late_tcp_header(frame, &fresh),
@@ -179,7 +200,9 @@ fuzz_target!(|data: &[u8]| {
         match parsed {
             Parsed::Ip => {
                 let (k, from_a, old) = key_before.expect("IP frame has a key");
-                let now = table.get(&k).expect("an IP frame leaves its flow in the table");
+                let now = table
+                    .get(&k)
+                    .expect("an IP frame leaves its flow in the table");
                 let created = delta(Counter::FlowsCreated);
                 match old {
                     None => {
@@ -223,7 +246,10 @@ fuzz_target!(|data: &[u8]| {
 
     // Every flow: its packets are exactly the IP frames of its key.
     assert_eq!(table.len(), expect.len());
-    assert_eq!(table.counters.get(Counter::FlowsCreated), expect.len() as u64);
+    assert_eq!(
+        table.counters.get(Counter::FlowsCreated),
+        expect.len() as u64
+    );
     let mut total = 0;
     for (k, s) in table.iter() {
         check_flow(k, s);
@@ -242,7 +268,10 @@ fuzz_target!(|data: &[u8]| {
         }
         assert_eq!(m.first_ns, s.first_ns, "{k:?}: merged first_ns");
         assert_eq!(m.last_ns, s.last_ns, "{k:?}: merged last_ns");
-        assert_eq!(m.initiator_is_a, s.initiator_is_a, "{k:?}: merged initiator");
+        assert_eq!(
+            m.initiator_is_a, s.initiator_is_a,
+            "{k:?}: merged initiator"
+        );
         for (md, sd) in [(&m.ab, &s.ab), (&m.ba, &s.ba)] {
             assert_eq!(
                 (md.packets, md.bytes, md.l3_sum, md.l3_sq_sum),
