@@ -11,6 +11,7 @@
 #
 #   ./setup.sh           build + runtime dependencies
 #   ./setup.sh --test    also the test-suite dependencies (tshark, tcpreplay, attack tools, ...)
+#   ./setup.sh --fuzz    also cargo-fuzz 0.13.1 for `cargo xtask fuzz`
 set -euo pipefail
 
 USER_TOOLCHAIN=1.95.0
@@ -26,10 +27,12 @@ if [[ $EUID -ne 0 ]]; then
 fi
 
 WANT_TEST=0
+WANT_FUZZ=0
 for a in "$@"; do
     case "$a" in
         --test) WANT_TEST=1 ;;
-        -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+        --fuzz) WANT_FUZZ=1 ;;
+        -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
         *) echo "setup.sh: unknown argument '$a' (try --help)" >&2; exit 2 ;;
     esac
 done
@@ -120,6 +123,19 @@ if have_toolchain "$EBPF_TOOLCHAIN" && have_component "$EBPF_TOOLCHAIN" rust-src
     say "toolchain $EBPF_TOOLCHAIN (+rust-src) present"
 else
     rustup toolchain install "$EBPF_TOOLCHAIN" --profile minimal --component rust-src
+fi
+
+# ---------------------------------------------------------------- cargo-fuzz (--fuzz)
+# `cargo xtask fuzz` builds fuzz/ with the eBPF nightly. Not part of --test: the fuzz build
+# (every dependency again, instrumented) costs 11-15 minutes on a fresh 2-core machine.
+CARGO_FUZZ_VERSION=0.13.1
+if ((WANT_FUZZ)); then
+    if cargo fuzz --version 2>/dev/null | grep -q "^cargo-fuzz $CARGO_FUZZ_VERSION\$"; then
+        say "cargo-fuzz $CARGO_FUZZ_VERSION present"
+    else
+        say "cargo install cargo-fuzz@$CARGO_FUZZ_VERSION"
+        cargo +"$USER_TOOLCHAIN" install --locked --force "cargo-fuzz@$CARGO_FUZZ_VERSION"
+    fi
 fi
 
 # ---------------------------------------------------------------- bpf-linker

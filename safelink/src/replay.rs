@@ -72,7 +72,7 @@ pub fn replay_file(
     path: &Path,
     timeouts: &FlowTimeouts,
     progress: impl FnMut(u64, u64),
-    mut emit: impl FnMut(Record),
+    emit: impl FnMut(Record),
 ) -> Result<ReplaySummary, ReplayError> {
     let shown = path.display().to_string();
     let file = File::open(path).map_err(|source| ReplayError::Open {
@@ -85,18 +85,30 @@ pub fn replay_file(
         path: shown.clone(),
         source,
     })?;
-    let data: &[u8] = &map;
+    replay_bytes(&map, &shown, timeouts, progress, emit)
+}
+
+/// Replays a capture held in memory (pcap or pcapng, told apart by its first bytes); `name`
+/// names it in errors. [`replay_file`] maps the file and calls this; the fuzzer calls it
+/// directly.
+pub fn replay_bytes(
+    data: &[u8],
+    name: &str,
+    timeouts: &FlowTimeouts,
+    progress: impl FnMut(u64, u64),
+    mut emit: impl FnMut(Record),
+) -> Result<ReplaySummary, ReplayError> {
     if data.len() < 4 {
         return Err(ReplayError::Format {
-            path: shown,
+            path: name.to_owned(),
             reason: format!("only {} bytes", data.len()),
         });
     }
     let mut r = Replayer::new(timeouts, &mut emit, progress, data.len() as u64);
     let truncated = if data[..4] == [0x0a, 0x0d, 0x0d, 0x0a] {
-        r.pcapng(data, &shown)?
+        r.pcapng(data, name)?
     } else {
-        r.pcap(data, &shown)?
+        r.pcap(data, name)?
     };
     let mut summary = r.finish();
     summary.truncated = truncated;
@@ -170,6 +182,8 @@ impl<'a, F: FnMut(Record), P: FnMut(u64, u64)> Replayer<'a, F, P> {
     fn replay(&mut self, data: &[u8], wire_len: u32, ts_ns: u64) {
         if ts_ns >= self.next_sweep {
             self.sweep(ts_ns);
+            // Saturating: a timestamp near u64::MAX ns (a pcapng EPB says what it likes) must not
+            // wrap to a sweep on every later frame (found by the `capture` fuzz target).
             self.next_sweep = ts_ns.saturating_add(SWEEP_EVERY.as_nanos() as u64);
         }
         if self.table.len() >= self.timeouts.max_flows {

@@ -8,6 +8,9 @@
 //!   captures concatenated 60 times with `mergecap -a`) and of nfstream on the same file.
 //! - `detect`: records/s through all automata and peak RSS.
 //! - `ann`: ANN scoring throughput and latency, whole path vs bare tract.
+//! - `learn`: one learning cycle, and detection throughput while cycles run.
+//! - `soak`: the captures replayed in a loop through the live daemon (root; [`crate::soak`]),
+//!   its RSS sampled over time: flat or not.
 use std::{
     path::{Path, PathBuf},
     process::{Command, Stdio},
@@ -38,6 +41,9 @@ const ANN_WHOLE_OVER_BARE: f64 = 0.90;
 /// A deployed learning cycle on 10 000 samples, and detection slowdown while cycles run.
 const LEARN_CYCLE_SECS: f64 = 0.5;
 const LEARN_SLOWDOWN: f64 = 0.10;
+/// Soak: daemon RSS growth from the end of the first quarter of the run to its end.
+pub const SOAK_RSS_GROWTH_PCT: f64 = 10.0;
+pub const SOAK_RSS_GROWTH_MIB: f64 = 16.0;
 
 #[derive(Subcommand)]
 pub enum What {
@@ -83,7 +89,24 @@ pub enum What {
         #[arg(long, default_value_t = 5.0)]
         secs: f64,
     },
-    /// Every benchmark in a tiny configuration (XDP only as root): fails when one cannot run.
+    /// The shared captures replayed in a loop (tcpreplay) into the live daemon on a veth
+    /// between two namespaces of its own for `--secs`, RSS and counters sampled (root).
+    Soak {
+        /// Seconds of replay.
+        #[arg(long, default_value_t = 120)]
+        secs: u64,
+        /// tcpreplay rate in Mbit/s; 0 = `--topspeed`.
+        #[arg(long, default_value_t = 100.0)]
+        mbps: f64,
+        /// tcpreplay `--unique-ip`: new addresses every loop, so flows churn (created, expired)
+        /// instead of the same flows running on.
+        #[arg(long)]
+        unique_ip: bool,
+        #[arg(long)]
+        pcaps: Option<PathBuf>,
+    },
+    /// Every benchmark in a tiny configuration (XDP and soak only as root): fails when one
+    /// cannot run.
     Smoke,
 }
 
@@ -91,7 +114,7 @@ fn pcap_dir(p: Option<PathBuf>) -> PathBuf {
     p.unwrap_or_else(|| root().join("tests/pcaps"))
 }
 
-fn captures(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+pub fn captures(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
         .with_context(|| format!("reading {}", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -157,6 +180,12 @@ pub fn run_bench(what: What) -> anyhow::Result<()> {
         What::Detect { pcaps, secs } => detect(&pcap_dir(pcaps), secs)?,
         What::Ann { pcaps, secs } => ann(&pcap_dir(pcaps), secs)?,
         What::Learn { pcaps, secs } => learn(&pcap_dir(pcaps), secs)?,
+        What::Soak {
+            secs,
+            mbps,
+            unique_ip,
+            pcaps,
+        } => crate::soak::soak(&captures(&pcap_dir(pcaps))?, secs, mbps, unique_ip)?,
         What::Smoke => return smoke(),
     };
     t.print();
@@ -174,8 +203,11 @@ fn smoke() -> anyhow::Result<()> {
     ];
     if crate::is_root() {
         runs.push(("xdp", xdp(1000)));
+        runs.push(("soak", crate::soak::soak(&captures(&dir)?, 8, 100.0, false)));
     } else {
-        eprintln!("xtask: not root: bench xdp (BPF_PROG_TEST_RUN) left out of the smoke run");
+        eprintln!(
+            "xtask: not root: bench xdp (BPF_PROG_TEST_RUN) and bench soak (namespaces) left out of the smoke run"
+        );
     }
     let mut failed = Vec::new();
     for (name, r) in runs {
