@@ -7,7 +7,7 @@ mod support;
 
 use std::{
     io::{BufRead, BufReader},
-    process::{Command, Stdio},
+    process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
@@ -30,6 +30,40 @@ fn status(lab: &Lab, api: &str) -> Option<Value> {
     serde_json::from_slice(&out.stdout).ok()
 }
 
+/// `safelink run` on the lab's interface (skb mode), API on `listen`, the fault hook set to
+/// `fault` when given; returns once it printed ATTACHED.
+fn start(lab: &Lab, data: &std::path::Path, listen: &str, fault: Option<&str>) -> Child {
+    let mut cmd = lab.cmd_in_a(BIN);
+    cmd.args([
+        "run",
+        "--iface",
+        &lab.if_a,
+        "--xdp-mode",
+        "skb",
+        "--pin-dir",
+    ])
+    .arg(&lab.pin_dir)
+    .arg("--data-dir")
+    .arg(data)
+    .args(["--listen", listen, "--status-interval", "0"])
+    .stdout(Stdio::piped())
+    .stderr(if fault.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    });
+    if let Some(stage) = fault {
+        cmd.env("SAFELINK_FAULT_STAGE", stage);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.starts_with("ATTACHED "), "{fault:?}: {first}");
+    child
+}
+
 #[test]
 fn a_dead_stage_degrades_status_then_ends_the_daemon_non_zero() {
     if !kernel_test_can_run("stages", &["curl"]) {
@@ -43,30 +77,7 @@ fn a_dead_stage_degrades_status_then_ends_the_daemon_non_zero() {
         let dir = tempfile::tempdir().unwrap();
         let api = format!("127.0.0.1:{}", 18100 + i);
         let t0 = Instant::now();
-        let mut child = lab
-            .cmd_in_a(BIN)
-            .args([
-                "run",
-                "--iface",
-                &lab.if_a,
-                "--xdp-mode",
-                "skb",
-                "--pin-dir",
-            ])
-            .arg(&lab.pin_dir)
-            .arg("--data-dir")
-            .arg(dir.path())
-            .args(["--listen", &api, "--status-interval", "0"])
-            .env("SAFELINK_FAULT_STAGE", stage)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut first = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut first)
-            .unwrap();
-        assert!(first.starts_with("ATTACHED "), "{stage}: {first}");
+        let child = start(&lab, dir.path(), &api, Some(stage));
         assert!(xdp_attached(&lab), "{stage}: attached");
         // The stage dies after 1 s; /status must say so before the daemon goes.
         let mut degraded = None;
@@ -112,29 +123,7 @@ fn sigterm_right_after_attach_still_detaches() {
     }
     let lab = Lab::new("sgt");
     let dir = tempfile::tempdir().unwrap();
-    let mut child = lab
-        .cmd_in_a(BIN)
-        .args([
-            "run",
-            "--iface",
-            &lab.if_a,
-            "--xdp-mode",
-            "skb",
-            "--pin-dir",
-        ])
-        .arg(&lab.pin_dir)
-        .arg("--data-dir")
-        .arg(dir.path())
-        .args(["--listen", "127.0.0.1:0", "--status-interval", "0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut first = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
-    assert!(first.starts_with("ATTACHED "), "{first}");
+    let mut child = start(&lab, dir.path(), "127.0.0.1:0", None);
     // SAFETY: plain signal to our own child, the moment it reports the attachment.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let st = child.wait().unwrap();
