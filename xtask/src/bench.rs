@@ -41,6 +41,9 @@ const ANN_WHOLE_OVER_BARE: f64 = 0.90;
 /// A deployed learning cycle on 10 000 samples, and detection slowdown while cycles run.
 const LEARN_CYCLE_SECS: f64 = 0.5;
 const LEARN_SLOWDOWN: f64 = 0.10;
+/// Detector key tables: ns per new source key with every table full over ns per key while
+/// they fill (amortised O(1): a full table must not make a new key dearer).
+const KEYS_FULL_OVER_FILLING: f64 = 2.0;
 /// Soak: daemon RSS growth from the end of the first quarter of the run to its end.
 pub const SOAK_RSS_GROWTH_PCT: f64 = 10.0;
 pub const SOAK_RSS_GROWTH_MIB: f64 = 16.0;
@@ -105,6 +108,8 @@ pub enum What {
         #[arg(long)]
         pcaps: Option<PathBuf>,
     },
+    /// ns per new source key of the rule engine while its tables fill and once they are full.
+    Keys,
     /// Every benchmark in a tiny configuration (XDP and soak only as root): fails when one
     /// cannot run.
     Smoke,
@@ -186,6 +191,7 @@ pub fn run_bench(what: What) -> anyhow::Result<()> {
             unique_ip,
             pcaps,
         } => crate::soak::soak(&captures(&pcap_dir(pcaps))?, secs, mbps, unique_ip)?,
+        What::Keys => keys()?,
         What::Smoke => return smoke(),
     };
     t.print();
@@ -200,6 +206,7 @@ fn smoke() -> anyhow::Result<()> {
         ("detect", detect(&dir, 0.2)),
         ("ann", ann(&dir, 0.2)),
         ("learn", learn(&dir, 0.4)),
+        ("keys", keys()),
     ];
     if crate::is_root() {
         runs.push(("xdp", xdp(1000)));
@@ -220,6 +227,30 @@ fn smoke() -> anyhow::Result<()> {
         bail!("{}", failed.join("; "));
     }
     Ok(())
+}
+
+fn keys() -> anyhow::Result<Targets> {
+    let bin = build()?;
+    let out = capture(Command::new(bin).args(["bench", "keys"]))?;
+    let ns = |phase: &str| {
+        out.lines()
+            .find_map(|l| {
+                let mut f = l.split(',');
+                (f.next() == Some(phase))
+                    .then(|| f.nth(1).and_then(|v| v.parse::<f64>().ok()))
+                    .flatten()
+            })
+            .with_context(|| format!("no figure for {phase}"))
+    };
+    let (filling, full) = (ns("filling")?, ns("full")?);
+    let mut t = Targets::default();
+    t.check(
+        "ns per new key, tables full / filling",
+        full / filling,
+        "x",
+        Bound::AtMost(KEYS_FULL_OVER_FILLING),
+    );
+    Ok(t)
 }
 
 fn xdp(repeat: u32) -> anyhow::Result<Targets> {

@@ -1,5 +1,7 @@
 //! Hidden `safelink bench xdp`: runs the XDP program over crafted frames with
-//! `BPF_PROG_TEST_RUN` and prints kernel ns/packet per scenario.
+//! `BPF_PROG_TEST_RUN` and prints kernel ns/packet per scenario. Hidden `safelink bench keys`:
+//! the rule engine's cost per new source key while its tables fill and once they are full
+//! (every new key then forgets the least recently updated one).
 use std::process::ExitCode;
 
 use anyhow::ensure;
@@ -20,6 +22,73 @@ pub struct BenchArgs {
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum What {
     Xdp,
+    Keys,
+}
+
+/// `bench keys`: failed SYN probes from spoofed sources, 5 per source (every source-keyed
+/// table gets a suspicious key), `max_keys` sources while the tables fill, then three times as
+/// many with every table full. Prints ns per new key for both phases.
+fn keys() -> anyhow::Result<ExitCode> {
+    use safelink::{
+        detect::dfa::{DfaConfig, Engine},
+        expiry::EndReason,
+        record::{FlowRecord, Record},
+    };
+    use safelink_common::{FAMILY_IPV4, FlowKey, FlowStats, IPPROTO_TCP};
+    let cfg = DfaConfig::default();
+    let max = cfg.max_keys as u32;
+    let mut e = Engine::new(cfg)?;
+    let base_ns = 1_700_000_000_000_000_000u64;
+    let mut t = base_ns;
+    let mut probe = |e: &mut Engine, src: u32, port: u16| {
+        t += 1_000;
+        let mut k = FlowKey {
+            proto: IPPROTO_TCP,
+            family: FAMILY_IPV4,
+            port_a: 40_000,
+            port_b: port,
+            ..FlowKey::default()
+        };
+        k.addr_a[..4].copy_from_slice(&(0x0a00_0000 | src).to_be_bytes());
+        k.addr_b[..4].copy_from_slice(&[192, 0, 2, 1]);
+        let mut s = FlowStats {
+            first_ns: t,
+            last_ns: t,
+            initiator_is_a: 1,
+            ..FlowStats::default()
+        };
+        s.ab.packets = 1;
+        s.ab.bytes = 60;
+        s.ab.flags.syn = 1;
+        s.ab.first_ns = t;
+        s.ab.last_ns = t;
+        e.observe(&Record::Flow(FlowRecord::new(
+            &k,
+            &s,
+            0,
+            EndReason::Unanswered,
+        )));
+    };
+    let mut phase = |e: &mut Engine, from: u32, to: u32| {
+        let t0 = std::time::Instant::now();
+        for src in from..to {
+            for port in 1..=5 {
+                probe(e, src, port);
+            }
+        }
+        t0.elapsed().as_nanos() as f64 / f64::from(to - from)
+    };
+    let filling = phase(&mut e, 0, max);
+    let evicted_before = e.stats().evicted_keys;
+    let full = phase(&mut e, max, 4 * max);
+    anyhow::ensure!(
+        e.stats().evicted_keys > evicted_before,
+        "the tables never filled: the full phase measured nothing"
+    );
+    println!("phase,keys,ns_per_key");
+    println!("filling,{max},{filling:.0}");
+    println!("full,{},{full:.0}", 3 * max);
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Ethernet + IPv4 + TCP with the given flags, 60 bytes.
@@ -46,7 +115,9 @@ fn arp_frame() -> Vec<u8> {
 }
 
 pub fn bench(a: BenchArgs) -> anyhow::Result<ExitCode> {
-    let What::Xdp = a.what;
+    if let What::Keys = a.what {
+        return keys();
+    }
     let mut ebpf = loader::load(None)?;
     let prog = loader::program(&mut ebpf)?;
     let mut malformed = tcp_frame(0x10, 1000);
