@@ -86,8 +86,13 @@ impl SensorMaps {
                 merge(s, slot);
             }
         }
+        // A restarted walk visits keys again: the last value read of each key counts, once.
+        let mut embryos: HashMap<FlowKey, FlowStats> = HashMap::new();
         for item in self.embryos.iter().take(2 * MAX_EMBRYOS as usize) {
             let Ok((k, e)) = item else { continue };
+            embryos.insert(k, e);
+        }
+        for (k, e) in embryos {
             merge(out.entry(k).or_default(), &e);
         }
         Ok(out)
