@@ -1155,7 +1155,7 @@ mod model_files {
     //! `POST /model/load` with real tract and real, crafted model files.
     use prost::Message as _;
     use safelink::ann::export::{Dense, ExportSpec, build_model};
-    use safelink::ann::features::{FEATURE_VECTOR_VERSION, N_FEATURES, names_csv};
+    use safelink::ann::features::N_FEATURES;
     use safelink::ann::model::meta;
     use tract_onnx::pb;
 
@@ -1176,18 +1176,7 @@ mod model_files {
                 weight: vec![0.01; N_FEATURES],
                 bias: vec![0.0],
             }],
-            metadata: vec![
-                (meta::MODEL_VERSION.into(), "crafted".into()),
-                (
-                    meta::FEATURE_LAYOUT_VERSION.into(),
-                    safelink_common::FEATURE_LAYOUT_VERSION.to_string(),
-                ),
-                (
-                    meta::FEATURE_VECTOR_VERSION.into(),
-                    FEATURE_VECTOR_VERSION.to_string(),
-                ),
-                (meta::FEATURE_NAMES.into(), names_csv()),
-            ],
+            metadata: meta::for_this_build("crafted"),
         }
     }
 

@@ -496,8 +496,8 @@ mod tests {
 
     use super::*;
     use crate::ann::export::{Dense, ExportSpec, build_model};
+    use crate::ann::features::extract;
     use crate::ann::features::tests::sample_flow;
-    use crate::ann::features::{FEATURE_VECTOR_VERSION, extract, names_csv};
     use crate::ann::model::{load_bytes, meta};
 
     const FWD_BYTES: usize = 8;
@@ -540,18 +540,7 @@ mod tests {
                 weight: vec![0.01; N_FEATURES],
                 bias: vec![0.0],
             }],
-            metadata: vec![
-                (meta::MODEL_VERSION.into(), "nan-off-probe".into()),
-                (
-                    meta::FEATURE_LAYOUT_VERSION.into(),
-                    safelink_common::FEATURE_LAYOUT_VERSION.to_string(),
-                ),
-                (
-                    meta::FEATURE_VECTOR_VERSION.into(),
-                    FEATURE_VECTOR_VERSION.to_string(),
-                ),
-                (meta::FEATURE_NAMES.into(), names_csv()),
-            ],
+            metadata: meta::for_this_build("nan-off-probe"),
         };
         let mut proto = build_model(&spec);
         let g = proto.graph.as_mut().unwrap();

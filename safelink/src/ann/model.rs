@@ -32,6 +32,23 @@ pub mod meta {
     pub const METRICS: &str = "metrics";
     /// JSON object: training data summary written by the trainer.
     pub const TRAINING: &str = "training";
+
+    /// The metadata that makes a model loadable by this build: its version, this build's
+    /// feature layout and vector versions, and the feature names.
+    pub fn for_this_build(model_version: &str) -> Vec<(String, String)> {
+        vec![
+            (MODEL_VERSION.into(), model_version.into()),
+            (
+                FEATURE_LAYOUT_VERSION.into(),
+                safelink_common::FEATURE_LAYOUT_VERSION.to_string(),
+            ),
+            (
+                FEATURE_VECTOR_VERSION.into(),
+                super::FEATURE_VECTOR_VERSION.to_string(),
+            ),
+            (FEATURE_NAMES.into(), super::names_csv()),
+        ]
+    }
 }
 
 /// Why a model file was refused.

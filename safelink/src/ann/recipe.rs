@@ -14,7 +14,7 @@ use super::dataset::{CaptureCount, Sample, collect, write_jsonl};
 use super::detector::AnnConfig;
 use super::eval::{EvalSummary, evaluate};
 use super::export::{ExportSpec, export};
-use super::features::{FEATURE_VECTOR_VERSION, N_FEATURES, names_csv};
+use super::features::N_FEATURES;
 use super::metrics::{Metrics, compute};
 use super::model::{load_file, meta};
 use super::swap::ModelHandle;
@@ -163,21 +163,15 @@ pub fn train_base(a: &RecipeArgs) -> Result<RecipeReport> {
         mean,
         std,
         layers: mlp.to_dense()?,
-        metadata: vec![
-            (meta::MODEL_VERSION.into(), BASE_MODEL_VERSION.into()),
-            (
-                meta::FEATURE_LAYOUT_VERSION.into(),
-                safelink_common::FEATURE_LAYOUT_VERSION.to_string(),
-            ),
-            (
-                meta::FEATURE_VECTOR_VERSION.into(),
-                FEATURE_VECTOR_VERSION.to_string(),
-            ),
-            (meta::N_FEATURES.into(), N_FEATURES.to_string()),
-            (meta::FEATURE_NAMES.into(), names_csv()),
-            (meta::METRICS.into(), metrics.to_string()),
-            (meta::TRAINING.into(), training.to_string()),
-        ],
+        metadata: [
+            meta::for_this_build(BASE_MODEL_VERSION),
+            vec![
+                (meta::N_FEATURES.into(), N_FEATURES.to_string()),
+                (meta::METRICS.into(), metrics.to_string()),
+                (meta::TRAINING.into(), training.to_string()),
+            ],
+        ]
+        .concat(),
     };
     let model_bytes =
         export(&a.out, &spec).with_context(|| format!("writing {}", a.out.display()))?;
