@@ -11,7 +11,7 @@
 #
 #   ./setup.sh           build + runtime dependencies
 #   ./setup.sh --test    also the test-suite dependencies (tshark, tcpreplay, attack tools, ...)
-#   ./setup.sh --fuzz    also cargo-fuzz 0.13.1 for `cargo xtask fuzz`
+#   ./setup.sh --fuzz    only cargo-fuzz 0.13.1 for `cargo xtask fuzz` (--test includes it)
 set -euo pipefail
 
 USER_TOOLCHAIN=1.95.0
@@ -125,11 +125,11 @@ else
     rustup toolchain install "$EBPF_TOOLCHAIN" --profile minimal --component rust-src
 fi
 
-# ---------------------------------------------------------------- cargo-fuzz (--fuzz)
-# `cargo xtask fuzz` builds fuzz/ with the eBPF nightly. Not part of --test: the fuzz build
-# (every dependency again, instrumented) costs 11-15 minutes on a fresh 2-core machine.
+# ---------------------------------------------------------------- cargo-fuzz (--test, --fuzz)
+# `cargo xtask fuzz` builds fuzz/ and fuzz/parser/ with the eBPF nightly; `cargo xtask test`
+# runs the light `parser` target for 30 s.
 CARGO_FUZZ_VERSION=0.13.1
-if ((WANT_FUZZ)); then
+if ((WANT_FUZZ || WANT_TEST)); then
     if cargo fuzz --version 2>/dev/null | grep -q "^cargo-fuzz $CARGO_FUZZ_VERSION\$"; then
         say "cargo-fuzz $CARGO_FUZZ_VERSION present"
     else

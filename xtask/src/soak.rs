@@ -175,6 +175,9 @@ struct Sample {
     ringbuf_drops: u64,
     flows_created: u64,
     malformed: u64,
+    /// Keys the rule automata forgot to make room (their tables are full from then on).
+    keys_evicted: u64,
+    store_bytes: u64,
 }
 
 fn rss_kib(pid: u32) -> anyhow::Result<u64> {
@@ -210,6 +213,8 @@ fn sample(lab: &Lab, pid: u32, t: f64) -> anyhow::Result<Sample> {
         ringbuf_drops: n("ringbuf_drops"),
         flows_created: metric(&metrics, "safelink_flows_created_total"),
         malformed: metric(&metrics, "safelink_malformed_packets_total"),
+        keys_evicted: metric(&metrics, "safelink_detector_keys_evicted_total"),
+        store_bytes: metric(&metrics, "safelink_store_size_bytes"),
     })
 }
 
@@ -301,12 +306,21 @@ pub fn soak(
     let t0 = Instant::now();
     let mut samples = vec![sample(&lab, pid, 0.0)?];
     println!(
-        "{:>7} {:>9} {:>11} {:>7} {:>13} {:>7} {:>10} {:>9}",
-        "t (s)", "RSS MiB", "packets", "flows", "flows created", "alerts", "malformed", "rb drops"
+        "{:>7} {:>9} {:>11} {:>7} {:>13} {:>7} {:>10} {:>9} {:>12} {:>9}",
+        "t (s)",
+        "RSS MiB",
+        "packets",
+        "flows",
+        "flows created",
+        "alerts",
+        "malformed",
+        "rb drops",
+        "keys evicted",
+        "store MiB"
     );
     let print = |s: &Sample| {
         println!(
-            "{:>7.1} {:>9.1} {:>11} {:>7} {:>13} {:>7} {:>10} {:>9}",
+            "{:>7.1} {:>9.1} {:>11} {:>7} {:>13} {:>7} {:>10} {:>9} {:>12} {:>9.1}",
             s.t,
             mib(s.rss_kib),
             s.packets,
@@ -314,7 +328,9 @@ pub fn soak(
             s.flows_created,
             s.alerts,
             s.malformed,
-            s.ringbuf_drops
+            s.ringbuf_drops,
+            s.keys_evicted,
+            s.store_bytes as f64 / (1024.0 * 1024.0)
         );
     };
     print(&samples[0]);
