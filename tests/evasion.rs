@@ -129,7 +129,7 @@ fn evasive_frames_make_the_same_flows_in_xdp_and_analyze() {
             .expect("test_run");
         assert_eq!(r.return_value, 2, "XDP_PASS");
     }
-    let maps = SensorMaps::from_ebpf(&mut ebpf).unwrap();
+    let mut maps = SensorMaps::from_ebpf(&mut ebpf).unwrap();
     assert_eq!(maps.counters().unwrap().get(Counter::Malformed), malformed);
     let lines: Vec<String> = maps
         .flows()

@@ -107,7 +107,7 @@ fn xdp_counts_malformed_frames_and_keeps_working() {
         .unwrap();
     assert_eq!(r.return_value, 2);
 
-    let maps = SensorMaps::from_ebpf(&mut ebpf).unwrap();
+    let mut maps = SensorMaps::from_ebpf(&mut ebpf).unwrap();
     let c = maps.counters().unwrap();
     assert_eq!(c.get(Counter::Malformed), ran, "malformed counter");
     assert_eq!(

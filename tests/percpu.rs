@@ -65,7 +65,7 @@ fn per_cpu_slots_merge_to_exact_counts() {
         ebpf
     });
     let mut ebpf = handle.join().unwrap();
-    let maps = SensorMaps::from_ebpf(&mut ebpf).unwrap();
+    let mut maps = SensorMaps::from_ebpf(&mut ebpf).unwrap();
     let flows = maps.flows().unwrap();
     assert_eq!(flows.len(), 1);
     let (key, s) = flows[0];

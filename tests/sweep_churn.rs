@@ -23,7 +23,7 @@ fn walks_under_churn_end_and_return_each_flow_once() {
         return;
     }
     let mut ebpf = loader::load(None).unwrap();
-    let maps = SensorMaps::from_ebpf(&mut ebpf).unwrap();
+    let mut maps = SensorMaps::from_ebpf(&mut ebpf).unwrap();
     let done = Arc::new(AtomicBool::new(false));
     let stop = done.clone();
     let churn = std::thread::spawn(move || {

@@ -3,9 +3,12 @@
 //! (exact counts whichever CPUs a flow's packets landed on).
 //!
 //! Walking an LRU map while the kernel evicts from it can restart the walk (the kernel's
-//! next-key of an evicted key is the first key): [`SensorMaps::flows`] bounds the walk and
-//! returns each flow once.
+//! next-key of an evicted key is the first key): [`SensorMaps::for_each_flow`] bounds the walk
+//! and hands each flow over once, as it reads it, so a sweep holds no copy of the whole table
+//! (only a set of the keys seen, reused from walk to walk).
 use std::{collections::HashMap, path::Path};
+
+use rustc_hash::FxHashSet;
 
 use anyhow::Context as _;
 use aya::{
@@ -23,6 +26,8 @@ pub struct SensorMaps {
     flows: PerCpuHashMap<MapData, FlowKey, FlowStats>,
     embryos: BpfHashMap<MapData, FlowKey, FlowStats>,
     stats: PerCpuArray<MapData, Stats>,
+    /// Keys handed over by the current walk (kept allocated between walks).
+    seen: FxHashSet<FlowKey>,
 }
 
 impl SensorMaps {
@@ -35,6 +40,7 @@ impl SensorMaps {
             flows: PerCpuHashMap::try_from(flows)?,
             embryos: BpfHashMap::try_from(embryos)?,
             stats: PerCpuArray::try_from(stats)?,
+            seen: FxHashSet::default(),
         })
     }
 
@@ -53,6 +59,7 @@ impl SensorMaps {
             flows: PerCpuHashMap::try_from(Map::PerCpuLruHashMap(open(MAP_FLOWS)?))?,
             embryos: BpfHashMap::try_from(Map::LruHashMap(open(MAP_EMBRYOS)?))?,
             stats: PerCpuArray::try_from(Map::PerCpuArray(open(MAP_STATS)?))?,
+            seen: FxHashSet::default(),
         })
     }
 
@@ -67,35 +74,53 @@ impl SensorMaps {
         Ok(c)
     }
 
-    /// Every flow of both maps, once each, with its per-CPU slots merged (a flow caught in
-    /// both while it moves to `FLOWS` is merged too). The walk of each map stops after twice
-    /// its capacity of steps, so churn cannot make it endless.
-    pub fn flows(&self) -> anyhow::Result<Vec<(FlowKey, FlowStats)>> {
-        Ok(self.flows_map()?.into_iter().collect())
+    /// Every flow of both maps, once each, with its per-CPU slots merged.
+    pub fn flows(&mut self) -> anyhow::Result<Vec<(FlowKey, FlowStats)>> {
+        let mut out = Vec::new();
+        self.for_each_flow(|k, s| out.push((*k, *s)))?;
+        Ok(out)
     }
 
-    /// [`Self::flows`] as a map (the sweeper's form: no second copy of every flow).
-    pub fn flows_map(&self) -> anyhow::Result<HashMap<FlowKey, FlowStats>> {
-        let mut out: HashMap<FlowKey, FlowStats> = HashMap::new();
+    /// [`Self::flows`] as a map.
+    pub fn flows_map(&mut self) -> anyhow::Result<HashMap<FlowKey, FlowStats>> {
+        let mut out = HashMap::new();
+        self.for_each_flow(|k, s| {
+            out.insert(*k, *s);
+        })?;
+        Ok(out)
+    }
+
+    /// Hands every flow of both maps to `f`, once each, as it is read: `FLOWS` first (per-CPU
+    /// slots merged), then `EMBRYOS`. A key the walk meets again (a restarted walk) is skipped:
+    /// its first reading counts. A young flow caught in `EMBRYOS` after its copy moved to
+    /// `FLOWS` (the moment of its promotion) is skipped too: the copy holds its packets. Each
+    /// walk stops after twice its map's capacity of steps, so churn cannot make it endless.
+    /// Returns the number of flows handed over.
+    pub fn for_each_flow(
+        &mut self,
+        mut f: impl FnMut(&FlowKey, &FlowStats),
+    ) -> anyhow::Result<usize> {
+        let seen = &mut self.seen;
+        seen.clear();
         for item in self.flows.iter().take(2 * MAX_FLOWS as usize) {
             // A flow evicted while iterating is simply skipped.
             let Ok((k, per_cpu)) = item else { continue };
-            let s = out.entry(k).or_default();
-            *s = FlowStats::default();
-            for slot in per_cpu.iter() {
-                merge(s, slot);
+            if !seen.insert(k) {
+                continue;
             }
+            let mut s = FlowStats::default();
+            for slot in per_cpu.iter() {
+                merge(&mut s, slot);
+            }
+            f(&k, &s);
         }
-        // A restarted walk visits keys again: the last value read of each key counts, once.
-        let mut embryos: HashMap<FlowKey, FlowStats> = HashMap::new();
         for item in self.embryos.iter().take(2 * MAX_EMBRYOS as usize) {
             let Ok((k, e)) = item else { continue };
-            embryos.insert(k, e);
+            if seen.insert(k) {
+                f(&k, &e);
+            }
         }
-        for (k, e) in embryos {
-            merge(out.entry(k).or_default(), &e);
-        }
-        Ok(out)
+        Ok(seen.len())
     }
 
     /// The raw per-CPU slots of one flow (index = CPU).

@@ -32,17 +32,15 @@ pub fn sweep_once(
     epoch_offset_ns: i64,
     stats: &mut SweepStats,
 ) -> anyhow::Result<Vec<Record>> {
-    let flows = maps.flows_map()?;
+    // Only the flows that end or report are copied out of the walk.
     let mut done: Vec<(safelink_common::FlowKey, FlowStats, _)> = Vec::new();
     let mut running = Vec::new();
     interim.begin_sweep();
-    for (k, s) in &flows {
-        match expired(t, k, s, now_mono_ns) {
-            Some(r) => done.push((*k, *s, r)),
-            None if interim.due(t, k, s) => running.push((*k, *s)),
-            None => {}
-        }
-    }
+    let walked = maps.for_each_flow(|k, s| match expired(t, k, s, now_mono_ns) {
+        Some(r) => done.push((*k, *s, r)),
+        None if interim.due(t, k, s) => running.push((*k, *s)),
+        None => {}
+    })?;
     interim.end_sweep();
     done.sort_by_key(|(k, s, _)| (s.first_ns, *k));
     running.sort_by_key(|(k, s)| (s.first_ns, *k));
@@ -62,7 +60,7 @@ pub fn sweep_once(
         Record::FlowUpdate(FlowRecord::new(&k, &s, epoch_offset_ns, EndReason::Open))
     }));
     stats.exported += ended as u64;
-    stats.active = (flows.len() - ended) as u64;
+    stats.active = (walked - ended) as u64;
     let created = maps.counters()?.get(Counter::FlowsCreated);
     stats.lru_evicted_estimate = created.saturating_sub(stats.exported + stats.active);
     Ok(out)

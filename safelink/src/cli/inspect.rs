@@ -25,7 +25,7 @@ pub fn stats(a: PinArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub fn flows(a: PinArgs) -> anyhow::Result<ExitCode> {
-    let maps = SensorMaps::open_pinned(&a.pin_dir)?;
+    let mut maps = SensorMaps::open_pinned(&a.pin_dir)?;
     let off = epoch_offset_ns();
     let mut out = std::io::stdout().lock();
     for (k, s) in maps.flows()? {
