@@ -19,6 +19,7 @@ pub mod pipeline;
 pub mod privacy;
 pub mod record;
 pub mod replay;
+pub mod shipped;
 pub mod store;
 pub mod table;
 pub mod telemetry;
