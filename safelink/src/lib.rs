@@ -13,6 +13,7 @@ pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod detect;
+pub mod eval;
 pub mod expiry;
 pub mod learn;
 pub mod pipeline;
