@@ -535,8 +535,10 @@ fn kill_9_mid_training_and_mid_deploy_leaves_the_last_model_serving() {
 #[test]
 fn seed_checks_status_readiness_labels_backup_worker() {
     let tmp = tempfile::tempdir().unwrap();
+    // Interval cycles run once the ANN is live: no local baseline here.
     let params = LearningParams {
         interval_s: 1,
+        baseline_s: 0,
         ..LearningParams::default()
     };
     let l = learner_with(tmp.path(), params.clone());

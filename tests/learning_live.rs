@@ -75,7 +75,7 @@ fn learner_runs_with_the_live_sniffer() {
     std::fs::write(
         &cfg,
         format!(
-            "[ann]\nmodel = \"{}\"\n[learning]\nenabled = true\ngolden = \"{}\"\nsettle_s = 1\n",
+            "[ann]\nmodel = \"{}\"\n[learning]\nenabled = true\ngolden = \"{}\"\nsettle_s = 1\nbaseline_s = 0\n",
             root().join("models/base.onnx").display(),
             root().join("models/golden.jsonl").display()
         ),

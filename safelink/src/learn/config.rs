@@ -9,9 +9,14 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Profile {
-    /// One busy host or a small fleet: hourly cycles at 100 new samples.
+    /// One busy host or a small fleet: hourly cycles at 100 new samples, lr 1e-3 and 10
+    /// epochs (learns a new attack family, or a local false positive, in one cycle:
+    /// docs/learning.md).
     #[default]
     Default,
+    /// The seed's original defaults (lr 1e-4, 3 epochs): follows drift gently, but one cycle
+    /// does not learn a new class.
+    Seed,
     /// One quiet host: fewer, gentler cycles (every 2 h at 50 samples, lr 5e-5).
     Single,
     /// Aggregated alerts of many sensors: bigger batches and history.
@@ -22,17 +27,19 @@ impl Profile {
     pub fn as_str(self) -> &'static str {
         match self {
             Profile::Default => "default",
+            Profile::Seed => "seed",
             Profile::Single => "single",
             Profile::Mass => "mass",
         }
     }
 
-    /// (interval s, min samples, batch, learning rate, max history).
-    fn base(self) -> (u64, usize, usize, f64, usize) {
+    /// (interval s, min samples, batch, learning rate, max history, epochs).
+    fn base(self) -> (u64, usize, usize, f64, usize, usize) {
         match self {
-            Profile::Default => (3600, 100, 32, 1e-4, 10_000),
-            Profile::Single => (7200, 50, 16, 5e-5, 5_000),
-            Profile::Mass => (3600, 500, 128, 2e-4, 20_000),
+            Profile::Default => (3600, 100, 32, 1e-3, 10_000, 10),
+            Profile::Seed => (3600, 100, 32, 1e-4, 10_000, 3),
+            Profile::Single => (7200, 50, 16, 5e-5, 5_000, 3),
+            Profile::Mass => (3600, 500, 128, 2e-4, 20_000, 3),
         }
     }
 }
@@ -180,14 +187,14 @@ pub struct LearningConfigError(pub String);
 impl LearningSection {
     /// The profile's values with this section's overrides, checked.
     pub fn params(&self) -> Result<LearningParams, LearningConfigError> {
-        let (interval, min, batch, lr, history) = self.profile.base();
+        let (interval, min, batch, lr, history, epochs) = self.profile.base();
         let p = LearningParams {
             profile: self.profile,
             interval_s: self.learning_interval_s.unwrap_or(interval),
             min_samples: self.min_samples.unwrap_or(min),
             batch_size: self.batch_size.unwrap_or(batch),
             learning_rate: self.learning_rate.unwrap_or(lr),
-            epochs: self.epochs.unwrap_or(3),
+            epochs: self.epochs.unwrap_or(epochs),
             max_history: self.max_history.unwrap_or(history),
             attack_score: self.attack_score,
             benign_score: self.benign_score,
@@ -277,7 +284,17 @@ mod tests {
                 d.max_history,
                 d.epochs
             ),
-            (3600, 100, 32, 1e-4, 10_000, 3)
+            (3600, 100, 32, 1e-3, 10_000, 10)
+        );
+        let seed = LearningSection {
+            profile: Profile::Seed,
+            ..Default::default()
+        }
+        .params()
+        .unwrap();
+        assert_eq!(
+            (seed.learning_rate, seed.epochs, seed.interval_s, seed.min_samples),
+            (1e-4, 3, 3600, 100)
         );
         let s = LearningSection {
             profile: Profile::Single,
