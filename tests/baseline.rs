@@ -176,7 +176,10 @@ fn baseline_scores_without_alerting_then_goes_live() {
     let samples = r.samples.clone().unwrap();
     assert_eq!(samples.baseline, 0);
     assert_eq!(samples.attack_ann, 0);
-    eprintln!("live: {high} of 85 flows at or above the threshold, {} ANN alerts", ann_alerts(&r));
+    eprintln!(
+        "live: {high} of 85 flows at or above the threshold, {} ANN alerts",
+        ann_alerts(&r)
+    );
     assert_eq!(ann_alerts(&r) > 0, high > 0, "the ANN alerts once live");
     // The phase survives a restart.
     l.shutdown();
@@ -231,7 +234,11 @@ async fn a_verdict_stops_the_same_false_positive() {
     )
     .with_model(l.handle())
     .with_learner(l.clone());
-    tokio::spawn(api::serve(listener, api::router(state), std::future::pending()));
+    tokio::spawn(api::serve(
+        listener,
+        api::router(state),
+        std::future::pending(),
+    ));
     let base = format!("http://{bound}");
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
     let post = |path: String, token: Option<&str>, body: Value| {
@@ -253,11 +260,18 @@ async fn a_verdict_stops_the_same_false_positive() {
     let e = b["error"].as_str().unwrap();
     assert!(e.contains("verdict") && e.contains("false_positive"), "{e}");
     assert_eq!(
-        post("/alerts/999999/verdict".into(), Some(TOKEN), fp_body.clone()).await,
+        post(
+            "/alerts/999999/verdict".into(),
+            Some(TOKEN),
+            fp_body.clone()
+        )
+        .await,
         (404, json!({"error": "alert 999999 not found"}))
     );
     assert_eq!(
-        post("/alerts/x/verdict".into(), Some(TOKEN), fp_body.clone()).await.0,
+        post("/alerts/x/verdict".into(), Some(TOKEN), fp_body.clone())
+            .await
+            .0,
         400
     );
     let (st, b) = post(path.clone(), Some(TOKEN), fp_body.clone()).await;
@@ -265,7 +279,10 @@ async fn a_verdict_stops_the_same_false_positive() {
     // The stored automatic samples of the same flow took the operator's label.
     let relabelled = b["relabelled"].as_u64().unwrap();
     assert!(relabelled >= 1, "{b}");
-    assert_eq!((b["alert_id"].as_u64(), b["verdict"].as_str()), (Some(fp.id), Some("false_positive")));
+    assert_eq!(
+        (b["alert_id"].as_u64(), b["verdict"].as_str()),
+        (Some(fp.id), Some("false_positive"))
+    );
     let svc = std::net::SocketAddr::new(fp.dest_ip.unwrap(), fp.dest_port.unwrap()).to_string();
     assert_eq!(b["known_benign_service"], json!(svc));
     // Again: replaces the first (one operator sample per alert).
@@ -279,7 +296,11 @@ async fn a_verdict_stops_the_same_false_positive() {
         .json()
         .await
         .unwrap();
-    assert_eq!(s["operator_verdicts"], 1 + relabelled, "the verdict and the samples it relabelled");
+    assert_eq!(
+        s["operator_verdicts"],
+        1 + relabelled,
+        "the verdict and the samples it relabelled"
+    );
 
     // The next cycle learns it: the same flow no longer reaches the alert threshold.
     let (st, _) = post("/learning/train-now".into(), Some(TOKEN), json!({})).await;
@@ -302,7 +323,10 @@ async fn a_verdict_stops_the_same_false_positive() {
     assert_eq!(c["outcome"], "deployed", "{c}");
     assert_eq!(c["label_sources"]["operator"], 1 + relabelled, "{c}");
     let after = l.handle().current().score(&fp.features).unwrap()[0];
-    eprintln!("the false positive scored {} before, {after} after one cycle", fp.confidence);
+    eprintln!(
+        "the false positive scored {} before, {after} after one cycle",
+        fp.confidence
+    );
     assert!(after < t, "still flagged: {after}");
 
     // It survives pruning; forget removes it.

@@ -113,6 +113,9 @@ pub struct EvalReport {
 /// A labelled flow: (attack?, ANN score, flagged by a rule alert?).
 type FlowPoint = (bool, f32, bool);
 
+/// A scored flow as the tap saw it: (manifest label, score, source, destination).
+type Scored = (Option<f32>, f32, IpAddr, IpAddr);
+
 fn names_attacker(a: &Alert, attacker: &str) -> bool {
     let named = |text: &str| -> Vec<String> {
         text.split(|c: char| !(c.is_ascii_hexdigit() || c == '.' || c == ':'))
@@ -140,7 +143,7 @@ fn one(
     dir: &Path,
     e: &ManifestEntry,
 ) -> Result<(CaptureResult, Vec<FlowPoint>)> {
-    let scored: Arc<Mutex<Vec<(Option<f32>, f32, IpAddr, IpAddr)>>> = Arc::default();
+    let scored: Arc<Mutex<Vec<Scored>>> = Arc::default();
     let tap = scored.clone();
     let entry = e.clone();
     let mut p = Pipeline::new(

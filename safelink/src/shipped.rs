@@ -61,7 +61,11 @@ mod tests {
         assert_eq!(c[0], PathBuf::from("models/base.onnx"));
         assert!(c.contains(&PathBuf::from(SOURCE_MODELS_DIR).join("base.onnx")));
         assert!(PathBuf::from(SOURCE_MODELS_DIR).join("base.onnx").is_file());
-        assert!(PathBuf::from(SOURCE_MODELS_DIR).join("golden.jsonl").is_file());
+        assert!(
+            PathBuf::from(SOURCE_MODELS_DIR)
+                .join("golden.jsonl")
+                .is_file()
+        );
         assert!(find("no-such-file.onnx").is_none());
     }
 }

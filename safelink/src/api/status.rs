@@ -53,7 +53,10 @@ pub struct AnnPhase {
 async fn ann_phase(state: &ApiState) -> Option<AnnPhase> {
     match state.learner.clone() {
         Some(l) => {
-            let st = tokio::task::spawn_blocking(move || l.status()).await.ok()?.ok()?;
+            let st = tokio::task::spawn_blocking(move || l.status())
+                .await
+                .ok()?
+                .ok()?;
             Some(AnnPhase {
                 phase: st.phase,
                 local_fpr: st.local_fpr,

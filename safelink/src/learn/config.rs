@@ -293,7 +293,12 @@ mod tests {
         .params()
         .unwrap();
         assert_eq!(
-            (seed.learning_rate, seed.epochs, seed.interval_s, seed.min_samples),
+            (
+                seed.learning_rate,
+                seed.epochs,
+                seed.interval_s,
+                seed.min_samples
+            ),
             (1e-4, 3, 3600, 100)
         );
         let s = LearningSection {

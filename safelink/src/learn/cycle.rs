@@ -271,10 +271,9 @@ fn cycle_body(
     // Collect: history to replay (never quarantined samples).
     let t = Instant::now();
     // An operator's verdict is always trained on, never held out.
-    let (train_new, holdout): (Vec<&TrainingSample>, Vec<&TrainingSample>) =
-        new.iter().partition(|s| {
-            s.source == LabelSource::Operator || !held_out(s.id, p.holdout_fraction)
-        });
+    let (train_new, holdout): (Vec<&TrainingSample>, Vec<&TrainingSample>) = new
+        .iter()
+        .partition(|s| s.source == LabelSource::Operator || !held_out(s.id, p.holdout_fraction));
     let (train_new, holdout) = if holdout.is_empty() || train_new.is_empty() {
         // Tiny sets: every fifth sample is held out.
         new.iter()
@@ -296,9 +295,7 @@ fn cycle_body(
         .store
         .samples_upto(state.watermark, room, |id| !state.quarantined(id))?;
     history.retain(|s| {
-        s.valid()
-            && s.source != LabelSource::Operator
-            && !local_holdout(s, p.holdout_fraction)
+        s.valid() && s.source != LabelSource::Operator && !local_holdout(s, p.holdout_fraction)
     });
     let mut rng = Rng(0x5AFE ^ rec.id);
     rng.shuffle(&mut history);

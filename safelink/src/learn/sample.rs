@@ -246,17 +246,28 @@ mod tests {
         let Decision::Label(b) = decide(None, 0.99, true, false) else {
             panic!("baseline labels")
         };
-        assert_eq!((b.attack, b.source, b.confidence), (false, LabelSource::Baseline, 1.0));
+        assert_eq!(
+            (b.attack, b.source, b.confidence),
+            (false, LabelSource::Baseline, 1.0)
+        );
         assert_eq!(decide(None, 0.99, false, true), Decision::Overruled);
         // Known benign does not stop a low score from labelling benign.
         assert!(matches!(
             decide(None, 0.1, false, true),
-            Decision::Label(Label { attack: false, source: LabelSource::AnnLow, .. })
+            Decision::Label(Label {
+                attack: false,
+                source: LabelSource::AnnLow,
+                ..
+            })
         ));
         for (baseline, known) in [(true, false), (false, true), (true, true)] {
             assert!(matches!(
                 decide(Some(AlertKind::PORT_SCAN), 0.99, baseline, known),
-                Decision::Label(Label { attack: true, source: LabelSource::Dfa, .. })
+                Decision::Label(Label {
+                    attack: true,
+                    source: LabelSource::Dfa,
+                    ..
+                })
             ));
         }
     }

@@ -17,10 +17,10 @@ use tracing::{info, warn};
 use super::LearnError;
 use super::baseline::{LocalBaseline, Phase};
 use super::config::LearningParams;
-use super::sample::{LabelSource, TrainingSample};
 use super::cycle::{CycleContext, CycleReport, Golden, run_cycle};
 use super::history::{CycleRecord, VersionRecord};
 use super::models::{ModelDir, open_registry};
+use super::sample::{LabelSource, TrainingSample};
 use crate::ann::ModelHandle;
 use crate::store::{Store, format_rfc3339};
 
@@ -268,7 +268,9 @@ impl Learner {
         let id = alert.id;
         let replaced = s
             .store
-            .delete_samples_matching(|x| x.source == LabelSource::Operator && x.alert_id == Some(id))
+            .delete_samples_matching(|x| {
+                x.source == LabelSource::Operator && x.alert_id == Some(id)
+            })
             .map_err(LearnError::from)?;
         let label = sample.label;
         let relabelled = s
@@ -291,10 +293,14 @@ impl Learner {
         // The known-benign services follow the stored verdicts (a replaced false_positive
         // no longer counts).
         self.reload_baseline()?;
-        let known = (v == super::Verdict::FalsePositive).then(|| {
-            std::net::SocketAddr::new(sample.dst_ip, sample.dst_port).to_string()
-        });
-        info!(alert = id, verdict = v.as_str(), relabelled, "operator verdict stored");
+        let known = (v == super::Verdict::FalsePositive)
+            .then(|| std::net::SocketAddr::new(sample.dst_ip, sample.dst_port).to_string());
+        info!(
+            alert = id,
+            verdict = v.as_str(),
+            relabelled,
+            "operator verdict stored"
+        );
         Ok(super::VerdictOutcome {
             alert_id: id,
             verdict: v,
@@ -308,8 +314,10 @@ impl Learner {
     /// Rebuilds the known-benign services from the store (after samples were deleted).
     pub fn reload_baseline(&self) -> Result<(), LearnError> {
         let s = &self.shared;
-        s.baseline
-            .reload(&s.store.samples_from(&[LabelSource::Baseline, LabelSource::Operator])?);
+        s.baseline.reload(
+            &s.store
+                .samples_from(&[LabelSource::Baseline, LabelSource::Operator])?,
+        );
         Ok(())
     }
 
@@ -427,7 +435,9 @@ impl Learner {
             reason: s.reason.lock().expect("lock").clone(),
             phase: s.baseline.phase().as_str(),
             baseline_ends: match (b.phase(), b.started_ns) {
-                (Phase::Baseline, Some(ns)) => baseline_end(ns, s.params.baseline_s).map(format_rfc3339),
+                (Phase::Baseline, Some(ns)) => {
+                    baseline_end(ns, s.params.baseline_s).map(format_rfc3339)
+                }
                 _ => None,
             },
             live_since: b.live_since.clone(),
@@ -640,7 +650,10 @@ fn baseline_check(s: &Shared) -> Result<Phase, LearnError> {
     let (_, new) = s.store.sample_counts(st.watermark)?;
     if new as usize >= super::cycle::MIN_NEW_SAMPLES {
         match cycle(s, "baseline") {
-            Ok(r) => info!(outcome = r.record.outcome.as_str(), "baseline training cycle"),
+            Ok(r) => info!(
+                outcome = r.record.outcome.as_str(),
+                "baseline training cycle"
+            ),
             Err(e) => warn!(error = %e, "baseline training cycle not run"),
         }
     }
@@ -664,7 +677,11 @@ fn baseline_check(s: &Shared) -> Result<Phase, LearnError> {
     };
     let n = scores.len() as u64;
     let fp = scores.iter().filter(|&&v| v >= p.alert_threshold).count() as u64;
-    let fpr = if n == 0 { None } else { Some(fp as f64 / n as f64) };
+    let fpr = if n == 0 {
+        None
+    } else {
+        Some(fp as f64 / n as f64)
+    };
     let mut st = s.store.learning_state()?;
     let b = &mut st.baseline;
     b.checks += 1;
