@@ -17,6 +17,7 @@ use crate::ann::N_FEATURES;
 /// What the operator says about an alert.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
+#[value(rename_all = "snake_case")]
 pub enum Verdict {
     /// Not an attack: the flow is benign.
     FalsePositive,
