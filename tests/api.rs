@@ -680,7 +680,8 @@ async fn status_and_sniffer_control() {
             "sniffer_running": false, "interface": "veth0", "xdp_mode": null, "uptime_secs": 42,
             "packets": 1000, "flows": 17, "total_alerts": 0, "active_alerts": 0,
             "archived_alerts": 0, "latest_alert_time": null, "detection_sources": ["dfa", "ann"],
-            "ringbuf_events": 300, "ringbuf_drops": 2, "health": "ok", "degraded_stages": []
+            "ringbuf_events": 300, "ringbuf_drops": 2, "health": "ok", "degraded_stages": [],
+            "ann": null
         })
     );
     let on = json!({"running": true, "changed": true});

@@ -716,7 +716,7 @@ async fn dashboard_learning_with_a_real_learner() {
     }
     let h = get_json(&srv.base, "/learning/history?limit=5").await;
     assert_eq!(h["total_cycles"], 1, "{h}");
-    let c = &h["cycles"][0];
+    let c = &h["history"][0];
     assert_eq!(c["trigger"], "manual", "{c}");
     let deployed = match c["outcome"].as_str().unwrap() {
         "deployed" => true,

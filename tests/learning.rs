@@ -497,9 +497,9 @@ fn kill_9_mid_training_and_mid_deploy_leaves_the_last_model_serving() {
         assert_eq!(st["total_training_cycles"], round as u64 + 1);
         assert_eq!(st["last_outcome"], "failed");
         let h = json_of(&learn_cmd(&cfg, &["history"]));
-        assert_eq!(h["cycles"][0]["outcome"], "failed");
+        assert_eq!(h["history"][0]["outcome"], "failed");
         assert!(
-            h["cycles"][0]["reason"]
+            h["history"][0]["reason"]
                 .as_str()
                 .unwrap()
                 .contains("interrupted"),
@@ -535,8 +535,10 @@ fn kill_9_mid_training_and_mid_deploy_leaves_the_last_model_serving() {
 #[test]
 fn seed_checks_status_readiness_labels_backup_worker() {
     let tmp = tempfile::tempdir().unwrap();
+    // Interval cycles run once the ANN is live: no local baseline here.
     let params = LearningParams {
         interval_s: 1,
+        baseline_s: 0,
         ..LearningParams::default()
     };
     let l = learner_with(tmp.path(), params.clone());
@@ -800,7 +802,7 @@ async fn learning_api() {
         .await
         .unwrap();
     assert_eq!(h["total_cycles"], 1);
-    let c = &h["cycles"][0];
+    let c = &h["history"][0];
     for k in [
         "timestamp",
         "training_time",

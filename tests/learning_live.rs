@@ -75,7 +75,7 @@ fn learner_runs_with_the_live_sniffer() {
     std::fs::write(
         &cfg,
         format!(
-            "[ann]\nmodel = \"{}\"\n[learning]\nenabled = true\ngolden = \"{}\"\nsettle_s = 1\n",
+            "[ann]\nmodel = \"{}\"\n[learning]\nenabled = true\ngolden = \"{}\"\nsettle_s = 1\nbaseline_s = 0\n",
             root().join("models/base.onnx").display(),
             root().join("models/golden.jsonl").display()
         ),
@@ -144,7 +144,7 @@ fn learner_runs_with_the_live_sniffer() {
     assert_eq!(code, 200);
     eprintln!("history: {h}");
     assert_eq!(h["total_cycles"], 1);
-    let c = &h["cycles"][0];
+    let c = &h["history"][0];
     assert_eq!(c["trigger"], "manual");
     assert!(c["label_sources"]["dfa"].as_u64().unwrap_or(0) >= 20, "{c}");
     assert!(

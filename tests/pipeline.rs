@@ -56,6 +56,7 @@ batch_size = 32
 
 [learning]
 settle_s = 5
+baseline_s = 0
 attack_group_cap = 50
 
 [privacy]
@@ -111,7 +112,7 @@ fn stored_samples(store: &Store) -> Vec<TrainingSample> {
 /// `safelink analyze --config FILE --store DIR PCAP`: the stored alerts.
 fn by_analyze(cfg_file: &Path, pcap: &Path, dir: &Path) -> Vec<Alert> {
     let out = Command::new(env!("CARGO_BIN_EXE_safelink"))
-        .arg("analyze")
+        .args(["analyze", "--ann"])
         .arg("--config")
         .arg(cfg_file)
         .arg("--store")

@@ -161,12 +161,22 @@ async function refreshStatus() {
 async function refreshLearning() {
   const l = await getOptional("/learning/status");
   const buttons = ["#learning-start", "#learning-stop", "#learning-train"];
-  if (!l) {
-    setCard("card-learning", "Inactive", "inactive", "continuous learning is not available on this sensor");
+  // Without a learner the status says enabled: false, with no model versions.
+  if (!l || l.model_versions === 0) {
+    setCard("card-learning", "Inactive", "inactive",
+      (l && l.reason) || "continuous learning is not available on this sensor");
     setCard("card-cycles", "—");
+    setCard("card-ann-phase", "—");
     buttons.forEach((b) => { $(b).disabled = true; });
     return;
   }
+  // The ANN's phase: "baseline" (scores, learns this host, no ANN alert) or "live".
+  const fpr = l.local_fpr == null ? "" : "local FPR " + (100 * l.local_fpr).toFixed(2) + " % of " +
+    l.local_heldout_flows + " held-out flows";
+  setCard("card-ann-phase", l.phase === "live" ? "Live" : "Baseline", l.phase,
+    [l.baseline_flows_seen + " flows seen in baseline", fpr,
+      l.baseline_ends && "first check " + l.baseline_ends, l.baseline_reason]
+      .filter(Boolean).join("; "));
   // GET /learning/status: state is "active" | "training" | "inactive".
   const st = l.state;
   buttons.forEach((b) => { $(b).disabled = false; });
@@ -374,7 +384,7 @@ async function refreshAlertChart() {
 async function refreshLearningChart() {
   const h = await getOptional("/learning/history?limit=50");
   const box = $("#chart-learning");
-  const cycles = h ? h.cycles.filter((c) => c.metrics).sort((a, b) => a.id - b.id) : [];
+  const cycles = h ? h.history.filter((c) => c.metrics).sort((a, b) => a.id - b.id) : [];
   if (cycles.length === 0) {
     box.replaceChildren(el("div", h ? "No training cycle with metrics yet." : "Continuous learning is not available on this sensor.", "empty"));
     return;

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::ann::config::{AnnSection, MODEL_SEARCH_PATH};
+pub use crate::ann::config::{AnnSection, SHIPPED_MODEL};
 pub use crate::api::config::ApiConfig;
 pub use crate::capture::config::SensorConfig;
 use crate::detect::dfa::DfaConfig;
@@ -129,6 +129,16 @@ impl Config {
             message: e.to_string(),
         })?;
         Ok((c, chosen))
+    }
+
+    /// The resolved `[learning]` parameters, with the ANN alert threshold of `[ann]` (the
+    /// baseline's local check counts flows at or above it).
+    pub fn learning_params(
+        &self,
+    ) -> Result<crate::learn::LearningParams, crate::learn::config::LearningConfigError> {
+        let mut p = self.learning.params()?;
+        p.alert_threshold = self.ann.detector.threshold;
+        Ok(p)
     }
 
     pub fn to_toml(&self) -> String {

@@ -47,6 +47,10 @@ pub const CLOCK_ANOMALIES: &str = "safelink_clock_anomalies_total";
 pub const LEARNING_CYCLES: &str = "safelink_learning_cycles_total";
 /// Reserved: the model version serving now (gauge), set by the learner / rollback.
 pub const MODEL_VERSION: &str = "safelink_model_version";
+/// 1 when the ANN is live (raises alerts), 0 in its local baseline phase.
+pub const ANN_LIVE: &str = "safelink_ann_live";
+pub const ANN_LOCAL_FPR: &str = "safelink_ann_local_false_positive_rate";
+pub const BASELINE_FLOWS: &str = "safelink_ann_baseline_flows_total";
 /// Reserved: records deleted by retention, label `tree`.
 pub const RETENTION_DELETED: &str = "safelink_retention_deleted_total";
 
@@ -188,6 +192,18 @@ fn describe() {
     );
     describe_counter!(LEARNING_CYCLES, "Continuous-learning cycles by outcome.");
     describe_gauge!(MODEL_VERSION, "Version of the ANN model serving now.");
+    describe_gauge!(
+        ANN_LIVE,
+        "1 when the ANN raises alerts, 0 while it is in its local baseline phase."
+    );
+    describe_gauge!(
+        ANN_LOCAL_FPR,
+        "Share of held-out local baseline flows the serving model flags (last baseline check)."
+    );
+    describe_counter!(
+        BASELINE_FLOWS,
+        "Flows the ANN scored during its local baseline phase."
+    );
     describe_counter!(RETENTION_DELETED, "Records deleted by retention, by tree.");
 }
 
@@ -230,6 +246,19 @@ pub fn record_sweep(took: Duration) {
 /// Copies the detection engine's own counters into the metrics.
 pub fn record_engine(s: &crate::detect::dfa::EngineStats) {
     counter!(KEYS_EVICTED).absolute(s.evicted_keys);
+}
+
+/// The ANN phase and the last local check's false-positive rate.
+pub fn record_baseline(live: bool, local_fpr: Option<f64>) {
+    gauge!(ANN_LIVE).set(if live { 1.0 } else { 0.0 });
+    if let Some(r) = local_fpr {
+        gauge!(ANN_LOCAL_FPR).set(r);
+    }
+}
+
+/// A flow scored during the local baseline.
+pub fn record_baseline_flow() {
+    counter!(BASELINE_FLOWS).increment(1);
 }
 
 pub fn record_sniffer_running(running: bool) {

@@ -4,6 +4,7 @@
 //! - `cargo xtask run [-- ARGS]`    build, then `safelink run ARGS` (root; Ctrl-C detaches)
 //! - `cargo xtask test`             fmt + clippy + every test (kernel tests need root)
 //! - `cargo xtask train-base`       retrain models/base.onnx (reproducible recipe)
+//! - `cargo xtask eval [DIR...]`     rules / ANN / both on labelled capture directories
 //! - `cargo xtask deb`              the Debian package (target/debian/)
 //! - `cargo xtask bench xdp|replay|detect|ann|learn|soak|smoke`
 //! - `cargo xtask fuzz [--target parser|frame|capture] [--runs N] [--secs S]`   cargo-fuzz, nightly
@@ -53,6 +54,17 @@ enum Cmd {
     TrainBase {
         /// Extra arguments for `safelink model train-base`.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Rules only, ANN only and both on labelled capture directories (any directory with a
+    /// MANIFEST.tsv; default: tests/pcaps and models/lab): capture-level and flow-level tables.
+    Eval {
+        /// Capture directories.
+        #[arg(value_name = "DIR")]
+        dirs: Vec<PathBuf>,
+        /// Extra arguments for `safelink model eval-captures` (`--model FILE`, `--config
+        /// FILE`, `--json`).
+        #[arg(last = true)]
         args: Vec<String>,
     },
     /// Build the Debian package `target/debian/safelink_<version>_amd64.deb` (dpkg-deb).
@@ -183,6 +195,20 @@ fn real_main() -> anyhow::Result<()> {
                 .args(["model", "train-base"])
                 .args(args)
                 .env("RAYON_NUM_THREADS", "1"))
+        }
+        Cmd::Eval { dirs, args } => {
+            let bin = build()?;
+            let dirs = if dirs.is_empty() {
+                vec![root().join("tests/pcaps"), root().join("models/lab")]
+            } else {
+                // Relative to where xtask was started, not the workspace root.
+                let here = std::env::current_dir()?;
+                dirs.into_iter().map(|d| here.join(d)).collect()
+            };
+            run(Command::new(bin)
+                .args(["model", "eval-captures"])
+                .args(&dirs)
+                .args(args))
         }
         Cmd::Bench { what } => bench::run_bench(what),
         Cmd::Fuzz(args) => fuzz::fuzz(&args),

@@ -4,37 +4,40 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 /// `[ann]`: the neural flow classifier.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AnnSection {
-    /// Off by default: the shipped base model was trained on public captures with few benign
-    /// flows and flags ordinary SSH logins in the lab (models/README.md). Turn it on once it
-    /// has been retrained on your own traffic.
+    /// On by default. With the continuous learner (also on by default) the live sensor starts
+    /// the ANN in a baseline phase (`[learning] baseline_s`): it scores every flow but raises
+    /// no ANN alert until a model trained on this host's own traffic passes the local
+    /// false-positive check. `safelink analyze` runs the ANN only with `--ann`.
     pub enabled: bool,
-    /// ONNX model file. Unset: `models/base.onnx` (source tree, `cargo xtask run`), then
-    /// `/usr/local/share/safelink/base.onnx` (`cargo xtask install`), then
-    /// `/usr/share/safelink/base.onnx` (the Debian package).
+    /// ONNX model file. Unset: the shipped `base.onnx`, looked for by [`crate::shipped`]
+    /// (`./models`, beside the binary, `<prefix>/share/safelink`, `/usr/local/share/safelink`,
+    /// `/usr/share/safelink`, the source tree it was built from).
     pub model: Option<PathBuf>,
     #[serde(flatten)]
     pub detector: super::AnnConfig,
 }
 
-/// Where the model is looked for when `[ann] model` is unset.
-pub const MODEL_SEARCH_PATH: &[&str] = &[
-    "models/base.onnx",
-    "/usr/local/share/safelink/base.onnx",
-    "/usr/share/safelink/base.onnx",
-];
+/// The shipped model's file name, looked for by [`crate::shipped::find`].
+pub const SHIPPED_MODEL: &str = "base.onnx";
+
+impl Default for AnnSection {
+    fn default() -> Self {
+        AnnSection {
+            enabled: true,
+            model: None,
+            detector: super::AnnConfig::default(),
+        }
+    }
+}
 
 impl AnnSection {
-    /// The model file to load: the configured one, else the first of [`MODEL_SEARCH_PATH`]
-    /// that exists.
+    /// The model file to load: the configured one, else the shipped [`SHIPPED_MODEL`].
     pub fn model_path(&self) -> Option<PathBuf> {
-        self.model.clone().or_else(|| {
-            MODEL_SEARCH_PATH
-                .iter()
-                .map(PathBuf::from)
-                .find(|p| p.exists())
-        })
+        self.model
+            .clone()
+            .or_else(|| crate::shipped::find(SHIPPED_MODEL))
     }
 }

@@ -35,6 +35,9 @@ pub struct ManifestEntry {
     pub class: String,
     /// Addresses named in the `attacker_ip_or_mac` column.
     pub ips: Vec<IpAddr>,
+    /// That column as written (lower case): IPs and MACs, or `victim X` for spoofed and
+    /// reflected floods.
+    pub attacker: String,
 }
 
 impl ManifestEntry {
@@ -84,6 +87,7 @@ pub fn read_manifest(dir: &Path) -> Result<Vec<ManifestEntry>> {
             file: c[cf].to_string(),
             class: c[cc].to_string(),
             ips: ips_in(c[ca]),
+            attacker: c[ca].trim().to_lowercase(),
         });
     }
     Ok(out)

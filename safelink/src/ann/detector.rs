@@ -158,6 +158,8 @@ pub struct AnnDetector {
     tap: Option<ScoreTap>,
     /// False: score (for the tap) but raise no alerts.
     emit: bool,
+    /// With `emit`: alerts only while this is open (the learner's local baseline).
+    gate: Option<super::AlertGate>,
 }
 
 impl AnnDetector {
@@ -175,7 +177,14 @@ impl AnnDetector {
             oldest_ns: u64::MAX,
             tap: None,
             emit: true,
+            gate: None,
         }
+    }
+
+    /// Raises alerts only while `gate` is open (closed: scores for the tap only).
+    pub fn with_gate(mut self, gate: super::AlertGate) -> Self {
+        self.gate = Some(gate);
+        self
     }
 
     /// Scores flows for the tap only (the learner with `[ann] enabled = false`): no alerts.
@@ -264,7 +273,10 @@ impl AnnDetector {
                     if let Some(tap) = self.tap.as_mut() {
                         tap(f, row, s, g);
                     }
-                    if self.emit && s >= self.cfg.threshold {
+                    if self.emit
+                        && s >= self.cfg.threshold
+                        && self.gate.as_ref().is_none_or(super::AlertGate::is_open)
+                    {
                         self.stats.flows_alerting += 1;
                         self.close_idle(self.now_ns);
                         self.alert(f, row, s, &scored.model);

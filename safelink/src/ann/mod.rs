@@ -20,6 +20,7 @@ pub mod detector;
 pub mod eval;
 pub mod export;
 pub mod features;
+pub mod gate;
 pub mod metrics;
 pub mod model;
 pub mod recipe;
@@ -29,6 +30,7 @@ pub mod train;
 pub use batch::{BatchScorer, ScoredBatch};
 pub use detector::{AnnConfig, AnnDetector, AnnStats, GroupBy, ScoreTap};
 pub use features::{FEATURE_VECTOR_VERSION, FEATURES, N_FEATURES};
+pub use gate::AlertGate;
 pub use model::{AnnModel, ModelError, ModelInfo, load_file};
 pub use swap::ModelHandle;
 

@@ -1,8 +1,9 @@
 //! The continuous learner over HTTP: `GET /learning/status`, `POST /learning/train-now`
 //! (202, 409 while a cycle runs, 422 with the reason when there is nothing to train on),
 //! `POST /learning/start|stop`, `GET /learning/history?limit=N`, `GET /models` and
-//! `POST /models/{version}/activate` (manual rollback). 404 when the daemon runs without a
-//! learner. POSTs need the token (see `auth.rs`).
+//! `POST /models/{version}/activate` (manual rollback). Without a learner `GET
+//! /learning/status` answers 200 with `"enabled": false` and the reason; the other routes
+//! answer 404. POSTs need the token (see `auth.rs`).
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -53,14 +54,19 @@ where
     summary = "The continuous learner's state",
     security((), ("bearer" = [])),
     responses(
-        (status = 200, description = "learner state", body = Object),
-        (status = 404, description = "no continuous learner on this sensor", body = ErrorBody)
+        (status = 200, description = "learner state (`enabled: false` and the reason when the sensor runs without a learner)", body = Object)
     )
 )]
 pub async fn status(State(state): State<ApiState>) -> Result<Json<LearningStatus>, ApiError> {
-    let l = learner(&state)?;
-    Ok(Json(blocking(l, |l| l.status()).await?))
+    match state.learner.clone() {
+        Some(l) => Ok(Json(blocking(l, |l| l.status()).await?)),
+        None => Ok(Json(LearningStatus::off(NO_LEARNER))),
+    }
 }
+
+/// Why a sensor has no learner.
+const NO_LEARNER: &str = "continuous learning is off on this sensor ([learning] enabled = false, \
+                          or the ANN model could not be loaded: see the log)";
 
 #[utoipa::path(
     post,
@@ -187,7 +193,7 @@ pub async fn history(
     }
     let l = learner(&state)?;
     let (total, cycles) = blocking(l, move |l| l.history(limit)).await?;
-    Ok(Json(json!({"total_cycles": total, "cycles": cycles})))
+    Ok(Json(json!({"total_cycles": total, "history": cycles})))
 }
 
 #[utoipa::path(

@@ -26,6 +26,7 @@ mod model;
 mod params;
 mod privacy;
 mod status;
+mod verdict;
 
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -179,6 +180,7 @@ fn routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(export::eve))
         .routes(routes!(alerts::list_archive, alerts::archive))
         .routes(routes!(alerts::get_one))
+        .routes(routes!(verdict::verdict))
         .routes(routes!(kinds::kinds))
         .routes(routes!(kinds::features))
         .routes(routes!(model::get))

@@ -60,6 +60,10 @@ pub async fn forget(
     .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let policy = state.privacy.clone();
     let deleted = blocking(&state, move |s| privacy::forget(&s, &policy, subject)).await?;
+    if let Some(l) = state.learner.clone() {
+        // The known-benign services follow the samples that remain.
+        let _ = tokio::task::spawn_blocking(move || l.reload_baseline()).await;
+    }
     Ok(Json(ForgetResponse { subject, deleted }))
 }
 

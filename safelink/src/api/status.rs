@@ -31,6 +31,50 @@ pub struct StatusBody {
     /// `ok`, or `degraded` when a stage of the daemon stopped (listed in `degraded_stages`).
     pub health: &'static str,
     pub degraded_stages: Vec<crate::daemon::stages::DegradedStage>,
+    /// The ANN's phase (absent without an ANN model): `baseline` or `live`.
+    pub ann: Option<AnnPhase>,
+}
+
+/// `/status`'s `ann` object.
+#[derive(Serialize)]
+pub struct AnnPhase {
+    /// `baseline` (scores every flow, learns this host, raises no ANN alert) or `live`.
+    pub phase: &'static str,
+    /// Last local check: share of held-out local flows the serving model flags.
+    pub local_fpr: Option<f64>,
+    pub local_heldout_flows: u64,
+    /// Flows scored during the baseline (this run).
+    pub baseline_flows_seen: u64,
+    pub baseline_ends: Option<String>,
+    pub reason: Option<String>,
+}
+
+/// The ANN's phase: the learner's, else live when a model serves without one.
+async fn ann_phase(state: &ApiState) -> Option<AnnPhase> {
+    match state.learner.clone() {
+        Some(l) => {
+            let st = tokio::task::spawn_blocking(move || l.status())
+                .await
+                .ok()?
+                .ok()?;
+            Some(AnnPhase {
+                phase: st.phase,
+                local_fpr: st.local_fpr,
+                local_heldout_flows: st.local_heldout_flows,
+                baseline_flows_seen: st.baseline_flows_seen,
+                baseline_ends: st.baseline_ends,
+                reason: st.baseline_reason,
+            })
+        }
+        None => state.model.as_ref().map(|_| AnnPhase {
+            phase: crate::learn::Phase::Live.as_str(),
+            local_fpr: None,
+            local_heldout_flows: 0,
+            baseline_flows_seen: 0,
+            baseline_ends: None,
+            reason: Some("no continuous learner: no local baseline".into()),
+        }),
+    }
 }
 
 #[utoipa::path(
@@ -46,6 +90,7 @@ pub struct StatusBody {
 pub async fn status(State(state): State<ApiState>) -> Result<Json<StatusBody>, ApiError> {
     let (counts, health) = blocking(&state, |s| Ok((s.counts_or_last()?, s.health()))).await?;
     let s = state.sensor.status();
+    let ann = ann_phase(&state).await;
     Ok(Json(StatusBody {
         sniffer_running: s.running,
         interface: s.interface,
@@ -67,6 +112,7 @@ pub async fn status(State(state): State<ApiState>) -> Result<Json<StatusBody>, A
             "degraded"
         },
         degraded_stages: s.degraded,
+        ann,
     }))
 }
 

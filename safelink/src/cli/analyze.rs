@@ -43,11 +43,13 @@ pub struct AnalyzeArgs {
     /// Do not run the rule automata (DFA), e.g. with `--ann` for the ANN alone.
     #[arg(long)]
     no_dfa: bool,
-    /// Also score every flow with the ANN classifier (the same code as `safelink run --ann`).
+    /// Also score every flow with the ANN classifier (the same code as the live sensor's
+    /// ANN). Without it a replay runs the rule automata only, whatever `[ann] enabled` says.
     #[arg(long)]
     ann: bool,
-    /// ANN model file [default: `[ann] model`, else models/base.onnx, then
-    /// /usr/local/share/safelink/base.onnx].
+    /// ANN model file [default: `[ann] model`, else the shipped base.onnx: ./models, beside
+    /// the binary, <prefix>/share/safelink, /usr/local/share/safelink, /usr/share/safelink,
+    /// the source tree].
     #[arg(long, value_name = "FILE", requires = "ann")]
     model: Option<PathBuf>,
     /// Also write the alerts into the alert store of this data directory (the store is
@@ -192,9 +194,9 @@ fn load_config(a: &AnalyzeArgs) -> anyhow::Result<Config> {
     };
     a.timeouts.apply(&mut cfg.flows);
     a.replay_flows.apply(&mut cfg.flows);
-    if a.ann {
-        cfg.ann.enabled = true;
-    }
+    // `[ann] enabled` (on by default) is the live sensor's, which starts the ANN in a local
+    // baseline; a replay has no baseline of its own, so it scores only when asked.
+    cfg.ann.enabled = a.ann;
     if let Some(m) = &a.model {
         cfg.ann.model = Some(m.clone());
     }

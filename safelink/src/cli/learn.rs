@@ -87,7 +87,7 @@ fn open(cfg: &Config) -> anyhow::Result<Learner> {
             dir.display()
         )
     })?;
-    let params = cfg.learning.params()?;
+    let params = cfg.learning_params()?;
     let golden = match cfg.learning.golden_path() {
         Some(p) => {
             Some(learn::load_golden(&p).with_context(|| format!("golden set {}", p.display()))?)
@@ -146,7 +146,7 @@ pub fn learn(a: LearnArgs) -> anyhow::Result<ExitCode> {
         }
         LearnCmd::History { limit } => {
             let (total, cycles) = learner.history(limit)?;
-            print_json(&serde_json::json!({"total_cycles": total, "cycles": cycles}))?;
+            print_json(&serde_json::json!({"total_cycles": total, "history": cycles}))?;
             ExitCode::SUCCESS
         }
         LearnCmd::Versions => {

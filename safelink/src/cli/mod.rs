@@ -1,4 +1,5 @@
 //! Command-line interface: argument parsing (clap) and dispatch to the subcommands.
+mod alerts;
 mod analyze;
 mod bench;
 mod generate;
@@ -68,6 +69,9 @@ enum Cmd {
     /// Continuous learning offline: status, history, versions, ingest captures, train a cycle,
     /// activate a version (on a stopped daemon's data directory).
     Learn(learn::LearnArgs),
+    /// Alerts of a running sensor: `verdict ID --verdict false_positive|confirmed` (through
+    /// its API, token from SAFELINK_API_TOKEN).
+    Alerts(alerts::AlertsArgs),
     /// Privacy: `forget --ip|--mac` deletes a subject's data, `report` shows what is stored
     /// (both on a stopped sensor's store).
     Privacy(privacy::PrivacyArgs),
@@ -163,6 +167,7 @@ pub fn main() -> ExitCode {
         Cmd::Bench(a) => bench::bench(a),
         Cmd::Model(a) => model::model(a),
         Cmd::Learn(a) => learn::learn(a),
+        Cmd::Alerts(a) => alerts::alerts(a),
         Cmd::Privacy(a) => privacy::privacy(a),
         Cmd::Generate(a) => generate::generate(a),
     };

@@ -60,6 +60,24 @@ enum ModelCmd {
         #[arg(long, default_value_t = 0.9)]
         threshold: f32,
     },
+    /// Rules only, ANN only and both on labelled capture directories (each with a
+    /// MANIFEST.tsv): capture-level and flow-level tables (`cargo xtask eval`).
+    #[command(hide = true)]
+    EvalCaptures {
+        /// Capture directories with a MANIFEST.tsv.
+        #[arg(required = true, value_name = "DIR")]
+        dirs: Vec<PathBuf>,
+        /// ANN model [default: the shipped base.onnx].
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Configuration file (`[dfa]`, `[ann]` threshold and grouping, `[flows]`);
+        /// default: the built-in defaults.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Print the whole report as JSON instead of the tables.
+        #[arg(long)]
+        json: bool,
+    },
     /// Scoring throughput and latency: whole path vs bare tract, batch 1/64/1024.
     #[command(hide = true)]
     Bench {
@@ -82,6 +100,26 @@ pub fn model(a: ModelArgs) -> anyhow::Result<ExitCode> {
         ModelCmd::Info { file } => {
             let m = ann::load_file(&file)?;
             println!("{}", serde_json::to_string_pretty(&m.info)?);
+        }
+        ModelCmd::EvalCaptures {
+            dirs,
+            model,
+            config,
+            json,
+        } => {
+            let cfg = safelink::config::Config::load(Some(
+                config.as_deref().unwrap_or("/dev/null".as_ref()),
+            ))?
+            .0;
+            let model = model
+                .or_else(|| cfg.ann.model_path())
+                .context("no ANN model found: pass --model FILE")?;
+            let r = safelink::eval::evaluate(&cfg, &model, &dirs)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                print!("{}", r.markdown());
+            }
         }
         ModelCmd::Validate { file } => {
             let m = ann::load_file(&file)?;

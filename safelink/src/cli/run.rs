@@ -126,14 +126,21 @@ pub struct ConfigArgs {
     eve_log: Option<PathBuf>,
     #[command(flatten)]
     model: ModelFileArgs,
-    /// Also run the ANN flow classifier (off by default, see models/README.md).
-    #[arg(long)]
+    /// Run the ANN flow classifier ([ann] enabled; the default).
+    #[arg(long, overrides_with = "no_ann")]
     ann: bool,
+    /// Rule automata only: no ANN scoring or alerts ([ann] enabled = false).
+    #[arg(long)]
+    no_ann: bool,
     #[command(flatten)]
     timeouts: super::TimeoutArgs,
-    /// Run the continuous learner with the sniffer ([learning] enabled).
-    #[arg(long)]
+    /// Run the continuous learner with the sniffer ([learning] enabled; the default).
+    #[arg(long, overrides_with = "no_learning")]
     learning: bool,
+    /// No continuous learner ([learning] enabled = false): no baseline phase either, the ANN
+    /// (if on) alerts from the start with the model it has.
+    #[arg(long)]
+    no_learning: bool,
     #[command(flatten)]
     profile: ProfileArgs,
     /// Seconds between sweeps of the kernel flow map [default: 1].
@@ -171,9 +178,15 @@ impl ConfigArgs {
         if self.ann {
             c.ann.enabled = true;
         }
+        if self.no_ann {
+            c.ann.enabled = false;
+        }
         self.timeouts.apply(&mut c.flows);
         if self.learning {
             c.learning.enabled = true;
+        }
+        if self.no_learning {
+            c.learning.enabled = false;
         }
         self.profile.apply(&mut c);
         if let Some(v) = self.sweep_interval {

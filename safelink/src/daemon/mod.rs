@@ -253,7 +253,7 @@ fn open_model(
     cfg: &Config,
     store: &Store,
 ) -> anyhow::Result<(Option<Learner>, Option<ModelHandle>)> {
-    let params = cfg.learning.params()?;
+    let params = cfg.learning_params()?;
     let model_path = cfg.ann.model_path();
     let learner = if cfg.learning.enabled {
         let golden = cfg
@@ -329,6 +329,7 @@ pub fn build_pipeline(
             alerts: Some(store.clone()),
             eve_log,
             samples: learner.map(|l| (store.clone(), l.params().clone())),
+            baseline: learner.map(Learner::baseline),
             policy: privacy.clone(),
             ..Stages::default()
         },

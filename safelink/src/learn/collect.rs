@@ -23,8 +23,9 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tracing::{debug, error, info};
 
+use super::baseline::LocalBaseline;
 use super::config::LearningParams;
-use super::sample::{LabelSource, TrainingSample, auto_label};
+use super::sample::{Decision, Evidence, LabelSource, TrainingSample, auto_label};
 use crate::alert::{Alert, AlertKind, AlertSource};
 use crate::ann::N_FEATURES;
 use crate::ann::train::Rng;
@@ -51,6 +52,11 @@ pub struct CollectStats {
     pub attack_capped: u64,
     pub skipped: u64,
     pub relabelled: u64,
+    /// Benign samples of the local baseline phase (included in `benign`).
+    pub baseline: u64,
+    /// Flows the ANN scored above `attack_score` on a known-benign service: not labelled
+    /// attack (see `sample::auto_label`).
+    pub ann_high_overruled: u64,
     /// Messages dropped because the queue was full (detection never waits).
     pub queue_full: u64,
     /// Flows whose score was NaN or infinite: never labelled, never stored.
@@ -70,6 +76,8 @@ impl CollectStats {
         self.attack_capped += o.attack_capped;
         self.skipped += o.skipped;
         self.relabelled += o.relabelled;
+        self.baseline += o.baseline;
+        self.ann_high_overruled += o.ann_high_overruled;
         self.queue_full += o.queue_full;
         self.nonfinite += o.nonfinite;
         self.stored += o.stored;
@@ -92,6 +100,9 @@ pub struct Collector {
     group_cap: u64,
     groups: HashMap<(Option<AlertKind>, IpAddr), u64>,
     rng: Rng,
+    /// The local baseline (live sensor): phase and known-benign services, with the policy
+    /// that gives addresses their stored form.
+    baseline: Option<(LocalBaseline, Policy)>,
     pub stats: CollectStats,
 }
 
@@ -112,8 +123,16 @@ impl Collector {
             group_cap: p.attack_group_cap as u64,
             groups: HashMap::new(),
             rng: Rng(0x0C01_1EC7),
+            baseline: None,
             stats: CollectStats::default(),
         }
+    }
+
+    /// Labels by the local baseline too: flows scored in its phase are benign `baseline`
+    /// samples, and a high score on a known-benign service is overruled.
+    pub fn with_baseline(mut self, b: LocalBaseline, policy: Policy) -> Self {
+        self.baseline = Some((b, policy));
+        self
     }
 
     /// Advances the clock (record time or wall clock, whichever is later).
@@ -126,8 +145,14 @@ impl Collector {
         self.scored_sample(TrainingSample::of_flow(f, score));
     }
 
-    pub fn scored_sample(&mut self, s: TrainingSample) {
+    pub fn scored_sample(&mut self, mut s: TrainingSample) {
         self.stats.flows_seen += 1;
+        if let Some((b, _)) = &self.baseline
+            && b.phase() == super::Phase::Baseline
+        {
+            s.baseline = true;
+            b.saw_flow();
+        }
         if !s.score.is_finite() {
             // No label can come from it (and a rule label would store a NaN score).
             self.stats.nonfinite += 1;
@@ -189,9 +214,26 @@ impl Collector {
             }
             let s = self.pending.pop_front().expect("front exists");
             let kind = self.attacker_kind(&s);
-            let Some(l) = auto_label(kind, s.score, self.attack_score, self.benign_score) else {
-                self.stats.skipped += 1;
-                continue;
+            let service = self
+                .baseline
+                .as_ref()
+                .map(|(b, p)| (b, (p.ip(s.dst_ip), s.dst_port)));
+            let e = Evidence {
+                rule_alert: kind,
+                score: s.score,
+                baseline: s.baseline,
+                known_benign: service.is_some_and(|(b, svc)| b.is_known_benign(&svc)),
+            };
+            let l = match auto_label(&e, self.attack_score, self.benign_score) {
+                Decision::Label(l) => l,
+                Decision::Skipped => {
+                    self.stats.skipped += 1;
+                    continue;
+                }
+                Decision::Overruled => {
+                    self.stats.ann_high_overruled += 1;
+                    continue;
+                }
             };
             if l.attack {
                 let group = match (l.source, kind) {
@@ -224,6 +266,12 @@ impl Collector {
                         continue;
                     }
                     self.stats.benign += 1;
+                    if l.source == LabelSource::Baseline {
+                        self.stats.baseline += 1;
+                        if let Some((b, svc)) = service {
+                            b.add_benign(svc);
+                        }
+                    }
                 }
             }
             out.push(s.labelled(l, kind));
@@ -287,10 +335,19 @@ impl CollectorHandle {
 impl CollectorThread {
     /// Starts the thread writing into `store`, addresses written as `policy` says. `lossless`
     /// (offline drivers): senders wait for room instead of dropping.
-    pub fn spawn(store: Store, params: &LearningParams, policy: Policy, lossless: bool) -> Self {
+    pub fn spawn(
+        store: Store,
+        params: &LearningParams,
+        policy: Policy,
+        lossless: bool,
+        baseline: Option<LocalBaseline>,
+    ) -> Self {
         let (tx, rx) = sync_channel(16_384);
         let dropped = Arc::new(AtomicU64::new(0));
-        let c = Collector::new(params);
+        let mut c = Collector::new(params);
+        if let Some(b) = baseline {
+            c = c.with_baseline(b, policy.clone());
+        }
         let d = dropped.clone();
         let join = std::thread::Builder::new()
             .name("safelink-collect".into())
@@ -360,7 +417,8 @@ pub(crate) fn relabel(store: &Store, policy: &Policy, ip: IpAddr, kind: AlertKin
     let ip = policy.ip(ip);
     let watermark = store.learning_state().map(|s| s.watermark).unwrap_or(0);
     let r = store.relabel_samples(watermark, |s| {
-        if s.involves(ip) && s.source != LabelSource::Dfa {
+        // An operator's verdict is never replaced by an automatic label.
+        if s.involves(ip) && s.source != LabelSource::Dfa && s.source.is_automatic() {
             s.label = 1.0;
             s.source = LabelSource::Dfa;
             s.confidence = 1.0;

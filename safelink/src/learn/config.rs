@@ -9,9 +9,14 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Profile {
-    /// One busy host or a small fleet: hourly cycles at 100 new samples.
+    /// One busy host or a small fleet: hourly cycles at 100 new samples, lr 1e-3 and 10
+    /// epochs (learns a new attack family, or a local false positive, in one cycle:
+    /// docs/learning.md).
     #[default]
     Default,
+    /// The seed's original defaults (lr 1e-4, 3 epochs): follows drift gently, but one cycle
+    /// does not learn a new class.
+    Seed,
     /// One quiet host: fewer, gentler cycles (every 2 h at 50 samples, lr 5e-5).
     Single,
     /// Aggregated alerts of many sensors: bigger batches and history.
@@ -22,17 +27,19 @@ impl Profile {
     pub fn as_str(self) -> &'static str {
         match self {
             Profile::Default => "default",
+            Profile::Seed => "seed",
             Profile::Single => "single",
             Profile::Mass => "mass",
         }
     }
 
-    /// (interval s, min samples, batch, learning rate, max history).
-    fn base(self) -> (u64, usize, usize, f64, usize) {
+    /// (interval s, min samples, batch, learning rate, max history, epochs).
+    fn base(self) -> (u64, usize, usize, f64, usize, usize) {
         match self {
-            Profile::Default => (3600, 100, 32, 1e-4, 10_000),
-            Profile::Single => (7200, 50, 16, 5e-5, 5_000),
-            Profile::Mass => (3600, 500, 128, 2e-4, 20_000),
+            Profile::Default => (3600, 100, 32, 1e-3, 10_000, 10),
+            Profile::Seed => (3600, 100, 32, 1e-4, 10_000, 3),
+            Profile::Single => (7200, 50, 16, 5e-5, 5_000, 3),
+            Profile::Mass => (3600, 500, 128, 2e-4, 20_000, 3),
         }
     }
 }
@@ -41,8 +48,8 @@ impl Profile {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LearningSection {
-    /// Run the learner with the sniffer. It needs the ANN model (loaded for scoring even when
-    /// `[ann] enabled = false`; ANN alerts stay off then).
+    /// Run the learner with the sniffer (on by default). It needs the ANN model (loaded for
+    /// scoring even when `[ann] enabled = false`; ANN alerts stay off then).
     pub enabled: bool,
     pub profile: Profile,
     /// Seconds between due checks (a cycle runs when `min_samples` new samples exist).
@@ -78,20 +85,30 @@ pub struct LearningSection {
     /// Seconds a scored flow waits before it is labelled, so a rule alert that fires a little
     /// later still labels it attack.
     pub settle_s: u64,
-    /// The fixed golden set of the base model (unset: `models/golden.jsonl`, then
-    /// `/usr/local/share/safelink/golden.jsonl`).
+    /// The fixed golden set of the base model (unset: the shipped `golden.jsonl`, found like
+    /// the base model, see [`crate::shipped`]).
     pub golden: Option<PathBuf>,
     /// Model files kept in `<data_dir>/models` (the current one is always kept).
     pub keep_versions: usize,
     /// Share of wall time a training cycle may compute; it sleeps the rest after each batch,
     /// leaving the CPU to detection (1.0 = flat out).
     pub train_duty: f64,
+    /// Seconds of local baseline before the ANN may go live: it scores every flow but raises
+    /// no ANN alert, and learns this host's own benign traffic (0 = no baseline: live at
+    /// once with the model it has).
+    pub baseline_s: u64,
+    /// The ANN goes live only when the serving model flags at most this share of held-out
+    /// local baseline flows (at `[ann] threshold`)...
+    pub baseline_max_fpr: f64,
+    /// ...measured on at least this many held-out local flows (the rate's resolution is one
+    /// flow in this many).
+    pub baseline_min_flows: usize,
 }
 
 impl Default for LearningSection {
     fn default() -> Self {
         LearningSection {
-            enabled: false,
+            enabled: true,
             profile: Profile::Default,
             learning_interval_s: None,
             min_samples: None,
@@ -112,16 +129,16 @@ impl Default for LearningSection {
             golden: None,
             keep_versions: 20,
             train_duty: 0.5,
+            baseline_s: 86_400,
+            baseline_max_fpr: 0.001,
+            baseline_min_flows: 200,
         }
     }
 }
 
-/// Where the golden set is looked for when `[learning] golden` is unset.
-pub const GOLDEN_SEARCH_PATH: &[&str] = &[
-    "models/golden.jsonl",
-    "/usr/local/share/safelink/golden.jsonl",
-    "/usr/share/safelink/golden.jsonl",
-];
+/// The shipped golden set's file name, looked for by [`crate::shipped::find`] when
+/// `[learning] golden` is unset.
+pub const SHIPPED_GOLDEN: &str = "golden.jsonl";
 
 /// Resolved settings.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -145,6 +162,13 @@ pub struct LearningParams {
     pub settle_s: u64,
     pub keep_versions: usize,
     pub train_duty: f64,
+    pub baseline_s: u64,
+    pub baseline_max_fpr: f64,
+    pub baseline_min_flows: usize,
+    /// The ANN alert threshold (`[ann] threshold`), for the baseline's local check: set by
+    /// [`crate::config::Config::learning_params`].
+    #[serde(serialize_with = "crate::config::f32_short")]
+    pub alert_threshold: f32,
 }
 
 impl Default for LearningParams {
@@ -163,14 +187,14 @@ pub struct LearningConfigError(pub String);
 impl LearningSection {
     /// The profile's values with this section's overrides, checked.
     pub fn params(&self) -> Result<LearningParams, LearningConfigError> {
-        let (interval, min, batch, lr, history) = self.profile.base();
+        let (interval, min, batch, lr, history, epochs) = self.profile.base();
         let p = LearningParams {
             profile: self.profile,
             interval_s: self.learning_interval_s.unwrap_or(interval),
             min_samples: self.min_samples.unwrap_or(min),
             batch_size: self.batch_size.unwrap_or(batch),
             learning_rate: self.learning_rate.unwrap_or(lr),
-            epochs: self.epochs.unwrap_or(3),
+            epochs: self.epochs.unwrap_or(epochs),
             max_history: self.max_history.unwrap_or(history),
             attack_score: self.attack_score,
             benign_score: self.benign_score,
@@ -184,6 +208,10 @@ impl LearningSection {
             settle_s: self.settle_s,
             keep_versions: self.keep_versions,
             train_duty: self.train_duty,
+            baseline_s: self.baseline_s,
+            baseline_max_fpr: self.baseline_max_fpr,
+            baseline_min_flows: self.baseline_min_flows,
+            alert_threshold: crate::ann::AnnConfig::default().threshold,
         };
         let bad = |m: String| Err(LearningConfigError(m));
         if p.interval_s == 0 {
@@ -219,21 +247,24 @@ impl LearningSection {
                 p.train_duty
             ));
         }
+        if !(0.0..1.0).contains(&p.baseline_max_fpr) || p.baseline_min_flows == 0 {
+            return bad(format!(
+                "baseline_max_fpr must be in [0, 1) and baseline_min_flows at least 1, got {} and {}",
+                p.baseline_max_fpr, p.baseline_min_flows
+            ));
+        }
         if p.keep_versions < 2 {
             return bad("keep_versions must be at least 2 (current and parent)".into());
         }
         Ok(p)
     }
 
-    /// The golden set to validate against: the configured file, else the first of
-    /// [`GOLDEN_SEARCH_PATH`] that exists.
+    /// The golden set to validate against: the configured file, else the shipped
+    /// [`SHIPPED_GOLDEN`].
     pub fn golden_path(&self) -> Option<PathBuf> {
-        self.golden.clone().or_else(|| {
-            GOLDEN_SEARCH_PATH
-                .iter()
-                .map(PathBuf::from)
-                .find(|p| p.exists())
-        })
+        self.golden
+            .clone()
+            .or_else(|| crate::shipped::find(SHIPPED_GOLDEN))
     }
 }
 
@@ -253,7 +284,22 @@ mod tests {
                 d.max_history,
                 d.epochs
             ),
-            (3600, 100, 32, 1e-4, 10_000, 3)
+            (3600, 100, 32, 1e-3, 10_000, 10)
+        );
+        let seed = LearningSection {
+            profile: Profile::Seed,
+            ..Default::default()
+        }
+        .params()
+        .unwrap();
+        assert_eq!(
+            (
+                seed.learning_rate,
+                seed.epochs,
+                seed.interval_s,
+                seed.min_samples
+            ),
+            (1e-4, 3, 3600, 100)
         );
         let s = LearningSection {
             profile: Profile::Single,

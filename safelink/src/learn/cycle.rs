@@ -12,7 +12,7 @@ use super::LearnError;
 use super::config::LearningParams;
 use super::history::{CycleMetrics, CycleRecord, LearningState, Outcome, VersionRecord};
 use super::models::{ModelDir, now_rfc3339, sha256_hex};
-use super::sample::TrainingSample;
+use super::sample::{LabelSource, TrainingSample};
 use crate::ann::export::{ExportSpec, read_spec, write_atomic};
 use crate::ann::metrics::compute;
 use crate::ann::model::{load_bytes, meta};
@@ -97,12 +97,24 @@ fn label_counts<'a>(it: impl Iterator<Item = &'a TrainingSample>) -> BTreeMap<St
 }
 
 /// Holdout membership: a hash of the sample id (stable across runs).
-fn held_out(id: u64, fraction: f64) -> bool {
+pub(crate) fn held_out(id: u64, fraction: f64) -> bool {
     let h = id.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 11;
     (h % 10_000) < (fraction * 10_000.0) as u64
 }
 
-/// Class-balanced weights with mean 1.
+/// How much more an operator's verdict weighs in training than an automatic sample of its
+/// class: one verdict has to move the model against the many automatic samples around it.
+pub const OPERATOR_WEIGHT: f32 = 50.0;
+
+/// Whether a sample is held out of training for good: a local baseline flow in the holdout
+/// share (the baseline's false-positive check measures on these, so no cycle may train on
+/// them).
+pub(crate) fn local_holdout(s: &TrainingSample, fraction: f64) -> bool {
+    s.source == LabelSource::Baseline && held_out(s.id, fraction)
+}
+
+/// Class-balanced weights with mean 1 (an operator's verdict weighs [`OPERATOR_WEIGHT`] times
+/// its class weight).
 fn dataset(rows: &[&TrainingSample]) -> Dataset {
     let n = rows.len() as f64;
     let na = rows.iter().filter(|s| s.is_attack()).count() as f64;
@@ -120,7 +132,14 @@ fn dataset(rows: &[&TrainingSample]) -> Dataset {
         y: rows.iter().map(|s| s.label).collect(),
         w: rows
             .iter()
-            .map(|s| if s.is_attack() { wa as f32 } else { wb as f32 })
+            .map(|s| {
+                let w = if s.is_attack() { wa as f32 } else { wb as f32 };
+                if s.source == LabelSource::Operator {
+                    w * OPERATOR_WEIGHT
+                } else {
+                    w
+                }
+            })
             .collect(),
     }
 }
@@ -251,15 +270,16 @@ fn cycle_body(
     let p = ctx.params;
     // Collect: history to replay (never quarantined samples).
     let t = Instant::now();
+    // An operator's verdict is always trained on, never held out.
     let (train_new, holdout): (Vec<&TrainingSample>, Vec<&TrainingSample>) = new
         .iter()
-        .partition(|s| !held_out(s.id, p.holdout_fraction));
+        .partition(|s| s.source == LabelSource::Operator || !held_out(s.id, p.holdout_fraction));
     let (train_new, holdout) = if holdout.is_empty() || train_new.is_empty() {
         // Tiny sets: every fifth sample is held out.
         new.iter()
             .enumerate()
             .fold((Vec::new(), Vec::new()), |(mut a, mut b), (i, s)| {
-                if i % 5 == 4 {
+                if i % 5 == 4 && s.source != LabelSource::Operator {
                     b.push(s)
                 } else {
                     a.push(s)
@@ -274,10 +294,20 @@ fn cycle_body(
     let mut history = ctx
         .store
         .samples_upto(state.watermark, room, |id| !state.quarantined(id))?;
-    history.retain(TrainingSample::valid);
+    history.retain(|s| {
+        s.valid() && s.source != LabelSource::Operator && !local_holdout(s, p.holdout_fraction)
+    });
     let mut rng = Rng(0x5AFE ^ rec.id);
     rng.shuffle(&mut history);
     history.truncate(want_replay);
+    // Every operator verdict of earlier cycles is trained on again, in every cycle (a
+    // rejected cycle's quarantine does not touch them).
+    history.extend(
+        ctx.store
+            .samples_from(&[LabelSource::Operator])?
+            .into_iter()
+            .filter(|s| s.id <= state.watermark && s.valid()),
+    );
     times.collect += t.elapsed().as_secs_f64();
 
     // Label: the samples carry their labels; count them.

@@ -104,6 +104,9 @@ pub struct LearningState {
     /// Sample id ranges of rejected cycles: never replayed as history.
     pub quarantine: Vec<(u64, u64)>,
     pub last_training_time: Option<String>,
+    /// The local baseline phase of the ANN.
+    #[serde(default)]
+    pub baseline: super::baseline::BaselineState,
 }
 
 impl LearningState {

@@ -10,6 +10,7 @@
 //!   keep serving.
 //! - [`models`] and [`history`]: model versions, backups, cycle history, crash recovery.
 //! - [`config`]: the `[learning]` section and its profiles.
+pub mod baseline;
 pub mod bench;
 pub mod collect;
 pub mod config;
@@ -18,13 +19,16 @@ pub mod history;
 pub mod ingest;
 pub mod models;
 pub mod sample;
+pub mod verdict;
 pub mod worker;
 
+pub use baseline::{BaselineState, LocalBaseline, Phase};
 pub use collect::{CollectStats, Collector, CollectorHandle, CollectorThread};
 pub use config::{LearningParams, LearningSection, Profile};
 pub use cycle::{CycleReport, Golden, StepTimes};
 pub use history::{CycleMetrics, CycleRecord, LearningState, Outcome, VersionRecord};
-pub use sample::{LabelSource, TrainingSample, auto_label};
+pub use sample::{Decision, Evidence, LabelSource, TrainingSample, auto_label};
+pub use verdict::{Verdict, VerdictError, VerdictOutcome};
 pub use worker::{Learner, LearningStatus, TrainNowError};
 
 use crate::store::StoreError;

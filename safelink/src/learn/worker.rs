@@ -15,10 +15,12 @@ use time::OffsetDateTime;
 use tracing::{info, warn};
 
 use super::LearnError;
+use super::baseline::{LocalBaseline, Phase};
 use super::config::LearningParams;
 use super::cycle::{CycleContext, CycleReport, Golden, run_cycle};
 use super::history::{CycleRecord, VersionRecord};
 use super::models::{ModelDir, open_registry};
+use super::sample::{LabelSource, TrainingSample};
 use crate::ann::ModelHandle;
 use crate::store::{Store, format_rfc3339};
 
@@ -41,6 +43,57 @@ pub struct LearningStatus {
     pub last_outcome: Option<String>,
     /// Why no cycle ran at the last due check (e.g. "need 100 new samples, have 45").
     pub reason: Option<String>,
+    /// The ANN's phase: `baseline` (scores, learns this host, no ANN alert) or `live`.
+    pub phase: &'static str,
+    /// When the baseline's first local check is due (RFC 3339; unset once live).
+    pub baseline_ends: Option<String>,
+    /// When the ANN went live.
+    pub live_since: Option<String>,
+    /// The last local check: share of held-out local flows the serving model flags at the
+    /// alert threshold, and how many flows that was measured on.
+    pub local_fpr: Option<f64>,
+    pub local_heldout_flows: u64,
+    /// Flows scored during the baseline (this run), and the local benign samples stored.
+    pub baseline_flows_seen: u64,
+    pub baseline_samples: u64,
+    /// Why the ANN is still in baseline, or how it went live.
+    pub baseline_reason: Option<String>,
+    /// Services (server address and port) whose high ANN scores are not labelled attack.
+    pub known_benign_services: usize,
+    /// Operator verdicts stored as samples.
+    pub operator_verdicts: u64,
+}
+
+impl LearningStatus {
+    /// The answer when the sensor runs without a learner (`reason` says why).
+    pub fn off(reason: &str) -> Self {
+        LearningStatus {
+            enabled: false,
+            is_training: false,
+            state: "inactive",
+            profile: "",
+            last_training_time: None,
+            total_training_cycles: 0,
+            model_versions: 0,
+            current_version: None,
+            new_samples: 0,
+            total_samples: 0,
+            min_samples: 0,
+            next_due: None,
+            last_outcome: None,
+            reason: Some(reason.to_owned()),
+            phase: Phase::Live.as_str(),
+            baseline_ends: None,
+            live_since: None,
+            local_fpr: None,
+            local_heldout_flows: 0,
+            baseline_flows_seen: 0,
+            baseline_samples: 0,
+            baseline_reason: None,
+            known_benign_services: 0,
+            operator_verdicts: 0,
+        }
+    }
 }
 
 /// Why `train-now` was refused.
@@ -72,6 +125,9 @@ struct Shared {
     stop_cycle: AtomicBool,
     next_due: Mutex<Option<OffsetDateTime>>,
     reason: Mutex<Option<String>>,
+    baseline: LocalBaseline,
+    /// Next local baseline check (while in baseline).
+    next_check: Mutex<Option<OffsetDateTime>>,
     /// Serialises cycles and activations.
     models_lock: Mutex<()>,
 }
@@ -114,7 +170,28 @@ impl Learner {
     ) -> Result<Learner, LearnError> {
         let dir = ModelDir::new(data_dir)
             .map_err(|e| LearnError::Io(data_dir.join("models").display().to_string(), e))?;
-        let (handle, state) = open_registry(&store, &dir, base_model)?;
+        let (handle, mut state) = open_registry(&store, &dir, base_model)?;
+        if state.baseline.started_ns.is_none() {
+            // A new sensor: the baseline starts now (or is skipped with baseline_s = 0).
+            let now = OffsetDateTime::now_utc();
+            state.baseline.started_ns = Some(now.unix_timestamp_nanos() as u64);
+            if params.baseline_s == 0 {
+                state.baseline.live_since = Some(format_rfc3339(now));
+                state.baseline.reason = Some("no baseline configured (baseline_s = 0)".into());
+            }
+            store.put_learning_state(&state)?;
+        }
+        let baseline = LocalBaseline::new(state.baseline.phase() == Phase::Live);
+        baseline.reload(&store.samples_from(&[LabelSource::Baseline, LabelSource::Operator])?);
+        crate::telemetry::record_baseline(
+            state.baseline.phase() == Phase::Live,
+            state.baseline.local_fpr,
+        );
+        info!(
+            phase = state.baseline.phase().as_str(),
+            known_benign_services = baseline.known_benign_services(),
+            "ANN phase"
+        );
         if let Some(v) = state.current_version {
             metrics::gauge!(crate::telemetry::MODEL_VERSION).set(v as f64);
         }
@@ -133,6 +210,8 @@ impl Learner {
             stop_cycle: AtomicBool::new(false),
             next_due: Mutex::new(None),
             reason: Mutex::new(None),
+            baseline,
+            next_check: Mutex::new(None),
             models_lock: Mutex::new(()),
         });
         let (tx, rx) = channel();
@@ -159,6 +238,87 @@ impl Learner {
 
     pub fn store(&self) -> &Store {
         &self.shared.store
+    }
+
+    /// The local baseline (the ANN's alert gate and the known-benign services).
+    pub fn baseline(&self) -> LocalBaseline {
+        self.shared.baseline.clone()
+    }
+
+    /// Runs the local baseline check now on the calling thread (`safelink learn baseline`,
+    /// tests): trains on the new samples, then measures the serving model on held-out local
+    /// flows and goes live if it passes. Returns the phase after it.
+    pub fn baseline_check_here(&self) -> Result<Phase, LearnError> {
+        if !self.shared.begin_training() {
+            return Err(LearnError::Busy);
+        }
+        let r = baseline_check(&self.shared);
+        self.shared.training.store(false, Ordering::SeqCst);
+        r
+    }
+
+    /// Stores an operator's verdict on a stored alert (see [`super::verdict`]).
+    pub fn verdict(
+        &self,
+        alert: &crate::alert::Alert,
+        v: super::Verdict,
+    ) -> Result<super::VerdictOutcome, super::VerdictError> {
+        let s = &self.shared;
+        let sample = super::verdict::sample_of(alert, v)?;
+        let id = alert.id;
+        let replaced = s
+            .store
+            .delete_samples_matching(|x| {
+                x.source == LabelSource::Operator && x.alert_id == Some(id)
+            })
+            .map_err(LearnError::from)?;
+        let label = sample.label;
+        let relabelled = s
+            .store
+            .relabel_samples(0, |x| {
+                if x.source.is_automatic() && super::verdict::same_flow(x, &sample) {
+                    x.label = label;
+                    x.source = LabelSource::Operator;
+                    x.confidence = 1.0;
+                    true
+                } else {
+                    false
+                }
+            })
+            .map_err(LearnError::from)?;
+        let sample_id = s
+            .store
+            .insert_samples(std::slice::from_ref(&sample))
+            .map_err(LearnError::from)?[0];
+        // The known-benign services follow the stored verdicts (a replaced false_positive
+        // no longer counts).
+        self.reload_baseline()?;
+        let known = (v == super::Verdict::FalsePositive)
+            .then(|| std::net::SocketAddr::new(sample.dst_ip, sample.dst_port).to_string());
+        info!(
+            alert = id,
+            verdict = v.as_str(),
+            relabelled,
+            "operator verdict stored"
+        );
+        Ok(super::VerdictOutcome {
+            alert_id: id,
+            verdict: v,
+            sample_id,
+            replaced,
+            relabelled,
+            known_benign_service: known,
+        })
+    }
+
+    /// Rebuilds the known-benign services from the store (after samples were deleted).
+    pub fn reload_baseline(&self) -> Result<(), LearnError> {
+        let s = &self.shared;
+        s.baseline.reload(
+            &s.store
+                .samples_from(&[LabelSource::Baseline, LabelSource::Operator])?,
+        );
+        Ok(())
     }
 
     /// Starts interval cycles (first due check after one interval). Returns false if it was
@@ -244,6 +404,14 @@ impl Learner {
         let versions = s.store.versions()?.len() as u64;
         let training = s.training.load(Ordering::SeqCst);
         let active = s.active.load(Ordering::SeqCst);
+        let b = &st.baseline;
+        let counted = s
+            .store
+            .samples_from(&[LabelSource::Baseline, LabelSource::Operator])?;
+        let operator = counted
+            .iter()
+            .filter(|x| x.source == LabelSource::Operator)
+            .count() as u64;
         Ok(LearningStatus {
             enabled: s.enabled,
             is_training: training,
@@ -265,6 +433,21 @@ impl Learner {
             next_due: s.next_due.lock().expect("lock").map(format_rfc3339),
             last_outcome: last.first().map(|c| c.outcome.as_str().to_string()),
             reason: s.reason.lock().expect("lock").clone(),
+            phase: s.baseline.phase().as_str(),
+            baseline_ends: match (b.phase(), b.started_ns) {
+                (Phase::Baseline, Some(ns)) => {
+                    baseline_end(ns, s.params.baseline_s).map(format_rfc3339)
+                }
+                _ => None,
+            },
+            live_since: b.live_since.clone(),
+            local_fpr: b.local_fpr,
+            local_heldout_flows: b.heldout_flows,
+            baseline_flows_seen: s.baseline.flows_seen(),
+            baseline_samples: counted.len() as u64 - operator,
+            baseline_reason: b.reason.clone(),
+            known_benign_services: s.baseline.known_benign_services(),
+            operator_verdicts: operator,
         })
     }
 
@@ -343,6 +526,13 @@ fn cycle_inner(s: &Shared, trigger: &str) -> Result<CycleReport, LearnError> {
         stop: &s.stop_cycle,
     };
     let r = run_cycle(&ctx, trigger);
+    // Retention may have removed samples since: the known-benign services follow the store.
+    if let Ok(kept) = s
+        .store
+        .samples_from(&[LabelSource::Baseline, LabelSource::Operator])
+    {
+        s.baseline.reload(&kept);
+    }
     if let Ok(rep) = &r {
         metrics::counter!(crate::telemetry::LEARNING_CYCLES, "outcome" => rep.record.outcome.as_str())
             .increment(1);
@@ -390,6 +580,18 @@ fn worker(s: Arc<Shared>, rx: Receiver<Cmd>) {
             continue;
         }
         let now = OffsetDateTime::now_utc();
+        if s.baseline.phase() == Phase::Baseline {
+            // No interval cycles in baseline: its check trains when it is due.
+            if baseline_due(&s, now) && s.begin_training() {
+                if let Err(e) = baseline_check(&s) {
+                    warn!(error = %e, "local baseline check failed");
+                }
+                s.training.store(false, Ordering::SeqCst);
+                *s.next_check.lock().expect("lock") =
+                    Some(OffsetDateTime::now_utc() + Duration::from_secs(s.params.interval_s));
+            }
+            continue;
+        }
         let due = *s.next_due.lock().expect("lock");
         if due.is_some_and(|d| now < d) {
             continue;
@@ -418,4 +620,113 @@ fn worker(s: Arc<Shared>, rx: Receiver<Cmd>) {
         }
         run_logged(&s, "interval");
     }
+}
+
+/// When a baseline started at `started_ns` (Unix ns) ends.
+fn baseline_end(started_ns: u64, baseline_s: u64) -> Option<OffsetDateTime> {
+    let end = i128::from(started_ns) + i128::from(baseline_s) * 1_000_000_000;
+    OffsetDateTime::from_unix_timestamp_nanos(end).ok()
+}
+
+/// Whether the baseline's next local check is due.
+fn baseline_due(s: &Shared, now: OffsetDateTime) -> bool {
+    let started = match s.store.learning_state() {
+        Ok(st) => st.baseline.started_ns,
+        Err(_) => return false,
+    };
+    let ended = started
+        .and_then(|ns| baseline_end(ns, s.params.baseline_s))
+        .is_some_and(|end| now >= end);
+    ended && s.next_check.lock().expect("lock").is_none_or(|t| now >= t)
+}
+
+/// The local baseline check: a cycle on the new samples (the host's own benign flows and any
+/// rule-labelled attacks), then the serving model's false-positive rate on the held-out local
+/// flows at the alert threshold. Live when enough flows were measured and the rate is at most
+/// `baseline_max_fpr`; otherwise the reason is recorded and the ANN stays in baseline.
+fn baseline_check(s: &Shared) -> Result<Phase, LearnError> {
+    let p = &s.params;
+    let st = s.store.learning_state()?;
+    let (_, new) = s.store.sample_counts(st.watermark)?;
+    if new as usize >= super::cycle::MIN_NEW_SAMPLES {
+        match cycle(s, "baseline") {
+            Ok(r) => info!(
+                outcome = r.record.outcome.as_str(),
+                "baseline training cycle"
+            ),
+            Err(e) => warn!(error = %e, "baseline training cycle not run"),
+        }
+    }
+    let local: Vec<TrainingSample> = s
+        .store
+        .samples_from(&[LabelSource::Baseline])?
+        .into_iter()
+        .filter(|x| x.valid() && super::cycle::local_holdout(x, p.holdout_fraction))
+        .collect();
+    let x: Vec<f32> = local
+        .iter()
+        .flat_map(|x| x.features.iter().copied())
+        .collect();
+    let scores = if x.is_empty() {
+        Vec::new()
+    } else {
+        s.handle
+            .current()
+            .score(&x)
+            .map_err(|e| LearnError::Model(format!("scoring the local flows: {e}")))?
+    };
+    let n = scores.len() as u64;
+    let fp = scores.iter().filter(|&&v| v >= p.alert_threshold).count() as u64;
+    let fpr = if n == 0 {
+        None
+    } else {
+        Some(fp as f64 / n as f64)
+    };
+    let mut st = s.store.learning_state()?;
+    let b = &mut st.baseline;
+    b.checks += 1;
+    b.local_fpr = fpr;
+    b.heldout_flows = n;
+    b.false_positives = fp;
+    let pct = |v: f64| format!("{:.2} %", v * 100.0);
+    let phase = if (n as usize) < p.baseline_min_flows {
+        b.reason = Some(format!(
+            "only {n} held-out local flows, need {} to measure the false-positive rate; \
+             staying in baseline",
+            p.baseline_min_flows
+        ));
+        Phase::Baseline
+    } else if fpr.is_some_and(|r| r > p.baseline_max_fpr) {
+        b.reason = Some(format!(
+            "the model flags {fp} of {n} held-out local flows ({}), above the {} allowed; \
+             staying in baseline and retraining at the next check",
+            pct(fpr.unwrap_or(0.0)),
+            pct(p.baseline_max_fpr)
+        ));
+        Phase::Baseline
+    } else {
+        b.live_since = Some(format_rfc3339(OffsetDateTime::now_utc()));
+        b.reason = Some(format!(
+            "live: the model flags {fp} of {n} held-out local flows ({}, at most {} allowed)",
+            pct(fpr.unwrap_or(0.0)),
+            pct(p.baseline_max_fpr)
+        ));
+        Phase::Live
+    };
+    info!(
+        phase = phase.as_str(),
+        local_fpr = ?fpr,
+        heldout = n,
+        reason = b.reason.as_deref().unwrap_or(""),
+        "local baseline check"
+    );
+    crate::telemetry::record_baseline(phase == Phase::Live, fpr);
+    s.store.put_learning_state(&st)?;
+    s.baseline.set_phase(phase);
+    if phase == Phase::Live {
+        // Interval cycles from now on.
+        *s.next_due.lock().expect("lock") =
+            Some(OffsetDateTime::now_utc() + Duration::from_secs(p.interval_s));
+    }
+    Ok(phase)
 }

@@ -25,7 +25,7 @@ use crate::{
     ann::{AnnDetector, AnnStats, ModelHandle, ScoreTap},
     config::Config,
     detect::dfa::{DetectError, Engine, EngineStats},
-    learn::{CollectStats, CollectorHandle, CollectorThread, LearningParams},
+    learn::{CollectStats, CollectorHandle, CollectorThread, LearningParams, LocalBaseline},
     privacy::Policy,
     record::Record,
     store::Store,
@@ -57,6 +57,9 @@ pub struct Stages {
     pub eve_log: Option<EveLog>,
     /// Collect labelled training samples into this store, with these learning parameters.
     pub samples: Option<(Store, LearningParams)>,
+    /// The live sensor's local baseline: the ANN alerts only once it is live, and the
+    /// collector labels by it.
+    pub baseline: Option<LocalBaseline>,
     /// How stored alerts and samples write addresses.
     pub policy: Policy,
     /// Offline drivers: the collector waits instead of dropping when its queue is full.
@@ -100,12 +103,22 @@ impl Pipeline {
         } else {
             None
         };
+        let baseline = stages.baseline;
         let collector = stages.samples.map(|(store, params)| {
-            CollectorThread::spawn(store, &params, stages.policy.clone(), stages.lossless)
+            CollectorThread::spawn(
+                store,
+                &params,
+                stages.policy.clone(),
+                stages.lossless,
+                baseline.clone(),
+            )
         });
         let mut observer = stages.score_tap;
         let ann = stages.model.and_then(|h| {
             let mut det = AnnDetector::new(h, cfg.ann.detector.clone());
+            if let Some(b) = &baseline {
+                det = det.with_gate(b.gate());
+            }
             let c: Option<CollectorHandle> = collector.as_ref().map(|c| c.handle.clone());
             if c.is_some() || observer.is_some() {
                 det = det.with_tap(Box::new(move |f, row, score, generation| {

@@ -9,7 +9,7 @@ use sled::transaction::{ConflictableTransactionError, ConflictableTransactionRes
 use super::keys::id_key;
 use super::{Result, Store, StoreError, read_u64};
 use crate::learn::history::{CycleRecord, LearningState, VersionRecord};
-use crate::learn::sample::TrainingSample;
+use crate::learn::sample::{LabelSource, TrainingSample};
 
 const NEXT_SAMPLE: &[u8] = b"next_sample_id";
 const NEXT_CYCLE: &[u8] = b"next_cycle_id";
@@ -204,20 +204,47 @@ impl Store {
         self.trees().map_or(0, |t| t.samples.len() as u64)
     }
 
-    /// Deletes the oldest samples beyond `keep`; returns how many went.
+    /// Deletes the oldest automatic samples beyond `keep`; returns how many went. Operator
+    /// verdicts are never pruned (only privacy deletion and retention remove them), and count
+    /// towards `keep`.
     pub fn prune_samples(&self, keep: usize) -> Result<u64> {
         let t = self.trees()?;
-        let excess = t.samples.len().saturating_sub(keep);
+        let mut excess = t.samples.len().saturating_sub(keep);
         if excess == 0 {
             return Ok(0);
         }
         let mut batch = sled::Batch::default();
-        for kv in t.samples.iter().take(excess) {
-            batch.remove(kv?.0);
+        let mut n = 0u64;
+        for kv in t.samples.iter() {
+            if excess == 0 {
+                break;
+            }
+            let (k, v) = kv?;
+            if Self::sample_or_skip(&k, &v).is_some_and(|s| !s.source.is_automatic()) {
+                continue;
+            }
+            batch.remove(k);
+            excess -= 1;
+            n += 1;
         }
-        t.samples.apply_batch(batch)?;
-        self.sync(&t)?;
-        Ok(excess as u64)
+        if n > 0 {
+            t.samples.apply_batch(batch)?;
+            self.sync(&t)?;
+        }
+        Ok(n)
+    }
+
+    /// Every stored sample whose label source is one of `sources`, oldest first.
+    pub fn samples_from(&self, sources: &[LabelSource]) -> Result<Vec<TrainingSample>> {
+        let t = self.trees()?;
+        let mut out = Vec::new();
+        for kv in t.samples.iter() {
+            let (k, v) = kv?;
+            if let Some(s) = Self::sample_or_skip(&k, &v).filter(|s| sources.contains(&s.source)) {
+                out.push(s);
+            }
+        }
+        Ok(out)
     }
 
     /// The learner's state (default when never written).
