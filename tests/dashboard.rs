@@ -11,7 +11,8 @@
 //!   data dir, shipped base model and golden set) fed the samples of the benign and port-scan
 //!   captures: learning Inactive → Start → Active, Train now runs a real cycle (cycles "1",
 //!   version "2" if it was deployed, "1" if rejected, as `/learning/history` says), one point
-//!   per series in the history chart, and a rollback to v1 through the version control.
+//!   per series in the history chart, a rollback to v1 through the version control, and a
+//!   "Not an attack" verdict from an alert's detail view stored as one more sample.
 //! - `metrics_after_processing_captures`: the same alerts through the daemon's alert sink,
 //!   then exact `safelink_alerts_total` lines from `GET /metrics`.
 //! - `dashboard_and_metrics_of_a_live_daemon` (root): `safelink run` on a veth in a namespace
@@ -804,6 +805,33 @@ async fn dashboard_learning_with_a_real_learner() {
     assert_eq!(b.texts("#rollback-version option").await, after);
     assert_eq!(b.js(SELECTED, "#rollback-version").await, "1");
 
+    // An operator verdict from an alert's detail view ("Not an attack"): the alert's flow
+    // becomes one more (operator) sample in the learner's store.
+    let before = get_json(&srv.base, "/learning/status").await["total_samples"]
+        .as_u64()
+        .unwrap();
+    let mut alerts = analyze(&["portscan__syn-scan-29ports.pcap"]);
+    alerts.retain(|a| a.kind.as_str() == "port_scan");
+    assert_eq!(alerts.len(), 1);
+    retime(&mut alerts, Duration::from_secs(60));
+    let id = srv.store.insert(alerts.remove(0)).unwrap();
+    b.wait_rows(1, 10).await;
+    b.click("#alerts-table tbody tr.alert-row").await;
+    b.wait_text("#detail-id", &format!("#{id}"), 5).await;
+    b.click("#detail-fp").await;
+    b.wait_text(
+        "#msg",
+        &format!("verdict false_positive on alert {id}: done"),
+        10,
+    )
+    .await;
+    let after_verdict = get_json(&srv.base, "/learning/status").await;
+    assert_eq!(
+        after_verdict["total_samples"].as_u64().unwrap(),
+        before + 1,
+        "{after_verdict}"
+    );
+
     // Stop.
     b.click("#learning-stop").await;
     b.wait_card("card-learning", "Inactive", 5).await;
@@ -1048,9 +1076,12 @@ async fn live_checks(
         latest == "just now" || latest.ends_with(" seconds ago"),
         "{latest}"
     );
-    assert_eq!(b.card("card-sources").await, "1 (DFA)");
+    // The ANN and the learner are on by default; the ANN is in its baseline phase (it scores
+    // but raises nothing), so both alerts come from the rule automata.
+    assert_eq!(b.card("card-sources").await, "2 (ANN, DFA)");
     assert_eq!(b.card("card-sniffer").await, "Running");
-    assert_eq!(b.card("card-learning").await, "Inactive");
+    b.wait_card("card-learning", "Active", 5).await;
+    assert_eq!(b.card("card-ann-phase").await, "Baseline");
     let rows = b.wait_rows(2, 5).await;
     let mut kinds: Vec<_> = rows.iter().map(|r| r.0.as_str()).collect();
     kinds.sort();

@@ -511,6 +511,12 @@ function init() {
     const id = Number($("#detail").dataset.id);
     if (await act("archive alert " + id, "POST", "/alerts/archive", { ids: [id] })) $("#detail").hidden = true;
   });
+  for (const [btn, verdict] of [["#detail-fp", "false_positive"], ["#detail-confirm", "confirmed"]]) {
+    $(btn).addEventListener("click", () => {
+      const id = Number($("#detail").dataset.id);
+      act("verdict " + verdict + " on alert " + id, "POST", "/alerts/" + id + "/verdict", { verdict });
+    });
+  }
   $("#detail-close").addEventListener("click", () => { $("#detail").hidden = true; });
   $("#dl-csv").addEventListener("click", () => download("csv"));
   $("#dl-json").addEventListener("click", () => download("json"));
