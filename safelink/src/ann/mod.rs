@@ -23,6 +23,7 @@ pub mod features;
 pub mod metrics;
 pub mod model;
 pub mod recipe;
+pub mod rows;
 pub mod swap;
 pub mod train;
 
