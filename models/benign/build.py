@@ -455,15 +455,38 @@ def report(args):
     print(f"- kept captures on which a rule fires (rule false positives, kept by provenance): {len(alerted)}")
 
 
+def extract(args):
+    """Writes the kept captures (after their transform) and a MANIFEST.tsv in the form of
+    tests/pcaps into a directory, e.g. for `eval_pcaps.py` or `safelink model eval`."""
+    out = Path(args.dir)
+    out.mkdir(parents=True, exist_ok=True)
+    lines = MANIFEST.read_text().splitlines()
+    col = {h: i for i, h in enumerate(lines[0].split("\t"))}
+    man = ["file\tclass\texpected_detection\tattacker_ip_or_mac"]
+    for l in lines[1:]:
+        c = l.split("\t")
+        repo, commit, path = c[col["repository"]], c[col["commit"]], c[col["path"]]
+        data = blob(git_dir(repo, commit), commit, path)
+        if c[col["transform"]] == "strip-vlan":
+            data = strip_vlan(data)
+        ext = path.rsplit(".", 1)[-1].lower()
+        name = f"benign__{int(c[col['capture']]):04d}.{'pcapng' if ext == 'pcapng' else 'pcap'}"
+        (out / name).write_bytes(data)
+        man.append(f"{name}\tbenign\tnone\t-")
+    (out / "MANIFEST.tsv").write_text("\n".join(man) + "\n")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
     sub.add_parser("select")
     sub.add_parser("report")
+    x = sub.add_parser("extract")
+    x.add_argument("dir")
     r = sub.add_parser("rows")
     r.add_argument("--check", action="store_true")
     a = p.parse_args()
-    {"select": select, "rows": rows, "report": report}[a.cmd](a)
+    {"select": select, "rows": rows, "report": report, "extract": extract}[a.cmd](a)
 
 
 if __name__ == "__main__":
