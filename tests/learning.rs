@@ -154,6 +154,7 @@ fn learning_curve_new_attack_class() {
     let base = tmp.path().join("model/base.onnx");
     train_base(&RecipeArgs {
         pcaps: vec![nossh],
+        benign_rows: vec![],
         eval_pcaps: vec![],
         out: base.clone(),
         train: TrainConfig::default(),

@@ -62,8 +62,14 @@ Deterministic: seeded initialisation and shuffling, single-threaded candle \
 Flows come from the capture directories {dirs} (each with a `MANIFEST.tsv`), replayed \
 through the sensor's own feature code (`safelink::replay`, default flow timeouts). \
 `tests/pcaps/` holds real public captures (provenance and licences in \
-`tests/pcaps/README.md`). Labels:\n\n\
-- every flow of a `benign` capture is benign;\n\
+`tests/pcaps/README.md`). Benign feature rows come besides from `models/benign/flows.csv.gz`: \
+flows of public captures of real application traffic (IoT device set-up and day-to-day \
+traffic, protocol samples of parser test suites), computed by the same feature code \
+(`safelink analyze --features`); `models/benign/MANIFEST.tsv` names every capture (repository, \
+commit, licence, flow count, why it counts as benign) and `models/benign/build.py` rebuilds \
+the rows. Labels:\n\n\
+- every flow of a `benign` capture, and every row of the benign feature rows, is benign (a \
+fifth of each benign-row capture's flows is held out: row index ≡ capture number mod 5);\n\
 - in an attack capture, a flow with the manifest's attacker address (or the victim, for the \
 spoofed SYN flood and the SNMP reflection, whose sources are spoofed/reflectors) at either \
 end is an attack — this includes the victim's replies and the little ICMP/SYN-ACK \
@@ -77,8 +83,8 @@ for the learner. The split is per flow, not per capture: flows of one attack loo
 the held-out figures measure fit to these captures, not generalisation to unseen attacks or \
 networks.\n\n\
 Class balance: training {tr} flows ({ta} attack, {tb} benign); golden {gr} flows ({ga} \
-attack, {gb} benign). Attack flows dominate (the SYN flood and the reflection alone are most \
-of them), so samples are weighted: the benign class weighs {bw}× the attack class in total, \
+attack, {gb} benign). The SYN flood and the reflection alone are most of the attack flows, \
+and a few long IoT captures most of the benign rows, so samples are weighted: the benign class weighs {bw}× the attack class in total, \
 and within a class each capture weighs ∝ √(its flows).\n\n\
 {lab}\n\n\
 | capture | class | flows | attack | benign | left out | golden |\n|---|---|---|---|---|---|---|\n",
@@ -153,9 +159,10 @@ epochs, seed {seed:#x}, weighted numerically-stable BCE on logits. Final trainin
     let neg = r.golden_at_threshold.negatives.max(1);
     let _ = write!(
         s,
-        "\nOnly {neg} golden flows are benign: an FPR of 0 there bounds the true rate only below \
-≈ {:.1} % (95 %, rule of three: 3/{neg}). The benign side of this model is the weak part of the \
-evidence; more benign captures are the first thing to add.\n",
+        "\n{neg} golden flows are benign: an FPR of 0 there would bound the true rate below \
+≈ {:.2} % (95 %, rule of three: 3/{neg}). Golden flows come from the same captures as the \
+training flows (a fifth of each), so these figures measure fit, not generalisation to other \
+networks.\n",
         300.0 / neg as f64
     );
     for (i, d) in r.ann_alone.iter().enumerate() {
@@ -222,14 +229,14 @@ explained flow.\n\n\
 ## Limits\n\n\
 - Per-flow classifier: it does not see windows of flows (the DFA automata do), so slow \
 brute force whose single connections look like ordinary sessions is harder for it.\n\
-- Trained on a few public captures, most of them small; on other networks it is checked \
-only against the small lab set. Treat ANN alerts as a second opinion next to the automata.\n\
+- The attack side comes from a few public captures, most of them small; the benign side adds \
+the public captures of `models/benign/` (mostly home and IoT traffic, little IPv6, few long \
+bulk transfers; see `models/benign/README.md`). On other networks it is checked only against \
+the small lab set. Treat ANN alerts as a second opinion next to the automata.\n\
 - ARP attacks are out of scope (no flows).\n\
-- The independent lab set shows the limits of training on these few captures: at the time \
-of writing the shipped model flags most key-authenticated lab SSH sessions (the public \
-captures hold one benign SSH session against three SSH brute-force captures, so \
-\"TCP/22\" leans towards attack) and misses the lab hydra run and part of the nmap UDP \
-scan. Read the lab table above for the current figures.\n",
+- More benign data makes the model quieter and also less eager: read the lab table above for \
+the attacks it misses there (at the time of writing the hping3 FIN scan, the UDP and ICMP \
+floods and the hydra run).\n",
     );
     s
 }

@@ -24,6 +24,7 @@ pub mod gate;
 pub mod metrics;
 pub mod model;
 pub mod recipe;
+pub mod rows;
 pub mod swap;
 pub mod train;
 

@@ -2,6 +2,10 @@
 //! from the shipped captures → fixed golden split → candle training → ONNX export → reload
 //! with tract and parity check → held-out metrics → "ANN alone" evaluation on every capture
 //! → `golden.jsonl`, `metrics.json` and the model card `README.md` next to the model.
+//!
+//! Besides the capture directories, the recipe reads benign feature rows
+//! ([`DEFAULT_BENIGN_ROWS`], built by `models/benign/build.py` from public captures of real
+//! application traffic with `safelink analyze --features`): every row is a benign flow.
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -10,18 +14,90 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::card;
-use super::dataset::{CaptureCount, Sample, collect, write_jsonl};
+use super::dataset::{CaptureCount, GOLDEN_MODULUS, Sample, collect, write_jsonl};
 use super::detector::AnnConfig;
 use super::eval::{EvalSummary, evaluate};
 use super::export::{ExportSpec, export};
 use super::features::N_FEATURES;
 use super::metrics::{Metrics, compute};
 use super::model::{load_file, meta};
+use super::rows::FeatureRow;
 use super::swap::ModelHandle;
 use super::train::{Dataset, EpochReport, Mlp, TrainConfig, norm_stats, single_thread, train};
 
 /// Version string of the base model this recipe produces.
 pub const BASE_MODEL_VERSION: &str = "base-1";
+
+/// The benign feature rows shipped with the repository, relative to the workspace root.
+pub const DEFAULT_BENIGN_ROWS: &str = "models/benign/flows.csv.gz";
+
+/// Benign samples from a feature-row file (gzip CSV: a `capture` number, then the columns of
+/// [`FeatureRow`]), and one count line for the whole file. Rows carry no address: a sample's
+/// file is `benign#<capture>` (so each capture weighs ∝ √flows like a capture directory's),
+/// its addresses are unspecified and `first_ns` is the row's index within its capture. A row
+/// is golden when that index ≡ capture (mod [`GOLDEN_MODULUS`]), so every capture of five
+/// flows or more gives a fifth of its flows to the held-out set.
+pub fn benign_rows(path: &Path) -> Result<(Vec<Sample>, CaptureCount)> {
+    use std::collections::{BTreeSet, HashMap};
+    use std::io::BufRead as _;
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+    let f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut lines = std::io::BufReader::new(flate2::read::GzDecoder::new(f)).lines();
+    let want = format!("capture,{}", FeatureRow::csv_header());
+    let head = lines
+        .next()
+        .transpose()
+        .with_context(|| format!("reading {}", path.display()))?
+        .unwrap_or_default();
+    ensure!(
+        head == want,
+        "{}: the columns are not this build's feature rows (rebuild them with \
+         `models/benign/build.py rows`)",
+        path.display()
+    );
+    let mut samples = Vec::new();
+    let mut seen: HashMap<u32, u64> = HashMap::new();
+    for (n, line) in lines.enumerate() {
+        let line = line.with_context(|| format!("reading {}", path.display()))?;
+        let fields: Vec<&str> = line.split(',').collect();
+        let capture: u32 = fields[0]
+            .parse()
+            .with_context(|| format!("{} line {}: bad capture number", path.display(), n + 2))?;
+        let row = FeatureRow::from_fields(&fields[1..])
+            .with_context(|| format!("{} line {}", path.display(), n + 2))?;
+        let idx = seen.entry(capture).or_default();
+        let unspecified = if row.ip_version == 6 {
+            IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+        } else {
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+        };
+        samples.push(Sample {
+            file: format!("benign#{capture}"),
+            class: "benign".into(),
+            label: 0.0,
+            golden: *idx % GOLDEN_MODULUS == u64::from(capture) % GOLDEN_MODULUS,
+            src_ip: unspecified,
+            src_port: row.src_port,
+            dst_ip: unspecified,
+            dst_port: row.dst_port,
+            proto: row.proto,
+            first_ns: *idx,
+            features: row.features.to_vec(),
+        });
+        *idx += 1;
+    }
+    let captures: BTreeSet<u32> = seen.keys().copied().collect();
+    let count = CaptureCount {
+        file: format!("{} ({} captures)", path.display(), captures.len()),
+        class: "benign".into(),
+        flows: samples.len() as u64,
+        benign: samples.len() as u64,
+        golden: samples.iter().filter(|s| s.golden).count() as u64,
+        ..Default::default()
+    };
+    Ok((samples, count))
+}
 
 /// Inputs of the recipe.
 #[derive(Clone, Debug)]
@@ -29,6 +105,8 @@ pub struct RecipeArgs {
     /// Capture directories, each with a `MANIFEST.tsv` (the first is the shared set that the
     /// card's "ANN alone" figures and the tests are about).
     pub pcaps: Vec<PathBuf>,
+    /// Benign feature-row files ([`benign_rows`]), trained on like a benign capture directory.
+    pub benign_rows: Vec<PathBuf>,
     /// Capture directories only evaluated ("ANN alone"), never trained on.
     pub eval_pcaps: Vec<PathBuf>,
     pub out: PathBuf,
@@ -127,6 +205,11 @@ pub fn train_base(a: &RecipeArgs) -> Result<RecipeReport> {
         samples.extend(s);
         captures.extend(c);
     }
+    for p in &a.benign_rows {
+        let (s, c) = benign_rows(p)?;
+        samples.extend(s);
+        captures.push(c);
+    }
     let train_rows: Vec<&Sample> = samples.iter().filter(|s| !s.golden).collect();
     let golden_rows: Vec<&Sample> = samples.iter().filter(|s| s.golden).collect();
     ensure!(
@@ -149,6 +232,7 @@ pub fn train_base(a: &RecipeArgs) -> Result<RecipeReport> {
 
     let training = json!({
         "captures": a.pcaps.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+        "benign_rows": a.benign_rows.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
         "train_rows": tr.len(),
         "golden_rows": gd.len(),
         "epochs": a.train.epochs,

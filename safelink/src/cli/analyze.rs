@@ -1,5 +1,6 @@
 //! `safelink analyze`: replays capture files through the feature code and the rule automata;
-//! prints the alerts (JSON lines, or a table), or with `--flows` the flow and ARP records.
+//! prints the alerts (JSON lines, or a table), or with `--flows` the flow and ARP records, or
+//! with `--features` each finished flow's ANN feature row as CSV (no addresses).
 //! With `--store DIR` the alerts are also written into the sensor's alert store through the
 //! daemon's alert sink, anonymised by the `[privacy]` policy of the configuration (which then
 //! applies to the printed alerts too).
@@ -14,7 +15,7 @@ use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use safelink::{
     alert::Alert,
-    ann::ModelHandle,
+    ann::{ModelHandle, rows::FeatureRow},
     config::Config,
     detect::bench,
     pipeline::{Pipeline, Stages, eve_log::EveLog},
@@ -34,6 +35,11 @@ pub struct AnalyzeArgs {
     /// Print every flow record (and ARP record) as a JSON line on stdout.
     #[arg(long)]
     flows: bool,
+    /// Print every finished flow's ANN feature row as CSV on stdout (a header line, then IP
+    /// version, protocol, ports and the feature vector; no addresses), e.g. to build a
+    /// training set.
+    #[arg(long, conflicts_with = "flows")]
+    features: bool,
     /// Print per-file counters (packets, malformed, flows, ...) as JSON on stderr.
     #[arg(long)]
     summary: bool,
@@ -229,7 +235,10 @@ pub fn analyze(a: AnalyzeArgs) -> anyhow::Result<ExitCode> {
     let mut out = BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
     let mut failed = 0usize;
     // Alerts are printed unless flow records are asked for; ids run 1..n over all files.
-    let print_alerts = !a.flows && (!a.no_dfa || a.ann);
+    let print_alerts = !a.flows && !a.features && (!a.no_dfa || a.ann);
+    if a.features {
+        writeln!(out, "{}", FeatureRow::csv_header())?;
+    }
     let model = if cfg.ann.enabled {
         let p = cfg
             .ann
@@ -272,6 +281,13 @@ pub fn analyze(a: AnalyzeArgs) -> anyhow::Result<ExitCode> {
                 && let Err(e) = serde_json::to_writer(&mut out, &r)
                     .map_err(std::io::Error::from)
                     .and_then(|_| out.write_all(b"\n"))
+            {
+                write_err = Some(e);
+            }
+            if a.features
+                && write_err.is_none()
+                && let safelink::record::Record::Flow(f) = &r
+                && let Err(e) = writeln!(out, "{}", FeatureRow::of(f).to_csv())
             {
                 write_err = Some(e);
             }

@@ -34,6 +34,9 @@ enum ModelCmd {
         /// evaluation set).
         #[arg(long, default_values = ["tests/pcaps"])]
         pcaps: Vec<PathBuf>,
+        /// Benign feature-row files (gzip CSV from `models/benign/build.py`; repeat the flag).
+        #[arg(long, default_values = [recipe::DEFAULT_BENIGN_ROWS])]
+        benign_rows: Vec<PathBuf>,
         /// Capture directories only evaluated, never trained on (repeat the flag).
         #[arg(long, default_values = ["models/lab"])]
         eval_pcaps: Vec<PathBuf>,
@@ -144,6 +147,7 @@ pub fn model(a: ModelArgs) -> anyhow::Result<ExitCode> {
         }
         ModelCmd::TrainBase {
             pcaps,
+            benign_rows,
             eval_pcaps,
             out,
             epochs,
@@ -155,6 +159,9 @@ pub fn model(a: ModelArgs) -> anyhow::Result<ExitCode> {
             let mut command = String::from("safelink model train-base");
             for p in &pcaps {
                 command.push_str(&format!(" --pcaps {}", p.display()));
+            }
+            for p in &benign_rows {
+                command.push_str(&format!(" --benign-rows {}", p.display()));
             }
             for p in &eval_pcaps {
                 command.push_str(&format!(" --eval-pcaps {}", p.display()));
@@ -178,6 +185,7 @@ pub fn model(a: ModelArgs) -> anyhow::Result<ExitCode> {
             }
             let r = recipe::train_base(&recipe::RecipeArgs {
                 pcaps,
+                benign_rows,
                 eval_pcaps,
                 out: out.clone(),
                 train,
