@@ -50,8 +50,9 @@ pub const TCP_CWR: u8 = 0x80;
 
 /// Canonical, direction-independent flow key: the endpoint with the smaller `(addr, port)` is
 /// always `a`. Key of the `FLOWS` map. IPv4 addresses occupy the first 4 bytes of `addr_*`
-/// (rest zero). Ports are host byte order; 0 for protocols without ports (ICMP, ...).
-#[repr(C)]
+/// (rest zero). Ports are host byte order; 0 for protocols without ports (ICMP, ...). Aligned
+/// to 8 (no padding: 40 bytes either way) so the XDP program copies it as five 64-bit words.
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct FlowKey {
     pub addr_a: [u8; 16],
@@ -163,8 +164,9 @@ pub const MAX_FRAGS: u32 = 4096;
 pub const END_FIN: u8 = 1;
 pub const END_RST: u8 = 2;
 
-/// ARP fields of an ARP packet (Ethernet/IPv4 ARP only).
-#[repr(C)]
+/// ARP fields of an ARP packet (Ethernet/IPv4 ARP only). Aligned to 8 (24 bytes either way)
+/// so the XDP program copies it as three 64-bit words.
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ArpInfo {
     /// 1 = request, 2 = reply.

@@ -24,13 +24,17 @@ use crate::target::{Bound, Targets};
 use crate::{build, root, run};
 
 // The targets, written once.
-/// XDP ns/packet per scenario (BPF_PROG_TEST_RUN).
-const XDP_NS: [(&str, f64); 4] = [
-    ("existing_tcp_flow", 50.0),
+/// XDP ns/packet per scenario (BPF_PROG_TEST_RUN). An existing flow is both an established
+/// one (in `FLOWS`) and one only ever seen one way (in `EMBRYOS`).
+const XDP_NS: [(&str, f64); 5] = [
+    ("established_tcp_flow", 50.0),
+    ("one_way_flow", 50.0),
     ("new_flow_syn", 250.0),
     ("arp", 60.0),
     ("malformed", 30.0),
 ];
+/// An established flow's ns/packet over the toolchain probe's counter program, same run.
+const XDP_OVER_COUNTER: f64 = 3.5;
 /// `safelink analyze --flows --no-dfa` packets/s over nfstream's on the same file.
 const REPLAY_VS_NFSTREAM: f64 = 12.0;
 /// Records/s through every automaton, and peak RSS.
@@ -256,19 +260,26 @@ fn keys() -> anyhow::Result<Targets> {
 fn xdp(repeat: u32) -> anyhow::Result<Targets> {
     let bin = build()?;
     let out = capture(Command::new(bin).args(["bench", "xdp", "--repeat", &repeat.to_string()]))?;
-    let mut t = Targets::default();
-    for (name, bound) in XDP_NS {
-        let ns = out
-            .lines()
+    let ns = |name: &str| {
+        out.lines()
             .find_map(|l| {
                 let mut f = l.split(',');
                 (f.next() == Some(name))
                     .then(|| f.nth(1).and_then(|v| v.parse::<f64>().ok()))
                     .flatten()
             })
-            .with_context(|| format!("no figure for {name}"))?;
-        t.check(name, ns, "ns/packet", Bound::AtMost(bound));
+            .with_context(|| format!("no figure for {name}"))
+    };
+    let mut t = Targets::default();
+    for (name, bound) in XDP_NS {
+        t.check(name, ns(name)?, "ns/packet", Bound::AtMost(bound));
     }
+    t.check(
+        "established_tcp_flow / counter_probe",
+        ns("established_tcp_flow")? / ns("counter_probe")?,
+        "x",
+        Bound::AtMost(XDP_OVER_COUNTER),
+    );
     Ok(t)
 }
 

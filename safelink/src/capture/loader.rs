@@ -15,6 +15,10 @@ use tracing::{info, warn};
 
 /// The XDP object built by `build.rs` (aya-build) from `safelink-ebpf`.
 pub static XDP_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/safelink"));
+/// The benchmark-only object (`safelink-ebpf/src/bench.rs`): the probe-style counter program
+/// and the new-flow stream, for `safelink bench xdp`. Never attached.
+pub static BENCH_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/safelink-bench"));
 /// Name of the XDP program in the object.
 pub const PROGRAM: &str = "safelink";
 /// Name of the TC egress classifier in the object.
@@ -56,6 +60,11 @@ fn raise_memlock() {
 /// (a restart keeps flow state) or created and pinned there. Without it nothing is pinned
 /// (tests and benchmarks with `BPF_PROG_TEST_RUN`).
 pub fn load(pin_dir: Option<&Path>) -> anyhow::Result<Ebpf> {
+    load_object(XDP_OBJECT, pin_dir)
+}
+
+/// [`load`] of another build of the object (`safelink bench xdp --object`).
+pub fn load_object(object: &[u8], pin_dir: Option<&Path>) -> anyhow::Result<Ebpf> {
     raise_memlock();
     let mut loader = EbpfLoader::new();
     if let Some(dir) = pin_dir {
@@ -71,7 +80,7 @@ pub fn load(pin_dir: Option<&Path>) -> anyhow::Result<Ebpf> {
             loader.map_pin_path(name, path);
         }
     }
-    let mut ebpf = loader.load(XDP_OBJECT).with_context(|| match pin_dir {
+    let mut ebpf = loader.load(object).with_context(|| match pin_dir {
         Some(d) => format!(
             "loading the XDP object (if maps pinned by an older SafeLink version are incompatible, remove {})",
             d.display()
