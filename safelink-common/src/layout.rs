@@ -16,8 +16,30 @@ pub const MAP_STATS: &str = "STATS";
 pub const MAP_FRAGS: &str = "FRAGS";
 
 /// Capacity of the `FLOWS` LRU map: flows that proved two-way ([`crate::flow::established`]).
-/// The least recently used flow is evicted when it is full.
+/// The least recently used flow is evicted when it is full. This is the most: the loader sizes
+/// the map with [`flows_capacity`] for the host's CPU count.
 pub const MAX_FLOWS: u32 = 65_536;
+/// Bytes the per-CPU values of `FLOWS` may take in all (entries × value size × possible CPUs,
+/// the value rounded up to 8 bytes as the kernel stores it).
+pub const FLOWS_PERCPU_BUDGET: u64 = 160 << 20;
+/// The fewest `FLOWS` entries, whatever the CPU count.
+pub const MIN_FLOWS: u32 = 4096;
+
+/// `FLOWS` capacity on a host with `possible_cpus` possible CPUs: [`MAX_FLOWS`] while its
+/// per-CPU values fit [`FLOWS_PERCPU_BUDGET`], fewer on larger hosts (65 536 up to 9 CPUs,
+/// 9 929 on 64), never below [`MIN_FLOWS`].
+pub const fn flows_capacity(possible_cpus: u32) -> u32 {
+    let cpus = if possible_cpus == 0 { 1 } else { possible_cpus } as u64;
+    let per_entry = (core::mem::size_of::<FlowStats>() as u64).next_multiple_of(8) * cpus;
+    let n = FLOWS_PERCPU_BUDGET / per_entry;
+    if n > MAX_FLOWS as u64 {
+        MAX_FLOWS
+    } else if n < MIN_FLOWS as u64 {
+        MIN_FLOWS
+    } else {
+        n as u32
+    }
+}
 /// Capacity of the `EMBRYOS` LRU map, where every flow starts until it proves two-way. A flood
 /// of spoofed new flows (random-source SYN, UDP or ICMP floods) churns this map only, never
 /// the established flows in `FLOWS`.

@@ -373,3 +373,17 @@ fn ipv6_jumbogram_length_comes_from_the_frame() {
     big.resize(14 + 40 + 65_535, 0);
     assert_eq!(parse(&big).1.meta.l3_len, u16::MAX);
 }
+
+#[test]
+fn flows_capacity_scales_with_cpus() {
+    use crate::layout::{FLOWS_PERCPU_BUDGET, MAX_FLOWS, MIN_FLOWS, flows_capacity};
+    assert_eq!(flows_capacity(1), MAX_FLOWS);
+    assert_eq!(flows_capacity(2), MAX_FLOWS);
+    assert_eq!(flows_capacity(9), MAX_FLOWS);
+    assert_eq!(flows_capacity(10), 63_550);
+    assert_eq!(flows_capacity(64), 9_929);
+    assert_eq!(flows_capacity(4096), MIN_FLOWS);
+    // Within the budget: 9 929 × 264 × 64 = 167 763 584 bytes <= 160 MiB.
+    assert!(9_929u64 * 264 * 64 <= FLOWS_PERCPU_BUDGET);
+    assert!(9_930u64 * 264 * 64 > FLOWS_PERCPU_BUDGET);
+}

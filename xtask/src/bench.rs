@@ -9,6 +9,8 @@
 //! - `detect`: records/s through all automata and peak RSS.
 //! - `ann`: ANN scoring throughput and latency, whole path vs bare tract.
 //! - `learn`: one learning cycle, and detection throughput while cycles run.
+//! - `veth`: iperf3 across a veth pair without and with the sensor per attach mode (root;
+//!   [`crate::veth`]).
 //! - `soak`: the captures replayed in a loop through the live daemon (root; [`crate::soak`]),
 //!   its RSS sampled over time: flat or not.
 use std::{
@@ -112,6 +114,13 @@ pub enum What {
         #[arg(long)]
         pcaps: Option<PathBuf>,
     },
+    /// iperf3 TCP and UDP (64 B, 1400 B) across a veth pair between two namespaces of its own,
+    /// without and with the sensor in each attach mode, same run; sensor CPU share (root).
+    Veth {
+        /// Seconds per iperf3 run.
+        #[arg(long, default_value_t = 5)]
+        secs: u32,
+    },
     /// ns per new source key of the rule engine while its tables fill and once they are full.
     Keys,
     /// Every benchmark in a tiny configuration (XDP and soak only as root): fails when one
@@ -196,6 +205,7 @@ pub fn run_bench(what: What) -> anyhow::Result<()> {
             pcaps,
         } => crate::soak::soak(&captures(&pcap_dir(pcaps))?, secs, mbps, unique_ip)?,
         What::Keys => keys()?,
+        What::Veth { secs } => crate::veth::veth(secs)?,
         What::Smoke => return smoke(),
     };
     t.print();
