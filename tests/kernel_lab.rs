@@ -195,7 +195,7 @@ fn xdp_on_veth_exact_features_events_and_replay_equivalence() {
     if !kernel_test_can_run("kernel_lab", &["tcpreplay", "bpftool", "nsenter", "ip"]) {
         return;
     }
-    let lab = Lab::new("lab");
+    let lab = Lab::new("kslab");
     let dir = tempfile::tempdir().unwrap();
     let pcap = dir.path().join("lab.pcap");
     let frames = lab_frames();
@@ -313,13 +313,13 @@ fn xdp_on_veth_exact_features_events_and_replay_equivalence() {
     let replay_flows = flows_by_key(&String::from_utf8(out.stdout).unwrap());
     assert_flows("replay", &replay_flows);
 
-    // Restart in auto mode: native XDP on veth, and the pinned maps (flows, counters) reused.
+    // Restart in native mode: native XDP on veth, and the pinned maps (flows, counters) reused.
     let d = Daemon::start(
         &lab,
         dir.path(),
         &[
             "--xdp-mode",
-            "auto",
+            "native",
             "--idle-timeout",
             "600",
             "--closed-linger",
@@ -335,14 +335,15 @@ fn xdp_on_veth_exact_features_events_and_replay_equivalence() {
     );
     d.stop();
 
-    // Restart with a 1 s idle timeout and no linger: the sweeper exports every flow as a record
-    // (closed, unanswered or idle) and empties the map.
+    // Restart in auto mode, which picks generic XDP on a veth (a virtual interface), with a 1 s
+    // idle timeout and no linger: the sweeper exports every flow as a record (closed,
+    // unanswered or idle) and empties the map.
     let d = Daemon::start(
         &lab,
         dir.path(),
         &[
             "--xdp-mode",
-            "skb",
+            "auto",
             "--idle-timeout",
             "1",
             "--closed-linger",
@@ -351,6 +352,7 @@ fn xdp_on_veth_exact_features_events_and_replay_equivalence() {
             "0",
         ],
     );
+    assert!(d.attached.contains("mode=skb"), "{}", d.attached);
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut exported = Vec::new();
     while exported.len() < 6 && Instant::now() < deadline {
@@ -396,7 +398,7 @@ fn tc_egress_hook_sees_the_hosts_own_answers() {
     if !kernel_test_can_run("kernel_lab/egress", &["tcpreplay", "nsenter", "ip"]) {
         return;
     }
-    let lab = Lab::new("egr");
+    let lab = Lab::new("ksegr");
     lab.become_host();
     let dir = tempfile::tempdir().unwrap();
     let pcap = dir.path().join("echo.pcap");

@@ -16,8 +16,30 @@ pub const MAP_STATS: &str = "STATS";
 pub const MAP_FRAGS: &str = "FRAGS";
 
 /// Capacity of the `FLOWS` LRU map: flows that proved two-way ([`crate::flow::established`]).
-/// The least recently used flow is evicted when it is full.
+/// The least recently used flow is evicted when it is full. This is the most: the loader sizes
+/// the map with [`flows_capacity`] for the host's CPU count.
 pub const MAX_FLOWS: u32 = 65_536;
+/// Bytes the per-CPU values of `FLOWS` may take in all (entries × value size × possible CPUs,
+/// the value rounded up to 8 bytes as the kernel stores it).
+pub const FLOWS_PERCPU_BUDGET: u64 = 160 << 20;
+/// The fewest `FLOWS` entries, whatever the CPU count.
+pub const MIN_FLOWS: u32 = 4096;
+
+/// `FLOWS` capacity on a host with `possible_cpus` possible CPUs: [`MAX_FLOWS`] while its
+/// per-CPU values fit [`FLOWS_PERCPU_BUDGET`], fewer on larger hosts (65 536 up to 9 CPUs,
+/// 9 929 on 64), never below [`MIN_FLOWS`].
+pub const fn flows_capacity(possible_cpus: u32) -> u32 {
+    let cpus = if possible_cpus == 0 { 1 } else { possible_cpus } as u64;
+    let per_entry = (core::mem::size_of::<FlowStats>() as u64).next_multiple_of(8) * cpus;
+    let n = FLOWS_PERCPU_BUDGET / per_entry;
+    if n > MAX_FLOWS as u64 {
+        MAX_FLOWS
+    } else if n < MIN_FLOWS as u64 {
+        MIN_FLOWS
+    } else {
+        n as u32
+    }
+}
 /// Capacity of the `EMBRYOS` LRU map, where every flow starts until it proves two-way. A flood
 /// of spoofed new flows (random-source SYN, UDP or ICMP floods) churns this map only, never
 /// the established flows in `FLOWS`.
@@ -50,8 +72,9 @@ pub const TCP_CWR: u8 = 0x80;
 
 /// Canonical, direction-independent flow key: the endpoint with the smaller `(addr, port)` is
 /// always `a`. Key of the `FLOWS` map. IPv4 addresses occupy the first 4 bytes of `addr_*`
-/// (rest zero). Ports are host byte order; 0 for protocols without ports (ICMP, ...).
-#[repr(C)]
+/// (rest zero). Ports are host byte order; 0 for protocols without ports (ICMP, ...). Aligned
+/// to 8 (no padding: 40 bytes either way) so the XDP program copies it as five 64-bit words.
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct FlowKey {
     pub addr_a: [u8; 16],
@@ -163,8 +186,9 @@ pub const MAX_FRAGS: u32 = 4096;
 pub const END_FIN: u8 = 1;
 pub const END_RST: u8 = 2;
 
-/// ARP fields of an ARP packet (Ethernet/IPv4 ARP only).
-#[repr(C)]
+/// ARP fields of an ARP packet (Ethernet/IPv4 ARP only). Aligned to 8 (24 bytes either way)
+/// so the XDP program copies it as three 64-bit words.
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ArpInfo {
     /// 1 = request, 2 = reply.

@@ -373,3 +373,18 @@ fn ipv6_jumbogram_length_comes_from_the_frame() {
     big.resize(14 + 40 + 65_535, 0);
     assert_eq!(parse(&big).1.meta.l3_len, u16::MAX);
 }
+
+#[test]
+fn flows_capacity_scales_with_cpus() {
+    use crate::layout::{FLOWS_PERCPU_BUDGET, MAX_FLOWS, MIN_FLOWS, flows_capacity};
+    assert_eq!(flows_capacity(1), MAX_FLOWS);
+    assert_eq!(flows_capacity(2), MAX_FLOWS);
+    assert_eq!(flows_capacity(9), MAX_FLOWS);
+    assert_eq!(flows_capacity(10), 63_550);
+    assert_eq!(flows_capacity(64), 9_929);
+    assert_eq!(flows_capacity(4096), MIN_FLOWS);
+    // The most that fits the budget: 9 929 × 264 × 64 bytes do, one more entry does not.
+    let per_entry = 264 * 64;
+    let n = u64::from(flows_capacity(64));
+    assert!(n * per_entry <= FLOWS_PERCPU_BUDGET && (n + 1) * per_entry > FLOWS_PERCPU_BUDGET);
+}

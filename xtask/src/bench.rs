@@ -9,6 +9,8 @@
 //! - `detect`: records/s through all automata and peak RSS.
 //! - `ann`: ANN scoring throughput and latency, whole path vs bare tract.
 //! - `learn`: one learning cycle, and detection throughput while cycles run.
+//! - `veth`: iperf3 across a veth pair without and with the sensor per attach mode (root;
+//!   [`crate::veth`]).
 //! - `soak`: the captures replayed in a loop through the live daemon (root; [`crate::soak`]),
 //!   its RSS sampled over time: flat or not.
 use std::{
@@ -24,13 +26,17 @@ use crate::target::{Bound, Targets};
 use crate::{build, root, run};
 
 // The targets, written once.
-/// XDP ns/packet per scenario (BPF_PROG_TEST_RUN).
-const XDP_NS: [(&str, f64); 4] = [
-    ("existing_tcp_flow", 50.0),
+/// XDP ns/packet per scenario (BPF_PROG_TEST_RUN). An existing flow is both an established
+/// one (in `FLOWS`) and one only ever seen one way (in `EMBRYOS`).
+const XDP_NS: [(&str, f64); 5] = [
+    ("established_tcp_flow", 50.0),
+    ("one_way_flow", 50.0),
     ("new_flow_syn", 250.0),
     ("arp", 60.0),
     ("malformed", 30.0),
 ];
+/// An established flow's ns/packet over the toolchain probe's counter program, same run.
+const XDP_OVER_COUNTER: f64 = 3.5;
 /// `safelink analyze --flows --no-dfa` packets/s over nfstream's on the same file.
 const REPLAY_VS_NFSTREAM: f64 = 12.0;
 /// Records/s through every automaton, and peak RSS.
@@ -107,6 +113,13 @@ pub enum What {
         unique_ip: bool,
         #[arg(long)]
         pcaps: Option<PathBuf>,
+    },
+    /// iperf3 TCP and UDP (64 B, 1400 B) across a veth pair between two namespaces of its own,
+    /// without and with the sensor in each attach mode, same run; sensor CPU share (root).
+    Veth {
+        /// Seconds per iperf3 run.
+        #[arg(long, default_value_t = 5)]
+        secs: u32,
     },
     /// ns per new source key of the rule engine while its tables fill and once they are full.
     Keys,
@@ -192,6 +205,7 @@ pub fn run_bench(what: What) -> anyhow::Result<()> {
             pcaps,
         } => crate::soak::soak(&captures(&pcap_dir(pcaps))?, secs, mbps, unique_ip)?,
         What::Keys => keys()?,
+        What::Veth { secs } => crate::veth::veth(secs)?,
         What::Smoke => return smoke(),
     };
     t.print();
@@ -256,19 +270,26 @@ fn keys() -> anyhow::Result<Targets> {
 fn xdp(repeat: u32) -> anyhow::Result<Targets> {
     let bin = build()?;
     let out = capture(Command::new(bin).args(["bench", "xdp", "--repeat", &repeat.to_string()]))?;
-    let mut t = Targets::default();
-    for (name, bound) in XDP_NS {
-        let ns = out
-            .lines()
+    let ns = |name: &str| {
+        out.lines()
             .find_map(|l| {
                 let mut f = l.split(',');
                 (f.next() == Some(name))
                     .then(|| f.nth(1).and_then(|v| v.parse::<f64>().ok()))
                     .flatten()
             })
-            .with_context(|| format!("no figure for {name}"))?;
-        t.check(name, ns, "ns/packet", Bound::AtMost(bound));
+            .with_context(|| format!("no figure for {name}"))
+    };
+    let mut t = Targets::default();
+    for (name, bound) in XDP_NS {
+        t.check(name, ns(name)?, "ns/packet", Bound::AtMost(bound));
     }
+    t.check(
+        "established_tcp_flow / counter_probe",
+        ns("established_tcp_flow")? / ns("counter_probe")?,
+        "x",
+        Bound::AtMost(XDP_OVER_COUNTER),
+    );
     Ok(t)
 }
 

@@ -10,17 +10,24 @@ use aya::{
         SchedClassifier, TcAttachType, Xdp, XdpMode, tc, tc::SchedClassifierLinkId, xdp::XdpLinkId,
     },
 };
-use safelink_common::{FlowKey, FlowStats, MAP_EMBRYOS, MAP_EVENTS, MAP_FLOWS, MAP_STATS, Stats};
+use safelink_common::{
+    FlowKey, FlowStats, MAP_EMBRYOS, MAP_EVENTS, MAP_FLOWS, MAP_STATS, Stats, flows_capacity,
+};
 use tracing::{info, warn};
 
 /// The XDP object built by `build.rs` (aya-build) from `safelink-ebpf`.
 pub static XDP_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/safelink"));
+/// The benchmark-only object (`safelink-ebpf/src/bench.rs`): the probe-style counter program
+/// and the new-flow stream, for `safelink bench xdp`. Never attached.
+pub static BENCH_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/safelink-bench"));
 /// Name of the XDP program in the object.
 pub const PROGRAM: &str = "safelink";
 /// Name of the TC egress classifier in the object.
 pub const EGRESS_PROGRAM: &str = "safelink_egress";
 
-/// How to attach: `auto` tries native (driver) mode and falls back to generic (SKB) mode.
+/// How to attach: `auto` picks generic (SKB) mode on a virtual interface (veth, bridge, tap,
+/// ...: [`super::iface`]); elsewhere it tries native (driver) mode and falls back to SKB mode.
 #[derive(
     Clone,
     Copy,
@@ -56,8 +63,15 @@ fn raise_memlock() {
 /// (a restart keeps flow state) or created and pinned there. Without it nothing is pinned
 /// (tests and benchmarks with `BPF_PROG_TEST_RUN`).
 pub fn load(pin_dir: Option<&Path>) -> anyhow::Result<Ebpf> {
+    load_object(XDP_OBJECT, pin_dir)
+}
+
+/// [`load`] of another build of the object (`safelink bench xdp --object`).
+pub fn load_object(object: &[u8], pin_dir: Option<&Path>) -> anyhow::Result<Ebpf> {
     raise_memlock();
     let mut loader = EbpfLoader::new();
+    let flows = flows_entries()?;
+    loader.map_max_entries(MAP_FLOWS, flows);
     if let Some(dir) = pin_dir {
         std::fs::create_dir_all(dir).with_context(|| {
             format!(
@@ -67,11 +81,12 @@ pub fn load(pin_dir: Option<&Path>) -> anyhow::Result<Ebpf> {
         })?;
         for (name, key, value) in PINNED {
             let path = dir.join(name);
-            drop_incompatible_pin(&path, *key, *value)?;
+            let entries = (*name == MAP_FLOWS).then_some(flows);
+            drop_incompatible_pin(&path, *key, *value, entries)?;
             loader.map_pin_path(name, path);
         }
     }
-    let mut ebpf = loader.load(XDP_OBJECT).with_context(|| match pin_dir {
+    let mut ebpf = loader.load(object).with_context(|| match pin_dir {
         Some(d) => format!(
             "loading the XDP object (if maps pinned by an older SafeLink version are incompatible, remove {})",
             d.display()
@@ -109,19 +124,34 @@ const PINNED: &[(&str, u32, u32)] = &[
     (MAP_EVENTS, 0, 0),
 ];
 
-/// A pin left by a SafeLink build with another layout cannot be reused: remove it (its flow
-/// state is unreadable by this build anyway) and say so.
-fn drop_incompatible_pin(path: &Path, key: u32, value: u32) -> anyhow::Result<()> {
+/// `FLOWS` capacity on this host: [`flows_capacity`] of its possible CPUs.
+pub fn flows_entries() -> anyhow::Result<u32> {
+    let cpus = aya::util::nr_cpus().map_err(|(what, e)| anyhow::anyhow!("{what}: {e}"))?;
+    Ok(flows_capacity(cpus as u32))
+}
+
+/// A pin left by a SafeLink build with another layout (or, for `FLOWS`, another capacity)
+/// cannot be reused: remove it (its flow state is unreadable by this build anyway) and say so.
+fn drop_incompatible_pin(
+    path: &Path,
+    key: u32,
+    value: u32,
+    entries: Option<u32>,
+) -> anyhow::Result<()> {
     let Ok(old) = MapData::from_pin(path) else {
         return Ok(());
     };
     let info = old.info()?;
-    if info.key_size() != key || info.value_size() != value {
+    if info.key_size() != key
+        || info.value_size() != value
+        || entries.is_some_and(|n| n != info.max_entries())
+    {
         warn!(
             pin = %path.display(),
             key_size = info.key_size(),
             value_size = info.value_size(),
-            "pinned map has another layout (older SafeLink?); replacing it"
+            max_entries = info.max_entries(),
+            "pinned map has another layout or size (older SafeLink?); replacing it"
         );
         std::fs::remove_file(path).with_context(|| format!("removing {}", path.display()))?;
     }
@@ -181,16 +211,32 @@ pub fn attach(
                 .with_context(|| format!("attaching to {iface} in SKB mode"))?,
             XdpMode::Skb,
         ),
-        AttachMode::Auto => match try_mode(prog, XdpMode::Driver) {
-            Ok(l) => (l, XdpMode::Driver),
-            Err(e) => {
-                warn!(iface, error = %e, "native XDP not available, falling back to SKB mode");
+        AttachMode::Auto => match super::iface::driver(iface) {
+            // A virtual device (veth, bridge, tap, ...): generic mode (see `capture::iface`).
+            Ok(d) if d.is_virtual() => {
+                info!(
+                    iface,
+                    driver = d.name,
+                    "virtual interface: generic (SKB) XDP"
+                );
                 (
                     try_mode(prog, XdpMode::Skb)
-                        .with_context(|| format!("attaching to {iface} (native and SKB mode)"))?,
+                        .with_context(|| format!("attaching to {iface} in SKB mode"))?,
                     XdpMode::Skb,
                 )
             }
+            _ => match try_mode(prog, XdpMode::Driver) {
+                Ok(l) => (l, XdpMode::Driver),
+                Err(e) => {
+                    warn!(iface, error = %e, "native XDP not available, falling back to SKB mode");
+                    (
+                        try_mode(prog, XdpMode::Skb).with_context(|| {
+                            format!("attaching to {iface} (native and SKB mode)")
+                        })?,
+                        XdpMode::Skb,
+                    )
+                }
+            },
         },
     };
     let egress = if egress {

@@ -134,3 +134,53 @@ impl SensorMaps {
         let _ = self.embryos.remove(key);
     }
 }
+
+/// Kernel memory of one pinned map's keys and values (the kernel adds its own per-element
+/// bookkeeping, some 50 bytes per hash element, not counted here).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct MapMemory {
+    pub name: &'static str,
+    pub entries: u32,
+    pub key_size: u32,
+    pub value_size: u32,
+    /// One value per possible CPU.
+    pub per_cpu: bool,
+    /// Per-CPU maps: entries × value size (rounded up to 8) × possible CPUs; shared hash maps:
+    /// entries × (key + value); the ring buffer: its size.
+    pub bytes: u64,
+}
+
+/// [`MapMemory`] of every map the sensor pins under `dir`, and the possible CPU count used.
+pub fn map_memory(dir: &Path) -> anyhow::Result<(u32, Vec<MapMemory>)> {
+    use aya::maps::MapType;
+    use safelink_common::{MAP_EVENTS, MAP_FRAGS};
+    let cpus = aya::util::nr_cpus().map_err(|(what, e)| anyhow::anyhow!("{what}: {e}"))? as u64;
+    let mut out = Vec::new();
+    for name in [MAP_FLOWS, MAP_EMBRYOS, MAP_FRAGS, MAP_STATS, MAP_EVENTS] {
+        let p = dir.join(name);
+        let Ok(m) = MapData::from_pin(&p) else {
+            continue;
+        };
+        let info = m.info()?;
+        let (entries, key, value) = (info.max_entries(), info.key_size(), info.value_size());
+        let per_cpu = matches!(
+            info.map_type()?,
+            MapType::PerCpuHash | MapType::LruPerCpuHash | MapType::PerCpuArray
+        );
+        let bytes = match info.map_type()? {
+            MapType::RingBuf => u64::from(entries),
+            _ if per_cpu => u64::from(entries) * u64::from(value).next_multiple_of(8) * cpus,
+            MapType::Array => u64::from(entries) * u64::from(value),
+            _ => u64::from(entries) * u64::from(key + value),
+        };
+        out.push(MapMemory {
+            name,
+            entries,
+            key_size: key,
+            value_size: value,
+            per_cpu,
+            bytes,
+        });
+    }
+    Ok((cpus as u32, out))
+}

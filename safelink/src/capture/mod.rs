@@ -1,9 +1,10 @@
-//! Live capture: loads and attaches the XDP program ([`loader`]), reads its pinned maps
+//! Live capture: loads and attaches the XDP program ([`loader`], in the mode [`iface`] picks), reads its pinned maps
 //! ([`maps`]), turns ring-buffer events into records ([`events`]) and sweeps finished flows
 //! out of the flow map ([`sweeper`]). Together they produce the same [`crate::record::Record`]
 //! stream as the replay path.
 pub mod config;
 pub mod events;
+pub mod iface;
 pub mod loader;
 pub mod maps;
 pub mod sweeper;

@@ -3,7 +3,10 @@ use std::{io::Write as _, path::PathBuf, process::ExitCode};
 
 use clap::Args;
 use safelink::{
-    capture::{epoch_offset_ns, maps::SensorMaps},
+    capture::{
+        epoch_offset_ns,
+        maps::{SensorMaps, map_memory},
+    },
     expiry::EndReason,
     record::FlowRecord,
 };
@@ -18,8 +21,17 @@ pub struct PinArgs {
 pub fn stats(a: PinArgs) -> anyhow::Result<ExitCode> {
     let maps = SensorMaps::open_pinned(&a.pin_dir)?;
     let c = maps.counters()?;
-    let obj: serde_json::Map<String, serde_json::Value> =
+    let mut obj: serde_json::Map<String, serde_json::Value> =
         c.named().map(|(k, v)| (k.to_owned(), v.into())).collect();
+    let (cpus, mem) = map_memory(&a.pin_dir)?;
+    obj.insert(
+        "kernel_maps".into(),
+        serde_json::json!({
+            "possible_cpus": cpus,
+            "total_bytes": mem.iter().map(|m| m.bytes).sum::<u64>(),
+            "maps": mem,
+        }),
+    );
     println!("{}", serde_json::Value::Object(obj));
     Ok(ExitCode::SUCCESS)
 }
