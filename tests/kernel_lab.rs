@@ -320,9 +320,14 @@ fn xdp_on_veth_exact_features_events_and_replay_equivalence() {
         &[
             "--xdp-mode",
             "native",
+            // Long timeouts of every kind: the first sweep must not end a flow before `flows`
+            // reads it (the one-datagram flows are embryonic, 2 s by default, and the first
+            // run may have ended more than 2 s ago on a loaded machine).
             "--idle-timeout",
             "600",
             "--closed-linger",
+            "600",
+            "--embryonic-timeout",
             "600",
         ],
     );
