@@ -14,6 +14,7 @@ pub mod config;
 pub mod daemon;
 pub mod detect;
 pub mod expiry;
+pub mod fleet;
 pub mod learn;
 pub mod pipeline;
 pub mod privacy;

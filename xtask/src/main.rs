@@ -5,7 +5,7 @@
 //! - `cargo xtask test`             fmt + clippy + every test (kernel tests need root)
 //! - `cargo xtask train-base`       retrain models/base.onnx (reproducible recipe)
 //! - `cargo xtask deb`              the Debian package (target/debian/)
-//! - `cargo xtask bench xdp|replay|detect|ann|learn|soak|smoke`
+//! - `cargo xtask bench xdp|replay|detect|ann|learn|keys|fleet|soak|smoke`
 //! - `cargo xtask fuzz [--target frame|capture] [--runs N] [--secs S]`   cargo-fuzz, nightly
 mod bench;
 mod deb;

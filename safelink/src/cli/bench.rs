@@ -1,7 +1,8 @@
 //! Hidden `safelink bench xdp`: runs the XDP program over crafted frames with
 //! `BPF_PROG_TEST_RUN` and prints kernel ns/packet per scenario. Hidden `safelink bench keys`:
 //! the rule engine's cost per new source key while its tables fill and once they are full
-//! (every new key then forgets the least recently updated one).
+//! (every new key then forgets the least recently updated one). Hidden `safelink bench fleet`:
+//! simulated sensors against a NATS server ([`safelink::fleet::bench`]).
 use std::process::ExitCode;
 
 use anyhow::ensure;
@@ -17,12 +18,25 @@ pub struct BenchArgs {
     /// Repetitions per scenario.
     #[arg(long, default_value_t = 1_000_000)]
     repeat: u32,
+    /// `fleet`: the NATS server (a fresh one).
+    #[arg(long, default_value = "nats://127.0.0.1:4222")]
+    url: String,
+    /// `fleet`: simulated sensors.
+    #[arg(long, default_value_t = 50)]
+    sensors: usize,
+    /// `fleet`: seconds of publishing.
+    #[arg(long, default_value_t = 6.0)]
+    secs: f64,
+    /// `fleet`: samples per second per sensor.
+    #[arg(long, default_value_t = 20.0)]
+    rate: f64,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum What {
     Xdp,
     Keys,
+    Fleet,
 }
 
 /// `bench keys`: failed SYN probes from spoofed sources, 5 per source (every source-keyed
@@ -117,6 +131,20 @@ fn arp_frame() -> Vec<u8> {
 pub fn bench(a: BenchArgs) -> anyhow::Result<ExitCode> {
     if let What::Keys = a.what {
         return keys();
+    }
+    if let What::Fleet = a.what {
+        let base = safelink::config::AnnSection::default()
+            .model_path()
+            .ok_or_else(|| anyhow::anyhow!("no base model (models/base.onnx)"))?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        let r = rt.block_on(safelink::fleet::bench::run(
+            &a.url, a.sensors, a.secs, a.rate, &base,
+        ))?;
+        println!("{}", serde_json::to_string(&r)?);
+        return Ok(ExitCode::SUCCESS);
     }
     let mut ebpf = loader::load(None)?;
     let prog = loader::program(&mut ebpf)?;

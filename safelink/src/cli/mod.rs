@@ -1,6 +1,7 @@
 //! Command-line interface: argument parsing (clap) and dispatch to the subcommands.
 mod analyze;
 mod bench;
+mod fleet;
 mod generate;
 mod inspect;
 mod learn;
@@ -68,6 +69,11 @@ enum Cmd {
     /// Continuous learning offline: status, history, versions, ingest captures, train a cycle,
     /// activate a version (on a stopped daemon's data directory).
     Learn(learn::LearnArgs),
+    /// The fleet learner: train on every sensor's samples (NATS JetStream), sign and publish
+    /// the models (docs/fleet.md).
+    Learner(fleet::LearnerArgs),
+    /// Fleet operations: `sensors`, `models`, `promote`, `rollback`, `keygen`.
+    Fleet(fleet::FleetArgs),
     /// Privacy: `forget --ip|--mac` deletes a subject's data, `report` shows what is stored
     /// (both on a stopped sensor's store).
     Privacy(privacy::PrivacyArgs),
@@ -164,6 +170,8 @@ pub fn main() -> ExitCode {
         Cmd::Model(a) => model::model(a),
         Cmd::Learn(a) => learn::learn(a),
         Cmd::Privacy(a) => privacy::privacy(a),
+        Cmd::Learner(a) => fleet::learner(a),
+        Cmd::Fleet(a) => fleet::fleet(a),
         Cmd::Generate(a) => generate::generate(a),
     };
     match res {
@@ -221,6 +229,7 @@ mod tests {
             "min-samples",
             "sweep-interval",
             "status-interval",
+            "fleet",
         ];
         let mut run_own = run.to_vec();
         run_own.push("print-records");

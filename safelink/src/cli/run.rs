@@ -142,6 +142,10 @@ pub struct ConfigArgs {
     /// Seconds between status lines in the log, 0 = never [default: 60].
     #[arg(long, value_name = "SECS", env = "SAFELINK_STATUS_INTERVAL")]
     status_interval: Option<u64>,
+    /// Fleet mode: publish samples and alerts to this NATS JetStream server and take signed
+    /// models from it ([fleet] url; see docs/fleet.md).
+    #[arg(long, value_name = "nats://HOST:PORT", env = "SAFELINK_FLEET")]
+    fleet: Option<String>,
 }
 
 impl ConfigArgs {
@@ -182,7 +186,11 @@ impl ConfigArgs {
         if let Some(v) = self.status_interval {
             c.sensor.status_interval_s = v;
         }
+        if let Some(v) = &self.fleet {
+            c.fleet.url = Some(v.clone());
+        }
         c.learning.params()?;
+        c.fleet.validate().map_err(|e| anyhow::anyhow!(e))?;
         Ok(c)
     }
 }
