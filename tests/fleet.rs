@@ -291,3 +291,249 @@ async fn outage_buffers_on_disk_drops_exactly_and_catches_up() {
     assert_eq!(stream_messages(&nats.url()).await, 700 - 200);
     s.stop().await;
 }
+
+const BIN: &str = env!("CARGO_BIN_EXE_safelink");
+
+/// A child process killed (SIGKILL) and reaped on drop.
+struct Proc(std::process::Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A `safelink learner` on `url` with its stdout's JSON lines on a channel.
+fn learner(
+    url: &str,
+    id: &str,
+    data: &Path,
+    key: &Path,
+    min_samples: usize,
+) -> (Proc, std::sync::mpsc::Receiver<Value>) {
+    let mut c = std::process::Command::new(BIN)
+        .args([
+            "learner",
+            "--fleet",
+            url,
+            "--learner-id",
+            id,
+            "--signing-key",
+        ])
+        .arg(key)
+        .arg("--data-dir")
+        .arg(data)
+        .args([
+            "--cycle-interval",
+            "1",
+            "--lease-secs",
+            "6",
+            "--max-publications",
+            "1",
+        ])
+        .args(["--min-samples", &min_samples.to_string()])
+        .current_dir(root())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let out = c.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        for l in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            if let Ok(v) = serde_json::from_str::<Value>(&l) {
+                eprintln!("learner {v}");
+                if tx.send(v).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    (Proc(c), rx)
+}
+
+/// The next line of `rx` whose event is `event` (panics after `secs`).
+fn next_event(rx: &std::sync::mpsc::Receiver<Value>, event: &str, secs: u64) -> Value {
+    let until = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let left = until.saturating_duration_since(Instant::now());
+        let v = rx
+            .recv_timeout(left)
+            .unwrap_or_else(|e| panic!("no {event} event within {secs} s ({e})"));
+        if v["event"] == event {
+            return v;
+        }
+    }
+}
+
+fn fleet_cmd(args: &[&str]) -> Value {
+    let out = std::process::Command::new(BIN).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn learner_lease_kill_resume_publish_promote_rollback() {
+    let nats = NatsServer::start();
+    let url = nats.url();
+    let dir = tempfile::tempdir().unwrap();
+    // Real labelled samples: captures through the pipeline (rule automata, ANN, collector).
+    let store = Store::open(dir.path().join("sensor/store")).unwrap();
+    let handle = ModelHandle::open(&root().join("models/base.onnx")).unwrap();
+    let (st2, h2) = (store.clone(), handle.clone());
+    let sum = tokio::task::spawn_blocking(move || {
+        let files: Vec<PathBuf> = [
+            "sshbrute__hydra-1task.pcap",
+            "portscan__nmap-syn-scan-1000ports.pcapng",
+            "benign__dns-lookups.pcapng",
+            "benign__ssh-session.pcap",
+            "benign__telnet-session.pcap",
+        ]
+        .iter()
+        .map(|f| root().join("tests/pcaps").join(f))
+        .collect();
+        let refs: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
+        safelink::learn::ingest::ingest(
+            &refs,
+            &safelink::config::Config::default(),
+            &safelink::privacy::Policy::default(),
+            &h2,
+            &safelink::learn::LearningParams::default(),
+            &st2,
+        )
+        .unwrap()
+    })
+    .await
+    .unwrap();
+    let sent = sum.samples_stored as u64;
+    assert!(sent >= 100, "{sum:?}");
+    let key = dir.path().join("signing.key");
+    let k = safelink::fleet::manifest::generate_key().unwrap();
+    safelink::fleet::manifest::write_signing_key(&key, &k).unwrap();
+
+    // Learner a holds the lease; learner b waits and never publishes while it does.
+    let (a, a_rx) = learner(&url, "a", &dir.path().join("la"), &key, sent as usize);
+    let lease = next_event(&a_rx, "lease", 20);
+    let (b, b_rx) = learner(&url, "b", &dir.path().join("lb"), &key, 1);
+    assert_eq!(next_event(&b_rx, "waiting", 20)["holder"], "a");
+
+    // The sensor publishes its samples; kill -9 learner a while it is taking them.
+    let f = section(&url, "s1", &[&k]);
+    let s = FleetSensor::start(
+        &f,
+        store.clone(),
+        handle.clone(),
+        &dir.path().join("sensor"),
+        &dir.path().join("sensor/models"),
+        64 << 20,
+    )
+    .await
+    .unwrap();
+    let l = layout(&url).await;
+    let t0 = Instant::now();
+    let acked_at_kill = loop {
+        let mut c: async_nats::jetstream::consumer::PullConsumer =
+            l.js.get_stream("SAFELINK_SAMPLES")
+                .await
+                .unwrap()
+                .get_consumer("safelink-learner")
+                .await
+                .unwrap();
+        let acked = c.info().await.unwrap().ack_floor.stream_sequence;
+        if acked >= 1 {
+            break acked;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "learner a took nothing"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    drop(a); // SIGKILL
+    assert!(
+        acked_at_kill < sent,
+        "killed mid-way: {acked_at_kill} of {sent} acknowledged"
+    );
+    for _ in 0..20 {
+        assert!(b_rx.try_recv().map_or(true, |v| v["event"] != "published"));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(b);
+
+    // Restarted, a takes its own lease back and resumes the durable consumer.
+    let (a2, a2_rx) = learner(&url, "a", &dir.path().join("la"), &key, sent as usize);
+    let lease2 = next_event(&a2_rx, "lease", 20);
+    assert!(lease2["revision"].as_u64() > lease["revision"].as_u64());
+    let published = next_event(&a2_rx, "published", 90);
+    let done = next_event(&a2_rx, "done", 10)["counters"].clone();
+    drop(a2);
+    eprintln!("sent {sent}, acknowledged at kill {acked_at_kill}, learner counters {done}");
+    assert_eq!(
+        done["unique"].as_u64(),
+        Some(sent),
+        "every sample trained once"
+    );
+    assert!(
+        done["duplicates"].as_u64() <= done["redelivered"].as_u64(),
+        "{done}"
+    );
+    assert_eq!(published["channel"], "canary");
+    assert!(published["lease_revision"].as_u64() >= lease2["revision"].as_u64());
+    let v = published["version"].as_u64().unwrap();
+    let sha = published["sha256"].as_str().unwrap().to_string();
+
+    // The canary sensor verifies and swaps it.
+    let st = wait_for(&s.handle, "published model served", 10, |x| {
+        x.model.as_ref().is_some_and(|m| m.version == v)
+    })
+    .await;
+    assert_eq!(st.model.unwrap().sha256, sha);
+
+    // The operator's view and levers.
+    let models = fleet_cmd(&["fleet", "models", "--fleet", &url]);
+    assert_eq!(models[0]["version"], v);
+    assert_eq!(models[0]["channels"], serde_json::json!(["canary"]));
+    let sensors = fleet_cmd(&["fleet", "sensors", "--fleet", &url]);
+    assert_eq!(sensors[0]["sensor_id"], "s1");
+    assert_eq!(sensors[0]["state"], "online");
+    assert_eq!(sensors[0]["model_version"], v);
+    assert_eq!(sensors[0]["dropped"], 0);
+    let p = fleet_cmd(&["fleet", "promote", &v.to_string(), "--fleet", &url]);
+    assert_eq!(p["promoted"], v);
+    let out = std::process::Command::new(BIN)
+        .args(["fleet", "promote", "99", "--fleet", &url])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no published version 99"));
+    let r = fleet_cmd(&[
+        "fleet",
+        "rollback",
+        "--to",
+        &v.to_string(),
+        "--fleet",
+        &url,
+        "--signing-key",
+        key.to_str().unwrap(),
+    ]);
+    assert_eq!(r["version"], v + 1);
+    assert_eq!(r["content_of"], v);
+    assert_eq!(r["sha256"], sha.as_str());
+    wait_for(&s.handle, "rollback served", 10, |x| {
+        x.model.as_ref().is_some_and(|m| m.version == v + 1)
+    })
+    .await;
+    let models = fleet_cmd(&["fleet", "models", "--fleet", &url]);
+    assert_eq!(
+        models[0]["channels"],
+        serde_json::json!(["stable", "canary"])
+    );
+    assert_eq!(models[1]["channels"], serde_json::json!([]));
+    s.stop().await;
+}

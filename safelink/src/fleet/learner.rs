@@ -32,6 +32,10 @@ use super::{Channel, FleetError, FleetSection, names};
 use crate::learn::{LabelSource, Learner, Outcome, TrainingSample};
 use crate::store::Store;
 
+/// A delivered sample not acknowledged within this long (the learner died) is delivered
+/// again; the learner acknowledges each as soon as it is recorded.
+pub const ACK_WAIT: Duration = Duration::from_secs(5);
+
 /// How the learner runs.
 #[derive(Clone, Debug)]
 pub struct LearnerOptions {
@@ -351,7 +355,7 @@ pub async fn run(
             pull::Config {
                 durable_name: Some(names::LEARNER_CONSUMER.into()),
                 ack_policy: jetstream::consumer::AckPolicy::Explicit,
-                ack_wait: Duration::from_secs(30),
+                ack_wait: ACK_WAIT,
                 ..Default::default()
             },
         )
@@ -370,7 +374,7 @@ pub async fn run(
         }
         let mut batch = consumer
             .fetch()
-            .max_messages(1000)
+            .max_messages(100)
             .expires(Duration::from_millis(500))
             .messages()
             .await
