@@ -9,7 +9,7 @@
 //! - the learner process: a second learner never publishes while the lease is held; `kill
 //!   -9` and restart resumes the durable consumer (unique samples = samples sent, duplicates
 //!   ≤ the redeliveries it reports); the published model reaches a canary sensor; promote,
-//!   rollback, sensors and models.
+//!   rollback, sensors and models; a bad canary is refused and never promoted to stable.
 mod support;
 
 use std::path::{Path, PathBuf};
@@ -413,14 +413,14 @@ async fn learner_lease_kill_resume_publish_promote_rollback() {
     .unwrap();
     let sent = sum.samples_stored as u64;
     assert!(sent >= 100, "{sum:?}");
-    let key = dir.path().join("signing.key");
+    let key_file = dir.path().join("signing.key");
     let k = safelink::fleet::manifest::generate_key().unwrap();
-    safelink::fleet::manifest::write_signing_key(&key, &k).unwrap();
+    safelink::fleet::manifest::write_signing_key(&key_file, &k).unwrap();
 
     // Learner a holds the lease; learner b waits and never publishes while it does.
-    let (a, a_rx) = learner(&url, "a", &dir.path().join("la"), &key, sent as usize);
+    let (a, a_rx) = learner(&url, "a", &dir.path().join("la"), &key_file, sent as usize);
     let lease = next_event(&a_rx, "lease", 20);
-    let (b, b_rx) = learner(&url, "b", &dir.path().join("lb"), &key, 1);
+    let (b, b_rx) = learner(&url, "b", &dir.path().join("lb"), &key_file, 1);
     assert_eq!(next_event(&b_rx, "waiting", 20)["holder"], "a");
 
     // The sensor publishes its samples; kill -9 learner a while it is taking them.
@@ -467,7 +467,7 @@ async fn learner_lease_kill_resume_publish_promote_rollback() {
     drop(b);
 
     // Restarted, a takes its own lease back and resumes the durable consumer.
-    let (a2, a2_rx) = learner(&url, "a", &dir.path().join("la"), &key, sent as usize);
+    let (a2, a2_rx) = learner(&url, "a", &dir.path().join("la"), &key_file, sent as usize);
     let lease2 = next_event(&a2_rx, "lease", 20);
     assert!(lease2["revision"].as_u64() > lease["revision"].as_u64());
     let published = next_event(&a2_rx, "published", 90);
@@ -499,7 +499,15 @@ async fn learner_lease_kill_resume_publish_promote_rollback() {
     let models = fleet_cmd(&["fleet", "models", "--fleet", &url]);
     assert_eq!(models[0]["version"], v);
     assert_eq!(models[0]["channels"], serde_json::json!(["canary"]));
-    let sensors = fleet_cmd(&["fleet", "sensors", "--fleet", &url]);
+    // The next heartbeat (every second) reports the new model.
+    let t0 = Instant::now();
+    let sensors = loop {
+        let s = fleet_cmd(&["fleet", "sensors", "--fleet", &url]);
+        if s[0]["model_version"] == v || t0.elapsed() > Duration::from_secs(5) {
+            break s;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     assert_eq!(sensors[0]["sensor_id"], "s1");
     assert_eq!(sensors[0]["state"], "online");
     assert_eq!(sensors[0]["model_version"], v);
@@ -520,7 +528,7 @@ async fn learner_lease_kill_resume_publish_promote_rollback() {
         "--fleet",
         &url,
         "--signing-key",
-        key.to_str().unwrap(),
+        key_file.to_str().unwrap(),
     ]);
     assert_eq!(r["version"], v + 1);
     assert_eq!(r["content_of"], v);
@@ -535,5 +543,39 @@ async fn learner_lease_kill_resume_publish_promote_rollback() {
         serde_json::json!(["stable", "canary"])
     );
     assert_eq!(models[1]["channels"], serde_json::json!([]));
+
+    // A bad canary (signed by a key nobody trusts): the canary sensor refuses it, and it
+    // never reaches the stable channel.
+    let bad = signed(&key(9), v + 2, &base_bytes(), |_| {});
+    l.models
+        .put(format!("v{}", v + 2), bad.clone().into())
+        .await
+        .unwrap();
+    l.models.put("canary", bad.into()).await.unwrap();
+    wait_for(&s.handle, "bad canary refused", 10, |x| {
+        x.refused["unknown_key"] == 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await; // the next heartbeat says so
+    let out = std::process::Command::new(BIN)
+        .args(["fleet", "promote", &(v + 2).to_string(), "--fleet", &url])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("canary sensors refused version {}: s1", v + 2)),
+        "{err}"
+    );
+    let models = fleet_cmd(&["fleet", "models", "--fleet", &url]);
+    assert_eq!(models[0]["version"], v + 2);
+    assert_eq!(models[0]["channels"], serde_json::json!(["canary"]));
+    assert_eq!(models[1]["channels"], serde_json::json!(["stable"]));
+    assert_eq!(
+        s.handle.snapshot().model.unwrap().version,
+        v + 1,
+        "v{} still serves",
+        v + 1
+    );
     s.stop().await;
 }

@@ -290,10 +290,17 @@ fn three_sensors_one_learner_one_model() {
     for (i, t) in took.iter().enumerate() {
         assert!(*t <= 2_000, "sensor {i} took {t} ms");
     }
-    // Each sensor published its samples and the learner trained on all three.
-    for lab in &labs {
+    // Each sensor published its samples and its alerts (the server acknowledged them on
+    // safelink.alerts.<id>: the port-scan sensor's ARP spoofing alert too, though ARP is no
+    // flow and makes no training sample).
+    for (i, lab) in labs.iter().enumerate() {
         let (_, s) = curl(lab, "/fleet/status");
         assert!(s["published_samples"].as_u64().unwrap() > 0, "{s}");
+        let want_alerts = if i == 1 { 2 } else { 1 };
+        assert!(
+            s["published_alerts"].as_u64().unwrap() >= want_alerts,
+            "{s}"
+        );
         assert_eq!(s["dropped"], 0, "{s}");
         let (code, m) = curl(lab, "/model");
         assert_eq!(code, 200);

@@ -47,6 +47,16 @@ pub const CLOCK_ANOMALIES: &str = "safelink_clock_anomalies_total";
 pub const LEARNING_CYCLES: &str = "safelink_learning_cycles_total";
 /// Reserved: the model version serving now (gauge), set by the learner / rollback.
 pub const MODEL_VERSION: &str = "safelink_model_version";
+/// Fleet mode (emitted by `crate::fleet`): connection up, messages acknowledged / buffered /
+/// dropped (label `kind`), the fleet model version, models accepted and refused (label
+/// `reason`).
+pub const FLEET_CONNECTED: &str = "safelink_fleet_connected";
+pub const FLEET_PUBLISHED: &str = "safelink_fleet_published_total";
+pub const FLEET_BUFFERED: &str = "safelink_fleet_buffered";
+pub const FLEET_DROPPED: &str = "safelink_fleet_dropped_total";
+pub const FLEET_MODEL_VERSION: &str = "safelink_fleet_model_version";
+pub const FLEET_ACCEPTED: &str = "safelink_fleet_models_accepted_total";
+pub const FLEET_REFUSED: &str = "safelink_fleet_models_refused_total";
 /// Reserved: records deleted by retention, label `tree`.
 pub const RETENTION_DELETED: &str = "safelink_retention_deleted_total";
 

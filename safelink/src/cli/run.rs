@@ -235,6 +235,13 @@ pub fn config(c: ConfigCmd) -> anyhow::Result<ExitCode> {
             if cfg.privacy.key.is_some() {
                 cfg.privacy.key = Some("<redacted>".into());
             }
+            // nats://user:password@host: the password stays out of the listing.
+            if let Some(u) = &mut cfg.fleet.url
+                && let Some((scheme, rest)) = u.split_once("://")
+                && let Some((_, host)) = rest.rsplit_once('@')
+            {
+                *u = format!("{scheme}://<redacted>@{host}");
+            }
             print!("{}", cfg.to_toml());
             // What the learning profile resolves to (values not set in the file).
             let p = cfg.learning.params()?;

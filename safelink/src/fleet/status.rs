@@ -9,15 +9,13 @@ use serde::{Deserialize, Serialize};
 
 use super::Channel;
 
-/// Metric names (documented in the README).
+/// The fleet's metric names (named in [`crate::telemetry`], documented in the README).
 pub mod metric {
-    pub const CONNECTED: &str = "safelink_fleet_connected";
-    pub const PUBLISHED: &str = "safelink_fleet_published_total";
-    pub const BUFFERED: &str = "safelink_fleet_buffered";
-    pub const DROPPED: &str = "safelink_fleet_dropped_total";
-    pub const MODEL_VERSION: &str = "safelink_fleet_model_version";
-    pub const ACCEPTED: &str = "safelink_fleet_models_accepted_total";
-    pub const REFUSED: &str = "safelink_fleet_models_refused_total";
+    pub use crate::telemetry::{
+        FLEET_ACCEPTED as ACCEPTED, FLEET_BUFFERED as BUFFERED, FLEET_CONNECTED as CONNECTED,
+        FLEET_DROPPED as DROPPED, FLEET_MODEL_VERSION as MODEL_VERSION,
+        FLEET_PUBLISHED as PUBLISHED, FLEET_REFUSED as REFUSED,
+    };
 }
 
 /// The last bundle refused, and why.
