@@ -271,20 +271,33 @@ pub async fn put_channel(layout: &Layout, ch: Channel, bundle: &[u8]) -> Result<
     Ok(())
 }
 
+/// Who signs, for which fleet, for how long.
+#[derive(Clone, Copy, Debug)]
+pub struct Signer<'a> {
+    pub fleet_id: &'a str,
+    pub key: &'a SigningKey,
+    /// How long a manifest stays valid.
+    pub valid_for: time::Duration,
+}
+
 /// Signs `model` as a new version and publishes it (module doc, step 4). `fill` completes the
 /// manifest (parent, metrics, ...). Returns the version.
 pub async fn publish_model(
     layout: &Layout,
-    fleet_id: &str,
-    key: &SigningKey,
+    signer: Signer<'_>,
     model: &[u8],
-    valid_for: time::Duration,
     lease_revision: u64,
     channels: &[Channel],
     fill: impl Fn(&mut Manifest),
 ) -> Result<(u64, Manifest), FleetError> {
+    let Signer {
+        fleet_id,
+        key,
+        valid_for,
+    } = signer;
     let make = |v: u64| {
         let mut m = Manifest::for_model(fleet_id, v, model, &key.verifying_key(), valid_for);
+        m.parent_version = v.checked_sub(1).filter(|p| *p > 0);
         m.lease_revision = lease_revision;
         fill(&mut m);
         m
@@ -489,16 +502,13 @@ pub async fn run(
         };
         last_renew = Instant::now();
         let metrics = rec.metrics.clone();
-        let (version, m) = publish_model(
-            &layout,
-            &opts.fleet.fleet_id,
-            &key,
-            &bytes,
-            opts.valid_for,
-            revision,
-            &[Channel::Canary],
-            |m| {
-                m.parent_version = None;
+        let signer = Signer {
+            fleet_id: &opts.fleet.fleet_id,
+            key: &key,
+            valid_for: opts.valid_for,
+        };
+        let (version, m) =
+            publish_model(&layout, signer, &bytes, revision, &[Channel::Canary], |m| {
                 m.metrics = metrics.as_ref().and_then(|x| serde_json::to_value(x).ok());
                 m.golden = metrics.as_ref().and_then(|x| {
                     Some(GoldenResult {
@@ -506,9 +516,8 @@ pub async fn run(
                         after: x.golden_accuracy?,
                     })
                 });
-            },
-        )
-        .await?;
+            })
+            .await?;
         info!(version, sha256 = m.sha256, "model published on canary");
         emit(serde_json::json!({
             "event": "published", "version": version, "sha256": m.sha256,

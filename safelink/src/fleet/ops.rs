@@ -206,12 +206,15 @@ pub async fn rollback(
         )));
     }
     let parent = latest_version(layout).await?;
-    let (_, m) = publish_model(
-        layout,
+    let signer = super::learner::Signer {
         fleet_id,
         key,
-        &model,
         valid_for,
+    };
+    let (_, m) = publish_model(
+        layout,
+        signer,
+        &model,
         old.lease_revision,
         &[Channel::Canary, Channel::Stable],
         |m| {
