@@ -88,6 +88,8 @@ pub async fn run(
         score: 0.99,
         kind: None,
         features: vec![1.0; crate::ann::N_FEATURES],
+        baseline: false,
+        alert_id: None,
     })?;
     let sent = Arc::new(AtomicU64::new(0));
     let published_at: Arc<Mutex<Option<Instant>>> = Arc::new(Mutex::new(None));

@@ -92,9 +92,11 @@ pub fn cap_shares(counts: &BTreeMap<String, usize>) -> BTreeMap<String, usize> {
 
 fn label_rank(s: &TrainingSample) -> u8 {
     match s.source {
+        // An operator's verdict outranks every automatic label.
+        LabelSource::Operator => 4,
         LabelSource::Manual => 3,
         LabelSource::Dfa => 2,
-        LabelSource::AnnHigh | LabelSource::AnnLow => 1,
+        LabelSource::AnnHigh | LabelSource::AnnLow | LabelSource::Baseline => 1,
     }
 }
 
