@@ -241,7 +241,7 @@ async fn every_route_survives_schemathesis() {
         })
         .collect();
     ops.sort();
-    assert_eq!(ops.len(), 27, "{ops:#?}");
+    assert_eq!(ops.len(), 28, "{ops:#?}");
 
     // Without the token: no 5xx, and nothing changes.
     let before = f.snapshot();

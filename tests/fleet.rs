@@ -223,6 +223,8 @@ fn sample(i: u64) -> TrainingSample {
         score: 0.1,
         kind: None,
         features: vec![1.0; safelink::ann::N_FEATURES],
+        baseline: false,
+        alert_id: None,
     }
 }
 
