@@ -145,10 +145,14 @@ fn three_sensors_one_learner_one_model() {
         .args([
             "--learner-id",
             "hub",
+            // The three sensors send about 470 samples, each its attacks first, within
+            // about 15 s. The per-sensor cap (at most a third each) takes evenly from what
+            // each sensor sent, so the first cycle waits for all of it: when it comes
+            // earlier, one sensor's few samples (attacks only) cap the others.
             "--cycle-interval",
-            "2",
+            "25",
             "--min-samples",
-            "60",
+            "400",
         ])
         .args(["--max-publications", "1"])
         .current_dir(root())
@@ -156,9 +160,20 @@ fn three_sensors_one_learner_one_model() {
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(learner.stdout.take().unwrap()).lines();
+    // The learner's JSON events, through a channel so that every wait has a deadline.
+    let (tx, events) = std::sync::mpsc::channel::<Value>();
+    let out = learner.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for l in BufReader::new(out).lines().map_while(Result::ok) {
+            if let Ok(v) = serde_json::from_str::<Value>(&l)
+                && tx.send(v).is_err()
+            {
+                break;
+            }
+        }
+    });
     let learner = Proc(learner);
-    let first: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    let first = events.recv_timeout(Duration::from_secs(30)).unwrap();
     assert_eq!(first["event"], "lease", "{first}");
 
     let mut sensors = Vec::new();
@@ -252,8 +267,8 @@ fn three_sensors_one_learner_one_model() {
 
     // The learner trains and publishes on canary.
     let mut published = Value::Null;
-    for l in lines.by_ref() {
-        let v: Value = serde_json::from_str(&l.unwrap()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while let Ok(v) = events.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
         eprintln!("learner: {v}");
         if v["event"] == "published" {
             published = v;
