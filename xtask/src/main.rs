@@ -241,6 +241,12 @@ fn install() -> anyhow::Result<()> {
         &root().join("models/golden.jsonl"),
         "/usr/local/share/safelink/golden.jsonl",
     )?;
+    // The base model's benign rows (the learner rehearses them).
+    std::fs::create_dir_all("/usr/local/share/safelink/benign")?;
+    copy(
+        &root().join("models/benign/flows.csv.gz"),
+        "/usr/local/share/safelink/benign/flows.csv.gz",
+    )?;
     copy(
         &root().join("deploy/safelink.service"),
         "/etc/systemd/system/safelink.service",

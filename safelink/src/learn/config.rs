@@ -82,6 +82,14 @@ pub struct LearningSection {
     pub holdout_fraction: f64,
     /// History samples replayed per new training sample (against forgetting).
     pub replay_ratio: f64,
+    /// Benign rows of the base model's training set rehearsed per training sample of a cycle
+    /// (0 = none): a cycle's few local benign flows cannot cover what the base model learned
+    /// is benign, and without them a cycle that learns a new attack family widens the attack
+    /// side over benign traffic it never saw.
+    pub rehearsal: f64,
+    /// The benign feature rows rehearsed (unset: the shipped `benign/flows.csv.gz`, found like
+    /// the base model). Only the rows outside the golden set are used.
+    pub rehearsal_rows: Option<PathBuf>,
     /// Seconds a scored flow waits before it is labelled, so a rule alert that fires a little
     /// later still labels it attack.
     pub settle_s: u64,
@@ -125,6 +133,8 @@ impl Default for LearningSection {
             golden_margin: 0.02,
             holdout_fraction: 0.2,
             replay_ratio: 1.0,
+            rehearsal: 1.0,
+            rehearsal_rows: None,
             settle_s: 120,
             golden: None,
             keep_versions: 20,
@@ -139,6 +149,10 @@ impl Default for LearningSection {
 /// The shipped golden set's file name, looked for by [`crate::shipped::find`] when
 /// `[learning] golden` is unset.
 pub const SHIPPED_GOLDEN: &str = "golden.jsonl";
+
+/// The shipped benign feature rows (the base model's benign training set), looked for by
+/// [`crate::shipped::find`] when `[learning] rehearsal_rows` is unset.
+pub const SHIPPED_BENIGN_ROWS: &str = "benign/flows.csv.gz";
 
 /// Resolved settings.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -159,6 +173,9 @@ pub struct LearningParams {
     pub golden_margin: f64,
     pub holdout_fraction: f64,
     pub replay_ratio: f64,
+    pub rehearsal: f64,
+    /// Resolved: the configured file, else the shipped one if found.
+    pub rehearsal_rows: Option<PathBuf>,
     pub settle_s: u64,
     pub keep_versions: usize,
     pub train_duty: f64,
@@ -205,6 +222,14 @@ impl LearningSection {
             golden_margin: self.golden_margin,
             holdout_fraction: self.holdout_fraction,
             replay_ratio: self.replay_ratio,
+            rehearsal: self.rehearsal,
+            rehearsal_rows: (self.rehearsal > 0.0)
+                .then(|| {
+                    self.rehearsal_rows
+                        .clone()
+                        .or_else(|| crate::shipped::find(SHIPPED_BENIGN_ROWS))
+                })
+                .flatten(),
             settle_s: self.settle_s,
             keep_versions: self.keep_versions,
             train_duty: self.train_duty,
@@ -251,6 +276,12 @@ impl LearningSection {
             return bad(format!(
                 "baseline_max_fpr must be in [0, 1) and baseline_min_flows at least 1, got {} and {}",
                 p.baseline_max_fpr, p.baseline_min_flows
+            ));
+        }
+        if !(0.0..=100.0).contains(&p.rehearsal) {
+            return bad(format!(
+                "rehearsal must be in [0, 100], got {}",
+                p.rehearsal
             ));
         }
         if p.keep_versions < 2 {

@@ -257,6 +257,45 @@ fn check_stop(ctx: &CycleContext<'_>, step: &str) -> Result<(), LearnError> {
     Ok(())
 }
 
+/// `n` × `[learning] rehearsal` benign rows of the configured file outside its golden set,
+/// a different draw each cycle (seeded by the cycle id). None when rehearsal is off; a file
+/// that cannot be read costs the rehearsal, not the cycle (logged).
+fn rehearsal_rows(p: &LearningParams, n: usize, cycle: u64) -> Vec<TrainingSample> {
+    let Some(path) = p.rehearsal_rows.as_deref().filter(|_| p.rehearsal > 0.0) else {
+        return Vec::new();
+    };
+    let mut rows = match crate::ann::recipe::benign_rows(path) {
+        Ok((rows, _)) => rows,
+        Err(e) => {
+            warn!(error = %format!("{e:#}"), "rehearsal rows unreadable: training without them");
+            return Vec::new();
+        }
+    };
+    rows.retain(|s| !s.golden && s.features.len() == N_FEATURES);
+    let mut rng = Rng(0xBE_11 ^ cycle);
+    rng.shuffle(&mut rows);
+    rows.truncate(((n as f64) * p.rehearsal).ceil() as usize);
+    rows.into_iter()
+        .map(|s| TrainingSample {
+            id: 0,
+            ts_ns: 0,
+            src_ip: s.src_ip,
+            src_port: s.src_port,
+            dst_ip: s.dst_ip,
+            dst_port: s.dst_port,
+            proto: s.proto,
+            label: 0.0,
+            source: LabelSource::Manual,
+            confidence: 1.0,
+            score: 0.0,
+            kind: None,
+            features: s.features,
+            baseline: false,
+            alert_id: None,
+        })
+        .collect()
+}
+
 /// The steps after the cycle is recorded. `Ok(Some)` = deployed and committed (the caller
 /// swaps), `Ok(None)` = rejected and committed.
 fn cycle_body(
@@ -308,17 +347,39 @@ fn cycle_body(
             .into_iter()
             .filter(|s| s.id <= state.watermark && s.valid()),
     );
+
+    // Rehearsal: benign rows of the base model's training set beside them.
+    let rehearsal = rehearsal_rows(p, train_new.len() + history.len(), rec.id);
     times.collect += t.elapsed().as_secs_f64();
 
     // Label: the samples carry their labels; count them.
     let t = Instant::now();
-    let rows: Vec<&TrainingSample> = train_new.iter().copied().chain(history.iter()).collect();
+    let rows: Vec<&TrainingSample> = train_new
+        .iter()
+        .copied()
+        .chain(history.iter())
+        .chain(rehearsal.iter())
+        .collect();
     rec.num_samples = rows.len() + holdout.len();
-    rec.label_sources = label_counts(rows.iter().copied().chain(holdout.iter().copied()));
+    rec.label_sources = label_counts(
+        train_new
+            .iter()
+            .copied()
+            .chain(history.iter())
+            .chain(holdout.iter().copied()),
+    );
+    if !rehearsal.is_empty() {
+        rec.label_sources
+            .insert("rehearsal".into(), rehearsal.len());
+    }
     times.label = t.elapsed().as_secs_f64();
     // Never train on attacks alone: the model would learn that everything is an attack. The
-    // cycle fails (its samples stay new) until low-scored flows bring benign samples.
-    if !rows.iter().any(|s| !s.is_attack()) {
+    // cycle fails (its samples stay new) until low-scored flows bring benign samples (local
+    // ones: the rehearsed rows are not this host's traffic).
+    if !rows[..rows.len() - rehearsal.len()]
+        .iter()
+        .any(|s| !s.is_attack())
+    {
         return Err(LearnError::Train(
             "the training set has no benign samples (attack-only); waiting for flows the ANN \
              scores below benign_score"
