@@ -23,7 +23,8 @@ fn addr_cmp(a: &[u8; 16], b: &[u8; 16]) -> core::cmp::Ordering {
 }
 
 /// Writes the canonical key of a packet's flow into `key`; returns whether the packet travels
-/// from endpoint `a`.
+/// from endpoint `a`. The tunnel endpoints follow the inner orientation (`outer_a` is the
+/// outer source of `a`'s packets).
 #[inline(always)]
 pub fn canonical_key(m: &PacketMeta, key: &mut FlowKey) -> bool {
     let src_is_a = match addr_cmp(&m.src, &m.dst) {
@@ -36,15 +37,23 @@ pub fn canonical_key(m: &PacketMeta, key: &mut FlowKey) -> bool {
         key.port_a = m.sport;
         key.addr_b = m.dst;
         key.port_b = m.dport;
+        key.outer_a = m.outer_src;
+        key.outer_b = m.outer_dst;
     } else {
         key.addr_a = m.dst;
         key.port_a = m.dport;
         key.addr_b = m.src;
         key.port_b = m.sport;
+        key.outer_a = m.outer_dst;
+        key.outer_b = m.outer_src;
     }
     key.vlan = m.vlan;
     key.proto = m.proto;
     key.family = m.family;
+    key.tunnel_id = m.tunnel_id;
+    key.tunnel_kind = m.tunnel_kind;
+    key.outer_family = m.outer_family;
+    key._pad = 0;
     src_is_a
 }
 

@@ -13,8 +13,17 @@ use safelink_common::{
     FlowStats, FragHead, FragKey, MAX_EMBRYOS, MAX_FLOWS, MAX_FRAGS, Stats,
     flow::{canonical_key, established, late_tcp, update},
     layout::EventPacket,
-    parse::{PacketBytes, ParseOut, Parsed, frame_counters, late_tcp_header, parse_frame},
+    parse::{
+        PacketBytes, ParseOut, Parsed, TunnelConfig, frame_counters, late_tcp_header,
+        parse_frame_with, tunnel_counter,
+    },
 };
+
+/// The tunnels the parser opens (`[tunnels]` in the configuration). A read-only global the
+/// loader sets before the program is verified (`EbpfLoader::set_global`), so the verifier
+/// sees the constants and prunes the kinds switched off.
+#[unsafe(no_mangle)]
+static TUNNELS: TunnelConfig = TunnelConfig::DEFAULT;
 
 // BTF-defined maps (`.maps` section): `bpftool map dump` prints keys and values with field
 // names.
@@ -163,9 +172,15 @@ fn observe(pkt: &Packet, s: &mut Scratch, st: &mut Stats) {
     let len = pkt.len as u64;
     st.add(Counter::Packets, 1);
     st.add(Counter::Bytes, len);
-    let parsed = parse_frame(pkt, &mut s.out);
+    // SAFETY: a plain-data global; volatile so that the loader's value is read, not the
+    // compiler's copy of the default.
+    let tunnels = unsafe { read_volatile(&raw const TUNNELS) };
+    let parsed = parse_frame_with(pkt, &tunnels, &mut s.out);
     if s.out.vlan_tagged {
         st.add(Counter::VlanTagged, 1);
+    }
+    if let Some(c) = tunnel_counter(&s.out) {
+        st.add(c, 1);
     }
     let (l3, l4) = frame_counters(&parsed, &s.out);
     st.add(l3, 1);

@@ -345,7 +345,11 @@ struct Capture {
 }
 
 fn attach_capture(cfg: &Config, iface: &str, sources: Vec<AlertSource>) -> anyhow::Result<Capture> {
-    let mut ebpf = loader::load(Some(&cfg.sensor.pin_dir))?;
+    let mut ebpf = loader::load_with(
+        loader::XDP_OBJECT,
+        Some(&cfg.sensor.pin_dir),
+        &cfg.flows.tunnel_config(),
+    )?;
     let maps = SensorMaps::from_ebpf(&mut ebpf)?;
     let ring = RingBuf::try_from(ebpf.take_map(MAP_EVENTS).context("map EVENTS missing")?)?;
     let sensor = Arc::new(Sensor::new(
