@@ -30,3 +30,5 @@ mod user {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tunnel_tests;
