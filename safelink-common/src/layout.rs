@@ -95,8 +95,11 @@ pub const TCP_CWR: u8 = 0x80;
 ///
 /// A flow found inside a tunnel also carries the tunnel's identity (kind, VNI or GRE key, and
 /// the outer endpoints), so two tenants' identical inner addresses never share a flow. The
-/// outer addresses are oriented like the inner ones: `outer_a` is the outer source of the
-/// packets endpoint `a` sends. All zero outside a tunnel.
+/// outer pair is canonical on its own (`outer_a` is the smaller address), not oriented by the
+/// inner endpoints: a mirroring tunnel (AWS traffic mirroring, ERSPAN-like VXLAN) carries both
+/// directions of a flow from one tunnel endpoint to the other, and they stay one flow.
+/// [`FlowStats::outer_src_is_a`] says which side the first packet came from. All zero outside
+/// a tunnel.
 #[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct FlowKey {
@@ -186,7 +189,10 @@ pub struct FlowStats {
     pub icmp_code: u8,
     /// Bit set of `END_*`: which closing flags were seen.
     pub end_flags: u8,
-    pub _pad: u32,
+    /// 1 when the first packet's outer (tunnel) source is `outer_a` of the key; 1 outside a
+    /// tunnel. Not a feature: the ANN never reads it.
+    pub outer_src_is_a: u8,
+    pub _pad: [u8; 3],
 }
 
 /// Key of the `FRAGS` map: one fragmented datagram whose first fragment cut the TCP header.
@@ -251,11 +257,15 @@ pub struct EventPacket {
     /// 1 when the packet was a first fragment that cut the TCP header before its flags
     /// (`tcp_flags` is then unknown, not NULL).
     pub l4_partial: u8,
+    /// 1 when the packet's outer (tunnel) source is `outer_a` of the key (1 outside a tunnel).
+    pub outer_src_is_a: u8,
+    pub _pad: [u8; 7],
 }
 
 impl EventPacket {
     #[inline(always)]
     pub fn from_meta(m: &crate::parse::PacketMeta, from_a: bool) -> Self {
+        let outer_src_is_a = crate::flow::outer_src_is_a(m);
         Self {
             from_a: from_a as u8,
             tcp_flags: m.tcp_flags,
@@ -264,6 +274,8 @@ impl EventPacket {
             l3_len: m.l3_len,
             ttl: m.ttl,
             l4_partial: m.l4_partial as u8,
+            outer_src_is_a: outer_src_is_a as u8,
+            _pad: [0; 7],
         }
     }
 }
@@ -414,4 +426,4 @@ const _: () = assert!(core::mem::size_of::<FlowStats>() == 2 * 120 + 24);
 const _: () = assert!(core::mem::size_of::<ArpInfo>() == 24);
 const _: () = assert!(core::mem::size_of::<FragKey>() == 40);
 const _: () = assert!(core::mem::size_of::<FragHead>() == 88);
-const _: () = assert!(core::mem::size_of::<Event>() == 16 + 80 + 24 + 8);
+const _: () = assert!(core::mem::size_of::<Event>() == 16 + 80 + 24 + 16);

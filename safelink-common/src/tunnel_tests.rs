@@ -297,8 +297,15 @@ fn two_tenants_never_share_a_flow_and_replies_join_theirs() {
     let (r1, ra) = key(&frame(1, O2, O1, I2, I1, 80, 40000));
     assert_eq!(r1, t1);
     assert_ne!(a1, ra);
-    // `outer_a` is the tunnel endpoint of inner endpoint `a` (10.0.0.1 here, behind O1).
+    // The outer pair is ordered on its own: the smaller address first.
     assert_eq!((r1.addr_a, r1.outer_a, r1.outer_b), (v4(I1), v4(O1), v4(O2)));
+    let (r2, _) = key(&frame(1, O2, O1, I1, I2, 40000, 80));
+    assert_eq!((r2.addr_a, r2.outer_a, r2.outer_b), (v4(I1), v4(O1), v4(O2)));
+    // A mirroring tunnel carries both directions from one endpoint to the other (AWS
+    // traffic mirroring): still one flow.
+    let (m1, _) = key(&frame(1, O2, O1, I2, I1, 80, 40000));
+    let (m2, _) = key(&frame(1, O1, O2, I2, I1, 80, 40000));
+    assert_eq!((m1, m2), (t1, t1));
     // Same VNI, another pair of tunnel endpoints: another flow.
     let (t3, _) = key(&frame(1, O1, [198, 51, 100, 3], I1, I2, 40000, 80));
     assert_ne!(t3, t1);

@@ -154,7 +154,9 @@ fn emit(kind: u8, from_a: bool, ts_ns: u64, s: &Scratch, st: &mut Stats) {
                 copy_words(&raw mut (*e).key, &s.key);
                 if kind == EVENT_ARP {
                     copy_words(&raw mut (*e).arp, &s.out.arp);
-                    write_volatile((&raw mut (*e).pkt).cast::<u64>(), 0);
+                    let pkt = (&raw mut (*e).pkt).cast::<u64>();
+                    write_volatile(pkt, 0);
+                    write_volatile(pkt.add(1), 0);
                 } else {
                     zero_words(&raw mut (*e).arp);
                     (*e).pkt = EventPacket::from_meta(&s.out.meta, from_a);

@@ -77,7 +77,7 @@ impl FlowStartRecord {
             icmp_code: p.icmp_code,
             l3_len: p.l3_len,
             ttl: p.ttl,
-            tunnel: Tunnel::of_key(k, p.from_a != 0),
+            tunnel: Tunnel::of_key(k, p.outer_src_is_a != 0),
         }
     }
 }
@@ -264,7 +264,7 @@ impl FlowRecord {
             end_reason,
             fwd: src.2,
             rev: dst.2,
-            tunnel: Tunnel::of_key(k, s.initiator_is_a != 0),
+            tunnel: Tunnel::of_key(k, s.outer_src_is_a != 0),
         }
     }
 }

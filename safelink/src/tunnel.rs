@@ -69,8 +69,9 @@ impl<'de> Deserialize<'de> for TunnelKinds {
 }
 
 /// The tunnel a flow was found in: `tunnel: {type, id, outer_src, outer_dst}` in flow records
-/// and alerts (absent for a plain flow). `outer_src` is the tunnel endpoint on the side of the
-/// flow's initiator (`src_ip`).
+/// and alerts (absent for a plain flow). `outer_src` is the outer source of the flow's first
+/// packet: the tunnel endpoint on the initiator's (`src_ip`) side, or for a mirroring tunnel
+/// the mirror's source.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tunnel {
     /// `ipip`, `6in4`, `6in6`, `gre`, `vxlan` or `geneve`.
@@ -83,9 +84,9 @@ pub struct Tunnel {
 }
 
 impl Tunnel {
-    /// The tunnel of a flow key, oriented so that `outer_src` is `a`'s side when `a` is the
-    /// initiator (`from_a`), else `b`'s. `None` for a plain flow.
-    pub fn of_key(k: &FlowKey, from_a: bool) -> Option<Self> {
+    /// The tunnel of a flow key, `outer_src` being `outer_a` when `outer_src_is_a` (the
+    /// first packet's outer source: `FlowStats::outer_src_is_a`). `None` for a plain flow.
+    pub fn of_key(k: &FlowKey, outer_src_is_a: bool) -> Option<Self> {
         if k.tunnel_kind == TUNNEL_NONE {
             return None;
         }
@@ -96,7 +97,7 @@ impl Tunnel {
         };
         let a = key_addr(k.outer_family, &k.outer_a);
         let b = key_addr(k.outer_family, &k.outer_b);
-        let (outer_src, outer_dst) = if from_a { (a, b) } else { (b, a) };
+        let (outer_src, outer_dst) = if outer_src_is_a { (a, b) } else { (b, a) };
         Some(Self {
             kind: kind.to_owned(),
             id: k.tunnel_id,

@@ -232,15 +232,23 @@ impl Policy {
             IpAddr::V4(a) => a,
             IpAddr::V6(_) => ip,
         };
+        let tunnel = |t: &mut Option<crate::tunnel::Tunnel>| {
+            if let Some(t) = t {
+                t.outer_src = self.ip(t.outer_src);
+                t.outer_dst = self.ip(t.outer_dst);
+            }
+        };
         match &mut r {
             Record::FlowStart(s) => {
                 s.src_ip = self.ip(s.src_ip);
                 s.dst_ip = self.ip(s.dst_ip);
                 s.src_mac = self.mac(&s.src_mac);
+                tunnel(&mut s.tunnel);
             }
             Record::Flow(f) | Record::FlowUpdate(f) => {
                 f.src_ip = self.ip(f.src_ip);
                 f.dst_ip = self.ip(f.dst_ip);
+                tunnel(&mut f.tunnel);
             }
             Record::Arp(a) => {
                 a.sender_ip = v4(a.sender_ip);
@@ -442,12 +450,23 @@ mod tests {
             icmp_code: 0,
             l3_len: 60,
             ttl: 64,
+            tunnel: Some(crate::tunnel::Tunnel {
+                kind: "vxlan".into(),
+                id: 42,
+                outer_src: "203.0.113.5".parse().unwrap(),
+                outer_dst: "203.0.113.6".parse().unwrap(),
+            }),
         };
         let Record::FlowStart(w) = p.record(&Record::FlowStart(s)) else {
             unreachable!()
         };
         assert_eq!(w.src_ip, "192.0.2.0".parse::<IpAddr>().unwrap());
         assert_eq!(w.dst_ip, "198.51.100.0".parse::<IpAddr>().unwrap());
+        let t = w.tunnel.expect("tunnel kept");
+        assert_eq!(
+            (t.outer_src, t.outer_dst, t.id),
+            ("203.0.113.0".parse().unwrap(), "203.0.113.0".parse().unwrap(), 42)
+        );
         assert_eq!(w.src_port, 40000);
     }
 

@@ -1,0 +1,307 @@
+//! Tunnelled captures (tests/pcaps/tunnels, public suricata-verify captures: see SOURCE.md
+//! there): `safelink analyze` reports every inner flow with its own 5-tuple, its packet count
+//! and its tunnel (`tunnel: {type, id, outer_src, outer_dst}`), exactly as tshark dissects the
+//! inner layer, an independent implementation. tshark's fields are read per frame: the inner
+//! IP header is the second IP/IPv6 layer when no ICMP layer comes between the two (an ICMP
+//! error quotes a header, it does not tunnel one); its conversation is keyed like SafeLink's
+//! (inner endpoints and protocol, tunnel id and outer endpoints), so the same addresses inside
+//! and outside a tunnel, or in two tunnels, are two conversations on both sides.
+mod support;
+
+use std::{
+    collections::BTreeMap,
+    net::IpAddr,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use support::run;
+
+const BIN: &str = env!("CARGO_BIN_EXE_safelink");
+
+/// (inner proto, lower (ip, port), upper (ip, port), tunnel id, lower outer, upper outer).
+type Conv = (u8, (IpAddr, u16), (IpAddr, u16), u32, IpAddr, IpAddr);
+
+fn conv(
+    proto: u8,
+    a: (IpAddr, u16),
+    b: (IpAddr, u16),
+    id: u32,
+    oa: IpAddr,
+    ob: IpAddr,
+) -> Conv {
+    let (a, b) = if a <= b { (a, b) } else { (b, a) };
+    let (oa, ob) = if oa <= ob { (oa, ob) } else { (ob, oa) };
+    (proto, a, b, id, oa, ob)
+}
+
+fn dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/pcaps/tunnels")
+}
+
+const FIELDS: &[&str] = &[
+    "frame.protocols",
+    "ip.src",
+    "ip.dst",
+    "ipv6.src",
+    "ipv6.dst",
+    "ip.proto",
+    "ipv6.nxt",
+    "tcp.srcport",
+    "tcp.dstport",
+    "udp.srcport",
+    "udp.dstport",
+    "vxlan.vni",
+    "geneve.vni",
+    "gre.key",
+];
+
+/// tshark's inner conversations of a capture: packets per conversation.
+fn tshark_inner(p: &Path) -> BTreeMap<Conv, u64> {
+    let mut cmd = Command::new("tshark");
+    cmd.args(["-n", "-r"]).arg(p);
+    cmd.args(["-T", "fields", "-E", "occurrence=a", "-E", "aggregator=,"]);
+    for f in FIELDS {
+        cmd.args(["-e", f]);
+    }
+    let out = run(&mut cmd);
+    let mut convs = BTreeMap::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let cols: Vec<Vec<&str>> = line
+            .split('\t')
+            .map(|c| c.split(',').filter(|s| !s.is_empty()).collect())
+            .collect();
+        let col = |name: &str| &cols[FIELDS.iter().position(|f| *f == name).unwrap()];
+        let tokens: Vec<&str> = col("frame.protocols")[0].split(':').collect();
+        // The n-th occurrence of `tok` before position `pos`.
+        let occ = |pos: usize| tokens[..pos].iter().filter(|t| **t == tokens[pos]).count();
+        let net: Vec<usize> = (0..tokens.len())
+            .filter(|&i| tokens[i] == "ip" || tokens[i] == "ipv6")
+            .collect();
+        let [outer, inner, ..] = net[..] else {
+            continue;
+        };
+        if tokens[outer..inner].iter().any(|t| t.starts_with("icmp")) {
+            continue;
+        }
+        let addr = |pos: usize, which: &str| -> IpAddr {
+            let f = format!("{}.{which}", tokens[pos]);
+            col(&f)[occ(pos)].parse().unwrap()
+        };
+        let l4 = tokens.get(inner + 1).copied().unwrap_or("");
+        let (proto, ports) = match l4 {
+            "tcp" | "udp" => {
+                let k = occ(inner + 1);
+                let port = |f: &str| col(&format!("{l4}.{f}"))[k].parse::<u16>().unwrap();
+                (
+                    if l4 == "tcp" { 6 } else { 17 },
+                    (port("srcport"), port("dstport")),
+                )
+            }
+            "icmp" => (1, (0, 0)),
+            "icmpv6" => (58, (0, 0)),
+            _ => {
+                let f = if tokens[inner] == "ip" { "ip.proto" } else { "ipv6.nxt" };
+                (col(f)[occ(inner)].parse().unwrap(), (0, 0))
+            }
+        };
+        let id = ["vxlan.vni", "geneve.vni", "gre.key"]
+            .iter()
+            .find_map(|f| col(f).first().map(|v| parse_num(v)))
+            .unwrap_or(0);
+        let c = conv(
+            proto,
+            (addr(inner, "src"), ports.0),
+            (addr(inner, "dst"), ports.1),
+            id,
+            addr(outer, "src"),
+            addr(outer, "dst"),
+        );
+        *convs.entry(c).or_insert(0) += 1;
+    }
+    convs
+}
+
+fn parse_num(v: &str) -> u32 {
+    match v.strip_prefix("0x") {
+        Some(h) => u32::from_str_radix(h, 16).unwrap(),
+        None => v.parse().unwrap(),
+    }
+}
+
+/// SafeLink's view: (inner conversations with their packets, flow records with a tunnel,
+/// tunnel types seen, the summary's `tunneled` and `tunnel_malformed` counters).
+type Seen = (BTreeMap<Conv, u64>, usize, Vec<String>, u64, u64);
+
+fn safelink_inner(p: &Path) -> Seen {
+    // Timeouts longer than any capture: a conversation is one flow, as in tshark (gre.pcap
+    // retries an unanswered DNS query after 5 s, which the 2 s embryonic timeout splits).
+    let out = run(Command::new(BIN)
+        .args(["analyze", "--flows", "--summary"])
+        .args(["--idle-timeout", "100000000", "--active-timeout", "100000000"])
+        .args(["--closed-linger", "100000000", "--embryonic-timeout", "100000000"])
+        .arg(p));
+    let mut convs = BTreeMap::new();
+    let mut records = 0;
+    let mut kinds = Vec::new();
+    for l in String::from_utf8_lossy(&out.stdout).lines() {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        if v["type"] != "flow" || v["tunnel"].is_null() {
+            continue;
+        }
+        let t = &v["tunnel"];
+        let ip = |x: &serde_json::Value| x.as_str().unwrap().parse::<IpAddr>().unwrap();
+        let port = |x: &serde_json::Value| x.as_u64().unwrap() as u16;
+        let c = conv(
+            v["proto"].as_u64().unwrap() as u8,
+            (ip(&v["src_ip"]), port(&v["src_port"])),
+            (ip(&v["dst_ip"]), port(&v["dst_port"])),
+            t["id"].as_u64().unwrap() as u32,
+            ip(&t["outer_src"]),
+            ip(&t["outer_dst"]),
+        );
+        let packets = v["fwd"]["packets"].as_u64().unwrap() + v["rev"]["packets"].as_u64().unwrap();
+        *convs.entry(c).or_insert(0) += packets;
+        records += 1;
+        let kind = t["type"].as_str().unwrap().to_owned();
+        if !kinds.contains(&kind) {
+            kinds.push(kind);
+        }
+    }
+    let summary: serde_json::Value = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .find(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .expect("summary");
+    let counter = |n: &str| summary[n].as_u64().unwrap_or_else(|| panic!("{n}"));
+    (
+        convs,
+        records,
+        kinds,
+        counter("tunneled"),
+        counter("tunnel_malformed"),
+    )
+}
+
+/// Each capture: its tunnel type(s), inner conversations and inner packets (as tshark counts
+/// them; asserted equal to tshark's below, and written here so that a tshark that dissects
+/// nothing cannot pass).
+const CAPTURES: &[(&str, &[&str], usize, u64)] = &[
+    ("ipip.pcap", &["ipip"], 1, 1),
+    ("6in6.pcap", &["6in6"], 1, 1),
+    ("6in4.pcap", &["6in4"], 1, 1),
+    ("4in6.pcap", &["ipip"], 1, 1),
+    ("4in6-beside-plain.pcap", &["ipip"], 1, 2),
+    ("gre-vlan-syslog.pcap", &["gre"], 1, 3),
+    ("gre.pcap", &["gre"], 6, 40),
+    ("geneve.pcap", &["geneve"], 1, 8),
+    ("vxlan-arp-icmp.pcap", &["vxlan"], 1, 8),
+    ("vxlan-beside-plain.pcap", &["vxlan"], 1, 1),
+    ("vxlan.pcap", &["vxlan"], 13, 100),
+];
+
+#[test]
+fn inner_flows_and_packets_match_tshark_per_capture() {
+    let mut failures = Vec::new();
+    for (name, kinds, n_convs, n_packets) in CAPTURES {
+        let p = dir().join(name);
+        let want = tshark_inner(&p);
+        let (got, records, got_kinds, tunneled, malformed) = safelink_inner(&p);
+        let want_packets: u64 = want.values().sum();
+        eprintln!(
+            "{name}: tshark {} inner conversations / {want_packets} packets; SafeLink {} / {} ({tunneled} tunneled, {malformed} malformed)",
+            want.len(),
+            got.len(),
+            got.values().sum::<u64>()
+        );
+        // One record per conversation: both directions in one flow, whichever way the outer
+        // packets travel (vxlan.pcap is a traffic mirror: every packet goes one way outside).
+        if got != want || records != want.len() {
+            failures.push(format!(
+                "{name}: SafeLink {records} records {got:?}\n  tshark {want:?}"
+            ));
+        }
+        if (want.len(), want_packets) != (*n_convs, *n_packets) {
+            failures.push(format!(
+                "{name}: tshark found {} conversations / {want_packets} packets, expected {n_convs} / {n_packets}",
+                want.len()
+            ));
+        }
+        if tunneled != want_packets || malformed != 0 {
+            failures.push(format!(
+                "{name}: tunneled {tunneled} (want {want_packets}), tunnel_malformed {malformed}"
+            ));
+        }
+        if got_kinds != kinds.iter().map(|k| k.to_string()).collect::<Vec<_>>() {
+            failures.push(format!("{name}: tunnel types {got_kinds:?}, want {kinds:?}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Flow records of one `analyze` run with extra arguments: (proto, dst_port, packets, tunnel
+/// type or "") per flow, and the summary's `tunneled` counter.
+fn flows(p: &Path, extra: &[&str]) -> (Vec<(u64, u64, u64, String)>, u64) {
+    let out = run(Command::new(BIN)
+        .args(["analyze", "--flows", "--summary"])
+        .args(extra)
+        .arg(p));
+    let mut v = Vec::new();
+    for l in String::from_utf8_lossy(&out.stdout).lines() {
+        let r: serde_json::Value = serde_json::from_str(l).unwrap();
+        if r["type"] == "flow" {
+            v.push((
+                r["proto"].as_u64().unwrap(),
+                r["dst_port"].as_u64().unwrap(),
+                r["fwd"]["packets"].as_u64().unwrap() + r["rev"]["packets"].as_u64().unwrap(),
+                r["tunnel"]["type"].as_str().unwrap_or("").to_owned(),
+            ));
+        }
+    }
+    v.sort();
+    let summary: serde_json::Value = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .find(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .expect("summary");
+    (v, summary["tunneled"].as_u64().unwrap())
+}
+
+#[test]
+fn outer_flows_when_decoding_is_off_or_the_payload_is_not_ip() {
+    let vxlan = dir().join("vxlan.pcap");
+    // Default: 13 inner flows, no outer one.
+    let (on, tunneled) = flows(&vxlan, &[]);
+    assert_eq!((on.len(), tunneled), (13, 100));
+    assert!(on.iter().all(|f| f.3 == "vxlan"), "{on:?}");
+    // `[flows] tunnels = []`: the VXLAN datagrams are outer UDP flows to 4789, nothing else.
+    let (off, tunneled) = flows(&vxlan, &["--set", "flows.tunnels=[]"]);
+    assert_eq!(tunneled, 0);
+    assert!(!off.is_empty());
+    assert!(off.iter().all(|f| (f.0, f.1, f.3.as_str()) == (17, 4789, "")), "{off:?}");
+    assert_eq!(off.iter().map(|f| f.2).sum::<u64>(), 100);
+    // Another VXLAN port: 4789 is then plain UDP.
+    let (moved, tunneled) = flows(&vxlan, &["--set", "flows.vxlan_port=8472"]);
+    assert_eq!((moved, tunneled), (off.clone(), 0));
+    // Only GRE decoded: VXLAN stays outer.
+    let (gre_only, _) = flows(&vxlan, &["--set", "flows.tunnels=[\"gre\"]"]);
+    assert_eq!(gre_only, off);
+    // ARP inside VXLAN is not an IP flow: its two datagrams stay outer UDP flows, beside the
+    // inner ICMP flow.
+    let (mixed, tunneled) = flows(&dir().join("vxlan-arp-icmp.pcap"), &[]);
+    assert_eq!(tunneled, 8);
+    assert_eq!(
+        mixed,
+        vec![
+            (1, 0, 8, "vxlan".to_owned()),
+            (17, 4789, 1, String::new()),
+            (17, 4789, 1, String::new()),
+        ]
+    );
+    // The same ICMP addresses plain and inside IPv4-in-IPv6 are two flows.
+    let (both, _) = flows(&dir().join("4in6-beside-plain.pcap"), &[]);
+    assert_eq!(
+        both,
+        vec![(1, 0, 2, String::new()), (1, 0, 2, "ipip".to_owned())]
+    );
+}
