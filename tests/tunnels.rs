@@ -6,6 +6,10 @@
 //! error quotes a header, it does not tunnel one); its conversation is keyed like SafeLink's
 //! (inner endpoints and protocol, tunnel id and outer endpoints), so the same addresses inside
 //! and outside a tunnel, or in two tunnels, are two conversations on both sides.
+//!
+//! With root, every frame also goes through the real XDP program (`BPF_PROG_TEST_RUN`): its
+//! flow keys, packet counts and tunnel counters equal the replay's, with decoding on, off (the
+//! loader's global), and for a malformed VXLAN header.
 mod support;
 
 use std::{
@@ -15,6 +19,15 @@ use std::{
     process::Command,
 };
 
+use aya::programs::{TestRun as _, TestRunOptions};
+use safelink::{
+    capture::{loader, maps::SensorMaps},
+    table::FlowTable,
+};
+use safelink_common::{
+    Counter, FlowKey, TUNNEL_NONE,
+    parse::{CapturedFrame, TunnelConfig},
+};
 use support::run;
 
 const BIN: &str = env!("CARGO_BIN_EXE_safelink");
@@ -303,5 +316,114 @@ fn outer_flows_when_decoding_is_off_or_the_payload_is_not_ip() {
     assert_eq!(
         both,
         vec![(1, 0, 2, String::new()), (1, 0, 2, "ipip".to_owned())]
+    );
+}
+
+/// The frames of a capture (pcap).
+fn frames(p: &Path) -> Vec<(Vec<u8>, u32)> {
+    let mut r = pcap_file::pcap::PcapReader::new(std::fs::File::open(p).unwrap()).unwrap();
+    let mut v = Vec::new();
+    while let Some(pkt) = r.next_packet() {
+        let pkt = pkt.unwrap();
+        v.push((pkt.data.to_vec(), pkt.orig_len));
+    }
+    v
+}
+
+/// (flow key → packets, tunneled, tunnel_malformed) of the userspace flow table.
+fn table_view(
+    fs: &[(Vec<u8>, u32)],
+    cfg: TunnelConfig,
+) -> (BTreeMap<FlowKey, u64>, u64, u64) {
+    let mut t = FlowTable::with_tunnels(cfg);
+    for (i, (data, wire)) in fs.iter().enumerate() {
+        let frame = CapturedFrame {
+            data,
+            wire_len: *wire as usize,
+        };
+        t.observe(frame, 1_000_000 * (i as u64 + 1));
+    }
+    let flows = t
+        .iter()
+        .map(|(k, s)| (*k, s.ab.packets + s.ba.packets))
+        .collect();
+    (
+        flows,
+        t.counters.get(Counter::Tunneled),
+        t.counters.get(Counter::TunnelMalformed),
+    )
+}
+
+/// The same through the real XDP program (`BPF_PROG_TEST_RUN`), loaded with `cfg`.
+fn xdp_view(fs: &[(Vec<u8>, u32)], cfg: TunnelConfig) -> (BTreeMap<FlowKey, u64>, u64, u64) {
+    let mut ebpf = loader::load_with(loader::XDP_OBJECT, None, &cfg).expect("load XDP object");
+    let mut out = vec![0u8; 16 * 1024];
+    for (data, _) in fs {
+        let prog = loader::program(&mut ebpf).unwrap();
+        let r = prog
+            .test_run(TestRunOptions {
+                data_in: Some(data),
+                data_out: Some(&mut out),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(r.return_value, 2, "XDP_PASS");
+    }
+    let mut maps = SensorMaps::from_ebpf(&mut ebpf).unwrap();
+    let c = maps.counters().unwrap();
+    let flows = maps
+        .flows()
+        .unwrap()
+        .into_iter()
+        .map(|(k, s)| (k, s.ab.packets + s.ba.packets))
+        .collect();
+    (
+        flows,
+        c.get(Counter::Tunneled),
+        c.get(Counter::TunnelMalformed),
+    )
+}
+
+#[test]
+fn xdp_program_opens_the_same_tunnels_as_replay() {
+    if !support::kernel_test_can_run("tunnels/xdp", &[]) {
+        return;
+    }
+    let mut tunneled_total = 0;
+    for (name, _, _, packets) in CAPTURES {
+        let fs = frames(&dir().join(name));
+        let kernel = xdp_view(&fs, TunnelConfig::DEFAULT);
+        let user = table_view(&fs, TunnelConfig::DEFAULT);
+        assert_eq!(kernel, user, "{name}: XDP and replay differ");
+        assert_eq!((kernel.1, kernel.2), (*packets, 0), "{name}: counters");
+        assert!(
+            kernel.0.keys().any(|k| k.tunnel_kind != TUNNEL_NONE),
+            "{name}: no tunnelled flow in the kernel map"
+        );
+        tunneled_total += kernel.1;
+    }
+    assert_eq!(tunneled_total, 166);
+
+    // Loaded with decoding off, the program sees only outer flows (the loader's global).
+    let fs = frames(&dir().join("vxlan.pcap"));
+    let off = xdp_view(&fs, TunnelConfig::OFF);
+    assert_eq!(off, table_view(&fs, TunnelConfig::OFF));
+    assert_eq!((off.1, off.2), (0, 0));
+    assert!(off.0.keys().all(|k| k.tunnel_kind == TUNNEL_NONE && k.port_b == 4789));
+
+    // A VXLAN header without its I flag: counted, and the outer datagram is still a flow.
+    let (mut bad, wire) = fs[0].clone();
+    let vxlan_at = 14 + usize::from(bad[14] & 0x0f) * 4 + 8;
+    assert_eq!(bad[vxlan_at], 0x08, "VXLAN flags of the first frame");
+    bad[vxlan_at] = 0;
+    let one = [(bad, wire)];
+    let kernel = xdp_view(&one, TunnelConfig::DEFAULT);
+    assert_eq!(kernel, table_view(&one, TunnelConfig::DEFAULT));
+    assert_eq!((kernel.1, kernel.2), (0, 1));
+    let keys: Vec<_> = kernel.0.keys().collect();
+    assert_eq!(keys.len(), 1);
+    assert_eq!(
+        (keys[0].proto, keys[0].port_b, keys[0].tunnel_kind),
+        (17, 4789, TUNNEL_NONE)
     );
 }
