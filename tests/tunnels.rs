@@ -427,3 +427,70 @@ fn xdp_program_opens_the_same_tunnels_as_replay() {
         (17, 4789, TUNNEL_NONE)
     );
 }
+
+/// `inner` (an Ethernet frame) in VXLAN `vni` from tunnel endpoint `from` to `to`.
+fn in_vxlan(vni: u32, from: [u8; 4], to: [u8; 4], inner: &[u8]) -> Vec<u8> {
+    let b = vni.to_be_bytes();
+    let mut payload = vec![0x08, 0, 0, 0, b[1], b[2], b[3], 0];
+    payload.extend_from_slice(inner);
+    let mut v = Vec::new();
+    etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 0x10], [2, 0, 0, 0, 0, 0x20])
+        .ipv4(from, to, 64)
+        .udp(49152 + (vni as u16), 4789)
+        .write(&mut v, &payload)
+        .unwrap();
+    v
+}
+
+#[test]
+fn a_scan_inside_vxlan_is_alerted_with_the_inner_endpoints_and_the_tunnel() {
+    const VTEP_SCANNER: [u8; 4] = [198, 51, 100, 2];
+    const VTEP_VICTIM: [u8; 4] = [198, 51, 100, 1];
+    let mut frames = Vec::new();
+    // Tenant 42: 192.0.2.2 SYN-scans ports 1..=30 of 192.0.2.1; every port is closed (RST).
+    for port in 1..=30u16 {
+        let syn = support::tcp4((support::IP_B, 40000 + port), (support::IP_A, port), "S", 0);
+        let rst = support::tcp4((support::IP_A, port), (support::IP_B, 40000 + port), "RA", 0);
+        frames.push(in_vxlan(42, VTEP_SCANNER, VTEP_VICTIM, &syn));
+        frames.push(in_vxlan(42, VTEP_VICTIM, VTEP_SCANNER, &rst));
+    }
+    // Tenant 43 uses the same inner addresses for one ordinary exchange: not merged into the
+    // scan's flows.
+    let (c, s) = ((support::IP_B, 50000), (support::IP_A, 443));
+    frames.push(in_vxlan(43, VTEP_SCANNER, VTEP_VICTIM, &support::tcp4(c, s, "S", 0)));
+    frames.push(in_vxlan(43, VTEP_VICTIM, VTEP_SCANNER, &support::tcp4(s, c, "SA", 0)));
+    frames.push(in_vxlan(43, VTEP_SCANNER, VTEP_VICTIM, &support::tcp4(c, s, "A", 0)));
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = dir.path().join("vxlan-scan.pcap");
+    support::write_pcap(&pcap, &frames, 1_700_000_000);
+
+    let out = run(Command::new(BIN).args(["analyze", "--flows"]).arg(&pcap));
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let flows: Vec<_> = lines.iter().filter(|v| v["type"] == "flow").collect();
+    assert_eq!(flows.len(), 31, "30 probes of tenant 42 and one flow of tenant 43");
+    let t43: Vec<_> = flows.iter().filter(|f| f["tunnel"]["id"] == 43).collect();
+    assert_eq!(t43.len(), 1);
+    assert_eq!(t43[0]["fwd"]["packets"].as_u64().unwrap() + t43[0]["rev"]["packets"].as_u64().unwrap(), 3);
+
+    let out = run(Command::new(BIN).arg("analyze").arg(&pcap));
+    let alerts: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let scans: Vec<_> = alerts.iter().filter(|v| v["kind"] == "port_scan").collect();
+    assert_eq!(scans.len(), 1, "{alerts:#?}");
+    let a = scans[0];
+    assert_eq!((a["src_ip"].as_str(), a["dest_ip"].as_str()), (Some("192.0.2.2"), Some("192.0.2.1")));
+    assert_eq!(
+        a["tunnel"],
+        serde_json::json!({
+            "type": "vxlan",
+            "id": 42,
+            "outer_src": "198.51.100.2",
+            "outer_dst": "198.51.100.1"
+        })
+    );
+}
