@@ -202,8 +202,8 @@ impl Policy {
         out
     }
 
-    /// Rewrites every address of `alert` into its written form: `src_ip`, `dest_ip`,
-    /// `src_mac` and the addresses named in `description`. When IPs are anonymised the
+    /// Rewrites every address of `alert` into its written form: `src_ip`, `dest_ip`, the
+    /// tunnel's outer addresses, `src_mac` and the addresses named in `description`. When IPs are anonymised the
     /// Community ID is dropped: it is an unkeyed hash of the real addresses and ports, so
     /// trying the few candidates of a truncated prefix would give the address back.
     pub fn apply(&self, alert: &mut Alert) {
@@ -212,6 +212,10 @@ impl Policy {
         }
         alert.src_ip = alert.src_ip.map(|ip| self.ip(ip));
         alert.dest_ip = alert.dest_ip.map(|ip| self.ip(ip));
+        if let Some(t) = &mut alert.tunnel {
+            t.outer_src = self.ip(t.outer_src);
+            t.outer_dst = self.ip(t.outer_dst);
+        }
         if let Some(m) = &alert.src_mac {
             alert.src_mac = Some(self.mac(m));
         }
@@ -468,6 +472,27 @@ mod tests {
             ("203.0.113.0".parse().unwrap(), "203.0.113.0".parse().unwrap(), 42)
         );
         assert_eq!(w.src_port, 40000);
+    }
+
+    #[test]
+    fn alert_tunnel_endpoints_are_anonymised() {
+        let p = policy(IpMode::Truncate, false, None);
+        let mut a = crate::alert::build::base_alert(crate::alert::AlertKind::PORT_SCAN, 1, 1, 1);
+        a.tunnel = Some(crate::tunnel::Tunnel {
+            kind: "gre".into(),
+            id: 1,
+            outer_src: "203.0.113.77".parse().unwrap(),
+            outer_dst: "198.51.100.9".parse().unwrap(),
+        });
+        p.apply(&mut a);
+        let t = a.tunnel.unwrap();
+        assert_eq!(
+            (t.outer_src, t.outer_dst),
+            (
+                "203.0.113.0".parse::<IpAddr>().unwrap(),
+                "198.51.100.0".parse::<IpAddr>().unwrap()
+            )
+        );
     }
 
     #[test]
