@@ -35,14 +35,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_safelink");
 /// (inner proto, lower (ip, port), upper (ip, port), tunnel id, lower outer, upper outer).
 type Conv = (u8, (IpAddr, u16), (IpAddr, u16), u32, IpAddr, IpAddr);
 
-fn conv(
-    proto: u8,
-    a: (IpAddr, u16),
-    b: (IpAddr, u16),
-    id: u32,
-    oa: IpAddr,
-    ob: IpAddr,
-) -> Conv {
+fn conv(proto: u8, a: (IpAddr, u16), b: (IpAddr, u16), id: u32, oa: IpAddr, ob: IpAddr) -> Conv {
     let (a, b) = if a <= b { (a, b) } else { (b, a) };
     let (oa, ob) = if oa <= ob { (oa, ob) } else { (ob, oa) };
     (proto, a, b, id, oa, ob)
@@ -114,7 +107,11 @@ fn tshark_inner(p: &Path) -> BTreeMap<Conv, u64> {
             "icmp" => (1, (0, 0)),
             "icmpv6" => (58, (0, 0)),
             _ => {
-                let f = if tokens[inner] == "ip" { "ip.proto" } else { "ipv6.nxt" };
+                let f = if tokens[inner] == "ip" {
+                    "ip.proto"
+                } else {
+                    "ipv6.nxt"
+                };
                 (col(f)[occ(inner)].parse().unwrap(), (0, 0))
             }
         };
@@ -151,8 +148,18 @@ fn safelink_inner(p: &Path) -> Seen {
     // retries an unanswered DNS query after 5 s, which the 2 s embryonic timeout splits).
     let out = run(Command::new(BIN)
         .args(["analyze", "--flows", "--summary"])
-        .args(["--idle-timeout", "100000000", "--active-timeout", "100000000"])
-        .args(["--closed-linger", "100000000", "--embryonic-timeout", "100000000"])
+        .args([
+            "--idle-timeout",
+            "100000000",
+            "--active-timeout",
+            "100000000",
+        ])
+        .args([
+            "--closed-linger",
+            "100000000",
+            "--embryonic-timeout",
+            "100000000",
+        ])
         .arg(p));
     let mut convs = BTreeMap::new();
     let mut records = 0;
@@ -246,7 +253,9 @@ fn inner_flows_and_packets_match_tshark_per_capture() {
             ));
         }
         if got_kinds != kinds.iter().map(|k| k.to_string()).collect::<Vec<_>>() {
-            failures.push(format!("{name}: tunnel types {got_kinds:?}, want {kinds:?}"));
+            failures.push(format!(
+                "{name}: tunnel types {got_kinds:?}, want {kinds:?}"
+            ));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
@@ -291,7 +300,11 @@ fn outer_flows_when_decoding_is_off_or_the_payload_is_not_ip() {
     let (off, tunneled) = flows(&vxlan, &["--set", "flows.tunnels=[]"]);
     assert_eq!(tunneled, 0);
     assert!(!off.is_empty());
-    assert!(off.iter().all(|f| (f.0, f.1, f.3.as_str()) == (17, 4789, "")), "{off:?}");
+    assert!(
+        off.iter()
+            .all(|f| (f.0, f.1, f.3.as_str()) == (17, 4789, "")),
+        "{off:?}"
+    );
     assert_eq!(off.iter().map(|f| f.2).sum::<u64>(), 100);
     // Another VXLAN port: 4789 is then plain UDP.
     let (moved, tunneled) = flows(&vxlan, &["--set", "flows.vxlan_port=8472"]);
@@ -331,10 +344,7 @@ fn frames(p: &Path) -> Vec<(Vec<u8>, u32)> {
 }
 
 /// (flow key → packets, tunneled, tunnel_malformed) of the userspace flow table.
-fn table_view(
-    fs: &[(Vec<u8>, u32)],
-    cfg: TunnelConfig,
-) -> (BTreeMap<FlowKey, u64>, u64, u64) {
+fn table_view(fs: &[(Vec<u8>, u32)], cfg: TunnelConfig) -> (BTreeMap<FlowKey, u64>, u64, u64) {
     let mut t = FlowTable::with_tunnels(cfg);
     for (i, (data, wire)) in fs.iter().enumerate() {
         let frame = CapturedFrame {
@@ -409,7 +419,11 @@ fn xdp_program_opens_the_same_tunnels_as_replay() {
     let off = xdp_view(&fs, TunnelConfig::OFF);
     assert_eq!(off, table_view(&fs, TunnelConfig::OFF));
     assert_eq!((off.1, off.2), (0, 0));
-    assert!(off.0.keys().all(|k| k.tunnel_kind == TUNNEL_NONE && k.port_b == 4789));
+    assert!(
+        off.0
+            .keys()
+            .all(|k| k.tunnel_kind == TUNNEL_NONE && k.port_b == 4789)
+    );
 
     // A VXLAN header without its I flag: counted, and the outer datagram is still a flow.
     let (mut bad, wire) = fs[0].clone();
@@ -450,16 +464,36 @@ fn a_scan_inside_vxlan_is_alerted_with_the_inner_endpoints_and_the_tunnel() {
     // Tenant 42: 192.0.2.2 SYN-scans ports 1..=30 of 192.0.2.1; every port is closed (RST).
     for port in 1..=30u16 {
         let syn = support::tcp4((support::IP_B, 40000 + port), (support::IP_A, port), "S", 0);
-        let rst = support::tcp4((support::IP_A, port), (support::IP_B, 40000 + port), "RA", 0);
+        let rst = support::tcp4(
+            (support::IP_A, port),
+            (support::IP_B, 40000 + port),
+            "RA",
+            0,
+        );
         frames.push(in_vxlan(42, VTEP_SCANNER, VTEP_VICTIM, &syn));
         frames.push(in_vxlan(42, VTEP_VICTIM, VTEP_SCANNER, &rst));
     }
     // Tenant 43 uses the same inner addresses for one ordinary exchange: not merged into the
     // scan's flows.
     let (c, s) = ((support::IP_B, 50000), (support::IP_A, 443));
-    frames.push(in_vxlan(43, VTEP_SCANNER, VTEP_VICTIM, &support::tcp4(c, s, "S", 0)));
-    frames.push(in_vxlan(43, VTEP_VICTIM, VTEP_SCANNER, &support::tcp4(s, c, "SA", 0)));
-    frames.push(in_vxlan(43, VTEP_SCANNER, VTEP_VICTIM, &support::tcp4(c, s, "A", 0)));
+    frames.push(in_vxlan(
+        43,
+        VTEP_SCANNER,
+        VTEP_VICTIM,
+        &support::tcp4(c, s, "S", 0),
+    ));
+    frames.push(in_vxlan(
+        43,
+        VTEP_VICTIM,
+        VTEP_SCANNER,
+        &support::tcp4(s, c, "SA", 0),
+    ));
+    frames.push(in_vxlan(
+        43,
+        VTEP_SCANNER,
+        VTEP_VICTIM,
+        &support::tcp4(c, s, "A", 0),
+    ));
     let dir = tempfile::tempdir().unwrap();
     let pcap = dir.path().join("vxlan-scan.pcap");
     support::write_pcap(&pcap, &frames, 1_700_000_000);
@@ -470,10 +504,17 @@ fn a_scan_inside_vxlan_is_alerted_with_the_inner_endpoints_and_the_tunnel() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     let flows: Vec<_> = lines.iter().filter(|v| v["type"] == "flow").collect();
-    assert_eq!(flows.len(), 31, "30 probes of tenant 42 and one flow of tenant 43");
+    assert_eq!(
+        flows.len(),
+        31,
+        "30 probes of tenant 42 and one flow of tenant 43"
+    );
     let t43: Vec<_> = flows.iter().filter(|f| f["tunnel"]["id"] == 43).collect();
     assert_eq!(t43.len(), 1);
-    assert_eq!(t43[0]["fwd"]["packets"].as_u64().unwrap() + t43[0]["rev"]["packets"].as_u64().unwrap(), 3);
+    assert_eq!(
+        t43[0]["fwd"]["packets"].as_u64().unwrap() + t43[0]["rev"]["packets"].as_u64().unwrap(),
+        3
+    );
 
     let out = run(Command::new(BIN).arg("analyze").arg(&pcap));
     let alerts: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
@@ -483,7 +524,10 @@ fn a_scan_inside_vxlan_is_alerted_with_the_inner_endpoints_and_the_tunnel() {
     let scans: Vec<_> = alerts.iter().filter(|v| v["kind"] == "port_scan").collect();
     assert_eq!(scans.len(), 1, "{alerts:#?}");
     let a = scans[0];
-    assert_eq!((a["src_ip"].as_str(), a["dest_ip"].as_str()), (Some("192.0.2.2"), Some("192.0.2.1")));
+    assert_eq!(
+        (a["src_ip"].as_str(), a["dest_ip"].as_str()),
+        (Some("192.0.2.2"), Some("192.0.2.1"))
+    );
     assert_eq!(
         a["tunnel"],
         serde_json::json!({

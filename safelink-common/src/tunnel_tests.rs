@@ -17,8 +17,12 @@ const I1: [u8; 4] = [10, 0, 0, 1];
 const I2: [u8; 4] = [10, 0, 0, 2];
 const V6A: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xa];
 const V6B: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xb];
-const V6O1: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
-const V6O2: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
+const V6O1: [u8; 16] = [
+    0x20, 0x01, 0x0d, 0xb8, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1,
+];
+const V6O2: [u8; 16] = [
+    0x20, 0x01, 0x0d, 0xb8, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2,
+];
 
 fn eth(ethertype: u16, payload: &[u8]) -> Vec<u8> {
     let mut v = std::vec![0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2];
@@ -216,12 +220,24 @@ fn ipv6_in_ipv4_and_in_ipv6() {
 #[test]
 fn gre_plain_keyed_and_bridged() {
     let tun = |key| (TUNNEL_GRE, key, v4(O1), v4(O2), FAMILY_IPV4);
-    let plain = eth(0x0800, &ipv4(47, O1, O2, &gre(0, 0x0800, None, &inner_v4_tcp())));
+    let plain = eth(
+        0x0800,
+        &ipv4(47, O1, O2, &gre(0, 0x0800, None, &inner_v4_tcp())),
+    );
     assert_inner(&plain, v4(I1), 40000, v4(I2), 22, 6, FAMILY_IPV4, tun(0));
     // Checksum, key and sequence all present (RFC 2890).
     let g = gre(0xb000, 0x0800, Some(0x0102_0304), &inner_v4_tcp());
     let keyed = eth(0x0800, &ipv4(47, O1, O2, &g));
-    assert_inner(&keyed, v4(I1), 40000, v4(I2), 22, 6, FAMILY_IPV4, tun(0x0102_0304));
+    assert_inner(
+        &keyed,
+        v4(I1),
+        40000,
+        v4(I2),
+        22,
+        6,
+        FAMILY_IPV4,
+        tun(0x0102_0304),
+    );
     // Key only, IPv6 payload.
     let inner6 = ipv6(IPPROTO_TCP, V6A, V6B, &tcp(1234, 443, 0x12));
     let g = gre(0x2000, 0x86dd, Some(77), &inner6);
@@ -234,20 +250,31 @@ fn gre_plain_keyed_and_bridged() {
     // PPTP's enhanced GRE (version 1) is not a tunnel we open: the outer packet, no counter.
     let g = gre(0x3001, 0x880b, Some(5), &[0; 16]);
     let (p, out) = parse(&eth(0x0800, &ipv4(47, O1, O2, &g)));
-    assert_eq!((p, out.meta.proto, out.meta.tunnel_kind), (Parsed::Ip, 47, 0));
+    assert_eq!(
+        (p, out.meta.proto, out.meta.tunnel_kind),
+        (Parsed::Ip, 47, 0)
+    );
     assert_eq!(tunnel_counter(&out), None);
 }
 
 #[test]
 fn vxlan_with_vlan_tagged_inner_frame() {
     let inner = eth(0x0800, &inner_v4_tcp());
-    let f = eth(0x0800, &ipv4(17, O1, O2, &udp(51000, 4789, &vxlan(42, &inner))));
+    let f = eth(
+        0x0800,
+        &ipv4(17, O1, O2, &udp(51000, 4789, &vxlan(42, &inner))),
+    );
     let tun = (TUNNEL_VXLAN, 42, v4(O1), v4(O2), FAMILY_IPV4);
     assert_inner(&f, v4(I1), 40000, v4(I2), 22, 6, FAMILY_IPV4, tun);
     // One 802.1Q tag inside the overlay.
-    let mut tagged = std::vec![0x02, 0, 0, 0, 0, 3, 0x02, 0, 0, 0, 0, 4, 0x81, 0, 0, 9, 0x08, 0];
+    let mut tagged = std::vec![
+        0x02, 0, 0, 0, 0, 3, 0x02, 0, 0, 0, 0, 4, 0x81, 0, 0, 9, 0x08, 0
+    ];
     tagged.extend_from_slice(&inner_v4_tcp());
-    let f = eth(0x0800, &ipv4(17, O1, O2, &udp(51000, 4789, &vxlan(42, &tagged))));
+    let f = eth(
+        0x0800,
+        &ipv4(17, O1, O2, &udp(51000, 4789, &vxlan(42, &tagged))),
+    );
     assert_inner(&f, v4(I1), 40000, v4(I2), 22, 6, FAMILY_IPV4, tun);
     // Over an IPv6 underlay, inner IPv6.
     let inner6 = eth(0x86dd, &ipv6(IPPROTO_UDP, V6A, V6B, &udp(9, 10, b"x")));
@@ -280,7 +307,10 @@ fn geneve_with_options() {
 fn two_tenants_never_share_a_flow_and_replies_join_theirs() {
     let frame = |vni: u32, osrc, odst, isrc, idst, sport, dport| {
         let inner = eth(0x0800, &ipv4(6, isrc, idst, &tcp(sport, dport, 0x10)));
-        eth(0x0800, &ipv4(17, osrc, odst, &udp(50000, 4789, &vxlan(vni, &inner))))
+        eth(
+            0x0800,
+            &ipv4(17, osrc, odst, &udp(50000, 4789, &vxlan(vni, &inner))),
+        )
     };
     let key = |f: &[u8]| {
         let (p, out) = parse(f);
@@ -298,9 +328,15 @@ fn two_tenants_never_share_a_flow_and_replies_join_theirs() {
     assert_eq!(r1, t1);
     assert_ne!(a1, ra);
     // The outer pair is ordered on its own: the smaller address first.
-    assert_eq!((r1.addr_a, r1.outer_a, r1.outer_b), (v4(I1), v4(O1), v4(O2)));
+    assert_eq!(
+        (r1.addr_a, r1.outer_a, r1.outer_b),
+        (v4(I1), v4(O1), v4(O2))
+    );
     let (r2, _) = key(&frame(1, O2, O1, I1, I2, 40000, 80));
-    assert_eq!((r2.addr_a, r2.outer_a, r2.outer_b), (v4(I1), v4(O1), v4(O2)));
+    assert_eq!(
+        (r2.addr_a, r2.outer_a, r2.outer_b),
+        (v4(I1), v4(O1), v4(O2))
+    );
     // A mirroring tunnel carries both directions from one endpoint to the other (AWS
     // traffic mirroring): still one flow.
     let (m1, _) = key(&frame(1, O2, O1, I2, I1, 80, 40000));
@@ -312,7 +348,13 @@ fn two_tenants_never_share_a_flow_and_replies_join_theirs() {
     // A plain flow keeps an all-zero tunnel part.
     let (p, _) = key(&eth(0x0800, &inner_v4_tcp()));
     assert_eq!(
-        (p.tunnel_kind, p.tunnel_id, p.outer_a, p.outer_b, p.outer_family),
+        (
+            p.tunnel_kind,
+            p.tunnel_id,
+            p.outer_a,
+            p.outer_b,
+            p.outer_family
+        ),
         (TUNNEL_NONE, 0, [0; 16], [0; 16], 0)
     );
 }
@@ -326,7 +368,10 @@ fn assert_outer_kept(f: &[u8], proto: u8, dport: u16) {
         (m.src, m.dst, m.proto, m.dport, m.family),
         (v4(O1), v4(O2), proto, dport, FAMILY_IPV4)
     );
-    assert_eq!((m.tunnel_kind, m.tunnel_id, m.outer_family), (TUNNEL_NONE, 0, 0));
+    assert_eq!(
+        (m.tunnel_kind, m.tunnel_id, m.outer_family),
+        (TUNNEL_NONE, 0, 0)
+    );
     assert!(out.tunnel_malformed);
     assert_eq!(tunnel_counter(&out), Some(Counter::TunnelMalformed));
 }
@@ -353,7 +398,10 @@ fn truncated_and_bad_tunnels_are_counted_and_the_outer_flow_kept() {
     );
     assert_outer_kept(&f, 17, 4789);
     // Inner Ethernet header cut short.
-    let f = eth(0x0800, &ipv4(17, O1, O2, &udp(1, 4789, &vxlan(3, &[2; 10]))));
+    let f = eth(
+        0x0800,
+        &ipv4(17, O1, O2, &udp(1, 4789, &vxlan(3, &[2; 10]))),
+    );
     assert_outer_kept(&f, 17, 4789);
     // Geneve options longer than the datagram; Geneve version 1.
     let mut g = geneve(7, 0x6558, &[], &eth(0x0800, &inner_v4_tcp()));
@@ -402,7 +450,10 @@ fn configuration_switches_kinds_and_ports() {
     };
     let (_, out) = parse_with(&on_4789, &gre_only);
     assert_eq!(out.meta.tunnel_kind, TUNNEL_NONE);
-    let g = eth(0x0800, &ipv4(47, O1, O2, &gre(0, 0x0800, None, &inner_v4_tcp())));
+    let g = eth(
+        0x0800,
+        &ipv4(47, O1, O2, &gre(0, 0x0800, None, &inner_v4_tcp())),
+    );
     let (_, out) = parse_with(&g, &gre_only);
     assert_eq!((out.meta.tunnel_kind, out.meta.dport), (TUNNEL_GRE, 22));
 }
@@ -412,11 +463,17 @@ fn fragmented_outer_packets_are_not_opened_and_state_resets_between_frames() {
     let mut f = eth(0x0800, &ipv4(4, O1, O2, &inner_v4_tcp()));
     f[20] = 0x20; // MF: a first fragment
     let (p, out) = parse(&f);
-    assert_eq!((p, out.meta.proto, out.meta.tunnel_kind), (Parsed::Ip, 4, 0));
+    assert_eq!(
+        (p, out.meta.proto, out.meta.tunnel_kind),
+        (Parsed::Ip, 4, 0)
+    );
     assert_eq!(tunnel_counter(&out), None);
     // A tunnelled frame, then a plain one into the same ParseOut: no tunnel left over.
     let mut out = ParseOut::default();
-    parse_frame(eth(0x0800, &ipv4(4, O1, O2, &inner_v4_tcp())).as_slice(), &mut out);
+    parse_frame(
+        eth(0x0800, &ipv4(4, O1, O2, &inner_v4_tcp())).as_slice(),
+        &mut out,
+    );
     assert_eq!(out.meta.tunnel_kind, TUNNEL_IPIP);
     parse_frame(eth(0x0800, &inner_v4_tcp()).as_slice(), &mut out);
     assert_eq!(
@@ -424,7 +481,10 @@ fn fragmented_outer_packets_are_not_opened_and_state_resets_between_frames() {
         (TUNNEL_NONE, [0; 16], 0)
     );
     // A malformed tunnel, then a plain frame: the flag is reset too.
-    parse_frame(eth(0x0800, &ipv4(4, O1, O2, &[0x45; 8])).as_slice(), &mut out);
+    parse_frame(
+        eth(0x0800, &ipv4(4, O1, O2, &[0x45; 8])).as_slice(),
+        &mut out,
+    );
     assert!(out.tunnel_malformed);
     parse_frame(eth(0x0800, &inner_v4_tcp()).as_slice(), &mut out);
     assert!(!out.tunnel_malformed);

@@ -177,10 +177,12 @@ mod tests {
     #[test]
     fn tunnel_travels_in_the_metadata() {
         let mut a = crate::alert::build::base_alert(AlertKind::PORT_SCAN, 1, 1, 1);
-        assert!(!to_eve(&a)["alert"]["metadata"]
-            .as_object()
-            .unwrap()
-            .contains_key("tunnel_type"));
+        assert!(
+            !to_eve(&a)["alert"]["metadata"]
+                .as_object()
+                .unwrap()
+                .contains_key("tunnel_type")
+        );
         a.tunnel = Some(crate::tunnel::Tunnel {
             kind: "geneve".into(),
             id: 7,

@@ -472,6 +472,8 @@ fn sweep_loop(
                 flows_evicted: stats.lru_evicted_estimate,
                 flow_updates: stats.interim_updates,
                 arp_throttled: c.get(Counter::ArpEventsThrottled),
+                tunneled: c.get(Counter::Tunneled),
+                tunnel_malformed: c.get(Counter::TunnelMalformed),
             });
             telemetry::record_sniffer_running(sensor.attached_mode().is_some());
             *sensor.live.lock().expect("live lock") = Live {

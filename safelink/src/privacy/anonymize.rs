@@ -469,7 +469,11 @@ mod tests {
         let t = w.tunnel.expect("tunnel kept");
         assert_eq!(
             (t.outer_src, t.outer_dst, t.id),
-            ("203.0.113.0".parse().unwrap(), "203.0.113.0".parse().unwrap(), 42)
+            (
+                "203.0.113.0".parse().unwrap(),
+                "203.0.113.0".parse().unwrap(),
+                42
+            )
         );
         assert_eq!(w.src_port, 40000);
     }
