@@ -259,7 +259,11 @@ pub struct EventPacket {
     pub l4_partial: u8,
     /// 1 when the packet's outer (tunnel) source is `outer_a` of the key (1 outside a tunnel).
     pub outer_src_is_a: u8,
-    pub _pad: [u8; 7],
+    /// Padding as integers, not a byte array: a zeroed array is a `memset` call (a loop of byte
+    /// stores) on the BPF target.
+    pub _pad0: u8,
+    pub _pad1: u16,
+    pub _pad2: u32,
 }
 
 impl EventPacket {
@@ -275,7 +279,9 @@ impl EventPacket {
             ttl: m.ttl,
             l4_partial: m.l4_partial as u8,
             outer_src_is_a: outer_src_is_a as u8,
-            _pad: [0; 7],
+            _pad0: 0,
+            _pad1: 0,
+            _pad2: 0,
         }
     }
 }
