@@ -52,6 +52,7 @@ if ((WANT_TEST)); then
         openssh-server openssh-client iperf3 curl         # victim services and benign clients
         dnsmasq-base bind9-dnsutils                       # DNS server (no system service) and dig
         chromium chromium-driver                          # dashboard test: headless browser + WebDriver
+        nats-server                                       # fleet tests: JetStream (own port + store each)
     )
 fi
 missing=()
@@ -75,6 +76,11 @@ if ((${#missing[@]})); then
     if [[ " ${missing[*]} " == *" openssh-server "* ]] && command -v systemctl >/dev/null; then
         # The lab runs its own sshd inside a namespace; do not leave one enabled on the host.
         systemctl disable ssh.service ssh.socket >/dev/null 2>&1 || true
+    fi
+    if [[ " ${missing[*]} " == *" nats-server "* ]] && command -v systemctl >/dev/null; then
+        # Fleet tests and benchmarks start their own server on 127.0.0.1 with a random port;
+        # the package's unit stays stopped and disabled.
+        systemctl disable --now nats-server.service >/dev/null 2>&1 || true
     fi
 else
     say "apt packages present (${#APT_PKGS[@]})"

@@ -242,7 +242,7 @@ async fn every_route_survives_schemathesis() {
         })
         .collect();
     ops.sort();
-    assert_eq!(ops.len(), 26, "{ops:#?}");
+    assert_eq!(ops.len(), 28, "{ops:#?}");
 
     // Without the token: no 5xx, and nothing changes.
     let before = f.snapshot();

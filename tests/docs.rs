@@ -211,7 +211,13 @@ async fn every_api_call_in_the_guides_reaches_its_route() {
         AuthPolicy::new(bound, Some(TOKEN)).unwrap(),
     )
     .with_model(learner.handle())
-    .with_learner(learner.clone());
+    .with_learner(learner.clone())
+    // A sensor in a fleet (its status, not connected: no server in this test).
+    .with_fleet(safelink::fleet::FleetHandle::new(
+        "docs",
+        safelink::fleet::Channel::Stable,
+        "nats://127.0.0.1:4222",
+    ));
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(api::serve(listener, api::router(state), async move {
         let _ = rx.await;

@@ -192,6 +192,23 @@ async function refreshLearning() {
       l.last_training_time && relativeTime(l.last_training_time)].filter(Boolean).join(", "));
 }
 
+async function refreshFleet() {
+  // GET /fleet/status: 404 when the sensor is not in a fleet.
+  const f = await getOptional("/fleet/status");
+  if (!f) {
+    setCard("card-fleet", "Off", "inactive", "not in a fleet (safelink run --fleet nats://HOST:PORT)");
+    return;
+  }
+  const m = f.model ? "v" + f.model.version + " " + f.model.sha256.slice(0, 12) + " (" + f.model.origin + ")" : "local model";
+  const refused = Object.values(f.refused || {}).reduce((a, b) => a + b, 0);
+  const why = [f.sensor_id + " on " + f.channel, m,
+    f.published + " published, " + f.buffered + " buffered, " + f.dropped + " dropped",
+    refused ? refused + " refused; last: " + (f.last_refusal ? f.last_refusal.reason : "") : ""]
+    .filter(Boolean).join("; ");
+  setCard("card-fleet", f.connected ? "Connected" : "Disconnected",
+    f.connected ? "running" : "stopped", why);
+}
+
 async function refreshModels() {
   const m = await getOptional("/models");
   const select = $("#rollback-version");
@@ -427,7 +444,7 @@ async function refreshLearningChart() {
 async function refresh() {
   if (state.busy) return;
   state.busy = true;
-  const parts = [refreshStatus, refreshLearning, refreshModels, refreshAlerts, refreshAlertChart, refreshLearningChart];
+  const parts = [refreshStatus, refreshLearning, refreshFleet, refreshModels, refreshAlerts, refreshAlertChart, refreshLearningChart];
   const results = await Promise.allSettled(parts.map((f) => f()));
   state.busy = false;
   const failed = results.filter((r) => r.status === "rejected");

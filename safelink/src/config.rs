@@ -4,7 +4,7 @@
 //!
 //! Each section is defined beside the component it configures (`[sensor]` in `capture`,
 //! `[flows]` in `expiry`, `[api]` in `api`, `[store]` in `store`, `[dfa]` in `detect::dfa`,
-//! `[ann]` in `ann`, `[learning]` in `learn`, `[privacy]` in `privacy`); this module composes
+//! `[ann]` in `ann`, `[learning]` in `learn`, `[privacy]` in `privacy`, `[fleet]` in `fleet`); this module composes
 //! them into the file and loads it.
 use std::path::{Path, PathBuf};
 
@@ -39,6 +39,8 @@ pub struct Config {
     pub learning: crate::learn::LearningSection,
     /// Anonymisation and retention.
     pub privacy: PrivacyConfig,
+    /// Fleet mode: the NATS server, this sensor's id and the keys it trusts.
+    pub fleet: crate::fleet::FleetSection,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -15,6 +15,7 @@ pub mod daemon;
 pub mod detect;
 pub mod eval;
 pub mod expiry;
+pub mod fleet;
 pub mod learn;
 pub mod pipeline;
 pub mod privacy;

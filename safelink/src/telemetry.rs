@@ -53,6 +53,16 @@ pub const MODEL_VERSION: &str = "safelink_model_version";
 pub const ANN_LIVE: &str = "safelink_ann_live";
 pub const ANN_LOCAL_FPR: &str = "safelink_ann_local_false_positive_rate";
 pub const BASELINE_FLOWS: &str = "safelink_ann_baseline_flows_total";
+/// Fleet mode (emitted by `crate::fleet`): connection up, messages acknowledged / buffered /
+/// dropped (label `kind`), the fleet model version, models accepted and refused (label
+/// `reason`).
+pub const FLEET_CONNECTED: &str = "safelink_fleet_connected";
+pub const FLEET_PUBLISHED: &str = "safelink_fleet_published_total";
+pub const FLEET_BUFFERED: &str = "safelink_fleet_buffered";
+pub const FLEET_DROPPED: &str = "safelink_fleet_dropped_total";
+pub const FLEET_MODEL_VERSION: &str = "safelink_fleet_model_version";
+pub const FLEET_ACCEPTED: &str = "safelink_fleet_models_accepted_total";
+pub const FLEET_REFUSED: &str = "safelink_fleet_models_refused_total";
 /// Reserved: records deleted by retention, label `tree`.
 pub const RETENTION_DELETED: &str = "safelink_retention_deleted_total";
 

@@ -11,6 +11,8 @@
 //! - `learn`: one learning cycle, and detection throughput while cycles run.
 //! - `veth`: iperf3 across a veth pair without and with the sensor per attach mode (root;
 //!   [`crate::veth`]).
+//! - `fleet`: simulated sensors against a nats-server of its own: received = sent, and the
+//!   propagation of a signed model to every sensor (p50/p99).
 //! - `soak`: the captures replayed in a loop through the live daemon (root; [`crate::soak`]),
 //!   its RSS sampled over time: flat or not.
 use std::{
@@ -50,6 +52,9 @@ const LEARN_SLOWDOWN: f64 = 0.10;
 /// Detector key tables: ns per new source key with every table full over ns per key while
 /// they fill (amortised O(1): a full table must not make a new key dearer).
 const KEYS_FULL_OVER_FILLING: f64 = 2.0;
+/// Fleet: propagation p99 (publication → every sensor verified and swapped), by fleet size.
+const FLEET_P99_MS_50: f64 = 250.0;
+const FLEET_P99_MS_500: f64 = 1000.0;
 /// Soak: daemon RSS growth from the end of the first quarter of the run to its end.
 pub const SOAK_RSS_GROWTH_PCT: f64 = 10.0;
 pub const SOAK_RSS_GROWTH_MIB: f64 = 16.0;
@@ -123,6 +128,18 @@ pub enum What {
     },
     /// ns per new source key of the rule engine while its tables fill and once they are full.
     Keys,
+    /// Fleet mode against its own nats-server: N simulated sensors publish samples at a fixed
+    /// rate (received = sent?) and verify and swap one signed model (propagation p50/p99).
+    Fleet {
+        #[arg(long, default_value_t = 50)]
+        sensors: usize,
+        /// Seconds of publishing (the model is published halfway).
+        #[arg(long, default_value_t = 6.0)]
+        secs: f64,
+        /// Samples per second per sensor.
+        #[arg(long, default_value_t = 20.0)]
+        rate: f64,
+    },
     /// Every benchmark in a tiny configuration (XDP and soak only as root): fails when one
     /// cannot run.
     Smoke,
@@ -206,6 +223,11 @@ pub fn run_bench(what: What) -> anyhow::Result<()> {
         } => crate::soak::soak(&captures(&pcap_dir(pcaps))?, secs, mbps, unique_ip)?,
         What::Keys => keys()?,
         What::Veth { secs } => crate::veth::veth(secs)?,
+        What::Fleet {
+            sensors,
+            secs,
+            rate,
+        } => fleet(sensors, secs, rate)?,
         What::Smoke => return smoke(),
     };
     t.print();
@@ -221,6 +243,7 @@ fn smoke() -> anyhow::Result<()> {
         ("ann", ann(&dir, 0.2)),
         ("learn", learn(&dir, 0.4)),
         ("keys", keys()),
+        ("fleet", fleet(5, 2.0, 10.0)),
     ];
     if crate::is_root() {
         runs.push(("xdp", xdp(1000)));
@@ -241,6 +264,92 @@ fn smoke() -> anyhow::Result<()> {
         bail!("{}", failed.join("; "));
     }
     Ok(())
+}
+
+/// A `nats-server -js` of the benchmark's own (127.0.0.1, a free port, a store under
+/// target/bench), killed on drop.
+struct Nats(std::process::Child, PathBuf);
+
+impl Nats {
+    fn start() -> anyhow::Result<(Nats, String)> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let dir = root().join(format!("target/bench/nats-{port}"));
+        std::fs::create_dir_all(&dir)?;
+        let child = Command::new("nats-server")
+            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("nats-server (./setup.sh --test installs it)")?;
+        let n = Nats(child, dir);
+        let t0 = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if t0.elapsed().as_secs() > 10 {
+                bail!("nats-server did not start");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Ok((n, format!("nats://127.0.0.1:{port}")))
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+        let _ = std::fs::remove_dir_all(&self.1);
+    }
+}
+
+fn fleet(sensors: usize, secs: f64, rate: f64) -> anyhow::Result<Targets> {
+    let bin = build()?;
+    let (_nats, url) = Nats::start()?;
+    let v = json(&capture(
+        Command::new(bin)
+            .args(["bench", "fleet", "--url", &url, "--sensors"])
+            .arg(sensors.to_string())
+            .arg("--secs")
+            .arg(secs.to_string())
+            .arg("--rate")
+            .arg(rate.to_string()),
+    )?)?;
+    let mut t = Targets::default();
+    let (sent, received) = (num(&v, &["sent"])?, num(&v, &["received"])?);
+    t.check(
+        &format!("received / sent ({received} / {sent})"),
+        received / sent.max(1.0),
+        "",
+        Bound::AtLeast(1.0),
+    );
+    t.check(
+        &format!("sensors swapped, of {sensors}"),
+        num(&v, &["swapped"])?,
+        "",
+        Bound::AtLeast(sensors as f64),
+    );
+    let p99_target = if sensors <= 50 {
+        FLEET_P99_MS_50
+    } else {
+        FLEET_P99_MS_500
+    };
+    println!(
+        "propagation (publication → verified and swapped): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; delivery alone: p50 {:.1} ms, p99 {:.1} ms",
+        num(&v, &["propagation", "p50_ms"])?,
+        num(&v, &["propagation", "p99_ms"])?,
+        num(&v, &["propagation", "max_ms"])?,
+        num(&v, &["delivery", "p50_ms"])?,
+        num(&v, &["delivery", "p99_ms"])?
+    );
+    t.check(
+        &format!("propagation p99, {sensors} sensors"),
+        num(&v, &["propagation", "p99_ms"])?,
+        "ms",
+        Bound::AtMost(p99_target),
+    );
+    Ok(t)
 }
 
 fn keys() -> anyhow::Result<Targets> {

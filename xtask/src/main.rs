@@ -6,7 +6,7 @@
 //! - `cargo xtask train-base`       retrain models/base.onnx (reproducible recipe)
 //! - `cargo xtask eval [DIR...]`     rules / ANN / both on labelled capture directories
 //! - `cargo xtask deb`              the Debian package (target/debian/)
-//! - `cargo xtask bench xdp|veth|replay|detect|ann|learn|soak|keys|smoke`
+//! - `cargo xtask bench xdp|veth|replay|detect|ann|learn|keys|fleet|soak|smoke`
 //! - `cargo xtask fuzz [--target parser|frame|capture] [--runs N] [--secs S]`   cargo-fuzz, nightly
 mod bench;
 mod deb;

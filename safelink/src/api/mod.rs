@@ -2,7 +2,7 @@
 //! cursor paging, CSV and EVE-style exports, archiving, and the ANN model (`GET /model`,
 //! `POST /model/load`, see `model.rs`), the continuous learner (`/learning/*`, `/models`,
 //! see `learning.rs`), privacy (`DELETE /privacy/subject`, `GET /privacy/report`, see
-//! `privacy.rs`), the dashboard page (`GET /`, `dashboard.rs`) and the Prometheus metrics
+//! `privacy.rs`), fleet mode (`GET /fleet/status`, `fleet.rs`), the dashboard page (`GET /`, `dashboard.rs`) and the Prometheus metrics
 //! (`GET /metrics`, `metrics.rs`). Owns the routes and their OpenAPI document (`GET
 //! /openapi.json`, generated from the handlers' `#[utoipa::path]` by the one route list), the bearer-token
 //! policy ([`AuthPolicy`]), the limits (connections and body size, `limits.rs`) and the JSON
@@ -18,6 +18,7 @@ mod control;
 mod dashboard;
 mod error;
 mod export;
+mod fleet;
 mod kinds;
 mod learning;
 mod limits;
@@ -62,6 +63,8 @@ pub struct ApiState {
     model: Option<crate::ann::ModelHandle>,
     /// The continuous learner, for `/learning/*` and `/models` (404 when absent).
     learner: Option<crate::learn::Learner>,
+    /// Fleet mode, for `GET /fleet/status` (404 when absent).
+    fleet: Option<crate::fleet::FleetHandle>,
     /// The privacy policy of the stored data (forms matched by `DELETE /privacy/subject`).
     privacy: Arc<crate::privacy::Policy>,
     limits: Arc<Limits>,
@@ -86,6 +89,7 @@ impl ApiState {
             auth: Arc::new(auth),
             model: None,
             learner: None,
+            fleet: None,
             privacy: Arc::new(crate::privacy::Policy::default()),
             limits: Arc::new(Limits {
                 max_body_bytes: defaults.max_body_bytes,
@@ -124,6 +128,12 @@ impl ApiState {
         self.learner = Some(learner);
         self
     }
+
+    /// Serves `GET /fleet/status` from this sensor's fleet side.
+    pub fn with_fleet(mut self, fleet: crate::fleet::FleetHandle) -> Self {
+        self.fleet = Some(fleet);
+        self
+    }
 }
 
 /// The OpenAPI document's fixed parts; the paths come from the handlers' `#[utoipa::path]`.
@@ -143,6 +153,7 @@ impl ApiState {
         (name = "model", description = "the ANN model"),
         (name = "learning", description = "the continuous learner and its model versions"),
         (name = "privacy", description = "deletion by subject, what is stored"),
+        (name = "fleet", description = "this sensor in a fleet (safelink run --fleet)"),
         (name = "dashboard", description = "the web page (no data, no token)"),
         (name = "meta", description = "metrics and this document")
     )
@@ -194,6 +205,7 @@ fn routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(learning::activate))
         .routes(routes!(privacy::forget))
         .routes(routes!(privacy::report))
+        .routes(routes!(fleet::status))
 }
 
 /// The OpenAPI 3.1 document of every route (`GET /openapi.json`).

@@ -3,7 +3,8 @@
 //! counter program measured in the same run (the ratio is the figure that survives a busy
 //! machine). Hidden `safelink bench keys`: the rule engine's cost per new source key while its
 //! tables fill and once they are full (every new key then forgets the least recently updated
-//! one).
+//! one). Hidden `safelink bench fleet`: simulated sensors against a NATS server
+//! ([`safelink::fleet::bench`]).
 //!
 //! Scenarios (`scenario,repeat,kernel_ns_per_packet`, the median of `--rounds` interleaved
 //! runs):
@@ -43,12 +44,25 @@ pub struct BenchArgs {
     /// (to compare builds of the eBPF crate in one run).
     #[arg(long, hide = true)]
     object: Option<PathBuf>,
+    /// `fleet`: the NATS server (a fresh one).
+    #[arg(long, default_value = "nats://127.0.0.1:4222")]
+    url: String,
+    /// `fleet`: simulated sensors.
+    #[arg(long, default_value_t = 50)]
+    sensors: usize,
+    /// `fleet`: seconds of publishing.
+    #[arg(long, default_value_t = 6.0)]
+    secs: f64,
+    /// `fleet`: samples per second per sensor.
+    #[arg(long, default_value_t = 20.0)]
+    rate: f64,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum What {
     Xdp,
     Keys,
+    Fleet,
 }
 
 /// `bench keys`: failed SYN probes from spoofed sources, 5 per source (every source-keyed
@@ -398,9 +412,25 @@ fn xdp(a: &BenchArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn fleet(a: &BenchArgs) -> anyhow::Result<ExitCode> {
+    let base = safelink::config::AnnSection::default()
+        .model_path()
+        .ok_or_else(|| anyhow::anyhow!("no base model (models/base.onnx)"))?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let r = rt.block_on(safelink::fleet::bench::run(
+        &a.url, a.sensors, a.secs, a.rate, &base,
+    ))?;
+    println!("{}", serde_json::to_string(&r)?);
+    Ok(ExitCode::SUCCESS)
+}
+
 pub fn bench(a: BenchArgs) -> anyhow::Result<ExitCode> {
     match a.what {
         What::Keys => keys(),
         What::Xdp => xdp(&a),
+        What::Fleet => fleet(&a),
     }
 }

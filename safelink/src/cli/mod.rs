@@ -2,6 +2,7 @@
 mod alerts;
 mod analyze;
 mod bench;
+mod fleet;
 mod generate;
 mod inspect;
 mod learn;
@@ -72,6 +73,11 @@ enum Cmd {
     /// Alerts of a running sensor: `verdict ID --verdict false_positive|confirmed` (through
     /// its API, token from SAFELINK_API_TOKEN).
     Alerts(alerts::AlertsArgs),
+    /// The fleet learner: train on every sensor's samples (NATS JetStream), sign and publish
+    /// the models (docs/fleet.md).
+    Learner(fleet::LearnerArgs),
+    /// Fleet operations: `sensors`, `models`, `promote`, `rollback`, `keygen`.
+    Fleet(fleet::FleetArgs),
     /// Privacy: `forget --ip|--mac` deletes a subject's data, `report` shows what is stored
     /// (both on a stopped sensor's store).
     Privacy(privacy::PrivacyArgs),
@@ -169,6 +175,8 @@ pub fn main() -> ExitCode {
         Cmd::Learn(a) => learn::learn(a),
         Cmd::Alerts(a) => alerts::alerts(a),
         Cmd::Privacy(a) => privacy::privacy(a),
+        Cmd::Learner(a) => fleet::learner(a),
+        Cmd::Fleet(a) => fleet::fleet(a),
         Cmd::Generate(a) => generate::generate(a),
     };
     match res {
@@ -215,17 +223,20 @@ mod tests {
             "eve-log",
             "model",
             "ann",
+            "no-ann",
             "idle-timeout",
             "active-timeout",
             "closed-linger",
             "embryonic-timeout",
             "interim-packets",
             "learning",
+            "no-learning",
             "profile",
             "learning-interval",
             "min-samples",
             "sweep-interval",
             "status-interval",
+            "fleet",
         ];
         let mut run_own = run.to_vec();
         run_own.push("print-records");
@@ -236,6 +247,7 @@ mod tests {
             options(&["analyze"]),
             [
                 "flows",
+                "features",
                 "summary",
                 "format",
                 "no-dfa",

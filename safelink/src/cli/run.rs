@@ -149,6 +149,10 @@ pub struct ConfigArgs {
     /// Seconds between status lines in the log, 0 = never [default: 60].
     #[arg(long, value_name = "SECS", env = "SAFELINK_STATUS_INTERVAL")]
     status_interval: Option<u64>,
+    /// Fleet mode: publish samples and alerts to this NATS JetStream server and take signed
+    /// models from it ([fleet] url; see docs/fleet.md).
+    #[arg(long, value_name = "nats://HOST:PORT", env = "SAFELINK_FLEET")]
+    fleet: Option<String>,
 }
 
 impl ConfigArgs {
@@ -195,7 +199,16 @@ impl ConfigArgs {
         if let Some(v) = self.status_interval {
             c.sensor.status_interval_s = v;
         }
+        if let Some(v) = &self.fleet {
+            c.fleet.url = Some(v.clone());
+        }
+        if c.fleet.enabled() {
+            // A fleet sensor learns through the fleet: its samples go to the fleet learner and
+            // its models come from it, so the local learner (on by default) stays off.
+            c.learning.enabled = false;
+        }
         c.learning.params()?;
+        c.fleet.validate().map_err(|e| anyhow::anyhow!(e))?;
         Ok(c)
     }
 }
@@ -239,6 +252,13 @@ pub fn config(c: ConfigCmd) -> anyhow::Result<ExitCode> {
             }
             if cfg.privacy.key.is_some() {
                 cfg.privacy.key = Some("<redacted>".into());
+            }
+            // nats://user:password@host: the password stays out of the listing.
+            if let Some(u) = &mut cfg.fleet.url
+                && let Some((scheme, rest)) = u.split_once("://")
+                && let Some((_, host)) = rest.rsplit_once('@')
+            {
+                *u = format!("{scheme}://<redacted>@{host}");
             }
             print!("{}", cfg.to_toml());
             // What the learning profile resolves to (values not set in the file).

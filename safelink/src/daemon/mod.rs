@@ -1,7 +1,9 @@
 //! `safelink run`: the live sensor. [`run`] reads as the steps it takes: open the store, build
 //! the pipeline, attach the capture, serve the API, wait for shutdown, then stop in order —
 //! detach, drain the capture into the pipeline, finish the pipeline (every alert stored),
-//! stop the learner, the retention task and the API.
+//! stop the learner, the fleet side, the retention task and the API. With `[fleet] url`
+//! the sensor publishes its samples and alerts and takes its models from the fleet
+//! ([`crate::fleet::sensor`]).
 //!
 //! - [`detect`]: the thread that drives the [`Pipeline`] from the capture's record channel;
 //! - [`sensor`]: the loaded XDP object, its attachment and the status snapshot;
@@ -83,6 +85,25 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
         "privacy policy"
     );
     let (learner, model) = open_model(&cfg, &store)?;
+    // Fleet mode: samples and alerts go to the fleet, models come from it.
+    let fleet = match (cfg.fleet.enabled(), &model) {
+        (false, _) => None,
+        (true, None) => {
+            anyhow::bail!("fleet mode needs the ANN model to label flows (set [ann] model)")
+        }
+        (true, Some(m)) => Some(
+            crate::fleet::sensor::FleetSensor::start(
+                &cfg.fleet,
+                store.clone(),
+                m.clone(),
+                &cfg.store.data_dir,
+                &cfg.api.model_dir(&cfg.store.data_dir),
+                cfg.api.max_model_bytes,
+            )
+            .await
+            .context("fleet mode")?,
+        ),
+    };
     let eve = match &cfg.store.eve_log {
         Some(p) => Some(
             EveLog::open(p).with_context(|| format!("cannot open the EVE log {}", p.display()))?,
@@ -116,6 +137,7 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
         &capture.sensor,
         learner.clone(),
         model,
+        fleet.as_ref().map(|f| f.handle.clone()),
         privacy.clone(),
         stop_rx.clone(),
     );
@@ -202,6 +224,11 @@ pub async fn run(cfg: Config, opts: RunOptions) -> anyhow::Result<()> {
         // Ends a running cycle at its next step; the serving model stays as committed.
         let _ = tokio::task::spawn_blocking(move || l.shutdown()).await;
     }
+    if let Some(f) = fleet {
+        // One last tail round: every sample the pipeline stored is queued (published later
+        // if the server is not there now).
+        f.stop().await;
+    }
     let _ = stop_tx.send(true);
     for name in ["retention", "api"] {
         if let Some(h) = stages.take(name)
@@ -255,6 +282,12 @@ fn open_model(
 ) -> anyhow::Result<(Option<Learner>, Option<ModelHandle>)> {
     let params = cfg.learning_params()?;
     let model_path = cfg.ann.model_path();
+    if cfg.learning.enabled && cfg.fleet.enabled() {
+        anyhow::bail!(
+            "[learning] enabled and [fleet] url are exclusive: a fleet sensor sends its samples \
+             to the fleet learner and takes its models from the fleet"
+        );
+    }
     let learner = if cfg.learning.enabled {
         let golden = cfg
             .learning
@@ -285,7 +318,7 @@ fn open_model(
     };
     let model = match (
         &learner,
-        cfg.ann.enabled || cfg.learning.enabled,
+        cfg.ann.enabled || cfg.learning.enabled || cfg.fleet.enabled(),
         &model_path,
     ) {
         (Some(l), _, _) => {
@@ -328,7 +361,13 @@ pub fn build_pipeline(
             model,
             alerts: Some(store.clone()),
             eve_log,
-            samples: learner.map(|l| (store.clone(), l.params().clone())),
+            // The collector labels flows for the local learner or, in fleet mode, for the
+            // fleet's (the fleet publisher reads the stored samples).
+            samples: match learner {
+                Some(l) => Some((store.clone(), l.params().clone())),
+                None if cfg.fleet.enabled() => Some((store.clone(), cfg.learning.params()?)),
+                None => None,
+            },
             baseline: learner.map(Learner::baseline),
             policy: privacy.clone(),
             ..Stages::default()
@@ -378,6 +417,7 @@ fn serve_api(
     sensor: &Arc<Sensor>,
     learner: Option<Learner>,
     model: Option<ModelHandle>,
+    fleet: Option<crate::fleet::FleetHandle>,
     privacy: Policy,
     mut stop: watch::Receiver<bool>,
 ) -> JoinHandle<std::io::Result<()>> {
@@ -390,6 +430,9 @@ fn serve_api(
     .with_limits(&cfg.api, cfg.api.model_dir(&cfg.store.data_dir));
     if let Some(h) = model {
         state = state.with_model(h);
+    }
+    if let Some(f) = fleet {
+        state = state.with_fleet(f);
     }
     if let Some(l) = learner {
         // The sniffer is running: so is the learner.

@@ -58,6 +58,20 @@ impl Store {
             .transpose()
     }
 
+    /// Active alerts with an id above `after`, lowest id first, at most `limit` (the fleet
+    /// publisher tails the store with it).
+    pub fn alerts_after(&self, after: u64, limit: usize) -> Result<Vec<Alert>> {
+        let t = self.trees()?;
+        let Some(start) = after.checked_add(1) else {
+            return Ok(Vec::new());
+        };
+        t.alerts
+            .range(id_key(start)..)
+            .take(limit)
+            .map(|r| decode(&r?.1))
+            .collect()
+    }
+
     /// The archived alert `id`, if any.
     pub fn get_archived(&self, id: u64) -> Result<Option<Alert>> {
         let t = self.trees()?;

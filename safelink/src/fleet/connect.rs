@@ -1,0 +1,177 @@
+//! The connection to the fleet server and the streams and buckets on it.
+//!
+//! [`connect`] returns at once even when the server is down (the client keeps reconnecting in
+//! the background), so a sensor starts and detects without its server. [`ensure_layout`]
+//! creates what is missing: the samples and alerts streams (with a deduplication window for
+//! `Nats-Msg-Id`) and the `KV_*` streams of the buckets. The buckets' streams are created by
+//! hand, with the settings async-nats' `create_key_value` would use, because that call fails
+//! against nats-server 2.9 (it expects account-info fields 2.9 does not send); then
+//! `get_key_value` opens them.
+use std::time::Duration;
+
+use async_nats::jetstream::{
+    self,
+    kv::Store as KvStore,
+    stream::{Config as StreamConfig, DiscardPolicy, StorageType},
+};
+use tracing::info;
+
+use super::{FleetError, FleetSection, names};
+
+/// How long the server remembers a `Nats-Msg-Id` (replays inside it are not stored twice).
+pub const DEDUP_WINDOW: Duration = Duration::from_secs(3600);
+
+/// Connects as `name` with `[fleet]`'s credentials and TLS settings.
+pub async fn connect(
+    url: &str,
+    f: &FleetSection,
+    name: &str,
+    on_event: impl Fn(bool) + Send + Sync + 'static,
+) -> Result<async_nats::Client, FleetError> {
+    let mut o = async_nats::ConnectOptions::new()
+        .name(name)
+        .retry_on_initial_connect()
+        .connection_timeout(Duration::from_secs(2))
+        .reconnect_delay_callback(|n| Duration::from_millis((100 * n as u64).min(1000)));
+    if let Some(c) = &f.credentials {
+        o = o
+            .credentials_file(c)
+            .await
+            .map_err(|e| FleetError::Io(c.display().to_string(), e))?;
+    }
+    if let Some(ca) = &f.tls_ca {
+        o = o.add_root_certificates(ca.clone()).require_tls(true);
+    }
+    let on_event = std::sync::Arc::new(on_event);
+    o = o.event_callback(move |ev| {
+        let on_event = on_event.clone();
+        async move {
+            match ev {
+                async_nats::Event::Connected => on_event(true),
+                async_nats::Event::Disconnected | async_nats::Event::Closed => on_event(false),
+                _ => {}
+            }
+        }
+    });
+    o.connect(url).await.map_err(FleetError::nats)
+}
+
+/// Connects for a one-shot command (operator, learner): fails if the server is not there.
+pub async fn connect_now(
+    url: &str,
+    f: &FleetSection,
+    name: &str,
+) -> Result<async_nats::Client, FleetError> {
+    let mut o = async_nats::ConnectOptions::new()
+        .name(name)
+        .connection_timeout(Duration::from_secs(5));
+    if let Some(c) = &f.credentials {
+        o = o
+            .credentials_file(c)
+            .await
+            .map_err(|e| FleetError::Io(c.display().to_string(), e))?;
+    }
+    if let Some(ca) = &f.tls_ca {
+        o = o.add_root_certificates(ca.clone()).require_tls(true);
+    }
+    o.connect(url).await.map_err(FleetError::nats)
+}
+
+fn stream(name: &str, subjects: &str) -> StreamConfig {
+    StreamConfig {
+        name: name.into(),
+        subjects: vec![subjects.into()],
+        storage: StorageType::File,
+        duplicate_window: DEDUP_WINDOW,
+        ..Default::default()
+    }
+}
+
+/// The `KV_<bucket>` stream as `create_key_value` would make it.
+fn kv_stream(bucket: &str, history: i64) -> StreamConfig {
+    StreamConfig {
+        name: format!("KV_{bucket}"),
+        subjects: vec![format!("$KV.{bucket}.>")],
+        max_messages_per_subject: history,
+        max_message_size: -1,
+        storage: StorageType::File,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        discard: DiscardPolicy::New,
+        num_replicas: 1,
+        ..Default::default()
+    }
+}
+
+/// Creates `cfg` unless a stream of that name exists.
+async fn ensure_stream(js: &jetstream::Context, cfg: StreamConfig) -> Result<(), FleetError> {
+    if js.get_stream(&cfg.name).await.is_ok() {
+        return Ok(());
+    }
+    let name = cfg.name.clone();
+    match js.create_stream(cfg).await {
+        Ok(_) => {
+            info!(stream = name, "created");
+            Ok(())
+        }
+        // Another process created it meanwhile.
+        Err(e) if js.get_stream(&name).await.is_ok() => {
+            tracing::debug!(error = %e, "stream created concurrently");
+            Ok(())
+        }
+        Err(e) => Err(FleetError::Nats(format!("creating stream {name}: {e}"))),
+    }
+}
+
+/// Opens bucket `bucket`, creating its stream first if needed.
+pub async fn kv(
+    js: &jetstream::Context,
+    bucket: &str,
+    history: i64,
+) -> Result<KvStore, FleetError> {
+    ensure_stream(js, kv_stream(bucket, history)).await?;
+    js.get_key_value(bucket)
+        .await
+        .map_err(|e| FleetError::Nats(format!("bucket {bucket}: {e}")))
+}
+
+/// The buckets every fleet process uses.
+pub struct Layout {
+    pub js: jetstream::Context,
+    pub models: KvStore,
+    pub sensors: KvStore,
+    pub lease: KvStore,
+}
+
+/// Creates the streams and buckets that are missing and opens the buckets.
+pub async fn ensure_layout(client: &async_nats::Client) -> Result<Layout, FleetError> {
+    let js = jetstream::new(client.clone());
+    ensure_stream(&js, stream(names::SAMPLES_STREAM, names::SAMPLES_SUBJECTS)).await?;
+    ensure_stream(&js, stream(names::ALERTS_STREAM, names::ALERTS_SUBJECTS)).await?;
+    let models = kv(&js, names::MODELS_BUCKET, 1).await?;
+    let sensors = kv(&js, names::SENSORS_BUCKET, 1).await?;
+    let lease = kv(&js, names::LEASE_BUCKET, 1).await?;
+    Ok(Layout {
+        js,
+        models,
+        sensors,
+        lease,
+    })
+}
+
+/// The object store of model files (history), created if missing.
+pub async fn model_files(
+    js: &jetstream::Context,
+) -> Result<jetstream::object_store::ObjectStore, FleetError> {
+    if let Ok(s) = js.get_object_store(names::MODEL_FILES).await {
+        return Ok(s);
+    }
+    js.create_object_store(jetstream::object_store::Config {
+        bucket: names::MODEL_FILES.into(),
+        storage: StorageType::File,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| FleetError::Nats(format!("object store {}: {e}", names::MODEL_FILES)))
+}

@@ -1,0 +1,560 @@
+//! The fleet learner (`safelink learner --fleet URL --signing-key FILE`): samples of every
+//! sensor in, a signed model out.
+//!
+//! 1. Holds the [`Lease`] (waits while another learner holds it).
+//! 2. Reads the samples stream through a durable pull consumer (a restart resumes where it
+//!    stopped). Each message is recorded by its `Nats-Msg-Id` in its own sled database before
+//!    it is acknowledged, so a message redelivered after a crash is recognised and dropped as
+//!    a duplicate (counted, as are the redeliveries the server reports).
+//! 3. Every `cycle_every`, with at least `min_samples` waiting: one flow reported twice keeps
+//!    its strongest label (an operator's verdict outranks a rule's, which outranks the ANN's);
+//!    no sensor contributes more than max(1/k, 20 %) of the cycle's samples ([`cap_shares`]);
+//!    the samples go into the learner's store and the single-host cycle runs (training from
+//!    the current weights, held-out and golden-set validation).
+//! 4. A deployed model is published: renew the lease (compare-and-swap; a lost lease stops
+//!    here), take the next version with a create-if-absent `v<N>` key, sign the manifest with
+//!    the lease revision stamped in, put the file in the object store (history) and the
+//!    bundle on the `canary` channel.
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, consumer::pull, kv::CreateErrorKind};
+use ed25519_dalek::SigningKey;
+use futures_util::StreamExt as _;
+use serde::Serialize;
+use tracing::{info, warn};
+
+use super::connect::{self, Layout};
+use super::lease::{Lease, LeaseError};
+use super::manifest::{Bundle, GoldenResult, Manifest};
+use super::{Channel, FleetError, FleetSection, names};
+use crate::learn::{LabelSource, Learner, Outcome, TrainingSample};
+use crate::store::Store;
+
+/// A delivered sample not acknowledged within this long (the learner died) is delivered
+/// again; the learner acknowledges each as soon as it is recorded.
+pub const ACK_WAIT: Duration = Duration::from_secs(5);
+
+/// How the learner runs.
+#[derive(Clone, Debug)]
+pub struct LearnerOptions {
+    pub url: String,
+    pub fleet: FleetSection,
+    pub learner_id: String,
+    pub data_dir: PathBuf,
+    pub cycle_every: Duration,
+    pub min_samples: usize,
+    pub lease_ttl: Duration,
+    /// How long a published manifest stays valid.
+    pub valid_for: time::Duration,
+    /// Stop after this many published models (tests, benchmarks); 0 = run until stopped.
+    pub max_publications: u64,
+}
+
+/// What the learner has seen, for its log lines and `fleet models`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct LearnerCounters {
+    /// Messages received (including redeliveries).
+    pub received: u64,
+    /// Distinct messages kept.
+    pub unique: u64,
+    /// Messages recognised by their id as already kept.
+    pub duplicates: u64,
+    /// Messages the server marked as redelivered.
+    pub redelivered: u64,
+    /// Malformed messages (acknowledged, skipped).
+    pub malformed: u64,
+    /// Samples left out of a cycle by the per-sensor cap.
+    pub capped: u64,
+    /// Second reports of one flow (the strongest label kept).
+    pub same_flow: u64,
+}
+
+/// The most each sensor may contribute: with `k` sensors, at most max(1/k, 20 %) of the
+/// cycle's total, the total being what remains after the cap (found by iterating down).
+pub fn cap_shares(counts: &BTreeMap<String, usize>) -> BTreeMap<String, usize> {
+    let k = counts.len().max(1);
+    let f = (1.0 / k as f64).max(0.2);
+    let mut n: usize = counts.values().sum();
+    loop {
+        let cap = ((f * n as f64).floor() as usize).max(1);
+        let n2: usize = counts.values().map(|&c| c.min(cap)).sum();
+        if n2 >= n {
+            return counts
+                .iter()
+                .map(|(s, &c)| (s.clone(), c.min(cap)))
+                .collect();
+        }
+        n = n2;
+    }
+}
+
+fn label_rank(s: &TrainingSample) -> u8 {
+    match s.source {
+        // An operator's verdict outranks every automatic label.
+        LabelSource::Operator => 4,
+        LabelSource::Manual => 3,
+        LabelSource::Dfa => 2,
+        LabelSource::AnnHigh | LabelSource::AnnLow | LabelSource::Baseline => 1,
+    }
+}
+
+type FlowKey = (u64, std::net::IpAddr, u16, std::net::IpAddr, u16, u8);
+
+fn flow_key(s: &TrainingSample) -> FlowKey {
+    (s.ts_ns, s.src_ip, s.src_port, s.dst_ip, s.dst_port, s.proto)
+}
+
+/// Picks a cycle's samples from what each sensor sent (module doc, step 3). Returns the
+/// samples and how many the cap and the same-flow rule left out.
+pub fn select(pending: Vec<(String, TrainingSample)>) -> (Vec<TrainingSample>, u64, u64) {
+    let n_in = pending.len();
+    // One flow seen by two sensors (or reported twice): the strongest label wins.
+    let mut best: HashMap<FlowKey, usize> = HashMap::new();
+    let mut keep = vec![true; n_in];
+    for (i, (_, s)) in pending.iter().enumerate() {
+        match best.get(&flow_key(s)) {
+            Some(&j) if label_rank(&pending[j].1) >= label_rank(s) => keep[i] = false,
+            Some(&j) => {
+                keep[j] = false;
+                best.insert(flow_key(s), i);
+            }
+            None => {
+                best.insert(flow_key(s), i);
+            }
+        }
+    }
+    let same_flow = keep.iter().filter(|k| !**k).count() as u64;
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for ((sensor, _), k) in pending.iter().zip(&keep) {
+        if *k {
+            *counts.entry(sensor.clone()).or_default() += 1;
+        }
+    }
+    let caps = cap_shares(&counts);
+    let mut taken: BTreeMap<String, usize> = BTreeMap::new();
+    let mut out = Vec::new();
+    for ((sensor, s), k) in pending.into_iter().zip(keep) {
+        if !k {
+            continue;
+        }
+        let t = taken.entry(sensor.clone()).or_default();
+        if *t < caps[&sensor] {
+            *t += 1;
+            out.push(s);
+        }
+    }
+    let capped = (n_in as u64) - same_flow - out.len() as u64;
+    (out, capped, same_flow)
+}
+
+/// The learner's own bookkeeping (sled, `<data_dir>/fleet-learner`): ids seen, samples
+/// waiting for a cycle, counters.
+struct Inbox {
+    seen: sled::Tree,
+    pending: sled::Tree,
+    meta: sled::Tree,
+    db: sled::Db,
+}
+
+impl Inbox {
+    fn open(dir: &std::path::Path) -> Result<Inbox, sled::Error> {
+        let db = sled::open(dir)?;
+        Ok(Inbox {
+            seen: db.open_tree("seen")?,
+            pending: db.open_tree("pending")?,
+            meta: db.open_tree("meta")?,
+            db,
+        })
+    }
+
+    fn counters(&self) -> LearnerCounters {
+        self.meta
+            .get("counters")
+            .ok()
+            .flatten()
+            .and_then(|v| serde_json::from_slice(&v).ok())
+            .map(|c: CountersDisk| c.0)
+            .unwrap_or_default()
+    }
+
+    fn save_counters(&self, c: &LearnerCounters) -> Result<(), sled::Error> {
+        self.meta.insert(
+            "counters",
+            serde_json::to_vec(&CountersDisk(c.clone())).expect("json"),
+        )?;
+        Ok(())
+    }
+}
+
+#[derive(Serialize, serde::Deserialize)]
+struct CountersDisk(#[serde(with = "counters_serde")] LearnerCounters);
+
+mod counters_serde {
+    use super::LearnerCounters;
+    pub fn serialize<S: serde::Serializer>(c: &LearnerCounters, s: S) -> Result<S::Ok, S::Error> {
+        serde::Serialize::serialize(
+            &[
+                c.received,
+                c.unique,
+                c.duplicates,
+                c.redelivered,
+                c.malformed,
+                c.capped,
+                c.same_flow,
+            ],
+            s,
+        )
+    }
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(
+        d: D,
+    ) -> Result<LearnerCounters, D::Error> {
+        let v: [u64; 7] = serde::Deserialize::deserialize(d)?;
+        Ok(LearnerCounters {
+            received: v[0],
+            unique: v[1],
+            duplicates: v[2],
+            redelivered: v[3],
+            malformed: v[4],
+            capped: v[5],
+            same_flow: v[6],
+        })
+    }
+}
+
+/// One line on stdout per event (tests and operators read them; the log has the same).
+fn emit(v: serde_json::Value) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{v}");
+    let _ = out.flush();
+}
+
+/// Takes the next free version number: `v<N>` keys are created only if absent.
+pub async fn claim_version(
+    layout: &Layout,
+    bundle_for: impl Fn(u64) -> Vec<u8>,
+) -> Result<u64, FleetError> {
+    let mut v = latest_version(layout).await? + 1;
+    loop {
+        match layout
+            .models
+            .create(names::version_key(v), bundle_for(v).into())
+            .await
+        {
+            Ok(_) => return Ok(v),
+            Err(e) if e.kind() == CreateErrorKind::AlreadyExists => v += 1,
+            Err(e) => return Err(FleetError::nats(e)),
+        }
+    }
+}
+
+/// The highest published version (0: none).
+pub async fn latest_version(layout: &Layout) -> Result<u64, FleetError> {
+    let mut keys = layout.models.keys().await.map_err(FleetError::nats)?;
+    let mut max = 0;
+    while let Some(k) = keys.next().await {
+        let k = k.map_err(FleetError::nats)?;
+        if let Some(n) = k.strip_prefix('v').and_then(|n| n.parse::<u64>().ok()) {
+            max = max.max(n);
+        }
+    }
+    Ok(max)
+}
+
+/// Puts a bundle on a channel.
+pub async fn put_channel(layout: &Layout, ch: Channel, bundle: &[u8]) -> Result<(), FleetError> {
+    layout
+        .models
+        .put(ch.as_str(), bundle.to_vec().into())
+        .await
+        .map_err(FleetError::nats)?;
+    Ok(())
+}
+
+/// Who signs, for which fleet, for how long.
+#[derive(Clone, Copy, Debug)]
+pub struct Signer<'a> {
+    pub fleet_id: &'a str,
+    pub key: &'a SigningKey,
+    /// How long a manifest stays valid.
+    pub valid_for: time::Duration,
+}
+
+/// Signs `model` as a new version and publishes it (module doc, step 4). `fill` completes the
+/// manifest (parent, metrics, ...). Returns the version.
+pub async fn publish_model(
+    layout: &Layout,
+    signer: Signer<'_>,
+    model: &[u8],
+    lease_revision: u64,
+    channels: &[Channel],
+    fill: impl Fn(&mut Manifest),
+) -> Result<(u64, Manifest), FleetError> {
+    let Signer {
+        fleet_id,
+        key,
+        valid_for,
+    } = signer;
+    let make = |v: u64| {
+        let mut m = Manifest::for_model(fleet_id, v, model, &key.verifying_key(), valid_for);
+        m.parent_version = v.checked_sub(1).filter(|p| *p > 0);
+        m.lease_revision = lease_revision;
+        fill(&mut m);
+        m
+    };
+    let version = claim_version(layout, |v| Bundle::sign(make(v), model, key).to_bytes()).await?;
+    let m = make(version);
+    // The claimed key holds the bundle signed when it was claimed; the channels get the same.
+    let stored = layout
+        .models
+        .get(names::version_key(version))
+        .await
+        .map_err(FleetError::nats)?
+        .ok_or_else(|| FleetError::Nats(format!("v{version} vanished")))?;
+    match connect::model_files(&layout.js).await {
+        Ok(files) => {
+            let mut r: &[u8] = model;
+            if let Err(e) = files.put(format!("v{version}.onnx").as_str(), &mut r).await {
+                warn!(error = %e, "model file not kept in the object store");
+            }
+        }
+        Err(e) => warn!(error = %e, "no object store for model files"),
+    }
+    for ch in channels {
+        put_channel(layout, *ch, &stored).await?;
+    }
+    Ok((version, m))
+}
+
+/// Runs the learner until stopped (Ctrl-C) or `max_publications`.
+pub async fn run(
+    opts: LearnerOptions,
+    key: SigningKey,
+    learner: Learner,
+    store: Store,
+) -> anyhow::Result<LearnerCounters> {
+    let client = connect::connect_now(
+        &opts.url,
+        &opts.fleet,
+        &format!("safelink-learner-{}", opts.learner_id),
+    )
+    .await?;
+    let layout = connect::ensure_layout(&client).await?;
+    // 1. The lease.
+    let mut lease = loop {
+        match Lease::acquire(layout.lease.clone(), &opts.learner_id, opts.lease_ttl).await {
+            Ok(l) => break l,
+            Err(LeaseError::Held { holder, expires }) => {
+                info!(holder, expires, "another learner holds the lease; waiting");
+                emit(serde_json::json!({"event": "waiting", "holder": holder}));
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
+    info!(revision = lease.revision(), "learner lease held");
+    emit(
+        serde_json::json!({"event": "lease", "revision": lease.revision(), "holder": lease.holder()}),
+    );
+    // 2. The durable consumer.
+    let stream = layout
+        .js
+        .get_stream(names::SAMPLES_STREAM)
+        .await
+        .map_err(FleetError::nats)?;
+    let consumer: jetstream::consumer::Consumer<pull::Config> = stream
+        .get_or_create_consumer(
+            names::LEARNER_CONSUMER,
+            pull::Config {
+                durable_name: Some(names::LEARNER_CONSUMER.into()),
+                ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                ack_wait: ACK_WAIT,
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(FleetError::nats)?;
+    let inbox = Inbox::open(&opts.data_dir.join("fleet-learner"))?;
+    let mut c = inbox.counters();
+    let mut last_cycle = Instant::now();
+    let mut last_renew = Instant::now();
+    let mut published = 0u64;
+    loop {
+        // Keep the lease while reading.
+        if last_renew.elapsed() >= opts.lease_ttl / 3 {
+            lease.renew().await?;
+            last_renew = Instant::now();
+        }
+        let mut batch = consumer
+            .fetch()
+            .max_messages(100)
+            .expires(Duration::from_millis(500))
+            .messages()
+            .await
+            .map_err(FleetError::nats)?;
+        while let Some(m) = batch.next().await {
+            let m = match m {
+                Ok(m) => m,
+                Err(e) => {
+                    warn!(error = %e, "fetching samples");
+                    break;
+                }
+            };
+            c.received += 1;
+            if m.info().is_ok_and(|i| i.delivered > 1) {
+                c.redelivered += 1;
+            }
+            let id = m
+                .headers
+                .as_ref()
+                .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
+                .map(|v| v.as_str().to_string())
+                .unwrap_or_else(|| format!("seq.{}", m.info().map_or(0, |i| i.stream_sequence)));
+            let sensor = m
+                .subject
+                .as_str()
+                .strip_prefix("safelink.samples.")
+                .unwrap_or("?")
+                .to_string();
+            if inbox.seen.contains_key(id.as_bytes())? {
+                c.duplicates += 1;
+            } else {
+                match serde_json::from_slice::<TrainingSample>(&m.payload) {
+                    Ok(s) if s.valid() => {
+                        let key = format!("{sensor}\u{0}{id}");
+                        let mut b = sled::Batch::default();
+                        b.insert(key.as_bytes(), serde_json::to_vec(&s).expect("json"));
+                        inbox.pending.apply_batch(b)?;
+                        inbox.seen.insert(id.as_bytes(), &[])?;
+                        c.unique += 1;
+                    }
+                    _ => {
+                        inbox.seen.insert(id.as_bytes(), &[])?;
+                        c.malformed += 1;
+                    }
+                }
+            }
+            inbox.save_counters(&c)?;
+            inbox.db.flush_async().await?;
+            if let Err(e) = m.ack().await {
+                warn!(error = %e, "ack failed (the message will come again, recognised by its id)");
+            }
+        }
+        // 3. A cycle when due.
+        if last_cycle.elapsed() < opts.cycle_every || inbox.pending.len() < opts.min_samples {
+            continue;
+        }
+        last_cycle = Instant::now();
+        let mut pending = Vec::new();
+        for kv in inbox.pending.iter() {
+            let (k, v) = kv?;
+            let sensor = String::from_utf8_lossy(&k)
+                .split('\u{0}')
+                .next()
+                .unwrap_or("?")
+                .to_string();
+            if let Ok(s) = serde_json::from_slice::<TrainingSample>(&v) {
+                pending.push((sensor, s));
+            }
+        }
+        let n_pending = pending.len();
+        let sensors: std::collections::BTreeSet<String> =
+            pending.iter().map(|(s, _)| s.clone()).collect();
+        let (samples, capped, same_flow) = select(pending);
+        c.capped += capped;
+        c.same_flow += same_flow;
+        store.insert_samples(&samples)?;
+        inbox.pending.clear()?;
+        inbox.save_counters(&c)?;
+        inbox.db.flush_async().await?;
+        let l2 = learner.clone();
+        let report = tokio::task::spawn_blocking(move || l2.run_cycle_here("fleet")).await?;
+        let rec = match report {
+            Ok(r) => r.record,
+            Err(e) => {
+                warn!(error = %e, "fleet cycle not run");
+                emit(
+                    serde_json::json!({"event": "cycle", "error": e.to_string(), "pending": n_pending}),
+                );
+                continue;
+            }
+        };
+        emit(serde_json::json!({
+            "event": "cycle", "outcome": rec.outcome.as_str(), "reason": rec.reason,
+            "pending": n_pending, "trained_on": samples.len(), "capped": capped,
+            "same_flow": same_flow, "sensors": sensors, "counters": c,
+        }));
+        if rec.outcome != Outcome::Deployed {
+            continue;
+        }
+        // 4. Publish.
+        let Some(local) = rec.version.and_then(|v| store.version(v).ok().flatten()) else {
+            continue;
+        };
+        let bytes = std::fs::read(opts.data_dir.join("models").join(&local.file))?;
+        let revision = match lease.renew().await {
+            Ok(r) => r,
+            Err(e) => {
+                warn!(error = %e, "lease lost: not publishing");
+                emit(serde_json::json!({"event": "lease_lost", "error": e.to_string()}));
+                return Err(e.into());
+            }
+        };
+        last_renew = Instant::now();
+        let metrics = rec.metrics.clone();
+        let signer = Signer {
+            fleet_id: &opts.fleet.fleet_id,
+            key: &key,
+            valid_for: opts.valid_for,
+        };
+        let (version, m) =
+            publish_model(&layout, signer, &bytes, revision, &[Channel::Canary], |m| {
+                m.metrics = metrics.as_ref().and_then(|x| serde_json::to_value(x).ok());
+                m.golden = metrics.as_ref().and_then(|x| {
+                    Some(GoldenResult {
+                        before: x.golden_accuracy_before?,
+                        after: x.golden_accuracy?,
+                    })
+                });
+            })
+            .await?;
+        info!(version, sha256 = m.sha256, "model published on canary");
+        emit(serde_json::json!({
+            "event": "published", "version": version, "sha256": m.sha256,
+            "lease_revision": revision, "channel": "canary",
+            "at_unix_ms": (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as u64,
+        }));
+        published += 1;
+        if opts.max_publications > 0 && published >= opts.max_publications {
+            return Ok(c);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn counts(v: &[(&str, usize)]) -> BTreeMap<String, usize> {
+        v.iter().map(|(s, n)| (s.to_string(), *n)).collect()
+    }
+
+    #[test]
+    fn no_sensor_over_its_share() {
+        // Three sensors: at most a third each.
+        let c = cap_shares(&counts(&[("a", 100), ("b", 50), ("c", 10)]));
+        assert_eq!(c, counts(&[("a", 10), ("b", 10), ("c", 10)]));
+        // Ten sensors: at most 20 %; one noisy sensor cannot dominate.
+        let mut v: Vec<(String, usize)> = (0..9).map(|i| (format!("s{i}"), 100)).collect();
+        v.push(("noisy".into(), 100_000));
+        let c = cap_shares(&v.iter().cloned().collect());
+        let total: usize = c.values().sum();
+        assert_eq!(c["s0"], 100);
+        assert!(c["noisy"] as f64 <= 0.2 * total as f64, "{c:?}");
+        assert_eq!(c["noisy"], 225);
+        // One sensor alone keeps everything.
+        assert_eq!(cap_shares(&counts(&[("a", 7)])), counts(&[("a", 7)]));
+    }
+}
