@@ -9,7 +9,8 @@
 //!
 //! With root, every frame also goes through the real XDP program (`BPF_PROG_TEST_RUN`): its
 //! flow keys, packet counts and tunnel counters equal the replay's, with decoding on, off (the
-//! loader's global), and for a malformed VXLAN header.
+//! loader's global), for a payload on the VXLAN port that is no VXLAN header (a plain flow,
+//! not a malformed tunnel), and for a VXLAN frame whose inner header is broken (malformed).
 mod support;
 
 use std::{
@@ -425,11 +426,29 @@ fn xdp_program_opens_the_same_tunnels_as_replay() {
             .all(|k| k.tunnel_kind == TUNNEL_NONE && k.port_b == 4789)
     );
 
-    // A VXLAN header without its I flag: counted, and the outer datagram is still a flow.
-    let (mut bad, wire) = fs[0].clone();
-    let vxlan_at = 14 + usize::from(bad[14] & 0x0f) * 4 + 8;
-    assert_eq!(bad[vxlan_at], 0x08, "VXLAN flags of the first frame");
-    bad[vxlan_at] = 0;
+    // A VXLAN header without its I flag is no VXLAN header: ordinary UDP on port 4789, the
+    // plain flow, counted as neither tunnelled nor malformed.
+    let (first, wire) = fs[0].clone();
+    let vxlan_at = 14 + usize::from(first[14] & 0x0f) * 4 + 8;
+    assert_eq!(first[vxlan_at], 0x08, "VXLAN flags of the first frame");
+    let mut plain = first.clone();
+    plain[vxlan_at] = 0;
+    let one = [(plain, wire)];
+    let kernel = xdp_view(&one, TunnelConfig::DEFAULT);
+    assert_eq!(kernel, table_view(&one, TunnelConfig::DEFAULT));
+    assert_eq!((kernel.1, kernel.2), (0, 0));
+    let keys: Vec<_> = kernel.0.keys().collect();
+    assert_eq!(keys.len(), 1);
+    assert_eq!(
+        (keys[0].proto, keys[0].port_b, keys[0].tunnel_kind),
+        (17, 4789, TUNNEL_NONE)
+    );
+    // A credible VXLAN header whose inner IPv4 header claims more than the datagram holds:
+    // counted as malformed, and the outer datagram is still a flow.
+    let mut bad = first;
+    let inner_ip = vxlan_at + 8 + 14;
+    assert_eq!(bad[inner_ip] >> 4, 4, "inner IPv4 of the first frame");
+    bad[inner_ip + 2..inner_ip + 4].copy_from_slice(&1400u16.to_be_bytes());
     let one = [(bad, wire)];
     let kernel = xdp_view(&one, TunnelConfig::DEFAULT);
     assert_eq!(kernel, table_view(&one, TunnelConfig::DEFAULT));

@@ -7,7 +7,11 @@
 //! A decapsulated packet is described by its inner headers, with the tunnel's identity in
 //! [`PacketMeta::tunnel_kind`] and the fields after it. A tunnel that is truncated or
 //! inconsistent (or whose inner packet is) sets [`ParseOut::tunnel_malformed`] and the outer
-//! packet is described instead, so it still counts as a flow. A fragmented outer packet is
+//! packet is described instead, so it still counts as a flow. VXLAN and Geneve are known by
+//! their UDP port only, so there the port is a hint: a datagram on it that does not hold a
+//! credible header (too short, flags, version or reserved bits wrong, options beyond the
+//! datagram, a payload other than Ethernet or IP) is ordinary UDP, not a malformed tunnel;
+//! only a credible header whose inner frame is broken counts as one. A fragmented outer packet is
 //! never decapsulated (its inner headers may be cut).
 //!
 //! It is written once, generic over [`PacketBytes`], and runs both inside the XDP program
@@ -449,39 +453,56 @@ fn decap<P: PacketBytes + ?Sized>(
         IPPROTO_IPIP if t.decodes(TUNNEL_IPIP) => ip(TUNNEL_IPIP, ETH_P_IP),
         IPPROTO_IPV6 if t.decodes(TUNNEL_IP6) => ip(TUNNEL_IP6, ETH_P_IPV6),
         IPPROTO_GRE if t.decodes(TUNNEL_GRE) => gre(p, l4, end),
+        // The UDP port is only a hint: a datagram on it whose payload is no credible VXLAN
+        // or Geneve header ([`udp_tunnel_header`]) is ordinary UDP, kept as its plain flow and
+        // never counted as a malformed tunnel.
         IPPROTO_UDP if dport == t.vxlan_port && t.decodes(TUNNEL_VXLAN) => {
-            let Some(h) = read_in::<P, 8>(p, l4 + 8, end) else {
-                return Decap::Bad;
+            let Some(h) = udp_tunnel_header(p, l4, end) else {
+                return Decap::None;
             };
-            // The I flag says the VNI is valid (RFC 7348).
-            if h[0] & 0x08 == 0 {
-                return Decap::Bad;
+            // The I flag says the VNI is valid (RFC 7348); the last byte is reserved (zero).
+            // The other reserved bits are not checked: VXLAN-GBP uses them.
+            if h[0] & 0x08 == 0 || h[7] != 0 {
+                return Decap::None;
             }
             let vni = u32::from_be_bytes([0, h[4], h[5], h[6]]);
             inner_ethernet(p, TUNNEL_VXLAN, vni, l4 + 16, end)
         }
         IPPROTO_UDP if dport == t.geneve_port && t.decodes(TUNNEL_GENEVE) => {
-            let Some(h) = read_in::<P, 8>(p, l4 + 8, end) else {
-                return Decap::Bad;
+            let Some(h) = udp_tunnel_header(p, l4, end) else {
+                return Decap::None;
             };
-            if h[0] >> 6 != 0 {
-                return Decap::Bad;
+            // Version 0, the six reserved flag bits and the last byte zero (RFC 8926).
+            if h[0] >> 6 != 0 || h[1] & 0x3f != 0 || h[7] != 0 {
+                return Decap::None;
             }
             let vni = u32::from_be_bytes([0, h[4], h[5], h[6]]);
             let at = l4 + 16 + (h[0] & 0x3f) as usize * 4;
             match be16(h[2], h[3]) {
-                ETH_P_TEB => inner_ethernet(p, TUNNEL_GENEVE, vni, at, end),
-                e @ (ETH_P_IP | ETH_P_IPV6) => Decap::Inner {
+                ETH_P_TEB if at + ETH_HLEN <= end => inner_ethernet(p, TUNNEL_GENEVE, vni, at, end),
+                e @ (ETH_P_IP | ETH_P_IPV6) if at < end => Decap::Inner {
                     kind: TUNNEL_GENEVE,
                     id: vni,
                     ethertype: e,
                     off: at,
                 },
+                // Options beyond the datagram, nothing after them, or another payload.
                 _ => Decap::None,
             }
         }
         _ => Decap::None,
     }
+}
+
+/// The 8-byte VXLAN/Geneve header after the UDP header at `l4`, when the datagram is long
+/// enough to hold it and an Ethernet header after it (the shortest tunnelled frame);
+/// otherwise the datagram is not a tunnel, whatever its port.
+#[inline(always)]
+fn udp_tunnel_header<P: PacketBytes + ?Sized>(p: &P, l4: usize, end: usize) -> Option<&[u8; 8]> {
+    if l4 + 16 + ETH_HLEN > end {
+        return None;
+    }
+    read_in::<P, 8>(p, l4 + 8, end)
 }
 
 /// GRE flag bits (RFC 2784/2890): checksum, routing (RFC 1701, not decoded), key, sequence.

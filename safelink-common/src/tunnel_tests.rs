@@ -1,6 +1,7 @@
 //! Unit tests of tunnel decapsulation with hand-built frames: exact inner 5-tuple, tunnel
 //! kind, id and outer endpoints for each encapsulation; malformed tunnels counted with the
-//! outer packet kept; tenants never merged.
+//! outer packet kept; ordinary UDP on the VXLAN/Geneve ports kept as a plain flow; tenants
+//! never merged.
 extern crate std;
 use std::vec::Vec;
 
@@ -378,17 +379,6 @@ fn assert_outer_kept(f: &[u8], proto: u8, dport: u16) {
 
 #[test]
 fn truncated_and_bad_tunnels_are_counted_and_the_outer_flow_kept() {
-    // VXLAN header cut (4 of 8 bytes inside the UDP datagram).
-    let f = eth(0x0800, &ipv4(17, O1, O2, &udp(1, 4789, &[0x08, 0, 0, 0])));
-    assert_outer_kept(&f, IPPROTO_UDP, 4789);
-    // VXLAN without the I flag.
-    let mut bad = vxlan(42, &eth(0x0800, &inner_v4_tcp()));
-    bad[0] = 0;
-    assert_outer_kept(
-        &eth(0x0800, &ipv4(17, O1, O2, &udp(1, 4789, &bad))),
-        17,
-        4789,
-    );
     // VXLAN whose inner IPv4 header claims more than the datagram carries.
     let mut inner = inner_v4_tcp();
     inner[3] = 200;
@@ -397,17 +387,20 @@ fn truncated_and_bad_tunnels_are_counted_and_the_outer_flow_kept() {
         &ipv4(17, O1, O2, &udp(1, 4789, &vxlan(3, &eth(0x0800, &inner)))),
     );
     assert_outer_kept(&f, 17, 4789);
-    // Inner Ethernet header cut short.
+    // VXLAN whose inner Ethernet frame carries a truncated IPv4 header.
     let f = eth(
         0x0800,
-        &ipv4(17, O1, O2, &udp(1, 4789, &vxlan(3, &[2; 10]))),
+        &ipv4(
+            17,
+            O1,
+            O2,
+            &udp(1, 4789, &vxlan(3, &eth(0x0800, &inner_v4_tcp()[..12]))),
+        ),
     );
     assert_outer_kept(&f, 17, 4789);
-    // Geneve options longer than the datagram; Geneve version 1.
-    let mut g = geneve(7, 0x6558, &[], &eth(0x0800, &inner_v4_tcp()));
-    g[0] = 0x3f;
-    assert_outer_kept(&eth(0x0800, &ipv4(17, O1, O2, &udp(1, 6081, &g))), 17, 6081);
-    g[0] = 0x40;
+    // Geneve (IPv4 payload) whose inner header is not IPv4.
+    let mut g = geneve(7, 0x0800, &[], &inner_v4_tcp());
+    g[8] = 0x65;
     assert_outer_kept(&eth(0x0800, &ipv4(17, O1, O2, &udp(1, 6081, &g))), 17, 6081);
     // GRE that announces a key but ends before it.
     let f = eth(0x0800, &ipv4(47, O1, O2, &[0x20, 0, 0x08, 0, 0, 0]));
@@ -423,6 +416,94 @@ fn truncated_and_bad_tunnels_are_counted_and_the_outer_flow_kept() {
     let mut f = eth(0x0800, &ipv4(4, O1, O2, &inner));
     f.extend_from_slice(&[0; 20]);
     assert_outer_kept(&f, 4, 0);
+}
+
+/// Asserts that `f`, a UDP datagram to `dport`, is the plain flow it would be with decoding
+/// off: no tunnel, not counted as a malformed one.
+fn assert_plain_udp(f: &[u8], dport: u16, what: &str) {
+    let (p, out) = parse(f);
+    let (off_p, off) = parse_with(f, &TunnelConfig::OFF);
+    assert_eq!(
+        (p, out.meta),
+        (off_p, off.meta),
+        "{what}: same as decoding off"
+    );
+    assert_eq!(p, Parsed::Ip, "{what}");
+    assert_eq!(
+        (out.meta.proto, out.meta.dport, out.meta.tunnel_kind),
+        (IPPROTO_UDP, dport, TUNNEL_NONE),
+        "{what}"
+    );
+    assert!(
+        !out.tunnel_malformed,
+        "{what}: counted as a malformed tunnel"
+    );
+    assert_eq!(tunnel_counter(&out), None, "{what}");
+}
+
+#[test]
+fn ordinary_udp_on_the_tunnel_ports_is_a_plain_flow() {
+    let on =
+        |dport: u16, payload: &[u8]| eth(0x0800, &ipv4(17, O1, O2, &udp(50000, dport, payload)));
+    for port in [4789, 6081] {
+        // Empty, short (no room for a header and an Ethernet frame), zeros, text.
+        assert_plain_udp(&on(port, &[]), port, "empty");
+        assert_plain_udp(&on(port, &[0x08, 0, 0, 0]), port, "4 bytes");
+        assert_plain_udp(
+            &on(port, &[0x08, 0, 0, 0, 0, 0, 42, 0]),
+            port,
+            "header only",
+        );
+        assert_plain_udp(&on(port, &[0; 64]), port, "zeros");
+        assert_plain_udp(&on(port, &[b'X'; 120]), port, "hping3-style filler");
+        assert_plain_udp(
+            &on(port, b"GET / HTTP/1.1\r\nHost: lab.test\r\n\r\n"),
+            port,
+            "text",
+        );
+    }
+    let inner = eth(0x0800, &inner_v4_tcp());
+    // VXLAN-like payloads that are not VXLAN: no I flag; the reserved last byte set.
+    let mut v = vxlan(42, &inner);
+    v[0] = 0;
+    assert_plain_udp(&on(4789, &v), 4789, "VXLAN without the I flag");
+    let mut v = vxlan(42, &inner);
+    v[7] = 1;
+    assert_plain_udp(&on(4789, &v), 4789, "VXLAN reserved byte");
+    // Geneve-like ones: version 1, reserved flags, options beyond the datagram, a payload
+    // type that is neither Ethernet nor IP.
+    for (at, byte, what) in [
+        (0, 0x40, "Geneve version 1"),
+        (1, 0x01, "Geneve reserved flags"),
+        (0, 0x3f, "Geneve options beyond the datagram"),
+        (2, 0x12, "Geneve unknown payload type"),
+    ] {
+        let mut g = geneve(7, 0x6558, &[], &inner);
+        g[at] = byte;
+        assert_plain_udp(&on(6081, &g), 6081, what);
+    }
+    // Pseudo-random payloads (a fixed xorshift sequence): never a malformed tunnel.
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for i in 0..4096usize {
+        let payload: Vec<u8> = (0..(i % 200))
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        let port = if i % 2 == 0 { 4789 } else { 6081 };
+        let (p, out) = parse(&on(port, &payload));
+        assert_eq!(p, Parsed::Ip, "payload {i}");
+        assert!(!out.tunnel_malformed, "payload {i}: {payload:02x?}");
+    }
+    // A real VXLAN frame still opens.
+    let (_, out) = parse(&on(4789, &vxlan(42, &inner)));
+    assert_eq!(
+        (out.meta.tunnel_kind, out.meta.tunnel_id),
+        (TUNNEL_VXLAN, 42)
+    );
 }
 
 #[test]
