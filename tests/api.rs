@@ -140,6 +140,7 @@ fn alert(minute: u32, source: AlertSource, kind: AlertKind, src: Option<&str>) -
         count: u64::from(minute) * 10,
         description: format!("{} test alert", kind.as_str()),
         community_id: Some(format!("1:test{minute}=")),
+        tunnel: None,
         explanation: None,
         features: vec![0.5, 1.0],
     }
@@ -170,6 +171,7 @@ fn seed(store: &Store) {
         proto: "arp".into(),
         src_mac: Some("02:00:00:00:00:02".into()),
         community_id: None,
+        tunnel: None,
         description: "192.0.2.1 claimed by \"02:00:00:00:00:02\", was 02:00:00:00:00:01".into(),
         ..alert(5, AlertSource::Dfa, AlertKind::ARP_SPOOF, None)
     };

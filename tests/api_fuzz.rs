@@ -84,6 +84,7 @@ fn alert(i: u64) -> Alert {
         count: 1,
         description: "fuzz seed".into(),
         community_id: None,
+        tunnel: None,
         explanation: None,
         features: vec![0.5],
     }

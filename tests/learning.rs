@@ -601,6 +601,7 @@ fn seed_checks_status_readiness_labels_backup_worker() {
         count: 10,
         description: String::new(),
         community_id: None,
+        tunnel: None,
         explanation: None,
         features: vec![],
     };

@@ -45,6 +45,7 @@ fn alert(engine_id: u64, count: u64) -> Alert {
         count,
         description: format!("SYN flood #{engine_id} ({count})"),
         community_id: None,
+        tunnel: None,
         explanation: None,
         features: vec![0.25; 32],
     }

@@ -22,8 +22,15 @@ fn addr_cmp(a: &[u8; 16], b: &[u8; 16]) -> core::cmp::Ordering {
     (a_hi, a_lo).cmp(&(b_hi, b_lo))
 }
 
+/// Whether a packet's outer (tunnel) source is `outer_a` of its flow key: the smaller of the
+/// two outer addresses (true outside a tunnel, where both are zero).
+#[inline(always)]
+pub fn outer_src_is_a(m: &PacketMeta) -> bool {
+    addr_cmp(&m.outer_src, &m.outer_dst) != core::cmp::Ordering::Greater
+}
+
 /// Writes the canonical key of a packet's flow into `key`; returns whether the packet travels
-/// from endpoint `a`.
+/// from endpoint `a`. The tunnel endpoints are ordered on their own ([`outer_src_is_a`]).
 #[inline(always)]
 pub fn canonical_key(m: &PacketMeta, key: &mut FlowKey) -> bool {
     let src_is_a = match addr_cmp(&m.src, &m.dst) {
@@ -42,9 +49,20 @@ pub fn canonical_key(m: &PacketMeta, key: &mut FlowKey) -> bool {
         key.addr_b = m.src;
         key.port_b = m.sport;
     }
+    if outer_src_is_a(m) {
+        key.outer_a = m.outer_src;
+        key.outer_b = m.outer_dst;
+    } else {
+        key.outer_a = m.outer_dst;
+        key.outer_b = m.outer_src;
+    }
     key.vlan = m.vlan;
     key.proto = m.proto;
     key.family = m.family;
+    key.tunnel_id = m.tunnel_id;
+    key.tunnel_kind = m.tunnel_kind;
+    key.outer_family = m.outer_family;
+    key._pad = 0;
     src_is_a
 }
 
@@ -151,6 +169,7 @@ pub fn update(s: &mut FlowStats, m: &PacketMeta, from_a: bool, frame_len: u32, t
     if is_empty(s) {
         s.first_ns = ts_ns;
         s.initiator_is_a = from_a as u8;
+        s.outer_src_is_a = outer_src_is_a(m) as u8;
         if m.proto == IPPROTO_ICMP || m.proto == IPPROTO_ICMPV6 {
             s.icmp_type = m.icmp_type;
             s.icmp_code = m.icmp_code;
@@ -262,6 +281,7 @@ pub fn merge(into: &mut FlowStats, o: &FlowStats) {
     if o.first_ns < into.first_ns {
         into.first_ns = o.first_ns;
         into.initiator_is_a = o.initiator_is_a;
+        into.outer_src_is_a = o.outer_src_is_a;
         into.icmp_type = o.icmp_type;
         into.icmp_code = o.icmp_code;
     }

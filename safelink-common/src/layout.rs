@@ -5,7 +5,9 @@
 //! of these types must bump [`FEATURE_LAYOUT_VERSION`]; models carry the version they were
 //! trained on and are refused when it differs.
 
-/// Version of the flow feature layout ([`FlowStats`] / [`DirStats`]).
+/// Version of the flow feature layout ([`FlowStats`] / [`DirStats`]). Only a change to the
+/// features bumps it (the model's input): the flow key gaining the tunnel identity did not
+/// (pinned maps of another key size are dropped by the loader instead).
 pub const FEATURE_LAYOUT_VERSION: u32 = 1;
 
 /// Names of the pinned maps (pinned under `/sys/fs/bpf/safelink/<NAME>`).
@@ -60,6 +62,22 @@ pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
 pub const IPPROTO_ICMPV6: u8 = 58;
 
+/// [`FlowKey::tunnel_kind`] values: the encapsulation a flow was found in (0: none).
+pub const TUNNEL_NONE: u8 = 0;
+/// IPv4 in IPv4 or IPv6 (IP protocol 4).
+pub const TUNNEL_IPIP: u8 = 1;
+/// IPv6 in IPv4 (6in4) or IPv6 (IP protocol 41).
+pub const TUNNEL_IP6: u8 = 2;
+/// GRE (RFC 2784/2890), IP or transparent Ethernet bridging payload; id = the GRE key.
+pub const TUNNEL_GRE: u8 = 3;
+/// VXLAN (RFC 7348); id = the VNI.
+pub const TUNNEL_VXLAN: u8 = 4;
+/// Geneve (RFC 8926); id = the VNI.
+pub const TUNNEL_GENEVE: u8 = 5;
+/// Names of the tunnel kinds, indexed by kind (`tunnel.type` in records and alerts; the
+/// `[tunnels] kinds` configuration). Kind 2 is named by its outer family where shown.
+pub const TUNNEL_NAMES: [&str; 6] = ["none", "ipip", "ip6", "gre", "vxlan", "geneve"];
+
 /// TCP flag bits as they appear in the TCP header's flags byte.
 pub const TCP_FIN: u8 = 0x01;
 pub const TCP_SYN: u8 = 0x02;
@@ -73,7 +91,15 @@ pub const TCP_CWR: u8 = 0x80;
 /// Canonical, direction-independent flow key: the endpoint with the smaller `(addr, port)` is
 /// always `a`. Key of the `FLOWS` map. IPv4 addresses occupy the first 4 bytes of `addr_*`
 /// (rest zero). Ports are host byte order; 0 for protocols without ports (ICMP, ...). Aligned
-/// to 8 (no padding: 40 bytes either way) so the XDP program copies it as five 64-bit words.
+/// to 8 (no padding: 80 bytes either way) so the XDP program copies it as 64-bit words.
+///
+/// A flow found inside a tunnel also carries the tunnel's identity (kind, VNI or GRE key, and
+/// the outer endpoints), so two tenants' identical inner addresses never share a flow. The
+/// outer pair is canonical on its own (`outer_a` is the smaller address), not oriented by the
+/// inner endpoints: a mirroring tunnel (AWS traffic mirroring, ERSPAN-like VXLAN) carries both
+/// directions of a flow from one tunnel endpoint to the other, and they stay one flow.
+/// [`FlowStats::outer_src_is_a`] says which side the first packet came from. All zero outside
+/// a tunnel.
 #[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct FlowKey {
@@ -87,6 +113,16 @@ pub struct FlowKey {
     pub proto: u8,
     /// [`FAMILY_IPV4`] or [`FAMILY_IPV6`].
     pub family: u8,
+    /// Outer (tunnel endpoint) addresses, same 16-byte form as `addr_*`.
+    pub outer_a: [u8; 16],
+    pub outer_b: [u8; 16],
+    /// VXLAN/Geneve VNI or GRE key (0 when the tunnel has none).
+    pub tunnel_id: u32,
+    /// `TUNNEL_*` kind, [`TUNNEL_NONE`] for a plain flow.
+    pub tunnel_kind: u8,
+    /// Family of the outer addresses (0 outside a tunnel).
+    pub outer_family: u8,
+    pub _pad: u16,
 }
 
 /// TCP flag counters, one per flag. A packet with SYN+ACK counts in `synack` (not in `syn`)
@@ -153,7 +189,10 @@ pub struct FlowStats {
     pub icmp_code: u8,
     /// Bit set of `END_*`: which closing flags were seen.
     pub end_flags: u8,
-    pub _pad: u32,
+    /// 1 when the first packet's outer (tunnel) source is `outer_a` of the key; 1 outside a
+    /// tunnel. Not a feature: the ANN never reads it.
+    pub outer_src_is_a: u8,
+    pub _pad: [u8; 3],
 }
 
 /// Key of the `FRAGS` map: one fragmented datagram whose first fragment cut the TCP header.
@@ -218,11 +257,19 @@ pub struct EventPacket {
     /// 1 when the packet was a first fragment that cut the TCP header before its flags
     /// (`tcp_flags` is then unknown, not NULL).
     pub l4_partial: u8,
+    /// 1 when the packet's outer (tunnel) source is `outer_a` of the key (1 outside a tunnel).
+    pub outer_src_is_a: u8,
+    /// Padding as integers, not a byte array: a zeroed array is a `memset` call (a loop of byte
+    /// stores) on the BPF target.
+    pub _pad0: u8,
+    pub _pad1: u16,
+    pub _pad2: u32,
 }
 
 impl EventPacket {
     #[inline(always)]
     pub fn from_meta(m: &crate::parse::PacketMeta, from_a: bool) -> Self {
+        let outer_src_is_a = crate::flow::outer_src_is_a(m);
         Self {
             from_a: from_a as u8,
             tcp_flags: m.tcp_flags,
@@ -231,6 +278,10 @@ impl EventPacket {
             l3_len: m.l3_len,
             ttl: m.ttl,
             l4_partial: m.l4_partial as u8,
+            outer_src_is_a: outer_src_is_a as u8,
+            _pad0: 0,
+            _pad1: 0,
+            _pad2: 0,
         }
     }
 }
@@ -281,9 +332,15 @@ pub enum Counter {
     FlowsPromoted,
     /// ARP packets over the per-CPU ARP event budget ([`ARP_EVENTS_PER_SEC`]): no event.
     ArpEventsThrottled,
+    /// Frames whose inner packet was decapsulated from a tunnel (counted by its inner family
+    /// and protocol).
+    Tunneled,
+    /// Tunnel headers that were truncated or inconsistent, or whose inner packet was: the
+    /// outer packet is kept as a flow of its own.
+    TunnelMalformed,
 }
 
-pub const NUM_COUNTERS: u32 = Counter::ArpEventsThrottled as u32 + 1;
+pub const NUM_COUNTERS: u32 = Counter::TunnelMalformed as u32 + 1;
 
 /// The single value of the `STATS` per-CPU array (one copy per CPU, summed by userspace).
 /// Field order is [`Counter`] order; `bpftool map dump pinned .../STATS` shows the names.
@@ -310,6 +367,8 @@ pub struct Stats {
     pub events_dropped: u64,
     pub flows_promoted: u64,
     pub arp_events_throttled: u64,
+    pub tunneled: u64,
+    pub tunnel_malformed: u64,
 }
 
 const _: () = assert!(core::mem::size_of::<Stats>() == NUM_COUNTERS as usize * 8);
@@ -361,14 +420,16 @@ pub const COUNTER_NAMES: [&str; NUM_COUNTERS as usize] = [
     "events_dropped",
     "flows_promoted",
     "arp_events_throttled",
+    "tunneled",
+    "tunnel_malformed",
 ];
 
 // Layout guards: no implicit padding anywhere (Pod safety, BTF readability).
-const _: () = assert!(core::mem::size_of::<FlowKey>() == 40);
+const _: () = assert!(core::mem::size_of::<FlowKey>() == 80);
 const _: () = assert!(core::mem::size_of::<TcpFlagCounts>() == 40);
 const _: () = assert!(core::mem::size_of::<DirStats>() == 64 + 16 + 40);
 const _: () = assert!(core::mem::size_of::<FlowStats>() == 2 * 120 + 24);
 const _: () = assert!(core::mem::size_of::<ArpInfo>() == 24);
 const _: () = assert!(core::mem::size_of::<FragKey>() == 40);
-const _: () = assert!(core::mem::size_of::<FragHead>() == 48);
-const _: () = assert!(core::mem::size_of::<Event>() == 16 + 40 + 24 + 8);
+const _: () = assert!(core::mem::size_of::<FragHead>() == 88);
+const _: () = assert!(core::mem::size_of::<Event>() == 16 + 80 + 24 + 16);

@@ -25,7 +25,10 @@ mod user {
     unsafe impl aya::Pod for DirStats {}
     unsafe impl aya::Pod for Event {}
     unsafe impl aya::Pod for Stats {}
+    unsafe impl aya::Pod for super::parse::TunnelConfig {}
 }
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tunnel_tests;

@@ -1,6 +1,18 @@
 //! The packet parser: Ethernet, 802.1Q/802.1ad VLAN tags, ARP, IPv4 (options, fragments), IPv6
 //! (hop-by-hop, routing, fragment, destination-options and AH extension headers), TCP, UDP,
-//! ICMP and ICMPv6.
+//! ICMP and ICMPv6, and one level of tunnel: IPv4/IPv6 in IPv4/IPv6 (protocols 4 and 41), GRE
+//! (RFC 2784/2890, optional checksum, key and sequence; IP or transparent Ethernet bridging
+//! payload), VXLAN and Geneve (with options) on the UDP ports of a [`TunnelConfig`].
+//!
+//! A decapsulated packet is described by its inner headers, with the tunnel's identity in
+//! [`PacketMeta::tunnel_kind`] and the fields after it. A tunnel that is truncated or
+//! inconsistent (or whose inner packet is) sets [`ParseOut::tunnel_malformed`] and the outer
+//! packet is described instead, so it still counts as a flow. VXLAN and Geneve are known by
+//! their UDP port only, so there the port is a hint: a datagram on it that does not hold a
+//! credible header (too short, flags, version or reserved bits wrong, options beyond the
+//! datagram, a payload other than Ethernet or IP) is ordinary UDP, not a malformed tunnel;
+//! only a credible header whose inner frame is broken counts as one. A fragmented outer packet is
+//! never decapsulated (its inner headers may be cut).
 //!
 //! It is written once, generic over [`PacketBytes`], and runs both inside the XDP program
 //! (bounded: a fixed number of VLAN tags and extension headers, no unbounded loops) and in the
@@ -20,8 +32,49 @@
 
 use crate::layout::{
     ArpInfo, Counter, FAMILY_IPV4, FAMILY_IPV6, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP,
-    IPPROTO_UDP,
+    IPPROTO_UDP, TUNNEL_GENEVE, TUNNEL_GRE, TUNNEL_IP6, TUNNEL_IPIP, TUNNEL_NONE, TUNNEL_VXLAN,
 };
+
+/// Which tunnels the parser opens. `#[repr(C)]` plain data: the XDP program reads it from a
+/// global the loader sets.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TunnelConfig {
+    /// Bit `1 << TUNNEL_*` set for each kind decoded; 0 turns decapsulation off.
+    pub kinds: u32,
+    /// UDP destination port of VXLAN (IANA 4789) and of Geneve (IANA 6081).
+    pub vxlan_port: u16,
+    pub geneve_port: u16,
+}
+
+impl TunnelConfig {
+    /// Every kind, on its IANA port.
+    pub const DEFAULT: Self = Self {
+        kinds: (1 << TUNNEL_IPIP)
+            | (1 << TUNNEL_IP6)
+            | (1 << TUNNEL_GRE)
+            | (1 << TUNNEL_VXLAN)
+            | (1 << TUNNEL_GENEVE),
+        vxlan_port: 4789,
+        geneve_port: 6081,
+    };
+    /// No decapsulation: tunnels are seen as their outer flows.
+    pub const OFF: Self = Self {
+        kinds: 0,
+        vxlan_port: 0,
+        geneve_port: 0,
+    };
+    #[inline(always)]
+    pub fn decodes(&self, kind: u8) -> bool {
+        self.kinds & (1u32 << (kind & 31)) != 0
+    }
+}
+
+impl Default for TunnelConfig {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
 
 /// Read access to one frame. The kernel implements it over the XDP context (with the bounds
 /// checks the verifier needs), userspace over a captured frame.
@@ -92,12 +145,30 @@ pub fn frame_counters(parsed: &Parsed, out: &ParseOut) -> (Counter, Option<Count
     }
 }
 
+/// The tunnel counter a parsed frame bumps, if any ([`Counter::Tunneled`] or
+/// [`Counter::TunnelMalformed`]).
+#[inline(always)]
+pub fn tunnel_counter(out: &ParseOut) -> Option<Counter> {
+    if out.tunnel_malformed {
+        Some(Counter::TunnelMalformed)
+    } else if out.meta.tunnel_kind != TUNNEL_NONE {
+        Some(Counter::Tunneled)
+    } else {
+        None
+    }
+}
+
 pub const ETH_HLEN: usize = 14;
 pub const ETH_P_IP: u16 = 0x0800;
 pub const ETH_P_ARP: u16 = 0x0806;
 pub const ETH_P_IPV6: u16 = 0x86DD;
 pub const ETH_P_8021Q: u16 = 0x8100;
 pub const ETH_P_8021AD: u16 = 0x88A8;
+/// GRE protocol type of transparent Ethernet bridging (an Ethernet frame follows).
+pub const ETH_P_TEB: u16 = 0x6558;
+const IPPROTO_IPIP: u8 = 4;
+const IPPROTO_IPV6: u8 = 41;
+const IPPROTO_GRE: u8 = 47;
 /// VLAN tags parsed (outer 802.1ad + inner 802.1Q covers QinQ).
 pub const MAX_VLAN_TAGS: usize = 2;
 /// IPv6 extension headers followed. A longer chain still makes an address-level flow (no
@@ -129,6 +200,10 @@ pub enum Malformed {
 pub struct PacketMeta {
     pub src: [u8; 16],
     pub dst: [u8; 16],
+    /// Tunnel endpoints (outer source and destination) of a decapsulated packet; zero
+    /// otherwise. Beside the inner addresses, 8-aligned like them.
+    pub outer_src: [u8; 16],
+    pub outer_dst: [u8; 16],
     pub sport: u16,
     pub dport: u16,
     pub proto: u8,
@@ -144,6 +219,12 @@ pub struct PacketMeta {
     /// The packet is a first fragment that cut the TCP header before its flags: `tcp_flags`
     /// and `window` are unknown here and arrive with a later fragment ([`late_tcp_header`]).
     pub l4_partial: bool,
+    /// VNI or GRE key (0 when the tunnel carries none).
+    pub tunnel_id: u32,
+    /// `TUNNEL_*` kind; [`TUNNEL_NONE`] for a packet that was not in a tunnel.
+    pub tunnel_kind: u8,
+    /// Family of `outer_*` (0 outside a tunnel).
+    pub outer_family: u8,
 }
 
 /// Fragmentation of an IP packet; all zero for an unfragmented packet.
@@ -195,6 +276,9 @@ pub struct ParseOut {
     /// Outermost VLAN id (0 when untagged).
     pub vlan: u16,
     pub vlan_tagged: bool,
+    /// A tunnel was found but could not be opened (truncated or inconsistent): the outer
+    /// packet is in `meta`.
+    pub tunnel_malformed: bool,
 }
 
 #[inline(always)]
@@ -202,10 +286,22 @@ fn be16(a: u8, b: u8) -> u16 {
     u16::from_be_bytes([a, b])
 }
 
-/// Parses one Ethernet frame into `out` and says what it was. Fields of `out` that the frame
-/// does not carry are left as they were; callers reset `out` between frames when they care.
+/// Parses one Ethernet frame into `out` and says what it was, opening the tunnels of
+/// [`TunnelConfig::DEFAULT`]. See [`parse_frame_with`].
 #[inline(always)]
 pub fn parse_frame<P: PacketBytes + ?Sized>(p: &P, out: &mut ParseOut) -> Parsed {
+    parse_frame_with(p, &TunnelConfig::DEFAULT, out)
+}
+
+/// Parses one Ethernet frame into `out` and says what it was, opening the tunnels `tunnels`
+/// names. Fields of `out` that the frame does not carry are left as they were (the tunnel
+/// fields are always reset); callers reset `out` between frames when they care.
+#[inline(always)]
+pub fn parse_frame_with<P: PacketBytes + ?Sized>(
+    p: &P,
+    tunnels: &TunnelConfig,
+    out: &mut ParseOut,
+) -> Parsed {
     let Some(eth) = p.read::<ETH_HLEN>(0) else {
         return Parsed::Malformed(Malformed::TruncatedEthernet);
     };
@@ -229,11 +325,260 @@ pub fn parse_frame<P: PacketBytes + ?Sized>(p: &P, out: &mut ParseOut) -> Parsed
         ethertype = be16(tag[2], tag[3]);
         off += 4;
     }
+    put(&mut out.tunnel_malformed, false);
+    let m = &mut out.meta;
+    put(&mut m.tunnel_kind, TUNNEL_NONE);
+    put(&mut m.outer_family, 0);
+    put(&mut m.tunnel_id, 0);
+    zero16(&mut m.outer_src);
+    zero16(&mut m.outer_dst);
     match ethertype {
         ETH_P_ARP => parse_arp(p, off, &mut out.arp),
-        ETH_P_IP => parse_ipv4(p, off, out),
-        ETH_P_IPV6 => parse_ipv6(p, off, out),
+        ETH_P_IP | ETH_P_IPV6 => parse_ip(p, ethertype, off, tunnels, out),
         _ => Parsed::OtherL3,
+    }
+}
+
+/// What follows an outer IP packet's header.
+enum Decap {
+    /// Not a tunnel (or one not decoded): the outer packet is the flow.
+    None,
+    /// A tunnel header that is truncated or inconsistent.
+    Bad,
+    /// An inner IP packet of `ethertype` at `off`.
+    Inner {
+        kind: u8,
+        id: u32,
+        ethertype: u16,
+        off: usize,
+    },
+}
+
+/// The IP packet at `off`, and the one inside it when it is a tunnel `tunnels` opens.
+#[inline(always)]
+fn parse_ip<P: PacketBytes + ?Sized>(
+    p: &P,
+    ethertype: u16,
+    off: usize,
+    tunnels: &TunnelConfig,
+    out: &mut ParseOut,
+) -> Parsed {
+    let outer = parse_l3(p, ethertype, off, p.wire_len(), out);
+    if outer != Parsed::Ip || tunnels.kinds == 0 {
+        return outer;
+    }
+    // Everything the tunnel code needs from the outer parse is read back from `out` with
+    // volatile loads: in the XDP program `out` lives in a map value, whose contents the
+    // verifier does not track, so the many paths through the outer headers (IPv6 extension
+    // chains, ...) join here into one state instead of each being explored again through the
+    // inner headers (which exceeded the verifier's million-instruction budget).
+    let f = &out.frag;
+    // SAFETY: valid, aligned references into `out`.
+    let (fragmented, l4, len, proto, dport) = unsafe {
+        (
+            core::ptr::read_volatile(&f.fragmented),
+            core::ptr::read_volatile(&f.data_off) as usize,
+            core::ptr::read_volatile(&f.data_len) as usize,
+            core::ptr::read_volatile(&out.meta.proto),
+            core::ptr::read_volatile(&out.meta.dport),
+        )
+    };
+    if fragmented {
+        return outer;
+    }
+    let end = l4 + len;
+    let (kind, id, inner_type, inner_off) = match decap(p, tunnels, proto, dport, l4, end) {
+        Decap::None => return outer,
+        Decap::Bad => {
+            out.tunnel_malformed = true;
+            return outer;
+        }
+        Decap::Inner {
+            kind,
+            id,
+            ethertype,
+            off,
+        } => (kind, id, ethertype, off),
+    };
+    let saved_meta = out.meta;
+    let saved_frag = out.frag;
+    let m = &mut out.meta;
+    m.outer_src = m.src;
+    m.outer_dst = m.dst;
+    m.outer_family = m.family;
+    m.tunnel_id = id;
+    m.tunnel_kind = kind;
+    let inner = parse_l3(p, inner_type, inner_off, end, out);
+    if let Parsed::Malformed(_) = inner {
+        out.meta = saved_meta;
+        out.frag = saved_frag;
+        out.tunnel_malformed = true;
+        return outer;
+    }
+    inner
+}
+
+#[inline(always)]
+fn parse_l3<P: PacketBytes + ?Sized>(
+    p: &P,
+    ethertype: u16,
+    off: usize,
+    limit: usize,
+    out: &mut ParseOut,
+) -> Parsed {
+    if ethertype == ETH_P_IP {
+        parse_ipv4(p, off, limit, out)
+    } else {
+        parse_ipv6(p, off, limit, out)
+    }
+}
+
+/// The tunnel (if any) whose header starts at `l4`, the outer payload ending at `end`.
+#[inline(always)]
+fn decap<P: PacketBytes + ?Sized>(
+    p: &P,
+    t: &TunnelConfig,
+    proto: u8,
+    dport: u16,
+    l4: usize,
+    end: usize,
+) -> Decap {
+    let ip = |kind: u8, ethertype: u16| Decap::Inner {
+        kind,
+        id: 0,
+        ethertype,
+        off: l4,
+    };
+    match proto {
+        IPPROTO_IPIP if t.decodes(TUNNEL_IPIP) => ip(TUNNEL_IPIP, ETH_P_IP),
+        IPPROTO_IPV6 if t.decodes(TUNNEL_IP6) => ip(TUNNEL_IP6, ETH_P_IPV6),
+        IPPROTO_GRE if t.decodes(TUNNEL_GRE) => gre(p, l4, end),
+        // The UDP port is only a hint: a datagram on it whose payload is no credible VXLAN
+        // or Geneve header ([`udp_tunnel_header`]) is ordinary UDP, kept as its plain flow and
+        // never counted as a malformed tunnel.
+        IPPROTO_UDP if dport == t.vxlan_port && t.decodes(TUNNEL_VXLAN) => {
+            let Some(h) = udp_tunnel_header(p, l4, end) else {
+                return Decap::None;
+            };
+            // The I flag says the VNI is valid (RFC 7348); the last byte is reserved (zero).
+            // The other reserved bits are not checked: VXLAN-GBP uses them.
+            if h[0] & 0x08 == 0 || h[7] != 0 {
+                return Decap::None;
+            }
+            let vni = u32::from_be_bytes([0, h[4], h[5], h[6]]);
+            inner_ethernet(p, TUNNEL_VXLAN, vni, l4 + 16, end)
+        }
+        IPPROTO_UDP if dport == t.geneve_port && t.decodes(TUNNEL_GENEVE) => {
+            let Some(h) = udp_tunnel_header(p, l4, end) else {
+                return Decap::None;
+            };
+            // Version 0, the six reserved flag bits and the last byte zero (RFC 8926).
+            if h[0] >> 6 != 0 || h[1] & 0x3f != 0 || h[7] != 0 {
+                return Decap::None;
+            }
+            let vni = u32::from_be_bytes([0, h[4], h[5], h[6]]);
+            let at = l4 + 16 + (h[0] & 0x3f) as usize * 4;
+            match be16(h[2], h[3]) {
+                ETH_P_TEB if at + ETH_HLEN <= end => inner_ethernet(p, TUNNEL_GENEVE, vni, at, end),
+                e @ (ETH_P_IP | ETH_P_IPV6) if at < end => Decap::Inner {
+                    kind: TUNNEL_GENEVE,
+                    id: vni,
+                    ethertype: e,
+                    off: at,
+                },
+                // Options beyond the datagram, nothing after them, or another payload.
+                _ => Decap::None,
+            }
+        }
+        _ => Decap::None,
+    }
+}
+
+/// The 8-byte VXLAN/Geneve header after the UDP header at `l4`, when the datagram is long
+/// enough to hold it and an Ethernet header after it (the shortest tunnelled frame);
+/// otherwise the datagram is not a tunnel, whatever its port.
+#[inline(always)]
+fn udp_tunnel_header<P: PacketBytes + ?Sized>(p: &P, l4: usize, end: usize) -> Option<&[u8; 8]> {
+    if l4 + 16 + ETH_HLEN > end {
+        return None;
+    }
+    read_in::<P, 8>(p, l4 + 8, end)
+}
+
+/// GRE flag bits (RFC 2784/2890): checksum, routing (RFC 1701, not decoded), key, sequence.
+const GRE_C: u16 = 0x8000;
+const GRE_R: u16 = 0x4000;
+const GRE_K: u16 = 0x2000;
+const GRE_S: u16 = 0x1000;
+
+#[inline(always)]
+fn gre<P: PacketBytes + ?Sized>(p: &P, l4: usize, end: usize) -> Decap {
+    let Some(h) = read_in::<P, 4>(p, l4, end) else {
+        return Decap::Bad;
+    };
+    let flags = be16(h[0], h[1]);
+    // Version 1 is PPTP's enhanced GRE, and source routing is long deprecated: not tunnels
+    // this parser opens.
+    if flags & 0x0007 != 0 || flags & GRE_R != 0 {
+        return Decap::None;
+    }
+    let mut at = l4 + 4;
+    if flags & GRE_C != 0 {
+        at += 4;
+    }
+    let mut id = 0;
+    if flags & GRE_K != 0 {
+        let Some(k) = read_in::<P, 4>(p, at, end) else {
+            return Decap::Bad;
+        };
+        id = u32::from_be_bytes(*k);
+        at += 4;
+    }
+    if flags & GRE_S != 0 {
+        at += 4;
+    }
+    match be16(h[2], h[3]) {
+        ETH_P_TEB => inner_ethernet(p, TUNNEL_GRE, id, at, end),
+        e @ (ETH_P_IP | ETH_P_IPV6) => Decap::Inner {
+            kind: TUNNEL_GRE,
+            id,
+            ethertype: e,
+            off: at,
+        },
+        _ => Decap::None,
+    }
+}
+
+/// An Ethernet frame (optionally one 802.1Q tag) carried at `at`: its IP packet.
+#[inline(always)]
+fn inner_ethernet<P: PacketBytes + ?Sized>(
+    p: &P,
+    kind: u8,
+    id: u32,
+    at: usize,
+    end: usize,
+) -> Decap {
+    let Some(e) = read_in::<P, ETH_HLEN>(p, at, end) else {
+        return Decap::Bad;
+    };
+    let mut ethertype = be16(e[12], e[13]);
+    let mut off = at + ETH_HLEN;
+    if ethertype == ETH_P_8021Q {
+        let Some(tag) = read_in::<P, 4>(p, off, end) else {
+            return Decap::Bad;
+        };
+        ethertype = be16(tag[2], tag[3]);
+        off += 4;
+    }
+    match ethertype {
+        ETH_P_IP | ETH_P_IPV6 => Decap::Inner {
+            kind,
+            id,
+            ethertype,
+            off,
+        },
+        // ARP and the rest inside an overlay: the outer flow carries them.
+        _ => Decap::None,
     }
 }
 
@@ -255,7 +600,12 @@ fn parse_arp<P: PacketBytes + ?Sized>(p: &P, off: usize, arp: &mut ArpInfo) -> P
 }
 
 #[inline(always)]
-fn parse_ipv4<P: PacketBytes + ?Sized>(p: &P, off: usize, out: &mut ParseOut) -> Parsed {
+fn parse_ipv4<P: PacketBytes + ?Sized>(
+    p: &P,
+    off: usize,
+    limit: usize,
+    out: &mut ParseOut,
+) -> Parsed {
     let Some(h) = p.read::<20>(off) else {
         return Parsed::Malformed(Malformed::TruncatedIp);
     };
@@ -267,7 +617,7 @@ fn parse_ipv4<P: PacketBytes + ?Sized>(p: &P, off: usize, out: &mut ParseOut) ->
         return Parsed::Malformed(Malformed::BadIhl);
     }
     let total = be16(h[2], h[3]);
-    if (total as usize) < ihl || off + total as usize > p.wire_len() {
+    if (total as usize) < ihl || off + total as usize > limit {
         return Parsed::Malformed(Malformed::BadIpLength);
     }
     let frag_field = be16(h[6], h[7]);
@@ -294,7 +644,12 @@ fn parse_ipv4<P: PacketBytes + ?Sized>(p: &P, off: usize, out: &mut ParseOut) ->
 }
 
 #[inline(always)]
-fn parse_ipv6<P: PacketBytes + ?Sized>(p: &P, off: usize, out: &mut ParseOut) -> Parsed {
+fn parse_ipv6<P: PacketBytes + ?Sized>(
+    p: &P,
+    off: usize,
+    limit: usize,
+    out: &mut ParseOut,
+) -> Parsed {
     let Some(h) = p.read::<40>(off) else {
         return Parsed::Malformed(Malformed::TruncatedIp);
     };
@@ -305,11 +660,11 @@ fn parse_ipv6<P: PacketBytes + ?Sized>(p: &P, off: usize, out: &mut ParseOut) ->
     // A jumbogram (RFC 2675) says 0 here and carries its length in a hop-by-hop option: the
     // frame is the datagram.
     let end = if payload == 0 && h[6] == 0 {
-        p.wire_len()
+        limit
     } else {
         off + 40 + payload
     };
-    if end > p.wire_len() {
+    if end > limit {
         return Parsed::Malformed(Malformed::BadIpLength);
     }
     let f = &mut out.frag;
@@ -409,6 +764,21 @@ fn put<T: Copy>(field: &mut T, v: T) {
     // SAFETY: a valid, aligned, exclusive reference.
     unsafe { core::ptr::write_volatile(field, v) }
 }
+
+/// Zeroes a 16-byte address of [`PacketMeta`] with two 64-bit volatile stores (a 16-byte
+/// array store becomes a `memset` call, a loop of byte stores, on the BPF target).
+#[inline(always)]
+fn zero16(a: &mut [u8; 16]) {
+    let w = (a as *mut [u8; 16]).cast::<u64>();
+    // SAFETY: the outer addresses sit at 8-aligned offsets of the 8-aligned PacketMeta
+    // (asserted below); 16 bytes are two u64.
+    unsafe {
+        core::ptr::write_volatile(w, 0);
+        core::ptr::write_volatile(w.add(1), 0);
+    }
+}
+const _: () = assert!(core::mem::offset_of!(PacketMeta, outer_src) % 8 == 0);
+const _: () = assert!(core::mem::offset_of!(PacketMeta, outer_dst) % 8 == 0);
 
 #[inline(always)]
 fn clear_l4(m: &mut PacketMeta) {

@@ -13,8 +13,17 @@ use safelink_common::{
     FlowStats, FragHead, FragKey, MAX_EMBRYOS, MAX_FLOWS, MAX_FRAGS, Stats,
     flow::{canonical_key, established, late_tcp, update},
     layout::EventPacket,
-    parse::{PacketBytes, ParseOut, Parsed, frame_counters, late_tcp_header, parse_frame},
+    parse::{
+        PacketBytes, ParseOut, Parsed, TunnelConfig, frame_counters, late_tcp_header,
+        parse_frame_with, tunnel_counter,
+    },
 };
+
+/// The tunnels the parser opens (`[tunnels]` in the configuration). A read-only global the
+/// loader sets before the program is verified (`EbpfLoader::set_global`), so the verifier
+/// sees the constants and prunes the kinds switched off.
+#[unsafe(no_mangle)]
+static TUNNELS: TunnelConfig = TunnelConfig::DEFAULT;
 
 // BTF-defined maps (`.maps` section): `bpftool map dump` prints keys and values with field
 // names.
@@ -145,7 +154,9 @@ fn emit(kind: u8, from_a: bool, ts_ns: u64, s: &Scratch, st: &mut Stats) {
                 copy_words(&raw mut (*e).key, &s.key);
                 if kind == EVENT_ARP {
                     copy_words(&raw mut (*e).arp, &s.out.arp);
-                    write_volatile((&raw mut (*e).pkt).cast::<u64>(), 0);
+                    let pkt = (&raw mut (*e).pkt).cast::<u64>();
+                    write_volatile(pkt, 0);
+                    write_volatile(pkt.add(1), 0);
                 } else {
                     zero_words(&raw mut (*e).arp);
                     (*e).pkt = EventPacket::from_meta(&s.out.meta, from_a);
@@ -163,9 +174,15 @@ fn observe(pkt: &Packet, s: &mut Scratch, st: &mut Stats) {
     let len = pkt.len as u64;
     st.add(Counter::Packets, 1);
     st.add(Counter::Bytes, len);
-    let parsed = parse_frame(pkt, &mut s.out);
+    // SAFETY: a plain-data global; volatile so that the loader's value is read, not the
+    // compiler's copy of the default.
+    let tunnels = unsafe { read_volatile(&raw const TUNNELS) };
+    let parsed = parse_frame_with(pkt, &tunnels, &mut s.out);
     if s.out.vlan_tagged {
         st.add(Counter::VlanTagged, 1);
+    }
+    if let Some(c) = tunnel_counter(&s.out) {
+        st.add(c, 1);
     }
     let (l3, l4) = frame_counters(&parsed, &s.out);
     st.add(l3, 1);

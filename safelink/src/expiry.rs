@@ -28,6 +28,8 @@ pub struct FlowTimeouts {
     /// at 65 536). When it is full, the longest-idle sixteenth is exported
     /// ([`EndReason::Evicted`]).
     pub max_flows: usize,
+    /// The tunnels the parser opens (`[flows] tunnels`, `vxlan_port`, `geneve_port`).
+    pub tunnels: safelink_common::parse::TunnelConfig,
 }
 
 impl Default for FlowTimeouts {
@@ -46,6 +48,12 @@ pub struct FlowsConfig {
     pub embryonic_timeout_s: u64,
     pub interim_packets: u64,
     pub max_flows: u64,
+    /// Tunnel kinds decapsulated, by the XDP program and in replay: inner flows are keyed and
+    /// reported with their tunnel. `[]` turns decapsulation off.
+    pub tunnels: crate::tunnel::TunnelKinds,
+    /// UDP destination ports of VXLAN and Geneve.
+    pub vxlan_port: u16,
+    pub geneve_port: u16,
 }
 
 impl Default for FlowsConfig {
@@ -59,7 +67,8 @@ impl FlowsConfig {
     /// 1800 s (nfstream), closing linger 2 s, embryonic 2 s, an interim update every 1000
     /// packets (a flow at 1000 packets/s or more is reported every sweep, a slower one less
     /// often, an ordinary one never), at most 1 048 576 flows in the replay's table (16 times
-    /// the kernel map; some 300 MiB of flow state).
+    /// the kernel map; some 300 MiB of flow state), every tunnel kind decoded on its IANA
+    /// port (VXLAN 4789, Geneve 6081).
     pub const DEFAULT: Self = Self {
         idle_timeout_s: 60,
         active_timeout_s: 1800,
@@ -67,7 +76,15 @@ impl FlowsConfig {
         embryonic_timeout_s: 2,
         interim_packets: 1000,
         max_flows: 1 << 20,
+        tunnels: crate::tunnel::TunnelKinds::ALL,
+        vxlan_port: safelink_common::parse::TunnelConfig::DEFAULT.vxlan_port,
+        geneve_port: safelink_common::parse::TunnelConfig::DEFAULT.geneve_port,
     };
+
+    /// The parser's tunnel configuration.
+    pub fn tunnel_config(&self) -> safelink_common::parse::TunnelConfig {
+        self.tunnels.parser(self.vxlan_port, self.geneve_port)
+    }
 
     pub fn timeouts(&self) -> FlowTimeouts {
         FlowTimeouts {
@@ -77,6 +94,7 @@ impl FlowsConfig {
             embryonic: Duration::from_secs(self.embryonic_timeout_s),
             interim_packets: self.interim_packets,
             max_flows: usize::try_from(self.max_flows).unwrap_or(usize::MAX).max(1),
+            tunnels: self.tunnel_config(),
         }
     }
 }

@@ -25,3 +25,4 @@ pub mod shipped;
 pub mod store;
 pub mod table;
 pub mod telemetry;
+pub mod tunnel;

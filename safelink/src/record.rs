@@ -11,7 +11,7 @@ use safelink_common::{
 };
 use serde::Serialize;
 
-use crate::expiry::EndReason;
+use crate::{expiry::EndReason, tunnel::Tunnel};
 
 /// One item of the sensor's output stream.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -52,6 +52,9 @@ pub struct FlowStartRecord {
     pub icmp_code: u8,
     pub l3_len: u16,
     pub ttl: u8,
+    /// The tunnel the flow was found in (absent for a plain flow).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tunnel: Option<Tunnel>,
 }
 
 impl FlowStartRecord {
@@ -74,6 +77,7 @@ impl FlowStartRecord {
             icmp_code: p.icmp_code,
             l3_len: p.l3_len,
             ttl: p.ttl,
+            tunnel: Tunnel::of_key(k, p.outer_src_is_a != 0),
         }
     }
 }
@@ -164,6 +168,10 @@ pub struct FlowRecord {
     pub end_reason: EndReason,
     pub fwd: Direction,
     pub rev: Direction,
+    /// The tunnel the flow was found in (absent for a plain flow): inner flows are keyed by
+    /// their tunnel too, so two tenants' identical addresses are two flows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tunnel: Option<Tunnel>,
 }
 
 pub fn key_addr(family: u8, a: &[u8; 16]) -> IpAddr {
@@ -219,6 +227,7 @@ impl FlowRecord {
             end_reason: EndReason::Open,
             fwd,
             rev: Direction::default(),
+            tunnel: s.tunnel.clone(),
         }
     }
 
@@ -255,6 +264,7 @@ impl FlowRecord {
             end_reason,
             fwd: src.2,
             rev: dst.2,
+            tunnel: Tunnel::of_key(k, s.outer_src_is_a != 0),
         }
     }
 }

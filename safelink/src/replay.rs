@@ -135,7 +135,7 @@ struct Replayer<'a, F: FnMut(Record), P: FnMut(u64, u64)> {
 impl<'a, F: FnMut(Record), P: FnMut(u64, u64)> Replayer<'a, F, P> {
     fn new(timeouts: &'a FlowTimeouts, emit: &'a mut F, progress: P, total: u64) -> Self {
         Self {
-            table: FlowTable::default(),
+            table: FlowTable::with_tunnels(timeouts.tunnels),
             timeouts,
             emit,
             progress,

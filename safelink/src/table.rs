@@ -10,7 +10,10 @@ use safelink_common::{
     COUNTER_NAMES, Counter, EventPacket, FlowKey, FlowStats, FragHead, FragKey, MAX_FRAGS,
     NUM_COUNTERS,
     flow::{canonical_key, late_tcp, update},
-    parse::{CapturedFrame, ParseOut, Parsed, frame_counters, late_tcp_header, parse_frame},
+    parse::{
+        CapturedFrame, ParseOut, Parsed, TunnelConfig, frame_counters, late_tcp_header,
+        parse_frame_with, tunnel_counter,
+    },
 };
 
 use crate::record::{ArpRecord, FlowStartRecord};
@@ -57,9 +60,19 @@ pub struct FlowTable {
     /// Datagrams whose TCP flags are still to come, oldest first when it is full.
     frags: FxHashMap<FragKey, FragHead>,
     frag_order: VecDeque<FragKey>,
+    /// The tunnels the parser opens (`[flows] tunnels`).
+    tunnels: TunnelConfig,
 }
 
 impl FlowTable {
+    /// An empty table whose parser opens `tunnels` (the default opens every kind).
+    pub fn with_tunnels(tunnels: TunnelConfig) -> Self {
+        Self {
+            tunnels,
+            ..Self::default()
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.index.len()
     }
@@ -135,9 +148,12 @@ impl FlowTable {
         let len = frame.wire_len.max(frame.data.len()) as u64;
         self.counters.bump(Counter::Packets, 1);
         self.counters.bump(Counter::Bytes, len);
-        let parsed = parse_frame(&frame, &mut self.out);
+        let parsed = parse_frame_with(&frame, &self.tunnels, &mut self.out);
         if self.out.vlan_tagged {
             self.counters.bump(Counter::VlanTagged, 1);
+        }
+        if let Some(c) = tunnel_counter(&self.out) {
+            self.counters.bump(c, 1);
         }
         let (l3, l4) = frame_counters(&parsed, &self.out);
         self.counters.bump(l3, 1);

@@ -28,6 +28,8 @@ pub const FLOWS_PROMOTED: &str = "safelink_flows_promoted_total";
 pub const FLOWS_EVICTED: &str = "safelink_flows_evicted_total";
 pub const FLOW_UPDATES: &str = "safelink_flow_updates_total";
 pub const ARP_THROTTLED: &str = "safelink_arp_events_throttled_total";
+pub const TUNNELED: &str = "safelink_tunneled_packets_total";
+pub const TUNNEL_MALFORMED: &str = "safelink_tunnel_malformed_total";
 pub const KEYS_EVICTED: &str = "safelink_detector_keys_evicted_total";
 pub const SWEEP_SECONDS: &str = "safelink_sweep_seconds";
 pub const SNIFFER_RUNNING: &str = "safelink_sniffer_running";
@@ -141,6 +143,14 @@ fn describe() {
         ARP_THROTTLED,
         "ARP packets over the kernel's per-CPU ARP event budget (no event)."
     );
+    describe_counter!(
+        TUNNELED,
+        "Packets decapsulated from a tunnel (VXLAN, Geneve, GRE, IP-in-IP, 6in4/6in6)."
+    );
+    describe_counter!(
+        TUNNEL_MALFORMED,
+        "Truncated or inconsistent tunnels: counted, the outer packet kept as a flow."
+    );
     describe_gauge!(
         SWEEP_SECONDS,
         Unit::Seconds,
@@ -231,6 +241,8 @@ pub struct KernelCounters {
     pub flows_evicted: u64,
     pub flow_updates: u64,
     pub arp_throttled: u64,
+    pub tunneled: u64,
+    pub tunnel_malformed: u64,
 }
 
 /// Copies the kernel counters (monotonic in the pinned map) into the metrics.
@@ -246,6 +258,8 @@ pub fn record_kernel(c: &KernelCounters) {
     counter!(FLOWS_EVICTED).absolute(c.flows_evicted);
     counter!(FLOW_UPDATES).absolute(c.flow_updates);
     counter!(ARP_THROTTLED).absolute(c.arp_throttled);
+    counter!(TUNNELED).absolute(c.tunneled);
+    counter!(TUNNEL_MALFORMED).absolute(c.tunnel_malformed);
 }
 
 /// The last sweep's duration.

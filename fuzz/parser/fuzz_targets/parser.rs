@@ -19,7 +19,11 @@
 //!   `iat_min <= iat_max`, each TCP flag count at most the packets of its direction,
 //!   `first_ns <= last_ns`;
 //! - the frames split over two per-CPU copies and merged give the one-copy figures exactly
-//!   (flags too when no fragment is involved).
+//!   (flags too when no fragment is involved);
+//! - tunnels (seeded from `tests/pcaps/tunnels`): a decapsulated packet is an IP packet or
+//!   fragment with its tunnel's outer family set; a malformed tunnel leaves exactly the packet
+//!   that decoding switched off gives (the outer flow is kept), no tunnel fields; with
+//!   decoding off nothing is a tunnel; a key's outer pair is ordered.
 #![no_main]
 
 use std::collections::HashMap;
@@ -28,7 +32,11 @@ use libfuzzer_sys::fuzz_target;
 use safelink_common::{
     Counter, FlowKey, FlowStats, FragKey,
     flow::{canonical_key, late_tcp, merge, update},
-    parse::{CapturedFrame, ParseOut, Parsed, frame_counters, late_tcp_header, parse_frame},
+    TUNNEL_NONE,
+    parse::{
+        CapturedFrame, ParseOut, Parsed, TunnelConfig, frame_counters, late_tcp_header,
+        parse_frame, parse_frame_with, tunnel_counter,
+    },
 };
 
 /// Separates frames in one input.
@@ -117,6 +125,23 @@ fuzz_target!(|data: &[u8]| {
             Parsed::Malformed(_) => assert_eq!(l3, Counter::Malformed),
         }
 
+        // Tunnels: the decapsulated packet, or exactly the outer one when the tunnel is bad.
+        let mut plain = ParseOut::default();
+        let off = parse_frame_with(frame, &TunnelConfig::OFF, &mut plain);
+        assert_eq!(tunnel_counter(&plain), None, "a tunnel with decoding off");
+        if fresh.tunnel_malformed {
+            assert_eq!((parsed, off), (Parsed::Ip, Parsed::Ip), "bad tunnel: outer kept");
+            assert_eq!(fresh.meta, plain.meta, "bad tunnel: the outer packet exactly");
+        } else if fresh.meta.tunnel_kind != TUNNEL_NONE {
+            assert!(matches!(parsed, Parsed::Ip | Parsed::Fragment(_)));
+            assert_eq!(off, Parsed::Ip, "a tunnel's outer packet is an IP packet");
+            assert_ne!(fresh.meta.outer_family, 0);
+            assert_eq!(fresh.meta.outer_src, plain.meta.src, "outer source");
+            assert_eq!(fresh.meta.outer_dst, plain.meta.dst, "outer destination");
+        } else {
+            assert_eq!((parsed, fresh.meta), (off, plain.meta), "no tunnel: same parse");
+        }
+
         // Snaplen-cut / jumbogram wire lengths: no panic.
         let cut = CapturedFrame {
             data: frame,
@@ -132,6 +157,7 @@ fuzz_target!(|data: &[u8]| {
                 assert_eq!(fresh.meta, reused.meta);
                 let mut k = FlowKey::default();
                 let from_a = canonical_key(&fresh.meta, &mut k);
+                assert!(k.outer_a <= k.outer_b, "{k:?}: outer pair not ordered");
                 let len = frame.len() as u32;
                 let s = flows.entry(k).or_default();
                 let before = if from_a { s.ab } else { s.ba };
@@ -190,8 +216,9 @@ fuzz_target!(|data: &[u8]| {
             "{k:?}: merged times"
         );
         assert_eq!(
-            m.initiator_is_a, s.initiator_is_a,
-            "{k:?}: merged initiator"
+            (m.initiator_is_a, m.outer_src_is_a),
+            (s.initiator_is_a, s.outer_src_is_a),
+            "{k:?}: merged initiator and outer side"
         );
         for (md, sd) in [(&m.ab, &s.ab), (&m.ba, &s.ba)] {
             assert_eq!(

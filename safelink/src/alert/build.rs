@@ -78,6 +78,7 @@ pub fn base_alert(kind: AlertKind, now: u64, first: u64, last: u64) -> Alert {
         count: 0,
         description: String::new(),
         community_id: None,
+        tunnel: None,
         explanation: None,
         features: Vec::new(),
     }
@@ -94,8 +95,8 @@ pub fn start_features(s: &FlowStartRecord) -> Vec<f32> {
 }
 
 impl Alert {
-    /// Fills the endpoints, protocol, Community ID and feature row of flow `f` (ports only
-    /// where the protocol has them).
+    /// Fills the endpoints, protocol, Community ID, tunnel and feature row of flow `f` (ports
+    /// only where the protocol has them).
     pub fn with_flow(mut self, f: &FlowRecord) -> Self {
         self.set_flow(f, flow_features(f));
         self
@@ -110,6 +111,7 @@ impl Alert {
         self.dest_port = ports.then_some(f.dst_port);
         self.proto = proto_name(f.proto);
         self.community_id = flow_community_id(f);
+        self.tunnel = f.tunnel.clone();
         self.features = row;
     }
 

@@ -109,6 +109,12 @@ fn metadata(a: &Alert) -> Map<String, Value> {
     put("first_seen", vec![a.first_seen.to_string()]);
     put("last_seen", vec![a.last_seen.to_string()]);
     put("src_mac", a.src_mac.iter().cloned().collect());
+    if let Some(t) = &a.tunnel {
+        put("tunnel_type", vec![t.kind.clone()]);
+        put("tunnel_id", vec![t.id.to_string()]);
+        put("tunnel_outer_src", vec![t.outer_src.to_string()]);
+        put("tunnel_outer_dst", vec![t.outer_dst.to_string()]);
+    }
     put(
         "explanation",
         a.explanation.iter().map(Value::to_string).collect(),
@@ -166,5 +172,27 @@ mod tests {
     fn timestamp_has_a_numeric_offset() {
         let t = Timestamp::parse("2026-12-02T01:25:20.960941Z").unwrap();
         assert_eq!(eve_timestamp(t), "2026-12-02T01:25:20.960941+0000");
+    }
+
+    #[test]
+    fn tunnel_travels_in_the_metadata() {
+        let mut a = crate::alert::build::base_alert(AlertKind::PORT_SCAN, 1, 1, 1);
+        assert!(
+            !to_eve(&a)["alert"]["metadata"]
+                .as_object()
+                .unwrap()
+                .contains_key("tunnel_type")
+        );
+        a.tunnel = Some(crate::tunnel::Tunnel {
+            kind: "geneve".into(),
+            id: 7,
+            outer_src: "198.51.100.1".parse().unwrap(),
+            outer_dst: "2001:db8::2".parse().unwrap(),
+        });
+        let m = &to_eve(&a)["alert"]["metadata"];
+        assert_eq!(m["tunnel_type"], serde_json::json!(["geneve"]));
+        assert_eq!(m["tunnel_id"], serde_json::json!(["7"]));
+        assert_eq!(m["tunnel_outer_src"], serde_json::json!(["198.51.100.1"]));
+        assert_eq!(m["tunnel_outer_dst"], serde_json::json!(["2001:db8::2"]));
     }
 }

@@ -85,6 +85,10 @@ pub struct Alert {
     pub description: String,
     /// Community ID v1 of the triggering flow (absent for ARP alerts).
     pub community_id: Option<String>,
+    /// The tunnel the triggering flow was found in (`{type, id, outer_src, outer_dst}`; absent
+    /// for a plain flow and for alerts not raised from one flow).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tunnel: Option<crate::tunnel::Tunnel>,
     /// ANN alerts: the top contributing features.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub explanation: Option<serde_json::Value>,

@@ -349,6 +349,7 @@ pub(crate) mod tests {
                     ..Flags::default()
                 },
             },
+            tunnel: None,
         }
     }
 

@@ -12,6 +12,7 @@ use aya::{
 };
 use safelink_common::{
     FlowKey, FlowStats, MAP_EMBRYOS, MAP_EVENTS, MAP_FLOWS, MAP_STATS, Stats, flows_capacity,
+    parse::TunnelConfig,
 };
 use tracing::{info, warn};
 
@@ -23,6 +24,8 @@ pub static BENCH_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/safelink-bench"));
 /// Name of the XDP program in the object.
 pub const PROGRAM: &str = "safelink";
+/// Name of the program's global holding its [`TunnelConfig`].
+const TUNNELS_GLOBAL: &str = "TUNNELS";
 /// Name of the TC egress classifier in the object.
 pub const EGRESS_PROGRAM: &str = "safelink_egress";
 
@@ -63,13 +66,24 @@ fn raise_memlock() {
 /// (a restart keeps flow state) or created and pinned there. Without it nothing is pinned
 /// (tests and benchmarks with `BPF_PROG_TEST_RUN`).
 pub fn load(pin_dir: Option<&Path>) -> anyhow::Result<Ebpf> {
-    load_object(XDP_OBJECT, pin_dir)
+    load_with(XDP_OBJECT, pin_dir, &TunnelConfig::DEFAULT)
 }
 
 /// [`load`] of another build of the object (`safelink bench xdp --object`).
 pub fn load_object(object: &[u8], pin_dir: Option<&Path>) -> anyhow::Result<Ebpf> {
+    load_with(object, pin_dir, &TunnelConfig::DEFAULT)
+}
+
+/// [`load_object`] with the tunnels the parser opens (`[flows] tunnels`): set in the program's
+/// read-only `TUNNELS` global before it is verified.
+pub fn load_with(
+    object: &[u8],
+    pin_dir: Option<&Path>,
+    tunnels: &TunnelConfig,
+) -> anyhow::Result<Ebpf> {
     raise_memlock();
     let mut loader = EbpfLoader::new();
+    loader.override_global(TUNNELS_GLOBAL, tunnels, true);
     let flows = flows_entries()?;
     loader.map_max_entries(MAP_FLOWS, flows);
     if let Some(dir) = pin_dir {

@@ -10,6 +10,8 @@
 //! runs):
 //! - `counter_probe`: the probe's counter program (`safelink-ebpf/src/bench.rs`);
 //! - `established_tcp_flow`: an ACK of a flow that completed its handshake (in `FLOWS`);
+//! - `established_vxlan_flow`: the same ACK inside VXLAN (VNI 42), of the same flow's
+//!   tunnelled twin (its own handshake done, in `FLOWS`): the cost of opening the tunnel;
 //! - `one_way_flow`: a packet of a flow only ever seen one way (stays in `EMBRYOS`);
 //! - `new_flow_syn`: a SYN from a source never seen before, every packet (a random-source
 //!   flood: `EMBRYOS` full and evicting after its first 65 536 flows), each with its
@@ -162,9 +164,30 @@ fn tcp_reply(flags: u8, dport: u16) -> Vec<u8> {
     p
 }
 
-/// New-flow frames per test run: their flow-start events (96 bytes each in the ring) must fit
-/// the 1 MiB ring buffer, which is read empty after every run.
-const NEW_FLOW_CHUNK: u32 = 8192;
+/// New-flow frames per test run: their flow-start events (144 bytes each in the ring, with
+/// the tunnel identity in the key) must fit the 1 MiB ring buffer, which is read empty after
+/// every run.
+const NEW_FLOW_CHUNK: u32 = 4096;
+
+/// `inner` (an Ethernet frame) in VXLAN (VNI 42, UDP 4789) between tunnel endpoints
+/// 198.51.100.2 and 198.51.100.1 (swapped for a `reply`).
+fn in_vxlan(inner: &[u8], reply: bool) -> Vec<u8> {
+    let (a, b) = ([198, 51, 100, 2], [198, 51, 100, 1]);
+    let (src, dst) = if reply { (b, a) } else { (a, b) };
+    let total = (20 + 8 + 8 + inner.len()) as u16;
+    let mut p = Vec::with_capacity(14 + total as usize);
+    p.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x11, 0x02, 0, 0, 0, 0, 0x22, 0x08, 0x00]);
+    p.extend_from_slice(&[0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 17, 0, 0]);
+    p[16..18].copy_from_slice(&total.to_be_bytes());
+    p.extend_from_slice(&src);
+    p.extend_from_slice(&dst);
+    p.extend_from_slice(&49152u16.to_be_bytes());
+    p.extend_from_slice(&4789u16.to_be_bytes());
+    p.extend_from_slice(&(total - 20).to_be_bytes());
+    p.extend_from_slice(&[0, 0, 0x08, 0, 0, 0, 0, 0, 42, 0]);
+    p.extend_from_slice(inner);
+    p
+}
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Prog {
@@ -267,15 +290,29 @@ fn xdp(a: &BenchArgs) -> anyhow::Result<ExitCode> {
     ] {
         test_run(prog, &f, 1)?;
     }
+    // The same flow inside VXLAN: a flow of its own (the tunnel is in its key).
+    for (f, reply) in [
+        (tcp_frame(0x02, 40000), false),
+        (tcp_reply(0x12, 40000), true),
+        (tcp_frame(0x10, 40000), false),
+    ] {
+        test_run(prog, &in_vxlan(&f, reply), 1)?;
+    }
+    let c = sensor_maps.counters()?;
     ensure!(
-        sensor_maps.counters()?.get(Counter::FlowsPromoted) == 1,
-        "the handshake did not move the flow to FLOWS"
+        c.get(Counter::FlowsPromoted) == 2 && c.get(Counter::Tunneled) == 3,
+        "the handshakes (plain and in VXLAN) did not move both flows to FLOWS"
     );
     let mut malformed = tcp_frame(0x10, 1000);
     malformed[ETH_HLEN] = 0x43; // IHL 3: bad
     let mut scenarios = [
         ("counter_probe", Prog::Counter, tcp_frame(0x10, 40000)),
         ("established_tcp_flow", Prog::Sensor, tcp_frame(0x10, 40000)),
+        (
+            "established_vxlan_flow",
+            Prog::Sensor,
+            in_vxlan(&tcp_frame(0x10, 40000), false),
+        ),
         ("one_way_flow", Prog::Sensor, tcp_frame(0x10, 40001)),
         ("new_flow_syn", Prog::NewFlows, tcp_frame(0x02, 1024)),
         ("arp", Prog::Sensor, arp_frame()),
@@ -350,8 +387,9 @@ fn xdp(a: &BenchArgs) -> anyhow::Result<ExitCode> {
             .join("; ")
     );
     println!(
-        "# established_tcp_flow / counter_probe: {:.2}x; arp events {} / throttled {}",
+        "# established_tcp_flow / counter_probe: {:.2}x; established_vxlan_flow / established_tcp_flow: {:.2}x; arp events {} / throttled {}",
         med["established_tcp_flow"] / med["counter_probe"],
+        med["established_vxlan_flow"] / med["established_tcp_flow"],
         s.get(Counter::EventsSent),
         s.get(Counter::ArpEventsThrottled)
     );

@@ -384,7 +384,11 @@ struct Capture {
 }
 
 fn attach_capture(cfg: &Config, iface: &str, sources: Vec<AlertSource>) -> anyhow::Result<Capture> {
-    let mut ebpf = loader::load(Some(&cfg.sensor.pin_dir))?;
+    let mut ebpf = loader::load_with(
+        loader::XDP_OBJECT,
+        Some(&cfg.sensor.pin_dir),
+        &cfg.flows.tunnel_config(),
+    )?;
     let maps = SensorMaps::from_ebpf(&mut ebpf)?;
     let ring = RingBuf::try_from(ebpf.take_map(MAP_EVENTS).context("map EVENTS missing")?)?;
     let sensor = Arc::new(Sensor::new(
@@ -511,6 +515,8 @@ fn sweep_loop(
                 flows_evicted: stats.lru_evicted_estimate,
                 flow_updates: stats.interim_updates,
                 arp_throttled: c.get(Counter::ArpEventsThrottled),
+                tunneled: c.get(Counter::Tunneled),
+                tunnel_malformed: c.get(Counter::TunnelMalformed),
             });
             telemetry::record_sniffer_running(sensor.attached_mode().is_some());
             *sensor.live.lock().expect("live lock") = Live {

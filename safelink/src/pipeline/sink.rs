@@ -588,6 +588,7 @@ mod tests {
             count,
             description: format!("port scan of 192.0.2.1 from 198.51.100.7 ({count})"),
             community_id: Some("1:x=".into()),
+            tunnel: None,
             explanation: None,
             features: vec![],
         }

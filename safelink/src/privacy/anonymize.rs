@@ -202,8 +202,8 @@ impl Policy {
         out
     }
 
-    /// Rewrites every address of `alert` into its written form: `src_ip`, `dest_ip`,
-    /// `src_mac` and the addresses named in `description`. When IPs are anonymised the
+    /// Rewrites every address of `alert` into its written form: `src_ip`, `dest_ip`, the
+    /// tunnel's outer addresses, `src_mac` and the addresses named in `description`. When IPs are anonymised the
     /// Community ID is dropped: it is an unkeyed hash of the real addresses and ports, so
     /// trying the few candidates of a truncated prefix would give the address back.
     pub fn apply(&self, alert: &mut Alert) {
@@ -212,6 +212,10 @@ impl Policy {
         }
         alert.src_ip = alert.src_ip.map(|ip| self.ip(ip));
         alert.dest_ip = alert.dest_ip.map(|ip| self.ip(ip));
+        if let Some(t) = &mut alert.tunnel {
+            t.outer_src = self.ip(t.outer_src);
+            t.outer_dst = self.ip(t.outer_dst);
+        }
         if let Some(m) = &alert.src_mac {
             alert.src_mac = Some(self.mac(m));
         }
@@ -232,15 +236,23 @@ impl Policy {
             IpAddr::V4(a) => a,
             IpAddr::V6(_) => ip,
         };
+        let tunnel = |t: &mut Option<crate::tunnel::Tunnel>| {
+            if let Some(t) = t {
+                t.outer_src = self.ip(t.outer_src);
+                t.outer_dst = self.ip(t.outer_dst);
+            }
+        };
         match &mut r {
             Record::FlowStart(s) => {
                 s.src_ip = self.ip(s.src_ip);
                 s.dst_ip = self.ip(s.dst_ip);
                 s.src_mac = self.mac(&s.src_mac);
+                tunnel(&mut s.tunnel);
             }
             Record::Flow(f) | Record::FlowUpdate(f) => {
                 f.src_ip = self.ip(f.src_ip);
                 f.dst_ip = self.ip(f.dst_ip);
+                tunnel(&mut f.tunnel);
             }
             Record::Arp(a) => {
                 a.sender_ip = v4(a.sender_ip);
@@ -442,13 +454,49 @@ mod tests {
             icmp_code: 0,
             l3_len: 60,
             ttl: 64,
+            tunnel: Some(crate::tunnel::Tunnel {
+                kind: "vxlan".into(),
+                id: 42,
+                outer_src: "203.0.113.5".parse().unwrap(),
+                outer_dst: "203.0.113.6".parse().unwrap(),
+            }),
         };
         let Record::FlowStart(w) = p.record(&Record::FlowStart(s)) else {
             unreachable!()
         };
         assert_eq!(w.src_ip, "192.0.2.0".parse::<IpAddr>().unwrap());
         assert_eq!(w.dst_ip, "198.51.100.0".parse::<IpAddr>().unwrap());
+        let t = w.tunnel.expect("tunnel kept");
+        assert_eq!(
+            (t.outer_src, t.outer_dst, t.id),
+            (
+                "203.0.113.0".parse().unwrap(),
+                "203.0.113.0".parse().unwrap(),
+                42
+            )
+        );
         assert_eq!(w.src_port, 40000);
+    }
+
+    #[test]
+    fn alert_tunnel_endpoints_are_anonymised() {
+        let p = policy(IpMode::Truncate, false, None);
+        let mut a = crate::alert::build::base_alert(crate::alert::AlertKind::PORT_SCAN, 1, 1, 1);
+        a.tunnel = Some(crate::tunnel::Tunnel {
+            kind: "gre".into(),
+            id: 1,
+            outer_src: "203.0.113.77".parse().unwrap(),
+            outer_dst: "198.51.100.9".parse().unwrap(),
+        });
+        p.apply(&mut a);
+        let t = a.tunnel.unwrap();
+        assert_eq!(
+            (t.outer_src, t.outer_dst),
+            (
+                "203.0.113.0".parse::<IpAddr>().unwrap(),
+                "198.51.100.0".parse::<IpAddr>().unwrap()
+            )
+        );
     }
 
     #[test]

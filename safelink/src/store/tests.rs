@@ -29,6 +29,7 @@ pub(crate) fn alert(ts: &str, kind: AlertKind, src: &str) -> Alert {
         count: 1,
         description: format!("{} from {src}", kind.as_str()),
         community_id: Some("1:abc=".into()),
+        tunnel: None,
         explanation: None,
         features: vec![0.5, 1.0],
     }

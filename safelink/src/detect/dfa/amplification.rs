@@ -72,6 +72,8 @@ struct Response<'a> {
     tcp: bool,
     /// Why this single response alerts by itself, if it does.
     alone: Option<String>,
+    /// Tunnel of the triggering flow.
+    tunnel: Option<&'a crate::tunnel::Tunnel>,
     features: &'a dyn Fn() -> Vec<f32>,
 }
 
@@ -216,6 +218,7 @@ impl Amplification {
             };
             let proto = if r.tcp { classify::TCP } else { UDP };
             a.community_id = community_id(proto, r.src, r.sport, r.dst, r.dport, None);
+            a.tunnel = r.tunnel.cloned();
             a.features = (r.features)();
             a
         };
@@ -243,6 +246,7 @@ impl Detector for Amplification {
                     first_len: Some(s.l3_len),
                     tcp: true,
                     alone: None,
+                    tunnel: s.tunnel.as_ref(),
                     features: &feats,
                 },
                 cx,
@@ -275,6 +279,7 @@ impl Detector for Amplification {
                 first_len: Some(s.l3_len),
                 tcp: false,
                 alone,
+                tunnel: s.tunnel.as_ref(),
                 features: &feats,
             },
             cx,
@@ -331,6 +336,7 @@ impl Detector for Amplification {
                 first_len: None,
                 tcp: false,
                 alone,
+                tunnel: f.tunnel.as_ref(),
                 features: &feats,
             },
             cx,

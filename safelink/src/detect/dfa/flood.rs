@@ -18,8 +18,17 @@ use super::{
 };
 use crate::{alert::Alert, expiry::EndReason, record::FlowRecord};
 
-/// A flow's identity as its records carry it.
-type FlowId = (IpAddr, u16, IpAddr, u16, u8, u16);
+/// A flow's identity as its records carry it: the 5-tuple, VLAN and tunnel (id and outer
+/// endpoints), so two tenants' identical inner flows are counted apart.
+type FlowId = (
+    IpAddr,
+    u16,
+    IpAddr,
+    u16,
+    u8,
+    u16,
+    Option<(u32, IpAddr, IpAddr)>,
+);
 
 /// A heavy flow's evidence counted so far is forgotten after this long without a record
 /// (the flow was evicted in the kernel and will never end).
@@ -73,7 +82,10 @@ impl<K: Eq + Hash> FloodTable<K> {
     /// same flow have not counted yet; remembers it while the flow runs, forgets it when `f`
     /// is the final record.
     pub fn uncounted(&mut self, f: &FlowRecord, evidence: u64) -> u64 {
-        let id = (f.src_ip, f.src_port, f.dst_ip, f.dst_port, f.proto, f.vlan);
+        let tunnel = f.tunnel.as_ref().map(|t| (t.id, t.outer_src, t.outer_dst));
+        let id = (
+            f.src_ip, f.src_port, f.dst_ip, f.dst_port, f.proto, f.vlan, tunnel,
+        );
         let before = if f.end_reason == EndReason::Open {
             self.heavy.insert(id, (evidence, f.last_ns))
         } else {
@@ -196,5 +208,131 @@ mod tests {
         assert_eq!(one_way_pps(1000, 0, 1_000_000_000), 1000);
         assert_eq!(one_way_pps(5, 10, 10), 5000);
         assert_eq!(one_way_pps(u64::MAX, 0, 0), u64::MAX);
+    }
+
+    /// Every flood and amplification alert, from flow starts (spoofed or many-flow floods)
+    /// and from heavy flows, carries the tunnel of the flow that triggered it.
+    #[test]
+    fn flood_and_amplification_alerts_carry_the_tunnel() {
+        use crate::{
+            alert::AlertKind,
+            detect::dfa::{DfaConfig, testutil::*},
+            expiry::EndReason,
+            record::{FlowStartRecord, Record},
+            tunnel::Tunnel,
+        };
+        let tunnel = |id: u32| Tunnel {
+            kind: "vxlan".into(),
+            id,
+            outer_src: ip("192.0.2.2"),
+            outer_dst: ip("192.0.2.1"),
+        };
+        let starts = |id: u32, n: u64, make: &dyn Fn(u64) -> FlowStartRecord| {
+            (0..n)
+                .map(|i| {
+                    let mut s = make(i);
+                    s.ts_ns = T0 + i * MS / 2;
+                    s.tunnel = Some(tunnel(id));
+                    Record::FlowStart(s)
+                })
+                .collect::<Vec<_>>()
+        };
+        let heavy = |id: u32, mut f: FlowRecord, open: bool| {
+            f.tunnel = Some(tunnel(id));
+            f.last_ns = f.first_ns + 2 * S;
+            if open {
+                f.end_reason = EndReason::Open;
+                vec![Record::FlowUpdate(f)]
+            } else {
+                vec![Record::Flow(f)]
+            }
+        };
+        let (att, vic) = ("198.51.100.2", "198.51.100.1");
+        let cases: Vec<(AlertKind, u32, Vec<Record>)> = vec![
+            // 600 SYNs from new source ports (hping3 -S).
+            (
+                AlertKind::SYN_FLOOD,
+                1,
+                starts(1, 600, &|i| start(att, 20_000 + i as u16, vic, 80, 6, 0)),
+            ),
+            // One flow of SYNs (hping3 -S -k), while it runs.
+            (AlertKind::SYN_FLOOD, 2, {
+                let mut f = flow(att, 3000, vic, 80, 6, T0);
+                f.fwd.packets = 400;
+                f.fwd.flags.syn = 400;
+                heavy(2, f, true)
+            }),
+            // 1200 UDP flows in 0.6 s, and one heavy one-way UDP flow.
+            (
+                AlertKind::UDP_FLOOD,
+                3,
+                starts(3, 1200, &|i| {
+                    start(att, 20_000 + i as u16, vic, 9999, 17, 0)
+                }),
+            ),
+            (AlertKind::UDP_FLOOD, 4, {
+                let mut f = flow(att, 3000, vic, 9999, 17, T0);
+                f.fwd.packets = 30_000;
+                heavy(4, f, true)
+            }),
+            // ICMP echo from 1200 (spoofed) sources, and one ping flood.
+            (
+                AlertKind::ICMP_FLOOD,
+                5,
+                starts(5, 1200, &|i| {
+                    let mut s = start(
+                        &format!("2001:db8::{:x}", i + 1),
+                        0,
+                        "2001:db8::ffff",
+                        0,
+                        58,
+                        0,
+                    );
+                    s.icmp_type = 128;
+                    s
+                }),
+            ),
+            (AlertKind::ICMP_FLOOD, 6, {
+                let mut f = flow(att, 0, vic, 0, 1, T0);
+                f.icmp_type = 8;
+                f.fwd.packets = 5000;
+                heavy(6, f, true)
+            }),
+            // A monlist-sized NTP reply nobody asked for; SYN-ACKs from 60 servers; one
+            // megabyte of DNS answers with nothing sent back.
+            (
+                AlertKind::AMPLIFICATION,
+                7,
+                starts(7, 1, &|_| {
+                    let mut s = start("198.51.100.7", 123, vic, 40_000, 17, 0);
+                    s.l3_len = 468;
+                    s
+                }),
+            ),
+            (
+                AlertKind::AMPLIFICATION,
+                8,
+                starts(8, 60, &|i| {
+                    let mut s = start(&format!("198.51.100.{}", 100 + i), 443, vic, 40_000, 6, 0);
+                    s.tcp_flags = 0x12;
+                    s
+                }),
+            ),
+            (AlertKind::AMPLIFICATION, 9, {
+                let mut f = flow("198.51.100.53", 53, vic, 40_000, 17, T0);
+                f.fwd.packets = 1000;
+                f.fwd.l3_sum = 1_500_000;
+                f.fwd.l3_max = 1500;
+                heavy(9, f, false)
+            }),
+        ];
+        for (kind, id, records) in cases {
+            let (_, ev) = run(DfaConfig::default(), records);
+            let news = new_alerts(&ev, kind);
+            assert!(!news.is_empty(), "case {id}: no {kind:?} alert");
+            for a in &news {
+                assert_eq!(a.tunnel, Some(tunnel(id)), "case {id}: {a:?}");
+            }
+        }
     }
 }

@@ -58,6 +58,7 @@ impl Detector for IcmpFlood {
                 s.dst_ip, sum.in_window, sum.sources, sum.count
             );
             a.community_id = community_id(s.proto, s.src_ip, 0, s.dst_ip, 0, Some((s.icmp_type, s.icmp_code)));
+            a.tunnel = s.tunnel.clone();
             a.features = start_features(s);
             a
         });

@@ -100,6 +100,8 @@ struct Probe<'a> {
     alone: Option<String>,
     /// Community ID of the triggering flow.
     cid: Option<String>,
+    /// Tunnel of the triggering flow.
+    tunnel: Option<&'a crate::tunnel::Tunnel>,
     features: &'a dyn Fn() -> Vec<f32>,
 }
 
@@ -192,6 +194,7 @@ impl PortScan {
                 n: 1,
                 alone: Some(why),
                 cid: community_id(s.proto, s.src_ip, s.src_port, s.dst_ip, s.dst_port, None),
+                tunnel: s.tunnel.as_ref(),
                 features: &feats,
             },
             cx,
@@ -324,6 +327,7 @@ impl PortScan {
                 inc.count
             );
             a.community_id = p.cid.clone();
+            a.tunnel = p.tunnel.cloned();
             a.features = (p.features)();
             a
         };
@@ -364,6 +368,7 @@ impl Detector for PortScan {
                 n: 1,
                 alone: None,
                 cid: community_id(TCP, s.src_ip, s.src_port, s.dst_ip, s.dst_port, None),
+                tunnel: s.tunnel.as_ref(),
                 features: &feats,
             },
             cx,
@@ -399,6 +404,7 @@ impl Detector for PortScan {
                     n: f.fwd.packets,
                     alone: Some(why),
                     cid: community_id(f.proto, f.src_ip, 0, f.dst_ip, 0, Some((3, 2))),
+                    tunnel: f.tunnel.as_ref(),
                     features: &feats,
                 },
                 cx,
@@ -458,6 +464,7 @@ impl Detector for PortScan {
                     n: 1,
                     alone: Some(why),
                     cid: flow_community_id(f),
+                    tunnel: f.tunnel.as_ref(),
                     features: &feats,
                 },
                 cx,
@@ -500,6 +507,7 @@ impl Detector for PortScan {
                 n: 1,
                 alone: None,
                 cid: community_id(f.proto, f.src_ip, f.src_port, f.dst_ip, f.dst_port, None),
+                tunnel: f.tunnel.as_ref(),
                 features: &feats,
             },
             cx,

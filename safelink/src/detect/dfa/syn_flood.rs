@@ -95,6 +95,7 @@ impl Detector for SynFlood {
                 if sum.dominant == Some(s.src_ip) {
                     a.src_mac = mac.or_else(|| Some(s.src_mac.clone()));
                 }
+                a.tunnel = s.tunnel.clone();
                 a.features = start_features(s);
                 a
             },
@@ -151,6 +152,7 @@ impl SynFlood {
                 a.src_ip = Some(f.src_ip);
                 a.src_port = Some(f.src_port);
                 a.src_mac = mac;
+                a.tunnel = f.tunnel.clone();
                 a.features = flow_features(f);
                 a
             });

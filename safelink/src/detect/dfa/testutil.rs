@@ -40,6 +40,7 @@ pub fn flow(src: &str, sport: u16, dst: &str, dport: u16, proto: u8, first_ns: u
             ..Direction::default()
         },
         rev: Direction::default(),
+        tunnel: None,
     }
 }
 
@@ -115,6 +116,7 @@ pub fn start(src: &str, sport: u16, dst: &str, dport: u16, proto: u8, ts: u64) -
         icmp_code: 0,
         l3_len: 60,
         ttl: 64,
+        tunnel: None,
     }
 }
 

@@ -77,6 +77,7 @@ impl Detector for UdpFlood {
                 a.dest_port = Some(s.dst_port);
                 a.community_id =
                     community_id(UDP, s.src_ip, s.src_port, s.dst_ip, s.dst_port, None);
+                a.tunnel = s.tunnel.clone();
                 a.features = start_features(s);
                 a
             });
@@ -119,6 +120,7 @@ impl Detector for UdpFlood {
                 one_way_pps(f.fwd.packets, f.first_ns, f.last_ns)
             );
             a.community_id = community_id(UDP, f.src_ip, f.src_port, f.dst_ip, f.dst_port, None);
+            a.tunnel = f.tunnel.clone();
             a.features = flow_features(f);
             a
         });
