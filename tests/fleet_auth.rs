@@ -120,13 +120,16 @@ async fn documented_server_config_restricts_each_sensor_to_its_subjects() {
     );
     assert_ne!(conf, doc);
     std::fs::write(dir.path().join("nats.conf"), &conf).unwrap();
-    let mut server = Command::new("nats-server")
-        .arg("-c")
-        .arg(dir.path().join("nats.conf"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("nats-server missing: run ./setup.sh --test");
+    // Killed on drop, also when an assertion fails.
+    let _server = support::hub::Proc(
+        Command::new("nats-server")
+            .arg("-c")
+            .arg(dir.path().join("nats.conf"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("nats-server missing: run ./setup.sh --test"),
+    );
     let t0 = Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(
@@ -245,6 +248,4 @@ async fn documented_server_config_restricts_each_sensor_to_its_subjects() {
     assert!(layout.sensors.get("edge2").await.unwrap().is_none());
     impostor.stop().await;
     edge1.stop().await;
-    let _ = server.kill();
-    let _ = server.wait();
 }
