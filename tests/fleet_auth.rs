@@ -195,13 +195,23 @@ async fn documented_server_config_restricts_each_sensor_to_its_subjects() {
     .await;
     assert_eq!((st.buffered, st.dropped), (0, 0));
     let t0 = Instant::now();
-    while layout.sensors.get("edge1").await.unwrap().is_none() {
+    let heartbeat = loop {
+        if let Some(v) = layout.sensors.get("edge1").await.unwrap() {
+            break String::from_utf8_lossy(&v).into_owned();
+        }
         assert!(
             t0.elapsed() < Duration::from_secs(10),
             "no heartbeat from edge1"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    };
+    // Every reader of the sensors bucket sees the heartbeat: no password in it.
+    assert!(!heartbeat.contains("edge1-pw"), "{heartbeat}");
+    assert!(
+        heartbeat.contains("tls://edge1:<redacted>@127.0.0.1"),
+        "{heartbeat}"
+    );
+    assert!(!edge1.handle.snapshot().url.contains("edge1-pw"));
     let model = std::fs::read(root().join("models/base.onnx")).unwrap();
     let m = Manifest::for_model(
         "safelink",

@@ -34,6 +34,24 @@ pub fn url_credentials(url: &str) -> Option<(String, String)> {
     })
 }
 
+/// `url` with the password of each server replaced by `<redacted>` (the user stays): what
+/// the status, the heartbeat and the log show.
+pub fn redact_url(url: &str) -> String {
+    url.split(',')
+        .map(|one| match one.split_once("://") {
+            Some((scheme, rest)) => match rest.rsplit_once('@') {
+                Some((auth, host)) => match auth.split_once(':') {
+                    Some((user, _)) => format!("{scheme}://{user}:<redacted>@{host}"),
+                    None => one.to_string(),
+                },
+                None => one.to_string(),
+            },
+            None => one.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 fn percent_decode(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
@@ -233,6 +251,11 @@ mod tests {
             Some(("edge1".into(), "p@ss:w0rd".into()))
         );
         assert_eq!(url_credentials("nats://127.0.0.1:4222"), None);
+        assert_eq!(
+            redact_url("tls://edge1:secret@fleet.example:4222"),
+            "tls://edge1:<redacted>@fleet.example:4222"
+        );
+        assert_eq!(redact_url("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
         assert_eq!(
             url_credentials("nats://a:4222, nats://u:p@b:4222"),
             Some(("u".into(), "p".into()))
