@@ -4,16 +4,20 @@
 //! each sensor namespace reaches over a veth (TEST-NET-2 /30s). The learner trains on all
 //! sensors' samples and publishes; every sensor ends on the same model (same SHA-256) within
 //! 2 s of publication, shown by `GET /fleet/status`; the ARP alerts of the port-scan sensor
-//! reach the fleet's alert stream.
+//! reach the fleet's alert stream; the published model (the file a sensor serves) flags
+//! held-out captures of each flow-based family that no sensor saw ([`HeldOut`]), with the
+//! figures of the shipped base model beside it.
 mod support;
 
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::{Lab, kernel_test_can_run, run, sh};
+use support::heldout::{FAMILIES, HeldOut, REPLAYED};
+use support::hub::{Hub, Proc};
+use support::{Lab, kernel_test_can_run, run};
 
 const BIN: &str = env!("CARGO_BIN_EXE_safelink");
 const NATS_PORT: u16 = 4222;
@@ -23,76 +27,8 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// The hub namespace (server, learner) and one veth per sensor namespace into it.
-struct Hub {
-    ns: String,
-}
-
-impl Hub {
-    fn new(labs: &[Lab]) -> Hub {
-        let id = std::process::id() % 100_000;
-        let hub = Hub {
-            ns: format!("slf-hub-{id}"),
-        };
-        let _ = Command::new("ip").args(["netns", "del", &hub.ns]).output();
-        sh(&format!(
-            "ip netns add {0}; ip -n {0} link set lo up",
-            hub.ns
-        ));
-        for (i, lab) in labs.iter().enumerate() {
-            let (h, s) = (format!("slh{i}{id}"), format!("sls{i}{id}"));
-            let base = 4 * i as u8;
-            sh(&format!(
-                "ip link add {s} netns {a} type veth peer name {h} netns {hub}
-                 ip -n {hub} addr add 198.51.100.{}/30 dev {h}
-                 ip -n {a} addr add 198.51.100.{}/30 dev {s}
-                 ip -n {hub} link set {h} up; ip -n {a} link set {s} up",
-                base + 1,
-                base + 2,
-                a = lab.ns_a,
-                hub = hub.ns
-            ));
-        }
-        hub
-    }
-
-    fn cmd(&self, program: &str) -> Command {
-        let mut c = Command::new("nsenter");
-        c.arg(format!("--net=/run/netns/{}", self.ns)).arg(program);
-        c
-    }
-}
-
-impl Drop for Hub {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.ns]).output();
-    }
-}
-
 fn curl(lab: &Lab, path: &str) -> (u16, Value) {
-    let out = run(lab.cmd_in_a("curl").args([
-        "-sS",
-        "--max-time",
-        "5",
-        "-w",
-        "\n%{http_code}",
-        &format!("http://{API}{path}"),
-    ]));
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (
-        code.trim().parse().unwrap_or(0),
-        serde_json::from_str(body).unwrap_or(Value::Null),
-    )
+    support::hub::curl(lab, API, path)
 }
 
 fn now_ms() -> u64 {
@@ -111,17 +47,9 @@ fn three_sensors_one_learner_one_model() {
         return;
     }
     let labs: Vec<Lab> = (1..=3).map(|i| Lab::new(&format!("fl{i}"))).collect();
-    let hub = Hub::new(&labs);
+    let hub = Hub::new("fl", &labs);
     let dir = tempfile::tempdir().unwrap();
-    let _nats = Proc(
-        hub.cmd("nats-server")
-            .args(["-js", "-a", "0.0.0.0", "-p", &NATS_PORT.to_string(), "-sd"])
-            .arg(dir.path().join("nats"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _nats = hub.nats(NATS_PORT, &dir.path().join("nats"));
     // The signing key and its public half.
     let key = dir.path().join("signing.key");
     let out = run(Command::new(BIN)
@@ -130,52 +58,7 @@ fn three_sensors_one_learner_one_model() {
     let pk: Value = serde_json::from_slice(&out.stdout).unwrap();
     let pk = pk["public_key"].as_str().unwrap().to_string();
 
-    // The learner first: it creates the streams and buckets.
-    let mut learner = hub
-        .cmd(BIN)
-        .args([
-            "learner",
-            "--fleet",
-            &format!("nats://127.0.0.1:{NATS_PORT}"),
-        ])
-        .arg("--signing-key")
-        .arg(&key)
-        .arg("--data-dir")
-        .arg(dir.path().join("learner"))
-        .args([
-            "--learner-id",
-            "hub",
-            // The three sensors send about 470 samples, each its attacks first, within
-            // about 15 s. The per-sensor cap (at most a third each) takes evenly from what
-            // each sensor sent, so the first cycle waits for all of it: when it comes
-            // earlier, one sensor's few samples (attacks only) cap the others.
-            "--cycle-interval",
-            "25",
-            "--min-samples",
-            "400",
-        ])
-        .args(["--max-publications", "1"])
-        .current_dir(root())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    // The learner's JSON events, through a channel so that every wait has a deadline.
-    let (tx, events) = std::sync::mpsc::channel::<Value>();
-    let out = learner.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for l in BufReader::new(out).lines().map_while(Result::ok) {
-            if let Ok(v) = serde_json::from_str::<Value>(&l)
-                && tx.send(v).is_err()
-            {
-                break;
-            }
-        }
-    });
-    let learner = Proc(learner);
-    let first = events.recv_timeout(Duration::from_secs(30)).unwrap();
-    assert_eq!(first["event"], "lease", "{first}");
-
+    // The sensors (each creates the streams and buckets it needs if they are missing).
     let mut sensors = Vec::new();
     for (i, lab) in labs.iter().enumerate() {
         let cfg = dir.path().join(format!("s{i}.toml"));
@@ -207,7 +90,7 @@ fn three_sensors_one_learner_one_model() {
             ])
             .args([
                 "--fleet",
-                &format!("nats://198.51.100.{}:{NATS_PORT}", 4 * i + 1),
+                &format!("nats://{}:{NATS_PORT}", Hub::addr_for(i)),
             ])
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -254,6 +137,9 @@ fn three_sensors_one_learner_one_model() {
             "benign__web-browsing-espn.pcapng",
         ],
     ];
+    for f in plan.iter().flat_map(|p| p.iter()) {
+        assert!(REPLAYED.contains(f), "{f} must not be held out");
+    }
     std::thread::scope(|s| {
         for (lab, files) in labs.iter().zip(plan) {
             let pcaps = &pcaps;
@@ -264,17 +150,85 @@ fn three_sensors_one_learner_one_model() {
             });
         }
     });
-
-    // The learner trains and publishes on canary.
-    let mut published = Value::Null;
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while let Ok(v) = events.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-        eprintln!("learner: {v}");
-        if v["event"] == "published" {
-            published = v;
-            break;
+    // Every sensor's samples are on the server (the flows ended: idle timeout 2 s; the
+    // buffer is empty and the published count has not moved for 5 s).
+    let mut per_sensor = vec![0u64; labs.len()];
+    for (i, lab) in labs.iter().enumerate() {
+        let t0 = Instant::now();
+        let (mut last, mut since) = (u64::MAX, Instant::now());
+        loop {
+            let (_, s) = curl(lab, "/fleet/status");
+            let n = s["published_samples"].as_u64().unwrap_or(0);
+            if n != last || s["buffered"] != 0 {
+                (last, since) = (n, Instant::now());
+            } else if since.elapsed() >= Duration::from_secs(5) {
+                break;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(60),
+                "s{i} never settled: {s}"
+            );
+            std::thread::sleep(Duration::from_millis(250));
         }
+        assert!(last > 0, "s{i} published no sample");
+        per_sensor[i] = last;
     }
+    let total: u64 = per_sensor.iter().sum();
+    eprintln!("samples published per sensor: {per_sensor:?} (total {total})");
+
+    // The learner: its first cycle waits for every sample sent.
+    let mut learner = hub
+        .cmd(BIN)
+        .args([
+            "learner",
+            "--fleet",
+            &format!("nats://127.0.0.1:{NATS_PORT}"),
+        ])
+        .arg("--signing-key")
+        .arg(&key)
+        .arg("--data-dir")
+        .arg(dir.path().join("learner"))
+        .args(["--learner-id", "hub", "--cycle-interval", "2"])
+        .args(["--min-samples", &total.to_string()])
+        .args(["--max-publications", "1"])
+        .current_dir(root())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    // Its lines through a channel: every wait below is bounded (a learner that never cycles
+    // fails the test instead of hanging it).
+    let out = learner.stdout.take().unwrap();
+    let learner = Proc(learner);
+    let (tx, rx) = std::sync::mpsc::channel::<Value>();
+    std::thread::spawn(move || {
+        for l in BufReader::new(out).lines().map_while(Result::ok) {
+            let v: Value = serde_json::from_str(&l).unwrap_or(Value::Null);
+            eprintln!("learner: {v}");
+            if tx.send(v).is_err() {
+                return;
+            }
+        }
+    });
+    let next = |secs: u64| {
+        rx.recv_timeout(Duration::from_secs(secs))
+            .unwrap_or_else(|e| panic!("no learner event within {secs} s ({e})"))
+    };
+    let first = next(20);
+    assert_eq!(first["event"], "lease", "{first}");
+
+    // The learner's first cycle trains on all three sensors, and it publishes on canary.
+    let cycle = next(120);
+    assert_eq!(cycle["event"], "cycle", "{cycle}");
+    assert_eq!(cycle["outcome"], "deployed", "{cycle}");
+    assert_eq!(cycle["pending"], total, "{cycle}");
+    assert_eq!(
+        cycle["sensors"],
+        serde_json::json!(["s0", "s1", "s2"]),
+        "{cycle}"
+    );
+    let published = next(30);
+    assert_eq!(published["event"], "published", "{published}");
     let at = published["at_unix_ms"]
         .as_u64()
         .expect("the learner published a model");
@@ -308,9 +262,10 @@ fn three_sensors_one_learner_one_model() {
     // Each sensor published its samples and its alerts (the server acknowledged them on
     // safelink.alerts.<id>: the port-scan sensor's ARP spoofing alert too, though ARP is no
     // flow and makes no training sample).
+    let mut served = Vec::new();
     for (i, lab) in labs.iter().enumerate() {
         let (_, s) = curl(lab, "/fleet/status");
-        assert!(s["published_samples"].as_u64().unwrap() > 0, "{s}");
+        assert_eq!(s["published_samples"], per_sensor[i], "{s}");
         let want_alerts = if i == 1 { 2 } else { 1 };
         assert!(
             s["published_alerts"].as_u64().unwrap() >= want_alerts,
@@ -322,7 +277,31 @@ fn three_sensors_one_learner_one_model() {
         // The detector scores with the file the watcher wrote (the local deploy path).
         let src = m["model"]["source"].as_str().unwrap();
         assert!(src.ends_with(&format!("fleet-v{version}.onnx")), "{m}");
+        served.push(PathBuf::from(src));
     }
     drop(learner);
     drop(sensors);
+
+    // Held-out recall: the file sensor 0 served is the published model.
+    let model = dir.path().join("published.onnx");
+    std::fs::copy(&served[0], &model).unwrap();
+    assert_eq!(
+        safelink::learn::models::sha256_hex(&std::fs::read(&model).unwrap()),
+        sha
+    );
+    let held = HeldOut::build(REPLAYED);
+    let base = held.eval(&root().join("models/base.onnx"));
+    let fleet = held.eval(&model);
+    for (class, r) in &fleet {
+        eprintln!("held out, base model:  {}", base[class].describe(class));
+        eprintln!("held out, fleet v{version}: {}", r.describe(class));
+    }
+    for f in FAMILIES {
+        let r = &fleet[f];
+        assert!(
+            r.detected() >= 1 && r.attack_flagged >= 1,
+            "the fleet model flags no held-out {f} capture:\n{}",
+            r.describe(f)
+        );
+    }
 }

@@ -3,6 +3,9 @@
 //! sniffer stand-in of the API tests that are not about the sniffer.
 #![allow(dead_code)]
 
+pub mod heldout;
+pub mod hub;
+
 use std::{
     path::{Path, PathBuf},
     process::{Command, Output},

@@ -21,6 +21,68 @@ use super::{FleetError, FleetSection, names};
 /// How long the server remembers a `Nats-Msg-Id` (replays inside it are not stored twice).
 pub const DEDUP_WINDOW: Duration = Duration::from_secs(3600);
 
+/// The user and password of a `nats://USER:PASSWORD@HOST:PORT` URL (percent-decoded), which
+/// async-nats 0.51 parses but does not send: [`connect`] and [`connect_now`] pass them on
+/// explicitly. With several comma-separated servers, the first that names a user.
+pub fn url_credentials(url: &str) -> Option<(String, String)> {
+    url.split(',').find_map(|one| {
+        let addr: async_nats::ServerAddr = one.trim().parse().ok()?;
+        Some((
+            percent_decode(addr.username()?),
+            percent_decode(addr.password().unwrap_or_default()),
+        ))
+    })
+}
+
+/// `url` with the password of each server replaced by `<redacted>` (the user stays): what
+/// the status, the heartbeat and the log show.
+pub fn redact_url(url: &str) -> String {
+    url.split(',')
+        .map(|one| match one.split_once("://") {
+            Some((scheme, rest)) => match rest.rsplit_once('@') {
+                Some((auth, host)) => match auth.split_once(':') {
+                    Some((user, _)) => format!("{scheme}://{user}:<redacted>@{host}"),
+                    None => one.to_string(),
+                },
+                None => one.to_string(),
+            },
+            None => one.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match (
+            b[i],
+            b.get(i + 1).copied().and_then(hex),
+            b.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn with_url_credentials(o: async_nats::ConnectOptions, url: &str) -> async_nats::ConnectOptions {
+    match url_credentials(url) {
+        Some((user, pass)) => o.user_and_password(user, pass),
+        None => o,
+    }
+}
+
 /// Connects as `name` with `[fleet]`'s credentials and TLS settings.
 pub async fn connect(
     url: &str,
@@ -33,6 +95,7 @@ pub async fn connect(
         .retry_on_initial_connect()
         .connection_timeout(Duration::from_secs(2))
         .reconnect_delay_callback(|n| Duration::from_millis((100 * n as u64).min(1000)));
+    o = with_url_credentials(o, url);
     if let Some(c) = &f.credentials {
         o = o
             .credentials_file(c)
@@ -65,6 +128,7 @@ pub async fn connect_now(
     let mut o = async_nats::ConnectOptions::new()
         .name(name)
         .connection_timeout(Duration::from_secs(5));
+    o = with_url_credentials(o, url);
     if let Some(c) = &f.credentials {
         o = o
             .credentials_file(c)
@@ -174,4 +238,27 @@ pub async fn model_files(
     })
     .await
     .map_err(|e| FleetError::Nats(format!("object store {}: {e}", names::MODEL_FILES)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_of_a_url() {
+        assert_eq!(
+            url_credentials("tls://edge1:p%40ss%3Aw0rd@fleet.example:4222"),
+            Some(("edge1".into(), "p@ss:w0rd".into()))
+        );
+        assert_eq!(url_credentials("nats://127.0.0.1:4222"), None);
+        assert_eq!(
+            redact_url("tls://edge1:secret@fleet.example:4222"),
+            "tls://edge1:<redacted>@fleet.example:4222"
+        );
+        assert_eq!(redact_url("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
+        assert_eq!(
+            url_credentials("nats://a:4222, nats://u:p@b:4222"),
+            Some(("u".into(), "p".into()))
+        );
+    }
 }

@@ -43,7 +43,10 @@ impl FleetSensor {
         f.validate().map_err(FleetError::Invalid)?;
         let url = f.url.clone().unwrap_or_default();
         let sensor = f.sensor_id();
-        let handle = FleetHandle::new(&sensor, f.channel, &url);
+        // The status and the heartbeat (which every reader of the sensors bucket sees) carry
+        // the URL without its password.
+        let shown = connect::redact_url(&url);
+        let handle = FleetHandle::new(&sensor, f.channel, &shown);
         super::status::describe();
         let dir = data_dir.join("fleet");
         std::fs::create_dir_all(&dir).map_err(|e| FleetError::Io(dir.display().to_string(), e))?;
@@ -114,7 +117,12 @@ impl FleetSensor {
             watcher.run(layout.models, stop).await;
             let _ = hb.await;
         }));
-        info!(sensor, channel = f.channel.as_str(), url, "fleet mode");
+        info!(
+            sensor,
+            channel = f.channel.as_str(),
+            url = shown,
+            "fleet mode"
+        );
         Ok(FleetSensor {
             handle,
             stop_tx,

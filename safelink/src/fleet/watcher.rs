@@ -1,9 +1,10 @@
 //! The sensor's incoming side: one KV watch on this sensor's channel (`stable` or `canary`
 //! in the models bucket), the signed bundle inline in the value. Each value is checked by the
-//! [`Verifier`]; an accepted model is written to the models directory (temp file, fsync,
-//! rename) and swapped in with [`ModelHandle::load_and_install_capped`], the path of a local
-//! `POST /model/load`. A refused one is logged, counted by reason and shown, and the current
-//! model keeps serving.
+//! [`Verifier`] (which loads and probes the model from the bundle's bytes, as a local
+//! `POST /model/load` does from a file); an accepted model is written to the models
+//! directory (temp file, fsync, rename) and that loaded model is swapped in with
+//! [`ModelHandle::install`], under the file's name. A refused one is logged, counted by
+//! reason and shown, and the current model keeps serving.
 //!
 //! The highest accepted version and the model serving are kept in
 //! `<data_dir>/fleet/state.json`, so a restart serves the same model and never accepts an
@@ -142,11 +143,22 @@ impl Watcher {
         let version = v.manifest.version;
         let file = format!("fleet-v{version}.onnx");
         let path = self.model_dir.join(&file);
+        if v.bytes.len() as u64 > self.max_model_bytes {
+            return Err(Refusal::ModelRefused(
+                crate::ann::ModelError::TooLarge {
+                    path: file,
+                    limit: self.max_model_bytes,
+                }
+                .to_string(),
+            ));
+        }
         write_atomic(&path, &v.bytes)
             .map_err(|e| Refusal::ModelRefused(format!("writing {file}: {e}")))?;
-        self.handle
-            .load_and_install_capped(&path, self.max_model_bytes)
-            .map_err(|e| Refusal::ModelRefused(e.to_string()))?;
+        // The model the verifier loaded from these very bytes (validated, probed) serves as
+        // the file's: no second load.
+        let mut model = v.model;
+        model.info.source = path.display().to_string();
+        self.handle.install(model);
         let model = FleetModel {
             version,
             sha256: v.manifest.sha256.clone(),
