@@ -164,9 +164,9 @@ fn learning_curve_new_attack_class() {
     let golden = load_golden(&tmp.path().join("model/golden.jsonl")).unwrap();
 
     // The learner, fed every other capture (the rules raise the SSH alerts).
-    // One cycle without rehearsal (the figure docs/learning.md gives for lr 1e-3): with the
-    // default rehearsal of shipped benign rows one cycle flags 9/11 and the second all of
-    // them (tests/learning_curves.rs, three cycles).
+    // One cycle without rehearsal (the default; the figure docs/learning.md gives for lr
+    // 1e-3): with `rehearsal = 1.0` one cycle flags 9/11 and the second all of them
+    // (tests/learning_curves.rs, three cycles).
     let params = LearningParams {
         learning_rate: 1e-3,
         epochs: 10,
@@ -352,8 +352,9 @@ fn detect_pass(records: &[Record], h: &ModelHandle) -> (Vec<(AlertKind, String, 
 #[test]
 fn detection_never_waits_for_training() {
     let tmp = tempfile::tempdir().unwrap();
-    // Without rehearsal: with it, this one cycle over every shared capture is refused by the
-    // golden guard (0.996 -> 0.970), and this test is about detection during a deploy.
+    // Without rehearsal (the default, pinned here): with `rehearsal = 1.0` this one cycle over
+    // every shared capture is refused by the golden guard (0.996 -> 0.970), and this test is
+    // about detection during a deploy.
     let params = LearningParams {
         epochs: 60,
         rehearsal: 0.0,

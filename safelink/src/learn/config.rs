@@ -83,9 +83,11 @@ pub struct LearningSection {
     /// History samples replayed per new training sample (against forgetting).
     pub replay_ratio: f64,
     /// Benign rows of the base model's training set rehearsed per training sample of a cycle
-    /// (0 = none): a cycle's few local benign flows cannot cover what the base model learned
-    /// is benign, and without them a cycle that learns a new attack family widens the attack
-    /// side over benign traffic it never saw.
+    /// (0 = none, the default): a cycle's few local benign flows cannot cover what the base
+    /// model learned is benign, and without them a cycle that learns a new attack family
+    /// widens the attack side over benign traffic it never saw. Off by default: rehearsing
+    /// benign rows alone makes a cycle forget attack families it has no samples of
+    /// (docs/learning.md, "Learning curves").
     pub rehearsal: f64,
     /// The benign feature rows rehearsed (unset: the shipped `benign/flows.csv.gz`, found like
     /// the base model). Only the rows outside the golden set are used.
@@ -133,7 +135,7 @@ impl Default for LearningSection {
             golden_margin: 0.02,
             holdout_fraction: 0.2,
             replay_ratio: 1.0,
-            rehearsal: 1.0,
+            rehearsal: 0.0,
             rehearsal_rows: None,
             settle_s: 120,
             golden: None,
