@@ -53,6 +53,7 @@ if ((WANT_TEST)); then
         dnsmasq-base bind9-dnsutils                       # DNS server (no system service) and dig
         chromium chromium-driver                          # dashboard test: headless browser + WebDriver
         nats-server                                       # fleet tests: JetStream (own port + store each)
+        openssl                                           # fleet TLS test: its own CA and certificate
     )
 fi
 missing=()
