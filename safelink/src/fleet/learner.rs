@@ -133,27 +133,17 @@ pub fn select(pending: Vec<(String, TrainingSample)>) -> (Vec<TrainingSample>, u
         }
     }
     let caps = cap_shares(&counts);
-    // A capped sensor keeps evenly spaced samples of its own (its j-th kept sample of `cap`
-    // is the one at rank floor(j * count / cap)): its share follows its whole batch, not its
-    // first samples, so its label mix survives (a sensor that saw an attack and then benign
-    // traffic does not contribute only the attack). The rest is dropped, not kept for a
-    // later cycle: a sensor flooding samples would otherwise own the cycles it is alone in.
-    let mut rank: BTreeMap<String, usize> = BTreeMap::new();
     let mut taken: BTreeMap<String, usize> = BTreeMap::new();
     let mut out = Vec::new();
     for ((sensor, s), k) in pending.into_iter().zip(keep) {
         if !k {
             continue;
         }
-        let r = rank.entry(sensor.clone()).or_default();
         let t = taken.entry(sensor.clone()).or_default();
-        let (cap, count) = (caps[&sensor], counts[&sensor]);
-        // The next rank this sensor keeps.
-        if *t < cap && *r == *t * count / cap {
+        if *t < caps[&sensor] {
             *t += 1;
             out.push(s);
         }
-        *r += 1;
     }
     let capped = (n_in as u64) - same_flow - out.len() as u64;
     (out, capped, same_flow)
@@ -566,52 +556,5 @@ mod tests {
         assert_eq!(c["noisy"], 225);
         // One sensor alone keeps everything.
         assert_eq!(cap_shares(&counts(&[("a", 7)])), counts(&[("a", 7)]));
-    }
-
-    fn sample(i: u64, attack: bool) -> TrainingSample {
-        TrainingSample {
-            id: 0,
-            ts_ns: i,
-            src_ip: [192, 0, 2, 1].into(),
-            src_port: i as u16,
-            dst_ip: [192, 0, 2, 2].into(),
-            dst_port: 22,
-            proto: 6,
-            label: if attack { 1.0 } else { 0.0 },
-            source: if attack {
-                LabelSource::Dfa
-            } else {
-                LabelSource::AnnLow
-            },
-            confidence: 1.0,
-            score: 0.1,
-            kind: None,
-            features: vec![0.0; crate::ann::N_FEATURES],
-            baseline: false,
-            alert_id: None,
-        }
-    }
-
-    #[test]
-    fn a_capped_sensor_keeps_its_label_mix() {
-        // Sensor "a" saw 300 attack flows, then 100 benign ones; "b" and "c" 50 each: "a" may
-        // keep no more than a third of what is kept, 50. Its first 50 would be attacks only;
-        // evenly spaced (every 8th), about a quarter of its share is benign, as in its batch.
-        let mut pending = Vec::new();
-        for i in 0..400 {
-            pending.push(("a".to_string(), sample(i, i < 300)));
-        }
-        for (n, sensor) in ["b", "c"].iter().enumerate() {
-            for i in 0..50 {
-                pending.push((sensor.to_string(), sample(1000 * (n as u64 + 1) + i, false)));
-            }
-        }
-        let (out, capped, same) = select(pending);
-        let a: Vec<&TrainingSample> = out.iter().filter(|s| s.ts_ns < 1000).collect();
-        let benign = a.iter().filter(|s| !s.is_attack()).count();
-        assert_eq!((out.len(), capped, same), (150, 350, 0));
-        assert_eq!(a.len(), 50);
-        // Ranks 8 j >= 300 for j >= 38: 12 benign of 50.
-        assert_eq!(benign, 12);
     }
 }

@@ -86,8 +86,8 @@ pub struct LearningSection {
     /// (0 = none, the default): a cycle's few local benign flows cannot cover what the base
     /// model learned is benign, and without them a cycle that learns a new attack family
     /// widens the attack side over benign traffic it never saw. Off by default: rehearsing
-    /// benign rows alone makes a cycle forget attack families it has no samples of
-    /// (docs/learning.md, "Learning curves").
+    /// benign rows alone pulls the boundary away from attack families a cycle has few
+    /// samples of (docs/learning.md, "Learning curves").
     pub rehearsal: f64,
     /// The benign feature rows rehearsed (unset: the shipped `benign/flows.csv.gz`, found like
     /// the base model). Only the rows outside the golden set are used.
