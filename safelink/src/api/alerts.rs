@@ -75,6 +75,13 @@ pub async fn list_archive(
     Ok(Json(page.into()))
 }
 
+/// An alert id from the path: a positive integer, or a 400 naming what was given.
+pub(super) fn alert_id(raw: &str) -> Result<u64, ApiError> {
+    raw.parse::<u64>().ok().filter(|&id| id > 0).ok_or_else(|| {
+        ApiError::bad_request(format!("bad alert id {raw:?}: expected a positive integer"))
+    })
+}
+
 #[utoipa::path(
     get,
     path = "/alerts/{id}",
@@ -92,13 +99,7 @@ pub async fn get_one(
     State(state): State<ApiState>,
     Path(raw): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let id = raw
-        .parse::<u64>()
-        .ok()
-        .filter(|&id| id > 0)
-        .ok_or_else(|| {
-            ApiError::bad_request(format!("bad alert id {raw:?}: expected a positive integer"))
-        })?;
+    let id = alert_id(&raw)?;
     let (active, archived) = blocking(&state, move |s| {
         let active = s.get(id)?;
         let archived = if active.is_none() {

@@ -44,13 +44,7 @@ pub async fn verdict(
     Path(raw): Path<String>,
     ApiJson(req): ApiJson<VerdictRequest>,
 ) -> Result<Json<VerdictOutcome>, ApiError> {
-    let id = raw
-        .parse::<u64>()
-        .ok()
-        .filter(|&id| id > 0)
-        .ok_or_else(|| {
-            ApiError::bad_request(format!("bad alert id {raw:?}: expected a positive integer"))
-        })?;
+    let id = super::alerts::alert_id(&raw)?;
     let alert = blocking(&state, move |s| s.get(id))
         .await?
         .ok_or_else(|| ApiError::not_found(format!("alert {id} not found")))?;
