@@ -759,7 +759,9 @@ fn attacks_through_vxlan_geneve_and_gre_are_alerted_with_the_inner_endpoints_and
         );
 
         // SSH brute force against the inner victim (sshd's default MaxAuthTries: ~16
-        // sessions of five guesses). hydra exits 0 when it found nothing too.
+        // sessions of five guesses). hydra exits 0 when it found nothing too. Its wait for a
+        // response is hydra's own warning threshold (10 s, not 2): under CI load a worker that
+        // waited 2 s gave up and hydra exited 255.
         let target = format!("ssh://{}", t.victim);
         lab.tool(
             t,
@@ -768,7 +770,7 @@ fn attacks_through_vxlan_geneve_and_gre_are_alerted_with_the_inner_endpoints_and
                 "-q",
                 "-I",
                 "-w",
-                "2",
+                "10",
                 "-l",
                 "root",
                 "-P",
