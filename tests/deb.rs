@@ -50,6 +50,7 @@ fn the_package_installs_runs_and_purges_clean() {
         "/lib/systemd/system/safelink.service",
         "/usr/share/safelink/base.onnx",
         "/usr/share/safelink/golden.jsonl",
+        "/usr/share/safelink/attack_rows.jsonl",
         "/usr/share/safelink/benign/flows.csv.gz",
         "/etc/safelink/safelink.toml",
         "/usr/share/man/man1/safelink.1.gz",

@@ -1,5 +1,6 @@
 //! Where the files SafeLink ships beside its binary (the base model `base.onnx`, its golden
-//! set `golden.jsonl` and its benign rows `benign/flows.csv.gz`) are found, whichever way the sensor was started: from the source tree
+//! set `golden.jsonl`, its rehearsed attack rows `attack_rows.jsonl` and its benign rows
+//! `benign/flows.csv.gz`) are found, whichever way the sensor was started: from the source tree
 //! (`cargo xtask run`, `cargo run`), installed by `cargo xtask install` or the Debian package,
 //! or a copied binary run from any directory. One list, used for every shipped file.
 use std::path::PathBuf;

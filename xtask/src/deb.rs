@@ -95,7 +95,12 @@ pub fn deb() -> anyhow::Result<PathBuf> {
             "# SafeLink sensor (Debian package: installed disabled). Then:",
         );
     write(&s("lib/systemd/system/safelink.service"), &unit, 0o644)?;
-    for f in ["base.onnx", "golden.jsonl", "benign/flows.csv.gz"] {
+    for f in [
+        "base.onnx",
+        "golden.jsonl",
+        "attack_rows.jsonl",
+        "benign/flows.csv.gz",
+    ] {
         copy(
             &root().join("models").join(f),
             &s(&format!("usr/share/safelink/{f}")),

@@ -241,7 +241,11 @@ fn install() -> anyhow::Result<()> {
         &root().join("models/golden.jsonl"),
         "/usr/local/share/safelink/golden.jsonl",
     )?;
-    // The base model's benign rows (the learner rehearses them).
+    // The base model's attack rows and benign rows (the learner rehearses them).
+    copy(
+        &root().join("models/attack_rows.jsonl"),
+        "/usr/local/share/safelink/attack_rows.jsonl",
+    )?;
     std::fs::create_dir_all("/usr/local/share/safelink/benign")?;
     copy(
         &root().join("models/benign/flows.csv.gz"),

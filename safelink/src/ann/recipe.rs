@@ -1,7 +1,8 @@
 //! The reproducible base-model recipe behind `safelink model train-base`: labelled flows
 //! from the shipped captures → fixed golden split → candle training → ONNX export → reload
 //! with tract and parity check → held-out metrics → "ANN alone" evaluation on every capture
-//! → `golden.jsonl`, `metrics.json` and the model card `README.md` next to the model.
+//! → `golden.jsonl`, the rehearsed attack rows ([`REHEARSAL_ATTACK_ROWS`]), `metrics.json` and
+//! the model card `README.md` next to the model.
 //!
 //! Besides the capture directories, the recipe reads benign feature rows
 //! ([`DEFAULT_BENIGN_ROWS`], built by `models/benign/build.py` from public captures of real
@@ -30,6 +31,37 @@ pub const BASE_MODEL_VERSION: &str = "base-1";
 
 /// The benign feature rows shipped with the repository, relative to the workspace root.
 pub const DEFAULT_BENIGN_ROWS: &str = "models/benign/flows.csv.gz";
+
+/// The attack rows a learning cycle rehearses, written next to the model: a bounded sample
+/// of the recipe's attack training rows (never golden rows) in `golden.jsonl`'s format.
+pub const REHEARSAL_ATTACK_ROWS: &str = "attack_rows.jsonl";
+
+/// At most this many attack rows of one capture go into [`REHEARSAL_ATTACK_ROWS`] (evenly
+/// spaced over the capture's training rows), so every capture of every family is rehearsed
+/// and the 9,700-flow SYN flood does not drown the 47-flow hydra run.
+pub const REHEARSAL_ROWS_PER_CAPTURE: usize = 128;
+
+/// The rows of [`REHEARSAL_ATTACK_ROWS`]: per capture file, at most
+/// [`REHEARSAL_ROWS_PER_CAPTURE`] of its attack training rows, evenly spaced, in capture order.
+pub fn rehearsal_attack_rows<'a>(train_rows: &[&'a Sample]) -> Vec<&'a Sample> {
+    let mut files: Vec<&str> = Vec::new();
+    for s in train_rows {
+        if s.label > 0.5 && !files.contains(&s.file.as_str()) {
+            files.push(&s.file);
+        }
+    }
+    let mut out = Vec::new();
+    for f in files {
+        let of: Vec<&Sample> = train_rows
+            .iter()
+            .copied()
+            .filter(|s| s.label > 0.5 && !s.golden && s.file == f)
+            .collect();
+        let k = of.len().min(REHEARSAL_ROWS_PER_CAPTURE);
+        out.extend((0..k).map(|i| of[i * of.len() / k]));
+    }
+    out
+}
 
 /// Benign samples from a feature-row file (gzip CSV: a `capture` number, then the columns of
 /// [`FeatureRow`]), and one count line for the whole file. Rows carry no address: a sample's
@@ -288,6 +320,10 @@ pub fn train_base(a: &RecipeArgs) -> Result<RecipeReport> {
         })
         .collect::<Result<Vec<_>>>()?;
     write_jsonl(&dir.join("golden.jsonl"), &golden_rows)?;
+    write_jsonl(
+        &dir.join(REHEARSAL_ATTACK_ROWS),
+        &rehearsal_attack_rows(&train_rows),
+    )?;
     let report = RecipeReport {
         model_version: BASE_MODEL_VERSION.into(),
         model_bytes,

@@ -82,16 +82,20 @@ pub struct LearningSection {
     pub holdout_fraction: f64,
     /// History samples replayed per new training sample (against forgetting).
     pub replay_ratio: f64,
-    /// Benign rows of the base model's training set rehearsed per training sample of a cycle
-    /// (0 = none, the default): a cycle's few local benign flows cannot cover what the base
-    /// model learned is benign, and without them a cycle that learns a new attack family
-    /// widens the attack side over benign traffic it never saw. Off by default: rehearsing
-    /// benign rows alone pulls the boundary away from attack families a cycle has few
-    /// samples of (docs/learning.md, "Learning curves").
+    /// Rows of the base model's training set rehearsed per training sample of a cycle (0 =
+    /// none): that many benign rows ([`Self::rehearsal_rows`]) and a quarter as many attack rows
+    /// ([`Self::rehearsal_attack_rows`]). A cycle's few local benign flows cannot cover what
+    /// the base model learned is benign, and without them a cycle that learns a new attack
+    /// family widens the attack side over benign traffic it never saw; benign rows alone
+    /// pull the boundary away from the attack families a cycle has few samples of, which the
+    /// attack rows keep (docs/learning.md, "Learning curves").
     pub rehearsal: f64,
     /// The benign feature rows rehearsed (unset: the shipped `benign/flows.csv.gz`, found like
     /// the base model). Only the rows outside the golden set are used.
     pub rehearsal_rows: Option<PathBuf>,
+    /// The attack rows rehearsed (unset: the shipped `attack_rows.jsonl`, written by
+    /// `safelink model train-base` next to the base model; never golden rows).
+    pub rehearsal_attack_rows: Option<PathBuf>,
     /// Seconds a scored flow waits before it is labelled, so a rule alert that fires a little
     /// later still labels it attack.
     pub settle_s: u64,
@@ -135,8 +139,9 @@ impl Default for LearningSection {
             golden_margin: 0.02,
             holdout_fraction: 0.2,
             replay_ratio: 1.0,
-            rehearsal: 0.0,
+            rehearsal: 1.0,
             rehearsal_rows: None,
+            rehearsal_attack_rows: None,
             settle_s: 120,
             golden: None,
             keep_versions: 20,
@@ -155,6 +160,10 @@ pub const SHIPPED_GOLDEN: &str = "golden.jsonl";
 /// The shipped benign feature rows (the base model's benign training set), looked for by
 /// [`crate::shipped::find`] when `[learning] rehearsal_rows` is unset.
 pub const SHIPPED_BENIGN_ROWS: &str = "benign/flows.csv.gz";
+
+/// The shipped attack rows rehearsed (see [`crate::ann::recipe::REHEARSAL_ATTACK_ROWS`]),
+/// looked for when `[learning] rehearsal_attack_rows` is unset.
+pub const SHIPPED_ATTACK_ROWS: &str = crate::ann::recipe::REHEARSAL_ATTACK_ROWS;
 
 /// Resolved settings.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -178,6 +187,8 @@ pub struct LearningParams {
     pub rehearsal: f64,
     /// Resolved: the configured file, else the shipped one if found.
     pub rehearsal_rows: Option<PathBuf>,
+    /// Resolved like `rehearsal_rows`.
+    pub rehearsal_attack_rows: Option<PathBuf>,
     pub settle_s: u64,
     pub keep_versions: usize,
     pub train_duty: f64,
@@ -230,6 +241,13 @@ impl LearningSection {
                     self.rehearsal_rows
                         .clone()
                         .or_else(|| crate::shipped::find(SHIPPED_BENIGN_ROWS))
+                })
+                .flatten(),
+            rehearsal_attack_rows: (self.rehearsal > 0.0)
+                .then(|| {
+                    self.rehearsal_attack_rows
+                        .clone()
+                        .or_else(|| crate::shipped::find(SHIPPED_ATTACK_ROWS))
                 })
                 .flatten(),
             settle_s: self.settle_s,

@@ -13,6 +13,7 @@ use super::config::LearningParams;
 use super::history::{CycleMetrics, CycleRecord, LearningState, Outcome, VersionRecord};
 use super::models::{ModelDir, now_rfc3339, sha256_hex};
 use super::sample::{LabelSource, TrainingSample};
+use crate::ann::dataset::Sample;
 use crate::ann::export::{ExportSpec, read_spec, write_atomic};
 use crate::ann::metrics::compute;
 use crate::ann::model::{load_bytes, meta};
@@ -257,25 +258,58 @@ fn check_stop(ctx: &CycleContext<'_>, step: &str) -> Result<(), LearnError> {
     Ok(())
 }
 
-/// `n` × `[learning] rehearsal` benign rows of the configured file outside its golden set,
-/// a different draw each cycle (seeded by the cycle id). None when rehearsal is off; a file
-/// that cannot be read costs the rehearsal, not the cycle (logged).
+/// One rehearsed attack row per this many rehearsed benign rows. The attack rows keep the
+/// families the base model knows (benign rows alone made a fleet cycle forget SSH brute
+/// force); more of them raised the held-out benign FPR of learning a new family
+/// (docs/learning.md, "Learning curves": 0.18 % at cycle 2 with one per four, 0.24 % with
+/// one per two, 0.08 % with none).
+const REHEARSED_ATTACK_PER_BENIGN: usize = 4;
+
+/// Rehearsed rows of the base model's training set for a cycle of `n` training samples:
+/// `n` × `[learning] rehearsal` benign rows of the benign-rows file and a quarter as many
+/// attack rows of the attack-rows file ([`REHEARSED_ATTACK_PER_BENIGN`]), outside the golden set, a different draw each cycle (seeded
+/// by the cycle id). Empty when rehearsal is off; a file that cannot be read costs its part
+/// of the rehearsal, not the cycle (logged).
 fn rehearsal_rows(p: &LearningParams, n: usize, cycle: u64) -> Vec<TrainingSample> {
-    let Some(path) = p.rehearsal_rows.as_deref().filter(|_| p.rehearsal > 0.0) else {
+    if p.rehearsal <= 0.0 {
         return Vec::new();
-    };
-    let mut rows = match crate::ann::recipe::benign_rows(path) {
-        Ok((rows, _)) => rows,
-        Err(e) => {
-            warn!(error = %format!("{e:#}"), "rehearsal rows unreadable: training without them");
+    }
+    let want = ((n as f64) * p.rehearsal).ceil() as usize;
+    let read = |path: &Option<std::path::PathBuf>,
+                what: &str,
+                f: fn(&std::path::Path) -> anyhow::Result<Vec<Sample>>| {
+        let Some(path) = path.as_deref() else {
             return Vec::new();
+        };
+        match f(path) {
+            Ok(mut rows) => {
+                rows.retain(|s| !s.golden && s.features.len() == N_FEATURES);
+                rows
+            }
+            Err(e) => {
+                warn!(error = %format!("{e:#}"), what, "rehearsal rows unreadable: training without them");
+                Vec::new()
+            }
         }
     };
-    rows.retain(|s| !s.golden && s.features.len() == N_FEATURES);
+    let mut benign = read(&p.rehearsal_rows, "benign", |p| {
+        crate::ann::recipe::benign_rows(p).map(|(rows, _)| rows)
+    });
+    benign.retain(|s| s.label < 0.5);
+    let mut attack = read(
+        &p.rehearsal_attack_rows,
+        "attack",
+        crate::ann::dataset::read_jsonl,
+    );
+    attack.retain(|s| s.label > 0.5);
     let mut rng = Rng(0xBE_11 ^ cycle);
-    rng.shuffle(&mut rows);
-    rows.truncate(((n as f64) * p.rehearsal).ceil() as usize);
-    rows.into_iter()
+    rng.shuffle(&mut benign);
+    rng.shuffle(&mut attack);
+    benign.truncate(want);
+    attack.truncate(want.div_ceil(REHEARSED_ATTACK_PER_BENIGN));
+    benign
+        .into_iter()
+        .chain(attack)
         .map(|s| TrainingSample {
             id: 0,
             ts_ns: 0,
@@ -284,10 +318,10 @@ fn rehearsal_rows(p: &LearningParams, n: usize, cycle: u64) -> Vec<TrainingSampl
             dst_ip: s.dst_ip,
             dst_port: s.dst_port,
             proto: s.proto,
-            label: 0.0,
+            label: s.label,
             source: LabelSource::Manual,
             confidence: 1.0,
-            score: 0.0,
+            score: s.label,
             kind: None,
             features: s.features,
             baseline: false,
@@ -348,7 +382,7 @@ fn cycle_body(
             .filter(|s| s.id <= state.watermark && s.valid()),
     );
 
-    // Rehearsal: benign rows of the base model's training set beside them.
+    // Rehearsal: rows of the base model's training set beside them.
     let rehearsal = rehearsal_rows(p, train_new.len() + history.len(), rec.id);
     times.collect += t.elapsed().as_secs_f64();
 
