@@ -79,6 +79,7 @@ fn record_ts(r: &Record) -> u64 {
         Record::FlowStart(s) => s.ts_ns,
         Record::Flow(f) | Record::FlowUpdate(f) => f.last_ns,
         Record::Arp(a) => a.ts_ns,
+        Record::OuterFlow(o) => o.last_ns,
     }
 }
 

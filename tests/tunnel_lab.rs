@@ -7,8 +7,10 @@
 //! flood through Geneve, ICMP flood through GRE).
 //! Each alert must be in `GET /alerts` within 5 s (of the tool's end; of a flood's start),
 //! naming the inner attacker and victim and carrying the tunnel: type, VNI or GRE key, outer
-//! endpoints. Before the attacks, pings through every tunnel raise nothing; after them the
-//! sensor counted tunnelled packets and not one malformed tunnel.
+//! endpoints. Before the attacks, pings through every tunnel raise nothing, and each tunnel's
+//! outer flow (`safelink flows`: the pinned `OUTER_FLOWS` map) grows by exactly the frames and
+//! bytes tshark sees the pings make between the two nodes, per direction; after the attacks
+//! the sensor counted tunnelled packets and not one malformed tunnel.
 //!
 //! VXLAN is the kernel's own device. Geneve and GRE are userspace endpoints of this test
 //! ([`Endpoint`]: a TAP or TUN device and a UDP or raw socket on each side), because the
@@ -21,6 +23,7 @@
 mod support;
 
 use std::{
+    collections::BTreeMap,
     fs::File,
     io::{BufRead, BufReader},
     net::{Ipv4Addr, UdpSocket},
@@ -569,6 +572,8 @@ fn check_wire(lab: &Lab) {
                 "geneve.vni",
                 "-e",
                 "gre.key",
+                "-e",
+                "frame.len",
             ],
         )
         .stdout(Stdio::piped())
@@ -587,9 +592,13 @@ fn check_wire(lab: &Lab) {
     let _ = std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
     // "Capturing on" comes a little before the capture does.
     std::thread::sleep(Duration::from_millis(1000));
+    // The outer flows before and after the pings: nothing else crosses the tunnels meanwhile
+    // (IPv6 is off; ARP inside them is no outer-flow packet, and tshark's count leaves it out).
+    let before = outer_flows(lab);
     for t in &TUNNELS {
         run(&mut lab.exec("a", &["ping", "-c", "2", "-i", "0.2", "-W", "2", t.victim]));
     }
+    let after = outer_flows(lab);
     let out = ts.wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     let num = |v: &str| match v.strip_prefix("0x") {
@@ -604,7 +613,7 @@ fn check_wire(lab: &Lab) {
         let dst = format!("{VICTIM_NODE},{}", t.victim);
         let seen = text.lines().any(|l| {
             let c: Vec<&str> = l.split('\t').collect();
-            c.len() == 6
+            c.len() == 7
                 && c[0].split(':').any(|p| p == proto)
                 && c[0].ends_with("icmp:data")
                 && c[1] == src
@@ -618,6 +627,93 @@ fn check_wire(lab: &Lab) {
         );
     }
     eprintln!("tunnel_lab: tshark sees VXLAN 42, Geneve 7 and GRE key 77 on the underlay");
+
+    // Each tunnel's outer flow (`safelink flows`, read from the pinned `OUTER_FLOWS`) grew by
+    // exactly the frames tshark saw carry an IP packet through it, per direction, in packets
+    // and bytes.
+    let mut want: OuterDirs = BTreeMap::new();
+    for l in text.lines() {
+        let c: Vec<&str> = l.split('\t').collect();
+        let protos: Vec<&str> = c[0].split(':').collect();
+        let Some((t, col)) = TUNNELS
+            .iter()
+            .zip([3, 4, 5])
+            .find(|(t, _)| protos.contains(&t.kind))
+        else {
+            continue;
+        };
+        let at = protos.iter().position(|p| *p == t.kind).unwrap();
+        if !protos[at..].contains(&"ip") {
+            continue; // ARP inside the tunnel: a plain outer flow
+        }
+        let (src, dst) = (
+            c[1].split(',').next().unwrap(),
+            c[2].split(',').next().unwrap(),
+        );
+        let e = want
+            .entry((
+                t.kind.to_owned(),
+                num(c[col]).unwrap(),
+                src.to_owned(),
+                dst.to_owned(),
+            ))
+            .or_default();
+        e.0 += 1;
+        e.1 += c[6].parse::<u64>().unwrap();
+    }
+    let grew: OuterDirs = after
+        .iter()
+        .filter_map(|(k, v)| {
+            let b = before.get(k).copied().unwrap_or_default();
+            (v.0 > b.0).then(|| (k.clone(), (v.0 - b.0, v.1 - b.1)))
+        })
+        .collect();
+    eprintln!("tunnel_lab: outer flows grew by {grew:?}; tshark {want:?}");
+    assert_eq!(grew, want, "outer flows against tshark");
+    for t in &TUNNELS {
+        for (src, dst) in [(ATTACKER_NODE, VICTIM_NODE), (VICTIM_NODE, ATTACKER_NODE)] {
+            let k = (t.kind.to_owned(), t.id, src.to_string(), dst.to_string());
+            assert_eq!(grew.get(&k).map(|v| v.0), Some(2), "{k:?}: two pings");
+        }
+    }
+}
+
+/// (tunnel type, id, outer source, outer destination) → (packets, bytes).
+type OuterDirs = BTreeMap<(String, u32, String, String), (u64, u64)>;
+
+/// The outer flows in the sensor's pinned `OUTER_FLOWS` map (`safelink flows`), per
+/// direction.
+fn outer_flows(lab: &Lab) -> OuterDirs {
+    let out = run(Command::new(BIN)
+        .arg("flows")
+        .arg("--pin-dir")
+        .arg(&lab.pin_dir));
+    let mut dirs = BTreeMap::new();
+    for l in String::from_utf8_lossy(&out.stdout).lines() {
+        let v: Value = serde_json::from_str(l).unwrap();
+        if v["type"] != "outer_flow" {
+            continue;
+        }
+        let t = &v["tunnel"];
+        let (kind, id) = (
+            t["type"].as_str().unwrap(),
+            t["id"].as_u64().unwrap() as u32,
+        );
+        let (src, dst) = (
+            t["outer_src"].as_str().unwrap(),
+            t["outer_dst"].as_str().unwrap(),
+        );
+        for (d, (s, r)) in [("fwd", (src, dst)), ("rev", (dst, src))] {
+            let n = |f: &str| v[d][f].as_u64().unwrap();
+            if n("packets") > 0 {
+                dirs.insert(
+                    (kind.to_owned(), id, s.to_owned(), r.to_owned()),
+                    (n("packets"), n("bytes")),
+                );
+            }
+        }
+    }
+    dirs
 }
 
 fn metric(text: &str, name: &str) -> f64 {

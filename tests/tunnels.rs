@@ -7,6 +7,9 @@
 //! (inner endpoints and protocol, tunnel id and outer endpoints), so the same addresses inside
 //! and outside a tunnel, or in two tunnels, are two conversations on both sides.
 //!
+//! Each tunnel's outer flow is a record of its own, whose packets and bytes per direction equal
+//! tshark's, and which no detector counts.
+//!
 //! With root, every frame also goes through the real XDP program (`BPF_PROG_TEST_RUN`): its
 //! flow keys, packet counts and tunnel counters equal the replay's, with decoding on, off (the
 //! loader's global), for a payload on the VXLAN port that is no VXLAN header (a plain flow,
@@ -26,7 +29,7 @@ use safelink::{
     table::FlowTable,
 };
 use safelink_common::{
-    Counter, FlowKey, TUNNEL_NONE,
+    Counter, FlowKey, OuterStats, TUNNEL_NONE, TunnelKey,
     parse::{CapturedFrame, TunnelConfig},
 };
 use support::run;
@@ -48,6 +51,7 @@ fn dir() -> PathBuf {
 
 const FIELDS: &[&str] = &[
     "frame.protocols",
+    "frame.len",
     "ip.src",
     "ip.dst",
     "ipv6.src",
@@ -63,8 +67,18 @@ const FIELDS: &[&str] = &[
     "gre.key",
 ];
 
+/// One direction of a tunnel: (tunnel id, outer source, outer destination).
+type OuterDir = (u32, IpAddr, IpAddr);
+
 /// tshark's inner conversations of a capture: packets per conversation.
 fn tshark_inner(p: &Path) -> BTreeMap<Conv, u64> {
+    tshark_frames(p).0
+}
+
+/// tshark's view of a capture's decapsulated frames: packets per inner conversation, and
+/// (packets, bytes) per direction of each tunnel (the frames with an IP packet inside).
+#[allow(clippy::type_complexity)]
+fn tshark_frames(p: &Path) -> (BTreeMap<Conv, u64>, BTreeMap<OuterDir, (u64, u64)>) {
     let mut cmd = Command::new("tshark");
     cmd.args(["-n", "-r"]).arg(p);
     cmd.args(["-T", "fields", "-E", "occurrence=a", "-E", "aggregator=,"]);
@@ -73,6 +87,7 @@ fn tshark_inner(p: &Path) -> BTreeMap<Conv, u64> {
     }
     let out = run(&mut cmd);
     let mut convs = BTreeMap::new();
+    let mut outer = BTreeMap::new();
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         let cols: Vec<Vec<&str>> = line
             .split('\t')
@@ -85,10 +100,13 @@ fn tshark_inner(p: &Path) -> BTreeMap<Conv, u64> {
         let net: Vec<usize> = (0..tokens.len())
             .filter(|&i| tokens[i] == "ip" || tokens[i] == "ipv6")
             .collect();
-        let [outer, inner, ..] = net[..] else {
+        let [outer_at, inner, ..] = net[..] else {
             continue;
         };
-        if tokens[outer..inner].iter().any(|t| t.starts_with("icmp")) {
+        if tokens[outer_at..inner]
+            .iter()
+            .any(|t| t.starts_with("icmp"))
+        {
             continue;
         }
         let addr = |pos: usize, which: &str| -> IpAddr {
@@ -125,12 +143,18 @@ fn tshark_inner(p: &Path) -> BTreeMap<Conv, u64> {
             (addr(inner, "src"), ports.0),
             (addr(inner, "dst"), ports.1),
             id,
-            addr(outer, "src"),
-            addr(outer, "dst"),
+            addr(outer_at, "src"),
+            addr(outer_at, "dst"),
         );
         *convs.entry(c).or_insert(0) += 1;
+        let len: u64 = col("frame.len")[0].parse().unwrap();
+        let o = outer
+            .entry((id, addr(outer_at, "src"), addr(outer_at, "dst")))
+            .or_insert((0, 0));
+        o.0 += 1;
+        o.1 += len;
     }
-    convs
+    (convs, outer)
 }
 
 fn parse_num(v: &str) -> u32 {
@@ -144,10 +168,11 @@ fn parse_num(v: &str) -> u32 {
 /// tunnel types seen, the summary's `tunneled` and `tunnel_malformed` counters).
 type Seen = (BTreeMap<Conv, u64>, usize, Vec<String>, u64, u64);
 
-fn safelink_inner(p: &Path) -> Seen {
-    // Timeouts longer than any capture: a conversation is one flow, as in tshark (gre.pcap
-    // retries an unanswered DNS query after 5 s, which the 2 s embryonic timeout splits).
-    let out = run(Command::new(BIN)
+/// `analyze --flows --summary` of a capture with timeouts longer than any capture: a
+/// conversation is one flow, as in tshark (gre.pcap retries an unanswered DNS query after
+/// 5 s, which the 2 s embryonic timeout splits).
+fn analyze_whole(p: &Path) -> std::process::Output {
+    run(Command::new(BIN)
         .args(["analyze", "--flows", "--summary"])
         .args([
             "--idle-timeout",
@@ -161,7 +186,11 @@ fn safelink_inner(p: &Path) -> Seen {
             "--embryonic-timeout",
             "100000000",
         ])
-        .arg(p));
+        .arg(p))
+}
+
+fn safelink_inner(p: &Path) -> Seen {
+    let out = analyze_whole(p);
     let mut convs = BTreeMap::new();
     let mut records = 0;
     let mut kinds = Vec::new();
@@ -262,6 +291,98 @@ fn inner_flows_and_packets_match_tshark_per_capture() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+/// SafeLink's outer flows of a capture: (packets, bytes) per direction of each tunnel, the
+/// tunnel types, the records' `inner_flows` summed, and the number of records.
+type OuterSeen = (BTreeMap<OuterDir, (u64, u64)>, Vec<String>, u64, usize);
+
+fn safelink_outer(out: &std::process::Output) -> OuterSeen {
+    let mut dirs = BTreeMap::new();
+    let (mut kinds, mut inner_flows, mut records) = (Vec::new(), 0, 0);
+    for l in String::from_utf8_lossy(&out.stdout).lines() {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        if v["type"] != "outer_flow" {
+            continue;
+        }
+        records += 1;
+        let t = &v["tunnel"];
+        let ip = |x: &serde_json::Value| x.as_str().unwrap().parse::<IpAddr>().unwrap();
+        let (id, src, dst) = (
+            t["id"].as_u64().unwrap() as u32,
+            ip(&t["outer_src"]),
+            ip(&t["outer_dst"]),
+        );
+        for (d, key) in [("fwd", (id, src, dst)), ("rev", (id, dst, src))] {
+            let n = |f: &str| v[d][f].as_u64().unwrap();
+            if n("packets") > 0 {
+                let e = dirs.entry(key).or_insert((0, 0));
+                e.0 += n("packets");
+                e.1 += n("bytes");
+            }
+        }
+        inner_flows += v["inner_flows"].as_u64().unwrap();
+        let kind = t["type"].as_str().unwrap().to_owned();
+        if !kinds.contains(&kind) {
+            kinds.push(kind);
+        }
+    }
+    (dirs, kinds, inner_flows, records)
+}
+
+/// The outer flow of each tunnel is a record of its own: per tunnel direction (VNI or key,
+/// outer source, outer destination) its packets and bytes equal tshark's count and byte sum
+/// of the frames with an IP packet inside (ARP inside VXLAN stays a plain outer UDP flow, on
+/// both sides); one record per tunnel, of the capture's tunnel type; the packets add up to
+/// the `tunneled` counter, and `inner_flows` to the inner flow records.
+#[test]
+fn outer_flows_match_tshark_per_capture() {
+    let mut failures = Vec::new();
+    for (name, kinds, _, n_packets) in CAPTURES {
+        let p = dir().join(name);
+        let (_, want) = tshark_frames(&p);
+        let out = analyze_whole(&p);
+        let (got, got_kinds, inner_flows, records) = safelink_outer(&out);
+        let inner_records = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|v| v["type"] == "flow" && !v["tunnel"].is_null())
+            .count() as u64;
+        let tunnels: std::collections::BTreeSet<_> = want
+            .keys()
+            .map(|&(id, s, d)| (id, s.min(d), s.max(d)))
+            .collect();
+        let packets: u64 = got.values().map(|v| v.0).sum();
+        eprintln!(
+            "{name}: tshark {} tunnel(s), {} directions, {} packets / {} bytes; SafeLink {records} outer records {got:?}, {inner_flows} inner flows",
+            tunnels.len(),
+            want.len(),
+            want.values().map(|v| v.0).sum::<u64>(),
+            want.values().map(|v| v.1).sum::<u64>(),
+        );
+        if got != want || records != tunnels.len() {
+            failures.push(format!(
+                "{name}: SafeLink {records} outer records {got:?}\n  tshark {} tunnels {want:?}",
+                tunnels.len()
+            ));
+        }
+        if packets != *n_packets {
+            failures.push(format!(
+                "{name}: outer packets {packets}, tunneled {n_packets}"
+            ));
+        }
+        if inner_flows != inner_records {
+            failures.push(format!(
+                "{name}: inner_flows {inner_flows}, inner flow records {inner_records}"
+            ));
+        }
+        if got_kinds != kinds.iter().map(|k| k.to_string()).collect::<Vec<_>>() {
+            failures.push(format!(
+                "{name}: outer tunnel types {got_kinds:?}, want {kinds:?}"
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
 /// Flow records of one `analyze` run with extra arguments: (proto, dst_port, packets, tunnel
 /// type or "") per flow, and the summary's `tunneled` counter.
 fn flows(p: &Path, extra: &[&str]) -> (Vec<(u64, u64, u64, String)>, u64) {
@@ -293,7 +414,8 @@ fn flows(p: &Path, extra: &[&str]) -> (Vec<(u64, u64, u64, String)>, u64) {
 #[test]
 fn outer_flows_when_decoding_is_off_or_the_payload_is_not_ip() {
     let vxlan = dir().join("vxlan.pcap");
-    // Default: 13 inner flows, no outer one.
+    // Default: 13 inner flows, no outer UDP flow (the tunnel's outer packets are its
+    // `outer_flow` record, not a flow record).
     let (on, tunneled) = flows(&vxlan, &[]);
     assert_eq!((on.len(), tunneled), (13, 100));
     assert!(on.iter().all(|f| f.3 == "vxlan"), "{on:?}");
@@ -344,8 +466,32 @@ fn frames(p: &Path) -> Vec<(Vec<u8>, u32)> {
     v
 }
 
-/// (flow key → packets, tunneled, tunnel_malformed) of the userspace flow table.
-fn table_view(fs: &[(Vec<u8>, u32)], cfg: TunnelConfig) -> (BTreeMap<FlowKey, u64>, u64, u64) {
+/// Outer flows by tunnel: (packets a→b, bytes a→b, packets b→a, bytes b→a, inner flows,
+/// first packet from a).
+type Outer = BTreeMap<TunnelKey, (u64, u64, u64, u64, u64, u8)>;
+
+/// (flow key → packets, tunneled, tunnel_malformed, outer flows) of a flow table or map.
+type View = (BTreeMap<FlowKey, u64>, u64, u64, Outer);
+
+fn outer_view<'a>(it: impl Iterator<Item = (&'a TunnelKey, &'a OuterStats)>) -> Outer {
+    it.map(|(k, s)| {
+        (
+            *k,
+            (
+                s.ab_packets,
+                s.ab_bytes,
+                s.ba_packets,
+                s.ba_bytes,
+                s.inner_flows,
+                s.first_from_a,
+            ),
+        )
+    })
+    .collect()
+}
+
+/// The [`View`] of the userspace flow table.
+fn table_view(fs: &[(Vec<u8>, u32)], cfg: TunnelConfig) -> View {
     let mut t = FlowTable::with_tunnels(cfg);
     for (i, (data, wire)) in fs.iter().enumerate() {
         let frame = CapturedFrame {
@@ -362,11 +508,12 @@ fn table_view(fs: &[(Vec<u8>, u32)], cfg: TunnelConfig) -> (BTreeMap<FlowKey, u6
         flows,
         t.counters.get(Counter::Tunneled),
         t.counters.get(Counter::TunnelMalformed),
+        outer_view(t.outer_iter()),
     )
 }
 
 /// The same through the real XDP program (`BPF_PROG_TEST_RUN`), loaded with `cfg`.
-fn xdp_view(fs: &[(Vec<u8>, u32)], cfg: TunnelConfig) -> (BTreeMap<FlowKey, u64>, u64, u64) {
+fn xdp_view(fs: &[(Vec<u8>, u32)], cfg: TunnelConfig) -> View {
     let mut ebpf = loader::load_with(loader::XDP_OBJECT, None, &cfg).expect("load XDP object");
     let mut out = vec![0u8; 16 * 1024];
     for (data, _) in fs {
@@ -388,10 +535,12 @@ fn xdp_view(fs: &[(Vec<u8>, u32)], cfg: TunnelConfig) -> (BTreeMap<FlowKey, u64>
         .into_iter()
         .map(|(k, s)| (k, s.ab.packets + s.ba.packets))
         .collect();
+    let outer = maps.outer_flows().unwrap();
     (
         flows,
         c.get(Counter::Tunneled),
         c.get(Counter::TunnelMalformed),
+        outer_view(outer.iter().map(|(k, s)| (k, s))),
     )
 }
 
@@ -408,9 +557,12 @@ fn xdp_program_opens_the_same_tunnels_as_replay() {
         assert_eq!(kernel, user, "{name}: XDP and replay differ");
         assert_eq!((kernel.1, kernel.2), (*packets, 0), "{name}: counters");
         assert!(
-            kernel.0.keys().any(|k| k.tunnel_kind != TUNNEL_NONE),
+            kernel.0.keys().any(|k| k.tunnel.kind != TUNNEL_NONE),
             "{name}: no tunnelled flow in the kernel map"
         );
+        // Every tunnelled packet is in exactly one outer flow of the kernel's `OUTER_FLOWS`.
+        let outer_packets: u64 = kernel.3.values().map(|o| o.0 + o.2).sum();
+        assert_eq!(outer_packets, *packets, "{name}: outer flow packets");
         tunneled_total += kernel.1;
     }
     assert_eq!(tunneled_total, 166);
@@ -419,11 +571,11 @@ fn xdp_program_opens_the_same_tunnels_as_replay() {
     let fs = frames(&dir().join("vxlan.pcap"));
     let off = xdp_view(&fs, TunnelConfig::OFF);
     assert_eq!(off, table_view(&fs, TunnelConfig::OFF));
-    assert_eq!((off.1, off.2), (0, 0));
+    assert_eq!((off.1, off.2, off.3.len()), (0, 0, 0));
     assert!(
         off.0
             .keys()
-            .all(|k| k.tunnel_kind == TUNNEL_NONE && k.port_b == 4789)
+            .all(|k| k.tunnel.kind == TUNNEL_NONE && k.port_b == 4789)
     );
 
     // A VXLAN header without its I flag is no VXLAN header: ordinary UDP on port 4789, the
@@ -436,11 +588,11 @@ fn xdp_program_opens_the_same_tunnels_as_replay() {
     let one = [(plain, wire)];
     let kernel = xdp_view(&one, TunnelConfig::DEFAULT);
     assert_eq!(kernel, table_view(&one, TunnelConfig::DEFAULT));
-    assert_eq!((kernel.1, kernel.2), (0, 0));
+    assert_eq!((kernel.1, kernel.2, kernel.3.len()), (0, 0, 0));
     let keys: Vec<_> = kernel.0.keys().collect();
     assert_eq!(keys.len(), 1);
     assert_eq!(
-        (keys[0].proto, keys[0].port_b, keys[0].tunnel_kind),
+        (keys[0].proto, keys[0].port_b, keys[0].tunnel.kind),
         (17, 4789, TUNNEL_NONE)
     );
     // A credible VXLAN header whose inner IPv4 header claims more than the datagram holds:
@@ -452,11 +604,11 @@ fn xdp_program_opens_the_same_tunnels_as_replay() {
     let one = [(bad, wire)];
     let kernel = xdp_view(&one, TunnelConfig::DEFAULT);
     assert_eq!(kernel, table_view(&one, TunnelConfig::DEFAULT));
-    assert_eq!((kernel.1, kernel.2), (0, 1));
+    assert_eq!((kernel.1, kernel.2, kernel.3.len()), (0, 1, 0));
     let keys: Vec<_> = kernel.0.keys().collect();
     assert_eq!(keys.len(), 1);
     assert_eq!(
-        (keys[0].proto, keys[0].port_b, keys[0].tunnel_kind),
+        (keys[0].proto, keys[0].port_b, keys[0].tunnel.kind),
         (17, 4789, TUNNEL_NONE)
     );
 }
@@ -556,4 +708,126 @@ fn a_scan_inside_vxlan_is_alerted_with_the_inner_endpoints_and_the_tunnel() {
             "outer_dst": "198.51.100.1"
         })
     );
+}
+
+/// Alerts of `analyze` (JSON lines) with extra arguments: (kind, src, dest, count) each.
+fn alerts(p: &Path, extra: &[&str]) -> Vec<(String, String, String, u64)> {
+    let out = run(Command::new(BIN)
+        .args(["analyze", "--format", "json"])
+        .args(extra)
+        .arg(p));
+    let mut v: Vec<_> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .map(|a| {
+            let s = |f: &str| a[f].as_str().unwrap_or("").to_owned();
+            (
+                s("kind"),
+                s("src_ip"),
+                s("dest_ip"),
+                a["count"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// Frames `step_us` apart (support::write_pcap spaces them by 1 ms).
+fn write_pcap_us(path: &Path, frames: &[Vec<u8>], step_us: u64) {
+    use pcap_file::pcap::{PcapPacket, PcapWriter};
+    let mut w = PcapWriter::new(std::fs::File::create(path).unwrap()).unwrap();
+    for (i, f) in frames.iter().enumerate() {
+        let ts = std::time::Duration::from_secs(1_700_000_000)
+            + std::time::Duration::from_micros(i as u64 * step_us);
+        w.write_packet(&PcapPacket::new(ts, f.len() as u32, f))
+            .unwrap();
+    }
+}
+
+/// The outer flow is no detector input, so nothing is counted twice. Inside VXLAN 42 between
+/// two nodes: a benign bulk TCP transfer (12 000 segments at some 3 200/s one way, an ACK per
+/// four) and a SYN scan of 30 closed ports. Seen as outer UDP flows (decoding off), the
+/// transfer's datagrams from one node to the other are a one-way flow heavy enough for
+/// `udp_flood` against the node. Decapsulated, the alerts are exactly those of the same inner
+/// frames captured plain (the scan, nothing between the nodes), while the one outer-flow
+/// record holds every frame.
+#[test]
+fn outer_flows_are_not_detector_input() {
+    const NODE_A: [u8; 4] = [198, 51, 100, 1];
+    const NODE_B: [u8; 4] = [198, 51, 100, 2];
+    let (client, server) = ((support::IP_B, 50000), (support::IP_A, 443));
+    let mut inner = vec![
+        support::tcp4(client, server, "S", 0),
+        support::tcp4(server, client, "SA", 0),
+        support::tcp4(client, server, "A", 0),
+    ];
+    for i in 0..12_000 {
+        inner.push(support::tcp4(client, server, "A", 100));
+        if i % 4 == 3 {
+            inner.push(support::tcp4(server, client, "A", 0));
+        }
+    }
+    for port in 1..=30u16 {
+        let probe = (support::IP_B, 40000 + port);
+        inner.push(support::tcp4(probe, (support::IP_A, port), "S", 0));
+        inner.push(support::tcp4((support::IP_A, port), probe, "RA", 0));
+    }
+    // The inner frame's sender (byte 26.., the IPv4 source) picks the outer direction.
+    let tunnelled: Vec<Vec<u8>> = inner
+        .iter()
+        .map(|f| {
+            if f[26..30] == support::IP_B {
+                in_vxlan(42, NODE_B, NODE_A, f)
+            } else {
+                in_vxlan(42, NODE_A, NODE_B, f)
+            }
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let (plain, vxlan) = (dir.path().join("plain.pcap"), dir.path().join("vxlan.pcap"));
+    write_pcap_us(&plain, &inner, 250);
+    write_pcap_us(&vxlan, &tunnelled, 250);
+
+    let nodes = ["198.51.100.1", "198.51.100.2"];
+    let names_a_node = |a: &(String, String, String, u64)| {
+        nodes.contains(&a.1.as_str()) || nodes.contains(&a.2.as_str())
+    };
+    // Decoding off: the outer datagrams are flows, and the transfer's are a UDP flood.
+    let off = alerts(&vxlan, &["--set", "flows.tunnels=[]"]);
+    eprintln!("decoding off: {off:?}");
+    assert!(
+        off.iter()
+            .any(|a| (a.0.as_str(), a.2.as_str()) == ("udp_flood", "198.51.100.1")),
+        "outer datagrams as flows: no udp_flood against the node: {off:?}"
+    );
+    // Decoding on: the plain capture's alerts, none between the nodes.
+    let want = alerts(&plain, &[]);
+    let got = alerts(&vxlan, &[]);
+    eprintln!("plain: {want:?}\nvxlan: {got:?}");
+    assert!(
+        want.iter().any(|a| a.0 == "port_scan"),
+        "the scan is alerted: {want:?}"
+    );
+    assert_eq!(
+        got, want,
+        "alerts inside VXLAN differ from the plain capture's"
+    );
+    assert!(!got.iter().any(names_a_node), "{got:?}");
+    // ...and the outer flow holds every frame, one way and the other.
+    let (outer, kinds, inner_flows, records) = safelink_outer(&analyze_whole(&vxlan));
+    let from_b = inner.iter().filter(|f| f[26..30] == support::IP_B).count() as u64;
+    let from_a = inner.len() as u64 - from_b;
+    assert_eq!((records, kinds), (1, vec!["vxlan".to_owned()]));
+    let packets: BTreeMap<_, _> = outer.iter().map(|(k, v)| (*k, v.0)).collect();
+    let ip = |a: [u8; 4]| IpAddr::from(a);
+    assert_eq!(
+        packets,
+        BTreeMap::from([
+            ((42, ip(NODE_A), ip(NODE_B)), from_a),
+            ((42, ip(NODE_B), ip(NODE_A)), from_b),
+        ])
+    );
+    // The transfer and the 30 probes.
+    assert_eq!(inner_flows, 31);
 }

@@ -5,10 +5,15 @@
 //! (kernel `LRU_PERCPU_HASH`) into one value: counts, byte sums, length statistics and flag
 //! counts are exact; inter-arrival statistics are computed per CPU slot and summed, so they are
 //! approximate when one flow's packets are spread over several CPUs.
+//!
+//! A decapsulated packet also counts in its tunnel's outer flow ([`tunnel_key`],
+//! [`outer_update`], [`outer_merge`]): packets and bytes per outer direction, kept apart from
+//! the inner flows' features so that no detector counts a packet twice.
 
 use crate::layout::{
     DirStats, END_FIN, END_RST, FlowKey, FlowStats, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP,
-    TCP_ACK, TCP_CWR, TCP_ECE, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, TCP_URG, TcpFlagCounts,
+    OuterStats, TCP_ACK, TCP_CWR, TCP_ECE, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, TCP_URG,
+    TcpFlagCounts, TunnelKey,
 };
 use crate::parse::PacketMeta;
 
@@ -30,7 +35,7 @@ pub fn outer_src_is_a(m: &PacketMeta) -> bool {
 }
 
 /// Writes the canonical key of a packet's flow into `key`; returns whether the packet travels
-/// from endpoint `a`. The tunnel endpoints are ordered on their own ([`outer_src_is_a`]).
+/// from endpoint `a`. The tunnel endpoints are ordered on their own ([`tunnel_key`]).
 #[inline(always)]
 pub fn canonical_key(m: &PacketMeta, key: &mut FlowKey) -> bool {
     let src_is_a = match addr_cmp(&m.src, &m.dst) {
@@ -49,21 +54,74 @@ pub fn canonical_key(m: &PacketMeta, key: &mut FlowKey) -> bool {
         key.addr_b = m.src;
         key.port_b = m.sport;
     }
-    if outer_src_is_a(m) {
+    key.vlan = m.vlan;
+    key.proto = m.proto;
+    key.family = m.family;
+    tunnel_key(m, &mut key.tunnel);
+    src_is_a
+}
+
+/// Writes the key of a packet's tunnel (all zero outside a tunnel) into `key`, the outer pair
+/// canonical ([`outer_src_is_a`]); returns whether the packet's outer source is `outer_a`.
+#[inline(always)]
+pub fn tunnel_key(m: &PacketMeta, key: &mut TunnelKey) -> bool {
+    let from_a = outer_src_is_a(m);
+    if from_a {
         key.outer_a = m.outer_src;
         key.outer_b = m.outer_dst;
     } else {
         key.outer_a = m.outer_dst;
         key.outer_b = m.outer_src;
     }
-    key.vlan = m.vlan;
-    key.proto = m.proto;
-    key.family = m.family;
-    key.tunnel_id = m.tunnel_id;
-    key.tunnel_kind = m.tunnel_kind;
-    key.outer_family = m.outer_family;
+    key.id = m.tunnel_id;
+    key.kind = m.tunnel_kind;
+    key.family = m.outer_family;
     key._pad = 0;
-    src_is_a
+    from_a
+}
+
+/// Adds one decapsulated packet to its tunnel's outer flow: `from_a` from [`tunnel_key`],
+/// `frame_len` the outer frame's wire length, `new_inner` when the packet started an inner
+/// flow.
+#[inline(always)]
+pub fn outer_update(s: &mut OuterStats, from_a: bool, frame_len: u32, ts_ns: u64, new_inner: bool) {
+    if s.ab_packets == 0 && s.ba_packets == 0 {
+        s.first_ns = ts_ns;
+        s.first_from_a = from_a as u8;
+    }
+    if ts_ns > s.last_ns {
+        s.last_ns = ts_ns;
+    }
+    if from_a {
+        s.ab_packets += 1;
+        s.ab_bytes += frame_len as u64;
+    } else {
+        s.ba_packets += 1;
+        s.ba_bytes += frame_len as u64;
+    }
+    s.inner_flows += new_inner as u64;
+}
+
+/// Folds another per-CPU slot of the same outer flow into `into` (exact: counts add; the first
+/// packet's side comes from the slot that saw it).
+pub fn outer_merge(into: &mut OuterStats, o: &OuterStats) {
+    if o.ab_packets == 0 && o.ba_packets == 0 {
+        return;
+    }
+    if into.ab_packets == 0 && into.ba_packets == 0 {
+        *into = *o;
+        return;
+    }
+    if o.first_ns < into.first_ns {
+        into.first_ns = o.first_ns;
+        into.first_from_a = o.first_from_a;
+    }
+    into.last_ns = into.last_ns.max(o.last_ns);
+    into.ab_packets += o.ab_packets;
+    into.ab_bytes += o.ab_bytes;
+    into.ba_packets += o.ba_packets;
+    into.ba_bytes += o.ba_bytes;
+    into.inner_flows += o.inner_flows;
 }
 
 #[inline(always)]

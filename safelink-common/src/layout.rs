@@ -16,6 +16,7 @@ pub const MAP_EMBRYOS: &str = "EMBRYOS";
 pub const MAP_EVENTS: &str = "EVENTS";
 pub const MAP_STATS: &str = "STATS";
 pub const MAP_FRAGS: &str = "FRAGS";
+pub const MAP_OUTER_FLOWS: &str = "OUTER_FLOWS";
 
 /// Capacity of the `FLOWS` LRU map: flows that proved two-way ([`crate::flow::established`]).
 /// The least recently used flow is evicted when it is full. This is the most: the loader sizes
@@ -46,6 +47,9 @@ pub const fn flows_capacity(possible_cpus: u32) -> u32 {
 /// of spoofed new flows (random-source SYN, UDP or ICMP floods) churns this map only, never
 /// the established flows in `FLOWS`.
 pub const MAX_EMBRYOS: u32 = 65_536;
+/// Capacity of the `OUTER_FLOWS` LRU per-CPU map: tunnels (kind, VNI or GRE key, outer
+/// endpoint pair) counted at once. A node of an overlay has one per peer node and VNI.
+pub const MAX_OUTER_FLOWS: u32 = 4096;
 /// ARP events one CPU may put on the ring buffer per second; more are counted
 /// (`arp_events_throttled`), so an ARP flood cannot crowd flow starts out of the ring.
 pub const ARP_EVENTS_PER_SEC: u64 = 10_000;
@@ -62,7 +66,7 @@ pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
 pub const IPPROTO_ICMPV6: u8 = 58;
 
-/// [`FlowKey::tunnel_kind`] values: the encapsulation a flow was found in (0: none).
+/// [`TunnelKey::kind`] values: the encapsulation a flow was found in (0: none).
 pub const TUNNEL_NONE: u8 = 0;
 /// IPv4 in IPv4 or IPv6 (IP protocol 4).
 pub const TUNNEL_IPIP: u8 = 1;
@@ -93,13 +97,8 @@ pub const TCP_CWR: u8 = 0x80;
 /// (rest zero). Ports are host byte order; 0 for protocols without ports (ICMP, ...). Aligned
 /// to 8 (no padding: 80 bytes either way) so the XDP program copies it as 64-bit words.
 ///
-/// A flow found inside a tunnel also carries the tunnel's identity (kind, VNI or GRE key, and
-/// the outer endpoints), so two tenants' identical inner addresses never share a flow. The
-/// outer pair is canonical on its own (`outer_a` is the smaller address), not oriented by the
-/// inner endpoints: a mirroring tunnel (AWS traffic mirroring, ERSPAN-like VXLAN) carries both
-/// directions of a flow from one tunnel endpoint to the other, and they stay one flow.
-/// [`FlowStats::outer_src_is_a`] says which side the first packet came from. All zero outside
-/// a tunnel.
+/// A flow found inside a tunnel also carries the tunnel's identity ([`TunnelKey`]), so two
+/// tenants' identical inner addresses never share a flow. All zero outside a tunnel.
 #[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct FlowKey {
@@ -113,16 +112,54 @@ pub struct FlowKey {
     pub proto: u8,
     /// [`FAMILY_IPV4`] or [`FAMILY_IPV6`].
     pub family: u8,
-    /// Outer (tunnel endpoint) addresses, same 16-byte form as `addr_*`.
+    /// The tunnel the flow was found in (all zero for a plain flow); also, on its own, the key
+    /// of the tunnel's outer flow in `OUTER_FLOWS`.
+    pub tunnel: TunnelKey,
+}
+
+/// The identity of a tunnel: kind, VNI or GRE key, and the outer endpoints. Part of every
+/// [`FlowKey`] (the last 40 bytes) and the key of the `OUTER_FLOWS` map, where the outer
+/// packets between two tunnel endpoints are counted once per tunnel (one outer flow however
+/// many inner flows it carries).
+///
+/// The outer pair is canonical on its own (`outer_a` is the smaller address), not oriented by
+/// the inner endpoints: a mirroring tunnel (AWS traffic mirroring, ERSPAN-like VXLAN) carries
+/// both directions of a flow from one tunnel endpoint to the other, and they stay one flow.
+/// [`FlowStats::outer_src_is_a`] and [`OuterStats::first_from_a`] say which side the first
+/// packet came from.
+#[repr(C, align(8))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TunnelKey {
+    /// Outer (tunnel endpoint) addresses, same 16-byte form as [`FlowKey::addr_a`].
     pub outer_a: [u8; 16],
     pub outer_b: [u8; 16],
     /// VXLAN/Geneve VNI or GRE key (0 when the tunnel has none).
-    pub tunnel_id: u32,
+    pub id: u32,
     /// `TUNNEL_*` kind, [`TUNNEL_NONE`] for a plain flow.
-    pub tunnel_kind: u8,
+    pub kind: u8,
     /// Family of the outer addresses (0 outside a tunnel).
-    pub outer_family: u8,
+    pub family: u8,
     pub _pad: u16,
+}
+
+/// Value of the `OUTER_FLOWS` map: the outer packets of one tunnel ([`TunnelKey`]), the
+/// packets every inner flow of that tunnel was decapsulated from. Per direction by outer
+/// endpoint (`ab`: from `outer_a` to `outer_b`), so per-CPU copies merge by adding. Bytes are
+/// whole outer frames, as [`DirStats::bytes`]; times as [`FlowStats::first_ns`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OuterStats {
+    pub ab_packets: u64,
+    pub ab_bytes: u64,
+    pub ba_packets: u64,
+    pub ba_bytes: u64,
+    /// Inner flows started by a packet of this tunnel (new in the sensor's flow table).
+    pub inner_flows: u64,
+    pub first_ns: u64,
+    pub last_ns: u64,
+    /// 1 when the first packet came from `outer_a`.
+    pub first_from_a: u8,
+    pub _pad: [u8; 7],
 }
 
 /// TCP flag counters, one per flag. A packet with SYN+ACK counts in `synack` (not in `syn`)
@@ -189,8 +226,8 @@ pub struct FlowStats {
     pub icmp_code: u8,
     /// Bit set of `END_*`: which closing flags were seen.
     pub end_flags: u8,
-    /// 1 when the first packet's outer (tunnel) source is `outer_a` of the key; 1 outside a
-    /// tunnel. Not a feature: the ANN never reads it.
+    /// 1 when the first packet's outer (tunnel) source is `outer_a` of the key's tunnel; 1
+    /// outside a tunnel. Not a feature: the ANN never reads it.
     pub outer_src_is_a: u8,
     pub _pad: [u8; 3],
 }
@@ -426,6 +463,9 @@ pub const COUNTER_NAMES: [&str; NUM_COUNTERS as usize] = [
 
 // Layout guards: no implicit padding anywhere (Pod safety, BTF readability).
 const _: () = assert!(core::mem::size_of::<FlowKey>() == 80);
+const _: () = assert!(core::mem::size_of::<TunnelKey>() == 40);
+const _: () = assert!(core::mem::offset_of!(FlowKey, tunnel) == 40);
+const _: () = assert!(core::mem::size_of::<OuterStats>() == 64);
 const _: () = assert!(core::mem::size_of::<TcpFlagCounts>() == 40);
 const _: () = assert!(core::mem::size_of::<DirStats>() == 64 + 16 + 40);
 const _: () = assert!(core::mem::size_of::<FlowStats>() == 2 * 120 + 24);

@@ -6,7 +6,8 @@
 //!   ([`layout`]: flow key, per-flow features, ring-buffer events, counters),
 //! - the packet parser ([`parse`]) — generic over [`parse::PacketBytes`] so the kernel reads from
 //!   the XDP context and userspace from a captured frame, through the same code,
-//! - the feature maths ([`flow`]): per-packet update and the per-CPU merge.
+//! - the feature maths ([`flow`]): per-packet update and the per-CPU merge, of inner flows and
+//!   of the outer flows of tunnels.
 #![no_std]
 
 pub mod flow;
@@ -21,6 +22,8 @@ mod user {
     // SAFETY: all of these are #[repr(C)], contain only integers and byte arrays, and have no
     // implicit padding (checked by the size assertions in `layout`).
     unsafe impl aya::Pod for FlowKey {}
+    unsafe impl aya::Pod for TunnelKey {}
+    unsafe impl aya::Pod for OuterStats {}
     unsafe impl aya::Pod for FlowStats {}
     unsafe impl aya::Pod for DirStats {}
     unsafe impl aya::Pod for Event {}

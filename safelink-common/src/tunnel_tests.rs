@@ -7,7 +7,7 @@ use std::vec::Vec;
 
 use crate::{
     Counter, FAMILY_IPV4, FAMILY_IPV6, FlowKey, IPPROTO_TCP, IPPROTO_UDP, TUNNEL_GENEVE,
-    TUNNEL_GRE, TUNNEL_IP6, TUNNEL_IPIP, TUNNEL_NONE, TUNNEL_VXLAN,
+    TUNNEL_GRE, TUNNEL_IP6, TUNNEL_IPIP, TUNNEL_NONE, TUNNEL_VXLAN, TunnelKey,
     flow::canonical_key,
     parse::{ParseOut, Parsed, TunnelConfig, parse_frame, parse_frame_with, tunnel_counter},
 };
@@ -323,19 +323,19 @@ fn two_tenants_never_share_a_flow_and_replies_join_theirs() {
     let (t1, a1) = key(&frame(1, O1, O2, I1, I2, 40000, 80));
     let (t2, _) = key(&frame(2, O1, O2, I1, I2, 40000, 80));
     assert_ne!(t1, t2, "same inner 5-tuple, different VNI");
-    assert_eq!((t1.tunnel_id, t2.tunnel_id), (1, 2));
+    assert_eq!((t1.tunnel.id, t2.tunnel.id), (1, 2));
     // The reply travels the other way through the same tunnel: the same flow, other side.
     let (r1, ra) = key(&frame(1, O2, O1, I2, I1, 80, 40000));
     assert_eq!(r1, t1);
     assert_ne!(a1, ra);
     // The outer pair is ordered on its own: the smaller address first.
     assert_eq!(
-        (r1.addr_a, r1.outer_a, r1.outer_b),
+        (r1.addr_a, r1.tunnel.outer_a, r1.tunnel.outer_b),
         (v4(I1), v4(O1), v4(O2))
     );
     let (r2, _) = key(&frame(1, O2, O1, I1, I2, 40000, 80));
     assert_eq!(
-        (r2.addr_a, r2.outer_a, r2.outer_b),
+        (r2.addr_a, r2.tunnel.outer_a, r2.tunnel.outer_b),
         (v4(I1), v4(O1), v4(O2))
     );
     // A mirroring tunnel carries both directions from one endpoint to the other (AWS
@@ -348,16 +348,75 @@ fn two_tenants_never_share_a_flow_and_replies_join_theirs() {
     assert_ne!(t3, t1);
     // A plain flow keeps an all-zero tunnel part.
     let (p, _) = key(&eth(0x0800, &inner_v4_tcp()));
-    assert_eq!(
-        (
-            p.tunnel_kind,
-            p.tunnel_id,
-            p.outer_a,
-            p.outer_b,
-            p.outer_family
-        ),
-        (TUNNEL_NONE, 0, [0; 16], [0; 16], 0)
-    );
+    assert_eq!(p.tunnel, TunnelKey::default());
+    assert_eq!(p.tunnel.kind, TUNNEL_NONE);
+}
+
+/// The outer flow of a tunnel: one key for both outer directions (and the same as the inner
+/// flow key's tunnel part), per-direction packets and bytes, and per-CPU slots merged
+/// exactly, the first packet's side taken from the slot that saw it.
+#[test]
+fn outer_flow_counts_each_direction_and_merges_per_cpu_slots_exactly() {
+    use crate::{
+        OuterStats,
+        flow::{outer_merge, outer_update, tunnel_key},
+    };
+    let frame = |osrc, odst, isrc, idst, sport, dport| {
+        let inner = eth(0x0800, &ipv4(6, isrc, idst, &tcp(sport, dport, 0x10)));
+        eth(
+            0x0800,
+            &ipv4(17, osrc, odst, &udp(50000, 4789, &vxlan(7, &inner))),
+        )
+    };
+    let there = frame(O2, O1, I1, I2, 40000, 80);
+    let back = frame(O1, O2, I2, I1, 80, 40000);
+    let key = |f: &[u8]| {
+        let (p, out) = parse(f);
+        assert_eq!(p, Parsed::Ip);
+        let mut k = TunnelKey::default();
+        let from_a = tunnel_key(&out.meta, &mut k);
+        let mut fk = FlowKey::default();
+        canonical_key(&out.meta, &mut fk);
+        assert_eq!(
+            fk.tunnel, k,
+            "the flow key's tunnel part is the outer flow's key"
+        );
+        (k, from_a)
+    };
+    let (k1, from_a1) = key(&there);
+    let (k2, from_a2) = key(&back);
+    assert_eq!(k1, k2, "one outer flow for both directions");
+    assert_eq!((k1.kind, k1.id, k1.family), (TUNNEL_VXLAN, 7, FAMILY_IPV4));
+    assert_eq!((k1.outer_a, k1.outer_b), (v4(O1), v4(O2)));
+    assert_eq!((from_a1, from_a2), (false, true));
+    let (n1, n2) = (there.len() as u32, back.len() as u32);
+    // CPU 0 sees the first packet (O2 -> O1, which starts the inner flow) at 10 and another
+    // at 30; CPU 1 sees the reply at 20.
+    let mut cpu0 = OuterStats::default();
+    outer_update(&mut cpu0, from_a1, n1, 10, true);
+    outer_update(&mut cpu0, from_a1, n1, 30, false);
+    let mut cpu1 = OuterStats::default();
+    outer_update(&mut cpu1, from_a2, n2, 20, false);
+    for (first, second) in [(&cpu0, &cpu1), (&cpu1, &cpu0)] {
+        let mut m = OuterStats::default();
+        outer_merge(&mut m, first);
+        outer_merge(&mut m, &OuterStats::default());
+        outer_merge(&mut m, second);
+        assert_eq!(
+            m,
+            OuterStats {
+                ab_packets: 1,
+                ab_bytes: n2 as u64,
+                ba_packets: 2,
+                ba_bytes: 2 * n1 as u64,
+                inner_flows: 1,
+                first_ns: 10,
+                last_ns: 30,
+                first_from_a: 0,
+                _pad: [0; 7],
+            }
+        );
+    }
 }
 
 /// Asserts that `f` is kept as its outer UDP/GRE/IP packet and counted as a malformed tunnel.

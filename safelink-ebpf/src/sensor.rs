@@ -10,8 +10,11 @@ use aya_ebpf::{
 };
 use safelink_common::{
     ARP_EVENTS_PER_SEC, Counter, EVENT_ARP, EVENT_FLOW_START, EVENTS_BYTES, Event, FlowKey,
-    FlowStats, FragHead, FragKey, MAX_EMBRYOS, MAX_FLOWS, MAX_FRAGS, Stats,
-    flow::{canonical_key, established, late_tcp, update},
+    FlowStats, FragHead, FragKey, MAX_EMBRYOS, MAX_FLOWS, MAX_FRAGS, MAX_OUTER_FLOWS, OuterStats,
+    Stats, TUNNEL_NONE, TunnelKey,
+    flow::{
+        canonical_key, established, late_tcp, outer_src_is_a, outer_update, tunnel_key, update,
+    },
     layout::EventPacket,
     parse::{
         PacketBytes, ParseOut, Parsed, TunnelConfig, frame_counters, late_tcp_header,
@@ -43,6 +46,12 @@ static STATS: PerCpuArray<Stats, 1> = PerCpuArray::new();
 #[btf_map]
 static FRAGS: LruHashMap<FragKey, FragHead, { MAX_FRAGS as usize }> = LruHashMap::new();
 
+/// The outer flows of tunnels: one per tunnel (kind, id, outer endpoints), every decapsulated
+/// packet counted once. Touched only by tunnelled packets.
+#[btf_map]
+static OUTER_FLOWS: LruPerCpuHashMap<TunnelKey, OuterStats, { MAX_OUTER_FLOWS as usize }> =
+    LruPerCpuHashMap::new();
+
 /// Per-CPU working memory: parser output, flow key and a new flow's first value. All of it
 /// together is too large for the 512-byte BPF stack.
 #[repr(C)]
@@ -52,6 +61,8 @@ pub struct Scratch {
     stats: FlowStats,
     frag_key: FragKey,
     frag_head: FragHead,
+    /// A new outer flow's first value.
+    outer: OuterStats,
     /// This CPU's ARP event budget: events left in the current second, and when it began.
     arp_left: u64,
     arp_second_ns: u64,
@@ -194,6 +205,7 @@ fn observe(pkt: &Packet, s: &mut Scratch, st: &mut Stats) {
             let ts = unsafe { bpf_ktime_get_ns() };
             let from_a = canonical_key(&s.out.meta, &mut s.key);
             let len = len as u32;
+            let mut created = false;
             if let Some(f) = FLOWS.get_ptr_mut(&s.key) {
                 // SAFETY: this CPU's own slot of the per-CPU value.
                 unsafe { update(&mut *f, &s.out.meta, from_a, len, ts) };
@@ -214,6 +226,7 @@ fn observe(pkt: &Packet, s: &mut Scratch, st: &mut Stats) {
                 unsafe { zero_words(&raw mut s.stats) };
                 update(&mut s.stats, &s.out.meta, from_a, len, ts);
                 if EMBRYOS.insert(&s.key, &s.stats, BPF_NOEXIST as u64).is_ok() {
+                    created = true;
                     st.add(Counter::FlowsCreated, 1);
                     emit(EVENT_FLOW_START, from_a, ts, s, st);
                 } else if let Some(e) = EMBRYOS.get_ptr_mut(&s.key) {
@@ -232,8 +245,18 @@ fn observe(pkt: &Packet, s: &mut Scratch, st: &mut Stats) {
                 }
                 let _ = FRAGS.insert(&s.frag_key, &s.frag_head, 0);
             }
+            if s.out.meta.tunnel_kind != TUNNEL_NONE {
+                // `s.key.tunnel` is this packet's tunnel (set by `canonical_key`).
+                let from_a = outer_src_is_a(&s.out.meta);
+                count_outer(s, from_a, len, ts, created);
+            }
         }
         Parsed::Fragment(_) => {
+            if s.out.meta.tunnel_kind != TUNNEL_NONE {
+                let from_a = tunnel_key(&s.out.meta, &mut s.key.tunnel);
+                let ts = unsafe { bpf_ktime_get_ns() };
+                count_outer(s, from_a, len as u32, ts, false);
+            }
             if let Some(late) = late_tcp_header(pkt, &s.out) {
                 frag_key(s);
                 if let Some(h) = FRAGS.get_ptr(&s.frag_key) {
@@ -272,6 +295,22 @@ fn observe(pkt: &Packet, s: &mut Scratch, st: &mut Stats) {
             emit(EVENT_ARP, false, ts, s, st);
         }
         Parsed::OtherL3 | Parsed::Malformed(_) => {}
+    }
+}
+
+/// Counts a decapsulated packet in the outer flow of its tunnel, `s.key.tunnel`: this CPU's
+/// slot, or a new entry (`BPF_ANY`: when another CPU created it meanwhile, only this CPU's
+/// slot, still empty, is written).
+#[inline(always)]
+fn count_outer(s: &mut Scratch, from_a: bool, len: u32, ts: u64, new_inner: bool) {
+    if let Some(o) = OUTER_FLOWS.get_ptr_mut(&s.key.tunnel) {
+        // SAFETY: this CPU's own slot of the per-CPU value.
+        unsafe { outer_update(&mut *o, from_a, len, ts, new_inner) };
+    } else {
+        // SAFETY: this CPU's scratch slot; all-zero is the empty OuterStats.
+        unsafe { zero_words(&raw mut s.outer) };
+        outer_update(&mut s.outer, from_a, len, ts, new_inner);
+        let _ = OUTER_FLOWS.insert(&s.key.tunnel, &s.outer, 0);
     }
 }
 

@@ -1,8 +1,9 @@
 //! The flow expiry policy, shared by the kernel-map sweeper and the replay path so both end
 //! flows at the same moments, and the interim-update policy ([`Interim`]) by which running
-//! heavy flows reach the detectors before they end.
+//! heavy flows reach the detectors before they end. Outer flows of tunnels end by the same
+//! idle and active timeouts ([`outer_expired`]).
 use rustc_hash::FxHashMap;
-use safelink_common::{FlowKey, FlowStats, IPPROTO_TCP, IPPROTO_UDP};
+use safelink_common::{FlowKey, FlowStats, IPPROTO_TCP, IPPROTO_UDP, OuterStats};
 use serde::Serialize;
 
 use std::time::Duration;
@@ -144,6 +145,18 @@ pub fn expired(t: &FlowTimeouts, k: &FlowKey, s: &FlowStats, now_ns: u64) -> Opt
         return Some(EndReason::Closed);
     }
     if idle_for >= t.idle.as_nanos() as u64 {
+        return Some(EndReason::Idle);
+    }
+    if now_ns.saturating_sub(s.first_ns) >= t.active.as_nanos() as u64 {
+        return Some(EndReason::Active);
+    }
+    None
+}
+
+/// Decides whether an outer flow (a tunnel's outer packets) whose clock now reads `now_ns` is
+/// finished: the idle and active timeouts of flows (a tunnel has no handshake or close).
+pub fn outer_expired(t: &FlowTimeouts, s: &OuterStats, now_ns: u64) -> Option<EndReason> {
+    if now_ns.saturating_sub(s.last_ns) >= t.idle.as_nanos() as u64 {
         return Some(EndReason::Idle);
     }
     if now_ns.saturating_sub(s.first_ns) >= t.active.as_nanos() as u64 {

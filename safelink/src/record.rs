@@ -1,5 +1,6 @@
 //! Records handed to the detectors: finished flows ([`FlowRecord`]) and ARP packets
-//! ([`ArpRecord`]), serialisable as the JSON lines that `safelink analyze --flows` prints.
+//! ([`ArpRecord`]), serialisable as the JSON lines that `safelink analyze --flows` prints; and
+//! beside them, never given to a detector, the outer flows of tunnels ([`OuterFlowRecord`]).
 //!
 //! A flow record is oriented by its initiator: `src` sent the flow's first packet, `fwd` holds
 //! src → dst features and `rev` dst → src. The feature layout itself lives in
@@ -7,7 +8,8 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use safelink_common::{
-    ArpInfo, DirStats, EventPacket, FAMILY_IPV4, FlowKey, FlowStats, TcpFlagCounts,
+    ArpInfo, DirStats, EventPacket, FAMILY_IPV4, FlowKey, FlowStats, OuterStats, TcpFlagCounts,
+    TunnelKey,
 };
 use serde::Serialize;
 
@@ -28,6 +30,68 @@ pub enum Record {
     /// comes, with the complete counters; detectors count only what earlier updates did not.
     FlowUpdate(FlowRecord),
     Arp(ArpRecord),
+    /// The outer flow of a tunnel: the outer packets between two tunnel endpoints, counted
+    /// once per tunnel beside the inner flows they carried. Not detector input (the pipeline
+    /// and the automata skip it): its packets are the inner flows' packets, already counted.
+    OuterFlow(OuterFlowRecord),
+}
+
+/// Packets and bytes of one direction of an outer flow.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct OuterDirection {
+    pub packets: u64,
+    /// Whole outer frames.
+    pub bytes: u64,
+}
+
+/// The outer flow of one tunnel ([`Tunnel`]: kind, VNI or GRE key, the endpoint pair): every
+/// decapsulated packet between the two endpoints, whichever inner flow it carried. Oriented
+/// by its first packet: `tunnel.outer_src` sent it, `fwd` is outer_src → outer_dst. Ended by
+/// the idle and active timeouts of flows (`end_reason` `idle`, `active`; `flush` at the end of
+/// a capture, `evicted` from a full replay table, `open` for a snapshot).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct OuterFlowRecord {
+    pub tunnel: Tunnel,
+    /// Unix time of the first / last packet, nanoseconds.
+    pub first_ns: u64,
+    pub last_ns: u64,
+    pub end_reason: EndReason,
+    pub fwd: OuterDirection,
+    pub rev: OuterDirection,
+    /// Inner flows a packet of this tunnel started.
+    pub inner_flows: u64,
+}
+
+impl OuterFlowRecord {
+    /// Renders a merged outer flow (`epoch_offset_ns` as in [`FlowRecord::new`]). `None` for a
+    /// key outside a tunnel (none is ever stored).
+    pub fn new(
+        k: &TunnelKey,
+        s: &OuterStats,
+        epoch_offset_ns: i64,
+        end_reason: EndReason,
+    ) -> Option<Self> {
+        let from_a = s.first_from_a != 0;
+        let ab = OuterDirection {
+            packets: s.ab_packets,
+            bytes: s.ab_bytes,
+        };
+        let ba = OuterDirection {
+            packets: s.ba_packets,
+            bytes: s.ba_bytes,
+        };
+        let (fwd, rev) = if from_a { (ab, ba) } else { (ba, ab) };
+        let to_epoch = |ns: u64| crate::capture::to_epoch_ns(ns, epoch_offset_ns);
+        Some(Self {
+            tunnel: Tunnel::of_key(k, from_a)?,
+            first_ns: to_epoch(s.first_ns),
+            last_ns: to_epoch(s.last_ns),
+            end_reason,
+            fwd,
+            rev,
+            inner_flows: s.inner_flows,
+        })
+    }
 }
 
 /// The first packet of a new flow, oriented by its sender (the initiator).
@@ -77,7 +141,7 @@ impl FlowStartRecord {
             icmp_code: p.icmp_code,
             l3_len: p.l3_len,
             ttl: p.ttl,
-            tunnel: Tunnel::of_key(k, p.outer_src_is_a != 0),
+            tunnel: Tunnel::of_key(&k.tunnel, p.outer_src_is_a != 0),
         }
     }
 }
@@ -264,7 +328,7 @@ impl FlowRecord {
             end_reason,
             fwd: src.2,
             rev: dst.2,
-            tunnel: Tunnel::of_key(k, s.outer_src_is_a != 0),
+            tunnel: Tunnel::of_key(&k.tunnel, s.outer_src_is_a != 0),
         }
     }
 }

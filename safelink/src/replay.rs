@@ -8,7 +8,9 @@
 //! (so one `u32::MAX`-second frame cannot end every flow and empty every window), a jump the
 //! next frame confirms (a capture gap, a clock step) is followed. The flow table is bounded by
 //! [`FlowTimeouts::max_flows`]: when full, the longest-idle sixteenth of the flows is exported
-//! as [`EndReason::Evicted`] records, so no packet goes uncounted.
+//! as [`EndReason::Evicted`] records, so no packet goes uncounted. The outer flows of tunnels
+//! are swept, bounded and flushed the same way, as [`Record::OuterFlow`] records after the
+//! flows of each sweep.
 use std::{fs::File, path::Path, time::Duration};
 
 use memmap2::Mmap;
@@ -29,8 +31,8 @@ use thiserror::Error;
 use crate::{
     clock::{ClockStats, Follow, RecordClock},
     config::FlowTimeouts,
-    expiry::{EndReason, Interim, expired},
-    record::{FlowRecord, Record},
+    expiry::{EndReason, Interim, expired, outer_expired},
+    record::{FlowRecord, OuterFlowRecord, Record},
     table::{Counters, FlowTable, Observed},
 };
 
@@ -55,6 +57,8 @@ const SWEEP_EVERY: Duration = Duration::from_secs(1);
 pub struct ReplaySummary {
     pub frames: u64,
     pub flows: u64,
+    /// Outer-flow records of tunnels.
+    pub outer_flows: u64,
     pub arp: u64,
     pub counters: Counters,
     /// Flow records ended because the table was full ([`EndReason::Evicted`]).
@@ -189,6 +193,9 @@ impl<'a, F: FnMut(Record), P: FnMut(u64, u64)> Replayer<'a, F, P> {
         if self.table.len() >= self.timeouts.max_flows {
             self.evict();
         }
+        if self.table.outer_len() >= self.timeouts.max_flows {
+            self.evict_outer();
+        }
         let frame = CapturedFrame {
             data,
             wire_len: wire_len as usize,
@@ -231,6 +238,53 @@ impl<'a, F: FnMut(Record), P: FnMut(u64, u64)> Replayer<'a, F, P> {
                 (self.emit)(Record::FlowUpdate(update));
             }
         }
+        let mut outer: Vec<_> = self
+            .table
+            .outer_iter()
+            .filter_map(|(k, s)| outer_expired(self.timeouts, s, now_ns).map(|r| (*k, r)))
+            .collect();
+        outer.sort_by_key(|(k, _)| *k);
+        for (k, reason) in outer {
+            if let Some(s) = self.table.outer_remove(&k) {
+                self.emit_outer(&k, &s, reason);
+            }
+        }
+    }
+
+    fn emit_outer(
+        &mut self,
+        k: &safelink_common::TunnelKey,
+        s: &safelink_common::OuterStats,
+        reason: EndReason,
+    ) {
+        if let Some(r) = OuterFlowRecord::new(k, s, 0, reason) {
+            self.summary.outer_flows += 1;
+            (self.emit)(Record::OuterFlow(r));
+        }
+    }
+
+    /// The outer-flow table is full (`max_flows` tunnels, a capture of forged outer
+    /// addresses): exports its longest-idle sixteenth as [`EndReason::Evicted`], as
+    /// [`Self::evict`] does for flows.
+    fn evict_outer(&mut self) {
+        let n = (self.timeouts.max_flows / 16)
+            .max(1)
+            .min(self.table.outer_len());
+        let mut by_idle: Vec<_> = self
+            .table
+            .outer_iter()
+            .map(|(k, s)| (s.last_ns, *k))
+            .collect();
+        if n < by_idle.len() {
+            by_idle.select_nth_unstable(n - 1);
+            by_idle.truncate(n);
+        }
+        by_idle.sort();
+        for (_, k) in by_idle {
+            if let Some(s) = self.table.outer_remove(&k) {
+                self.emit_outer(&k, &s, EndReason::Evicted);
+            }
+        }
     }
 
     /// The table is full: exports the longest-idle sixteenth of its flows (at least one; by
@@ -271,6 +325,11 @@ impl<'a, F: FnMut(Record), P: FnMut(u64, u64)> Replayer<'a, F, P> {
         for (k, s) in rest {
             self.summary.flows += 1;
             (self.emit)(Record::Flow(FlowRecord::new(&k, &s, 0, EndReason::Flush)));
+        }
+        let mut outer = self.table.outer_drain();
+        outer.sort_by_key(|(k, s)| (s.first_ns, *k));
+        for (k, s) in outer {
+            self.emit_outer(&k, &s, EndReason::Flush);
         }
         self.summary.counters = self.table.counters.clone();
         self.summary

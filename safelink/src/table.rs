@@ -1,15 +1,16 @@
 //! Userspace flow table for the replay path: the same parser, counters and per-packet feature
 //! update as the XDP program, over a `HashMap` instead of the kernel's per-CPU LRU map, and the
 //! same handling of first fragments that cut the TCP header (a bounded map stands in for the
-//! kernel's `FRAGS`).
+//! kernel's `FRAGS`), and the same outer flows of tunnels (a map stands in for the kernel's
+//! `OUTER_FLOWS`).
 
 use std::collections::VecDeque;
 
 use rustc_hash::FxHashMap;
 use safelink_common::{
     COUNTER_NAMES, Counter, EventPacket, FlowKey, FlowStats, FragHead, FragKey, MAX_FRAGS,
-    NUM_COUNTERS,
-    flow::{canonical_key, late_tcp, update},
+    NUM_COUNTERS, OuterStats, TUNNEL_NONE, TunnelKey,
+    flow::{canonical_key, late_tcp, outer_update, tunnel_key, update},
     parse::{
         CapturedFrame, ParseOut, Parsed, TunnelConfig, frame_counters, late_tcp_header,
         parse_frame_with, tunnel_counter,
@@ -62,6 +63,8 @@ pub struct FlowTable {
     frag_order: VecDeque<FragKey>,
     /// The tunnels the parser opens (`[flows] tunnels`).
     tunnels: TunnelConfig,
+    /// Outer flows of tunnels, by tunnel.
+    outer: FxHashMap<TunnelKey, OuterStats>,
 }
 
 impl FlowTable {
@@ -112,6 +115,33 @@ impl FlowTable {
         self.free.clear();
         self.last = None;
         out
+    }
+
+    /// Outer flows of tunnels held.
+    pub fn outer_len(&self) -> usize {
+        self.outer.len()
+    }
+
+    /// Every live outer flow.
+    pub fn outer_iter(&self) -> impl Iterator<Item = (&TunnelKey, &OuterStats)> {
+        self.outer.iter()
+    }
+
+    pub fn outer_remove(&mut self, k: &TunnelKey) -> Option<OuterStats> {
+        self.outer.remove(k)
+    }
+
+    /// Removes and returns every outer flow.
+    pub fn outer_drain(&mut self) -> Vec<(TunnelKey, OuterStats)> {
+        self.outer.drain().collect()
+    }
+
+    /// Counts a decapsulated packet in its tunnel's outer flow (the kernel's `OUTER_FLOWS`).
+    fn count_outer(&mut self, len: u64, ts_ns: u64, new_inner: bool) {
+        let mut k = TunnelKey::default();
+        let from_a = tunnel_key(&self.out.meta, &mut k);
+        let s = self.outer.entry(k).or_default();
+        outer_update(s, from_a, len as u32, ts_ns, new_inner);
     }
 
     /// The slot of `self.key`, creating it when new (then returns true).
@@ -169,6 +199,9 @@ impl FlowTable {
                 if self.out.meta.l4_partial {
                     self.remember_fragment(from_a);
                 }
+                if self.out.meta.tunnel_kind != TUNNEL_NONE {
+                    self.count_outer(len, ts_ns, created);
+                }
                 if !created {
                     return Observed::Nothing;
                 }
@@ -187,6 +220,9 @@ impl FlowTable {
                 &self.out.arp,
             )),
             Parsed::Fragment(_) => {
+                if self.out.meta.tunnel_kind != TUNNEL_NONE {
+                    self.count_outer(len, ts_ns, false);
+                }
                 if let Some(late) = late_tcp_header(&frame, &self.out)
                     && let Some(head) = self.frags.remove(&self.frag_key())
                     && let Some(&i) = self.index.get(&head.key)

@@ -1,12 +1,13 @@
 //! Tunnels in the configuration and in records: the `[flows] tunnels` list of kinds the
 //! parser opens ([`TunnelKinds`], turned with the ports into the parser's
-//! [`TunnelConfig`]), and the `tunnel` object of flow records and alerts ([`Tunnel`]), built
-//! from the tunnel identity a flow key carries. The kinds and their names live in
+//! [`TunnelConfig`]), and the `tunnel` object of flow records, outer-flow records and alerts
+//! ([`Tunnel`]), built from the tunnel identity a flow key carries ([`TunnelKey`], also the
+//! key of an outer flow). The kinds and their names live in
 //! `safelink_common::layout` (`TUNNEL_*`, `TUNNEL_NAMES`).
 use std::{fmt, net::IpAddr};
 
 use safelink_common::{
-    FAMILY_IPV4, FlowKey, TUNNEL_GENEVE, TUNNEL_IP6, TUNNEL_IPIP, TUNNEL_NAMES, TUNNEL_NONE,
+    FAMILY_IPV4, TUNNEL_GENEVE, TUNNEL_IP6, TUNNEL_IPIP, TUNNEL_NAMES, TUNNEL_NONE, TunnelKey,
     parse::TunnelConfig,
 };
 use serde::{Deserialize, Deserializer, Serialize, Serializer, de};
@@ -84,23 +85,24 @@ pub struct Tunnel {
 }
 
 impl Tunnel {
-    /// The tunnel of a flow key, `outer_src` being `outer_a` when `outer_src_is_a` (the
-    /// first packet's outer source: `FlowStats::outer_src_is_a`). `None` for a plain flow.
-    pub fn of_key(k: &FlowKey, outer_src_is_a: bool) -> Option<Self> {
-        if k.tunnel_kind == TUNNEL_NONE {
+    /// The tunnel of a key (a flow key's `tunnel`, or an outer flow's key), `outer_src` being
+    /// `outer_a` when `outer_src_is_a` (the first packet's outer source:
+    /// `FlowStats::outer_src_is_a`, `OuterStats::first_from_a`). `None` outside a tunnel.
+    pub fn of_key(k: &TunnelKey, outer_src_is_a: bool) -> Option<Self> {
+        if k.kind == TUNNEL_NONE {
             return None;
         }
-        let kind = match (k.tunnel_kind, k.outer_family) {
+        let kind = match (k.kind, k.family) {
             (TUNNEL_IP6, FAMILY_IPV4) => "6in4",
             (TUNNEL_IP6, _) => "6in6",
             (n, _) => TUNNEL_NAMES.get(n as usize).copied().unwrap_or("unknown"),
         };
-        let a = key_addr(k.outer_family, &k.outer_a);
-        let b = key_addr(k.outer_family, &k.outer_b);
+        let a = key_addr(k.family, &k.outer_a);
+        let b = key_addr(k.family, &k.outer_b);
         let (outer_src, outer_dst) = if outer_src_is_a { (a, b) } else { (b, a) };
         Some(Self {
             kind: kind.to_owned(),
-            id: k.tunnel_id,
+            id: k.id,
             outer_src,
             outer_dst,
         })

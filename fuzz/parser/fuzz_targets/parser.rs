@@ -157,7 +157,7 @@ fuzz_target!(|data: &[u8]| {
                 assert_eq!(fresh.meta, reused.meta);
                 let mut k = FlowKey::default();
                 let from_a = canonical_key(&fresh.meta, &mut k);
-                assert!(k.outer_a <= k.outer_b, "{k:?}: outer pair not ordered");
+                assert!(k.tunnel.outer_a <= k.tunnel.outer_b, "{k:?}: outer pair not ordered");
                 let len = frame.len() as u32;
                 let s = flows.entry(k).or_default();
                 let before = if from_a { s.ab } else { s.ba };

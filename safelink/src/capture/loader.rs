@@ -11,8 +11,8 @@ use aya::{
     },
 };
 use safelink_common::{
-    FlowKey, FlowStats, MAP_EMBRYOS, MAP_EVENTS, MAP_FLOWS, MAP_STATS, Stats, flows_capacity,
-    parse::TunnelConfig,
+    FlowKey, FlowStats, MAP_EMBRYOS, MAP_EVENTS, MAP_FLOWS, MAP_OUTER_FLOWS, MAP_STATS, OuterStats,
+    Stats, TunnelKey, flows_capacity, parse::TunnelConfig,
 };
 use tracing::{info, warn};
 
@@ -133,6 +133,11 @@ const PINNED: &[(&str, u32, u32)] = &[
         MAP_EMBRYOS,
         size_of::<FlowKey>() as u32,
         size_of::<FlowStats>() as u32,
+    ),
+    (
+        MAP_OUTER_FLOWS,
+        size_of::<TunnelKey>() as u32,
+        size_of::<OuterStats>() as u32,
     ),
     (MAP_STATS, 4, size_of::<Stats>() as u32),
     (MAP_EVENTS, 0, 0),

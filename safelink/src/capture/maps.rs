@@ -1,6 +1,7 @@
-//! Typed access to the XDP program's maps: per-CPU counters and the flows of `EMBRYOS` (young,
+//! Typed access to the XDP program's maps: per-CPU counters, the flows of `EMBRYOS` (young,
 //! one shared value) and `FLOWS` (established, per-CPU slots), merged into one value each
-//! (exact counts whichever CPUs a flow's packets landed on).
+//! (exact counts whichever CPUs a flow's packets landed on), and the outer flows of tunnels in
+//! `OUTER_FLOWS` (per-CPU slots, merged the same way).
 //!
 //! Walking an LRU map while the kernel evicts from it can restart the walk (the kernel's
 //! next-key of an evicted key is the first key): [`SensorMaps::for_each_flow`] bounds the walk
@@ -16,8 +17,9 @@ use aya::{
     maps::{HashMap as BpfHashMap, Map, MapData, PerCpuArray, PerCpuHashMap},
 };
 use safelink_common::{
-    FlowKey, FlowStats, MAP_EMBRYOS, MAP_FLOWS, MAP_STATS, MAX_EMBRYOS, MAX_FLOWS, Stats,
-    flow::merge,
+    FlowKey, FlowStats, MAP_EMBRYOS, MAP_FLOWS, MAP_OUTER_FLOWS, MAP_STATS, MAX_EMBRYOS, MAX_FLOWS,
+    MAX_OUTER_FLOWS, OuterStats, Stats, TunnelKey,
+    flow::{merge, outer_merge},
 };
 
 use crate::table::Counters;
@@ -26,20 +28,25 @@ pub struct SensorMaps {
     flows: PerCpuHashMap<MapData, FlowKey, FlowStats>,
     embryos: BpfHashMap<MapData, FlowKey, FlowStats>,
     stats: PerCpuArray<MapData, Stats>,
+    outer: PerCpuHashMap<MapData, TunnelKey, OuterStats>,
     /// Keys handed over by the current walk (kept allocated between walks).
     seen: FxHashSet<FlowKey>,
 }
 
 impl SensorMaps {
-    /// Takes `FLOWS` and `STATS` out of a loaded object.
+    /// Takes `FLOWS`, `EMBRYOS`, `STATS` and `OUTER_FLOWS` out of a loaded object.
     pub fn from_ebpf(ebpf: &mut Ebpf) -> anyhow::Result<Self> {
         let flows = ebpf.take_map(MAP_FLOWS).context("map FLOWS missing")?;
         let embryos = ebpf.take_map(MAP_EMBRYOS).context("map EMBRYOS missing")?;
         let stats = ebpf.take_map(MAP_STATS).context("map STATS missing")?;
+        let outer = ebpf
+            .take_map(MAP_OUTER_FLOWS)
+            .context("map OUTER_FLOWS missing")?;
         Ok(Self {
             flows: PerCpuHashMap::try_from(flows)?,
             embryos: BpfHashMap::try_from(embryos)?,
             stats: PerCpuArray::try_from(stats)?,
+            outer: PerCpuHashMap::try_from(outer)?,
             seen: FxHashSet::default(),
         })
     }
@@ -59,6 +66,7 @@ impl SensorMaps {
             flows: PerCpuHashMap::try_from(Map::PerCpuLruHashMap(open(MAP_FLOWS)?))?,
             embryos: BpfHashMap::try_from(Map::LruHashMap(open(MAP_EMBRYOS)?))?,
             stats: PerCpuArray::try_from(Map::PerCpuArray(open(MAP_STATS)?))?,
+            outer: PerCpuHashMap::try_from(Map::PerCpuLruHashMap(open(MAP_OUTER_FLOWS)?))?,
             seen: FxHashSet::default(),
         })
     }
@@ -133,6 +141,39 @@ impl SensorMaps {
         let _ = self.flows.remove(key);
         let _ = self.embryos.remove(key);
     }
+
+    /// Hands every outer flow of `OUTER_FLOWS` to `f`, once each, its per-CPU slots merged
+    /// (a restarted walk is handled as in [`Self::for_each_flow`]). Returns how many.
+    pub fn for_each_outer(
+        &mut self,
+        mut f: impl FnMut(&TunnelKey, &OuterStats),
+    ) -> anyhow::Result<usize> {
+        let mut seen = FxHashSet::default();
+        for item in self.outer.iter().take(2 * MAX_OUTER_FLOWS as usize) {
+            let Ok((k, per_cpu)) = item else { continue };
+            if !seen.insert(k) {
+                continue;
+            }
+            let mut s = OuterStats::default();
+            for slot in per_cpu.iter() {
+                outer_merge(&mut s, slot);
+            }
+            f(&k, &s);
+        }
+        Ok(seen.len())
+    }
+
+    /// Every outer flow, its per-CPU slots merged.
+    pub fn outer_flows(&mut self) -> anyhow::Result<Vec<(TunnelKey, OuterStats)>> {
+        let mut out = Vec::new();
+        self.for_each_outer(|k, s| out.push((*k, *s)))?;
+        Ok(out)
+    }
+
+    pub fn remove_outer(&mut self, key: &TunnelKey) {
+        // Already gone (LRU eviction) is fine.
+        let _ = self.outer.remove(key);
+    }
 }
 
 /// Kernel memory of one pinned map's keys and values (the kernel adds its own per-element
@@ -154,9 +195,17 @@ pub struct MapMemory {
 pub fn map_memory(dir: &Path) -> anyhow::Result<(u32, Vec<MapMemory>)> {
     use aya::maps::MapType;
     use safelink_common::{MAP_EVENTS, MAP_FRAGS};
+    let maps = [
+        MAP_FLOWS,
+        MAP_EMBRYOS,
+        MAP_OUTER_FLOWS,
+        MAP_FRAGS,
+        MAP_STATS,
+        MAP_EVENTS,
+    ];
     let cpus = aya::util::nr_cpus().map_err(|(what, e)| anyhow::anyhow!("{what}: {e}"))? as u64;
     let mut out = Vec::new();
-    for name in [MAP_FLOWS, MAP_EMBRYOS, MAP_FRAGS, MAP_STATS, MAP_EVENTS] {
+    for name in maps {
         let p = dir.join(name);
         let Ok(m) = MapData::from_pin(&p) else {
             continue;

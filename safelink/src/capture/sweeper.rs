@@ -1,13 +1,14 @@
 //! Periodic sweep of the kernel flow map: flows that are idle, too old or closed (per
 //! [`crate::expiry`]) are removed and become [`FlowRecord`]s; running heavy flows become
-//! interim updates ([`Record::FlowUpdate`], per [`Interim`]).
+//! interim updates ([`Record::FlowUpdate`], per [`Interim`]). Then the outer flows of tunnels
+//! (`OUTER_FLOWS`) that are idle or too old are removed and become [`OuterFlowRecord`]s.
 use safelink_common::{Counter, FlowStats};
 
 use super::maps::SensorMaps;
 use crate::{
     config::FlowTimeouts,
-    expiry::{EndReason, Interim, expired},
-    record::{FlowRecord, Record},
+    expiry::{EndReason, Interim, expired, outer_expired},
+    record::{FlowRecord, OuterFlowRecord, Record},
 };
 
 /// Running totals of the sweeper.
@@ -20,6 +21,9 @@ pub struct SweepStats {
     pub lru_evicted_estimate: u64,
     /// Interim updates of running heavy flows sent.
     pub interim_updates: u64,
+    /// Outer flows of tunnels exported, and still in the map after the last sweep.
+    pub outer_exported: u64,
+    pub outer_active: u64,
 }
 
 /// One pass: removes finished flows and returns their records, then the interim updates of
@@ -61,6 +65,21 @@ pub fn sweep_once(
     }));
     stats.exported += ended as u64;
     stats.active = (walked - ended) as u64;
+    let mut outer = Vec::new();
+    let walked = maps.for_each_outer(|k, s| {
+        if let Some(r) = outer_expired(t, s, now_mono_ns) {
+            outer.push((*k, *s, r));
+        }
+    })?;
+    outer.sort_by_key(|(k, s, _)| (s.first_ns, *k));
+    stats.outer_active = (walked - outer.len()) as u64;
+    for (k, s, reason) in outer {
+        maps.remove_outer(&k);
+        if let Some(r) = OuterFlowRecord::new(&k, &s, epoch_offset_ns, reason) {
+            stats.outer_exported += 1;
+            out.push(Record::OuterFlow(r));
+        }
+    }
     let created = maps.counters()?.get(Counter::FlowsCreated);
     stats.lru_evicted_estimate = created.saturating_sub(stats.exported + stats.active);
     Ok(out)

@@ -32,7 +32,8 @@ pub struct AnalyzeArgs {
     /// Capture files (pcap or pcapng, Ethernet link type).
     #[arg(required = true, value_name = "PCAP")]
     files: Vec<PathBuf>,
-    /// Print every flow record (and ARP record) as a JSON line on stdout.
+    /// Print every flow record, and every outer-flow record of a tunnel, as a JSON line on
+    /// stdout.
     #[arg(long)]
     flows: bool,
     /// Print every finished flow's ANN feature row as CSV on stdout (a header line, then IP
@@ -277,7 +278,10 @@ pub fn analyze(a: AnalyzeArgs) -> anyhow::Result<ExitCode> {
             pipeline.feed(&r);
             if a.flows
                 && write_err.is_none()
-                && matches!(r, safelink::record::Record::Flow(_))
+                && matches!(
+                    r,
+                    safelink::record::Record::Flow(_) | safelink::record::Record::OuterFlow(_)
+                )
                 && let Err(e) = serde_json::to_writer(&mut out, &r)
                     .map_err(std::io::Error::from)
                     .and_then(|_| out.write_all(b"\n"))

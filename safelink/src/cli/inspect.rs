@@ -1,4 +1,6 @@
-//! `safelink stats` and `safelink flows`: read the pinned maps of a running sensor.
+//! `safelink stats` and `safelink flows`: read the pinned maps of a running sensor. `flows`
+//! prints every flow, then every outer flow of a tunnel, as the records they are so far
+//! (`end_reason` `open`).
 use std::{io::Write as _, path::PathBuf, process::ExitCode};
 
 use clap::Args;
@@ -8,7 +10,7 @@ use safelink::{
         maps::{SensorMaps, map_memory},
     },
     expiry::EndReason,
-    record::FlowRecord,
+    record::{FlowRecord, OuterFlowRecord, Record},
 };
 
 #[derive(Debug, Args)]
@@ -44,6 +46,12 @@ pub fn flows(a: PinArgs) -> anyhow::Result<ExitCode> {
         let r = FlowRecord::new(&k, &s, off, EndReason::Open);
         serde_json::to_writer(&mut out, &r)?;
         writeln!(out)?;
+    }
+    for (k, s) in maps.outer_flows()? {
+        if let Some(r) = OuterFlowRecord::new(&k, &s, off, EndReason::Open) {
+            serde_json::to_writer(&mut out, &Record::OuterFlow(r))?;
+            writeln!(out)?;
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

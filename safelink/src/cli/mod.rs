@@ -60,7 +60,8 @@ enum Cmd {
     Config(run::ConfigCmd),
     /// Print the kernel counters of a running sensor as JSON (reads the pinned STATS map).
     Stats(inspect::PinArgs),
-    /// Print the flows currently in the kernel flow map as JSON lines (per-CPU slots merged).
+    /// Print the flows currently in the kernel flow map as JSON lines (per-CPU slots merged),
+    /// then the open outer flows of tunnels (`"type": "outer_flow"`).
     Flows(inspect::PinArgs),
     /// Benchmarks (used by `cargo xtask bench`).
     #[command(hide = true)]

@@ -159,8 +159,12 @@ impl Pipeline {
         self.ann.as_ref().is_some_and(AnnDetector::emits)
     }
 
-    /// One record through every stage.
+    /// One record through every stage. An outer flow of a tunnel ([`Record::OuterFlow`]) goes
+    /// to none: its packets are those of the inner flows the detectors already count.
     pub fn feed(&mut self, r: &Record) {
+        if let Record::OuterFlow(_) = r {
+            return;
+        }
         self.records += 1;
         if let Some(e) = self.dfa.as_mut() {
             e.observe_into(r, &mut self.events);

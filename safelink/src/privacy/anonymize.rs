@@ -254,6 +254,10 @@ impl Policy {
                 f.dst_ip = self.ip(f.dst_ip);
                 tunnel(&mut f.tunnel);
             }
+            Record::OuterFlow(o) => {
+                o.tunnel.outer_src = self.ip(o.tunnel.outer_src);
+                o.tunnel.outer_dst = self.ip(o.tunnel.outer_dst);
+            }
             Record::Arp(a) => {
                 a.sender_ip = v4(a.sender_ip);
                 a.target_ip = v4(a.target_ip);

@@ -290,11 +290,15 @@ impl Engine {
     /// record far ahead of the clock waits for the next record to tell a lone outlier (then
     /// it is taken at the current time) from a jump of record time (then the clock follows
     /// first); [`Self::finish`] takes one still waiting.
+    ///
+    /// An outer flow of a tunnel ([`Record::OuterFlow`]) is ignored: it is no detector input
+    /// (its packets are the inner flows'), so it neither counts nor moves the clock.
     pub fn observe_into(&mut self, r: &Record, out: &mut Vec<AlertEvent>) {
         let ts = match r {
             Record::FlowStart(s) => s.ts_ns,
             Record::Flow(f) | Record::FlowUpdate(f) => f.last_ns,
             Record::Arp(a) => a.ts_ns,
+            Record::OuterFlow(_) => return,
         };
         let seen = self.clock.observe(ts);
         if seen.released.is_some()
@@ -348,6 +352,7 @@ impl Engine {
                     d.on_arp(a, &mut cx);
                 }
             }
+            Record::OuterFlow(_) => {}
         }
         self.book.drain_into(out);
     }
