@@ -142,13 +142,14 @@ fn alert(minute: u32, source: AlertSource, kind: AlertKind, src: Option<&str>) -
         community_id: Some(format!("1:test{minute}=")),
         tunnel: None,
         explanation: None,
+        resembles: None,
         features: vec![0.5, 1.0],
     }
 }
 
 /// Five alerts, ids 1..=5, one minute apart:
 /// 1 port_scan/dfa from .1, 2 ssh_brute_force/dfa from .2, 3 port_scan/dfa from .1,
-/// 4 anomalous_flow/ann from 2001:db8::5 (with explanation), 5 arp_spoof/dfa without IP,
+/// 4 anomalous_flow/ann from 2001:db8::5 (with explanation, resembling port_scan), 5 arp_spoof/dfa without IP,
 /// with a description that needs CSV quoting.
 fn seed(store: &Store) {
     let ann = Alert {
@@ -156,6 +157,10 @@ fn seed(store: &Store) {
         confidence: 0.875,
         proto: "udp".into(),
         explanation: Some(json!({"dst_port_entropy": 0.4})),
+        resembles: Some(safelink::ann::Resemblance {
+            family: AlertKind::PORT_SCAN,
+            probability: 0.8,
+        }),
         ..alert(
             4,
             AlertSource::Ann,
@@ -298,6 +303,12 @@ async fn lists_newest_first_with_the_stored_fields() {
     assert_eq!(one["source"], "ann");
     assert_eq!(one["kind"], "anomalous_flow");
     assert_eq!(one["explanation"], json!({"dst_port_entropy": 0.4}));
+    assert_eq!(
+        one["resembles"],
+        json!({"family": "port_scan", "probability": 0.8})
+    );
+    let (_, three) = s.get_json("/alerts/3").await;
+    assert!(three.get("resembles").is_none(), "{three}");
 }
 
 #[tokio::test]
@@ -447,12 +458,12 @@ async fn csv_export_is_exact() {
         "attachment; filename=\"safelink-alerts.csv\""
     );
     let want = "\
-id,timestamp,source,kind,severity,confidence,src_ip,src_port,dest_ip,dest_port,proto,src_mac,first_seen,last_seen,count,description,community_id,explanation
-5,2024-05-01T12:05:00.000000Z,dfa,arp_spoof,critical,1,,,192.0.2.1,,arp,02:00:00:00:00:02,2024-05-01T12:05:00.000000Z,2024-05-01T12:05:00.000000Z,50,\"192.0.2.1 claimed by \"\"02:00:00:00:00:02\"\", was 02:00:00:00:00:01\",,
-4,2024-05-01T12:04:00.000000Z,ann,anomalous_flow,medium,0.875,2001:db8::5,40004,192.0.2.10,22,udp,,2024-05-01T12:04:00.000000Z,2024-05-01T12:04:00.000000Z,40,anomalous_flow test alert,1:test4=,\"{\"\"dst_port_entropy\"\":0.4}\"
-3,2024-05-01T12:03:00.000000Z,dfa,port_scan,high,1,198.51.100.1,40003,192.0.2.10,22,tcp,,2024-05-01T12:03:00.000000Z,2024-05-01T12:03:00.000000Z,30,port_scan test alert,1:test3=,
-2,2024-05-01T12:02:00.000000Z,dfa,ssh_brute_force,high,1,198.51.100.2,40002,192.0.2.10,22,tcp,,2024-05-01T12:02:00.000000Z,2024-05-01T12:02:00.000000Z,20,ssh_brute_force test alert,1:test2=,
-1,2024-05-01T12:01:00.000000Z,dfa,port_scan,high,1,198.51.100.1,40001,192.0.2.10,22,tcp,,2024-05-01T12:01:00.000000Z,2024-05-01T12:01:00.000000Z,10,port_scan test alert,1:test1=,
+id,timestamp,source,kind,severity,confidence,src_ip,src_port,dest_ip,dest_port,proto,src_mac,first_seen,last_seen,count,description,community_id,explanation,resembles,resembles_probability
+5,2024-05-01T12:05:00.000000Z,dfa,arp_spoof,critical,1,,,192.0.2.1,,arp,02:00:00:00:00:02,2024-05-01T12:05:00.000000Z,2024-05-01T12:05:00.000000Z,50,\"192.0.2.1 claimed by \"\"02:00:00:00:00:02\"\", was 02:00:00:00:00:01\",,,,
+4,2024-05-01T12:04:00.000000Z,ann,anomalous_flow,medium,0.875,2001:db8::5,40004,192.0.2.10,22,udp,,2024-05-01T12:04:00.000000Z,2024-05-01T12:04:00.000000Z,40,anomalous_flow test alert,1:test4=,\"{\"\"dst_port_entropy\"\":0.4}\",port_scan,0.8
+3,2024-05-01T12:03:00.000000Z,dfa,port_scan,high,1,198.51.100.1,40003,192.0.2.10,22,tcp,,2024-05-01T12:03:00.000000Z,2024-05-01T12:03:00.000000Z,30,port_scan test alert,1:test3=,,,
+2,2024-05-01T12:02:00.000000Z,dfa,ssh_brute_force,high,1,198.51.100.2,40002,192.0.2.10,22,tcp,,2024-05-01T12:02:00.000000Z,2024-05-01T12:02:00.000000Z,20,ssh_brute_force test alert,1:test2=,,,
+1,2024-05-01T12:01:00.000000Z,dfa,port_scan,high,1,198.51.100.1,40001,192.0.2.10,22,tcp,,2024-05-01T12:01:00.000000Z,2024-05-01T12:01:00.000000Z,10,port_scan test alert,1:test1=,,,
 ";
     assert_eq!(r.text().await.unwrap(), want);
     // Same filters as /alerts.
@@ -483,7 +494,7 @@ async fn eve_export_is_exact() {
     // `alert.metadata`, a flow_id where there is a flow (from the Community ID).
     let want = [
         r#"{"timestamp":"2024-05-01T12:05:00.000000+0000","event_type":"alert","dest_ip":"192.0.2.1","proto":"ARP","alert":{"action":"allowed","gid":1,"signature_id":5100004,"rev":1,"signature":"192.0.2.1 claimed by \"02:00:00:00:00:02\", was 02:00:00:00:00:01","category":"arp_spoof","severity":1,"metadata":{"confidence":["1"],"count":["50"],"features":["duration_s=0.5","proto_tcp=1"],"first_seen":["2024-05-01T12:05:00.000000Z"],"kind":["arp_spoof"],"last_seen":["2024-05-01T12:05:00.000000Z"],"safelink_id":["5"],"severity":["critical"],"source":["dfa"],"src_mac":["02:00:00:00:00:02"]}}}"#,
-        r#"{"timestamp":"2024-05-01T12:04:00.000000+0000","flow_id":2131588275819480219,"event_type":"alert","src_ip":"2001:db8::5","src_port":40004,"dest_ip":"192.0.2.10","dest_port":22,"proto":"UDP","community_id":"1:test4=","alert":{"action":"allowed","gid":1,"signature_id":5101011,"rev":1,"signature":"anomalous_flow test alert","category":"anomalous_flow","severity":2,"metadata":{"confidence":["0.875"],"count":["40"],"explanation":["{\"dst_port_entropy\":0.4}"],"features":["duration_s=0.5","proto_tcp=1"],"first_seen":["2024-05-01T12:04:00.000000Z"],"kind":["anomalous_flow"],"last_seen":["2024-05-01T12:04:00.000000Z"],"safelink_id":["4"],"severity":["medium"],"source":["ann"]}}}"#,
+        r#"{"timestamp":"2024-05-01T12:04:00.000000+0000","flow_id":2131588275819480219,"event_type":"alert","src_ip":"2001:db8::5","src_port":40004,"dest_ip":"192.0.2.10","dest_port":22,"proto":"UDP","community_id":"1:test4=","alert":{"action":"allowed","gid":1,"signature_id":5101011,"rev":1,"signature":"anomalous_flow test alert","category":"anomalous_flow","severity":2,"metadata":{"confidence":["0.875"],"count":["40"],"explanation":["{\"dst_port_entropy\":0.4}"],"features":["duration_s=0.5","proto_tcp=1"],"first_seen":["2024-05-01T12:04:00.000000Z"],"kind":["anomalous_flow"],"last_seen":["2024-05-01T12:04:00.000000Z"],"resembles":["port_scan"],"resembles_probability":["0.8"],"safelink_id":["4"],"severity":["medium"],"source":["ann"]}}}"#,
         r#"{"timestamp":"2024-05-01T12:03:00.000000+0000","flow_id":539728108521349070,"event_type":"alert","src_ip":"198.51.100.1","src_port":40003,"dest_ip":"192.0.2.10","dest_port":22,"proto":"TCP","community_id":"1:test3=","alert":{"action":"allowed","gid":1,"signature_id":5100001,"rev":1,"signature":"port_scan test alert","category":"port_scan","severity":1,"metadata":{"confidence":["1"],"count":["30"],"features":["duration_s=0.5","proto_tcp=1"],"first_seen":["2024-05-01T12:03:00.000000Z"],"kind":["port_scan"],"last_seen":["2024-05-01T12:03:00.000000Z"],"safelink_id":["3"],"severity":["high"],"source":["dfa"]}}}"#,
     ];
     let body = r.text().await.unwrap();

@@ -86,6 +86,7 @@ fn alert(i: u64) -> Alert {
         community_id: None,
         tunnel: None,
         explanation: None,
+        resembles: None,
         features: vec![0.5],
     }
 }

@@ -604,6 +604,7 @@ fn seed_checks_status_readiness_labels_backup_worker() {
         community_id: None,
         tunnel: None,
         explanation: None,
+        resembles: None,
         features: vec![],
     };
     assert!(c.alert(&a).is_some());

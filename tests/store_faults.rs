@@ -47,6 +47,7 @@ fn alert(engine_id: u64, count: u64) -> Alert {
         community_id: None,
         tunnel: None,
         explanation: None,
+        resembles: None,
         features: vec![0.25; 32],
     }
 }

@@ -80,6 +80,7 @@ pub fn base_alert(kind: AlertKind, now: u64, first: u64, last: u64) -> Alert {
         community_id: None,
         tunnel: None,
         explanation: None,
+        resembles: None,
         features: Vec::new(),
     }
 }

@@ -119,6 +119,10 @@ fn metadata(a: &Alert) -> Map<String, Value> {
         "explanation",
         a.explanation.iter().map(Value::to_string).collect(),
     );
+    if let Some(r) = &a.resembles {
+        put("resembles", vec![r.family.as_str().to_owned()]);
+        put("resembles_probability", vec![r.probability.to_string()]);
+    }
     put(
         "features",
         a.named_features()

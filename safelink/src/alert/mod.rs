@@ -92,6 +92,11 @@ pub struct Alert {
     /// ANN alerts: the top contributing features.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub explanation: Option<serde_json::Value>,
+    /// ANN alerts: the attack family (a rule kind) the triggering flow resembles, with the
+    /// share of its nearest labelled attack rows of that family ([`crate::ann::family`]);
+    /// absent when the sensor has no labelled rows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resembles: Option<crate::ann::Resemblance>,
     /// The triggering flow's row of the ANN feature table ([`crate::ann::FEATURES`], names in
     /// that order; a flow start counts as a one-packet flow; empty for ARP alerts). The same
     /// table for every detector. Never payload bytes.

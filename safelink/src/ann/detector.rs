@@ -2,17 +2,20 @@
 //! with [`AnnDetector::observe_into`], flows are buffered and scored in batches, a score ≥ the
 //! threshold raises (or updates) an `anomalous_flow` alert with `source: "ann"`, `confidence`
 //! = the score, `explanation` = the top contributing features (occlusion, see
-//! [`super::batch::explain`]) and `features` = the raw vector. Alerts are grouped into
+//! [`super::batch::explain`]), `resembles` = the attack family the flow is nearest to (with a
+//! [`FamilyIndex`], see [`super::family`]) and `features` = the raw vector. Alerts are grouped into
 //! incidents (by initiator address, by default) reported as `New`/`Updated` events, exactly
 //! like the automata's. The pipeline (`crate::pipeline`) drives it; the daemon scores a partial
 //! batch after `batch_wait_ms`.
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use super::batch::{BatchScorer, explain, explanation_json};
+use super::family::{FamilyIndex, Resemblance};
 use super::features::{FEATURES, N_FEATURES};
 use super::swap::ModelHandle;
 use crate::alert::build::base_alert;
@@ -138,6 +141,8 @@ struct Incident {
     max_score: f32,
     explanation: Option<serde_json::Value>,
     top: Vec<&'static str>,
+    /// Of the flow that scored `max_score`.
+    resembles: Option<Resemblance>,
 }
 
 /// Batched ANN scoring plus alert bookkeeping.
@@ -160,6 +165,8 @@ pub struct AnnDetector {
     emit: bool,
     /// With `emit`: alerts only while this is open (the learner's local baseline).
     gate: Option<super::AlertGate>,
+    /// Names the family an alerting flow resembles (none: no `resembles`).
+    families: Option<Arc<FamilyIndex>>,
 }
 
 impl AnnDetector {
@@ -178,7 +185,14 @@ impl AnnDetector {
             tap: None,
             emit: true,
             gate: None,
+            families: None,
         }
+    }
+
+    /// Alerts name the attack family their flow resembles, from `index`.
+    pub fn with_families(mut self, index: Arc<FamilyIndex>) -> Self {
+        self.families = Some(index);
+        self
     }
 
     /// Raises alerts only while `gate` is open (closed: scores for the tap only).
@@ -336,6 +350,8 @@ impl AnnDetector {
                 (None, Vec::new())
             }
         };
+        let families = self.families.clone();
+        let resemble = || families.as_ref().map(|i| i.classify(x));
         let who = match key {
             Some(GroupKey::Dst(d)) => format!("many sources to {d}"),
             _ => f.src_ip.to_string(),
@@ -347,9 +363,10 @@ impl AnnDetector {
             if better {
                 inc.max_score = score;
                 (inc.explanation, inc.top) = explained();
+                inc.resembles = resemble();
             }
             let (max, last) = (inc.max_score, inc.last_ns);
-            let (top, expl) = (inc.top.clone(), inc.explanation.clone());
+            let (top, expl, like) = (inc.top.clone(), inc.explanation.clone(), inc.resembles);
             self.book.update(inc.id, |a| {
                 a.count += 1;
                 a.last_seen = Timestamp::from_ns(last);
@@ -360,11 +377,12 @@ impl AnnDetector {
                         a.src_port = None;
                     }
                     a.explanation = expl;
+                    a.resembles = like;
                     if score >= 0.99 {
                         a.severity = Severity::High;
                     }
                 }
-                a.description = description(a.count, &who, thr, max, &top);
+                a.description = description(a.count, &who, thr, max, like.as_ref(), &top);
             });
             return;
         }
@@ -378,8 +396,10 @@ impl AnnDetector {
         a.count = 1;
         fill_flow(&mut a, f, score, x);
         let (explanation, top) = explained();
+        let resembles = resemble();
         a.explanation = explanation.clone();
-        a.description = description(1, &who, thr, score, &top);
+        a.resembles = resembles;
+        a.description = description(1, &who, thr, score, resembles.as_ref(), &top);
         if by_dst {
             // The incident is about the destination: no single source.
             a.src_ip = None;
@@ -406,6 +426,7 @@ impl AnnDetector {
                         max_score: score,
                         explanation,
                         top,
+                        resembles,
                     },
                 );
             }
@@ -488,9 +509,19 @@ fn fill_flow(a: &mut crate::alert::Alert, f: &FlowRecord, score: f32, row: &[f32
     a.confidence = f64::from(score);
 }
 
-fn description(count: u64, who: &str, thr: f32, max: f32, top: &[&str]) -> String {
+fn description(
+    count: u64,
+    who: &str,
+    thr: f32,
+    max: f32,
+    like: Option<&Resemblance>,
+    top: &[&str],
+) -> String {
+    let like = like.map_or(String::new(), |r| {
+        format!("; resembles {} ({:.2})", r.family, r.probability)
+    });
     format!(
-        "ANN: {count} flow(s) from {who} scored >= {thr:.2} (max {max:.3}); top features: {}",
+        "ANN: {count} flow(s) from {who} scored >= {thr:.2} (max {max:.3}){like}; top features: {}",
         if top.is_empty() {
             "-".to_string()
         } else {

@@ -1,7 +1,8 @@
 //! ANN flow classifier: one documented feature vector per finished flow ([`features`]), a
 //! small MLP trained with candle ([`train`], [`recipe`]), exported to ONNX ([`export`]),
 //! scored with tract ([`model`], [`batch`]) behind an atomic hot swap ([`swap`]), and turned
-//! into alerts by a detector with the same shape as the rule engine ([`detector`]).
+//! into alerts by a detector with the same shape as the rule engine ([`detector`]), each
+//! naming the attack family its flow resembles ([`family`]).
 //!
 //! Typical use:
 //! ```no_run
@@ -19,6 +20,7 @@ pub mod dataset;
 pub mod detector;
 pub mod eval;
 pub mod export;
+pub mod family;
 pub mod features;
 pub mod gate;
 pub mod metrics;
@@ -30,6 +32,7 @@ pub mod train;
 
 pub use batch::{BatchScorer, ScoredBatch};
 pub use detector::{AnnConfig, AnnDetector, AnnStats, GroupBy, ScoreTap};
+pub use family::{FamilyIndex, Resemblance};
 pub use features::{FEATURE_VECTOR_VERSION, FEATURES, N_FEATURES};
 pub use gate::AlertGate;
 pub use model::{AnnModel, ModelError, ModelInfo, load_file};

@@ -22,8 +22,9 @@ use crate::store::{AlertFilter, Cursor, Store};
 /// Alerts read from the store per step of an export (the most one export holds at once).
 pub const EXPORT_PAGE: usize = 500;
 
-/// CSV columns, in order (the alert fields except the feature vector; `explanation` as JSON).
-pub const CSV_HEADER: [&str; 18] = [
+/// CSV columns, in order (the alert fields except the feature vector; `explanation` as JSON,
+/// `resembles` as its family and probability).
+pub const CSV_HEADER: [&str; 20] = [
     "id",
     "timestamp",
     "source",
@@ -42,6 +43,8 @@ pub const CSV_HEADER: [&str; 18] = [
     "description",
     "community_id",
     "explanation",
+    "resembles",
+    "resembles_probability",
 ];
 
 fn opt<T: ToString>(v: &Option<T>) -> String {
@@ -77,6 +80,8 @@ fn csv_rows(alerts: &[Alert], header: bool) -> Result<Vec<u8>, csv::Error> {
                 .as_ref()
                 .map(|e| e.to_string())
                 .unwrap_or_default(),
+            opt(&a.resembles.map(|r| r.family)),
+            opt(&a.resembles.map(|r| r.probability)),
         ])?;
     }
     w.into_inner().map_err(|e| csv::Error::from(e.into_error()))

@@ -116,6 +116,11 @@ impl Pipeline {
         let mut observer = stages.score_tap;
         let ann = stages.model.and_then(|h| {
             let mut det = AnnDetector::new(h, cfg.ann.detector.clone());
+            if cfg.ann.enabled
+                && let Some(i) = cfg.ann.family_index()
+            {
+                det = det.with_families(i);
+            }
             if let Some(b) = &baseline {
                 det = det.with_gate(b.gate());
             }

@@ -215,6 +215,9 @@ fn apply_update(stored: &mut Alert, a: &Alert) {
     if a.explanation.is_some() {
         stored.explanation.clone_from(&a.explanation);
     }
+    if a.resembles.is_some() {
+        stored.resembles = a.resembles;
+    }
 }
 
 struct Sink {
@@ -590,6 +593,7 @@ mod tests {
             community_id: Some("1:x=".into()),
             tunnel: None,
             explanation: None,
+            resembles: None,
             features: vec![],
         }
     }

@@ -31,6 +31,7 @@ pub(crate) fn alert(ts: &str, kind: AlertKind, src: &str) -> Alert {
         community_id: Some("1:abc=".into()),
         tunnel: None,
         explanation: None,
+        resembles: None,
         features: vec![0.5, 1.0],
     }
 }
