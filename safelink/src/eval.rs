@@ -11,8 +11,11 @@
 //!   flow of an attack capture with the named address at either end is an attack, the rest
 //!   left out): the ANN's score; the rules' 1 when an endpoint is the source of a rule alert
 //!   of that capture, else 0; both: the larger. Flow recall and false-positive rate at the
-//!   ANN threshold (rules: flagged or not), ROC-AUC (Mann-Whitney, ties half).
-use std::collections::HashSet;
+//!   ANN threshold (rules: flagged or not), ROC-AUC (Mann-Whitney, ties half);
+//! - **families**: the families the capture's ANN alerts say their flows resemble
+//!   (`resembles`, [`crate::ann::family`]), counted per capture (the confusion of the family
+//!   label against the manifest class).
+use std::collections::{BTreeMap, HashSet};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -78,6 +81,8 @@ pub struct CaptureResult {
     pub rule_alerts: u64,
     pub ann_alerts: u64,
     pub flows: u64,
+    /// ANN alerts per family they resemble (`-`: no `resembles`).
+    pub ann_resembles: BTreeMap<String, u64>,
 }
 
 /// One row of the table.
@@ -184,6 +189,11 @@ fn one(
                 || names_attacker(a, &e.attacker)
         });
     let flagged: HashSet<IpAddr> = rules.iter().filter_map(|a| a.src_ip).collect();
+    let mut ann_resembles = BTreeMap::new();
+    for a in &ann {
+        let f = a.resembles.map_or("-", |r| r.family.as_str());
+        *ann_resembles.entry(f.to_owned()).or_default() += 1;
+    }
     let flows = scored.lock().expect("tap");
     let points = flows
         .iter()
@@ -201,6 +211,7 @@ fn one(
             rule_alerts: rules.len() as u64,
             ann_alerts: ann.len() as u64,
             flows: flows.len() as u64,
+            ann_resembles,
         },
         points,
     ))
@@ -362,9 +373,9 @@ impl EvalReport {
         }
         let _ = writeln!(
             s,
-            "\n| capture | class | rules | ANN | rule alerts | ANN alerts | flows |"
+            "\n| capture | class | rules | ANN | rule alerts | ANN alerts | ANN alerts resemble | flows |"
         );
-        let _ = writeln!(s, "|---|---|---|---|---|---|---|");
+        let _ = writeln!(s, "|---|---|---|---|---|---|---|---|");
         for c in &self.captures {
             let mark = |hit: bool, n: u64| {
                 if c.class == "benign" {
@@ -375,15 +386,25 @@ impl EvalReport {
                     "missed"
                 }
             };
+            let like: Vec<String> = c
+                .ann_resembles
+                .iter()
+                .map(|(f, n)| format!("{f} {n}"))
+                .collect();
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} |",
                 c.file,
                 c.class,
                 mark(c.rules_detected, c.rule_alerts),
                 mark(c.ann_detected, c.ann_alerts),
                 c.rule_alerts,
                 c.ann_alerts,
+                if like.is_empty() {
+                    "—".to_string()
+                } else {
+                    like.join(", ")
+                },
                 c.flows
             );
         }

@@ -81,6 +81,24 @@ enum ModelCmd {
         #[arg(long)]
         json: bool,
     },
+    /// The family labels (`resembles`) on the held-out attack rows of a golden set, per
+    /// capture: with the whole index of labelled attack rows, and with the capture's own rows
+    /// left out of it.
+    #[command(hide = true)]
+    Families {
+        /// Labelled attack rows of the index.
+        #[arg(long, default_value = "models/attack_rows.jsonl")]
+        rows: PathBuf,
+        /// Rows classified (their attack rows).
+        #[arg(long, default_value = "models/golden.jsonl")]
+        golden: PathBuf,
+        /// Neighbours that vote.
+        #[arg(long, default_value_t = ann::family::DEFAULT_FAMILY_K)]
+        k: usize,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Scoring throughput and latency: whole path vs bare tract, batch 1/64/1024.
     #[command(hide = true)]
     Bench {
@@ -122,6 +140,44 @@ pub fn model(a: ModelArgs) -> anyhow::Result<ExitCode> {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             } else {
                 print!("{}", r.markdown());
+            }
+        }
+        ModelCmd::Families {
+            rows,
+            golden,
+            k,
+            json,
+        } => {
+            let index = ann::dataset::read_jsonl(&rows)?;
+            let eval = ann::dataset::read_jsonl(&golden)?;
+            let c = ann::family::confusion(&index, &eval, k)?;
+            // The cost of one classification (the detector's, per alerting flow).
+            let idx = ann::FamilyIndex::from_samples(&index, k)?;
+            let rows: Vec<[f32; ann::N_FEATURES]> = eval
+                .iter()
+                .filter(|s| s.label > 0.5)
+                .filter_map(|s| s.features.as_slice().try_into().ok())
+                .collect();
+            let t0 = std::time::Instant::now();
+            for x in &rows {
+                std::hint::black_box(idx.classify(x));
+            }
+            let per_row_us = t0.elapsed().as_secs_f64() * 1e6 / rows.len().max(1) as f64;
+            if json {
+                let v = serde_json::json!({
+                    "index_rows": idx.len(),
+                    "k": k,
+                    "classify_us": per_row_us,
+                    "captures": c,
+                });
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                print!("{}", families_table(&c, k));
+                println!(
+                    "\n{} rows classified against an index of {} rows: {per_row_us:.1} µs each",
+                    rows.len(),
+                    idx.len()
+                );
             }
         }
         ModelCmd::Validate { file } => {
@@ -273,4 +329,51 @@ pub fn model(a: ModelArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The confusion of [`ann::family::confusion`] as a Markdown table.
+fn families_table(c: &[ann::family::CaptureConfusion], k: usize) -> String {
+    use std::fmt::Write as _;
+    let named = |m: &std::collections::BTreeMap<&str, usize>| {
+        let mut v: Vec<(&&str, &usize)> = m.iter().collect();
+        v.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+        v.iter()
+            .map(|(f, n)| format!("{f} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut s = format!(
+        "| capture | class → kind | rows | named (whole index, k = {k}) | other captures of the family | named (own rows left out) |\n|---|---|---|---|---|---|\n"
+    );
+    let pct = |a: usize, b: usize| 100.0 * a as f64 / b.max(1) as f64;
+    let (mut rows, mut right, mut right_out, mut rows_other, mut right_other) = (0, 0, 0, 0, 0);
+    for c in c {
+        let (r, o) = c.right();
+        rows += c.rows;
+        right += r;
+        right_out += o;
+        if c.other_captures > 0 {
+            rows_other += c.rows;
+            right_other += o;
+        }
+        let _ = writeln!(
+            s,
+            "| {} | {} → {} | {} | {} | {} | {} |",
+            c.file,
+            c.class,
+            c.expected.unwrap_or("—"),
+            c.rows,
+            named(&c.named),
+            c.other_captures,
+            named(&c.named_without_own)
+        );
+    }
+    let _ = writeln!(
+        s,
+        "| all | | {rows} | right {right} ({:.1} %) | | right {right_out} ({:.1} %); where another capture of the family is indexed: {right_other}/{rows_other} ({:.1} %) |",
+        pct(right, rows),
+        pct(right_out, rows),
+        pct(right_other, rows_other)
+    );
+    s
 }
