@@ -21,11 +21,13 @@ use crate::ann::train::{Dataset, Mlp, Rng, TrainConfig, train_until};
 use crate::ann::{ModelHandle, N_FEATURES};
 use crate::store::Store;
 
-/// The fixed golden set (features row-major, labels).
+/// The fixed golden set (features row-major, labels, and each row's class: its capture's
+/// family, or `benign`).
 #[derive(Clone, Debug, Default)]
 pub struct Golden {
     pub x: Vec<f32>,
     pub y: Vec<f32>,
+    pub class: Vec<String>,
 }
 
 impl Golden {
@@ -33,7 +35,34 @@ impl Golden {
         Golden {
             x: s.iter().flat_map(|s| s.features.iter().copied()).collect(),
             y: s.iter().map(|s| s.label).collect(),
+            class: s.iter().map(|s| s.class.clone()).collect(),
         }
+    }
+
+    /// Classes whose rows the model scoring `after` gets right more than `margin` of the
+    /// rows (and more than [`GOLDEN_CLASS_SLACK`] rows) less often than `before` did:
+    /// (class, accuracy before, accuracy after).
+    pub fn classes_fallen(
+        &self,
+        before: &[f32],
+        after: &[f32],
+        margin: f64,
+    ) -> Vec<(String, f64, f64)> {
+        let mut per: BTreeMap<&str, (usize, usize, usize)> = BTreeMap::new();
+        for (i, c) in self.class.iter().enumerate() {
+            let truth = self.y[i] > 0.5;
+            let e = per.entry(c.as_str()).or_default();
+            e.0 += 1;
+            e.1 += usize::from((before[i] >= 0.5) == truth);
+            e.2 += usize::from((after[i] >= 0.5) == truth);
+        }
+        per.into_iter()
+            .filter(|(_, (n, b, a))| {
+                let lost = b.saturating_sub(*a);
+                lost > GOLDEN_CLASS_SLACK && lost as f64 > margin * *n as f64
+            })
+            .map(|(c, (n, b, a))| (c.to_string(), b as f64 / n as f64, a as f64 / n as f64))
+            .collect()
     }
 
     pub fn len(&self) -> usize {
@@ -44,6 +73,10 @@ impl Golden {
         self.y.is_empty()
     }
 }
+
+/// Rows of one golden class a new model may get wrong beyond its parent without the class
+/// counting as fallen (a class of a few dozen rows would otherwise fall on one flipped row).
+pub const GOLDEN_CLASS_SLACK: usize = 2;
 
 /// Fewest new samples a cycle trains on (at least one is held out for validation).
 pub const MIN_NEW_SAMPLES: usize = 5;
@@ -513,6 +546,20 @@ fn cycle_body(
         if a < b - p.golden_margin {
             reasons.push(format!(
                 "golden-set accuracy fell from {b:.3} to {a:.3} (more than {:.1} points; poisoned labels?)",
+                p.golden_margin * 100.0
+            ));
+        }
+        // Per family too (`golden_per_family`, the fleet learner's default): rehearsal and a
+        // large benign class keep the overall figure steady while one family's recall
+        // collapses (a sensor flooding flipped port-scan labels did that in fleet_poison).
+        let fallen = if p.golden_per_family {
+            g.classes_fallen(&before, &after, p.golden_margin)
+        } else {
+            Vec::new()
+        };
+        for (class, b, a) in fallen {
+            reasons.push(format!(
+                "golden-set accuracy on {class} fell from {b:.3} to {a:.3} (more than {:.1} points; poisoned labels?)",
                 p.golden_margin * 100.0
             ));
         }
