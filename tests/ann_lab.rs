@@ -65,6 +65,11 @@ const ROUNDS: usize = 3;
 const SMALL_GETS: usize = 5;
 const LARGE_GETS: usize = 5;
 const LOOKUPS: usize = 45;
+// Each client stays benign by the rules' own measure over both phases (within one window):
+// fewer short SSH sessions than `[dfa.ssh_brute_force] sessions` (10 in 30 min) and fewer
+// short HTTP sessions than the `http` service's `sessions` of `[dfa.login_brute_force]` (40 in
+// 60 s; the larger files are not short sessions).
+const _: () = assert!(2 * ROUNDS < 10 && 2 * ROUNDS * SMALL_GETS < 40);
 /// A rule alert must be in the API this soon after its tool ended.
 const WITHIN: Duration = Duration::from_secs(10);
 const PASSWORD: &str = "ann-lab-7c1e-Passw0rd";
