@@ -4,6 +4,8 @@
 //! → `golden.jsonl`, the rehearsed attack rows ([`REHEARSAL_ATTACK_ROWS`]), `metrics.json` and
 //! the model card `README.md` next to the model.
 //!
+//! The capture directories are by default `tests/pcaps` (public captures) and
+//! [`DEFAULT_LAB_TRAIN`] (lab recordings made for training); `models/lab` is evaluated only.
 //! Besides the capture directories, the recipe reads benign feature rows
 //! ([`DEFAULT_BENIGN_ROWS`], built by `models/benign/build.py` from public captures of real
 //! application traffic with `safelink analyze --features`): every row is a benign flow.
@@ -31,6 +33,11 @@ pub const BASE_MODEL_VERSION: &str = "base-1";
 
 /// The benign feature rows shipped with the repository, relative to the workspace root.
 pub const DEFAULT_BENIGN_ROWS: &str = "models/benign/flows.csv.gz";
+
+/// The lab training recordings (`models/lab/train/record.sh`), relative to the workspace root:
+/// trained on like `tests/pcaps` (same labelling and golden split). The evaluation captures of
+/// `models/lab` are never trained on.
+pub const DEFAULT_LAB_TRAIN: &str = "models/lab/train";
 
 /// The attack rows a learning cycle rehearses, written next to the model: a bounded sample
 /// of the recipe's attack training rows (never golden rows) in `golden.jsonl`'s format.

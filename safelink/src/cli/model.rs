@@ -31,8 +31,9 @@ enum ModelCmd {
     #[command(hide = true)]
     TrainBase {
         /// Capture directories with a MANIFEST.tsv (repeat the flag; the first is the shared
-        /// evaluation set).
-        #[arg(long, default_values = ["tests/pcaps"])]
+        /// evaluation set). Default: the public captures and the lab training recordings
+        /// (`models/lab/train`, never the evaluation captures of `models/lab`).
+        #[arg(long, default_values = ["tests/pcaps", recipe::DEFAULT_LAB_TRAIN])]
         pcaps: Vec<PathBuf>,
         /// Benign feature-row files (gzip CSV from `models/benign/build.py`; repeat the flag).
         #[arg(long, default_values = [recipe::DEFAULT_BENIGN_ROWS])]
