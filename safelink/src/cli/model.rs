@@ -47,7 +47,7 @@ enum ModelCmd {
         epochs: Option<usize>,
         #[arg(long)]
         seed: Option<u64>,
-        /// Benign class weight relative to attack.
+        /// Benign class weight relative to attack [default: recipe::BASE_BENIGN_WEIGHT, 4].
         #[arg(long)]
         benign_weight: Option<f64>,
         /// Label smoothing ε (targets ε/2 and 1−ε/2).
@@ -156,7 +156,10 @@ pub fn model(a: ModelArgs) -> anyhow::Result<ExitCode> {
             benign_weight,
             label_smoothing,
         } => {
-            let mut train = TrainConfig::default();
+            let mut train = TrainConfig {
+                benign_weight: recipe::BASE_BENIGN_WEIGHT,
+                ..TrainConfig::default()
+            };
             let mut command = String::from("safelink model train-base");
             for p in &pcaps {
                 command.push_str(&format!(" --pcaps {}", p.display()));
