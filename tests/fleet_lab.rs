@@ -11,13 +11,13 @@ mod support;
 
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::heldout::{FAMILIES, HeldOut, REPLAYED};
-use support::hub::{Hub, Proc};
-use support::{Lab, kernel_test_can_run, run};
+use support::hub::{FleetSensor, Hub, Proc, keygen};
+use support::{Lab, kernel_test_can_run};
 
 const BIN: &str = env!("CARGO_BIN_EXE_safelink");
 const NATS_PORT: u16 = 4222;
@@ -51,59 +51,27 @@ fn three_sensors_one_learner_one_model() {
     let dir = tempfile::tempdir().unwrap();
     let _nats = hub.nats(NATS_PORT, &dir.path().join("nats"));
     // The signing key and its public half.
-    let key = dir.path().join("signing.key");
-    let out = run(Command::new(BIN)
-        .args(["fleet", "keygen", "--out"])
-        .arg(&key));
-    let pk: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let pk = pk["public_key"].as_str().unwrap().to_string();
+    let (key, pk) = keygen(BIN, dir.path());
+    let model = root().join("models/base.onnx");
 
     // The sensors (each creates the streams and buckets it needs if they are missing).
-    let mut sensors = Vec::new();
-    for (i, lab) in labs.iter().enumerate() {
-        let cfg = dir.path().join(format!("s{i}.toml"));
-        std::fs::write(
-            &cfg,
-            format!(
-                "[ann]\nmodel = \"{}\"\n[learning]\nsettle_s = 1\n[fleet]\nsensor_id = \"s{i}\"\n\
-                 trusted_keys = [\"{pk}\"]\nchannel = \"canary\"\nheartbeat_s = 1\n",
-                root().join("models/base.onnx").display()
-            ),
-        )
-        .unwrap();
-        let mut c = lab
-            .cmd_in_a(BIN)
-            .arg("run")
-            .arg("--config")
-            .arg(&cfg)
-            .args(["--iface", &lab.if_a, "--pin-dir"])
-            .arg(&lab.pin_dir)
-            .arg("--data-dir")
-            .arg(dir.path().join(format!("s{i}")))
-            .args([
-                "--listen",
-                API,
-                "--status-interval",
-                "0",
-                "--idle-timeout",
-                "2",
-            ])
-            .args([
-                "--fleet",
-                &format!("nats://{}:{NATS_PORT}", Hub::addr_for(i)),
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let l = BufReader::new(c.stdout.take().unwrap())
-            .lines()
-            .next()
-            .unwrap()
-            .unwrap();
-        assert!(l.starts_with("ATTACHED "), "{l}");
-        sensors.push(Proc(c));
-    }
+    let sensors: Vec<Proc> = labs
+        .iter()
+        .enumerate()
+        .map(|(i, lab)| {
+            FleetSensor {
+                bin: BIN,
+                i,
+                dir: dir.path(),
+                model: &model,
+                trusted_key: &pk,
+                fleet_extra: "channel = \"canary\"\n",
+                api: API,
+                nats_port: NATS_PORT,
+            }
+            .spawn(lab)
+        })
+        .collect();
     for lab in &labs {
         let t0 = Instant::now();
         loop {

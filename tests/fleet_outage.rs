@@ -10,14 +10,12 @@
 //!   after it stopped; stream: the server's per-subject counts).
 mod support;
 
-use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::hub::{Hub, Proc};
-use support::{Lab, kernel_test_can_run, run};
+use support::hub::{FleetSensor, Hub, Proc, keygen};
+use support::{Lab, kernel_test_can_run};
 
 const BIN: &str = env!("CARGO_BIN_EXE_safelink");
 const NATS_PORT: u16 = 4222;
@@ -124,58 +122,26 @@ fn sensors_keep_detecting_through_a_30_s_server_outage() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("nats");
     let nats = hub.nats(NATS_PORT, &store);
-    let key = dir.path().join("signing.key");
-    let out = run(Command::new(BIN)
-        .args(["fleet", "keygen", "--out"])
-        .arg(&key));
-    let pk: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let pk = pk["public_key"].as_str().unwrap().to_string();
-
-    let mut sensors = Vec::new();
-    for (i, lab) in labs.iter().enumerate() {
-        let cfg = dir.path().join(format!("s{i}.toml"));
-        std::fs::write(
-            &cfg,
-            format!(
-                "[ann]\nmodel = \"{}\"\n[learning]\nsettle_s = 1\n[fleet]\nsensor_id = \"s{i}\"\n\
-                 trusted_keys = [\"{pk}\"]\nheartbeat_s = 1\nbuffer_max_messages = {BOUND}\n",
-                root().join("models/base.onnx").display()
-            ),
-        )
-        .unwrap();
-        let mut c = lab
-            .cmd_in_a(BIN)
-            .arg("run")
-            .arg("--config")
-            .arg(&cfg)
-            .args(["--iface", &lab.if_a, "--pin-dir"])
-            .arg(&lab.pin_dir)
-            .arg("--data-dir")
-            .arg(dir.path().join(format!("s{i}")))
-            .args([
-                "--listen",
-                API,
-                "--status-interval",
-                "0",
-                "--idle-timeout",
-                "2",
-            ])
-            .args([
-                "--fleet",
-                &format!("nats://{}:{NATS_PORT}", Hub::addr_for(i)),
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let l = BufReader::new(c.stdout.take().unwrap())
-            .lines()
-            .next()
-            .unwrap()
-            .unwrap();
-        assert!(l.starts_with("ATTACHED "), "{l}");
-        sensors.push(Proc(c));
-    }
+    let (_, pk) = keygen(BIN, dir.path());
+    let model = root().join("models/base.onnx");
+    let bound = format!("buffer_max_messages = {BOUND}\n");
+    let sensors: Vec<Proc> = labs
+        .iter()
+        .enumerate()
+        .map(|(i, lab)| {
+            FleetSensor {
+                bin: BIN,
+                i,
+                dir: dir.path(),
+                model: &model,
+                trusted_key: &pk,
+                fleet_extra: &bound,
+                api: API,
+                nats_port: NATS_PORT,
+            }
+            .spawn(lab)
+        })
+        .collect();
     for lab in &labs {
         wait_status(lab, "connected", 10, |s| s["connected"] == true);
     }

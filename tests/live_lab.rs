@@ -13,6 +13,7 @@ use std::{
 };
 
 use serde_json::Value;
+use support::lab::{Sshd, hydra_ssh, wrong_passwords};
 use support::{kernel_test_can_run, run, sh};
 
 const BIN: &str = env!("CARGO_BIN_EXE_safelink");
@@ -194,27 +195,8 @@ fn real_tools_raise_alerts_and_benign_traffic_does_not() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
 
-    // Victim services.
-    std::fs::create_dir_all("/run/sshd").unwrap();
-    run(Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-        .arg(d.join("hostkey")));
-    run(Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-        .arg(d.join("client")));
-    std::fs::copy(d.join("client.pub"), d.join("authorized_keys")).unwrap();
-    let sshd_cfg = write(
-        d,
-        "sshd_config",
-        &format!(
-            "ListenAddress {VICTIM}\nPort 22\nHostKey {hk}\nPidFile {d}/sshd.pid\n\
-             AuthorizedKeysFile {d}/authorized_keys\nPermitRootLogin prohibit-password\n\
-             PasswordAuthentication yes\nKbdInteractiveAuthentication no\nUsePAM no\n\
-             StrictModes no\nMaxStartups 100\nLoginGraceTime 20\n",
-            hk = d.join("hostkey").display(),
-            d = d.display()
-        ),
-    );
+    // Victim services (sshd: key logins for root, passwords refused).
+    let sshd = Sshd::prepare(d, &[VICTIM], None);
     let www = d.join("www");
     std::fs::create_dir_all(&www).unwrap();
     write(&www, "index.html", "<html><body>lab</body></html>\n");
@@ -225,7 +207,7 @@ fn real_tools_raise_alerts_and_benign_traffic_does_not() {
             "-D",
             "-e",
             "-f",
-            sshd_cfg.to_str().unwrap(),
+            sshd.config.to_str().unwrap(),
         ],
     );
     net.spawn(
@@ -289,8 +271,7 @@ fn real_tools_raise_alerts_and_benign_traffic_does_not() {
     std::thread::sleep(Duration::from_millis(800)); // services up
 
     // Benign: web, ssh login with the right key, iperf3, DNS, ping. No alert.
-    let key = d.join("client");
-    let key = key.to_str().unwrap();
+    let key = sshd.client_key.to_str().unwrap();
     for _ in 0..3 {
         tool(
             &net,
@@ -523,27 +504,11 @@ fn real_tools_raise_alerts_and_benign_traffic_does_not() {
     expect_alert(&net, "hping3 UDP flood", "udp_flood", "dest_ip", VICTIM);
 
     // sshd's default MaxAuthTries (6): hydra tries ~5 passwords per connection, so 80 words
-    // make ~16 sessions. `-w 2`: do not wait 32 s for the server after it disconnects.
-    let words: String = (0..80).map(|i| format!("wrong-password-{i}\n")).collect();
-    let list = write(d, "passwords.txt", &words);
-    // hydra exits 0 when it found nothing too.
-    tool(
-        &net,
-        &[
-            "hydra",
-            "-q",
-            "-I",
-            "-w",
-            "2",
-            "-l",
-            "root",
-            "-P",
-            list.to_str().unwrap(),
-            "-t",
-            "8",
-            "ssh://192.0.2.1",
-        ],
-    );
+    // make ~16 sessions (support::lab::hydra_ssh: its wait and retries).
+    let list = wrong_passwords(d, 80);
+    let t0 = Instant::now();
+    let tries = hydra_ssh(|a| net.exec("att", a), &list, VICTIM, 5, 3);
+    eprintln!("live_lab: hydra ran {:?} ({tries} attempts)", t0.elapsed());
     expect_alert(&net, "hydra ssh", "ssh_brute_force", "src_ip", "192.0.2.2");
 
     // ARP poisoning of the victim: first the gateway's real binding, then the forged replies.

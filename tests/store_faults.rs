@@ -323,12 +323,16 @@ fn full_disk_degrades_queues_and_recovers() {
         std::thread::sleep(Duration::from_millis(2));
     }
     let degraded_after = t_full.elapsed();
+    // The alerts sent until the store failed and the first RETRY_CAP of the rest fill the
+    // retry queue, the newest are dropped; the update goes to the 50th alert sent after the
+    // failure, queued however many went before it (it was the 60th from the end, which a
+    // slow failure pushed out of the queue: then its update was an entry of its own).
+    let updated_in_queue = sent + 50;
     for _ in 0..RETRY_CAP + 50 {
         sent += 1;
         sink.send(AlertEvent::New(alert(sent, 1)));
     }
-    sink.send(AlertEvent::Updated(alert(sent - 60, 9)));
-    let updated_in_queue = sent - 60;
+    sink.send(AlertEvent::Updated(alert(updated_in_queue, 9)));
     // Everything sent is acknowledged, waiting for a retry or dropped (counted): no alert
     // vanishes silently. (The update of alert 1 may wait in the queue as its own entry.)
     wait_for(

@@ -2,8 +2,9 @@
 //! the learner, joined to each sensor namespace (a [`Lab`]'s `a` side) by a veth pair on a
 //! TEST-NET-2 /30 (hub 198.51.100.4i+1, sensor i 198.51.100.4i+2); no forwarding, no route
 //! beyond the /30s. Deleted on drop.
-use std::path::Path;
-use std::process::{Child, Command};
+use std::io::{BufRead as _, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 
 use serde_json::Value;
 
@@ -146,4 +147,83 @@ pub fn curl(lab: &Lab, api: &str, path: &str) -> (u16, Value) {
         code.trim().parse().unwrap_or(0),
         serde_json::from_str(body).unwrap_or(Value::Null),
     )
+}
+
+/// `safelink fleet keygen` into `dir/signing.key`: (the key file, its public key).
+pub fn keygen(bin: &str, dir: &Path) -> (PathBuf, String) {
+    let key = dir.join("signing.key");
+    let out = run(Command::new(bin)
+        .args(["fleet", "keygen", "--out"])
+        .arg(&key));
+    let pk: Value = serde_json::from_slice(&out.stdout).unwrap();
+    (key, pk["public_key"].as_str().unwrap().to_string())
+}
+
+/// One fleet sensor of a lab test.
+pub struct FleetSensor<'a> {
+    pub bin: &'a str,
+    /// Sensor `s{i}`, reaching the hub at [`Hub::addr_for`]`(i)`.
+    pub i: usize,
+    /// Its config is `dir/s{i}.toml`, its data `dir/s{i}`.
+    pub dir: &'a Path,
+    /// The shipped base model it starts with.
+    pub model: &'a Path,
+    /// The learner's public key, trusted.
+    pub trusted_key: &'a str,
+    /// Extra `[fleet]` lines (each ending in a newline).
+    pub fleet_extra: &'a str,
+    pub api: &'a str,
+    pub nats_port: u16,
+}
+
+impl FleetSensor<'_> {
+    /// `safelink run --fleet` attached to `lab`'s `a` side (settle 1 s, heartbeat 1 s, flows
+    /// idle after 2 s), returned once it printed `ATTACHED`.
+    pub fn spawn(&self, lab: &Lab) -> Proc {
+        let i = self.i;
+        let cfg = self.dir.join(format!("s{i}.toml"));
+        std::fs::write(
+            &cfg,
+            format!(
+                "[ann]\nmodel = \"{}\"\n[learning]\nsettle_s = 1\n[fleet]\nsensor_id = \"s{i}\"\n\
+                 trusted_keys = [\"{}\"]\nheartbeat_s = 1\n{}",
+                self.model.display(),
+                self.trusted_key,
+                self.fleet_extra
+            ),
+        )
+        .unwrap();
+        let mut c = lab
+            .cmd_in_a(self.bin)
+            .arg("run")
+            .arg("--config")
+            .arg(&cfg)
+            .args(["--iface", &lab.if_a, "--pin-dir"])
+            .arg(&lab.pin_dir)
+            .arg("--data-dir")
+            .arg(self.dir.join(format!("s{i}")))
+            .args([
+                "--listen",
+                self.api,
+                "--status-interval",
+                "0",
+                "--idle-timeout",
+                "2",
+            ])
+            .args([
+                "--fleet",
+                &format!("nats://{}:{}", Hub::addr_for(i), self.nats_port),
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let l = BufReader::new(c.stdout.take().unwrap())
+            .lines()
+            .next()
+            .unwrap()
+            .unwrap();
+        assert!(l.starts_with("ATTACHED "), "{l}");
+        Proc(c)
+    }
 }

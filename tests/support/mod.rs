@@ -5,6 +5,7 @@
 
 pub mod heldout;
 pub mod hub;
+pub mod lab;
 
 use std::{
     path::{Path, PathBuf},

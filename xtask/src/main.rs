@@ -3,7 +3,8 @@
 //! - `cargo xtask build`            release build (the eBPF object is built by safelink/build.rs)
 //! - `cargo xtask run [-- ARGS]`    build, then `safelink run ARGS` (root; Ctrl-C detaches)
 //! - `cargo xtask test`             fmt + clippy + every test (kernel tests need root)
-//! - `cargo xtask train-base`       retrain models/base.onnx (reproducible recipe)
+//! - `cargo xtask train-base`       retrain models/base.onnx (reproducible recipe: tests/pcaps,
+//!   models/lab/train and models/benign; models/lab is evaluated only)
 //! - `cargo xtask eval [DIR...]`     rules / ANN / both on labelled capture directories
 //! - `cargo xtask deb`              the Debian package (target/debian/)
 //! - `cargo xtask bench xdp|veth|replay|detect|ann|learn|keys|fleet|soak|smoke`
@@ -51,7 +52,8 @@ enum Cmd {
     /// and a default /etc/safelink/safelink.toml (kept when present). Root.
     Install,
     /// Retrain the shipped base model (models/base.onnx, model card, golden set) from the
-    /// captures in tests/pcaps (and models/lab for evaluation).
+    /// captures in tests/pcaps and the lab training recordings in models/lab/train (models/lab
+    /// itself only for evaluation).
     TrainBase {
         /// Extra arguments for `safelink model train-base`.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]

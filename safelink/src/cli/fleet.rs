@@ -73,7 +73,9 @@ pub fn learner(a: LearnerArgs) -> anyhow::Result<ExitCode> {
     a.data.apply(&mut cfg);
     a.model.apply(&mut cfg);
     let key = manifest::read_signing_key(&a.signing_key).map_err(anyhow::Error::msg)?;
-    let params = cfg.learning.params()?;
+    let mut params = cfg.learning.params()?;
+    // The fleet's samples come from other machines: every family's golden rows are guarded.
+    params.golden_per_family = cfg.learning.golden_per_family.unwrap_or(true);
     std::fs::create_dir_all(&cfg.store.data_dir)
         .with_context(|| format!("cannot create {}", cfg.store.data_dir.display()))?;
     let store = safelink::store::Store::open(cfg.store.data_dir.join("store"))

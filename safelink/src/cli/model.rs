@@ -31,8 +31,9 @@ enum ModelCmd {
     #[command(hide = true)]
     TrainBase {
         /// Capture directories with a MANIFEST.tsv (repeat the flag; the first is the shared
-        /// evaluation set).
-        #[arg(long, default_values = ["tests/pcaps"])]
+        /// evaluation set). Default: the public captures and the lab training recordings
+        /// (`models/lab/train`, never the evaluation captures of `models/lab`).
+        #[arg(long, default_values = ["tests/pcaps", recipe::DEFAULT_LAB_TRAIN])]
         pcaps: Vec<PathBuf>,
         /// Benign feature-row files (gzip CSV from `models/benign/build.py`; repeat the flag).
         #[arg(long, default_values = [recipe::DEFAULT_BENIGN_ROWS])]
@@ -46,7 +47,7 @@ enum ModelCmd {
         epochs: Option<usize>,
         #[arg(long)]
         seed: Option<u64>,
-        /// Benign class weight relative to attack.
+        /// Benign class weight relative to attack [default: recipe::BASE_BENIGN_WEIGHT, 4].
         #[arg(long)]
         benign_weight: Option<f64>,
         /// Label smoothing ε (targets ε/2 and 1−ε/2).
@@ -211,7 +212,10 @@ pub fn model(a: ModelArgs) -> anyhow::Result<ExitCode> {
             benign_weight,
             label_smoothing,
         } => {
-            let mut train = TrainConfig::default();
+            let mut train = TrainConfig {
+                benign_weight: recipe::BASE_BENIGN_WEIGHT,
+                ..TrainConfig::default()
+            };
             let mut command = String::from("safelink model train-base");
             for p in &pcaps {
                 command.push_str(&format!(" --pcaps {}", p.display()));

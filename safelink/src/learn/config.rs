@@ -78,6 +78,12 @@ pub struct LearningSection {
     pub max_loss: f64,
     /// ...and its golden-set accuracy fell by at most this much (0.02 = 2 points).
     pub golden_margin: f64,
+    /// The golden margin holds for every family's rows of the golden set too, not only
+    /// overall (unset: on for `safelink learner`, whose samples come from other machines;
+    /// off for a sensor's own learner, where the local baseline and the operator's verdicts
+    /// are meant to move the boundary: a verdict on an SSH session the base model took for
+    /// brute force may cost that family its golden rows).
+    pub golden_per_family: Option<bool>,
     /// Share of the new samples held out for validation.
     pub holdout_fraction: f64,
     /// History samples replayed per new training sample (against forgetting).
@@ -137,6 +143,7 @@ impl Default for LearningSection {
             min_accuracy: 0.70,
             max_loss: 2.0,
             golden_margin: 0.02,
+            golden_per_family: None,
             holdout_fraction: 0.2,
             replay_ratio: 1.0,
             rehearsal: 1.0,
@@ -182,6 +189,8 @@ pub struct LearningParams {
     pub min_accuracy: f64,
     pub max_loss: f64,
     pub golden_margin: f64,
+    /// Resolved `golden_per_family` (off unless set; the fleet learner turns it on).
+    pub golden_per_family: bool,
     pub holdout_fraction: f64,
     pub replay_ratio: f64,
     pub rehearsal: f64,
@@ -233,6 +242,7 @@ impl LearningSection {
             min_accuracy: self.min_accuracy,
             max_loss: self.max_loss,
             golden_margin: self.golden_margin,
+            golden_per_family: self.golden_per_family.unwrap_or(false),
             holdout_fraction: self.holdout_fraction,
             replay_ratio: self.replay_ratio,
             rehearsal: self.rehearsal,
