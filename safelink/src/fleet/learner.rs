@@ -10,7 +10,10 @@
 //!    its strongest label (an operator's verdict outranks a rule's, which outranks the ANN's);
 //!    no sensor contributes more than max(1/k, 20 %) of the cycle's samples ([`cap_shares`]);
 //!    the samples go into the learner's store and the single-host cycle runs (training from
-//!    the current weights, held-out and golden-set validation).
+//!    the current weights, held-out and golden-set validation). A cycle of several sensors
+//!    that is refused runs again without each of the [`RETRY_WITHOUT`] largest contributors
+//!    in turn, and the first that deploys is kept: one sensor sending poisoned labels costs
+//!    its own samples, not the fleet's cycle.
 //! 4. A deployed model is published: renew the lease (compare-and-swap; a lost lease stops
 //!    here), take the next version with a create-if-absent `v<N>` key, sign the manifest with
 //!    the lease revision stamped in, put the file in the object store (history) and the
@@ -147,6 +150,38 @@ pub fn select(pending: Vec<(String, TrainingSample)>) -> (Vec<TrainingSample>, u
     }
     let capped = (n_in as u64) - same_flow - out.len() as u64;
     (out, capped, same_flow)
+}
+
+/// How many of the largest contributors a refused cycle is retried without, one at a time.
+pub const RETRY_WITHOUT: usize = 3;
+
+/// The `n` sensors that sent most of `pending`, most first (ties by name).
+fn largest_contributors(pending: &[(String, TrainingSample)], n: usize) -> Vec<String> {
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for (s, _) in pending {
+        *counts.entry(s.as_str()).or_default() += 1;
+    }
+    let mut v: Vec<(&str, usize)> = counts.into_iter().collect();
+    v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    v.into_iter().take(n).map(|(s, _)| s.to_string()).collect()
+}
+
+/// Runs the single-host cycle on what the store holds; `None` (logged) when it could not run.
+async fn fleet_cycle(
+    learner: &Learner,
+    n_pending: usize,
+) -> anyhow::Result<Option<crate::learn::CycleRecord>> {
+    let l2 = learner.clone();
+    match tokio::task::spawn_blocking(move || l2.run_cycle_here("fleet")).await? {
+        Ok(r) => Ok(Some(r.record)),
+        Err(e) => {
+            warn!(error = %e, "fleet cycle not run");
+            emit(
+                serde_json::json!({"event": "cycle", "error": e.to_string(), "pending": n_pending}),
+            );
+            Ok(None)
+        }
+    }
 }
 
 /// The learner's own bookkeeping (sled, `<data_dir>/fleet-learner`): ids seen, samples
@@ -462,6 +497,8 @@ pub async fn run(
         let n_pending = pending.len();
         let sensors: std::collections::BTreeSet<String> =
             pending.iter().map(|(s, _)| s.clone()).collect();
+        let suspects = largest_contributors(&pending, RETRY_WITHOUT);
+        let kept_pending = (sensors.len() > 1).then(|| pending.clone());
         let (samples, capped, same_flow) = select(pending);
         c.capped += capped;
         c.same_flow += same_flow;
@@ -469,23 +506,38 @@ pub async fn run(
         inbox.pending.clear()?;
         inbox.save_counters(&c)?;
         inbox.db.flush_async().await?;
-        let l2 = learner.clone();
-        let report = tokio::task::spawn_blocking(move || l2.run_cycle_here("fleet")).await?;
-        let rec = match report {
-            Ok(r) => r.record,
-            Err(e) => {
-                warn!(error = %e, "fleet cycle not run");
-                emit(
-                    serde_json::json!({"event": "cycle", "error": e.to_string(), "pending": n_pending}),
-                );
-                continue;
-            }
+        let Some(mut rec) = fleet_cycle(&learner, n_pending).await? else {
+            continue;
         };
         emit(serde_json::json!({
             "event": "cycle", "outcome": rec.outcome.as_str(), "reason": rec.reason,
             "pending": n_pending, "trained_on": samples.len(), "capped": capped,
             "same_flow": same_flow, "sensors": sensors, "counters": c,
         }));
+        // A refused cycle of several sensors: once more without each of the largest
+        // contributors in turn (module doc, step 3).
+        if rec.outcome != Outcome::Deployed
+            && let Some(kept) = kept_pending
+        {
+            for suspect in &suspects {
+                let others: Vec<_> = kept.iter().filter(|(s, _)| s != suspect).cloned().collect();
+                let (samples, _, _) = select(others);
+                store.insert_samples(&samples)?;
+                let Some(retry) = fleet_cycle(&learner, n_pending).await? else {
+                    break;
+                };
+                emit(serde_json::json!({
+                    "event": "cycle", "retry_without": suspect,
+                    "outcome": retry.outcome.as_str(), "reason": retry.reason,
+                    "trained_on": samples.len(),
+                }));
+                if retry.outcome == Outcome::Deployed {
+                    warn!(sensor = %suspect, "a cycle refused with this sensor's samples deployed without them");
+                    rec = retry;
+                    break;
+                }
+            }
+        }
         if rec.outcome != Outcome::Deployed {
             continue;
         }
