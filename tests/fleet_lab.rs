@@ -55,23 +55,16 @@ fn three_sensors_one_learner_one_model() {
     let model = root().join("models/base.onnx");
 
     // The sensors (each creates the streams and buckets it needs if they are missing).
-    let sensors: Vec<Proc> = labs
-        .iter()
-        .enumerate()
-        .map(|(i, lab)| {
-            FleetSensor {
-                bin: BIN,
-                i,
-                dir: dir.path(),
-                model: &model,
-                trusted_key: &pk,
-                fleet_extra: "channel = \"canary\"\n",
-                api: API,
-                nats_port: NATS_PORT,
-            }
-            .spawn(lab)
-        })
-        .collect();
+    let sensors = FleetSensor {
+        bin: BIN,
+        dir: dir.path(),
+        model: &model,
+        trusted_key: &pk,
+        fleet_extra: "channel = \"canary\"\n",
+        api: API,
+        nats_port: NATS_PORT,
+    }
+    .spawn_all(&labs);
     for lab in &labs {
         let t0 = Instant::now();
         loop {

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::hub::{FleetSensor, Hub, Proc, keygen};
+use support::hub::{FleetSensor, Hub, keygen};
 use support::{Lab, kernel_test_can_run};
 
 const BIN: &str = env!("CARGO_BIN_EXE_safelink");
@@ -125,23 +125,16 @@ fn sensors_keep_detecting_through_a_30_s_server_outage() {
     let (_, pk) = keygen(BIN, dir.path());
     let model = root().join("models/base.onnx");
     let bound = format!("buffer_max_messages = {BOUND}\n");
-    let sensors: Vec<Proc> = labs
-        .iter()
-        .enumerate()
-        .map(|(i, lab)| {
-            FleetSensor {
-                bin: BIN,
-                i,
-                dir: dir.path(),
-                model: &model,
-                trusted_key: &pk,
-                fleet_extra: &bound,
-                api: API,
-                nats_port: NATS_PORT,
-            }
-            .spawn(lab)
-        })
-        .collect();
+    let sensors = FleetSensor {
+        bin: BIN,
+        dir: dir.path(),
+        model: &model,
+        trusted_key: &pk,
+        fleet_extra: &bound,
+        api: API,
+        nats_port: NATS_PORT,
+    }
+    .spawn_all(&labs);
     for lab in &labs {
         wait_status(lab, "connected", 10, |s| s["connected"] == true);
     }

@@ -159,12 +159,11 @@ pub fn keygen(bin: &str, dir: &Path) -> (PathBuf, String) {
     (key, pk["public_key"].as_str().unwrap().to_string())
 }
 
-/// One fleet sensor of a lab test.
+/// The fleet sensors of a lab test, one per [`Lab`]: sensor `s{i}` of lab `i` reaches the
+/// hub at [`Hub::addr_for`]`(i)`.
 pub struct FleetSensor<'a> {
     pub bin: &'a str,
-    /// Sensor `s{i}`, reaching the hub at [`Hub::addr_for`]`(i)`.
-    pub i: usize,
-    /// Its config is `dir/s{i}.toml`, its data `dir/s{i}`.
+    /// Sensor `s{i}`'s config is `dir/s{i}.toml`, its data `dir/s{i}`.
     pub dir: &'a Path,
     /// The shipped base model it starts with.
     pub model: &'a Path,
@@ -177,10 +176,17 @@ pub struct FleetSensor<'a> {
 }
 
 impl FleetSensor<'_> {
-    /// `safelink run --fleet` attached to `lab`'s `a` side (settle 1 s, heartbeat 1 s, flows
-    /// idle after 2 s), returned once it printed `ATTACHED`.
-    pub fn spawn(&self, lab: &Lab) -> Proc {
-        let i = self.i;
+    /// One sensor per lab, in order ([`Self::spawn`]).
+    pub fn spawn_all(&self, labs: &[Lab]) -> Vec<Proc> {
+        labs.iter()
+            .enumerate()
+            .map(|(i, lab)| self.spawn(i, lab))
+            .collect()
+    }
+
+    /// Sensor `s{i}`: `safelink run --fleet` attached to `lab`'s `a` side (settle 1 s,
+    /// heartbeat 1 s, flows idle after 2 s), returned once it printed `ATTACHED`.
+    pub fn spawn(&self, i: usize, lab: &Lab) -> Proc {
         let cfg = self.dir.join(format!("s{i}.toml"));
         std::fs::write(
             &cfg,
