@@ -76,7 +76,7 @@ pub struct LearnerCounters {
 
 /// The most each sensor may contribute: with `k` sensors, at most max(1/k, 20 %) of the
 /// cycle's total, the total being what remains after the cap (found by iterating down).
-pub fn cap_shares(counts: &BTreeMap<String, usize>) -> BTreeMap<String, usize> {
+pub fn cap_shares<K: Ord + Clone>(counts: &BTreeMap<K, usize>) -> BTreeMap<K, usize> {
     let k = counts.len().max(1);
     let f = (1.0 / k as f64).max(0.2);
     let mut n: usize = counts.values().sum();
@@ -109,14 +109,23 @@ fn flow_key(s: &TrainingSample) -> FlowKey {
     (s.ts_ns, s.src_ip, s.src_port, s.dst_ip, s.dst_port, s.proto)
 }
 
-/// Picks a cycle's samples from what each sensor sent (module doc, step 3). Returns the
+/// Picks a cycle's samples from what each sensor sent (module doc, step 3), leaving out the
+/// samples of sensor `without` when given (a refused cycle's retry) as if it had sent none.
+/// Borrows `pending` and clones only the samples it keeps, in `pending`'s order. Returns the
 /// samples and how many the cap and the same-flow rule left out.
-pub fn select(pending: Vec<(String, TrainingSample)>) -> (Vec<TrainingSample>, u64, u64) {
-    let n_in = pending.len();
+pub fn select(
+    pending: &[(String, TrainingSample)],
+    without: Option<&str>,
+) -> (Vec<TrainingSample>, u64, u64) {
+    let considered = |sensor: &str| without != Some(sensor);
+    let n_in = pending.iter().filter(|(s, _)| considered(s)).count();
     // One flow seen by two sensors (or reported twice): the strongest label wins.
     let mut best: HashMap<FlowKey, usize> = HashMap::new();
-    let mut keep = vec![true; n_in];
+    let mut keep: Vec<bool> = pending.iter().map(|(s, _)| considered(s)).collect();
     for (i, (_, s)) in pending.iter().enumerate() {
+        if !keep[i] {
+            continue;
+        }
         match best.get(&flow_key(s)) {
             Some(&j) if label_rank(&pending[j].1) >= label_rank(s) => keep[i] = false,
             Some(&j) => {
@@ -128,24 +137,24 @@ pub fn select(pending: Vec<(String, TrainingSample)>) -> (Vec<TrainingSample>, u
             }
         }
     }
-    let same_flow = keep.iter().filter(|k| !**k).count() as u64;
-    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    let same_flow = (n_in - keep.iter().filter(|k| **k).count()) as u64;
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
     for ((sensor, _), k) in pending.iter().zip(&keep) {
         if *k {
-            *counts.entry(sensor.clone()).or_default() += 1;
+            *counts.entry(sensor.as_str()).or_default() += 1;
         }
     }
     let caps = cap_shares(&counts);
-    let mut taken: BTreeMap<String, usize> = BTreeMap::new();
+    let mut taken: BTreeMap<&str, usize> = BTreeMap::new();
     let mut out = Vec::new();
-    for ((sensor, s), k) in pending.into_iter().zip(keep) {
+    for ((sensor, s), k) in pending.iter().zip(keep) {
         if !k {
             continue;
         }
-        let t = taken.entry(sensor.clone()).or_default();
-        if *t < caps[&sensor] {
+        let t = taken.entry(sensor.as_str()).or_default();
+        if *t < caps[sensor.as_str()] {
             *t += 1;
-            out.push(s);
+            out.push(s.clone());
         }
     }
     let capped = (n_in as u64) - same_flow - out.len() as u64;
@@ -495,11 +504,17 @@ pub async fn run(
             }
         }
         let n_pending = pending.len();
-        let sensors: std::collections::BTreeSet<String> =
-            pending.iter().map(|(s, _)| s.clone()).collect();
+        let sensors: std::collections::BTreeSet<String> = pending
+            .iter()
+            .map(|(s, _)| s.as_str())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
         let suspects = largest_contributors(&pending, RETRY_WITHOUT);
-        let kept_pending = (sensors.len() > 1).then(|| pending.clone());
-        let (samples, capped, same_flow) = select(pending);
+        let (samples, capped, same_flow) = select(&pending, None);
+        // Kept (not copied) for the retries only when several sensors contributed.
+        let retry_pool = (sensors.len() > 1).then_some(pending);
         c.capped += capped;
         c.same_flow += same_flow;
         store.insert_samples(&samples)?;
@@ -517,11 +532,10 @@ pub async fn run(
         // A refused cycle of several sensors: once more without each of the largest
         // contributors in turn (module doc, step 3).
         if rec.outcome != Outcome::Deployed
-            && let Some(kept) = kept_pending
+            && let Some(pool) = &retry_pool
         {
             for suspect in &suspects {
-                let others: Vec<_> = kept.iter().filter(|(s, _)| s != suspect).cloned().collect();
-                let (samples, _, _) = select(others);
+                let (samples, _, _) = select(pool, Some(suspect));
                 store.insert_samples(&samples)?;
                 let Some(retry) = fleet_cycle(&learner, n_pending).await? else {
                     break;
@@ -608,5 +622,91 @@ mod tests {
         assert_eq!(c["noisy"], 225);
         // One sensor alone keeps everything.
         assert_eq!(cap_shares(&counts(&[("a", 7)])), counts(&[("a", 7)]));
+    }
+
+    /// A sample of flow `port` (the flow's source port) from `sensor`, labelled by `source`.
+    fn sample(sensor: &str, port: u16, source: LabelSource) -> (String, TrainingSample) {
+        let s = TrainingSample {
+            id: 0,
+            ts_ns: 1_000,
+            src_ip: "192.0.2.2".parse().unwrap(),
+            src_port: port,
+            dst_ip: "192.0.2.1".parse().unwrap(),
+            dst_port: 22,
+            proto: 6,
+            label: 1.0,
+            source,
+            confidence: 1.0,
+            score: 0.5,
+            kind: None,
+            features: vec![0.0; 4],
+            baseline: false,
+            alert_id: None,
+        };
+        (sensor.to_string(), s)
+    }
+
+    /// Grouped by sensor, as the inbox hands them out: a and b report flows 1 and 2 both
+    /// (a's rule label beats b's ANN label on 1, b's operator verdict beats a's ANN label
+    /// on 2), c one flow of its own.
+    fn pending() -> Vec<(String, TrainingSample)> {
+        vec![
+            sample("a", 1, LabelSource::Dfa),
+            sample("a", 2, LabelSource::AnnLow),
+            sample("a", 3, LabelSource::AnnLow),
+            sample("b", 1, LabelSource::AnnLow),
+            sample("b", 4, LabelSource::Operator),
+            sample("b", 2, LabelSource::Operator),
+            sample("c", 5, LabelSource::AnnHigh),
+        ]
+    }
+
+    fn flows(samples: &[TrainingSample]) -> Vec<(u16, LabelSource)> {
+        samples.iter().map(|s| (s.src_port, s.source)).collect()
+    }
+
+    #[test]
+    fn select_keeps_the_strongest_label_then_caps_each_sensor_in_order() {
+        let pending = pending();
+        let (out, capped, same_flow) = select(&pending, None);
+        // Two second reports dropped; a, b and c keep 2, 2 and 1 flows, capped at 1 each
+        // (a third of 5, then of 3), the first of each in pending's order.
+        assert_eq!(same_flow, 2);
+        assert_eq!(capped, 2);
+        assert_eq!(
+            flows(&out),
+            [
+                (1, LabelSource::Dfa),
+                (4, LabelSource::Operator),
+                (5, LabelSource::AnnHigh)
+            ]
+        );
+        // Nothing in `pending` was taken or changed.
+        assert_eq!(pending, self::pending());
+    }
+
+    #[test]
+    fn select_without_a_sensor_is_select_of_the_others() {
+        let pending = pending();
+        for sensor in ["a", "b", "c", "nobody"] {
+            let others: Vec<_> = pending
+                .iter()
+                .filter(|(s, _)| s != sensor)
+                .cloned()
+                .collect();
+            assert_eq!(
+                select(&pending, Some(sensor)),
+                select(&others, None),
+                "without {sensor}"
+            );
+        }
+        // Without b its operator verdict no longer displaces a's label of flow 2, and no flow
+        // is reported twice; a keeps 3 flows, c 1, capped at 1 each (half of 4, of 3, of 2).
+        let (out, capped, same_flow) = select(&pending, Some("b"));
+        assert_eq!((capped, same_flow), (2, 0));
+        assert_eq!(
+            flows(&out),
+            [(1, LabelSource::Dfa), (5, LabelSource::AnnHigh)]
+        );
     }
 }
