@@ -950,35 +950,23 @@ fn dashboard_and_metrics_of_a_live_daemon() {
     let lab = support::Lab::new("dash");
     let data = tempfile::tempdir().unwrap();
     let api: SocketAddr = "127.0.0.1:18093".parse().unwrap();
-    let mut daemon = Daemon(
-        lab.cmd_in_a(BIN)
-            .args([
-                "run",
-                "--iface",
-                &lab.if_a,
-                "--xdp-mode",
-                "skb",
-                "--pin-dir",
-            ])
-            .arg(&lab.pin_dir)
-            .arg("--data-dir")
-            .arg(data.path())
-            .arg("--eve-log")
-            .arg(data.path().join("eve.json"))
-            .args(["--listen", &api.to_string(), "--status-interval", "0"])
-            .env("SAFELINK_API_TOKEN", TOKEN)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn safelink run"),
-    );
-    let mut first = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(daemon.0.stdout.take().unwrap()),
-        &mut first,
-    )
-    .unwrap();
-    assert!(first.starts_with("ATTACHED "), "daemon: {first}");
+    let mut cmd = lab.cmd_in_a(BIN);
+    cmd.args([
+        "run",
+        "--iface",
+        &lab.if_a,
+        "--xdp-mode",
+        "skb",
+        "--pin-dir",
+    ])
+    .arg(&lab.pin_dir)
+    .arg("--data-dir")
+    .arg(data.path())
+    .arg("--eve-log")
+    .arg(data.path().join("eve.json"))
+    .args(["--listen", &api.to_string(), "--status-interval", "0"])
+    .env("SAFELINK_API_TOKEN", TOKEN);
+    let mut daemon = Daemon(support::spawn_attached(cmd, support::ATTACH_WITHIN, None));
 
     // 29 SYNs to 29 ports (no answers: nothing in `a` has the address) and 509 ARP requests.
     for f in [

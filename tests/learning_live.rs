@@ -4,13 +4,12 @@
 //! `POST /learning/train-now`, and the sniffer restart starting the learner again.
 mod support;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::{Lab, kernel_test_can_run, run};
+use support::{ATTACH_WITHIN, Lab, kernel_test_can_run, run, spawn_attached};
 
 const BIN: &str = env!("CARGO_BIN_EXE_safelink");
 const API: &str = "127.0.0.1:18181";
@@ -82,9 +81,8 @@ fn learner_runs_with_the_live_sniffer() {
     )
     .unwrap();
     let data = dir.path().join("data");
-    let mut child = lab
-        .cmd_in_a(BIN)
-        .arg("run")
+    let mut cmd = lab.cmd_in_a(BIN);
+    cmd.arg("run")
         .arg("--config")
         .arg(&cfg)
         .args(["--iface", &lab.if_a, "--pin-dir"])
@@ -99,18 +97,8 @@ fn learner_runs_with_the_live_sniffer() {
             "--idle-timeout",
             "2",
         ])
-        .env("SAFELINK_API_TOKEN", TOKEN)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let first = BufReader::new(child.stdout.take().unwrap())
-        .lines()
-        .next()
-        .unwrap()
-        .unwrap();
-    let daemon = Daemon(child);
-    assert!(first.starts_with("ATTACHED "), "{first}");
+        .env("SAFELINK_API_TOKEN", TOKEN);
+    let daemon = Daemon(spawn_attached(cmd, ATTACH_WITHIN, None));
 
     // The sniffer is running, so the learner is active, serving the base model as version 1.
     let s = poll(&lab, "learner active", 10, |v| v["state"] == "active");

@@ -6,7 +6,6 @@
 mod support;
 
 use std::{
-    io::{BufRead, BufReader},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -14,7 +13,7 @@ use std::{
 
 use serde_json::Value;
 use support::lab::{Sshd, hydra_ssh, wrong_passwords};
-use support::{kernel_test_can_run, run, sh};
+use support::{ATTACH_WITHIN, kernel_test_can_run, run, sh, spawn_attached};
 
 const BIN: &str = env!("CARGO_BIN_EXE_safelink");
 const VICTIM: &str = "192.0.2.1";
@@ -240,7 +239,8 @@ fn real_tools_raise_alerts_and_benign_traffic_does_not() {
     net.spawn("vic", &["iperf3", "-s", "-B", VICTIM]);
 
     // The sensor, in the victim's namespace (nsenter keeps bpffs visible).
-    let mut sensor = Command::new("nsenter")
+    let mut sensor = Command::new("nsenter");
+    sensor
         .arg(format!("--net=/run/netns/{}", net.ns("vic")))
         .arg(BIN)
         .args([
@@ -257,17 +257,9 @@ fn real_tools_raise_alerts_and_benign_traffic_does_not() {
         .arg("--pin-dir")
         .arg(&net.pin_dir)
         .arg("--data-dir")
-        .arg(d.join("data"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut first = String::new();
-    BufReader::new(sensor.stdout.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
-    assert!(first.starts_with("ATTACHED "), "sensor: {first}");
-    net.children.push(sensor);
+        .arg(d.join("data"));
+    net.children
+        .push(spawn_attached(sensor, ATTACH_WITHIN, None));
     std::thread::sleep(Duration::from_millis(800)); // services up
 
     // Benign: web, ssh login with the right key, iperf3, DNS, ping. No alert.

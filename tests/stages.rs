@@ -6,13 +6,12 @@
 mod support;
 
 use std::{
-    io::{BufRead, BufReader},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
 use serde_json::Value;
-use support::{Lab, kernel_test_can_run, run};
+use support::{ATTACH_WITHIN, Lab, kernel_test_can_run, run, spawn_attached};
 
 const BIN: &str = env!("CARGO_BIN_EXE_safelink");
 
@@ -46,7 +45,6 @@ fn start(lab: &Lab, data: &std::path::Path, listen: &str, fault: Option<&str>) -
     .arg("--data-dir")
     .arg(data)
     .args(["--listen", listen, "--status-interval", "0"])
-    .stdout(Stdio::piped())
     .stderr(if fault.is_some() {
         Stdio::piped()
     } else {
@@ -55,13 +53,7 @@ fn start(lab: &Lab, data: &std::path::Path, listen: &str, fault: Option<&str>) -
     if let Some(stage) = fault {
         cmd.env("SAFELINK_FAULT_STAGE", stage);
     }
-    let mut child = cmd.spawn().unwrap();
-    let mut first = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
-    assert!(first.starts_with("ATTACHED "), "{fault:?}: {first}");
-    child
+    spawn_attached(cmd, ATTACH_WITHIN, None)
 }
 
 #[test]

@@ -2,13 +2,12 @@
 //! the learner, joined to each sensor namespace (a [`Lab`]'s `a` side) by a veth pair on a
 //! TEST-NET-2 /30 (hub 198.51.100.4i+1, sensor i 198.51.100.4i+2); no forwarding, no route
 //! beyond the /30s. Deleted on drop.
-use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 
 use serde_json::Value;
 
-use super::{Lab, run, sh};
+use super::{ATTACH_WITHIN, Lab, run, sh, spawn_attached};
 
 /// A child process killed (SIGKILL) and reaped on drop.
 pub struct Proc(pub Child);
@@ -199,9 +198,8 @@ impl FleetSensor<'_> {
             ),
         )
         .unwrap();
-        let mut c = lab
-            .cmd_in_a(self.bin)
-            .arg("run")
+        let mut c = lab.cmd_in_a(self.bin);
+        c.arg("run")
             .arg("--config")
             .arg(&cfg)
             .args(["--iface", &lab.if_a, "--pin-dir"])
@@ -219,17 +217,7 @@ impl FleetSensor<'_> {
             .args([
                 "--fleet",
                 &format!("nats://{}:{}", Hub::addr_for(i), self.nats_port),
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let l = BufReader::new(c.stdout.take().unwrap())
-            .lines()
-            .next()
-            .unwrap()
-            .unwrap();
-        assert!(l.starts_with("ATTACHED "), "{l}");
-        Proc(c)
+            ]);
+        Proc(spawn_attached(c, ATTACH_WITHIN, None))
     }
 }

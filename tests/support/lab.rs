@@ -5,7 +5,6 @@
 //! password logins ([`Sshd`]), and hydra against it with the retries CI needs ([`hydra_ssh`]).
 //! Everything is stopped and deleted on drop, a panic included.
 use std::{
-    io::{BufRead, BufReader},
     path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
     time::{Duration, Instant},
@@ -13,7 +12,7 @@ use std::{
 
 use serde_json::Value;
 
-use super::{run, sh};
+use super::{ATTACH_WITHIN, run, sh, spawn_attached};
 
 /// One side of a [`VethLab`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -129,30 +128,15 @@ impl VethLab {
     }
 
     /// Starts `safelink run` on the victim's interface (SKB mode, this lab's pin directory)
-    /// with `args` added, and waits for its `ATTACHED` line. Its stderr goes to `log` when
-    /// given (else it is discarded).
+    /// with `args` added, and waits for its `ATTACHED` line ([`spawn_attached`]). Its stderr
+    /// goes to `log` when given, else to the test's.
     pub fn start_sensor(&mut self, bin: &str, args: &[&str], log: Option<&Path>) {
-        let stderr = match log {
-            Some(p) => Stdio::from(std::fs::File::create(p).unwrap()),
-            None => Stdio::null(),
-        };
-        let mut sensor = self
-            .cmd(Side::Victim, bin)
-            .args(["run", "--iface", &self.victim_if, "--xdp-mode", "skb"])
+        let mut cmd = self.cmd(Side::Victim, bin);
+        cmd.args(["run", "--iface", &self.victim_if, "--xdp-mode", "skb"])
             .arg("--pin-dir")
             .arg(&self.pin_dir)
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .spawn()
-            .unwrap();
-        let mut first = String::new();
-        BufReader::new(sensor.stdout.take().unwrap())
-            .read_line(&mut first)
-            .unwrap();
-        let attached = first.starts_with("ATTACHED ");
-        self.sensor = Some(sensor);
-        assert!(attached, "sensor did not attach: {first:?}");
+            .args(args);
+        self.sensor = Some(spawn_attached(cmd, ATTACH_WITHIN, log));
     }
 
     /// Stops the sensor (SIGINT, up to 10 s, then SIGKILL); true if it exited on its own.

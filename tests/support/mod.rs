@@ -1,11 +1,15 @@
 //! Shared helpers of the integration tests: crafted frames (etherparse), pcap writing,
-//! network namespaces with veth pairs that the test owns, root/tool checks, and the idle
-//! sniffer stand-in of the API tests that are not about the sniffer.
+//! network namespaces with veth pairs that the test owns, root/tool checks, starting the
+//! sensor ([`spawn_attached`]), and the idle sniffer stand-in of the API tests that are not
+//! about the sniffer.
 #![allow(dead_code)]
 
+pub mod attach;
 pub mod heldout;
 pub mod hub;
 pub mod lab;
+
+pub use attach::{ATTACH_WITHIN, spawn_attached};
 
 use std::{
     path::{Path, PathBuf},
