@@ -1,6 +1,6 @@
 //! Proof at scale (root): the real sensor in a victim namespace under floods from an attacker
-//! namespace (a veth pair between two namespaces this test creates; TEST-NET-1 addresses; the
-//! floods never leave the pair, forwarding stays off).
+//! namespace (a veth pair between two namespaces this test creates, a [`VethLab`]; TEST-NET-1
+//! addresses; the floods never leave the pair, forwarding stays off).
 //!
 //! - `hping3 -S --flood --rand-source` for 30 s while hydra guesses SSH passwords: the flood's
 //!   spoofed flows churn `EMBRYOS` only, so the brute force (established connections in
@@ -15,130 +15,25 @@
 mod support;
 
 use std::{
-    io::{BufRead, BufReader},
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    path::Path,
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
 use serde_json::Value;
-use support::{kernel_test_can_run, run, sh};
+use support::kernel_test_can_run;
+use support::lab::{Side, Sshd, VethLab, hydra_ssh, wrong_passwords};
 
 const BIN: &str = env!("CARGO_BIN_EXE_safelink");
 const VICTIM: &str = "192.0.2.1";
 const ATTACKER: &str = "192.0.2.2";
+/// The attacker's second address: the nmap scan's source.
+const SCANNER: &str = "192.0.2.10";
 const API: &str = "127.0.0.1:18091";
 const FLOOD_SECS: u64 = 30;
 
-struct Net {
-    id: u32,
-    pin_dir: PathBuf,
-    children: Vec<Child>,
-    sensor: Option<Child>,
-}
-
-impl Net {
-    fn ns(&self, n: &str) -> String {
-        format!("sl-flood-{n}-{}", self.id)
-    }
-
-    fn new() -> Self {
-        let id = std::process::id() % 100_000;
-        let net = Net {
-            id,
-            pin_dir: PathBuf::from(format!("/sys/fs/bpf/safelink-test-flood-{id}")),
-            children: Vec::new(),
-            sensor: None,
-        };
-        net.cleanup();
-        let (vic, att) = (net.ns("vic"), net.ns("att"));
-        sh(&format!(
-            "ip netns add {vic}; ip netns add {att}
-             ip link add eth0 netns {vic} type veth peer name eth0 netns {att}
-             for ns in {vic} {att}; do
-               ip netns exec $ns sysctl -qw net.ipv6.conf.all.disable_ipv6=1
-               ip -n $ns link set lo up; ip -n $ns link set eth0 up
-             done
-             ip -n {vic} addr add {VICTIM}/24 dev eth0
-             ip -n {att} addr add {ATTACKER}/24 dev eth0
-             ip -n {att} addr add 192.0.2.10/24 dev eth0"
-        ));
-        net
-    }
-
-    fn cleanup(&self) {
-        for n in ["vic", "att"] {
-            let _ = Command::new("ip")
-                .args(["netns", "del", &self.ns(n)])
-                .output();
-        }
-        let _ = std::fs::remove_dir_all(&self.pin_dir);
-    }
-
-    fn exec(&self, ns: &str, args: &[&str]) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.ns(ns)]).args(args);
-        c
-    }
-
-    fn spawn(&mut self, ns: &str, args: &[&str]) -> u32 {
-        let child = self
-            .exec(ns, args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {args:?}: {e}"));
-        let pid = child.id();
-        self.children.push(child);
-        pid
-    }
-
-    /// `GET path` through curl in the victim namespace: (body, seconds taken).
-    fn api_timed(&self, path: &str) -> (Value, f64) {
-        let out = run(&mut self.exec(
-            "vic",
-            &[
-                "curl",
-                "-sS",
-                "--max-time",
-                "5",
-                "-w",
-                "\n%{time_total}",
-                &format!("http://{API}{path}"),
-            ],
-        ));
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let (body, t) = text.rsplit_once('\n').expect("curl timing line");
-        let v = if path == "/metrics" {
-            Value::String(body.to_owned())
-        } else {
-            serde_json::from_str(body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"))
-        };
-        (v, t.trim().parse().unwrap())
-    }
-
-    fn api(&self, path: &str) -> Value {
-        self.api_timed(path).0
-    }
-
-    fn sensor_pid(&self) -> u32 {
-        self.sensor.as_ref().expect("sensor").id()
-    }
-}
-
-impl Drop for Net {
-    fn drop(&mut self) {
-        for c in self.children.iter_mut().chain(self.sensor.as_mut()) {
-            // SAFETY: plain signal to our own child.
-            unsafe { libc::kill(c.id() as i32, libc::SIGINT) };
-        }
-        std::thread::sleep(Duration::from_millis(300));
-        for c in self.children.iter_mut().chain(self.sensor.as_mut()) {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        self.cleanup();
-    }
+fn sensor_pid(lab: &VethLab) -> u32 {
+    lab.sensor.as_ref().expect("sensor").id()
 }
 
 fn rss_mb(pid: u32) -> f64 {
@@ -170,8 +65,8 @@ fn metric(text: &str, name: &str) -> f64 {
         .unwrap_or_else(|| panic!("metric {name} missing"))
 }
 
-fn has_alert(net: &Net, kind: &str, field: &str, value: &str) -> bool {
-    let v = net.api(&format!("/alerts?kind={kind}&limit=1000"));
+fn has_alert(lab: &VethLab, kind: &str, field: &str, value: &str) -> bool {
+    let v = lab.api(API, &format!("/alerts?kind={kind}&limit=1000"));
     v["alerts"]
         .as_array()
         .expect("alerts array")
@@ -179,9 +74,9 @@ fn has_alert(net: &Net, kind: &str, field: &str, value: &str) -> bool {
         .any(|a| a[field] == value)
 }
 
-fn wait_alert(net: &Net, what: &str, kind: &str, field: &str, value: &str, within: Duration) {
+fn wait_alert(lab: &VethLab, what: &str, kind: &str, field: &str, value: &str, within: Duration) {
     let t0 = Instant::now();
-    while !has_alert(net, kind, field, value) {
+    while !has_alert(lab, kind, field, value) {
         assert!(
             t0.elapsed() < within,
             "{what}: no {kind} alert with {field}={value} within {within:?}"
@@ -203,25 +98,25 @@ struct Under {
 
 /// Runs `flood` (hping3 args) for FLOOD_SECS from the attacker; meanwhile samples RSS and
 /// `/status` latency, and runs `during` once after 3 s.
-fn flood(net: &mut Net, what: &str, args: &[&str], during: impl FnOnce(&Net)) -> Under {
+fn flood(lab: &VethLab, what: &str, args: &[&str], during: impl FnOnce(&VethLab)) -> Under {
     let secs = FLOOD_SECS.to_string();
     let mut cmd = vec!["timeout", &secs, "hping3", "-q"];
     cmd.extend_from_slice(args);
     cmd.push(VICTIM);
-    let mut child = net
-        .exec("att", &cmd)
+    let mut child = lab
+        .exec(Side::Client, &cmd)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let t0 = Instant::now();
-    let pid = net.sensor_pid();
+    let pid = sensor_pid(lab);
     let (mut rss_peak_mb, mut lat) = (0f64, Vec::new());
     std::thread::sleep(Duration::from_secs(3));
-    during(net);
+    during(lab);
     while child.try_wait().unwrap().is_none() {
         rss_peak_mb = rss_peak_mb.max(rss_mb(pid));
-        lat.push(net.api_timed("/status").1 * 1000.0);
+        lat.push(lab.api_timed(API, "/status").1 * 1000.0);
         std::thread::sleep(Duration::from_millis(100));
     }
     lat.sort_by(f64::total_cmp);
@@ -239,9 +134,9 @@ fn flood(net: &mut Net, what: &str, args: &[&str], during: impl FnOnce(&Net)) ->
 }
 
 /// The sensor's CPU use (fraction of one core) over `secs`, once the flood is over.
-fn idle_cpu(net: &Net, what: &str) -> f64 {
+fn idle_cpu(lab: &VethLab, what: &str) -> f64 {
     std::thread::sleep(Duration::from_secs(3));
-    let pid = net.sensor_pid();
+    let pid = sensor_pid(lab);
     let c0 = cpu_s(pid);
     std::thread::sleep(Duration::from_secs(3));
     let frac = (cpu_s(pid) - c0) / 3.0;
@@ -274,12 +169,6 @@ fn check_under(what: &str, u: &Under, cpu_after: f64) {
     );
 }
 
-fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let p = dir.join(name);
-    std::fs::write(&p, text).unwrap();
-    p
-}
-
 /// ARP requests "who has 192.0.2.1" from 4096 made-up senders (198.51.100.0/22 range).
 fn arp_flood_pcap(path: &Path, att_mac: [u8; 6]) {
     let mut w = pcap_file::pcap::PcapWriter::new(std::fs::File::create(path).unwrap()).unwrap();
@@ -298,17 +187,6 @@ fn arp_flood_pcap(path: &Path, att_mac: [u8; 6]) {
     }
 }
 
-fn mac_of(net: &Net, ns: &str) -> [u8; 6] {
-    let out = run(&mut net.exec(ns, &["cat", "/sys/class/net/eth0/address"]));
-    let s = String::from_utf8_lossy(&out.stdout);
-    let v: Vec<u8> = s
-        .trim()
-        .split(':')
-        .map(|h| u8::from_str_radix(h, 16).unwrap())
-        .collect();
-    v.try_into().unwrap()
-}
-
 #[test]
 fn floods_cannot_blind_the_sensor() {
     let tools = [
@@ -317,127 +195,61 @@ fn floods_cannot_blind_the_sensor() {
         "nmap",
         "tcpreplay",
         "/usr/sbin/sshd",
+        "ssh-keygen",
+        "nsenter",
         "curl",
         "bpftool",
     ];
     if !kernel_test_can_run("flood_lab", &tools) {
         return;
     }
-    let mut net = Net::new();
+    // Dropped after the lab (the sensor writes its store here until it is stopped).
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
+    let mut lab = VethLab::new("sl-flood", "slf", &[VICTIM], &[ATTACKER, SCANNER]);
 
-    std::fs::create_dir_all("/run/sshd").unwrap();
-    run(Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-        .arg(d.join("hostkey")));
-    let sshd_cfg = write(
-        d,
-        "sshd_config",
-        &format!(
-            "ListenAddress {VICTIM}\nPort 22\nHostKey {hk}\nPidFile {d}/sshd.pid\n\
-             PermitRootLogin yes\nPasswordAuthentication yes\nKbdInteractiveAuthentication no\n\
-             UsePAM no\nStrictModes no\nMaxStartups 100\nLoginGraceTime 20\n",
-            hk = d.join("hostkey").display(),
-            d = d.display()
-        ),
-    );
-    net.spawn(
-        "vic",
+    let sshd = Sshd::prepare(d, &[VICTIM], None);
+    lab.spawn_cmd(sshd.command(lab.ns(Side::Victim)));
+
+    // The sensor's stderr goes to a log, shown in the panic message if it does not attach.
+    let data = d.join("data");
+    lab.start_sensor(
+        BIN,
         &[
-            "/usr/sbin/sshd",
-            "-D",
-            "-e",
-            "-f",
-            sshd_cfg.to_str().unwrap(),
-        ],
-    );
-
-    let mut sensor = Command::new("nsenter")
-        .arg(format!("--net=/run/netns/{}", net.ns("vic")))
-        .arg(BIN)
-        .args([
-            "run",
-            "--iface",
-            "eth0",
-            "--xdp-mode",
-            "skb",
             "--status-interval",
             "0",
             "--listen",
             API,
-        ])
-        .arg("--pin-dir")
-        .arg(&net.pin_dir)
-        .arg("--data-dir")
-        .arg(d.join("data"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut first = String::new();
-    BufReader::new(sensor.stdout.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
-    assert!(first.starts_with("ATTACHED "), "sensor: {first}");
-    net.sensor = Some(sensor);
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+        Some(&d.join("sensor.log")),
+    );
     std::thread::sleep(Duration::from_millis(800));
     eprintln!(
         "flood_lab: sensor RSS at start {:.1} MB",
-        rss_mb(net.sensor_pid())
+        rss_mb(sensor_pid(&lab))
     );
 
     // 1. Random-source SYN flood + SSH brute force.
-    let words: String = (0..80).map(|i| format!("wrong-password-{i}\n")).collect();
-    let list = write(d, "passwords.txt", &words);
+    let list = wrong_passwords(d, 80);
     let syn = flood(
-        &mut net,
+        &lab,
         "hping3 -S --flood --rand-source",
         &["-S", "--flood", "--rand-source", "-p", "80"],
-        |net| {
-            // hydra gives up on a target whose first connection fails; under the flood (and CI
-            // load) a SYN can be lost in the veth backlog, so the attacker tries again, as a
-            // real one would, up to three times while the flood runs. hydra's wait (-w) bounds
-            // its connect too: 5 s leaves room for the kernel's SYN retransmits at 1 s and 3 s
-            // (with 2 s, one lost SYN made hydra exit 255 in CI).
+        |lab| {
+            // Under the flood (and CI load) a SYN can be lost in the veth backlog: hydra_ssh
+            // tries again, as a real attacker would, up to three times while the flood runs,
+            // with a 5 s wait that leaves room for the kernel's SYN retransmits.
             let t0 = Instant::now();
-            let mut tries = Vec::new();
-            let mut ok = false;
-            while !ok && tries.len() < 3 {
-                let out = net
-                    .exec(
-                        "att",
-                        &[
-                            "hydra",
-                            "-q",
-                            "-I",
-                            "-w",
-                            "5",
-                            "-l",
-                            "root",
-                            "-P",
-                            list.to_str().unwrap(),
-                            "-t",
-                            "8",
-                            "ssh://192.0.2.1",
-                        ],
-                    )
-                    .output()
-                    .unwrap();
-                tries.push(String::from_utf8_lossy(&out.stderr).into_owned());
-                ok = out.status.success();
-            }
-            assert!(ok, "hydra failed three times: {tries:?}");
-            eprintln!(
-                "flood_lab: hydra attempts during the SYN flood: {}",
-                tries.len()
-            );
+            let tries = hydra_ssh(|a| lab.exec(Side::Client, a), &list, VICTIM, 5, 3);
+            eprintln!("flood_lab: hydra attempts during the SYN flood: {tries}");
             eprintln!(
                 "flood_lab: hydra during the SYN flood ran {:?}",
                 t0.elapsed()
             );
             wait_alert(
-                net,
+                lab,
                 "hydra during the SYN flood",
                 "ssh_brute_force",
                 "src_ip",
@@ -447,14 +259,14 @@ fn floods_cannot_blind_the_sensor() {
         },
     );
     wait_alert(
-        &net,
+        &lab,
         "SYN flood",
         "syn_flood",
         "dest_ip",
         VICTIM,
         Duration::from_secs(5),
     );
-    let m = net.api("/metrics");
+    let m = lab.api(API, "/metrics");
     let m = m.as_str().unwrap();
     let (created, evicted, drops) = (
         metric(m, "safelink_flows_created_total"),
@@ -469,9 +281,11 @@ fn floods_cannot_blind_the_sensor() {
     );
     assert!(created > 65_536.0, "the flood created {created} flows");
     assert!(evicted > 0.0, "evictions are a metric: {evicted}");
-    let bt = run(Command::new("bpftool")
-        .args(["-j", "map", "dump", "pinned"])
-        .arg(net.pin_dir.join("STATS")));
+    let bt = support::run(
+        Command::new("bpftool")
+            .args(["-j", "map", "dump", "pinned"])
+            .arg(lab.pin_dir.join("STATS")),
+    );
     let bt: Value = serde_json::from_slice(&bt.stdout).unwrap();
     let bt_created: u64 = bt[0]["formatted"]["values"]
         .as_array()
@@ -483,40 +297,40 @@ fn floods_cannot_blind_the_sensor() {
         bt_created as f64 >= created,
         "bpftool flows_created {bt_created}"
     );
-    let cpu = idle_cpu(&net, "SYN flood");
+    let cpu = idle_cpu(&lab, "SYN flood");
     check_under("SYN flood", &syn, cpu);
 
     // 2. UDP flood, random sources and ports.
     let udp = flood(
-        &mut net,
+        &lab,
         "hping3 --udp --flood --rand-source",
         &["--udp", "--flood", "--rand-source", "-p", "++1000"],
         |_| {},
     );
     wait_alert(
-        &net,
+        &lab,
         "UDP flood",
         "udp_flood",
         "dest_ip",
         VICTIM,
         Duration::from_secs(5),
     );
-    let cpu = idle_cpu(&net, "UDP flood");
+    let cpu = idle_cpu(&lab, "UDP flood");
     check_under("UDP flood", &udp, cpu);
 
     // 3. ARP flood during a SYN scan.
     let pcap = d.join("arp.pcap");
-    arp_flood_pcap(&pcap, mac_of(&net, "att"));
-    let mut arp = net
+    arp_flood_pcap(&pcap, lab.mac(Side::Client));
+    let mut arp = lab
         .exec(
-            "att",
+            Side::Client,
             &[
                 "timeout",
                 "6",
                 "tcpreplay",
                 "-q",
                 "-i",
-                "eth0",
+                lab.iface(Side::Client),
                 "--topspeed",
                 "--loop",
                 "1000",
@@ -528,9 +342,9 @@ fn floods_cannot_blind_the_sensor() {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_secs(1));
-    let out = net
+    let out = lab
         .exec(
-            "att",
+            Side::Client,
             &[
                 "nmap",
                 "-sS",
@@ -540,9 +354,9 @@ fn floods_cannot_blind_the_sensor() {
                 "-p",
                 "1-1000",
                 "-e",
-                "eth0",
+                lab.iface(Side::Client),
                 "-S",
-                "192.0.2.10",
+                SCANNER,
                 VICTIM,
             ],
         )
@@ -554,16 +368,16 @@ fn floods_cannot_blind_the_sensor() {
         String::from_utf8_lossy(&out.stderr)
     );
     wait_alert(
-        &net,
+        &lab,
         "nmap -sS during an ARP flood",
         "port_scan",
         "src_ip",
-        "192.0.2.10",
+        SCANNER,
         Duration::from_secs(5),
     );
     let _ = arp.wait();
     std::thread::sleep(Duration::from_millis(1500));
-    let m = net.api("/metrics");
+    let m = lab.api(API, "/metrics");
     let m = m.as_str().unwrap();
     let throttled = metric(m, "safelink_arp_events_throttled_total");
     eprintln!(

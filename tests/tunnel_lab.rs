@@ -18,8 +18,8 @@
 //! The sensor only sees the frames on the underlay, and tshark checks that they are VXLAN,
 //! Geneve and GRE as Wireshark dissects them, with the expected VNI, key and addresses.
 //!
-//! Both veth ends live in the test's namespaces (`sltun-*`), forwarding stays off, every tool
-//! is bounded (ports, passwords, `timeout`), and everything is deleted on drop.
+//! Both veth ends live in the test's namespaces (`sltun-*`, a [`VethLab`]), forwarding stays
+//! off, every tool is bounded (ports, passwords, `timeout`), and everything is deleted on drop.
 mod support;
 
 use std::{
@@ -28,8 +28,7 @@ use std::{
     io::{BufRead, BufReader},
     net::{Ipv4Addr, UdpSocket},
     os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -39,6 +38,7 @@ use std::{
 };
 
 use serde_json::{Value, json};
+use support::lab::{Side, Sshd, VethLab, hydra_ssh, wrong_passwords};
 use support::{kernel_test_can_run, run, sh};
 
 const BIN: &str = env!("CARGO_BIN_EXE_safelink");
@@ -318,50 +318,40 @@ impl Endpoint {
     }
 }
 
+/// The two nodes ([`VethLab`]: the victim's and the attacker's, the underlay between them)
+/// and the tunnels across them. On drop the userspace endpoints stop, then the lab's children
+/// and namespaces go.
 struct Lab {
-    id: u32,
-    pin_dir: PathBuf,
-    children: Vec<Child>,
+    nodes: VethLab,
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
 }
 
 impl Lab {
-    /// `v` (victim node) or `a` (attacker node).
-    fn ns(&self, side: &str) -> String {
-        format!("sltun-{side}-{}", self.id)
-    }
-
     fn new() -> Self {
-        let id = std::process::id() % 100_000;
+        let nodes = VethLab::new(
+            "sltun",
+            "sltun",
+            &[&VICTIM_NODE.to_string()],
+            &[&ATTACKER_NODE.to_string()],
+        );
         let mut lab = Lab {
-            id,
-            pin_dir: PathBuf::from(format!("/sys/fs/bpf/safelink-test-tunnel-{id}")),
-            children: Vec::new(),
+            nodes,
             stop: Arc::new(AtomicBool::new(false)),
             threads: Vec::new(),
         };
-        lab.cleanup();
-        let (v, a) = (lab.ns("v"), lab.ns("a"));
-        let mut script = format!(
-            "ip netns add {v}; ip netns add {a}
-             ip link add eth0 netns {v} type veth peer name eth0 netns {a}
-             for ns in {v} {a}; do
-               ip netns exec $ns sysctl -qw net.ipv6.conf.all.disable_ipv6=1
-               ip netns exec $ns sysctl -qw net.ipv6.conf.default.disable_ipv6=1
-               ip -n $ns link set lo up; ip -n $ns link set eth0 up
-             done
-             ip -n {v} addr add {VICTIM_NODE}/24 dev eth0
-             ip -n {a} addr add {ATTACKER_NODE}/24 dev eth0"
-        );
+        let (v, a) = (lab.nodes.victim_ns.clone(), lab.nodes.client_ns.clone());
+        let mut script = String::new();
         for t in &TUNNELS {
             if t.via == Via::KernelVxlan {
-                for (ns, local, remote) in [
-                    (&v, VICTIM_NODE, ATTACKER_NODE),
-                    (&a, ATTACKER_NODE, VICTIM_NODE),
+                for (side, local, remote) in [
+                    (Side::Victim, VICTIM_NODE, ATTACKER_NODE),
+                    (Side::Client, ATTACKER_NODE, VICTIM_NODE),
                 ] {
                     script += &format!(
-                        "\n ip -n {ns} link add {dev} type vxlan id {id} local {local} remote {remote} dstport 4789 dev eth0",
+                        "ip -n {ns} link add {dev} type vxlan id {id} local {local} remote {remote} dstport 4789 dev {underlay}\n",
+                        ns = lab.nodes.ns(side),
+                        underlay = lab.nodes.iface(side),
                         dev = t.dev,
                         id = t.id
                     );
@@ -405,55 +395,20 @@ impl Lab {
         lab
     }
 
-    fn cleanup(&self) {
-        for side in ["v", "a"] {
-            let _ = Command::new("ip")
-                .args(["netns", "del", &self.ns(side)])
-                .output();
-        }
-        let _ = std::fs::remove_dir_all(&self.pin_dir);
-    }
-
-    /// `ip netns exec NS cmd...` (tools and services; they do not touch bpffs).
-    fn exec(&self, side: &str, args: &[&str]) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.ns(side)]).args(args);
-        c
-    }
-
-    fn spawn(&mut self, side: &str, args: &[&str]) {
-        let child = self
-            .exec(side, args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {args:?}: {e}"));
-        self.children.push(child);
+    /// `args` in the attacker's namespace.
+    fn attacker(&self, args: &[&str]) -> Command {
+        self.nodes.exec(Side::Client, args)
     }
 
     /// `GET path` of the sensor's API (curl in the victim's namespace).
     fn api(&self, path: &str) -> Value {
-        let out = run(&mut self.exec(
-            "v",
-            &[
-                "curl",
-                "-sS",
-                "--max-time",
-                "5",
-                &format!("http://{API}{path}"),
-            ],
-        ));
-        if path == "/metrics" {
-            return Value::String(String::from_utf8_lossy(&out.stdout).into_owned());
-        }
-        serde_json::from_slice(&out.stdout)
-            .unwrap_or_else(|e| panic!("GET {path}: {e}: {}", String::from_utf8_lossy(&out.stdout)))
+        self.nodes.api(API, path)
     }
 
     /// Runs a tool in the attacker's namespace; returns how long it ran.
     fn tool(&self, t: &Tunnel, args: &[&str]) -> Duration {
         let t0 = Instant::now();
-        let out = self.exec("a", args).output().unwrap();
+        let out = self.attacker(args).output().unwrap();
         assert!(
             out.status.success(),
             "{args:?}: {}\n{}",
@@ -467,27 +422,12 @@ impl Lab {
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        for c in &mut self.children {
-            // SAFETY: plain signal to our own child.
-            unsafe { libc::kill(c.id() as i32, libc::SIGINT) };
-        }
-        std::thread::sleep(Duration::from_millis(300));
-        for c in &mut self.children {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
         self.stop.store(true, Ordering::Relaxed);
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
-        self.cleanup();
+        // Then `nodes` drops: the sensor and sshd stopped, the namespaces deleted.
     }
-}
-
-fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let p = dir.join(name);
-    std::fs::write(&p, text).unwrap();
-    p
 }
 
 /// The `tunnel` object an alert about `t` must carry: the attacker's node is the outer
@@ -542,14 +482,15 @@ fn expect_alert(
 /// Geneve and GRE as Wireshark dissects them, with the tunnel's id and both address pairs.
 fn check_wire(lab: &Lab) {
     let mut ts = lab
+        .nodes
         .exec(
-            "v",
+            Side::Victim,
             &[
                 "tshark",
                 "-n",
                 "-l",
                 "-i",
-                "eth0",
+                lab.nodes.iface(Side::Victim),
                 "-a",
                 "duration:5",
                 "-f",
@@ -596,7 +537,7 @@ fn check_wire(lab: &Lab) {
     // (IPv6 is off; ARP inside them is no outer-flow packet, and tshark's count leaves it out).
     let before = outer_flows(lab);
     for t in &TUNNELS {
-        run(&mut lab.exec("a", &["ping", "-c", "2", "-i", "0.2", "-W", "2", t.victim]));
+        run(&mut lab.attacker(&["ping", "-c", "2", "-i", "0.2", "-W", "2", t.victim]));
     }
     let after = outer_flows(lab);
     let out = ts.wait_with_output().unwrap();
@@ -687,7 +628,7 @@ fn outer_flows(lab: &Lab) -> OuterDirs {
     let out = run(Command::new(BIN)
         .arg("flows")
         .arg("--pin-dir")
-        .arg(&lab.pin_dir));
+        .arg(&lab.nodes.pin_dir));
     let mut dirs = BTreeMap::new();
     for l in String::from_utf8_lossy(&out.stdout).lines() {
         let v: Value = serde_json::from_str(l).unwrap();
@@ -747,79 +688,38 @@ fn attacks_through_vxlan_geneve_and_gre_are_alerted_with_the_inner_endpoints_and
     let mut lab = Lab::new();
 
     // sshd on the three inner victim addresses.
-    std::fs::create_dir_all("/run/sshd").unwrap();
-    run(Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-        .arg(d.join("hostkey")));
-    let listen: String = TUNNELS
-        .iter()
-        .map(|t| format!("ListenAddress {}\n", t.victim))
-        .collect();
-    let sshd_cfg = write(
-        d,
-        "sshd_config",
-        &format!(
-            "{listen}Port 22\nHostKey {hk}\nPidFile {d}/sshd.pid\n\
-             PermitRootLogin yes\nPasswordAuthentication yes\nKbdInteractiveAuthentication no\n\
-             UsePAM no\nStrictModes no\nMaxStartups 100\nLoginGraceTime 20\n",
-            hk = d.join("hostkey").display(),
-            d = d.display()
-        ),
-    );
-    lab.spawn(
-        "v",
-        &[
-            "/usr/sbin/sshd",
-            "-D",
-            "-e",
-            "-f",
-            sshd_cfg.to_str().unwrap(),
-        ],
-    );
+    let victims: Vec<&str> = TUNNELS.iter().map(|t| t.victim).collect();
+    let sshd = Sshd::prepare(d, &victims, None);
+    let sshd = sshd.command(lab.nodes.ns(Side::Victim));
+    lab.nodes.spawn_cmd(sshd);
 
-    // The sensor on the victim node's underlay interface (nsenter keeps bpffs visible).
-    let mut sensor = Command::new("nsenter")
-        .arg(format!("--net=/run/netns/{}", lab.ns("v")))
-        .arg(BIN)
-        .args([
-            "run",
-            "--iface",
-            "eth0",
-            "--xdp-mode",
-            "skb",
+    // The sensor on the victim node's underlay interface.
+    let data = d.join("data");
+    lab.nodes.start_sensor(
+        BIN,
+        &[
             "--status-interval",
             "0",
             "--listen",
             API,
-        ])
-        .arg("--pin-dir")
-        .arg(&lab.pin_dir)
-        .arg("--data-dir")
-        .arg(d.join("data"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut first = String::new();
-    BufReader::new(sensor.stdout.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
-    lab.children.push(sensor);
-    assert!(first.starts_with("ATTACHED "), "sensor: {first}");
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+        None,
+    );
     std::thread::sleep(Duration::from_millis(500)); // sshd and the API up
 
     // Benign: pings through every tunnel (this also resolves the inner neighbours), then the
     // frames on the wire. No alert.
     for t in &TUNNELS {
-        run(&mut lab.exec("a", &["ping", "-c", "3", "-i", "0.2", "-W", "2", t.victim]));
+        run(&mut lab.attacker(&["ping", "-c", "3", "-i", "0.2", "-W", "2", t.victim]));
     }
     check_wire(&lab);
     let v = lab.api("/alerts");
     assert_eq!(v["alerts"], json!([]), "pings raised alerts: {v}");
     eprintln!("tunnel_lab: set up and checked in {:?}", t_start.elapsed());
 
-    let words: String = (0..80).map(|i| format!("wrong-password-{i}\n")).collect();
-    let list = write(d, "passwords.txt", &words);
+    let list = wrong_passwords(d, 80);
     let mut figures = Vec::new();
     for t in &TUNNELS {
         // SYN scan of the inner victim.
@@ -836,7 +736,7 @@ fn attacks_through_vxlan_geneve_and_gre_are_alerted_with_the_inner_endpoints_and
         cmd.extend_from_slice(&["-a", t.flooder, t.victim]);
         let started = Instant::now();
         let mut flood = lab
-            .exec("a", &cmd)
+            .attacker(&cmd)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -844,7 +744,7 @@ fn attacks_through_vxlan_geneve_and_gre_are_alerted_with_the_inner_endpoints_and
         let what = format!("hping3 {} -a {}", args.join(" "), t.flooder);
         let flooded = expect_alert(&lab, t, t.flooder, &what, kind, started);
         let still_running = flood.try_wait().unwrap().is_none();
-        // `ip netns exec` became `timeout`, which passes the signal on to hping3.
+        // nsenter became `timeout`, which passes the signal on to hping3.
         // SAFETY: plain signal to our own child.
         unsafe { libc::kill(flood.id() as i32, libc::SIGTERM) };
         let _ = flood.wait();
@@ -857,25 +757,10 @@ fn attacks_through_vxlan_geneve_and_gre_are_alerted_with_the_inner_endpoints_and
         // SSH brute force against the inner victim (sshd's default MaxAuthTries: ~16
         // sessions of five guesses). hydra exits 0 when it found nothing too. Its wait for a
         // response is hydra's own warning threshold (10 s, not 2): under CI load a worker that
-        // waited 2 s gave up and hydra exited 255.
-        let target = format!("ssh://{}", t.victim);
-        lab.tool(
-            t,
-            &[
-                "hydra",
-                "-q",
-                "-I",
-                "-w",
-                "10",
-                "-l",
-                "root",
-                "-P",
-                list.to_str().unwrap(),
-                "-t",
-                "8",
-                &target,
-            ],
-        );
+        // waited 2 s gave up and hydra exited 255. One try: it must succeed the first time.
+        let t0 = Instant::now();
+        hydra_ssh(|a| lab.attacker(a), &list, t.victim, 10, 1);
+        eprintln!("tunnel_lab: {}: hydra ran {:?}", t.kind, t0.elapsed());
         let brute = expect_alert(
             &lab,
             t,

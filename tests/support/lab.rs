@@ -161,6 +161,11 @@ impl VethLab {
     /// `GET http://{listen}{path}` through curl in the victim namespace: JSON (the body as a
     /// string for `/metrics`).
     pub fn api(&self, listen: &str, path: &str) -> Value {
+        self.api_timed(listen, path).0
+    }
+
+    /// [`VethLab::api`] and the seconds the request took (curl's `time_total`).
+    pub fn api_timed(&self, listen: &str, path: &str) -> (Value, f64) {
         let out = self.run(
             Side::Victim,
             &[
@@ -168,14 +173,42 @@ impl VethLab {
                 "-sS",
                 "--max-time",
                 "5",
+                "-w",
+                "\n%{time_total}",
                 &format!("http://{listen}{path}"),
             ],
         );
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, t) = text.rsplit_once('\n').expect("curl timing line");
+        let t = t
+            .trim()
+            .parse()
+            .unwrap_or_else(|e| panic!("curl time {t:?}: {e}"));
         if path.starts_with("/metrics") {
-            return Value::String(String::from_utf8_lossy(&out.stdout).into_owned());
+            return (Value::String(body.to_owned()), t);
         }
-        serde_json::from_slice(&out.stdout)
-            .unwrap_or_else(|e| panic!("GET {path}: {e}: {}", String::from_utf8_lossy(&out.stdout)))
+        let v = serde_json::from_str(body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"));
+        (v, t)
+    }
+
+    /// The MAC address of `side`'s end of the pair.
+    pub fn mac(&self, side: Side) -> [u8; 6] {
+        let out = run(Command::new("ip").args([
+            "-j",
+            "-n",
+            self.ns(side),
+            "link",
+            "show",
+            "dev",
+            self.iface(side),
+        ]));
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let a = v[0]["address"].as_str().expect("link address");
+        let b: Vec<u8> = a
+            .split(':')
+            .map(|h| u8::from_str_radix(h, 16).unwrap())
+            .collect();
+        b.try_into().unwrap_or_else(|b| panic!("MAC {a}: {b:?}"))
     }
 
     pub fn cleanup(&self) {
