@@ -950,22 +950,12 @@ fn dashboard_and_metrics_of_a_live_daemon() {
     let lab = support::Lab::new("dash");
     let data = tempfile::tempdir().unwrap();
     let api: SocketAddr = "127.0.0.1:18093".parse().unwrap();
-    let mut cmd = lab.cmd_in_a(BIN);
-    cmd.args([
-        "run",
-        "--iface",
-        &lab.if_a,
-        "--xdp-mode",
-        "skb",
-        "--pin-dir",
-    ])
-    .arg(&lab.pin_dir)
-    .arg("--data-dir")
-    .arg(data.path())
-    .arg("--eve-log")
-    .arg(data.path().join("eve.json"))
-    .args(["--listen", &api.to_string(), "--status-interval", "0"])
-    .env("SAFELINK_API_TOKEN", TOKEN);
+    let mut cmd = lab.sensor_cmd(BIN, data.path());
+    cmd.args(["--xdp-mode", "skb"])
+        .arg("--eve-log")
+        .arg(data.path().join("eve.json"))
+        .args(["--listen", &api.to_string(), "--status-interval", "0"])
+        .env("SAFELINK_API_TOKEN", TOKEN);
     let mut daemon = Daemon(support::spawn_attached(cmd, support::ATTACH_WITHIN, None));
 
     // 29 SYNs to 29 ports (no answers: nothing in `a` has the address) and 509 ARP requests.

@@ -26,11 +26,7 @@ struct Daemon {
 impl Daemon {
     fn start(lab: &Lab, data_dir: &std::path::Path, extra: &[&str]) -> Daemon {
         let mut child = lab
-            .cmd_in_a(BIN)
-            .args(["run", "--iface", &lab.if_a, "--pin-dir"])
-            .arg(&lab.pin_dir)
-            .arg("--data-dir")
-            .arg(data_dir)
+            .sensor_cmd(BIN, data_dir)
             .args(["--listen", "127.0.0.1:0"])
             .args(["--print-records", "--status-interval", "0"])
             .args(extra)

@@ -81,14 +81,9 @@ fn learner_runs_with_the_live_sniffer() {
     )
     .unwrap();
     let data = dir.path().join("data");
-    let mut cmd = lab.cmd_in_a(BIN);
-    cmd.arg("run")
-        .arg("--config")
+    let mut cmd = lab.sensor_cmd(BIN, &data);
+    cmd.arg("--config")
         .arg(&cfg)
-        .args(["--iface", &lab.if_a, "--pin-dir"])
-        .arg(&lab.pin_dir)
-        .arg("--data-dir")
-        .arg(&data)
         .args([
             "--listen",
             API,

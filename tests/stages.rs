@@ -32,24 +32,14 @@ fn status(lab: &Lab, api: &str) -> Option<Value> {
 /// `safelink run` on the lab's interface (skb mode), API on `listen`, the fault hook set to
 /// `fault` when given; returns once it printed ATTACHED.
 fn start(lab: &Lab, data: &std::path::Path, listen: &str, fault: Option<&str>) -> Child {
-    let mut cmd = lab.cmd_in_a(BIN);
-    cmd.args([
-        "run",
-        "--iface",
-        &lab.if_a,
-        "--xdp-mode",
-        "skb",
-        "--pin-dir",
-    ])
-    .arg(&lab.pin_dir)
-    .arg("--data-dir")
-    .arg(data)
-    .args(["--listen", listen, "--status-interval", "0"])
-    .stderr(if fault.is_some() {
-        Stdio::piped()
-    } else {
-        Stdio::null()
-    });
+    let mut cmd = lab.sensor_cmd(BIN, data);
+    cmd.args(["--xdp-mode", "skb"])
+        .args(["--listen", listen, "--status-interval", "0"])
+        .stderr(if fault.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        });
     if let Some(stage) = fault {
         cmd.env("SAFELINK_FAULT_STAGE", stage);
     }

@@ -198,14 +198,9 @@ impl FleetSensor<'_> {
             ),
         )
         .unwrap();
-        let mut c = lab.cmd_in_a(self.bin);
-        c.arg("run")
-            .arg("--config")
+        let mut c = lab.sensor_cmd(self.bin, &self.dir.join(format!("s{i}")));
+        c.arg("--config")
             .arg(&cfg)
-            .args(["--iface", &lab.if_a, "--pin-dir"])
-            .arg(&lab.pin_dir)
-            .arg("--data-dir")
-            .arg(self.dir.join(format!("s{i}")))
             .args([
                 "--listen",
                 self.api,

@@ -285,6 +285,17 @@ impl Lab {
             .arg(program);
         c
     }
+
+    /// `bin run` in `a`'s namespace on `a`'s interface, with this lab's pin directory and
+    /// `data_dir`; the caller adds the rest (and starts it with [`spawn_attached`]).
+    pub fn sensor_cmd(&self, bin: &str, data_dir: &Path) -> Command {
+        let mut c = self.cmd_in_a(bin);
+        c.args(["run", "--iface", &self.if_a, "--pin-dir"])
+            .arg(&self.pin_dir)
+            .arg("--data-dir")
+            .arg(data_dir);
+        c
+    }
 }
 
 impl Drop for Lab {
