@@ -13,7 +13,7 @@
 use crate::layout::{
     DirStats, END_FIN, END_RST, FlowKey, FlowStats, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP,
     OuterStats, TCP_ACK, TCP_CWR, TCP_ECE, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, TCP_URG,
-    TcpFlagCounts, TunnelKey,
+    TUNNEL_NONE, TcpFlagCounts, TunnelKey,
 };
 use crate::parse::PacketMeta;
 
@@ -78,6 +78,42 @@ pub fn tunnel_key(m: &PacketMeta, key: &mut TunnelKey) -> bool {
     key.family = m.outer_family;
     key._pad = 0;
     from_a
+}
+
+/// The 64-bit digest of a tunnel's key that stands for it in [`crate::MapKey`]: 0 for no
+/// tunnel ([`TUNNEL_NONE`]), never 0 for a tunnel. Its five words mixed by multiply and
+/// xor-shift (a fixed function: userspace computes the same digest to find a flow's entry).
+#[inline(always)]
+pub fn tunnel_digest(t: &TunnelKey) -> u64 {
+    if t.kind == TUNNEL_NONE {
+        return 0;
+    }
+    const M: u64 = 0x9e37_79b9_7f4a_7c15;
+    let w = |b: &[u8; 16], i: usize| {
+        u64::from_le_bytes([
+            b[i],
+            b[i + 1],
+            b[i + 2],
+            b[i + 3],
+            b[i + 4],
+            b[i + 5],
+            b[i + 6],
+            b[i + 7],
+        ])
+    };
+    let tail = (t.id as u64) | (t.kind as u64) << 32 | (t.family as u64) << 40;
+    let mut h = 0u64;
+    for v in [
+        w(&t.outer_a, 0),
+        w(&t.outer_a, 8),
+        w(&t.outer_b, 0),
+        w(&t.outer_b, 8),
+        tail,
+    ] {
+        h = (h ^ v).wrapping_mul(M);
+        h ^= h >> 29;
+    }
+    h | 1
 }
 
 /// Adds one decapsulated packet to its tunnel's outer flow: `from_a` from [`tunnel_key`],
@@ -225,6 +261,9 @@ pub fn is_empty(s: &FlowStats) -> bool {
 #[inline(always)]
 pub fn update(s: &mut FlowStats, m: &PacketMeta, from_a: bool, frame_len: u32, ts_ns: u64) -> u8 {
     if is_empty(s) {
+        if m.tunnel_kind != TUNNEL_NONE {
+            tunnel_key(m, &mut s.tunnel);
+        }
         s.first_ns = ts_ns;
         s.initiator_is_a = from_a as u8;
         s.outer_src_is_a = outer_src_is_a(m) as u8;
@@ -335,6 +374,9 @@ pub fn merge(into: &mut FlowStats, o: &FlowStats) {
     if is_empty(into) {
         *into = *o;
         return;
+    }
+    if into.tunnel.kind == TUNNEL_NONE {
+        into.tunnel = o.tunnel;
     }
     if o.first_ns < into.first_ns {
         into.first_ns = o.first_ns;

@@ -23,14 +23,15 @@ pub const MAP_OUTER_FLOWS: &str = "OUTER_FLOWS";
 /// the map with [`flows_capacity`] for the host's CPU count.
 pub const MAX_FLOWS: u32 = 65_536;
 /// Bytes the per-CPU values of `FLOWS` may take in all (entries × value size × possible CPUs,
-/// the value rounded up to 8 bytes as the kernel stores it).
-pub const FLOWS_PERCPU_BUDGET: u64 = 160 << 20;
+/// the value rounded up to 8 bytes as the kernel stores it). 184 MiB: 65 536 flows up to 9
+/// CPUs, as with the 264-byte value and 160 MiB before the value carried the tunnel.
+pub const FLOWS_PERCPU_BUDGET: u64 = 184 << 20;
 /// The fewest `FLOWS` entries, whatever the CPU count.
 pub const MIN_FLOWS: u32 = 4096;
 
 /// `FLOWS` capacity on a host with `possible_cpus` possible CPUs: [`MAX_FLOWS`] while its
 /// per-CPU values fit [`FLOWS_PERCPU_BUDGET`], fewer on larger hosts (65 536 up to 9 CPUs,
-/// 9 929 on 64), never below [`MIN_FLOWS`].
+/// 9 916 on 64), never below [`MIN_FLOWS`].
 pub const fn flows_capacity(possible_cpus: u32) -> u32 {
     let cpus = if possible_cpus == 0 { 1 } else { possible_cpus } as u64;
     let per_entry = (core::mem::size_of::<FlowStats>() as u64).next_multiple_of(8) * cpus;
@@ -93,7 +94,8 @@ pub const TCP_ECE: u8 = 0x40;
 pub const TCP_CWR: u8 = 0x80;
 
 /// Canonical, direction-independent flow key: the endpoint with the smaller `(addr, port)` is
-/// always `a`. Key of the `FLOWS` map. IPv4 addresses occupy the first 4 bytes of `addr_*`
+/// always `a`. The key of a flow everywhere in userspace and in events; the kernel's flow maps
+/// are keyed by its shorter form, [`MapKey`]. IPv4 addresses occupy the first 4 bytes of `addr_*`
 /// (rest zero). Ports are host byte order; 0 for protocols without ports (ICMP, ...). Aligned
 /// to 8 (no padding: 80 bytes either way) so the XDP program copies it as 64-bit words.
 ///
@@ -115,6 +117,59 @@ pub struct FlowKey {
     /// The tunnel the flow was found in (all zero for a plain flow); also, on its own, the key
     /// of the tunnel's outer flow in `OUTER_FLOWS`.
     pub tunnel: TunnelKey,
+}
+
+/// Key of the kernel's `FLOWS` and `EMBRYOS` maps: a [`FlowKey`] with its 40-byte tunnel part
+/// replaced by a 64-bit digest ([`crate::flow::tunnel_digest`], 0 outside a tunnel); the
+/// tunnel itself is in the value ([`FlowStats::tunnel`]). 48 bytes instead of 80: the kernel
+/// hashes and compares the key on every lookup, and an 80-byte key cost some 25 ns more per
+/// lookup than a 40-byte one on the benchmark VM (`cargo xtask bench xdp`, the counter program
+/// with either key). Two flows of different tunnels share a key only when their inner 5-tuple,
+/// VLAN and the digests of their tunnels are all equal.
+#[repr(C, align(8))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct MapKey {
+    pub addr_a: [u8; 16],
+    pub addr_b: [u8; 16],
+    pub port_a: u16,
+    pub port_b: u16,
+    pub vlan: u16,
+    pub proto: u8,
+    pub family: u8,
+    /// [`crate::flow::tunnel_digest`] of [`FlowKey::tunnel`]: 0 for a plain flow.
+    pub tunnel: u64,
+}
+
+impl MapKey {
+    /// The map key of a flow.
+    #[inline(always)]
+    pub fn of(k: &FlowKey) -> Self {
+        Self {
+            addr_a: k.addr_a,
+            addr_b: k.addr_b,
+            port_a: k.port_a,
+            port_b: k.port_b,
+            vlan: k.vlan,
+            proto: k.proto,
+            family: k.family,
+            tunnel: crate::flow::tunnel_digest(&k.tunnel),
+        }
+    }
+
+    /// The flow key again, with the tunnel the map value holds.
+    #[inline(always)]
+    pub fn flow_key(&self, tunnel: &TunnelKey) -> FlowKey {
+        FlowKey {
+            addr_a: self.addr_a,
+            addr_b: self.addr_b,
+            port_a: self.port_a,
+            port_b: self.port_b,
+            vlan: self.vlan,
+            proto: self.proto,
+            family: self.family,
+            tunnel: *tunnel,
+        }
+    }
 }
 
 /// The identity of a tunnel: kind, VNI or GRE key, and the outer endpoints. Part of every
@@ -230,6 +285,10 @@ pub struct FlowStats {
     /// outside a tunnel. Not a feature: the ANN never reads it.
     pub outer_src_is_a: u8,
     pub _pad: [u8; 3],
+    /// The tunnel the flow was found in (all zero for a plain flow): the part of its
+    /// [`FlowKey`] that the kernel's [`MapKey`] holds only as a digest. Set by the flow's first
+    /// packet. Not a feature.
+    pub tunnel: TunnelKey,
 }
 
 /// Key of the `FRAGS` map: one fragmented datagram whose first fragment cut the TCP header.
@@ -468,7 +527,8 @@ const _: () = assert!(core::mem::offset_of!(FlowKey, tunnel) == 40);
 const _: () = assert!(core::mem::size_of::<OuterStats>() == 64);
 const _: () = assert!(core::mem::size_of::<TcpFlagCounts>() == 40);
 const _: () = assert!(core::mem::size_of::<DirStats>() == 64 + 16 + 40);
-const _: () = assert!(core::mem::size_of::<FlowStats>() == 2 * 120 + 24);
+const _: () = assert!(core::mem::size_of::<FlowStats>() == 2 * 120 + 24 + 40);
+const _: () = assert!(core::mem::size_of::<MapKey>() == 48);
 const _: () = assert!(core::mem::size_of::<ArpInfo>() == 24);
 const _: () = assert!(core::mem::size_of::<FragKey>() == 40);
 const _: () = assert!(core::mem::size_of::<FragHead>() == 88);

@@ -22,6 +22,7 @@ mod user {
     // SAFETY: all of these are #[repr(C)], contain only integers and byte arrays, and have no
     // implicit padding (checked by the size assertions in `layout`).
     unsafe impl aya::Pod for FlowKey {}
+    unsafe impl aya::Pod for MapKey {}
     unsafe impl aya::Pod for TunnelKey {}
     unsafe impl aya::Pod for OuterStats {}
     unsafe impl aya::Pod for FlowStats {}

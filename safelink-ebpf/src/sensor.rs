@@ -10,10 +10,11 @@ use aya_ebpf::{
 };
 use safelink_common::{
     ARP_EVENTS_PER_SEC, Counter, EVENT_ARP, EVENT_FLOW_START, EVENTS_BYTES, Event, FlowKey,
-    FlowStats, FragHead, FragKey, MAX_EMBRYOS, MAX_FLOWS, MAX_FRAGS, MAX_OUTER_FLOWS, OuterStats,
-    Stats, TUNNEL_NONE, TunnelKey,
+    FlowStats, FragHead, FragKey, MAX_EMBRYOS, MAX_FLOWS, MAX_FRAGS, MAX_OUTER_FLOWS, MapKey,
+    OuterStats, Stats, TUNNEL_NONE, TunnelKey,
     flow::{
-        canonical_key, established, late_tcp, outer_src_is_a, outer_update, tunnel_key, update,
+        canonical_key, established, late_tcp, outer_src_is_a, outer_update, tunnel_digest,
+        tunnel_key, update,
     },
     layout::EventPacket,
     parse::{
@@ -31,11 +32,10 @@ static TUNNELS: TunnelConfig = TunnelConfig::DEFAULT;
 // BTF-defined maps (`.maps` section): `bpftool map dump` prints keys and values with field
 // names.
 #[btf_map]
-static FLOWS: LruPerCpuHashMap<FlowKey, FlowStats, { MAX_FLOWS as usize }> =
-    LruPerCpuHashMap::new();
+static FLOWS: LruPerCpuHashMap<MapKey, FlowStats, { MAX_FLOWS as usize }> = LruPerCpuHashMap::new();
 
 #[btf_map]
-static EMBRYOS: LruHashMap<FlowKey, FlowStats, { MAX_EMBRYOS as usize }> = LruHashMap::new();
+static EMBRYOS: LruHashMap<MapKey, FlowStats, { MAX_EMBRYOS as usize }> = LruHashMap::new();
 
 #[btf_map]
 static EVENTS: RingBuf<Event, { EVENTS_BYTES as usize }> = RingBuf::new();
@@ -58,6 +58,8 @@ static OUTER_FLOWS: LruPerCpuHashMap<TunnelKey, OuterStats, { MAX_OUTER_FLOWS as
 pub struct Scratch {
     out: ParseOut,
     key: FlowKey,
+    /// `key` as the flow maps' key ([`set_map_key`]).
+    mkey: MapKey,
     stats: FlowStats,
     frag_key: FragKey,
     frag_head: FragHead,
@@ -204,32 +206,36 @@ fn observe(pkt: &Packet, s: &mut Scratch, st: &mut Stats) {
         Parsed::Ip => {
             let ts = unsafe { bpf_ktime_get_ns() };
             let from_a = canonical_key(&s.out.meta, &mut s.key);
+            set_map_key(s);
             let len = len as u32;
             let mut created = false;
-            if let Some(f) = FLOWS.get_ptr_mut(&s.key) {
+            if let Some(f) = FLOWS.get_ptr_mut(&s.mkey) {
                 // SAFETY: this CPU's own slot of the per-CPU value.
                 unsafe { update(&mut *f, &s.out.meta, from_a, len, ts) };
-            } else if let Some(e) = EMBRYOS.get_ptr_mut(&s.key) {
+            } else if let Some(e) = EMBRYOS.get_ptr_mut(&s.mkey) {
                 // SAFETY: a shared value: two CPUs updating one young flow at the same instant
                 // may lose a count (the two directions mostly touch different fields).
                 let e = unsafe { &mut *e };
                 update(e, &s.out.meta, from_a, len, ts);
                 if established(e) {
                     // Straight from the EMBRYOS value: no copy on this side.
-                    if FLOWS.insert(&s.key, &*e, BPF_NOEXIST as u64).is_ok() {
+                    if FLOWS.insert(&s.mkey, &*e, BPF_NOEXIST as u64).is_ok() {
                         st.add(Counter::FlowsPromoted, 1);
                     }
-                    let _ = EMBRYOS.remove(&s.key);
+                    let _ = EMBRYOS.remove(&s.mkey);
                 }
             } else {
                 // SAFETY: this CPU's scratch slot; all-zero is the empty FlowStats.
                 unsafe { zero_words(&raw mut s.stats) };
                 update(&mut s.stats, &s.out.meta, from_a, len, ts);
-                if EMBRYOS.insert(&s.key, &s.stats, BPF_NOEXIST as u64).is_ok() {
+                if EMBRYOS
+                    .insert(&s.mkey, &s.stats, BPF_NOEXIST as u64)
+                    .is_ok()
+                {
                     created = true;
                     st.add(Counter::FlowsCreated, 1);
                     emit(EVENT_FLOW_START, from_a, ts, s, st);
-                } else if let Some(e) = EMBRYOS.get_ptr_mut(&s.key) {
+                } else if let Some(e) = EMBRYOS.get_ptr_mut(&s.mkey) {
                     // Another CPU created it between lookup and insert.
                     unsafe { update(&mut *e, &s.out.meta, from_a, len, ts) };
                 } else {
@@ -265,11 +271,12 @@ fn observe(pkt: &Packet, s: &mut Scratch, st: &mut Stats) {
                     let _ = FRAGS.remove(&s.frag_key);
                     // SAFETY: this CPU's scratch slot.
                     unsafe { copy_words(&raw mut s.key, &s.frag_head.key) };
+                    set_map_key(s);
                     let from_a = s.frag_head.from_a != 0;
                     // SAFETY: map value pointers (this CPU's slot of FLOWS).
-                    if let Some(f) = FLOWS.get_ptr_mut(&s.key) {
+                    if let Some(f) = FLOWS.get_ptr_mut(&s.mkey) {
                         unsafe { late_tcp(&mut *f, from_a, &late) };
-                    } else if let Some(e) = EMBRYOS.get_ptr_mut(&s.key) {
+                    } else if let Some(e) = EMBRYOS.get_ptr_mut(&s.mkey) {
                         unsafe { late_tcp(&mut *e, from_a, &late) };
                     }
                 }
@@ -312,6 +319,33 @@ fn count_outer(s: &mut Scratch, from_a: bool, len: u32, ts: u64, new_inner: bool
         outer_update(&mut s.outer, from_a, len, ts, new_inner);
         let _ = OUTER_FLOWS.insert(&s.key.tunnel, &s.outer, 0);
     }
+}
+
+/// Writes `s.key`'s map key into `s.mkey`: its first 40 bytes as they are (the two layouts
+/// agree up to the tunnel part, checked below), then the tunnel's digest (0 outside a tunnel,
+/// without hashing).
+#[inline(always)]
+fn set_map_key(s: &mut Scratch) {
+    const {
+        assert!(core::mem::offset_of!(FlowKey, tunnel) == 40);
+        assert!(core::mem::offset_of!(MapKey, tunnel) == 40);
+        assert!(core::mem::offset_of!(MapKey, family) == core::mem::offset_of!(FlowKey, family));
+    };
+    let (d, k) = (
+        (&raw mut s.mkey).cast::<u64>(),
+        (&raw const s.key).cast::<u64>(),
+    );
+    let mut i = 0;
+    while i < 5 {
+        // SAFETY: both 8-aligned, at least 40 bytes; plain integers.
+        unsafe { write_volatile(d.add(i), read_volatile(k.add(i))) };
+        i += 1;
+    }
+    s.mkey.tunnel = if s.key.tunnel.kind == TUNNEL_NONE {
+        0
+    } else {
+        tunnel_digest(&s.key.tunnel)
+    };
 }
 
 /// The `FRAGS` key of the datagram just parsed.

@@ -5,7 +5,7 @@
 //!
 //! - `xdp`: kernel ns/packet of the XDP program via `BPF_PROG_TEST_RUN` (root).
 //! - `replay`: packets/s of `safelink analyze --flows` on a ~2 M-packet file (all shared
-//!   captures concatenated 60 times with `mergecap -a`) and of nfstream on the same file.
+//!   captures one after another in time, 60 times over) and of nfstream on the same file.
 //! - `detect`: records/s through all automata and peak RSS.
 //! - `ann`: ANN scoring throughput and latency, whole path vs bare tract.
 //! - `learn`: one learning cycle, and detection throughput while cycles run.
@@ -478,41 +478,123 @@ fn learn(dir: &Path, secs: f64) -> anyhow::Result<Targets> {
     Ok(t)
 }
 
+/// Seconds between one capture's last frame and the next one's first in the replay file:
+/// longer than any flow timeout of either tool, so no flow spans two captures or two copies.
+const REPLAY_GAP_S: f64 = 3600.0;
+/// The replay file's first frame: 2026-01-01T00:00:00Z (any fixed time would do).
+const REPLAY_START_S: f64 = 1_767_225_600.0;
+
+/// First and last frame time (epoch seconds) of each capture, by capinfos.
+fn capture_spans(files: &[PathBuf]) -> anyhow::Result<Vec<(f64, f64)>> {
+    let out = Command::new("capinfos")
+        .args(["-a", "-e", "-S", "-T", "-r"])
+        .args(files)
+        .output()
+        .context("capinfos (Debian package wireshark-common)")?;
+    let s = String::from_utf8_lossy(&out.stdout);
+    let spans: Vec<(f64, f64)> = s
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split('\t').skip(1).map(|v| v.trim().parse::<f64>());
+            Some((f.next()?.ok()?, f.next()?.ok()?))
+        })
+        .collect();
+    if spans.len() != files.len() {
+        bail!(
+            "capinfos gave {} spans for {} captures: {s}",
+            spans.len(),
+            files.len()
+        );
+    }
+    Ok(spans)
+}
+
+/// `editcap -t offset src dst` (pcap): every frame's time moved by `offset` seconds.
+fn shifted(src: &Path, dst: &Path, offset: f64) -> anyhow::Result<()> {
+    run(Command::new("editcap")
+        .args(["-F", "pcap", "-t", &format!("{offset:.6}")])
+        .arg(src)
+        .arg(dst))
+}
+
+/// The replay benchmark's file: every capture once, one after another in time (each moved
+/// to start [`REPLAY_GAP_S`] after the previous one ended), and that sequence `copies` times,
+/// again one after another, as one classic pcap (one link type, one snapshot length). Both
+/// tools then see every frame and the same flows (18 300 per copy). The captures merely
+/// concatenated into a pcapng (`mergecap -a`, before) went back in time at every capture and
+/// copy, which SafeLink's replay clock follows as a capture gap, and nfstream (libpcap) read
+/// only the frames of the interfaces whose snapshot length matched the first one's: 4 476 of
+/// each copy's flows, so the two tools did not do the same work.
+fn sequential_copies(
+    files: &[PathBuf],
+    copies: usize,
+    work: &Path,
+    out: &Path,
+) -> anyhow::Result<()> {
+    let tmp = work.join("replay-seq");
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp)?;
+    let mut parts = Vec::new();
+    let mut t = REPLAY_START_S;
+    for (i, (f, (first, last))) in files.iter().zip(capture_spans(files)?).enumerate() {
+        let p = tmp.join(format!("c{i:03}.pcap"));
+        shifted(f, &p, t - first)?;
+        parts.push(p);
+        t += last - first + REPLAY_GAP_S;
+    }
+    let once = tmp.join("once.pcap");
+    run(Command::new("mergecap")
+        .args(["-a", "-F", "pcap", "-w"])
+        .arg(&once)
+        .args(&parts))?;
+    let span = t - REPLAY_START_S;
+    let mut all = Vec::new();
+    for k in 0..copies {
+        let p = tmp.join(format!("x{k:03}.pcap"));
+        shifted(&once, &p, k as f64 * span)?;
+        all.push(p);
+    }
+    run(Command::new("mergecap")
+        .args(["-a", "-F", "pcap", "-w"])
+        .arg(out)
+        .args(&all))?;
+    std::fs::remove_dir_all(&tmp)?;
+    Ok(())
+}
+
 fn replay(copies: usize, dir: &Path, no_nfstream: bool) -> anyhow::Result<Targets> {
     let bin = build()?;
     let work = root().join("target/bench");
     std::fs::create_dir_all(&work)?;
     // One pcapng file: every capture once, then that file `copies` times.
-    let once = work.join("all-once.pcapng");
-    let big = work.join(format!("all-x{copies}.pcapng"));
+    let big = work.join(format!("all-x{copies}-seq.pcap"));
     if !big.exists() {
-        run(Command::new("mergecap")
-            .args(["-a", "-F", "pcapng", "-w"])
-            .arg(&once)
-            .args(captures(dir)?))?;
-        let mut c = Command::new("mergecap");
-        c.args(["-a", "-F", "pcapng", "-w"]).arg(&big);
-        for _ in 0..copies {
-            c.arg(&once);
-        }
-        run(&mut c)?;
+        sequential_copies(&captures(dir)?, copies, &work, &big)?;
     }
     let packets = capinfos_packets(&big)?;
     println!("file: {} ({packets} packets)", big.display());
 
     let t0 = Instant::now();
-    let st = Command::new(&bin)
+    let out = Command::new(&bin)
         .args(["analyze", "--flows", "--no-dfa"])
         .arg(&big)
         .stdout(Stdio::null())
-        .status()?;
+        .stderr(Stdio::piped())
+        .output()?;
     let ours = t0.elapsed().as_secs_f64();
-    if !st.success() {
-        bail!("safelink analyze failed");
+    let log = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() {
+        bail!("safelink analyze failed: {log}");
     }
+    // The summary line of `analyze`: "... analysed file=... frames=N flows=N arp=N".
+    let our_flows = log
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("flows="))
+        .unwrap_or("?")
+        .to_string();
     let ours_pps = packets as f64 / ours;
     println!(
-        "safelink analyze --flows --no-dfa: {ours:.2} s, {:.2} M packets/s",
+        "safelink analyze --flows --no-dfa: {ours:.2} s, {:.2} M packets/s, {our_flows} flows",
         ours_pps / 1e6
     );
 

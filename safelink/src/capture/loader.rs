@@ -11,7 +11,7 @@ use aya::{
     },
 };
 use safelink_common::{
-    FlowKey, FlowStats, MAP_EMBRYOS, MAP_EVENTS, MAP_FLOWS, MAP_OUTER_FLOWS, MAP_STATS, OuterStats,
+    FlowStats, MAP_EMBRYOS, MAP_EVENTS, MAP_FLOWS, MAP_OUTER_FLOWS, MAP_STATS, MapKey, OuterStats,
     Stats, TunnelKey, flows_capacity, parse::TunnelConfig,
 };
 use tracing::{info, warn};
@@ -126,12 +126,12 @@ pub fn load_with(
 const PINNED: &[(&str, u32, u32)] = &[
     (
         MAP_FLOWS,
-        size_of::<FlowKey>() as u32,
+        size_of::<MapKey>() as u32,
         size_of::<FlowStats>() as u32,
     ),
     (
         MAP_EMBRYOS,
-        size_of::<FlowKey>() as u32,
+        size_of::<MapKey>() as u32,
         size_of::<FlowStats>() as u32,
     ),
     (

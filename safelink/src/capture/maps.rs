@@ -18,19 +18,19 @@ use aya::{
 };
 use safelink_common::{
     FlowKey, FlowStats, MAP_EMBRYOS, MAP_FLOWS, MAP_OUTER_FLOWS, MAP_STATS, MAX_EMBRYOS, MAX_FLOWS,
-    MAX_OUTER_FLOWS, OuterStats, Stats, TunnelKey,
+    MAX_OUTER_FLOWS, MapKey, OuterStats, Stats, TunnelKey,
     flow::{merge, outer_merge},
 };
 
 use crate::table::Counters;
 
 pub struct SensorMaps {
-    flows: PerCpuHashMap<MapData, FlowKey, FlowStats>,
-    embryos: BpfHashMap<MapData, FlowKey, FlowStats>,
+    flows: PerCpuHashMap<MapData, MapKey, FlowStats>,
+    embryos: BpfHashMap<MapData, MapKey, FlowStats>,
     stats: PerCpuArray<MapData, Stats>,
     outer: PerCpuHashMap<MapData, TunnelKey, OuterStats>,
     /// Keys handed over by the current walk (kept allocated between walks).
-    seen: FxHashSet<FlowKey>,
+    seen: FxHashSet<MapKey>,
 }
 
 impl SensorMaps {
@@ -120,12 +120,12 @@ impl SensorMaps {
             for slot in per_cpu.iter() {
                 merge(&mut s, slot);
             }
-            f(&k, &s);
+            f(&k.flow_key(&s.tunnel), &s);
         }
         for item in self.embryos.iter().take(2 * MAX_EMBRYOS as usize) {
             let Ok((k, e)) = item else { continue };
             if seen.insert(k) {
-                f(&k, &e);
+                f(&k.flow_key(&e.tunnel), &e);
             }
         }
         Ok(seen.len())
@@ -133,13 +133,19 @@ impl SensorMaps {
 
     /// The raw per-CPU slots of one flow (index = CPU).
     pub fn flow_slots(&self, key: &FlowKey) -> anyhow::Result<Vec<FlowStats>> {
-        Ok(self.flows.get(key, 0)?.iter().copied().collect())
+        Ok(self
+            .flows
+            .get(&MapKey::of(key), 0)?
+            .iter()
+            .copied()
+            .collect())
     }
 
     pub fn remove(&mut self, key: &FlowKey) {
         // Already gone (LRU eviction) is fine.
-        let _ = self.flows.remove(key);
-        let _ = self.embryos.remove(key);
+        let key = MapKey::of(key);
+        let _ = self.flows.remove(&key);
+        let _ = self.embryos.remove(&key);
     }
 
     /// Hands every outer flow of `OUTER_FLOWS` to `f`, once each, its per-CPU slots merged
