@@ -186,6 +186,42 @@ fn assert_flows(what: &str, got: &std::collections::BTreeMap<String, Value>) {
     }
 }
 
+/// The kernel counters after the lab frames went in once, through bpftool (BTF field names)
+/// and through `safelink stats`.
+fn assert_lab_counters(lab: &Lab, total_bytes: u64) {
+    let bt = bpftool_stats(lab);
+    let st: Value = serde_json::from_str(safelink(lab, "stats").trim()).unwrap();
+    let want = [
+        ("packets", 27),
+        ("bytes", total_bytes),
+        ("ipv4", 20),
+        ("ipv6", 4),
+        ("arp", 3),
+        ("tcp", 11),
+        ("udp", 6),
+        ("icmp", 6),
+        ("icmpv6", 0),
+        ("other_l4", 0),
+        ("other_l3", 0),
+        ("vlan_tagged", 2),
+        ("fragments", 1),
+        ("malformed", 0),
+        ("flows_created", 6),
+        ("flow_insert_failed", 0),
+        ("events_dropped", 0),
+        // Every flow starts in EMBRYOS; the completed TCP handshake and the ping exchange
+        // (two packets each way) prove two-way and move to FLOWS.
+        ("flows_promoted", 2),
+        ("arp_events_throttled", 0),
+        // 6 flow starts + 3 ARP packets (no flow-end events any more).
+        ("events_sent", 9),
+    ];
+    for (k, v) in want {
+        assert_eq!(bt[k].as_u64(), Some(v), "bpftool STATS.{k}");
+        assert_eq!(st[k].as_u64(), Some(v), "safelink stats {k}");
+    }
+}
+
 #[test]
 fn xdp_on_veth_exact_features_events_and_replay_equivalence() {
     if !kernel_test_can_run("kernel_lab", &["tcpreplay", "bpftool", "nsenter", "ip"]) {
@@ -224,38 +260,7 @@ fn xdp_on_veth_exact_features_events_and_replay_equivalence() {
     let kernel_flows = flows_by_key(&safelink(&lab, "flows"));
     assert_flows("kernel", &kernel_flows);
 
-    // Counters through bpftool (BTF field names) and through `safelink stats`.
-    let bt = bpftool_stats(&lab);
-    let st: Value = serde_json::from_str(safelink(&lab, "stats").trim()).unwrap();
-    let want = [
-        ("packets", 27),
-        ("bytes", total_bytes),
-        ("ipv4", 20),
-        ("ipv6", 4),
-        ("arp", 3),
-        ("tcp", 11),
-        ("udp", 6),
-        ("icmp", 6),
-        ("icmpv6", 0),
-        ("other_l4", 0),
-        ("other_l3", 0),
-        ("vlan_tagged", 2),
-        ("fragments", 1),
-        ("malformed", 0),
-        ("flows_created", 6),
-        ("flow_insert_failed", 0),
-        ("events_dropped", 0),
-        // Every flow starts in EMBRYOS; the completed TCP handshake and the ping exchange
-        // (two packets each way) prove two-way and move to FLOWS.
-        ("flows_promoted", 2),
-        ("arp_events_throttled", 0),
-        // 6 flow starts + 3 ARP packets (no flow-end events any more).
-        ("events_sent", 9),
-    ];
-    for (k, v) in want {
-        assert_eq!(bt[k].as_u64(), Some(v), "bpftool STATS.{k}");
-        assert_eq!(st[k].as_u64(), Some(v), "safelink stats {k}");
-    }
+    assert_lab_counters(&lab, total_bytes);
 
     // ARP events from the ring buffer, in order.
     let lines = d.stop();
@@ -336,7 +341,7 @@ fn xdp_on_veth_exact_features_events_and_replay_equivalence() {
     );
     d.stop();
 
-    // Restart in auto mode, which picks generic XDP on a veth (a virtual interface), with a 1 s
+    // Restart in auto mode, which picks the TC classifier on a veth (a virtual interface), with a 1 s
     // idle timeout and no linger: the sweeper exports every flow as a record (closed,
     // unanswered or idle) and empties the map.
     let d = Daemon::start(
@@ -353,7 +358,7 @@ fn xdp_on_veth_exact_features_events_and_replay_equivalence() {
             "0",
         ],
     );
-    assert!(d.attached.contains("mode=skb"), "{}", d.attached);
+    assert!(d.attached.contains("mode=tc"), "{}", d.attached);
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut exported = Vec::new();
     while exported.len() < 6 && Instant::now() < deadline {
@@ -391,6 +396,47 @@ fn xdp_on_veth_exact_features_events_and_replay_equivalence() {
         "",
         "flow map not emptied by the sweeper"
     );
+    d.stop();
+}
+
+/// `--xdp-mode tc`: the TC classifier on ingress instead of XDP sees the same frames with the
+/// same features and counters, VLAN frames included (the kernel takes the tag off the frame
+/// before TC runs; the classifier reads it from the skb and counts its 4 bytes).
+#[test]
+fn tc_ingress_exact_features_and_counters() {
+    if !kernel_test_can_run("kernel_lab/tc", &["tcpreplay", "bpftool", "nsenter", "ip"]) {
+        return;
+    }
+    let lab = Lab::new("kstc");
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = dir.path().join("lab.pcap");
+    let frames = lab_frames();
+    write_pcap(&pcap, &frames, 1_700_000_000);
+    let total_bytes: u64 = frames.iter().map(|f| f.len() as u64).sum();
+    let d = Daemon::start(
+        &lab,
+        dir.path(),
+        &[
+            "--xdp-mode",
+            "tc",
+            "--idle-timeout",
+            "600",
+            "--closed-linger",
+            "600",
+            "--embryonic-timeout",
+            "600",
+        ],
+    );
+    assert!(d.attached.contains("mode=tc"), "{}", d.attached);
+    let link = sh(&format!("ip -n {} link show {}", lab.ns_a, lab.if_a));
+    assert!(
+        !String::from_utf8_lossy(&link.stdout).contains("xdp"),
+        "an XDP program is attached in tc mode"
+    );
+    lab.replay_into_a(&pcap);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_flows("tc ingress", &flows_by_key(&safelink(&lab, "flows")));
+    assert_lab_counters(&lab, total_bytes);
     d.stop();
 }
 

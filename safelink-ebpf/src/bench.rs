@@ -100,7 +100,7 @@ pub fn new_flows(ctx: XdpContext) -> u32 {
     // SAFETY: ctx.ctx is the program's xdp_md. (As in the production program: a length the
     // compiler cannot tie to `end` keeps the bounds checks the verifier needs.)
     let len = unsafe { bpf_xdp_get_buff_len(ctx.ctx) } as usize;
-    sensor::observe_frame(start, end, len);
+    sensor::observe_frame(start, end, len, None);
     if start + 36 > end {
         return xdp_action::XDP_PASS;
     }

@@ -105,13 +105,14 @@ impl PacketBytes for Packet {
     }
 }
 
-/// Observes one frame: `start..end` is its linear part (the headers), `len` its whole length.
+/// Observes one frame: `start..end` is its linear part (the headers), `len` its whole length,
+/// `vlan` the VLAN id of an outer tag the kernel holds outside the frame (TC), if any.
 #[inline(always)]
-pub fn observe_frame(start: usize, end: usize, len: usize) {
+pub fn observe_frame(start: usize, end: usize, len: usize, vlan: Option<u16>) {
     if let (Some(s), Some(st)) = (SCRATCH.get_ptr_mut(0), STATS.get_ptr_mut(0)) {
         let pkt = Packet { start, end, len };
         // SAFETY: this CPU's own slots; the programs do not nest on one CPU.
-        observe(&pkt, unsafe { &mut *s }, unsafe { &mut *st });
+        observe(&pkt, vlan, unsafe { &mut *s }, unsafe { &mut *st });
     }
 }
 
@@ -183,7 +184,7 @@ fn emit(kind: u8, from_a: bool, ts_ns: u64, s: &Scratch, st: &mut Stats) {
 }
 
 #[inline(always)]
-fn observe(pkt: &Packet, s: &mut Scratch, st: &mut Stats) {
+fn observe(pkt: &Packet, vlan: Option<u16>, s: &mut Scratch, st: &mut Stats) {
     let len = pkt.len as u64;
     st.add(Counter::Packets, 1);
     st.add(Counter::Bytes, len);
@@ -191,6 +192,13 @@ fn observe(pkt: &Packet, s: &mut Scratch, st: &mut Stats) {
     // compiler's copy of the default.
     let tunnels = unsafe { read_volatile(&raw const TUNNELS) };
     let parsed = parse_frame_with(pkt, &tunnels, &mut s.out);
+    if let Some(v) = vlan {
+        // The tag taken off the frame was its outermost: it names the flow's VLAN, as the
+        // parser's first tag does on the wire.
+        s.out.vlan = v;
+        s.out.meta.vlan = v;
+        s.out.vlan_tagged = true;
+    }
     if s.out.vlan_tagged {
         st.add(Counter::VlanTagged, 1);
     }

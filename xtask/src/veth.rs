@@ -6,8 +6,9 @@
 //! `a` to a server in `b`: TCP, UDP with 64-byte and with 1400-byte datagrams. The same run
 //! measures every traffic kind without the sensor (before and after the sensor runs, averaged)
 //! and with `safelink run` attached to `b`'s end (`nsenter --net`, its own pin and data
-//! directories, API on `b`'s loopback) in each attach mode: native and generic (SKB) XDP,
-//! each with and without the TC egress hook, and the daemon's default choice (`auto`).
+//! directories, API on `b`'s loopback) in each attach mode: native and generic (SKB) XDP and
+//! the TC classifier on ingress, each with and without the TC egress hook, and the daemon's
+//! default choice (`auto`).
 //! With `kernel.bpf_stats_enabled` on for the run (restored after), the sensor programs'
 //! run time gives their CPU share and ns per packet. Target: throughput with the sensor at
 //! least [`VETH_MIN_RATIO`] of without, for the default choice.
@@ -31,12 +32,14 @@ const API: &str = "127.0.0.1:8000";
 const IPERF_PORT: &str = "5201";
 
 /// The attach modes compared: a name and the `safelink run` arguments (`None`: no sensor).
-const MODES: [(&str, Option<&[&str]>); 6] = [
+const MODES: [(&str, Option<&[&str]>); 8] = [
     ("none", None),
     ("native + egress", Some(&["--xdp-mode", "native"])),
     ("native", Some(&["--xdp-mode", "native", "--no-egress"])),
     ("skb + egress", Some(&["--xdp-mode", "skb"])),
     ("skb", Some(&["--xdp-mode", "skb", "--no-egress"])),
+    ("tc + egress", Some(&["--xdp-mode", "tc"])),
+    ("tc", Some(&["--xdp-mode", "tc", "--no-egress"])),
     ("default (auto)", Some(&[])),
 ];
 

@@ -396,7 +396,7 @@ fn xdp(a: &BenchArgs) -> anyhow::Result<ExitCode> {
     println!("program,xlated_insns,jited_bytes");
     for (name, e) in [
         ("safelink", &sensor),
-        ("safelink_egress", &sensor),
+        ("safelink_tc", &sensor),
         ("counter", &bench),
     ] {
         let info = e

@@ -105,7 +105,9 @@ pub struct ConfigArgs {
     /// Interface to attach to (default: the interface of the default route).
     #[arg(short, long, value_name = "IF", env = "SAFELINK_IFACE")]
     iface: Option<String>,
-    /// XDP attach mode: auto = native (driver) where supported, else SKB (generic).
+    /// Ingress attach mode: auto = the TC classifier on a virtual interface (veth, bridge, tap),
+    /// native XDP on a physical NIC where the driver supports it, else SKB (generic) XDP; tc =
+    /// the TC classifier, no XDP.
     #[arg(long, value_enum, env = "SAFELINK_XDP_MODE")]
     xdp_mode: Option<AttachMode>,
     /// Do not attach the TC egress hook: watch received frames only.
