@@ -13,7 +13,8 @@ pub struct SensorStatus {
     /// The XDP program is attached and records flow.
     pub running: bool,
     pub interface: Option<String>,
-    /// e.g. "native", "skb", "offload"; `None` when not attached.
+    /// "native", "skb" (XDP modes) or "tc" (the TC classifier on ingress); `None` when not
+    /// attached.
     pub xdp_mode: Option<String>,
     pub uptime_secs: u64,
     pub packets: u64,
