@@ -222,6 +222,14 @@ fn assert_lab_counters(lab: &Lab, total_bytes: u64) {
     }
 }
 
+/// The lab frames written as `lab.pcap` in `dir`, and their bytes in all.
+fn lab_capture(dir: &std::path::Path) -> (std::path::PathBuf, u64) {
+    let pcap = dir.join("lab.pcap");
+    let frames = lab_frames();
+    write_pcap(&pcap, &frames, 1_700_000_000);
+    (pcap, frames.iter().map(|f| f.len() as u64).sum())
+}
+
 #[test]
 fn xdp_on_veth_exact_features_events_and_replay_equivalence() {
     if !kernel_test_can_run("kernel_lab", &["tcpreplay", "bpftool", "nsenter", "ip"]) {
@@ -229,10 +237,7 @@ fn xdp_on_veth_exact_features_events_and_replay_equivalence() {
     }
     let lab = Lab::new("kslab");
     let dir = tempfile::tempdir().unwrap();
-    let pcap = dir.path().join("lab.pcap");
-    let frames = lab_frames();
-    write_pcap(&pcap, &frames, 1_700_000_000);
-    let total_bytes: u64 = frames.iter().map(|f| f.len() as u64).sum();
+    let (pcap, total_bytes) = lab_capture(dir.path());
 
     // Long timeouts: nothing is swept while we look at the map.
     let d = Daemon::start(
@@ -409,10 +414,7 @@ fn tc_ingress_exact_features_and_counters() {
     }
     let lab = Lab::new("kstc");
     let dir = tempfile::tempdir().unwrap();
-    let pcap = dir.path().join("lab.pcap");
-    let frames = lab_frames();
-    write_pcap(&pcap, &frames, 1_700_000_000);
-    let total_bytes: u64 = frames.iter().map(|f| f.len() as u64).sum();
+    let (pcap, total_bytes) = lab_capture(dir.path());
     let d = Daemon::start(
         &lab,
         dir.path(),
