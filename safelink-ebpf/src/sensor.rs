@@ -330,8 +330,8 @@ fn count_outer(s: &mut Scratch, from_a: bool, len: u32, ts: u64, new_inner: bool
 }
 
 /// Writes `s.key`'s map key into `s.mkey`: its first 40 bytes as they are (the two layouts
-/// agree up to the tunnel part, checked below), then the tunnel's digest (0 outside a tunnel,
-/// without hashing).
+/// agree up to the tunnel part, checked below), then the tunnel's digest ([`tunnel_digest`]: 0
+/// outside a tunnel, without hashing).
 #[inline(always)]
 fn set_map_key(s: &mut Scratch) {
     const {
@@ -349,11 +349,7 @@ fn set_map_key(s: &mut Scratch) {
         unsafe { write_volatile(d.add(i), read_volatile(k.add(i))) };
         i += 1;
     }
-    s.mkey.tunnel = if s.key.tunnel.kind == TUNNEL_NONE {
-        0
-    } else {
-        tunnel_digest(&s.key.tunnel)
-    };
+    s.mkey.tunnel = tunnel_digest(&s.key.tunnel);
 }
 
 /// The `FRAGS` key of the datagram just parsed.
