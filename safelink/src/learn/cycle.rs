@@ -39,22 +39,26 @@ impl Golden {
         }
     }
 
-    /// Classes whose rows the model scoring `after` gets right more than `margin` of the
-    /// rows (and more than [`GOLDEN_CLASS_SLACK`] rows) less often than `before` did:
-    /// (class, accuracy before, accuracy after).
+    /// Classes whose rows the model scoring `after` gets right at `threshold` (an attack row
+    /// at or above it, a benign row below it) more than `margin` of the rows (and more than
+    /// [`GOLDEN_CLASS_SLACK`] rows) less often than `before` did: (class, accuracy before,
+    /// accuracy after). The learner passes the ANN's alert threshold: what a family loses
+    /// there is detection lost, and a model can keep a family's rows above 0.5 while they fall
+    /// below the threshold.
     pub fn classes_fallen(
         &self,
         before: &[f32],
         after: &[f32],
         margin: f64,
+        threshold: f32,
     ) -> Vec<(String, f64, f64)> {
         let mut per: BTreeMap<&str, (usize, usize, usize)> = BTreeMap::new();
         for (i, c) in self.class.iter().enumerate() {
             let truth = self.y[i] > 0.5;
             let e = per.entry(c.as_str()).or_default();
             e.0 += 1;
-            e.1 += usize::from((before[i] >= 0.5) == truth);
-            e.2 += usize::from((after[i] >= 0.5) == truth);
+            e.1 += usize::from((before[i] >= threshold) == truth);
+            e.2 += usize::from((after[i] >= threshold) == truth);
         }
         per.into_iter()
             .filter(|(_, (n, b, a))| {
@@ -650,17 +654,21 @@ fn cycle_body(
                 p.golden_margin * 100.0
             ));
         }
-        // Per family too (`golden_per_family`, the fleet learner's default): rehearsal and a
-        // large benign class keep the overall figure steady while one family's recall
-        // collapses (a sensor flooding flipped port-scan labels did that in fleet_poison).
+        // Per family too (`golden_per_family`, the fleet learner's default), at the alert
+        // threshold: rehearsal and a large benign class keep the overall figure steady while
+        // one family's recall collapses (a sensor flooding flipped port-scan labels did that in
+        // fleet_poison); and a family's rows can stay above 0.5 while they fall below the
+        // threshold (with the 71,054-row benign set of branch `learn`, a poisoned fleet cycle
+        // that cost SSH brute force 20.9 points of held-out recall passed the check at 0.5).
         let fallen = if p.golden_per_family {
-            g.classes_fallen(&before, &after, p.golden_margin)
+            g.classes_fallen(&before, &after, p.golden_margin, p.alert_threshold)
         } else {
             Vec::new()
         };
         for (class, b, a) in fallen {
             reasons.push(format!(
-                "golden-set accuracy on {class} fell from {b:.3} to {a:.3} (more than {:.1} points; poisoned labels?)",
+                "golden-set accuracy on {class} at the alert threshold {:.2} fell from {b:.3} to {a:.3} (more than {:.1} points; poisoned labels?)",
+                p.alert_threshold,
                 p.golden_margin * 100.0
             ));
         }
@@ -839,5 +847,33 @@ mod tests {
         assert!(same.iter().zip(&pool).all(|(a, b)| a.file == b.file));
         let same = boundary_first(pool.clone(), &[attack.as_slice()], 0, &mut Rng(7));
         assert!(same.iter().zip(&pool).all(|(a, b)| a.file == b.file));
+    }
+
+    #[test]
+    fn a_family_falls_where_its_rows_drop_below_the_threshold_even_above_half() {
+        // 10 port-scan rows and 10 benign rows; after the cycle 6 port-scan rows score 0.7
+        // (still above 0.5, no longer alerting at 0.9) and the benign rows are unchanged.
+        let mut g = Golden::default();
+        for i in 0..20 {
+            let attack = i < 10;
+            g.y.push(if attack { 1.0 } else { 0.0 });
+            g.class
+                .push(if attack { "portscan" } else { "benign" }.into());
+        }
+        let before: Vec<f32> =
+            g.y.iter()
+                .map(|&y| if y > 0.5 { 0.97 } else { 0.05 })
+                .collect();
+        let mut after = before.clone();
+        after[..6].fill(0.7);
+        assert!(g.classes_fallen(&before, &after, 0.02, 0.5).is_empty());
+        assert_eq!(
+            g.classes_fallen(&before, &after, 0.02, 0.9),
+            vec![("portscan".to_string(), 1.0, 0.4)]
+        );
+        // Within the slack (2 rows) nothing falls.
+        let mut after = before.clone();
+        after[..2].fill(0.7);
+        assert!(g.classes_fallen(&before, &after, 0.02, 0.9).is_empty());
     }
 }
