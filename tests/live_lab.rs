@@ -393,6 +393,26 @@ fn real_tools_raise_alerts_and_benign_traffic_does_not() {
     );
     expect_alert(&net, "nmap -f -sS", "port_scan", "src_ip", "192.0.2.17");
 
+    // IP protocol scan: one datagram per protocol number (the answers are not needed).
+    tool(
+        &net,
+        &[
+            "nmap",
+            "-sO",
+            "-Pn",
+            "-n",
+            "-T4",
+            "-p",
+            "1-60",
+            "-e",
+            "eth0",
+            "-S",
+            "192.0.2.16",
+            VICTIM,
+        ],
+    );
+    expect_alert(&net, "nmap -sO", "port_scan", "src_ip", "192.0.2.16");
+
     // Floods in one long flow (fixed ports): alerted while they run, within 5 s of the start.
     for (what, kind, args) in [
         (

@@ -3,7 +3,7 @@
 //! heavy flows reach the detectors before they end. Outer flows of tunnels end by the same
 //! idle and active timeouts ([`outer_expired`]).
 use rustc_hash::FxHashMap;
-use safelink_common::{FlowKey, FlowStats, IPPROTO_TCP, IPPROTO_UDP, OuterStats};
+use safelink_common::{FlowKey, FlowStats, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, OuterStats};
 use serde::Serialize;
 
 use std::time::Duration;
@@ -19,7 +19,7 @@ pub struct FlowTimeouts {
     pub active: Duration,
     /// After the first FIN/RST, wait this long for the closing packets (default 2 s).
     pub closed_linger: Duration,
-    /// A flow that is still only a SYN (or one UDP datagram) ends after this much silence
+    /// A flow that is still only a SYN (or one datagram of UDP or another non-ICMP protocol) ends after this much silence
     /// (default 2 s), so failed connections and probes reach the detectors quickly.
     pub embryonic: Duration,
     /// A running flow is reported (an interim update) each time it has this many packets more
@@ -114,7 +114,7 @@ pub enum EndReason {
     Flush,
     /// Still in progress (a snapshot of the live flow map).
     Open,
-    /// Nothing but a first SYN (or a single UDP datagram) and no answer for the embryonic
+    /// Nothing but a first SYN (or a single datagram, not ICMP) and no answer for the embryonic
     /// timeout: a failed connection attempt or a probe.
     Unanswered,
     /// Replay: the flow table was full (`[flows] max_flows`) and this flow was among the
@@ -123,15 +123,16 @@ pub enum EndReason {
 }
 
 /// A flow that never got past its first step: only pure SYNs (either direction), or a single
-/// UDP datagram. An XDP sensor sees one interface's ingress only, so for flows it initiated
+/// datagram of UDP or of any IP protocol other than TCP and ICMP. An XDP sensor sees one interface's ingress only, so for flows it initiated
 /// the answer is invisible; what stays embryonic is what nobody answered.
 pub fn embryonic(k: &FlowKey, s: &FlowStats) -> bool {
     match k.proto {
         IPPROTO_TCP => {
             s.ab.flags.syn as u64 == s.ab.packets && s.ba.flags.syn as u64 == s.ba.packets
         }
-        IPPROTO_UDP => s.ab.packets + s.ba.packets == 1,
-        _ => false,
+        IPPROTO_ICMP | IPPROTO_ICMPV6 => false,
+        // UDP, and any other IP protocol (an nmap -sO probe, a lone GRE or ESP packet).
+        _ => s.ab.packets + s.ba.packets == 1,
     }
 }
 
@@ -220,5 +221,52 @@ impl Interim {
 
     pub fn is_empty(&self) -> bool {
         self.reported.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: u64 = 1_000_000_000;
+
+    fn one_packet(proto: u8) -> (FlowKey, FlowStats) {
+        let k = FlowKey {
+            proto,
+            ..FlowKey::default()
+        };
+        let mut s = FlowStats {
+            first_ns: 10 * S,
+            last_ns: 10 * S,
+            initiator_is_a: 1,
+            ..FlowStats::default()
+        };
+        s.ab.packets = 1;
+        (k, s)
+    }
+
+    #[test]
+    fn a_lone_datagram_of_any_protocol_but_icmp_ends_unanswered_after_the_embryonic_timeout() {
+        let t = FlowTimeouts::default();
+        // UDP, GRE, ESP, SCTP, an nmap -sO probe of protocol 200.
+        for proto in [17u8, 47, 50, 132, 200] {
+            let (k, s) = one_packet(proto);
+            assert_eq!(expired(&t, &k, &s, 11 * S), None, "proto {proto}");
+            assert_eq!(
+                expired(&t, &k, &s, 12 * S),
+                Some(EndReason::Unanswered),
+                "proto {proto}"
+            );
+        }
+        // A lone ICMP echo (a ping sent every few seconds) waits for the idle timeout.
+        for proto in [1u8, 58] {
+            let (k, s) = one_packet(proto);
+            assert_eq!(expired(&t, &k, &s, 12 * S), None, "proto {proto}");
+            assert_eq!(expired(&t, &k, &s, 70 * S), Some(EndReason::Idle));
+        }
+        // Two datagrams: not embryonic any more.
+        let (k, mut s) = one_packet(47);
+        s.ab.packets = 2;
+        assert_eq!(expired(&t, &k, &s, 12 * S), None);
     }
 }

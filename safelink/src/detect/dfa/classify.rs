@@ -35,12 +35,12 @@ pub fn tcp_established(f: &FlowRecord) -> bool {
 }
 
 /// A flow that probed and got nothing useful back: TCP without any data (unanswered SYN,
-/// RST/refused, connect-then-reset, FIN/NULL/XMAS/ACK probes), UDP or ICMP without any reply.
+/// RST/refused, connect-then-reset, FIN/NULL/XMAS/ACK probes), UDP, ICMP or any other IP
+/// protocol without any reply.
 pub fn failed_probe(f: &FlowRecord) -> bool {
     match f.proto {
         TCP => !tcp_has_data(f),
-        UDP | ICMP | ICMPV6 => f.rev.packets == 0,
-        _ => false,
+        _ => f.rev.packets == 0,
     }
 }
 

@@ -490,6 +490,10 @@ impl Detector for PortScan {
             TCP => K_ACK,
             UDP if self.udp_ignored(f.src_port, f.dst_port) => return,
             UDP => K_UDP,
+            // Unanswered datagrams of other IP protocols (nmap -sO probes each protocol number
+            // once): each protocol counts as one port, so a scan is seen even where the victim
+            // rate-limits or never sends its protocol-unreachables.
+            p if p != classify::ICMP && p != classify::ICMPV6 => K_PROTO,
             _ => return,
         };
         let feats = || flow_features(f);
@@ -780,6 +784,57 @@ mod tests {
                 .phase(ip("10.0.0.128"), ip("10.0.0.2")),
             Phase::Alerting
         );
+    }
+
+    #[test]
+    fn ip_protocol_scan_seen_from_the_probes() {
+        // nmap -sO from a victim that answers nothing (rate-limited protocol-unreachables):
+        // one unanswered datagram per IP protocol number, 2..=40 without TCP and UDP.
+        let recs: Vec<Record> = (2u8..=40)
+            .filter(|p| ![6, 17].contains(p))
+            .enumerate()
+            .map(|(i, p)| Record::Flow(flow("10.0.0.128", 0, "10.0.0.2", 0, p, T0 + i as u64 * MS)))
+            .collect();
+        let (_, ev) = run(DfaConfig::default(), recs);
+        let news = new_alerts(&ev, AlertKind::PORT_SCAN);
+        assert_eq!(news.len(), 1);
+        assert_eq!(news[0].src_ip, Some(ip("10.0.0.128")));
+        assert_eq!(news[0].dest_ip, Some(ip("10.0.0.2")));
+        assert_eq!(news[0].src_port, None);
+        assert!(
+            news[0].description.starts_with(
+                "IP protocol port scan of 10.0.0.2 from 10.0.0.128: 15 distinct ports"
+            ),
+            "{}",
+            news[0].description
+        );
+    }
+
+    #[test]
+    fn a_few_one_way_tunnel_protocols_are_no_scan() {
+        // GRE, ESP, IP-in-IP and 6in4 one way (asymmetric routing), answered AH, and IGMP and
+        // OSPF to multicast groups: no port scan.
+        let mut recs = Vec::new();
+        for (i, p) in [47u8, 50, 4, 41, 51].into_iter().enumerate() {
+            let mut f = flow("10.0.0.1", 0, "10.0.0.2", 0, p, T0 + i as u64 * MS);
+            if p == 51 {
+                f.rev.packets = 3;
+            }
+            recs.push(Record::Flow(f));
+        }
+        for (i, p) in (0..20u8).map(|k| (k, if k % 2 == 0 { 2u8 } else { 89 })) {
+            let g = format!("224.0.0.{}", 5 + i);
+            recs.push(Record::Flow(flow(
+                "10.0.0.1",
+                0,
+                &g,
+                0,
+                p,
+                T0 + (10 + u64::from(i)) * MS,
+            )));
+        }
+        let (_, ev) = run(DfaConfig::default(), recs);
+        assert!(new_alerts(&ev, AlertKind::PORT_SCAN).is_empty());
     }
 
     #[test]
