@@ -496,6 +496,16 @@ fn real_tools_raise_alerts_and_benign_traffic_does_not() {
     );
     expect_alert(&net, "hping3 SYN flood", "syn_flood", "dest_ip", VICTIM);
 
+    // ACK flood (a segment per source port, each answered by a reset) from the attacker's own
+    // address: a TCP flood outside any connection, under syn_flood.
+    tool(
+        &net,
+        &[
+            "hping3", "-q", "-A", "-p", "8080", "-c", "3000", "-i", "u200", VICTIM,
+        ],
+    );
+    expect_alert(&net, "hping3 ACK flood", "syn_flood", "src_ip", "192.0.2.2");
+
     tool(
         &net,
         &[

@@ -1,11 +1,14 @@
 //! `syn_flood`: half-open TCP connection attempts towards one port of one victim, from one
-//! source or from thousands of spoofed ones (aggregated per victim).
+//! source or from thousands of spoofed ones (aggregated per victim); and floods of TCP segments
+//! that belong to no connection (ACK, FIN or PSH floods), counted with them.
 //!
 //! Key: (victim IP, victim port). Evidence: flow-start records of a bare SYN (no ACK, RST or
 //! FIN) — counted at once, so the alert does not wait for flows to time out; a connection that
 //! later proves completed (handshake and data) is taken back from the window. A single flow
 //! retransmitting SYNs at flood rate (one fixed 5-tuple) is an alert by itself, while it runs (interim updates) or when it ends.
-//! Alert at `new_flows` SYNs within the window (default 500 in 5 s). `count` = SYNs.
+//! Evidence from such segments: each segment of a flow that ended ([`unsolicited`]). Alert at
+//! `new_flows` SYNs and segments within the window (default 500 in 5 s). `count` = SYNs and
+//! segments.
 use std::net::IpAddr;
 
 use safelink_common::{TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN};
@@ -117,6 +120,10 @@ impl Detector for SynFlood {
             self.table.retract(&key, f.first_ns, 1);
             return;
         }
+        if unsolicited(f) {
+            self.unsolicited(f, cx);
+            return;
+        }
         self.heavy(f, cx);
     }
 
@@ -125,7 +132,58 @@ impl Detector for SynFlood {
     }
 }
 
+/// A TCP flow of segments that belong to no connection: the initiator never sent a SYN and
+/// no data (bare ACK, FIN, PSH or URG segments: `hping3 -A --flood`), and the responder
+/// answered with resets only, or not at all. A connection the sensor saw only from its middle
+/// carries data or gets acknowledgements back; backscatter (an initiator that only sent
+/// SYN-ACKs or resets) is not an attack on the responder.
+fn unsolicited(f: &FlowRecord) -> bool {
+    let (x, r) = (&f.fwd.flags, &f.rev.flags);
+    x.syn == 0
+        && x.synack == 0
+        && x.psh == 0
+        && f.fwd.l3_max <= 100
+        && !classify::tcp_response_only(f)
+        && f.rev.packets == u64::from(r.rst)
+}
+
 impl SynFlood {
+    /// A flow of segments outside any connection ([`unsolicited`]): each of its segments is
+    /// evidence, like a SYN, for the flood window of its victim port.
+    fn unsolicited(&mut self, f: &FlowRecord, cx: &mut Cx) {
+        let (now, window) = (cx.now, self.table.cfg.window_secs);
+        let mac = cx.macs.get(&f.src_ip);
+        self.table.observe(
+            cx,
+            (f.dst_ip, f.dst_port),
+            f.last_ns,
+            f.fwd.packets,
+            f.src_ip,
+            false,
+            |sum| {
+                let mut a = alert(
+                    sum, now, f.first_ns, f.src_ip, f.src_port, f.dst_ip, f.dst_port, window,
+                );
+                let who = match sum.dominant {
+                    Some(d) => format!("mostly from {d}"),
+                    None => format!("from {} distinct (likely spoofed) sources", sum.sources),
+                };
+                a.description = format!(
+                    "TCP flood against {}:{}: {} segments outside any connection (ACK, FIN or \
+                     PSH without a handshake, answered by resets or not at all) within {window}s, \
+                     {who} ({} segments); count = segments",
+                    f.dst_ip, f.dst_port, sum.in_window, sum.count
+                );
+                if sum.dominant == Some(f.src_ip) {
+                    a.src_mac = mac;
+                }
+                a.tunnel = f.tunnel.clone();
+                a.features = flow_features(f);
+                a
+            },
+        );
+    }
+
     /// One flow of SYNs at flood rate (fixed ports, `hping3 -S -k`), running or ended.
     fn heavy(&mut self, f: &FlowRecord, cx: &mut Cx) {
         let key = (f.dst_ip, f.dst_port);
@@ -166,7 +224,7 @@ impl AlertKind {
         number: 7,
         severity: Severity::High,
         source: AlertSource::Dfa,
-        summary: "a flood of unanswered TCP SYNs at one victim",
+        summary: "a flood of unanswered TCP SYNs, or of TCP segments outside any connection, at one victim",
     });
 }
 
@@ -196,6 +254,71 @@ mod tests {
         let mut s = start(&src, 1024 + (i % 60_000) as u16, "10.10.10.10", 30120, 6, t);
         s.tcp_flags = 0xc2; // SYN+ECE+CWR
         Record::FlowStart(s)
+    }
+
+    /// A flow of `n` bare ACKs from `sport` to 10.10.10.10:80 at `t`, each answered by a reset
+    /// (`rst`), or with data both ways and acknowledged (`data`: a connection seen from its
+    /// middle), or with data one way and nothing seen back (`data` and not `answered`).
+    fn acks(sport: u16, t: u64, n: u64, data: bool, answered: bool) -> Record {
+        let mut f = flow("192.0.2.66", sport, "10.10.10.10", 80, 6, t);
+        f.last_ns = t + MS;
+        f.fwd.packets = n;
+        f.fwd.flags.ack = n as u32;
+        if data {
+            f.fwd.flags.psh = 1;
+            f.fwd.l3_max = 1000;
+        }
+        if answered {
+            f.rev.packets = n;
+            if data {
+                f.rev.flags.ack = n as u32;
+                f.rev.flags.psh = 1;
+            } else {
+                f.rev.flags.rst = n as u32;
+            }
+        }
+        Record::Flow(f)
+    }
+
+    #[test]
+    fn ack_flood_is_a_tcp_flood() {
+        // hping3 -A --flood: the source port changes with every few segments, the victim
+        // answers each with a reset. 200 flows of 5 segments within 2 s.
+        let recs = (0..200u64).map(|i| acks(1024 + i as u16, T0 + i * 10 * MS, 5, false, true));
+        let (e, ev) = run(DfaConfig::default(), recs);
+        let news = new_alerts(&ev, AlertKind::SYN_FLOOD);
+        assert_eq!(news.len(), 1);
+        assert_eq!(news[0].dest_ip, Some(ip("10.10.10.10")));
+        assert_eq!(news[0].dest_port, Some(80));
+        assert_eq!(news[0].src_ip, Some(ip("192.0.2.66")));
+        assert!(
+            news[0].description.starts_with(
+                "TCP flood against 10.10.10.10:80: 500 segments outside any connection"
+            ),
+            "{}",
+            news[0].description
+        );
+        assert_eq!(
+            e.detector::<SynFlood>()
+                .unwrap()
+                .phase(ip("10.10.10.10"), 80),
+            Phase::Alerting
+        );
+    }
+
+    #[test]
+    fn connections_seen_from_their_middle_are_no_flood() {
+        // A sensor started on a busy server: 1000 connections go on, with data, within 2 s;
+        // seen both ways, or only their inbound half.
+        for answered in [true, false] {
+            let recs =
+                (0..1000u64).map(|i| acks(1024 + i as u16, T0 + i * 2 * MS, 5, true, answered));
+            let (_, ev) = run(DfaConfig::default(), recs);
+            assert!(
+                new_alerts(&ev, AlertKind::SYN_FLOOD).is_empty(),
+                "answered {answered}"
+            );
+        }
     }
 
     #[test]
