@@ -1,10 +1,12 @@
-//! `arp_scan`: one MAC asking ARP who-has for many addresses (arp-scan, nmap -sn on a LAN,
-//! netdiscover).
+//! `arp_scan`: one MAC asking ARP who-has (IPv4) or IPv6 neighbour solicitation for many
+//! addresses (arp-scan, nmap -sn on a LAN, netdiscover; nmap -6 -sn on a LAN).
 //!
 //! Key: Ethernet source MAC. Evidence: ARP requests, except gratuitous announcements (sender
-//! IP = target IP). Alert at `targets` distinct target IPs within the window. `count` =
-//! requests.
-use std::net::Ipv4Addr;
+//! IP = target IP); neighbour solicitations (flow starts of ICMPv6 type 135 to a
+//! solicited-node group), except duplicate address detection (unspecified source): each group
+//! stands for its target (it carries the target's last 24 bits). Alert at `targets` distinct
+//! targets within the window. `count` = requests and solicitations.
+use std::net::{IpAddr, Ipv6Addr};
 
 use super::family::Family;
 use super::window::KeyMap;
@@ -17,11 +19,21 @@ use super::{
 use crate::alert::build::base_alert;
 use crate::{
     alert::{AlertKind, AlertSource, KindInfo, Severity},
-    record::ArpRecord,
+    record::{ArpRecord, FlowStartRecord},
 };
 
+/// ICMPv6 neighbour solicitation.
+const ND_SOLICIT: u8 = 135;
+
+/// ff02::1:ff00:0/104, the solicited-node multicast groups.
+fn solicited_node(ip: &IpAddr) -> bool {
+    let IpAddr::V6(a) = ip else { return false };
+    let s = a.segments();
+    s[..5] == [0xff02, 0, 0, 0, 0] && s[5] == 1 && s[6] >> 8 == 0xff
+}
+
 pub struct Entry {
-    targets: DistinctWindow<Ipv4Addr>,
+    targets: DistinctWindow<IpAddr>,
     pub incident: Incident,
 }
 
@@ -47,14 +59,63 @@ impl ArpScan {
     }
 }
 
+/// One request for one target, from ARP or from neighbour discovery.
+struct Ask<'a> {
+    ts_ns: u64,
+    mac: &'a str,
+    sender: Option<IpAddr>,
+    target: IpAddr,
+    proto: &'static str,
+}
+
 impl Detector for ArpScan {
     fn on_arp(&mut self, a: &ArpRecord, cx: &mut Cx) {
         if a.op != 1 || a.sender_ip == a.target_ip {
             return;
         }
+        self.ask(
+            Ask {
+                ts_ns: a.ts_ns,
+                mac: &a.eth_src,
+                sender: (!a.sender_ip.is_unspecified()).then_some(a.sender_ip.into()),
+                target: a.target_ip.into(),
+                proto: "arp",
+            },
+            cx,
+        );
+    }
+
+    fn on_start(&mut self, s: &FlowStartRecord, cx: &mut Cx) {
+        if s.proto != 58
+            || s.icmp_type != ND_SOLICIT
+            || !solicited_node(&s.dst_ip)
+            || s.src_ip == IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+        {
+            return;
+        }
+        self.ask(
+            Ask {
+                ts_ns: s.ts_ns,
+                mac: &s.src_mac,
+                sender: Some(s.src_ip),
+                target: s.dst_ip,
+                proto: "ipv6-icmp",
+            },
+            cx,
+        );
+    }
+
+    fn tick(&mut self, cx: &mut Cx) {
+        let w = self.window_ns;
+        cx.tick_map(&mut self.keys, w, w, |e| &mut e.incident);
+    }
+}
+
+impl ArpScan {
+    fn ask(&mut self, a: Ask<'_>, cx: &mut Cx) {
         let (window_ns, cap, now) = (self.window_ns, cx.common.cap, cx.now);
         let cfg = &self.cfg;
-        let key = a.eth_src.clone();
+        let key = a.mac.to_string();
         let Some(e) = cx.slot(
             &mut self.keys,
             key,
@@ -66,7 +127,7 @@ impl Detector for ArpScan {
         ) else {
             return;
         };
-        e.targets.insert(a.target_ip, a.ts_ns, now);
+        e.targets.insert(a.target, a.ts_ns, now);
         let verdict = match e.incident.phase() {
             Phase::Alerting | Phase::CoolDown => Verdict::Noise,
             _ => {
@@ -77,26 +138,33 @@ impl Detector for ArpScan {
         let targets = &e.targets;
         let build = |inc: &Incident| {
             let mut al = base_alert(AlertKind::ARP_SCAN, now, a.ts_ns, a.ts_ns);
-            al.src_ip = (!a.sender_ip.is_unspecified()).then_some(a.sender_ip.into());
-            al.dest_ip = Some(a.target_ip.into());
-            al.proto = "arp".into();
-            al.src_mac = Some(a.eth_src.clone());
-            al.description = format!(
-                "ARP scan from {} ({}): who-has for {} distinct addresses within {}s ({} requests); count = requests",
-                a.eth_src,
-                a.sender_ip,
-                targets.count_since(now.saturating_sub(window_ns)),
-                cfg.window_secs,
-                inc.count
-            );
+            al.src_ip = a.sender;
+            al.dest_ip = Some(a.target);
+            al.proto = a.proto.into();
+            al.src_mac = Some(a.mac.to_string());
+            let sender = a
+                .sender
+                .map_or_else(|| "0.0.0.0".to_string(), |s| s.to_string());
+            al.description = if a.proto == "arp" {
+                format!(
+                    "ARP scan from {} ({sender}): who-has for {} distinct addresses within {}s ({} requests); count = requests",
+                    a.mac,
+                    targets.count_since(now.saturating_sub(window_ns)),
+                    cfg.window_secs,
+                    inc.count
+                )
+            } else {
+                format!(
+                    "IPv6 neighbour discovery scan from {} ({sender}): solicitations for {} distinct addresses within {}s ({} requests); count = requests",
+                    a.mac,
+                    targets.count_since(now.saturating_sub(window_ns)),
+                    cfg.window_secs,
+                    inc.count
+                )
+            };
             al
         };
         cx.drive(&mut e.incident, a.ts_ns, 1, verdict, build, |_, _| {});
-    }
-
-    fn tick(&mut self, cx: &mut Cx) {
-        let w = self.window_ns;
-        cx.tick_map(&mut self.keys, w, w, |e| &mut e.incident);
     }
 }
 
@@ -107,7 +175,7 @@ impl AlertKind {
         number: 3,
         severity: Severity::Medium,
         source: AlertSource::Dfa,
-        summary: "one MAC asking ARP who-has for many addresses",
+        summary: "one MAC asking ARP who-has (or IPv6 neighbour solicitation) for many addresses",
     });
 }
 
@@ -127,6 +195,52 @@ mod tests {
     };
 
     const MAC: &str = "00:0c:29:20:a8:7f";
+
+    /// A neighbour solicitation from `src` for the solicited-node group of `low` at `t`.
+    fn solicit(src: &str, low: u32, t: u64) -> Record {
+        let group = format!("ff02::1:ff{:02x}:{:x}", low >> 16 & 0xff, low & 0xffff);
+        let mut s = start(src, 0, &group, 0, 58, t);
+        s.icmp_type = ND_SOLICIT;
+        Record::FlowStart(s)
+    }
+
+    #[test]
+    fn ipv6_neighbour_discovery_sweep_raises_one_alert() {
+        // nmap -6 -sn 2001:db8::100/121 on the link: one solicitation per address.
+        let recs = (0..128u32).map(|i| solicit("2001:db8::2", 0x100 + i, T0 + u64::from(i) * MS));
+        let (e, ev) = run(DfaConfig::default(), recs);
+        let news = new_alerts(&ev, AlertKind::ARP_SCAN);
+        assert_eq!(news.len(), 1);
+        assert_eq!(news[0].src_mac.as_deref(), Some("02:00:00:00:00:01"));
+        assert_eq!(news[0].src_ip, Some(ip("2001:db8::2")));
+        assert_eq!(news[0].proto, "ipv6-icmp");
+        assert!(
+            news[0].description.starts_with(
+                "IPv6 neighbour discovery scan from 02:00:00:00:00:01 (2001:db8::2): solicitations for 30 distinct addresses"
+            ),
+            "{}",
+            news[0].description
+        );
+        assert_eq!(
+            e.detector::<ArpScan>().unwrap().phase("02:00:00:00:00:01"),
+            Phase::Alerting
+        );
+    }
+
+    #[test]
+    fn address_checks_and_a_few_neighbours_stay_quiet() {
+        // Duplicate address detection (from ::) for 40 addresses, and a host resolving 8
+        // neighbours, some twice; a solicitation to a unicast address (reachability check).
+        let mut recs: Vec<Record> = (0..40u32)
+            .map(|i| solicit("::", i, T0 + u64::from(i) * MS))
+            .collect();
+        recs.extend((0..16u32).map(|i| solicit("fe80::1", i % 8, T0 + u64::from(i) * 100 * MS)));
+        let mut s = start("fe80::1", 0, "fe80::2", 0, 58, T0);
+        s.icmp_type = ND_SOLICIT;
+        recs.push(Record::FlowStart(s));
+        let (_, ev) = run(DfaConfig::default(), recs);
+        assert!(new_alerts(&ev, AlertKind::ARP_SCAN).is_empty());
+    }
 
     #[test]
     fn subnet_sweep_raises_one_alert() {
