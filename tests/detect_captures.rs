@@ -1,7 +1,9 @@
 //! The rule automata against real captures: `safelink analyze` (the real binary) on every
 //! capture of `tests/pcaps/MANIFEST.tsv` (a copy of the shared evaluation set, provenance in
 //! `tests/pcaps/README.md`) and of `tests/pcaps/extra/MANIFEST.tsv` (more public captures from
-//! the same repositories, provenance in `tests/pcaps/extra/README.md`). Every attack capture must yield exactly one alert of the right kind
+//! the same repositories, provenance in `tests/pcaps/extra/README.md`) and of
+//! `tests/pcaps/recorded/MANIFEST.tsv` (attacks recorded by this project between namespaces,
+//! see its README). Every attack capture must yield exactly one alert of the right kind
 //! naming the attacker (`src_ip`/`src_mac`), or for spoofed/reflected floods the victim
 //! (`dest_ip`); every benign capture must yield no alert at all. Captures that cannot be got
 //! right are listed in [`KNOWN_MISSES`] with the reason (and in `safelink/src/detect/README.md`);
@@ -186,6 +188,11 @@ fn every_capture_of_the_shared_manifest() {
 #[test]
 fn every_capture_of_the_extra_manifest() {
     check_manifest(&dir().join("extra"), 12);
+}
+
+#[test]
+fn every_capture_recorded_here() {
+    check_manifest(&dir().join("recorded"), 3);
 }
 
 fn check_manifest(dir: &Path, at_least: usize) {

@@ -16,7 +16,7 @@ use super::{
     config::{ArpScanConfig, ns},
     window::DistinctWindow,
 };
-use crate::alert::build::base_alert;
+use crate::alert::build::{base_alert, community_id, start_features};
 use crate::{
     alert::{AlertKind, AlertSource, KindInfo, Severity},
     record::{ArpRecord, FlowStartRecord},
@@ -66,6 +66,8 @@ struct Ask<'a> {
     sender: Option<IpAddr>,
     target: IpAddr,
     proto: &'static str,
+    /// Community ID and ANN features of a solicitation's flow (none for ARP).
+    flow: Option<(Option<String>, Vec<f32>)>,
 }
 
 impl Detector for ArpScan {
@@ -80,6 +82,7 @@ impl Detector for ArpScan {
                 sender: (!a.sender_ip.is_unspecified()).then_some(a.sender_ip.into()),
                 target: a.target_ip.into(),
                 proto: "arp",
+                flow: None,
             },
             cx,
         );
@@ -100,6 +103,10 @@ impl Detector for ArpScan {
                 sender: Some(s.src_ip),
                 target: s.dst_ip,
                 proto: "ipv6-icmp",
+                flow: Some((
+                    community_id(58, s.src_ip, 0, s.dst_ip, 0, Some((ND_SOLICIT, 0))),
+                    start_features(s),
+                )),
             },
             cx,
         );
@@ -142,6 +149,10 @@ impl ArpScan {
             al.dest_ip = Some(a.target);
             al.proto = a.proto.into();
             al.src_mac = Some(a.mac.to_string());
+            if let Some((cid, features)) = &a.flow {
+                al.community_id = cid.clone();
+                al.features = features.clone();
+            }
             let sender = a
                 .sender
                 .map_or_else(|| "0.0.0.0".to_string(), |s| s.to_string());
