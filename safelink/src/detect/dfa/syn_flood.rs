@@ -31,8 +31,18 @@ pub struct SynFlood {
     table: FloodTable<(IpAddr, u16)>,
 }
 
+/// What a flood's evidence is, for its description.
+#[derive(Clone, Copy)]
+enum Evidence {
+    /// Bare SYNs (flow starts, or one flow repeating its SYN).
+    Syns,
+    /// Segments outside any connection ([`unsolicited`]).
+    Segments,
+}
+
 #[allow(clippy::too_many_arguments)]
 fn alert(
+    what: Evidence,
     s: &Summary,
     now: u64,
     ts: u64,
@@ -52,10 +62,18 @@ fn alert(
         Some(d) => format!("mostly from {d}"),
         None => format!("from {} distinct (likely spoofed) sources", s.sources),
     };
-    a.description = format!(
-        "SYN flood against {dst}:{dport}: {} half-open SYNs within {window}s, {who} ({} SYNs); count = SYNs",
-        s.in_window, s.count
-    );
+    a.description = match what {
+        Evidence::Syns => format!(
+            "SYN flood against {dst}:{dport}: {} half-open SYNs within {window}s, {who} ({} SYNs); count = SYNs",
+            s.in_window, s.count
+        ),
+        Evidence::Segments => format!(
+            "TCP flood against {dst}:{dport}: {} segments outside any connection (ACK, FIN or \
+             PSH without a handshake, answered by resets or not at all) within {window}s, \
+             {who} ({} segments); count = segments",
+            s.in_window, s.count
+        ),
+    };
     a.community_id = community_id(TCP, src, sport, dst, dport, None);
     a
 }
@@ -93,7 +111,15 @@ impl Detector for SynFlood {
             false,
             |sum| {
                 let mut a = alert(
-                    sum, now, s.ts_ns, s.src_ip, s.src_port, s.dst_ip, s.dst_port, window,
+                    Evidence::Syns,
+                    sum,
+                    now,
+                    s.ts_ns,
+                    s.src_ip,
+                    s.src_port,
+                    s.dst_ip,
+                    s.dst_port,
+                    window,
                 );
                 if sum.dominant == Some(s.src_ip) {
                     a.src_mac = mac.or_else(|| Some(s.src_mac.clone()));
@@ -162,17 +188,15 @@ impl SynFlood {
             false,
             |sum| {
                 let mut a = alert(
-                    sum, now, f.first_ns, f.src_ip, f.src_port, f.dst_ip, f.dst_port, window,
-                );
-                let who = match sum.dominant {
-                    Some(d) => format!("mostly from {d}"),
-                    None => format!("from {} distinct (likely spoofed) sources", sum.sources),
-                };
-                a.description = format!(
-                    "TCP flood against {}:{}: {} segments outside any connection (ACK, FIN or \
-                     PSH without a handshake, answered by resets or not at all) within {window}s, \
-                     {who} ({} segments); count = segments",
-                    f.dst_ip, f.dst_port, sum.in_window, sum.count
+                    Evidence::Segments,
+                    sum,
+                    now,
+                    f.first_ns,
+                    f.src_ip,
+                    f.src_port,
+                    f.dst_ip,
+                    f.dst_port,
+                    window,
                 );
                 if sum.dominant == Some(f.src_ip) {
                     a.src_mac = mac;
@@ -205,7 +229,15 @@ impl SynFlood {
         self.table
             .observe(cx, key, f.last_ns, n, f.src_ip, true, |sum| {
                 let mut a = alert(
-                    sum, now, f.first_ns, f.src_ip, f.src_port, f.dst_ip, f.dst_port, window,
+                    Evidence::Syns,
+                    sum,
+                    now,
+                    f.first_ns,
+                    f.src_ip,
+                    f.src_port,
+                    f.dst_ip,
+                    f.dst_port,
+                    window,
                 );
                 a.src_ip = Some(f.src_ip);
                 a.src_port = Some(f.src_port);
