@@ -9,10 +9,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use safelink::ann::dataset::{flows_of, read_jsonl, read_manifest};
-use safelink::ann::export::{Dense, ExportSpec, export, write_atomic};
+use safelink::ann::export::{Activation, Dense, ExportSpec, export, write_atomic};
 use safelink::ann::features::{N_FEATURES, extract, names_csv};
 use safelink::ann::model::meta;
-use safelink::ann::train::{Dataset, Mlp, TrainConfig, norm_stats, train};
+use safelink::ann::train::{Dataset, HIDDEN_ACTIVATION, Mlp, TrainConfig, norm_stats, train};
 use safelink::ann::{
     AnnConfig, AnnDetector, FEATURE_VECTOR_VERSION, ModelError, ModelHandle, load_file,
 };
@@ -67,7 +67,14 @@ fn good_meta() -> Vec<(String, String)> {
 /// A freshly initialised (untrained) model exported to `path`; returns the candle model.
 fn export_init(path: &Path, seed: u64, x: &[f32]) -> Mlp {
     let (mean, std) = norm_stats(x);
-    let m = Mlp::init(mean.clone(), std.clone(), &[64, 32], seed).unwrap();
+    let m = Mlp::init(
+        mean.clone(),
+        std.clone(),
+        &[64, 32],
+        HIDDEN_ACTIVATION,
+        seed,
+    )
+    .unwrap();
     export(
         path,
         &ExportSpec {
@@ -75,6 +82,7 @@ fn export_init(path: &Path, seed: u64, x: &[f32]) -> Mlp {
             mean,
             std,
             layers: m.to_dense().unwrap(),
+            activation: m.activation(),
             metadata: good_meta(),
         },
     )
@@ -98,7 +106,7 @@ fn export_reload_with_tract_gives_candle_scores() {
     let n = flows.len();
     // Train briefly so the weights are not just the initialisation.
     let (mean, std) = norm_stats(&x);
-    let m = Mlp::init(mean.clone(), std.clone(), &[64, 32], 7).unwrap();
+    let m = Mlp::init(mean.clone(), std.clone(), &[64, 32], HIDDEN_ACTIVATION, 7).unwrap();
     let data = Dataset {
         x: x.clone(),
         y: (0..n).map(|i| (i % 3 == 0) as u8 as f32).collect(),
@@ -119,6 +127,7 @@ fn export_reload_with_tract_gives_candle_scores() {
             mean,
             std,
             layers: m.to_dense().unwrap(),
+            activation: m.activation(),
             metadata: good_meta(),
         },
     )
@@ -180,6 +189,7 @@ fn bad_models_are_refused_and_the_old_one_keeps_serving() {
             mean: vec![0.0; 31],
             std: vec![1.0; 31],
             layers: vec![l1.clone(), l2.clone()],
+            activation: Activation::Relu,
             metadata: good_meta(),
         },
     )
@@ -197,6 +207,7 @@ fn bad_models_are_refused_and_the_old_one_keeps_serving() {
             },
             l2.clone(),
         ],
+        activation: Activation::Relu,
         metadata: meta,
     };
     let layout = d.join("layout.onnx");
@@ -230,6 +241,7 @@ fn bad_models_are_refused_and_the_old_one_keeps_serving() {
                 weight: vec![3e38; N_FEATURES],
                 bias: vec![0.0],
             }],
+            activation: Activation::Relu,
             metadata: good_meta(),
         });
         let g = proto.graph.as_mut().unwrap();

@@ -1168,7 +1168,7 @@ async fn oversized_bodies_get_413_json() {
 mod model_files {
     //! `POST /model/load` with real tract and real, crafted model files.
     use prost::Message as _;
-    use safelink::ann::export::{Dense, ExportSpec, build_model};
+    use safelink::ann::export::{Activation, Dense, ExportSpec, build_model};
     use safelink::ann::features::N_FEATURES;
     use safelink::ann::model::meta;
     use tract_onnx::pb;
@@ -1190,6 +1190,7 @@ mod model_files {
                 weight: vec![0.01; N_FEATURES],
                 bias: vec![0.0],
             }],
+            activation: Activation::Relu,
             metadata: meta::for_this_build("crafted"),
         }
     }

@@ -538,7 +538,7 @@ mod tests {
     use tract_onnx::pb;
 
     use super::*;
-    use crate::ann::export::{Dense, ExportSpec, build_model};
+    use crate::ann::export::{Activation, Dense, ExportSpec, build_model};
     use crate::ann::features::extract;
     use crate::ann::features::tests::sample_flow;
     use crate::ann::model::{load_bytes, meta};
@@ -583,6 +583,7 @@ mod tests {
                 weight: vec![0.01; N_FEATURES],
                 bias: vec![0.0],
             }],
+            activation: Activation::Relu,
             metadata: meta::for_this_build("nan-off-probe"),
         };
         let mut proto = build_model(&spec);

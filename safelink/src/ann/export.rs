@@ -3,7 +3,8 @@
 //! directory) every model file goes through.
 //!
 //! The graph: `features [N, F]` → `Add 1` → `Log` (log1p) → `Sub mean` → `Div std` →
-//! `Gemm`/`Relu` layers → `Sigmoid` → `score [N, 1]`. Weights are stored as candle's `Linear`
+//! `Gemm` layers with `Relu` or `LeakyRelu` between them ([`Activation`]) → `Sigmoid` →
+//! `score [N, 1]`. Weights are stored as candle's `Linear`
 //! stores them (`[out, in]`), taken by `Gemm` with `transB = 1`. Opset 13, IR version 8.
 use std::io::Write as _;
 use std::path::Path;
@@ -30,6 +31,24 @@ pub struct Dense {
     pub bias: Vec<f32>,
 }
 
+/// The activation after each hidden layer: a fact of the model file, so that the learner
+/// continues training a model with the activation it was trained with.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Activation {
+    Relu,
+    /// `max(x, alpha·x)`: a unit whose input is negative for every flow still passes a
+    /// gradient, so a later cycle can move flows the base model put on a plateau.
+    LeakyRelu {
+        alpha: f32,
+    },
+}
+
+impl Activation {
+    /// ONNX's default `alpha` of `LeakyRelu`, used when a node leaves it out.
+    pub const ONNX_DEFAULT_ALPHA: f32 = 0.01;
+}
+
 /// What goes into a model file.
 #[derive(Clone, Debug)]
 pub struct ExportSpec {
@@ -37,8 +56,10 @@ pub struct ExportSpec {
     /// Mean and standard deviation of `log1p(features)` over the training set.
     pub mean: Vec<f32>,
     pub std: Vec<f32>,
-    /// Hidden layers (ReLU after each) and the output layer (one logit), in order.
+    /// Hidden layers ([`Self::activation`] after each) and the output layer (one logit), in
+    /// order.
     pub layers: Vec<Dense>,
+    pub activation: Activation,
     /// `metadata_props` (versions, feature names, metrics...).
     pub metadata: Vec<(String, String)>,
 }
@@ -61,6 +82,15 @@ fn node(op: &str, inputs: &[&str], output: &str, attrs: Vec<pb::AttributeProto>)
         input: inputs.iter().map(|s| s.to_string()).collect(),
         output: vec![output.into()],
         attribute: attrs,
+        ..Default::default()
+    }
+}
+
+fn attr_float(name: &str, v: f32) -> pb::AttributeProto {
+    pb::AttributeProto {
+        name: name.into(),
+        r#type: pb::attribute_proto::AttributeType::Float as i32,
+        f: v,
         ..Default::default()
     }
 }
@@ -133,7 +163,12 @@ pub fn build_model(s: &ExportSpec) -> pb::ModelProto {
             out
         } else {
             let r = format!("{out}_relu");
-            nodes.push(node("Relu", &[&out], &r, vec![]));
+            nodes.push(match s.activation {
+                Activation::Relu => node("Relu", &[&out], &r, vec![]),
+                Activation::LeakyRelu { alpha } => {
+                    node("LeakyRelu", &[&out], &r, vec![attr_float("alpha", alpha)])
+                }
+            });
             r
         };
     }
@@ -273,11 +308,33 @@ fn read_spec_text(bytes: &[u8]) -> Result<ExportSpec, String> {
     if layers.is_empty() {
         return Err("no `l1.weight` layer (not a SafeLink MLP export)".into());
     }
+    let acts: Vec<Activation> = graph
+        .node
+        .iter()
+        .filter_map(|n| match n.op_type.as_str() {
+            "Relu" => Some(Activation::Relu),
+            "LeakyRelu" => Some(Activation::LeakyRelu {
+                alpha: n
+                    .attribute
+                    .iter()
+                    .find(|a| a.name == "alpha")
+                    .map_or(Activation::ONNX_DEFAULT_ALPHA, |a| a.f),
+            }),
+            _ => None,
+        })
+        .collect();
+    let activation = match acts.first() {
+        Some(a) if acts.iter().all(|b| b == a) => *a,
+        Some(_) => return Err("hidden layers with different activations".into()),
+        None if layers.len() == 1 => Activation::Relu,
+        None => return Err("hidden layers without a Relu or LeakyRelu node".into()),
+    };
     Ok(ExportSpec {
         n_features: mean.len(),
         mean,
         std,
         layers,
+        activation,
         metadata: proto
             .metadata_props
             .iter()
@@ -321,13 +378,21 @@ mod tests {
                     bias: vec![-1.],
                 },
             ],
+            activation: Activation::LeakyRelu { alpha: 0.05 },
             metadata: vec![("model_version".into(), "t".into())],
         };
         let bytes = build_model(&spec).encode_to_vec();
         let back = read_spec(&bytes).unwrap();
         assert_eq!(back.layers, spec.layers);
-        assert_eq!((back.mean, back.std), (spec.mean, spec.std));
+        assert_eq!((&back.mean, &back.std), (&spec.mean, &spec.std));
         assert_eq!(back.metadata, spec.metadata);
+        assert_eq!(back.activation, Activation::LeakyRelu { alpha: 0.05 });
+        let relu = ExportSpec {
+            activation: Activation::Relu,
+            ..spec
+        };
+        let back = read_spec(&build_model(&relu).encode_to_vec()).unwrap();
+        assert_eq!(back.activation, Activation::Relu);
         assert!(
             read_spec(b"garbage")
                 .unwrap_err()

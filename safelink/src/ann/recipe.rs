@@ -268,7 +268,13 @@ pub fn train_base(a: &RecipeArgs) -> Result<RecipeReport> {
     let tr = dataset(&train_rows, a.train.benign_weight);
     let gd = dataset(&golden_rows, a.train.benign_weight);
     let (mean, std) = norm_stats(&tr.x);
-    let mlp = Mlp::init(mean.clone(), std.clone(), &a.train.hidden, a.train.seed)?;
+    let mlp = Mlp::init(
+        mean.clone(),
+        std.clone(),
+        &a.train.hidden,
+        a.train.activation,
+        a.train.seed,
+    )?;
     let t = Instant::now();
     let epochs = train(&mlp, &tr, &a.train)?;
     let train_secs = t.elapsed().as_secs_f64();
@@ -295,6 +301,7 @@ pub fn train_base(a: &RecipeArgs) -> Result<RecipeReport> {
         mean,
         std,
         layers: mlp.to_dense()?,
+        activation: mlp.activation(),
         metadata: [
             meta::for_this_build(BASE_MODEL_VERSION),
             vec![

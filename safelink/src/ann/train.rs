@@ -1,5 +1,5 @@
 //! Training with candle (CPU): the MLP ([`Mlp`], raw features → log1p → standardise → dense
-//! ReLU layers → one logit), seeded initialisation (SplitMix64, so a run is reproducible),
+//! layers with a (leaky) ReLU between them → one logit), seeded initialisation (SplitMix64, so a run is reproducible),
 //! numerically stable weighted BCE on logits, AdamW, seeded shuffling. Run it with
 //! `RAYON_NUM_THREADS=1` (set by [`single_thread`]): one thread is faster for these tiny
 //! matrices and keeps the arithmetic order fixed.
@@ -7,7 +7,7 @@ use anyhow::{Context as _, Result, ensure};
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{AdamW, Linear, Module as _, Optimizer as _, ParamsAdamW};
 
-use super::export::Dense;
+use super::export::{Activation, Dense};
 use super::features::N_FEATURES;
 
 /// SplitMix64: tiny deterministic PRNG.
@@ -98,11 +98,18 @@ pub struct Mlp {
     /// (weight `[out, in]`, bias `[out]`) per layer.
     params: Vec<(Var, Var)>,
     layers: Vec<Linear>,
+    activation: Activation,
 }
 
 impl Mlp {
-    /// Fresh model with `hidden` ReLU layers, He-uniform weights drawn from `seed`.
-    pub fn init(mean: Vec<f32>, std: Vec<f32>, hidden: &[usize], seed: u64) -> Result<Self> {
+    /// Fresh model with `hidden` layers of `activation`, He-uniform weights drawn from `seed`.
+    pub fn init(
+        mean: Vec<f32>,
+        std: Vec<f32>,
+        hidden: &[usize],
+        activation: Activation,
+        seed: u64,
+    ) -> Result<Self> {
         let mut rng = Rng(seed);
         let mut dims = vec![N_FEATURES];
         dims.extend_from_slice(hidden);
@@ -125,11 +132,17 @@ impl Mlp {
                 }
             })
             .collect::<Vec<_>>();
-        Self::from_dense(mean, std, &layers)
+        Self::from_dense(mean, std, &layers, activation)
     }
 
-    /// Model with the given weights (e.g. to continue training an exported model).
-    pub fn from_dense(mean: Vec<f32>, std: Vec<f32>, layers: &[Dense]) -> Result<Self> {
+    /// Model with the given weights and activation (e.g. to continue training an exported
+    /// model).
+    pub fn from_dense(
+        mean: Vec<f32>,
+        std: Vec<f32>,
+        layers: &[Dense],
+        activation: Activation,
+    ) -> Result<Self> {
         ensure!(mean.len() == N_FEATURES && std.len() == N_FEATURES);
         let dev = Device::Cpu;
         let mut params = Vec::new();
@@ -150,7 +163,12 @@ impl Mlp {
             std,
             params,
             layers: lin,
+            activation,
         })
+    }
+
+    pub fn activation(&self) -> Activation {
+        self.activation
     }
 
     fn vars(&self) -> Vec<Var> {
@@ -170,7 +188,12 @@ impl Mlp {
         for (i, l) in self.layers.iter().enumerate() {
             h = l.forward(&h)?;
             if i < last {
-                h = h.relu()?;
+                h = match self.activation {
+                    Activation::Relu => h.relu()?,
+                    Activation::LeakyRelu { alpha } => {
+                        candle_nn::ops::leaky_relu(&h, f64::from(alpha))?
+                    }
+                };
             }
         }
         Ok(h)
@@ -210,10 +233,21 @@ fn weighted_bce(logits: &Tensor, y: &Tensor, w: &Tensor) -> candle_core::Result<
     (l * w)?.sum_all()? / f64::from(w.sum_all()?.to_scalar::<f32>()?.max(1e-12))
 }
 
+/// The base model's hidden activation (the shipped model is ReLU). The learner continues a
+/// model with the activation its file records, so a base trained with LeakyReLU
+/// ([`Activation::LeakyRelu`]) stays one. Measured on branch `corpus` (docs/learning.md): with
+/// ReLU and the 71,054-row benign set every hidden unit the held-out SSH brute-force flows
+/// reach was off for them (all 11 scored 0.7850204 after a cycle), so no cycle lifted them;
+/// LeakyReLU (slope 0.01) learned the family at cycle 2.
+pub const HIDDEN_ACTIVATION: Activation = Activation::Relu;
+
 /// Training settings.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct TrainConfig {
     pub hidden: Vec<usize>,
+    /// Activation of the hidden layers of a fresh model (a model trained further keeps its
+    /// own).
+    pub activation: Activation,
     pub epochs: usize,
     pub batch: usize,
     pub lr: f64,
@@ -236,6 +270,7 @@ impl Default for TrainConfig {
     fn default() -> Self {
         TrainConfig {
             hidden: vec![64, 32],
+            activation: HIDDEN_ACTIVATION,
             epochs: 150,
             batch: 64,
             lr: 2e-3,

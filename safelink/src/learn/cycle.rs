@@ -582,11 +582,17 @@ fn cycle_body(
             spec.n_features
         )));
     }
-    let mlp = Mlp::from_dense(spec.mean.clone(), spec.std.clone(), &spec.layers)
-        .map_err(|e| LearnError::Train(format!("{e:#}")))?;
+    let mlp = Mlp::from_dense(
+        spec.mean.clone(),
+        spec.std.clone(),
+        &spec.layers,
+        spec.activation,
+    )
+    .map_err(|e| LearnError::Train(format!("{e:#}")))?;
     let data = dataset(&rows);
     let cfg = TrainConfig {
         hidden: Vec::new(),
+        activation: mlp.activation(),
         epochs: p.epochs,
         batch: p.batch_size,
         lr: p.learning_rate,
@@ -730,6 +736,7 @@ fn cycle_body(
         layers: mlp
             .to_dense()
             .map_err(|e| LearnError::Train(format!("{e:#}")))?,
+        activation: mlp.activation(),
         metadata,
     };
     let bytes = {
