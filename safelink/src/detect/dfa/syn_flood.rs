@@ -78,6 +78,16 @@ fn alert(
     a
 }
 
+/// [`alert`] for a finished or running flow: its ends, its tunnel and its features.
+fn flow_alert(what: Evidence, s: &Summary, now: u64, f: &FlowRecord, window: u64) -> Alert {
+    let mut a = alert(
+        what, s, now, f.first_ns, f.src_ip, f.src_port, f.dst_ip, f.dst_port, window,
+    );
+    a.tunnel = f.tunnel.clone();
+    a.features = flow_features(f);
+    a
+}
+
 impl SynFlood {
     pub fn new(cfg: FloodConfig) -> Self {
         Self {
@@ -187,22 +197,10 @@ impl SynFlood {
             f.src_ip,
             false,
             |sum| {
-                let mut a = alert(
-                    Evidence::Segments,
-                    sum,
-                    now,
-                    f.first_ns,
-                    f.src_ip,
-                    f.src_port,
-                    f.dst_ip,
-                    f.dst_port,
-                    window,
-                );
+                let mut a = flow_alert(Evidence::Segments, sum, now, f, window);
                 if sum.dominant == Some(f.src_ip) {
                     a.src_mac = mac;
                 }
-                a.tunnel = f.tunnel.clone();
-                a.features = flow_features(f);
                 a
             },
         );
@@ -228,22 +226,10 @@ impl SynFlood {
         let mac = cx.macs.get(&f.src_ip);
         self.table
             .observe(cx, key, f.last_ns, n, f.src_ip, true, |sum| {
-                let mut a = alert(
-                    Evidence::Syns,
-                    sum,
-                    now,
-                    f.first_ns,
-                    f.src_ip,
-                    f.src_port,
-                    f.dst_ip,
-                    f.dst_port,
-                    window,
-                );
+                let mut a = flow_alert(Evidence::Syns, sum, now, f, window);
                 a.src_ip = Some(f.src_ip);
                 a.src_port = Some(f.src_port);
                 a.src_mac = mac;
-                a.tunnel = f.tunnel.clone();
-                a.features = flow_features(f);
                 a
             });
     }
