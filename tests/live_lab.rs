@@ -1,8 +1,8 @@
 //! Live lab (root): the real sensor in a victim namespace with real services (sshd, an HTTP
 //! server, dnsmasq, iperf3) on a bridge with an attacker and a gateway namespace, all created
-//! by this test (TEST-NET-1 only; nothing can reach the host's routes). Real tools from Debian
-//! packages attack the victim and each must produce its alert through `GET /alerts` within 5 s
-//! of the tool finishing; benign traffic first must produce none.
+//! by this test (TEST-NET-1 and 2001:db8::/64 only; nothing can reach the host's routes). Real
+//! tools from Debian packages attack the victim and each must produce its alert through
+//! `GET /alerts` within 5 s of the tool finishing; benign traffic first must produce none.
 mod support;
 
 use std::{
@@ -18,6 +18,9 @@ use support::{ATTACH_WITHIN, kernel_test_can_run, run, sh, spawn_attached};
 const BIN: &str = env!("CARGO_BIN_EXE_safelink");
 const VICTIM: &str = "192.0.2.1";
 const VICTIM2: &str = "192.0.2.4";
+const VICTIM6: &str = "2001:db8::1";
+/// The attacker address of the IPv6 scan.
+const ATTACKER6: &str = "2001:db8::10";
 const API: &str = "127.0.0.1:18080";
 
 struct Net {
@@ -44,17 +47,21 @@ impl Net {
             "ip netns add {sw}; ip netns add {vic}; ip netns add {att}; ip netns add {gw}
              ip -n {sw} link add br0 type bridge; ip -n {sw} link set br0 up"
         );
-        for (ns, port, ip) in [
-            (&vic, "v", "192.0.2.1"),
-            (&att, "a", "192.0.2.2"),
-            (&gw, "g", "192.0.2.3"),
+        for (ns, port, ip, ip6) in [
+            (&vic, "v", "192.0.2.1", VICTIM6),
+            (&att, "a", "192.0.2.2", "2001:db8::2"),
+            (&gw, "g", "192.0.2.3", "2001:db8::3"),
         ] {
+            // IPv6 on (documentation prefix, no duplicate address detection, no router
+            // advertisements): its own neighbour discovery and multicast listener reports are
+            // part of the benign traffic.
             script += &format!(
                 "
                  ip link add eth0 netns {ns} type veth peer name sw{port} netns {sw}
-                 ip netns exec {ns} sysctl -qw net.ipv6.conf.all.disable_ipv6=1
+                 ip netns exec {ns} sysctl -qw net.ipv6.conf.all.accept_ra=0 net.ipv6.conf.default.accept_ra=0
                  ip -n {sw} link set sw{port} master br0; ip -n {sw} link set sw{port} up
                  ip -n {ns} addr add {ip}/24 dev eth0
+                 ip -n {ns} addr add {ip6}/64 dev eth0 nodad
                  ip -n {ns} link set lo up; ip -n {ns} link set eth0 up"
             );
         }
@@ -62,6 +69,7 @@ impl Net {
         for last in 10..=19 {
             script += &format!("\n ip -n {att} addr add 192.0.2.{last}/24 dev eth0");
         }
+        script += &format!("\n ip -n {att} addr add {ATTACKER6}/64 dev eth0 nodad");
         // A second victim address for the long floods (a fresh incident, not the first flood's).
         script += &format!("\n ip -n {vic} addr add {VICTIM2}/24 dev eth0");
         // No ICMP rate limit in the victim (nmap -sU waits on port-unreachables otherwise).
@@ -301,6 +309,7 @@ fn real_tools_raise_alerts_and_benign_traffic_does_not() {
     );
     tool(&net, &["iperf3", "-c", VICTIM, "-t", "2"]);
     tool(&net, &["ping", "-c", "3", "-i", "0.2", VICTIM]);
+    tool(&net, &["ping", "-6", "-c", "3", "-i", "0.2", VICTIM6]);
     std::thread::sleep(Duration::from_secs(7)); // closed flows linger 5 s, then the sweep
     let v = net.api("/alerts");
     assert_eq!(
@@ -371,6 +380,16 @@ fn real_tools_raise_alerts_and_benign_traffic_does_not() {
         ],
     );
     expect_alert(&net, "nmap -sX", "port_scan", "src_ip", "192.0.2.12");
+
+    // The same over IPv6 (the XDP program's IPv6 path).
+    tool(
+        &net,
+        &[
+            "nmap", "-6", "-sS", "-Pn", "-n", "-T4", "-p", "1-1000", "-e", "eth0", "-S", ATTACKER6,
+            VICTIM6,
+        ],
+    );
+    expect_alert(&net, "nmap -6 -sS", "port_scan", "src_ip", ATTACKER6);
 
     // Tiny fragments that split the TCP header (evasion).
     tool(
