@@ -124,8 +124,8 @@ fn export_reload_with_tract_gives_candle_scores() {
         &p,
         &ExportSpec {
             n_features: N_FEATURES,
-            mean,
-            std,
+            mean: mean.clone(),
+            std: std.clone(),
             layers: m.to_dense().unwrap(),
             activation: m.activation(),
             metadata: good_meta(),
@@ -145,6 +145,39 @@ fn export_reload_with_tract_gives_candle_scores() {
     assert_eq!(loaded.info.opset[0].version, 13);
     assert_eq!(loaded.info.input.shape, ["N", &N_FEATURES.to_string()]);
     assert_eq!(loaded.info.model_version, "test");
+
+    // The same weights with LeakyReLU (a large slope, so that it shows): tract runs the
+    // exported `LeakyRelu` nodes as candle computes them, and the scores are not the ReLU
+    // model's.
+    let leaky = Mlp::from_dense(
+        mean.clone(),
+        std.clone(),
+        &m.to_dense().unwrap(),
+        Activation::LeakyRelu { alpha: 0.2 },
+    )
+    .unwrap();
+    let pl = dir.path().join("leaky.onnx");
+    export(
+        &pl,
+        &ExportSpec {
+            n_features: N_FEATURES,
+            mean,
+            std,
+            layers: leaky.to_dense().unwrap(),
+            activation: leaky.activation(),
+            metadata: good_meta(),
+        },
+    )
+    .unwrap();
+    let candle_leaky = leaky.scores(&x).unwrap();
+    let tract_leaky = load_file(&pl).unwrap().score(&x).unwrap();
+    let d = max_abs_diff(&candle_leaky, &tract_leaky);
+    assert!(d <= 1e-5, "LeakyReLU: max |tract - candle| = {d}");
+    let moved = max_abs_diff(&candle_leaky, &candle);
+    assert!(
+        moved > 1e-3,
+        "LeakyReLU scores equal ReLU's (max diff {moved})"
+    );
 }
 
 #[test]

@@ -1,8 +1,8 @@
 //! Training with candle (CPU): the MLP ([`Mlp`], raw features → log1p → standardise → dense
-//! layers with a (leaky) ReLU between them → one logit), seeded initialisation (SplitMix64, so a run is reproducible),
-//! numerically stable weighted BCE on logits, AdamW, seeded shuffling. Run it with
-//! `RAYON_NUM_THREADS=1` (set by [`single_thread`]): one thread is faster for these tiny
-//! matrices and keeps the arithmetic order fixed.
+//! layers with a (leaky) ReLU between them → one logit), seeded initialisation (SplitMix64,
+//! so a run is reproducible), numerically stable weighted BCE on logits, AdamW, seeded
+//! shuffling. Run it with `RAYON_NUM_THREADS=1` (set by [`single_thread`]): one thread is
+//! faster for these tiny matrices and keeps the arithmetic order fixed.
 use anyhow::{Context as _, Result, ensure};
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{AdamW, Linear, Module as _, Optimizer as _, ParamsAdamW};
@@ -235,10 +235,11 @@ fn weighted_bce(logits: &Tensor, y: &Tensor, w: &Tensor) -> candle_core::Result<
 
 /// The base model's hidden activation (the shipped model is ReLU). The learner continues a
 /// model with the activation its file records, so a base trained with LeakyReLU
-/// ([`Activation::LeakyRelu`]) stays one. Measured on branch `corpus` (docs/learning.md): with
-/// ReLU and the 71,054-row benign set every hidden unit the held-out SSH brute-force flows
-/// reach was off for them (all 11 scored 0.7850204 after a cycle), so no cycle lifted them;
-/// LeakyReLU (slope 0.01) learned the family at cycle 2.
+/// ([`Activation::LeakyRelu`]) stays one. Why it is a choice (measured on an experimental
+/// 71,054-row benign set that is not in the repository): with ReLU every hidden unit the
+/// held-out SSH brute-force flows reached was off for them (all 11 scored 0.7850204 after a
+/// cycle), so no cycle lifted them; with LeakyReLU (slope 0.01) the learner learned the family
+/// at cycle 2.
 pub const HIDDEN_ACTIVATION: Activation = Activation::Relu;
 
 /// Training settings.
