@@ -183,6 +183,20 @@ fn curve(
             "{:?}",
             rep.record.reason
         );
+        // Every cycle is validated against the base model's golden accuracy too (the first
+        // point), and nothing more than the margin below it is deployed.
+        let m = rep.record.metrics.clone().unwrap();
+        assert_eq!(
+            m.golden_accuracy_base,
+            Some(points[0].golden),
+            "cycle {cycle}"
+        );
+        if rep.record.outcome == Outcome::Deployed {
+            assert!(
+                m.golden_accuracy.unwrap() >= points[0].golden - l.params().golden_margin,
+                "cycle {cycle}: {m:?}"
+            );
+        }
         points.push(measure(&l, golden, held_out));
     }
     points

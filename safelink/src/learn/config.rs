@@ -76,7 +76,8 @@ pub struct LearningSection {
     pub min_accuracy: f64,
     /// ...its held-out loss below this...
     pub max_loss: f64,
-    /// ...and its golden-set accuracy fell by at most this much (0.02 = 2 points).
+    /// ...and its golden-set accuracy is at most this much (0.02 = 2 points) below both the
+    /// serving model's and the base model's.
     pub golden_margin: f64,
     /// The golden margin holds for every family's rows of the golden set too, not only
     /// overall (unset: on for `safelink learner`, whose samples come from other machines;

@@ -626,6 +626,7 @@ fn cycle_body(
         holdout_samples: holdout.len(),
         golden_accuracy: None,
         golden_accuracy_before: None,
+        golden_accuracy_base: None,
         epoch_loss: epochs.iter().map(|e| e.loss).collect(),
     };
     let mut reasons = Vec::new();
@@ -651,33 +652,13 @@ fn cycle_body(
         let after = mlp
             .scores(&g.x)
             .map_err(|e| LearnError::Train(format!("{e:#}")))?;
-        let (b, a) = (accuracy(&before, &g.y), accuracy(&after, &g.y));
-        metrics.golden_accuracy_before = Some(b);
-        metrics.golden_accuracy = Some(a);
-        if a < b - p.golden_margin {
-            reasons.push(format!(
-                "golden-set accuracy fell from {b:.3} to {a:.3} (more than {:.1} points; poisoned labels?)",
-                p.golden_margin * 100.0
-            ));
-        }
-        // Per family too (`golden_per_family`, the fleet learner's default), at the alert
-        // threshold: rehearsal and a large benign class keep the overall figure steady while
-        // one family's recall collapses (a sensor flooding flipped port-scan labels did that in
-        // fleet_poison); and a family's rows can stay above 0.5 while they fall below the
-        // threshold (with the 71,054-row benign set of branch `learn`, a poisoned fleet cycle
-        // that cost SSH brute force 20.9 points of held-out recall passed the check at 0.5).
-        let fallen = if p.golden_per_family {
-            g.classes_fallen(&before, &after, p.golden_margin, p.alert_threshold)
-        } else {
-            Vec::new()
+        let base = base_golden_scores(ctx, g, state.current_version);
+        let base = match &base {
+            BaseScores::Serving => Some(before.as_slice()),
+            BaseScores::Scored(s) => Some(s.as_slice()),
+            BaseScores::Unavailable => None,
         };
-        for (class, b, a) in fallen {
-            reasons.push(format!(
-                "golden-set accuracy on {class} at the alert threshold {:.2} fell from {b:.3} to {a:.3} (more than {:.1} points; poisoned labels?)",
-                p.alert_threshold,
-                p.golden_margin * 100.0
-            ));
-        }
+        reasons.extend(golden_checks(g, &before, &after, base, p, &mut metrics));
     }
     rec.metrics = Some(metrics.clone());
     times.validate = t.elapsed().as_secs_f64();
@@ -790,6 +771,103 @@ fn cycle_body(
     Ok(Some((v, model)))
 }
 
+/// The golden-set checks of a candidate scoring `after`, against its parent (`before`) and the
+/// base model (`base`, when readable): fills the golden figures of `m` and returns why the
+/// candidate is refused (empty: it passes). Holding every cycle within the margin of the base
+/// too keeps small losses from adding up over cycles (each within the margin of its parent).
+fn golden_checks(
+    g: &Golden,
+    before: &[f32],
+    after: &[f32],
+    base: Option<&[f32]>,
+    p: &LearningParams,
+    m: &mut CycleMetrics,
+) -> Vec<String> {
+    let margin = p.golden_margin;
+    let mut reasons = Vec::new();
+    let (b, a) = (accuracy(before, &g.y), accuracy(after, &g.y));
+    m.golden_accuracy_before = Some(b);
+    m.golden_accuracy = Some(a);
+    m.golden_accuracy_base = base.map(|s| accuracy(s, &g.y));
+    if a < b - margin {
+        reasons.push(format!(
+            "golden-set accuracy fell from {b:.3} to {a:.3} (more than {:.1} points; poisoned labels?)",
+            margin * 100.0
+        ));
+    } else if let Some(o) = m.golden_accuracy_base
+        && a < o - margin
+    {
+        reasons.push(format!(
+            "golden-set accuracy {a:.3} is more than {:.1} points below the base model's {o:.3} (losses added up over cycles)",
+            margin * 100.0
+        ));
+    }
+    // Per family too (`golden_per_family`, the fleet learner's default), at the alert
+    // threshold: rehearsal and a large benign class keep the overall figure steady while one
+    // family's recall collapses (a sensor flooding flipped port-scan labels did that in
+    // fleet_poison); and a family's rows can stay above 0.5 while they fall below the
+    // threshold (with the 71,054-row benign set of branch `learn`, a poisoned fleet cycle that
+    // cost SSH brute force 20.9 points of held-out recall passed the check at 0.5).
+    if !p.golden_per_family {
+        return reasons;
+    }
+    let t = p.alert_threshold;
+    let fallen = g.classes_fallen(before, after, margin, t);
+    for (class, b, a) in &fallen {
+        reasons.push(format!(
+            "golden-set accuracy on {class} at the alert threshold {t:.2} fell from {b:.3} to {a:.3} (more than {:.1} points; poisoned labels?)",
+            margin * 100.0
+        ));
+    }
+    for (class, o, a) in base.map_or_else(Vec::new, |o| g.classes_fallen(o, after, margin, t)) {
+        if !fallen.iter().any(|f| f.0 == class) {
+            reasons.push(format!(
+                "golden-set accuracy on {class} at the alert threshold {t:.2} is {a:.3}, more than {:.1} points below the base model's {o:.3} (losses added up over cycles)",
+                margin * 100.0
+            ));
+        }
+    }
+    reasons
+}
+
+/// Where a cycle gets the base model's golden-set scores from.
+enum BaseScores {
+    /// The base model is the serving one: its scores are the parent's.
+    Serving,
+    Scored(Vec<f32>),
+    /// No base version, or its file is missing or damaged: the parent check stands alone.
+    Unavailable,
+}
+
+/// Scores the golden set with the base model (the version of origin `base`, which
+/// [`prune_versions`] never removes), unless it is the `serving` version.
+fn base_golden_scores(ctx: &CycleContext<'_>, g: &Golden, serving: Option<u64>) -> BaseScores {
+    let base = match ctx.store.versions() {
+        Ok(v) => v.into_iter().find(|v| v.origin == "base"),
+        Err(e) => {
+            warn!(error = %e, "cannot read the model versions; golden set compared with the parent only");
+            return BaseScores::Unavailable;
+        }
+    };
+    let Some(base) = base else {
+        return BaseScores::Unavailable;
+    };
+    if Some(base.version) == serving {
+        return BaseScores::Serving;
+    }
+    match ctx
+        .dir
+        .load(&base)
+        .and_then(|m| m.score(&g.x).map_err(|e| e.to_string()))
+    {
+        Ok(s) => BaseScores::Scored(s),
+        Err(e) => {
+            warn!(version = base.version, error = %e, "the base model cannot score the golden set; golden set compared with the parent only");
+            BaseScores::Unavailable
+        }
+    }
+}
+
 /// Keeps the newest `keep_versions` model files (never the current one or its parent).
 fn prune_versions(ctx: &CycleContext<'_>, current: u64) {
     let Ok(versions) = ctx.store.versions() else {
@@ -882,5 +960,78 @@ mod tests {
         let mut after = before.clone();
         after[..2].fill(0.7);
         assert!(g.classes_fallen(&before, &after, 0.02, 0.9).is_empty());
+    }
+
+    #[test]
+    fn a_cycle_is_held_within_the_margin_of_the_base_not_only_of_its_parent() {
+        // 200 rows, 100 port-scan and 100 benign. The base gets all right; the parent already
+        // lost 3 port-scan rows (1.5 points); candidates lose more.
+        let mut g = Golden::default();
+        for i in 0..200 {
+            let attack = i < 100;
+            g.y.push(if attack { 1.0 } else { 0.0 });
+            g.class
+                .push(if attack { "portscan" } else { "benign" }.into());
+        }
+        let base: Vec<f32> =
+            g.y.iter()
+                .map(|&y| if y > 0.5 { 0.97 } else { 0.05 })
+                .collect();
+        let mut parent = base.clone();
+        parent[..3].fill(0.2);
+        let p = LearningParams::default();
+        assert_eq!((p.golden_margin, p.golden_per_family), (0.02, false));
+        let check = |parent: &[f32], after: &[f32], base: Option<&[f32]>, p: &LearningParams| {
+            let mut m = CycleMetrics::default();
+            let r = golden_checks(&g, parent, after, base, p, &mut m);
+            (r, m.golden_accuracy_base, m.golden_accuracy)
+        };
+        // 6 rows lost: 1.5 points below the parent, 3 below the base.
+        let mut after = base.clone();
+        after[..6].fill(0.2);
+        let (r, o, a) = check(&parent, &after, Some(&base), &p);
+        assert_eq!((o, a), (Some(1.0), Some(0.97)));
+        assert_eq!(
+            r,
+            [
+                "golden-set accuracy 0.970 is more than 2.0 points below the base model's 1.000 (losses added up over cycles)"
+            ]
+        );
+        // Without a readable base only the parent counts.
+        assert_eq!(check(&parent, &after, None, &p), (vec![], None, Some(0.97)));
+        // 3 rows lost (1.5 points below the base) passes.
+        let mut after = base.clone();
+        after[..3].fill(0.2);
+        assert!(check(&parent, &after, Some(&base), &p).0.is_empty());
+        // 8 rows lost: 2.5 points below the parent, which is named first.
+        let mut after = base.clone();
+        after[..8].fill(0.2);
+        let (r, _, _) = check(&parent, &after, Some(&base), &p);
+        assert_eq!(r.len(), 1);
+        assert!(
+            r[0].starts_with("golden-set accuracy fell from 0.985 to 0.960"),
+            "{r:?}"
+        );
+
+        // Per family at the alert threshold: the parent has 2 port-scan rows under 0.9 (within
+        // the slack of the base), the candidate 4 (2 more than the parent: within the slack of
+        // the parent, but 4 below the base). At 0.5 nothing changed.
+        let p = LearningParams {
+            golden_per_family: true,
+            ..LearningParams::default()
+        };
+        let mut parent = base.clone();
+        parent[..2].fill(0.7);
+        let mut after = base.clone();
+        after[..4].fill(0.7);
+        let (r, o, a) = check(&parent, &after, Some(&base), &p);
+        assert_eq!((o, a), (Some(1.0), Some(1.0)));
+        assert_eq!(
+            r,
+            [
+                "golden-set accuracy on portscan at the alert threshold 0.90 is 0.960, more than 2.0 points below the base model's 1.000 (losses added up over cycles)"
+            ]
+        );
+        assert!(check(&parent, &after, None, &p).0.is_empty());
     }
 }

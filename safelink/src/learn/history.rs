@@ -44,6 +44,11 @@ pub struct CycleMetrics {
     /// Golden set accuracy of the candidate and of the model it would replace.
     pub golden_accuracy: Option<f64>,
     pub golden_accuracy_before: Option<f64>,
+    /// Golden set accuracy of the base model (version of origin `base`): every cycle is held
+    /// within the golden margin of it too, so small losses cannot add up over cycles. Unset
+    /// when the learner has no readable base version (records of earlier releases too).
+    #[serde(default)]
+    pub golden_accuracy_base: Option<f64>,
     /// Mean training loss of each epoch.
     pub epoch_loss: Vec<f64>,
 }
