@@ -525,6 +525,38 @@ fn real_tools_raise_alerts_and_benign_traffic_does_not() {
     );
     expect_alert(&net, "hping3 ACK flood", "syn_flood", "src_ip", "192.0.2.2");
 
+    // The same from random spoofed sources, at the second victim address: nothing answers
+    // (the victim has no route back), so every flow is one bare ACK that ends unanswered after
+    // the embryonic timeout. hping3 exits 1 when nothing answers: its count is checked instead.
+    let out = net
+        .exec(
+            "att",
+            &[
+                "hping3",
+                "-q",
+                "-A",
+                "--rand-source",
+                "-p",
+                "8081",
+                "-c",
+                "3000",
+                "-i",
+                "u200",
+                VICTIM2,
+            ],
+        )
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("3000 packets transmitted"), "hping3: {said}");
+    expect_alert(
+        &net,
+        "hping3 ACK flood --rand-source",
+        "syn_flood",
+        "dest_ip",
+        VICTIM2,
+    );
+
     tool(
         &net,
         &[

@@ -3,7 +3,9 @@
 //! heavy flows reach the detectors before they end. Outer flows of tunnels end by the same
 //! idle and active timeouts ([`outer_expired`]).
 use rustc_hash::FxHashMap;
-use safelink_common::{FlowKey, FlowStats, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, OuterStats};
+use safelink_common::{
+    DirStats, FlowKey, FlowStats, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, OuterStats,
+};
 use serde::Serialize;
 
 use std::time::Duration;
@@ -19,7 +21,8 @@ pub struct FlowTimeouts {
     pub active: Duration,
     /// After the first FIN/RST, wait this long for the closing packets (default 2 s).
     pub closed_linger: Duration,
-    /// A flow that is still only a SYN (or one datagram of UDP or another non-ICMP protocol) ends after this much silence
+    /// A flow that is still only a SYN (or one TCP segment without data, or one datagram of UDP
+    /// or another non-ICMP protocol) ends after this much silence
     /// (default 2 s), so failed connections and probes reach the detectors quickly.
     pub embryonic: Duration,
     /// A running flow is reported (an interim update) each time it has this many packets more
@@ -122,13 +125,37 @@ pub enum EndReason {
     Evicted,
 }
 
-/// A flow that never got past its first step: only pure SYNs (either direction), or a single
-/// datagram of UDP or of any IP protocol other than TCP and ICMP. An XDP sensor sees one interface's ingress only, so for flows it initiated
-/// the answer is invisible; what stays embryonic is what nobody answered.
+/// The largest IP packet of a TCP segment that carries no data: an IPv6 header (40 bytes) and
+/// a TCP header with the most options (60).
+pub const BARE_SEGMENT_MAX_L3: u16 = 100;
+
+/// Whether a direction's segments carry no data: no PSH and no packet longer than headers
+/// ([`BARE_SEGMENT_MAX_L3`]).
+pub fn bare_segments(d: &DirStats) -> bool {
+    d.flags.psh == 0 && d.l3_max <= BARE_SEGMENT_MAX_L3
+}
+
+/// A flow that never got past its first step: only pure SYNs (either direction); a single TCP
+/// segment without SYN, SYN-ACK, FIN, RST or data (a bare ACK of `hping3 -A --rand-source`,
+/// whose victim cannot answer the spoofed source); or a single datagram of UDP or of any IP
+/// protocol other than TCP and ICMP. An XDP sensor sees one interface's ingress only, so for
+/// flows it initiated the answer is invisible; what stays embryonic is what nobody answered.
+/// (A FIN or RST ends a flow after the closing linger anyway.)
 pub fn embryonic(k: &FlowKey, s: &FlowStats) -> bool {
     match k.proto {
         IPPROTO_TCP => {
-            s.ab.flags.syn as u64 == s.ab.packets && s.ba.flags.syn as u64 == s.ba.packets
+            let pure_syns =
+                s.ab.flags.syn as u64 == s.ab.packets && s.ba.flags.syn as u64 == s.ba.packets;
+            let lone = if s.ab.packets + s.ba.packets == 1 {
+                Some(if s.ab.packets == 1 { &s.ab } else { &s.ba })
+            } else {
+                None
+            };
+            pure_syns
+                || lone.is_some_and(|d| {
+                    let f = &d.flags;
+                    f.syn + f.synack + f.fin + f.rst == 0 && bare_segments(d)
+                })
         }
         IPPROTO_ICMP | IPPROTO_ICMPV6 => false,
         // UDP, and any other IP protocol (an nmap -sO probe, a lone GRE or ESP packet).
@@ -268,5 +295,48 @@ mod tests {
         let (k, mut s) = one_packet(47);
         s.ab.packets = 2;
         assert_eq!(expired(&t, &k, &s, 12 * S), None);
+    }
+
+    #[test]
+    fn a_lone_bare_tcp_segment_ends_unanswered_after_the_embryonic_timeout() {
+        let t = FlowTimeouts::default();
+        // One bare ACK (52 bytes: IPv4 and TCP headers with timestamps), in either direction.
+        let bare = || {
+            let (k, mut s) = one_packet(6);
+            s.ab.flags.ack = 1;
+            s.ab.l3_max = 52;
+            (k, s)
+        };
+        let (k, s) = bare();
+        assert_eq!(expired(&t, &k, &s, 11 * S), None);
+        assert_eq!(expired(&t, &k, &s, 12 * S), Some(EndReason::Unanswered));
+        let (k, mut s) = bare();
+        std::mem::swap(&mut s.ab, &mut s.ba);
+        assert_eq!(expired(&t, &k, &s, 12 * S), Some(EndReason::Unanswered));
+        // An IPv6 segment with every TCP option is still bare; one more byte is data.
+        let (k, mut s) = bare();
+        s.ab.l3_max = BARE_SEGMENT_MAX_L3;
+        assert_eq!(expired(&t, &k, &s, 12 * S), Some(EndReason::Unanswered));
+        // What waits for the idle timeout as before: a segment with data (a connection seen
+        // from its middle, a keystroke), a PSH, a lone SYN-ACK (backscatter), two segments.
+        for change in [
+            (|s: &mut FlowStats| s.ab.l3_max = BARE_SEGMENT_MAX_L3 + 1) as fn(&mut FlowStats),
+            |s| s.ab.flags.psh = 1,
+            |s| s.ab.flags.synack = 1,
+            |s| {
+                s.ab.packets = 2;
+                s.ab.flags.ack = 2;
+            },
+        ] {
+            let (k, mut s) = bare();
+            change(&mut s);
+            assert_eq!(expired(&t, &k, &s, 12 * S), None, "{s:?}");
+            assert_eq!(expired(&t, &k, &s, 70 * S), Some(EndReason::Idle));
+        }
+        // A lone FIN or RST ends after the closing linger, as before.
+        let (k, mut s) = bare();
+        s.ab.flags.rst = 1;
+        s.end_flags = safelink_common::END_RST;
+        assert_eq!(expired(&t, &k, &s, 12 * S), Some(EndReason::Closed));
     }
 }

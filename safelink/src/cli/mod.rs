@@ -100,7 +100,7 @@ pub struct TimeoutArgs {
           help = flows_help("Seconds to wait after a TCP FIN/RST for the closing packets before exporting", FlowsConfig::DEFAULT.closed_linger_s))]
     closed_linger: Option<u64>,
     #[arg(long, value_name = "SECS", env = "SAFELINK_EMBRYONIC_TIMEOUT",
-          help = flows_help("Seconds of silence after which a flow that is still only a SYN (or one datagram of UDP or another non-ICMP protocol) ends as unanswered", FlowsConfig::DEFAULT.embryonic_timeout_s))]
+          help = flows_help("Seconds of silence after which a flow that is still only a SYN (or one TCP segment without data, or one datagram of UDP or another non-ICMP protocol) ends as unanswered", FlowsConfig::DEFAULT.embryonic_timeout_s))]
     embryonic_timeout: Option<u64>,
     #[arg(long, value_name = "PACKETS", env = "SAFELINK_INTERIM_PACKETS",
           help = flows_help("Report a running flow to the detectors each time it has this many more packets (at most once per sweep; 0: only when it ends)", FlowsConfig::DEFAULT.interim_packets))]

@@ -178,7 +178,7 @@ fn unsolicited(f: &FlowRecord) -> bool {
     x.syn == 0
         && x.synack == 0
         && x.psh == 0
-        && f.fwd.l3_max <= 100
+        && f.fwd.l3_max <= crate::expiry::BARE_SEGMENT_MAX_L3
         && !classify::tcp_response_only(f)
         && f.rev.packets == u64::from(r.rst)
 }
