@@ -147,7 +147,7 @@ benign__lab-ping.pcapng	benign	none (8 pings)	n/a	lab
 portscan__lab-nmap-syn-1000.pcapng	portscan	port_scan (nmap -sS, 1000 ports)	$A_IP	lab
 portscan__lab-nmap-udp-100.pcapng	portscan	udp port scan (nmap -sU, top 100 ports)	$A_IP	lab
 portscan__lab-hping3-fin-scan.pcapng	portscan	port_scan (hping3 FIN probes to 200 ports)	$A_IP	lab
-synflood__lab-hping3-rand-source.pcapng	synflood	syn_flood (hping3 --rand-source, 3000 SYN at 1 kpps); victim $V_IP	$V_IP	lab
+synflood__lab-hping3-rand-source.pcapng	synflood	syn_flood (hping3 --rand-source, 3000 SYN at 1 kpps); victim $V_IP	spoofed sources; victim $V_IP	lab
 icmpflood__lab-hping3-icmp.pcapng	icmpflood	icmp_flood (hping3 -1, 2000 echo of 528 B at 1 kpps)	$A_IP	lab
 udpflood__lab-hping3-udp.pcapng	udpflood	udp_flood (hping3 -2 from one source port, 2000 datagrams of 400 B at 1 kpps)	$A_IP	lab
 sshbrute__lab-hydra-ssh.pcapng	sshbrute	ssh_brute_force (hydra, 4 users x 10 passwords, 4 tasks)	$A_IP	lab
