@@ -934,21 +934,28 @@ mod tests {
         assert!(same.iter().zip(&pool).all(|(a, b)| a.file == b.file));
     }
 
-    #[test]
-    fn a_family_falls_where_its_rows_drop_below_the_threshold_even_above_half() {
-        // 10 port-scan rows and 10 benign rows; after the cycle 6 port-scan rows score 0.7
-        // (still above 0.5, no longer alerting at 0.9) and the benign rows are unchanged.
+    /// A golden set of `n` port-scan rows then `n` benign rows, and scores that get every row
+    /// right at the alert threshold (0.97 and 0.05).
+    fn portscan_and_benign(n: usize) -> (Golden, Vec<f32>) {
         let mut g = Golden::default();
-        for i in 0..20 {
-            let attack = i < 10;
+        for i in 0..2 * n {
+            let attack = i < n;
             g.y.push(if attack { 1.0 } else { 0.0 });
             g.class
                 .push(if attack { "portscan" } else { "benign" }.into());
         }
-        let before: Vec<f32> =
+        let right =
             g.y.iter()
                 .map(|&y| if y > 0.5 { 0.97 } else { 0.05 })
                 .collect();
+        (g, right)
+    }
+
+    #[test]
+    fn a_family_falls_where_its_rows_drop_below_the_threshold_even_above_half() {
+        // 10 port-scan rows and 10 benign rows; after the cycle 6 port-scan rows score 0.7
+        // (still above 0.5, no longer alerting at 0.9) and the benign rows are unchanged.
+        let (g, before) = portscan_and_benign(10);
         let mut after = before.clone();
         after[..6].fill(0.7);
         assert!(g.classes_fallen(&before, &after, 0.02, 0.5).is_empty());
@@ -966,17 +973,7 @@ mod tests {
     fn a_cycle_is_held_within_the_margin_of_the_base_not_only_of_its_parent() {
         // 200 rows, 100 port-scan and 100 benign. The base gets all right; the parent already
         // lost 3 port-scan rows (1.5 points); candidates lose more.
-        let mut g = Golden::default();
-        for i in 0..200 {
-            let attack = i < 100;
-            g.y.push(if attack { 1.0 } else { 0.0 });
-            g.class
-                .push(if attack { "portscan" } else { "benign" }.into());
-        }
-        let base: Vec<f32> =
-            g.y.iter()
-                .map(|&y| if y > 0.5 { 0.97 } else { 0.05 })
-                .collect();
+        let (g, base) = portscan_and_benign(100);
         let mut parent = base.clone();
         parent[..3].fill(0.2);
         let p = LearningParams::default();
