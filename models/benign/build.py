@@ -224,6 +224,14 @@ def has_commit(g, commit):
     return r.returncode == 0
 
 
+def capture_paths(g, commit):
+    """Every capture file's path in `commit` of the git directory `g`, sorted."""
+    ls = subprocess.check_output(
+        ["git", "--git-dir", str(g), "ls-tree", "-r", "-z", commit], text=True
+    ).split("\0")
+    return sorted(e.split("\t", 1)[1] for e in ls if e and CAPTURE_EXT.search(e.split("\t", 1)[1]))
+
+
 def blob(g, commit, path):
     r = subprocess.run(["git", "--git-dir", str(g), "show", f"{commit}:{path}"], capture_output=True)
     return r.stdout if r.returncode == 0 else None
@@ -289,10 +297,7 @@ def select(args):
         commit = commit or subprocess.check_output(
             ["git", "--git-dir", str(g), "rev-parse", "HEAD"], text=True
         ).strip()
-        ls = subprocess.check_output(
-            ["git", "--git-dir", str(g), "ls-tree", "-r", "-z", commit], text=True
-        ).split("\0")
-        paths = sorted(e.split("\t", 1)[1] for e in ls if e and CAPTURE_EXT.search(e.split("\t", 1)[1]))
+        paths = capture_paths(g, commit)
         print(f"{repo} @ {commit}: {len(paths)} capture files", file=sys.stderr)
         for path in paths:
             def out(reason, sha=""):
@@ -512,10 +517,7 @@ def copies(args):
     held = {}
     for repo, commit in HELD_OUT_REPOS.items():
         g = git_dir(repo, commit)
-        ls = subprocess.check_output(
-            ["git", "--git-dir", str(g), "ls-tree", "-r", "-z", commit], text=True
-        ).split("\0")
-        for path in sorted(e.split("\t", 1)[1] for e in ls if e and CAPTURE_EXT.search(e.split("\t", 1)[1])):
+        for path in capture_paths(g, commit):
             data = blob(g, commit, path)
             r, _, err = replay(data, "") if data else (None, None, "missing")
             if not err and r:
