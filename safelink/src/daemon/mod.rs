@@ -293,7 +293,10 @@ fn open_model(
             .learning
             .golden_path()
             .and_then(|p| match crate::learn::load_golden(&p) {
-                Ok(g) => Some(g),
+                Ok(g) => {
+                    info!(golden = %p.display(), rows = g.rows, points = g.len(), "golden set loaded");
+                    Some(g)
+                }
                 Err(e) => {
                     warn!(golden = %p.display(), error = %e, "golden set refused; validating on new samples only");
                     None

@@ -21,27 +21,47 @@ use crate::ann::train::{Dataset, Mlp, Rng, TrainConfig, train_until};
 use crate::ann::{ModelHandle, N_FEATURES};
 use crate::store::Store;
 
-/// The fixed golden set (features row-major, labels, and each row's class: its capture's
-/// family, or `benign`).
+/// The fixed golden set as distinct points: features row-major, labels, and each point's
+/// class (its capture's family, or `benign`). Rows of one class with the same label and the
+/// same feature vector are one point: a flood's capture gives hundreds of identical rows (the
+/// shipped `udpflood` rows are 607 copies of 2 points), and counted as rows they made one
+/// point outweigh a hundred distinct ones, so a cycle moving that single point across the
+/// alert threshold read as a family collapsing. Every golden figure counts points.
 #[derive(Clone, Debug, Default)]
 pub struct Golden {
     pub x: Vec<f32>,
     pub y: Vec<f32>,
     pub class: Vec<String>,
+    /// Rows read, duplicates included.
+    pub rows: usize,
 }
 
 impl Golden {
     pub fn from_samples(s: &[crate::ann::dataset::Sample]) -> Self {
-        Golden {
-            x: s.iter().flat_map(|s| s.features.iter().copied()).collect(),
-            y: s.iter().map(|s| s.label).collect(),
-            class: s.iter().map(|s| s.class.clone()).collect(),
+        use std::collections::HashSet;
+        let mut seen: HashSet<(&str, u32, Vec<u32>)> = HashSet::new();
+        let mut g = Golden {
+            rows: s.len(),
+            ..Golden::default()
+        };
+        for r in s {
+            let key = (
+                r.class.as_str(),
+                r.label.to_bits(),
+                r.features.iter().map(|f| f.to_bits()).collect(),
+            );
+            if seen.insert(key) {
+                g.x.extend_from_slice(&r.features);
+                g.y.push(r.label);
+                g.class.push(r.class.clone());
+            }
         }
+        g
     }
 
-    /// Classes whose rows the model scoring `after` gets right at `threshold` (an attack row
-    /// at or above it, a benign row below it) more than `margin` of the rows (and more than
-    /// [`GOLDEN_CLASS_SLACK`] rows) less often than `before` did: (class, accuracy before,
+    /// Classes whose points the model scoring `after` gets right at `threshold` (an attack
+    /// point at or above it, a benign point below it) more than `margin` of the points (and
+    /// more than [`GOLDEN_CLASS_SLACK`] points) less often than `before` did: (class, accuracy before,
     /// accuracy after). The learner passes the ANN's alert threshold: what a family loses
     /// there is detection lost, and a model can keep a family's rows above 0.5 while they fall
     /// below the threshold.
@@ -78,8 +98,10 @@ impl Golden {
     }
 }
 
-/// Rows of one golden class a new model may get wrong beyond its parent without the class
-/// counting as fallen (a class of a few dozen rows would otherwise fall on one flipped row).
+/// Points of one golden class a new model may get wrong beyond its parent without the class
+/// counting as fallen (a class of a few dozen points would otherwise fall on one flipped
+/// point). A class of two points or fewer is therefore never judged on its own: it holds too
+/// few observations to tell a collapse from one point crossing the threshold.
 pub const GOLDEN_CLASS_SLACK: usize = 2;
 
 /// Fewest new samples a cycle trains on (at least one is held out for validation).
@@ -949,6 +971,38 @@ mod tests {
                 .map(|&y| if y > 0.5 { 0.97 } else { 0.05 })
                 .collect();
         (g, right)
+    }
+
+    #[test]
+    fn identical_golden_rows_are_one_point() {
+        let row = |class: &str, label: f32, f0: f32| Sample {
+            file: "f".into(),
+            class: class.into(),
+            label,
+            golden: true,
+            src_ip: std::net::Ipv4Addr::UNSPECIFIED.into(),
+            src_port: 0,
+            dst_ip: std::net::Ipv4Addr::UNSPECIFIED.into(),
+            dst_port: 0,
+            proto: 17,
+            first_ns: 0,
+            features: vec![f0; N_FEATURES],
+        };
+        // 300 copies of one flood datagram and one other datagram: 2 points, not 301 rows.
+        // The same features under another class or label stay apart.
+        let mut s: Vec<Sample> = (0..300).map(|_| row("udpflood", 1.0, 1.0)).collect();
+        s.push(row("udpflood", 1.0, 2.0));
+        s.push(row("benign", 0.0, 1.0));
+        s.push(row("benign", 0.0, 1.0));
+        let g = Golden::from_samples(&s);
+        assert_eq!((g.rows, g.len()), (303, 3));
+        assert_eq!(g.class, ["udpflood", "udpflood", "benign"]);
+        assert_eq!(g.y, [1.0, 1.0, 0.0]);
+        assert_eq!(&g.x[N_FEATURES..N_FEATURES + 2], &[2.0, 2.0]);
+        // The 300 copies cross the threshold together: one point of two, within the slack.
+        let before = [0.95, 0.95, 0.1];
+        let after = [0.85, 0.95, 0.1];
+        assert!(g.classes_fallen(&before, &after, 0.02, 0.9).is_empty());
     }
 
     #[test]
