@@ -294,7 +294,7 @@ fn open_model(
             .golden_path()
             .and_then(|p| match crate::learn::load_golden(&p) {
                 Ok(g) => {
-                    info!(golden = %p.display(), rows = g.rows, points = g.len(), "golden set loaded");
+                    info!(golden = %p.display(), rows = g.len(), points = g.points(), "golden set loaded");
                     Some(g)
                 }
                 Err(e) => {
