@@ -430,7 +430,7 @@ async fn swap_during_a_continuous_stream_scores_every_record_once_with_old_or_ne
 /// Figures measured with the shipped model (models/README.md); deterministic.
 mod shipped {
     pub const ATTACK_FLOWS: u64 = 18_061;
-    pub const ATTACK_FLOWS_ALERTING: u64 = 17_764;
+    pub const ATTACK_FLOWS_ALERTING: u64 = 17_528;
     pub const BENIGN_FLOWS: u64 = 237;
     pub const BENIGN_FLOWS_ALERTING: u64 = 0;
     /// 15 attack captures: the two ARP captures have no flows, and the single NTP monlist
@@ -910,8 +910,9 @@ fn ann_alerts_name_the_family_on_held_out_lab_captures() {
     for e in read_manifest(&lab).unwrap().iter().filter(|e| !e.benign()) {
         got.insert(e.file.clone(), families_named(&lab.join(&e.file), &[]));
     }
-    // Right: the FIN, SYN and UDP scans and hydra over SSH, and half of the UDP flood's two
-    // incidents. Wrong: the ICMP flood (one flow, nearest to brute-force rows: 6 of its 15
+    // Right: the FIN, SYN and UDP scans and hydra over SSH. Wrong: the UDP flood's one
+    // incident (its datagrams from one source to one closed port resemble the reflected
+    // answers of amplification more than the lab's flood rows), the ICMP flood (one flow, nearest to brute-force rows: 6 of its 15
     // neighbours) and the spoofed SYN flood, whose single-SYN flows sit nearest the sweeps'
     // (one flow alone cannot tell one port on many hosts from many sources to one port).
     let want: BTreeMap<String, BTreeMap<String, u64>> = [
@@ -935,7 +936,7 @@ fn ann_alerts_name_the_family_on_held_out_lab_captures() {
         ),
         (
             "udpflood__lab-hping3-udp.pcapng",
-            vec![("amplification", 1), ("udp_flood", 1)],
+            vec![("amplification", 1)],
         ),
     ]
     .into_iter()

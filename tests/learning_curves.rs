@@ -18,9 +18,9 @@
 //! brute force (held out: a password-guessing capture; trained on hydra and ncrack) the
 //! `default` profile as shipped (`[learning] rehearsal = 1.0`: benign rows, a quarter of them
 //! the ones nearest to the cycle's attack samples, and a quarter as many of the base's own
-//! attack rows) is guarded to meet that target by cycle 2, to keep the family at cycle 3
-//! (recall >= 70 %), and to hold the benign FPR within 0.1 % and at a third or less of the
-//! same profile's without rehearsal at every cycle, golden within a point. The two other
+//! attack rows; history replayed family by family) is guarded to meet that target by cycle 2,
+//! to keep the family at cycle 3 (recall >= 90 %), and to hold the benign FPR within 0.1 % and
+//! at most the base's at every cycle, golden within 2 points. The two other
 //! families are measured, not asserted: the held-out port scan is a UDP scan (masscan) while
 //! every port scan trained on is TCP, and the base model without any sweep already flags the
 //! held-out sweep (it resembles the SYN scans), so there is nothing new to learn.
@@ -307,9 +307,12 @@ fn default_profile_learns_a_new_family_within_three_cycles() {
     eprintln!("target missed on: {misses:?}");
     // What the shipped default achieves on SSH brute force, guarded: the target
     // (recall >= 90 %, FPR <= 0.1 %, golden within 2 points) by cycle 2; afterwards the family
-    // is kept (cycle 3: 9 of 11 flows measured; the boundary rows of rehearsal pull a few of
-    // the held-out capture's flows under the alert threshold), and at every cycle the benign
-    // FPR stays within the target and at a third or less of the profile's without rehearsal.
+    // is kept (cycle 3: 11 of 11 flows measured with the history replayed family by family, 4
+    // of 11 with a proportional draw), and at every cycle the benign FPR stays within the
+    // target and at most the base's: what learning the family costs the benign side, the
+    // rehearsal wins back. (Without rehearsal the ReLU base of the 71,623-row benign set does
+    // not learn the family at all, 0 of 11 at every cycle, so its FPR stays the base's: no
+    // longer a bound to compare with.)
     let (without, shipped_pts) = ssh;
     assert_eq!((without.len(), shipped_pts.len()), (4, 4));
     let target = |p: &Point| {
@@ -322,19 +325,20 @@ fn default_profile_learns_a_new_family_within_three_cycles() {
         "the shipped default did not meet the target on SSH brute force by cycle 2: {shipped_pts:?}"
     );
     assert!(
-        pct(shipped_pts[3].recall) >= 70.0,
+        pct(shipped_pts[3].recall) >= 90.0,
         "the shipped default forgot SSH brute force at cycle 3: {shipped_pts:?}"
     );
     for c in 1..4 {
         let (w, s) = (&without[c], &shipped_pts[c]);
         assert!(
-            pct(s.fpr) <= 0.1 && (c == 1 || pct(s.fpr) * 3.0 <= pct(w.fpr)),
-            "cycle {c}: FPR {:.3} % with rehearsal, {:.3} % without",
+            pct(s.fpr) <= 0.1 && pct(s.fpr) <= pct(shipped_pts[0].fpr),
+            "cycle {c}: FPR {:.3} % with rehearsal ({:.3} % without), base {:.3} %",
             pct(s.fpr),
-            pct(w.fpr)
+            pct(w.fpr),
+            pct(shipped_pts[0].fpr)
         );
         assert!(
-            100.0 * (shipped_pts[0].golden - s.golden) <= 1.0,
+            100.0 * (shipped_pts[0].golden - s.golden) <= 2.0,
             "cycle {c}: golden {} from {}",
             s.golden,
             shipped_pts[0].golden

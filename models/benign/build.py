@@ -10,7 +10,8 @@ Two steps (python3 standard library + git + the `safelink` binary; no capture is
   build.py rows     regenerate flows.csv.gz from MANIFEST.tsv alone (pinned commit, path,
                     sha256 checked); `--check` compares with the committed file instead.
   build.py copies   list kept captures whose flows equal a held-out (nDPI, Zeek) capture's
-                    though their bytes differ (re-encoded copies the sha256 check misses).
+                    though their bytes differ (re-encoded copies the sha256 check misses;
+                    `select` refuses them, so after a select it lists none).
 
 flows.csv.gz: a `capture` column (the 1-based line of MANIFEST.tsv), then the columns of
 `safelink analyze --no-dfa --features` (IP version, protocol, ports, the ANN feature vector):
@@ -72,6 +73,39 @@ REPOS = {
         "markofu",
     ),
     "automayt/ICS-pcap": ("13b7ae335529146b40535c2d7aa756886040d8ad", "no licence file; collection of public ICS captures", "keywords"),
+    # Added 2026-12-05 (rules: `match:` keeps the paths the pattern matches in full).
+    "mivenzaro/application-traffic-dataset": (
+        "8639da755c72883f93c284e1d7d5a99049774377",
+        "no licence file; README: encrypted traffic traces collected for application-fingerprinting research",
+        r"match:Voice_command_fingerprinting/[^/]+/[^/]+\.pcap",
+    ),
+    "cisco/mercury": ("3172786645f70e1a8347d8cf020b736e185651e5", "BSD-2-Clause style (COPYING, Cisco)", "mercury"),
+    "ITI/ICS-Security-Tools": (
+        "9b826091e7ba3fbdd5997d31e116f29e09cbbb48",
+        "CC-BY-4.0 (LICENSE.md)",
+        r"match:pcaps/(?!quickdraw/|bro/|Zigbee/)(?!.*melsoft_UDP)(?!.*unclean).*",
+    ),
+    "networklessons/labs": (
+        "d024095bdfe679118449bf1b8d41ce774c14ed3b",
+        "no licence file; README: protocol examples of the networklessons.com course labs, to open and analyse",
+        "match:packet-captures/.*",
+    ),
+    "CESNET/ipfixprobe": ("f0f16888c426eced7adeed8fc2158362aca1a271", "BSD-3-Clause (LICENSE)", "match:tests/functional/inputs/.*"),
+    "dotpcap/packetnet": ("26f495129d8f33ddabd88fffc71727e38473b794", "MPL-2.0 (LICENSE)", "match:Test/CaptureFiles/.*"),
+    "DNS-OARC/dnscap": ("dd4427cdfb0c57c0d6f8ba8920673266c48f4af2", "BSD-3-Clause style (LICENSE, OARC)", "match:src/test/.*"),
+    "cisco-system-traffic-generator/trex-core": (
+        "27e0153b5ff833c51d48f1625ace979a2868d8a0",
+        "Apache-2.0 (LICENSE)",
+        "match:scripts/(avl|cap2)/.*",
+    ),
+    "cisco/joy": ("21770513e27ad10cde7c1ab7c1e6f024c8668119", "BSD-style (COPYING, Cisco)", "match:test/pcaps/.*"),
+    # YouTube sessions of a static Wi-Fi device (the `movement_*` sessions walk out of radio
+    # range: a third of their TCP flows get no reply).
+    "Wimnet/RequetDataSet": (
+        "e5c93e050692fee407f77484106eb1229fe631b6",
+        "no licence file; README: Requet dataset (Gutterman et al., ACM MMSys 2019), cite the paper",
+        r"match:(A|B1|B2|C|D)/PCAP_FILES/baseline_[^/]+\.pcap",
+    ),
 }
 
 CAPTURE_EXT = re.compile(r"\.(pcap|pcapng|cap|dmp)$", re.I)
@@ -134,6 +168,15 @@ MARKOFU_BENIGN = {
     )
 }
 
+# cisco/mercury's test captures: its own captures of ordinary traffic, less these named
+# for malware, fake or faked TLS, a residential proxy or a crafted parser case.
+MERCURY_DIRS = ("unit_tests/pcaps/", "test/data/")
+MERCURY_DENY = {
+    "malware_tls.pcap", "faketls_potatovpn.pcap", "residential_proxy.pcap",
+    "ipv6-domain-faking.pcap", "nist_nc.pcap",
+}
+MERCURY_CRAFTED = re.compile(r"exposed_creds|short_binder|missing")
+
 # Transforms applied before the replay (named in the manifest).
 TRANSFORMS = {
     # The capture's SPAN port tagged one direction with 802.1Q VLAN 100 and not the other,
@@ -159,7 +202,10 @@ def decide(repo, path, rule):
         if path in MARKOFU_BENIGN:
             return True, "Practical Packet Analysis example of ordinary use (reviewed by name)"
         return False, "not in the reviewed benign list (attack, malware, challenge or unclear)"
-    m = ATTACK_WORDS.search(path)
+    # A `match:` rule's literal leading directory names the dataset, not the capture
+    # (mivenzaro's `Voice_command_fingerprinting/` is a research topic, not OS fingerprinting).
+    top = re.match(r"match:([\w-]+/)", rule)
+    m = ATTACK_WORDS.search(path[len(top.group(1)):] if top and path.startswith(top.group(1)) else path)
     if m:
         return False, f"path names an attack/fuzz/evasion/exercise ({m.group(0)!r})"
     if rule == "suricata":
@@ -172,6 +218,16 @@ def decide(repo, path, rule):
         return True, "suricata-verify application-protocol test (no attack word in its name)"
     if rule == "keywords":
         return True, "protocol sample of a parser test suite (no attack word in its path)"
+    if rule.startswith("match:"):
+        if not re.fullmatch(rule[6:], path):
+            return False, "outside the repository's capture directories of ordinary traffic"
+        return True, "capture of ordinary traffic in the repository's dataset or test directory (no attack word in its path)"
+    if rule == "mercury":
+        if not path.startswith(MERCURY_DIRS):
+            return False, "not a test capture"
+        if name in MERCURY_DENY or MERCURY_CRAFTED.search(name):
+            return False, "malware, faked TLS, proxy or crafted parser case (reviewed by name)"
+        return True, "test capture of ordinary traffic (no attack word in its path)"
     raise ValueError(rule)
 
 
@@ -291,6 +347,7 @@ def select(args):
         for l in HELDOUT.read_text().splitlines()
         if l.strip() and not l.startswith("#")
     }
+    held_flows = held_out_flows()
     kept, excluded, seen = [], [], {}
     for repo, (commit, licence, rule) in REPOS.items():
         g = git_dir(repo, commit)
@@ -330,7 +387,11 @@ def select(args):
             if bad:
                 out(bad, sha)
                 continue
-            if kinds and rule in ("keywords", "suricata"):
+            same = same_flows(held_flows, rows, path)
+            if same:
+                out(f"held out: the same flows as {same[0]} (other bytes)", sha)
+                continue
+            if kinds and (rule in ("keywords", "suricata", "mercury") or rule.startswith("match:")):
                 out(f"rule alert(s) {','.join(kinds)}: not clearly benign", sha)
                 continue
             # A capture whose provenance says benign stays even when a rule fires on it (the
@@ -510,19 +571,38 @@ HELD_OUT_REPOS = {
 }
 
 
-def copies(args):
-    """Kept captures whose flows equal a held-out capture's, though their bytes differ (a
-    re-encoded or re-captured copy that the sha256 check cannot see): the same sorted feature
-    rows, and at least two rows or the same file name (one tiny flow alike is chance)."""
+def flows_hash(rows):
+    """One capture's flows as a set-like fingerprint: the hash of its sorted feature rows."""
+    return hashlib.sha256("\n".join(sorted(rows)).encode()).hexdigest()
+
+
+def held_out_flows():
+    """flows_hash -> the held-out (nDPI, Zeek) captures with those flows."""
     held = {}
     for repo, commit in HELD_OUT_REPOS.items():
         g = git_dir(repo, commit)
-        for path in capture_paths(g, commit):
+        paths = capture_paths(g, commit)
+        print(f"held out {repo} @ {commit}: replaying {len(paths)} capture files", file=sys.stderr)
+        for path in paths:
             data = blob(g, commit, path)
             r, _, err = replay(data, "") if data else (None, None, "missing")
             if not err and r:
-                h = hashlib.sha256("\n".join(sorted(r)).encode()).hexdigest()
-                held.setdefault(h, []).append(f"{repo}:{path}")
+                held.setdefault(flows_hash(r), []).append(f"{repo}:{path}")
+    return held
+
+
+def same_flows(held, rows, path):
+    """The held-out captures whose flows equal `rows` (a capture at `path`): the same sorted
+    feature rows, and at least two rows or the same file name (one tiny flow alike is
+    chance)."""
+    base = lambda p: Path(p).stem.lower()
+    return [x for x in held.get(flows_hash(rows), []) if len(rows) >= 2 or base(x) == base(path)]
+
+
+def copies(args):
+    """Kept captures whose flows equal a held-out capture's, though their bytes differ (a
+    re-encoded or re-captured copy that the sha256 check cannot see); `select` refuses them."""
+    held = held_out_flows()
     text = gzip.decompress(ROWS.read_bytes()).decode().splitlines()[1:]
     per = {}
     for l in text:
@@ -531,12 +611,10 @@ def copies(args):
     lines = MANIFEST.read_text().splitlines()
     col = {h: i for i, h in enumerate(lines[0].split("\t"))}
     man = {l.split("\t")[0]: l.split("\t") for l in lines[1:]}
-    base = lambda p: Path(p).stem.lower()
     found = 0
     for c, r in sorted(per.items(), key=lambda x: int(x[0])):
-        h = hashlib.sha256("\n".join(sorted(r)).encode()).hexdigest()
         path = man[c][col["path"]]
-        same = [x for x in held.get(h, []) if len(r) >= 2 or base(x) == base(path)]
+        same = same_flows(held, r, path)
         if same:
             found += 1
             print(f"{c}\t{man[c][col['repository']]}:{path}\t{len(r)} rows\t= {', '.join(same)}")
