@@ -9,6 +9,8 @@ Two steps (python3 standard library + git + the `safelink` binary; no capture is
                     EXCLUDED.tsv (every other capture, with the reason) and flows.csv.gz.
   build.py rows     regenerate flows.csv.gz from MANIFEST.tsv alone (pinned commit, path,
                     sha256 checked); `--check` compares with the committed file instead.
+  build.py heldout DIR  write the held-out nDPI and Zeek captures named without an attack
+                    word into DIR with a MANIFEST.tsv, for `cargo xtask eval DIR`.
   build.py copies   list kept captures whose flows equal a held-out (nDPI, Zeek) capture's
                     though their bytes differ (re-encoded copies the sha256 check misses;
                     `select` refuses them, so after a select it lists none).
@@ -621,18 +623,53 @@ def copies(args):
     print(f"{found} kept captures have the flows of a held-out capture", file=sys.stderr)
 
 
+def heldout(args):
+    """Writes the held-out (nDPI, Zeek) captures whose path names no attack word and that
+    replay to at least one flow into a directory with a MANIFEST.tsv (class `benign`), for
+    `cargo xtask eval DIR`: benign traffic the base model never trained on, from other
+    networks and tools. By name only, not reviewed one by one: some may hold attack traffic."""
+    out = Path(args.dir)
+    out.mkdir(parents=True, exist_ok=True)
+    man = ["file\tclass\texpected_detection\tattacker_ip_or_mac"]
+    seen = set()
+    for repo, commit in HELD_OUT_REPOS.items():
+        g = git_dir(repo, commit)
+        for path in capture_paths(g, commit):
+            if ATTACK_WORDS.search(path):
+                continue
+            data = blob(g, commit, path)
+            if not data or data.startswith(b"version https://git-lfs"):
+                continue
+            sha = hashlib.sha256(data).hexdigest()
+            if sha in seen:
+                continue
+            seen.add(sha)
+            rows, _, err = replay(data, "")
+            if err or not rows:
+                continue
+            ext = "pcapng" if path.lower().endswith(".pcapng") else "pcap"
+            stem = re.sub(r"[^A-Za-z0-9_.-]", "_", Path(path).stem)[:48]
+            name = f"benign__{repo.split('/')[1].lower()}-{len(man):04d}-{stem}.{ext}"
+            (out / name).write_bytes(data)
+            man.append(f"{name}\tbenign\tnone\t-")
+    (out / "MANIFEST.tsv").write_text("\n".join(man) + "\n")
+    print(f"{len(man) - 1} held-out captures written to {out}", file=sys.stderr)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
     sub.add_parser("select")
     sub.add_parser("report")
     sub.add_parser("copies")
+    h = sub.add_parser("heldout")
+    h.add_argument("dir")
     x = sub.add_parser("extract")
     x.add_argument("dir")
     r = sub.add_parser("rows")
     r.add_argument("--check", action="store_true")
     a = p.parse_args()
-    {"select": select, "rows": rows, "report": report, "extract": extract, "copies": copies}[a.cmd](a)
+    {"select": select, "rows": rows, "report": report, "extract": extract, "copies": copies, "heldout": heldout}[a.cmd](a)
 
 
 if __name__ == "__main__":
