@@ -97,6 +97,21 @@ pub fn render(r: &RecipeReport, command: &str) -> String {
         .map(|h| h.to_string())
         .collect::<Vec<_>>()
         .join("→");
+    let k = r.config.members.max(1);
+    let hidden = if k == 1 {
+        hidden
+    } else {
+        let merged = r
+            .config
+            .hidden
+            .iter()
+            .map(|h| (h * k).to_string())
+            .collect::<Vec<_>>()
+            .join("→");
+        format!(
+            "{merged} (the mean of {k} models of {hidden}, trained from {k} seeds and merged: each model's units side by side, later layers block-diagonal, the output the mean of their logits)"
+        )
+    };
     let activation = match r.config.activation {
         crate::ann::export::Activation::Relu => "ReLU".to_string(),
         crate::ann::export::Activation::LeakyRelu { alpha } => format!("LeakyReLU (slope {alpha})"),
@@ -183,8 +198,8 @@ and within a class each capture weighs ∝ √(its flows).\n\n\
     let _ = write!(
         s,
         "\n## Training\n\ncandle 0.11 (CPU), AdamW lr {lr}, weight decay {wd}, batch {b}, {ep} \
-epochs, seed {seed:#x}, weighted numerically-stable BCE on logits. Final training loss \
-{loss:.5}. Export → reload with tract: max |tract − candle| over the golden rows = {pd:.2e}.\n\n\
+epochs, seed {seed:#x}{members}, weighted numerically-stable BCE on logits. Final training \
+loss {loss}. Export → reload with tract: max |tract − candle| over the golden rows = {pd:.2e}.\n\n\
 ## Metrics on the held-out (golden) set\n\n\
 | set | threshold | flows | accuracy | precision | recall | FPR | ROC-AUC | TP / FP / TN / FN |\n\
 |---|---|---|---|---|---|---|---|---|\n",
@@ -193,7 +208,21 @@ epochs, seed {seed:#x}, weighted numerically-stable BCE on logits. Final trainin
         b = r.config.batch,
         ep = r.config.epochs,
         seed = r.config.seed,
-        loss = r.epochs.last().map_or(f64::NAN, |e| e.loss),
+        members = if k == 1 {
+            String::new()
+        } else {
+            format!(
+                " (members: seeds {:#x} to {:#x})",
+                r.config.seed,
+                r.config.seed.wrapping_add(k as u64 - 1)
+            )
+        },
+        loss = r
+            .member_final_loss
+            .iter()
+            .map(|l| format!("{l:.5}"))
+            .collect::<Vec<_>>()
+            .join(", "),
         pd = r.parity_max_abs_diff,
     );
     s.push_str(&metrics_row("golden", &r.golden_at_0_5));

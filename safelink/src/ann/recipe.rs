@@ -26,7 +26,9 @@ use super::metrics::{Metrics, compute};
 use super::model::{load_file, meta};
 use super::rows::FeatureRow;
 use super::swap::ModelHandle;
-use super::train::{Dataset, EpochReport, Mlp, TrainConfig, norm_stats, single_thread, train};
+use super::train::{
+    Dataset, EpochReport, Mlp, TrainConfig, merge_members, norm_stats, single_thread, train,
+};
 
 /// Version string of the base model this recipe produces.
 pub const BASE_MODEL_VERSION: &str = "base-1";
@@ -174,7 +176,10 @@ pub struct RecipeReport {
     pub golden_attack: usize,
     pub captures: Vec<CaptureCount>,
     pub config: TrainConfig,
+    /// The first member's epochs.
     pub epochs: Vec<EpochReport>,
+    /// Each member's last training loss.
+    pub member_final_loss: Vec<f64>,
     pub train_secs: f64,
     /// Held-out metrics at 0.5 and at the default alert threshold.
     pub golden_at_0_5: Metrics,
@@ -268,15 +273,35 @@ pub fn train_base(a: &RecipeArgs) -> Result<RecipeReport> {
     let tr = dataset(&train_rows, a.train.benign_weight);
     let gd = dataset(&golden_rows, a.train.benign_weight);
     let (mean, std) = norm_stats(&tr.x);
-    let mlp = Mlp::init(
+    let t = Instant::now();
+    let mut members = Vec::new();
+    let mut epochs = Vec::new();
+    let mut member_final_loss = Vec::new();
+    for k in 0..a.train.members.max(1) {
+        let cfg = TrainConfig {
+            seed: a.train.seed.wrapping_add(k as u64),
+            ..a.train.clone()
+        };
+        let m = Mlp::init(
+            mean.clone(),
+            std.clone(),
+            &cfg.hidden,
+            cfg.activation,
+            cfg.seed,
+        )?;
+        let e = train(&m, &tr, &cfg)?;
+        member_final_loss.push(e.last().map_or(f64::NAN, |e| e.loss));
+        if k == 0 {
+            epochs = e;
+        }
+        members.push(m.to_dense()?);
+    }
+    let mlp = Mlp::from_dense(
         mean.clone(),
         std.clone(),
-        &a.train.hidden,
+        &merge_members(&members)?,
         a.train.activation,
-        a.train.seed,
     )?;
-    let t = Instant::now();
-    let epochs = train(&mlp, &tr, &a.train)?;
     let train_secs = t.elapsed().as_secs_f64();
 
     let cfg = AnnConfig::default();
@@ -292,6 +317,10 @@ pub fn train_base(a: &RecipeArgs) -> Result<RecipeReport> {
         "epochs": a.train.epochs,
         "seed": a.train.seed,
     });
+    let mut training = training;
+    if a.train.members > 1 {
+        training["members"] = json!(a.train.members);
+    }
     let metrics = json!({
         "golden_at_0_5": golden_at_0_5,
         "golden_at_threshold": golden_at_threshold,
@@ -357,6 +386,7 @@ pub fn train_base(a: &RecipeArgs) -> Result<RecipeReport> {
         captures,
         config: a.train.clone(),
         epochs,
+        member_final_loss,
         train_secs,
         golden_at_0_5,
         golden_at_threshold,

@@ -53,6 +53,10 @@ enum ModelCmd {
         /// Label smoothing ε (targets ε/2 and 1−ε/2).
         #[arg(long)]
         label_smoothing: Option<f64>,
+        /// Models trained from seeds SEED, SEED+1, ... and merged into one whose score is the
+        /// mean of their logits (an ensemble as one MLP; the shipped model is one) [default: 1].
+        #[arg(long, value_parser = clap::value_parser!(u16).range(1..=64))]
+        members: Option<u16>,
     },
     /// ANN alone on labelled captures (DFA off): per-capture counts as JSON.
     #[command(hide = true)]
@@ -211,6 +215,7 @@ pub fn model(a: ModelArgs) -> anyhow::Result<ExitCode> {
             seed,
             benign_weight,
             label_smoothing,
+            members,
         } => {
             let mut train = TrainConfig {
                 benign_weight: recipe::BASE_BENIGN_WEIGHT,
@@ -242,6 +247,10 @@ pub fn model(a: ModelArgs) -> anyhow::Result<ExitCode> {
             if let Some(s) = seed {
                 train.seed = s;
                 command.push_str(&format!(" --seed {s}"));
+            }
+            if let Some(m) = members {
+                train.members = usize::from(m);
+                command.push_str(&format!(" --members {m}"));
             }
             let r = recipe::train_base(&recipe::RecipeArgs {
                 pcaps,

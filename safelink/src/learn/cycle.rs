@@ -702,6 +702,7 @@ fn cycle_body(
         benign_weight: 1.0,
         label_smoothing: 0.02,
         max_duty: p.train_duty,
+        members: 1,
     };
     let epochs = train_until(&mlp, &data, &cfg, || ctx.stop.load(Ordering::SeqCst))
         .map_err(|e| LearnError::Train(format!("{e:#}")))?;
