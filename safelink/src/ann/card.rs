@@ -90,24 +90,19 @@ model: it is trained on the shipped public captures only.",
 /// The card's Markdown.
 pub fn render(r: &RecipeReport, command: &str) -> String {
     let mut s = String::new();
-    let hidden = r
-        .config
-        .hidden
-        .iter()
-        .map(|h| h.to_string())
-        .collect::<Vec<_>>()
-        .join("→");
     let k = r.config.members.max(1);
-    let hidden = if k == 1 {
-        hidden
-    } else {
-        let merged = r
-            .config
+    let layers = |times: usize| {
+        r.config
             .hidden
             .iter()
-            .map(|h| (h * k).to_string())
+            .map(|h| (h * times).to_string())
             .collect::<Vec<_>>()
-            .join("→");
+            .join("→")
+    };
+    let hidden = if k == 1 {
+        layers(1)
+    } else {
+        let (merged, hidden) = (layers(k), layers(1));
         format!(
             "{merged} (the mean of {k} models of {hidden}, trained from {k} seeds and merged: each model's units side by side, later layers block-diagonal, the output the mean of their logits)"
         )

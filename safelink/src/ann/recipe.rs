@@ -309,7 +309,7 @@ pub fn train_base(a: &RecipeArgs) -> Result<RecipeReport> {
     let golden_at_0_5 = compute(&candle_scores, &gd.y, 0.5);
     let golden_at_threshold = compute(&candle_scores, &gd.y, cfg.threshold);
 
-    let training = json!({
+    let mut training = json!({
         "captures": a.pcaps.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
         "benign_rows": a.benign_rows.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
         "train_rows": tr.len(),
@@ -317,7 +317,6 @@ pub fn train_base(a: &RecipeArgs) -> Result<RecipeReport> {
         "epochs": a.train.epochs,
         "seed": a.train.seed,
     });
-    let mut training = training;
     if a.train.members > 1 {
         training["members"] = json!(a.train.members);
     }
