@@ -76,26 +76,24 @@ impl Golden {
             .len()
     }
 
-    /// Distinct points among `rows` that `before` got right and `after` gets wrong at
-    /// `threshold`.
-    fn points_lost(
-        &self,
-        rows: impl Iterator<Item = usize>,
-        before: &[f32],
-        after: &[f32],
-        threshold: f32,
-    ) -> usize {
-        let right = |s: &[f32], i: usize| (s[i] >= threshold) == (self.y[i] > 0.5);
-        rows.filter(|&i| right(before, i) && !right(after, i))
-            .map(|i| self.point.get(i).copied().unwrap_or(i))
-            .collect::<std::collections::HashSet<_>>()
-            .len()
+    /// Row `i`'s point (a row without a recorded point is its own).
+    fn point_of(&self, i: usize) -> usize {
+        self.point.get(i).copied().unwrap_or(i)
+    }
+
+    /// Whether row `i` is right under `scores` at `threshold`.
+    fn right(&self, scores: &[f32], i: usize, threshold: f32) -> bool {
+        (scores[i] >= threshold) == (self.y[i] > 0.5)
     }
 
     /// Whether `after` lost at least [`GOLDEN_MIN_POINTS_LOST`] points of the whole set that
     /// `before` got right at 0.5 (the overall check's threshold).
     pub fn lost_points_overall(&self, before: &[f32], after: &[f32]) -> bool {
-        self.points_lost(0..self.len(), before, after, 0.5) >= GOLDEN_MIN_POINTS_LOST
+        let lost: std::collections::HashSet<usize> = (0..self.len())
+            .filter(|&i| self.right(before, i, 0.5) && !self.right(after, i, 0.5))
+            .map(|i| self.point_of(i))
+            .collect();
+        lost.len() >= GOLDEN_MIN_POINTS_LOST
     }
 
     /// Classes whose rows the model scoring `after` gets right at `threshold` (an attack row
@@ -112,22 +110,28 @@ impl Golden {
         margin: f64,
         threshold: f32,
     ) -> Vec<(String, f64, f64)> {
-        let mut per: BTreeMap<&str, (usize, usize, usize, Vec<usize>)> = BTreeMap::new();
+        // Per class: rows, rows right before, rows right after, points lost.
+        type Tally = (usize, usize, usize, std::collections::HashSet<usize>);
+        let mut per: BTreeMap<&str, Tally> = BTreeMap::new();
         for (i, c) in self.class.iter().enumerate() {
-            let truth = self.y[i] > 0.5;
+            let (rb, ra) = (
+                self.right(before, i, threshold),
+                self.right(after, i, threshold),
+            );
             let e = per.entry(c.as_str()).or_default();
             e.0 += 1;
-            e.1 += usize::from((before[i] >= threshold) == truth);
-            e.2 += usize::from((after[i] >= threshold) == truth);
-            e.3.push(i);
+            e.1 += usize::from(rb);
+            e.2 += usize::from(ra);
+            if rb && !ra {
+                e.3.insert(self.point_of(i));
+            }
         }
         per.into_iter()
-            .filter(|(_, (n, b, a, rows))| {
+            .filter(|(_, (n, b, a, lost_points))| {
                 let lost = b.saturating_sub(*a);
                 lost > GOLDEN_CLASS_SLACK
                     && lost as f64 > margin * *n as f64
-                    && self.points_lost(rows.iter().copied(), before, after, threshold)
-                        >= GOLDEN_MIN_POINTS_LOST
+                    && lost_points.len() >= GOLDEN_MIN_POINTS_LOST
             })
             .map(|(c, (n, b, a, _))| (c.to_string(), b as f64 / n as f64, a as f64 / n as f64))
             .collect()
