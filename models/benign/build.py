@@ -578,18 +578,27 @@ def flows_hash(rows):
     return hashlib.sha256("\n".join(sorted(rows)).encode()).hexdigest()
 
 
-def held_out_flows():
-    """flows_hash -> the held-out (nDPI, Zeek) captures with those flows."""
-    held = {}
+def held_out_captures(keep=lambda path: True):
+    """(repository, path, bytes, feature rows) of every held-out (nDPI, Zeek) capture whose
+    path `keep` accepts and that replays to at least one flow."""
     for repo, commit in HELD_OUT_REPOS.items():
         g = git_dir(repo, commit)
-        paths = capture_paths(g, commit)
+        paths = [p for p in capture_paths(g, commit) if keep(p)]
         print(f"held out {repo} @ {commit}: replaying {len(paths)} capture files", file=sys.stderr)
         for path in paths:
             data = blob(g, commit, path)
-            r, _, err = replay(data, "") if data else (None, None, "missing")
-            if not err and r:
-                held.setdefault(flows_hash(r), []).append(f"{repo}:{path}")
+            if not data or data.startswith(b"version https://git-lfs"):
+                continue
+            rows, _, err = replay(data, "")
+            if not err and rows:
+                yield repo, path, data, rows
+
+
+def held_out_flows():
+    """flows_hash -> the held-out (nDPI, Zeek) captures with those flows."""
+    held = {}
+    for repo, path, _, rows in held_out_captures():
+        held.setdefault(flows_hash(rows), []).append(f"{repo}:{path}")
     return held
 
 
@@ -632,26 +641,16 @@ def heldout(args):
     out.mkdir(parents=True, exist_ok=True)
     man = ["file\tclass\texpected_detection\tattacker_ip_or_mac"]
     seen = set()
-    for repo, commit in HELD_OUT_REPOS.items():
-        g = git_dir(repo, commit)
-        for path in capture_paths(g, commit):
-            if ATTACK_WORDS.search(path):
-                continue
-            data = blob(g, commit, path)
-            if not data or data.startswith(b"version https://git-lfs"):
-                continue
-            sha = hashlib.sha256(data).hexdigest()
-            if sha in seen:
-                continue
-            seen.add(sha)
-            rows, _, err = replay(data, "")
-            if err or not rows:
-                continue
-            ext = "pcapng" if path.lower().endswith(".pcapng") else "pcap"
-            stem = re.sub(r"[^A-Za-z0-9_.-]", "_", Path(path).stem)[:48]
-            name = f"benign__{repo.split('/')[1].lower()}-{len(man):04d}-{stem}.{ext}"
-            (out / name).write_bytes(data)
-            man.append(f"{name}\tbenign\tnone\t-")
+    for repo, path, data, _ in held_out_captures(lambda p: not ATTACK_WORDS.search(p)):
+        sha = hashlib.sha256(data).hexdigest()
+        if sha in seen:
+            continue
+        seen.add(sha)
+        ext = "pcapng" if path.lower().endswith(".pcapng") else "pcap"
+        stem = re.sub(r"[^A-Za-z0-9_.-]", "_", Path(path).stem)[:48]
+        name = f"benign__{repo.split('/')[1].lower()}-{len(man):04d}-{stem}.{ext}"
+        (out / name).write_bytes(data)
+        man.append(f"{name}\tbenign\tnone\t-")
     (out / "MANIFEST.tsv").write_text("\n".join(man) + "\n")
     print(f"{len(man) - 1} held-out captures written to {out}", file=sys.stderr)
 
