@@ -14,7 +14,11 @@
 //!   ANN threshold (rules: flagged or not), ROC-AUC (Mann-Whitney, ties half);
 //! - **families**: the families the capture's ANN alerts say their flows resemble
 //!   (`resembles`, [`crate::ann::family`]), counted per capture (the confusion of the family
-//!   label against the manifest class).
+//!   label against the manifest class);
+//! - **shapes**: the benign flows and those flagged, per [`FlowShape`] — where the false
+//!   positives come from: a lone unanswered datagram or probe carries little evidence by
+//!   itself (an answer captured without its query looks like reflection, a lone SYN like one
+//!   probe of a scan), a two-way session carries much.
 use std::collections::{BTreeMap, HashSet};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -28,6 +32,7 @@ use crate::ann::ModelHandle;
 use crate::ann::dataset::{ManifestEntry, read_manifest};
 use crate::config::Config;
 use crate::pipeline::{Pipeline, Stages};
+use crate::record::FlowRecord;
 use crate::replay::replay_file;
 
 /// The rule kind an attack class of the manifests must raise.
@@ -103,6 +108,16 @@ pub struct ModeResult {
     pub flow_recall: f64,
     pub flow_fpr: f64,
     pub roc_auc: Option<f64>,
+    /// The benign flows and those flagged, per shape (every shape, in [`SHAPES`] order).
+    pub benign_by_shape: Vec<ShapeCount>,
+}
+
+/// Benign flows of one shape, and how many of them a mode flagged.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ShapeCount {
+    pub shape: FlowShape,
+    pub flows: u64,
+    pub flagged: u64,
 }
 
 /// The whole evaluation.
@@ -115,11 +130,54 @@ pub struct EvalReport {
     pub captures: Vec<CaptureResult>,
 }
 
-/// A labelled flow: (attack?, ANN score, flagged by a rule alert?).
-type FlowPoint = (bool, f32, bool);
+/// What a flow looks like from the packets it holds, for the false-positive breakdown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FlowShape {
+    /// One UDP (or other non-TCP, non-ICMP) packet and nothing back: a query without its
+    /// answer, or an answer captured without its query.
+    LoneDatagram,
+    /// One TCP or ICMP packet and nothing back: a SYN, a stray segment, an echo request.
+    LoneProbe,
+    /// Several packets one way and nothing back.
+    OneWay,
+    /// Packets both ways.
+    TwoWay,
+}
 
-/// A scored flow as the tap saw it: (manifest label, score, source, destination).
-type Scored = (Option<f32>, f32, IpAddr, IpAddr);
+pub const SHAPES: [FlowShape; 4] = [
+    FlowShape::LoneDatagram,
+    FlowShape::LoneProbe,
+    FlowShape::OneWay,
+    FlowShape::TwoWay,
+];
+
+impl FlowShape {
+    pub fn of(f: &FlowRecord) -> Self {
+        use crate::detect::dfa::classify::{ICMP, ICMPV6, TCP};
+        match (f.fwd.packets, f.rev.packets) {
+            (_, r) if r > 0 => FlowShape::TwoWay,
+            (1, _) if matches!(f.proto, TCP | ICMP | ICMPV6) => FlowShape::LoneProbe,
+            (1, _) => FlowShape::LoneDatagram,
+            _ => FlowShape::OneWay,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FlowShape::LoneDatagram => "lone datagram, no answer (UDP, other)",
+            FlowShape::LoneProbe => "lone probe, no answer (TCP, ICMP)",
+            FlowShape::OneWay => "several packets one way",
+            FlowShape::TwoWay => "two-way",
+        }
+    }
+}
+
+/// A labelled flow: (attack?, ANN score, flagged by a rule alert?, shape).
+type FlowPoint = (bool, f32, bool, FlowShape);
+
+/// A scored flow as the tap saw it: (manifest label, score, source, destination, shape).
+type Scored = (Option<f32>, f32, IpAddr, IpAddr, FlowShape);
 
 fn names_attacker(a: &Alert, attacker: &str) -> bool {
     let named = |text: &str| -> Vec<String> {
@@ -159,9 +217,13 @@ fn one(
             keep_alerts: true,
             lossless: true,
             score_tap: Some(Box::new(move |f, _, s, _| {
-                tap.lock()
-                    .expect("tap")
-                    .push((entry.label(f), s, f.src_ip, f.dst_ip));
+                tap.lock().expect("tap").push((
+                    entry.label(f),
+                    s,
+                    f.src_ip,
+                    f.dst_ip,
+                    FlowShape::of(f),
+                ));
             })),
             ..Stages::default()
         },
@@ -197,8 +259,15 @@ fn one(
     let flows = scored.lock().expect("tap");
     let points = flows
         .iter()
-        .filter_map(|&(l, s, a, b)| {
-            l.map(|l| (l > 0.5, s, flagged.contains(&a) || flagged.contains(&b)))
+        .filter_map(|&(l, s, a, b, shape)| {
+            l.map(|l| {
+                (
+                    l > 0.5,
+                    s,
+                    flagged.contains(&a) || flagged.contains(&b),
+                    shape,
+                )
+            })
         })
         .collect();
     Ok((
@@ -258,7 +327,7 @@ fn mode_result(
         Mode::Ann => c.ann_alerts,
         Mode::Both => c.rule_alerts + c.ann_alerts,
     };
-    let score = |&(_, s, r): &FlowPoint| -> f64 {
+    let score = |&(_, s, r, _): &FlowPoint| -> f64 {
         match mode {
             Mode::Rules => f64::from(u8::from(r)),
             Mode::Ann => f64::from(s),
@@ -289,6 +358,17 @@ fn mode_result(
         flow_recall: ratio(afl, af.len()),
         flow_fpr: ratio(bfl, bf.len()),
         roc_auc: roc_auc(&pts),
+        benign_by_shape: SHAPES
+            .iter()
+            .map(|&shape| {
+                let of: Vec<&&FlowPoint> = bf.iter().filter(|p| p.3 == shape).collect();
+                ShapeCount {
+                    shape,
+                    flows: of.len() as u64,
+                    flagged: of.iter().filter(|p| flagged(p)).count() as u64,
+                }
+            })
+            .collect(),
     }
 }
 
@@ -373,6 +453,33 @@ impl EvalReport {
         }
         let _ = writeln!(
             s,
+            "\n| benign flows by shape | flows | {} |",
+            self.modes
+                .iter()
+                .map(|m| format!("flagged, {}", m.mode.as_str()))
+                .collect::<Vec<_>>()
+                .join(" | ")
+        );
+        let _ = writeln!(s, "|---|---|{}", "---|".repeat(self.modes.len()));
+        for (i, shape) in SHAPES.iter().enumerate() {
+            let n = self.modes.first().map_or(0, |m| m.benign_by_shape[i].flows);
+            let cells: Vec<String> = self
+                .modes
+                .iter()
+                .map(|m| {
+                    let k = m.benign_by_shape[i].flagged;
+                    let pct = if n == 0 {
+                        0.0
+                    } else {
+                        100.0 * k as f64 / n as f64
+                    };
+                    format!("{k} ({pct:.2} %)")
+                })
+                .collect();
+            let _ = writeln!(s, "| {} | {n} | {} |", shape.as_str(), cells.join(" | "));
+        }
+        let _ = writeln!(
+            s,
             "\n| capture | class | rules | ANN | rule alerts | ANN alerts | ANN alerts resemble | flows |"
         );
         let _ = writeln!(s, "|---|---|---|---|---|---|---|---|");
@@ -428,5 +535,62 @@ mod tests {
             Some(0.75)
         );
         assert_eq!(p(&[(true, 1.0)]), None);
+    }
+
+    #[test]
+    fn shapes_of_flows() {
+        use crate::detect::dfa::testutil::{flow, session};
+        let lone = |proto| FlowShape::of(&flow("192.0.2.1", 53, "192.0.2.2", 40000, proto, 1));
+        assert_eq!(lone(17), FlowShape::LoneDatagram);
+        assert_eq!(lone(47), FlowShape::LoneDatagram);
+        assert_eq!(lone(6), FlowShape::LoneProbe);
+        assert_eq!(lone(1), FlowShape::LoneProbe);
+        assert_eq!(lone(58), FlowShape::LoneProbe);
+        let mut stream = flow("192.0.2.1", 5004, "192.0.2.2", 5004, 17, 1);
+        stream.fwd.packets = 40;
+        assert_eq!(FlowShape::of(&stream), FlowShape::OneWay);
+        let s = session("192.0.2.1", 40000, "192.0.2.2", 22, 1, 4, 3300);
+        assert_eq!(FlowShape::of(&s), FlowShape::TwoWay);
+    }
+
+    #[test]
+    fn benign_flagged_per_shape() {
+        use FlowShape::*;
+        let flows = [
+            (false, 0.95, false, LoneDatagram),
+            (false, 0.20, false, LoneDatagram),
+            (false, 0.91, true, TwoWay),
+            (false, 0.10, true, TwoWay),
+            (false, 0.10, false, TwoWay),
+            // Attack flows are not in the benign breakdown.
+            (true, 0.99, true, LoneProbe),
+        ];
+        let count = |m: Mode| -> Vec<(FlowShape, u64, u64)> {
+            mode_result(m, 0.9, &[], &flows)
+                .benign_by_shape
+                .iter()
+                .map(|c| (c.shape, c.flows, c.flagged))
+                .collect()
+        };
+        assert_eq!(
+            count(Mode::Ann),
+            vec![
+                (LoneDatagram, 2, 1),
+                (LoneProbe, 0, 0),
+                (OneWay, 0, 0),
+                (TwoWay, 3, 1)
+            ]
+        );
+        assert_eq!(
+            count(Mode::Rules),
+            vec![
+                (LoneDatagram, 2, 0),
+                (LoneProbe, 0, 0),
+                (OneWay, 0, 0),
+                (TwoWay, 3, 2)
+            ]
+        );
+        assert_eq!(count(Mode::Both)[3], (TwoWay, 3, 2));
+        assert_eq!(count(Mode::Both)[0], (LoneDatagram, 2, 1));
     }
 }
