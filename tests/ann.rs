@@ -430,7 +430,7 @@ async fn swap_during_a_continuous_stream_scores_every_record_once_with_old_or_ne
 /// Figures measured with the shipped model (models/README.md); deterministic.
 mod shipped {
     pub const ATTACK_FLOWS: u64 = 18_061;
-    pub const ATTACK_FLOWS_ALERTING: u64 = 17_528;
+    pub const ATTACK_FLOWS_ALERTING: u64 = 17_601;
     pub const BENIGN_FLOWS: u64 = 237;
     pub const BENIGN_FLOWS_ALERTING: u64 = 0;
     /// 15 attack captures: the two ARP captures have no flows, and the single NTP monlist
@@ -910,7 +910,8 @@ fn ann_alerts_name_the_family_on_held_out_lab_captures() {
     for e in read_manifest(&lab).unwrap().iter().filter(|e| !e.benign()) {
         got.insert(e.file.clone(), families_named(&lab.join(&e.file), &[]));
     }
-    // Right: the FIN, SYN and UDP scans and hydra over SSH. Wrong: the UDP flood's one
+    // Right: the FIN and UDP scans and hydra over SSH. Wrong: the SYN scan (its top-scoring
+    // flow, a lone SYN to one closed port, sits among the SYN flood's lone SYNs), the UDP flood's one
     // incident (its datagrams from one source to one closed port resemble the reflected
     // answers of amplification more than the lab's flood rows), the ICMP flood (one flow, nearest to brute-force rows: 6 of its 15
     // neighbours) and the spoofed SYN flood, whose single-SYN flows sit nearest the sweeps'
@@ -924,7 +925,7 @@ fn ann_alerts_name_the_family_on_held_out_lab_captures() {
             "portscan__lab-hping3-fin-scan.pcapng",
             vec![("port_scan", 1)],
         ),
-        ("portscan__lab-nmap-syn-1000.pcapng", vec![("port_scan", 1)]),
+        ("portscan__lab-nmap-syn-1000.pcapng", vec![("syn_flood", 1)]),
         ("portscan__lab-nmap-udp-100.pcapng", vec![("port_scan", 1)]),
         (
             "sshbrute__lab-hydra-ssh.pcapng",

@@ -39,14 +39,14 @@ fn shipped_rows_match_their_manifest() {
         assert!(s.features.iter().all(|v| v.is_finite() && *v >= 0.0));
     }
     assert_eq!(got, want, "flows and IPv6 flows per capture");
-    assert_eq!(want.len(), 2405);
-    assert_eq!(count.flows, 71_623);
-    assert_eq!(count.benign, 71_623);
+    assert_eq!(want.len(), 2433);
+    assert_eq!(count.flows, 72_494);
+    assert_eq!(count.benign, 72_494);
     assert_eq!(
         count.golden,
         samples.iter().filter(|s| s.golden).count() as u64
     );
-    assert_eq!(count.golden, 14_341);
+    assert_eq!(count.golden, 14_516);
 }
 
 #[test]

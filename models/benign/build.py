@@ -101,6 +101,33 @@ REPOS = {
         "match:scripts/(avl|cap2)/.*",
     ),
     "cisco/joy": ("21770513e27ad10cde7c1ab7c1e6f024c8668119", "BSD-style (COPYING, Cisco)", "match:test/pcaps/.*"),
+    # Added 2026-12-05 (session 12): peer-to-peer, Tor, VoIP, QUIC and VPN traffic, the kinds
+    # of application traffic the model confused with brute force and scans.
+    "Consensys/ethereum-dissectors": (
+        "9a02341b9f21a493502fd5c03262a800a04dbd70",
+        "GPL-2.0 (LICENSE); test capture of a Wireshark plugin: a live Ethereum node's devp2p discovery and RLPx sessions",
+        r"match:test/test\.pcapng",
+    ),
+    "chhans/tor-automation": (
+        "2c8d851fa324c53dbf12a0b07535ab41b400af89",
+        "MIT (LICENSE.md); web browsing through Tor (the commit before the captures were removed)",
+        r"match:PatternDumps/[^/]+/\d\.cap",
+    ),
+    "sipcapture/heplify": (
+        "d524943f75620a689a6e5f8ace6ccb36ac8372de",
+        "AGPL-3.0 (LICENSE); SIP, RTP/RTCP and T.38 fax examples (the commit before example/pcap was removed)",
+        r"match:example/pcap/(FAX-Call-t38[^/]*|rtp_rtcp_sip_ipv4_udp|sip_ipv4_tcp[^/]*|sip_ipv6_udp|sip_tcp_websocket|erspan_sip_ipv4_udp|ipv6_udp_fragmented)\.pcapn?g?",
+    ),
+    "stanford-esrg/retina": (
+        "6f097833a0d3ba37e35c1c9f83ab7b68c9e89785",
+        "Apache-2.0 (LICENSE.md); QUIC v1 traces from Chrome",
+        r"match:traces/quic(_kyber|_xargs)?\.pcapn?g?",
+    ),
+    "Lekensteyn/wireguard-dissector": (
+        "240f0ab22232f33bac55ce3436b56a06042e4614",
+        "GPL-2.0 (LICENSE.txt); a WireGuard handshake and tunnel",
+        r"match:pcaps/8-trace\.pcap",
+    ),
     # YouTube sessions of a static Wi-Fi device (the `movement_*` sessions walk out of radio
     # range: a third of their TCP flows get no reply).
     "Wimnet/RequetDataSet": (
@@ -260,6 +287,8 @@ def git_dir(repo, commit):
     """A git directory holding `commit` of `repo`."""
     mirror = os.environ.get("SAFELINK_CAPTURE_MIRROR", "/work/.mirror")
     g = Path(mirror) / repo.replace("/", "+") / "repo"
+    if (g / ".git").is_dir():
+        g = g / ".git"  # a mirror with a work tree
     if g.is_dir() and (not commit or has_commit(g, commit)):
         return g
     cache = Path(os.environ.get("SAFELINK_CAPTURE_CACHE", Path.home() / ".cache/safelink-captures"))

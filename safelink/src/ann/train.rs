@@ -230,11 +230,10 @@ impl Mlp {
 /// divided by their number, with the mean of their biases. The members must have the same
 /// layer sizes. A plain MLP again: the model file, tract and the learner take it as any other.
 ///
-/// Why: the base model's results on flows unlike its training rows move with its seed (the
-/// unseen lab hydra capture: 29, 6, 0 and 1 of 29 flows over four seeds). Measured
-/// (`train-base --members 5`, three seed bases; `models/benign/README.md`, "Seeds"): the
-/// golden and held-out figures spread less, the hydra capture still does (25, 2 and 8 of 29),
-/// so the shipped model stays one member.
+/// Why: the base model's results on flows unlike its training rows move with its seed.
+/// Measured (`models/benign/README.md`, "Seeds"): with members, the golden and held-out
+/// figures spread less; a family learned from few near-identical flows still does (the unseen
+/// lab hydra capture). The base recipe merges [`super::recipe::BASE_MEMBERS`].
 pub fn merge_members(members: &[Vec<Dense>]) -> Result<Vec<Dense>> {
     let k = members.len();
     ensure!(k > 0, "no members to merge");

@@ -54,7 +54,7 @@ enum ModelCmd {
         #[arg(long)]
         label_smoothing: Option<f64>,
         /// Models trained from seeds SEED, SEED+1, ... and merged into one whose score is the
-        /// mean of their logits (an ensemble as one MLP; the shipped model is one) [default: 1].
+        /// mean of their logits (an ensemble as one MLP) [default: recipe::BASE_MEMBERS, 3].
         #[arg(long, value_parser = clap::value_parser!(u16).range(1..=64))]
         members: Option<u16>,
     },
@@ -219,6 +219,7 @@ pub fn model(a: ModelArgs) -> anyhow::Result<ExitCode> {
         } => {
             let mut train = TrainConfig {
                 benign_weight: recipe::BASE_BENIGN_WEIGHT,
+                members: recipe::BASE_MEMBERS,
                 ..TrainConfig::default()
             };
             let mut command = String::from("safelink model train-base");
