@@ -54,8 +54,9 @@ pub const BASE_BENIGN_WEIGHT: f64 = 4.0;
 /// mean of three seeds' logits; `--members` overrides it). On flows unlike its training rows
 /// a single model's figures moved with its seed: on the 603 nDPI captures held out
 /// (`models/benign/build.py heldout`), 6, 14 and 26 of 7,178 benign flows flagged over three
-/// seeds; three members, two seed bases: 7 and 8. It costs three times the weights (about
-/// 1 µs a flow in batches of 1,024: `safelink model bench`).
+/// seeds; three members, two seed bases: 7 and 8. It costs six times the multiply-adds
+/// (24,672 a flow: the block-diagonal layer is stored dense; about 1 µs a flow in batches of
+/// 1,024, `safelink model bench`).
 pub const BASE_MEMBERS: usize = 3;
 
 /// The attack rows a learning cycle rehearses, written next to the model: a bounded sample
