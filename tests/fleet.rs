@@ -25,7 +25,7 @@ use safelink::learn::models::sha256_hex;
 use safelink::learn::{LabelSource, TrainingSample};
 use safelink::store::Store;
 use serde_json::Value;
-use support::NatsServer;
+use support::{NatsServer, Proc};
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -295,16 +295,6 @@ async fn outage_buffers_on_disk_drops_exactly_and_catches_up() {
 }
 
 const BIN: &str = env!("CARGO_BIN_EXE_safelink");
-
-/// A child process killed (SIGKILL) and reaped on drop.
-struct Proc(std::process::Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// A `safelink learner` on `url` with its stdout's JSON lines on a channel.
 fn learner(

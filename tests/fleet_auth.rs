@@ -121,7 +121,7 @@ async fn documented_server_config_restricts_each_sensor_to_its_subjects() {
     assert_ne!(conf, doc);
     std::fs::write(dir.path().join("nats.conf"), &conf).unwrap();
     // Killed on drop, also when an assertion fails.
-    let _server = support::hub::Proc(
+    let _server = support::Proc(
         Command::new("nats-server")
             .arg("-c")
             .arg(dir.path().join("nats.conf"))

@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::heldout::{FAMILIES, HeldOut, REPLAYED};
-use support::hub::{FleetSensor, Hub, Proc, keygen};
-use support::{Lab, kernel_test_can_run};
+use support::hub::{FleetSensor, Hub, keygen};
+use support::{Lab, Proc, kernel_test_can_run};
 
 const BIN: &str = env!("CARGO_BIN_EXE_safelink");
 const NATS_PORT: u16 = 4222;

@@ -22,8 +22,8 @@ use safelink::fleet::{Channel, FleetSection};
 use safelink::learn::TrainingSample;
 use safelink::store::Store;
 use serde_json::Value;
-use support::NatsServer;
 use support::heldout::{FAMILIES, HeldOut, REPLAYED};
+use support::{NatsServer, Proc};
 
 const BIN: &str = env!("CARGO_BIN_EXE_safelink");
 /// How many flipped copies of each honest sample the poisoner sends.
@@ -70,16 +70,6 @@ fn ingest(files: &[&str]) -> Vec<TrainingSample> {
     )
     .unwrap();
     store.samples_after(0).unwrap()
-}
-
-/// A child process killed (SIGKILL) and reaped on drop.
-struct Proc(std::process::Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// The JSON line events of a learner's stdout.

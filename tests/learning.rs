@@ -447,17 +447,20 @@ fn json_of(o: &std::process::Output) -> Value {
 
 /// Starts `safelink learn train` paused at `step`, waits for the pause, then kill -9.
 fn kill_during(cfg: &Path, step: &str) {
-    let mut child = Command::new(bin())
-        .arg("learn")
-        .arg("--config")
-        .arg(cfg)
-        .arg("train")
-        .env("SAFELINK_FAULT_PAUSE", step)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
+    // Killed on drop too: a paused cycle never ends by itself.
+    let mut child = support::Proc(
+        Command::new(bin())
+            .arg("learn")
+            .arg("--config")
+            .arg(cfg)
+            .arg("train")
+            .env("SAFELINK_FAULT_PAUSE", step)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let stderr = child.0.stderr.take().unwrap();
     let mut paused = false;
     for line in BufReader::new(stderr).lines() {
         let line = line.unwrap();
@@ -468,8 +471,8 @@ fn kill_during(cfg: &Path, step: &str) {
     }
     assert!(paused, "the cycle never reached the {step} pause");
     // SIGKILL: no destructor, no flush.
-    child.kill().unwrap();
-    child.wait().unwrap();
+    child.0.kill().unwrap();
+    child.0.wait().unwrap();
 }
 
 #[test]

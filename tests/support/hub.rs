@@ -3,38 +3,11 @@
 //! TEST-NET-2 /30 (hub 198.51.100.4i+1, sensor i 198.51.100.4i+2); no forwarding, no route
 //! beyond the /30s. Deleted on drop.
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::Command;
 
 use serde_json::Value;
 
-use super::{ATTACH_WITHIN, Lab, run, sh, spawn_attached};
-
-/// A child process killed (SIGKILL) and reaped on drop.
-pub struct Proc(pub Child);
-
-impl Proc {
-    /// SIGTERM, then waits (at most `secs`, then SIGKILL) for the process to end.
-    pub fn terminate(mut self, secs: u64) {
-        // SAFETY: signalling our own child by its pid.
-        unsafe {
-            libc::kill(self.0.id() as i32, libc::SIGTERM);
-        }
-        let t0 = std::time::Instant::now();
-        while t0.elapsed() < std::time::Duration::from_secs(secs) {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use super::{ATTACH_WITHIN, Lab, Proc, run, sh, spawn_attached};
 
 /// The hub namespace and one veth per sensor namespace into it.
 pub struct Hub {

@@ -1,7 +1,7 @@
 //! Shared helpers of the integration tests: crafted frames (etherparse), pcap writing,
 //! network namespaces with veth pairs that the test owns, root/tool checks, starting the
-//! sensor ([`spawn_attached`]), and the idle sniffer stand-in of the API tests that are not
-//! about the sniffer.
+//! sensor ([`spawn_attached`]), child processes killed and reaped on drop ([`Proc`]), and the
+//! idle sniffer stand-in of the API tests that are not about the sniffer.
 #![allow(dead_code)]
 
 pub mod attach;
@@ -10,6 +10,33 @@ pub mod hub;
 pub mod lab;
 
 pub use attach::{ATTACH_WITHIN, spawn_attached};
+
+/// A child process killed (SIGKILL) and reaped on drop.
+pub struct Proc(pub std::process::Child);
+
+impl Proc {
+    /// SIGTERM, then waits (at most `secs`, then SIGKILL) for the process to end.
+    pub fn terminate(mut self, secs: u64) {
+        // SAFETY: signalling our own child by its pid.
+        unsafe {
+            libc::kill(self.0.id() as i32, libc::SIGTERM);
+        }
+        let t0 = std::time::Instant::now();
+        while t0.elapsed() < std::time::Duration::from_secs(secs) {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
 
 use std::{
     path::{Path, PathBuf},
