@@ -433,7 +433,10 @@ impl Learner {
             next_due: s.next_due.lock().expect("lock").map(format_rfc3339),
             last_outcome: last.first().map(|c| c.outcome.as_str().to_string()),
             reason: s.reason.lock().expect("lock").clone(),
-            phase: s.baseline.phase().as_str(),
+            // From the same snapshot as `local_fpr` and `reason`: the in-memory gate opens just
+            // after the check saves them, and reading it here could say live beside a local FPR
+            // not yet measured (ann_lab saw that in CI).
+            phase: b.phase().as_str(),
             baseline_ends: match (b.phase(), b.started_ns) {
                 (Phase::Baseline, Some(ns)) => {
                     baseline_end(ns, s.params.baseline_s).map(format_rfc3339)
