@@ -1260,7 +1260,7 @@ mod model_files {
         })
     }
 
-    /// A broadcast that turns each row into 4096 × 32 values (then folded back into the
+    /// A broadcast that turns each row into 4096 × N_FEATURES values (then folded back into the
     /// score, adding 0).
     fn broadcast() -> Vec<u8> {
         const WIDE: usize = 4096 * N_FEATURES;
@@ -1462,7 +1462,8 @@ mod model_files {
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
         let e = v["error"].as_str().unwrap();
         assert!(
-            e.contains("graph refused: tensor blown") && e.contains("131072 elements per row"),
+            e.contains("graph refused: tensor blown")
+                && e.contains(&format!("{} elements per row", 4096 * N_FEATURES)),
             "{e}"
         );
         assert_eq!(h.generation(), 1);

@@ -11,6 +11,7 @@ pub mod api;
 pub mod capture;
 pub mod clock;
 pub mod config;
+pub mod context;
 pub mod daemon;
 pub mod detect;
 pub mod eval;

@@ -13,7 +13,7 @@ use safelink_common::{
 };
 use serde::Serialize;
 
-use crate::{expiry::EndReason, tunnel::Tunnel};
+use crate::{context::FlowContext, expiry::EndReason, tunnel::Tunnel};
 
 /// One item of the sensor's output stream.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -236,6 +236,9 @@ pub struct FlowRecord {
     /// their tunnel too, so two tenants' identical addresses are two flows.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tunnel: Option<Tunnel>,
+    /// What the flow's addresses did around it, set by the pipeline's
+    /// [`crate::context::ContextTracker`] (all 0 until then).
+    pub ctx: FlowContext,
 }
 
 pub fn key_addr(family: u8, a: &[u8; 16]) -> IpAddr {
@@ -292,6 +295,7 @@ impl FlowRecord {
             fwd,
             rev: Direction::default(),
             tunnel: s.tunnel.clone(),
+            ctx: FlowContext::default(),
         }
     }
 
@@ -329,6 +333,7 @@ impl FlowRecord {
             fwd: src.2,
             rev: dst.2,
             tunnel: Tunnel::of_key(&k.tunnel, s.outer_src_is_a != 0),
+            ctx: FlowContext::default(),
         }
     }
 }

@@ -164,7 +164,9 @@ networks.\n\n\
 Class balance: training {tr} flows ({ta} attack, {tb} benign); golden {gr} flows ({ga} \
 attack, {gb} benign). A few floods, scans and the reflections (public and lab) are most of the \
 attack flows, and a few long IoT captures most of the benign rows, so samples are weighted: the benign class weighs {bw}× the attack class in total, \
-and within a class each capture weighs ∝ √(its flows).\n\n\
+and within a class each capture weighs ∝ √(its flows). Every attack row is trained on twice: \
+as recorded and with its host-context counts (`ctx_*`) shrunk to `c^u`, `u` uniform in [½, 1), \
+the same attack made smaller or slower ({shrunk} copies; `recipe::shrunk_context`).\n\n\
 {lab}\n\n\
 | capture | class | flows | attack | benign | left out | golden |\n|---|---|---|---|---|---|---|\n",
         dirs = r
@@ -176,6 +178,7 @@ and within a class each capture weighs ∝ √(its flows).\n\n\
             .join(", "),
         lab = lab_text(r),
         bw = r.config.benign_weight,
+        shrunk = r.context_shrunk_rows,
         tr = r.train_rows,
         ta = r.train_attack,
         tb = r.train_rows - r.train_attack,

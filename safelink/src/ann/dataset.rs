@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use super::features::{N_FEATURES, extract};
 use crate::config::FlowTimeouts;
+use crate::context::ContextTracker;
 use crate::record::{FlowRecord, Record};
 use crate::replay::replay_file;
 
@@ -142,15 +143,17 @@ pub struct CaptureCount {
     pub golden: u64,
 }
 
-/// Replays one capture and returns its flow records.
+/// Replays one capture and returns its flow records, with their host context (as the
+/// pipeline annotates them).
 pub fn flows_of(path: &Path) -> Result<Vec<FlowRecord>> {
     let mut flows = Vec::new();
+    let mut context = ContextTracker::new();
     replay_file(
         path,
         &FlowTimeouts::default(),
         |_, _| {},
         |r| {
-            if let Record::Flow(f) = r {
+            if let Record::Flow(f) = context.annotate(&r).into_owned() {
                 flows.push(f);
             }
         },

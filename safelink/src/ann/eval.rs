@@ -1,5 +1,6 @@
 //! "ANN alone" evaluation on labelled captures: every capture of a manifest is replayed
-//! through the real detector path ([`AnnDetector`], default batching and threshold, no DFA),
+//! through the real detector path (host context, then [`AnnDetector`], default batching and
+//! threshold, no DFA),
 //! and flows at or above the threshold are counted against the manifest labels.
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -11,6 +12,7 @@ use super::dataset::read_manifest;
 use super::detector::{AnnConfig, AnnDetector};
 use super::swap::ModelHandle;
 use crate::config::FlowTimeouts;
+use crate::context::ContextTracker;
 use crate::replay::replay_file;
 
 /// (manifest label, score) of one scored flow.
@@ -61,12 +63,14 @@ pub fn evaluate(dir: &Path, handle: &ModelHandle, cfg: &AnnConfig) -> Result<Eva
             AnnDetector::new(handle.clone(), cfg.clone()).with_tap(Box::new(move |f, _, s, _| {
                 tap_sink.lock().expect("tap lock").push((entry.label(f), s));
             }));
+        // The host context first, as the pipeline does.
+        let mut context = ContextTracker::new();
         replay_file(
             &dir.join(&e.file),
             &FlowTimeouts::default(),
             |_, _| {},
             |r| {
-                det.observe_into(&r, &mut Vec::new());
+                det.observe_into(&context.annotate(&r), &mut Vec::new());
             },
         )
         .with_context(|| format!("replaying {}", e.file))?;

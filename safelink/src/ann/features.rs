@@ -12,10 +12,27 @@ use safelink_common::{IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP};
 use crate::record::{Direction, FlowRecord};
 
 /// Version of this feature vector (order, units and meaning of [`FEATURES`]).
-pub const FEATURE_VECTOR_VERSION: u32 = 1;
+pub const FEATURE_VECTOR_VERSION: u32 = 2;
 
 /// Width of the feature vector.
-pub const N_FEATURES: usize = 32;
+pub const N_FEATURES: usize = 36;
+
+/// Positions of the host-context features (`ctx_*`, from [`crate::context::FlowContext`]): the
+/// last four.
+pub const CONTEXT_FEATURES: std::ops::Range<usize> = 32..N_FEATURES;
+
+/// The same attack made smaller or slower: every host-context count `c` of `row` becomes
+/// `c^u` (rounded, at least 1), `u` in `[1/2, 1]`. The base recipe and every learning cycle
+/// train on a copy of each attack row shrunk so, with `u` uniform: recorded attacks are large
+/// (hundreds of ports or hosts in seconds), and trained on them alone a model leans on the
+/// context and misses a 10-port scan. Shrunk below the square root, the copies unteach the
+/// context (a reflected flood is lone datagrams, only many of them).
+pub fn shrink_context(row: &mut [f32], u: f64) {
+    let u = u.clamp(0.5, 1.0);
+    for v in &mut row[CONTEXT_FEATURES] {
+        *v = f64::from(*v).powf(u).round().max(1.0) as f32;
+    }
+}
 
 /// One position of the feature vector.
 pub struct Feature {
@@ -247,6 +264,30 @@ pub const FEATURES: [Feature; N_FEATURES] = [
                 || (f.proto == IPPROTO_ICMPV6 && f.icmp_type == 128))
         },
     },
+    Feature {
+        name: "ctx_src_peers",
+        unit: "hosts",
+        description: "distinct responders the initiator opened flows to within 60 s of this flow (host context)",
+        extract: |f| f.ctx.src_peers as f32,
+    },
+    Feature {
+        name: "ctx_src_ports",
+        unit: "ports",
+        description: "distinct ports of this responder the initiator opened flows to within 60 s (host context)",
+        extract: |f| f.ctx.src_ports as f32,
+    },
+    Feature {
+        name: "ctx_dst_peers",
+        unit: "hosts",
+        description: "distinct initiators that opened flows to the responder within 60 s (host context)",
+        extract: |f| f.ctx.dst_peers as f32,
+    },
+    Feature {
+        name: "ctx_pair_flows",
+        unit: "flows",
+        description: "flows the initiator opened to this responder within 60 s (host context)",
+        extract: |f| f.ctx.pair_flows as f32,
+    },
 ];
 
 /// Writes the feature vector of `f` into `out` (exactly [`N_FEATURES`] values).
@@ -288,6 +329,30 @@ pub fn markdown_table() -> String {
 
 #[cfg(test)]
 pub(crate) mod tests {
+    #[test]
+    fn shrink_context_keeps_the_flow_and_shrinks_its_context() {
+        let mut row: Vec<f32> = (0..super::N_FEATURES).map(|i| i as f32 + 2.0).collect();
+        row[super::CONTEXT_FEATURES][..].copy_from_slice(&[1024.0, 100.0, 1.0, 0.0]);
+        let before = row.clone();
+        super::shrink_context(&mut row, 0.5);
+        assert_eq!(&row[super::CONTEXT_FEATURES], &[32.0, 10.0, 1.0, 1.0]);
+        assert_eq!(row[..32], before[..32]);
+        super::shrink_context(&mut row, 1.0);
+        assert_eq!(&row[super::CONTEXT_FEATURES], &[32.0, 10.0, 1.0, 1.0]);
+    }
+
+    #[test]
+    fn the_context_features_are_the_ctx_ones() {
+        for (i, f) in super::FEATURES.iter().enumerate() {
+            assert_eq!(
+                super::CONTEXT_FEATURES.contains(&i),
+                f.name.starts_with("ctx_"),
+                "{}",
+                f.name
+            );
+        }
+    }
+
     use std::net::{IpAddr, Ipv4Addr};
 
     use super::*;
@@ -350,6 +415,7 @@ pub(crate) mod tests {
                 },
             },
             tunnel: None,
+            ctx: crate::context::FlowContext::default(),
         }
     }
 

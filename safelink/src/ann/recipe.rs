@@ -21,13 +21,13 @@ use super::dataset::{CaptureCount, GOLDEN_MODULUS, Sample, collect, write_jsonl}
 use super::detector::AnnConfig;
 use super::eval::{EvalSummary, evaluate};
 use super::export::{ExportSpec, export};
-use super::features::N_FEATURES;
+use super::features::{N_FEATURES, shrink_context};
 use super::metrics::{Metrics, compute};
 use super::model::{load_file, meta};
 use super::rows::FeatureRow;
 use super::swap::ModelHandle;
 use super::train::{
-    Dataset, EpochReport, Mlp, TrainConfig, merge_members, norm_stats, single_thread, train,
+    Dataset, EpochReport, Mlp, Rng, TrainConfig, merge_members, norm_stats, single_thread, train,
 };
 
 /// Version string of the base model this recipe produces.
@@ -181,6 +181,8 @@ pub struct RecipeReport {
     pub model_bytes: usize,
     pub train_rows: usize,
     pub train_attack: usize,
+    /// Attack rows trained on again with their host context shrunk ([`shrunk_context`]).
+    pub context_shrunk_rows: usize,
     pub golden_rows: usize,
     pub golden_attack: usize,
     pub captures: Vec<CaptureCount>,
@@ -206,6 +208,25 @@ pub struct DirEval {
     /// Whether the directory's (non-golden) flows were training data.
     pub trained_on: bool,
     pub eval: EvalSummary,
+}
+
+/// Copies of every attack training row with its host context shrunk ([`shrunk_context`]).
+pub const CONTEXT_SHRINK_COPIES: usize = 1;
+
+/// The attack rows again, each with its host context shrunk by
+/// [`super::features::shrink_context`] with `u` uniform in `[1/2, 1)` (seeded): the same
+/// attack made smaller or slower. A copy shares its capture's weight ([`weights`]).
+fn shrunk_context(rows: &[&Sample], seed: u64) -> Vec<Sample> {
+    let mut rng = Rng(seed ^ 0xC0_47E7);
+    let mut out = Vec::new();
+    for s in rows.iter().filter(|s| s.label > 0.5) {
+        for _ in 0..CONTEXT_SHRINK_COPIES {
+            let mut c = (*s).clone();
+            shrink_context(&mut c.features, 0.5 + 0.5 * rng.uniform());
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Per-sample weights: benign weighs `benign_weight` times attack in total, and within a class each
@@ -279,7 +300,9 @@ pub fn train_base(a: &RecipeArgs) -> Result<RecipeReport> {
         "no labelled flows in {:?}",
         a.pcaps
     );
-    let tr = dataset(&train_rows, a.train.benign_weight);
+    let shrunk = shrunk_context(&train_rows, a.train.seed);
+    let fit_rows: Vec<&Sample> = train_rows.iter().copied().chain(&shrunk).collect();
+    let tr = dataset(&fit_rows, a.train.benign_weight);
     let gd = dataset(&golden_rows, a.train.benign_weight);
     let (mean, std) = norm_stats(&tr.x);
     let t = Instant::now();
@@ -321,7 +344,8 @@ pub fn train_base(a: &RecipeArgs) -> Result<RecipeReport> {
     let mut training = json!({
         "captures": a.pcaps.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
         "benign_rows": a.benign_rows.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
-        "train_rows": tr.len(),
+        "train_rows": train_rows.len(),
+        "context_shrunk_rows": shrunk.len(),
         "golden_rows": gd.len(),
         "epochs": a.train.epochs,
         "seed": a.train.seed,
@@ -387,8 +411,9 @@ pub fn train_base(a: &RecipeArgs) -> Result<RecipeReport> {
     let report = RecipeReport {
         model_version: BASE_MODEL_VERSION.into(),
         model_bytes,
-        train_rows: tr.len(),
+        train_rows: train_rows.len(),
         train_attack: train_rows.iter().filter(|s| s.label > 0.5).count(),
+        context_shrunk_rows: shrunk.len(),
         golden_rows: gd.len(),
         golden_attack: golden_rows.iter().filter(|s| s.label > 0.5).count(),
         captures,

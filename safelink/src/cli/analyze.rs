@@ -275,14 +275,15 @@ pub fn analyze(a: AnalyzeArgs) -> anyhow::Result<ExitCode> {
             },
         )?;
         let res = replay_file(path, &timeouts, progress(path), |r| {
-            pipeline.feed(&r);
+            let r = pipeline.feed_seen(&r);
+            let r = r.as_ref();
             if a.flows
                 && write_err.is_none()
                 && matches!(
                     r,
                     safelink::record::Record::Flow(_) | safelink::record::Record::OuterFlow(_)
                 )
-                && let Err(e) = serde_json::to_writer(&mut out, &r)
+                && let Err(e) = serde_json::to_writer(&mut out, r)
                     .map_err(std::io::Error::from)
                     .and_then(|_| out.write_all(b"\n"))
             {
@@ -290,7 +291,7 @@ pub fn analyze(a: AnalyzeArgs) -> anyhow::Result<ExitCode> {
             }
             if a.features
                 && write_err.is_none()
-                && let safelink::record::Record::Flow(f) = &r
+                && let safelink::record::Record::Flow(f) = r
                 && let Err(e) = writeln!(out, "{}", FeatureRow::of(f).to_csv())
             {
                 write_err = Some(e);

@@ -15,6 +15,7 @@ use super::models::{ModelDir, now_rfc3339, sha256_hex};
 use super::sample::{LabelSource, TrainingSample};
 use crate::ann::dataset::Sample;
 use crate::ann::export::{ExportSpec, read_spec, write_atomic};
+use crate::ann::features::shrink_context;
 use crate::ann::metrics::compute;
 use crate::ann::model::{load_bytes, meta};
 use crate::ann::train::{Dataset, Mlp, Rng, TrainConfig, train_until};
@@ -631,13 +632,29 @@ fn cycle_body(
 
     // Label: the samples carry their labels; count them.
     let t = Instant::now();
+    // As the base recipe: every attack row also with its host context shrunk (the same
+    // attack smaller or slower, `ann::features::shrink_context`); without them a cycle
+    // relearned to lean on the context and lost the base model's slow SSH brute force.
+    let shrunk: Vec<TrainingSample> = train_new
+        .iter()
+        .copied()
+        .chain(history.iter())
+        .chain(rehearsal.iter())
+        .filter(|s| s.is_attack())
+        .map(|s| {
+            let mut c = s.clone();
+            shrink_context(&mut c.features, 0.5 + 0.5 * rng.uniform());
+            c
+        })
+        .collect();
     let rows: Vec<&TrainingSample> = train_new
         .iter()
         .copied()
         .chain(history.iter())
         .chain(rehearsal.iter())
+        .chain(shrunk.iter())
         .collect();
-    rec.num_samples = rows.len() + holdout.len();
+    rec.num_samples = rows.len() - shrunk.len() + holdout.len();
     rec.label_sources = label_counts(
         train_new
             .iter()
@@ -653,7 +670,7 @@ fn cycle_body(
     // Never train on attacks alone: the model would learn that everything is an attack. The
     // cycle fails (its samples stay new) until low-scored flows bring benign samples (local
     // ones: the rehearsed rows are not this host's traffic).
-    if !rows[..rows.len() - rehearsal.len()]
+    if !rows[..rows.len() - rehearsal.len() - shrunk.len()]
         .iter()
         .any(|s| !s.is_attack())
     {

@@ -1,10 +1,10 @@
 //! The detection pipeline, one shape for every driver:
 //!
 //! ```text
-//! record ─► rule engine (DFA) ──────────┐ alert events
-//!        └► ANN (batched scoring) ──────┤──────────────► alert sink (store, [`sink`])
-//!              │ scored flows + rows     └──────────────► sample collector (rule alerts)
-//!              └────────────────────────────────────────► sample collector (scored flows)
+//! record ─► host context ─► rule engine (DFA) ──────────┐ alert events
+//!          ([`ContextTracker`]) └► ANN (batched scoring) ─┤──────────► alert sink (store, [`sink`])
+//!                                  │ scored flows + rows  └──────────► sample collector (rule alerts)
+//!                                  └─────────────────────────────────► sample collector (scored flows)
 //! ```
 //!
 //! [`Pipeline`] owns the stages, built once from one [`Config`] (`[dfa]`, `[ann]`, `[learning]`;
@@ -16,6 +16,7 @@
 pub mod eve_log;
 pub mod sink;
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use thiserror::Error;
@@ -24,6 +25,7 @@ use crate::{
     alert::{Alert, AlertEvent, AlertSource},
     ann::{AnnDetector, AnnStats, ModelHandle, ScoreTap},
     config::Config,
+    context::ContextTracker,
     detect::dfa::{DetectError, Engine, EngineStats},
     learn::{CollectStats, CollectorHandle, CollectorThread, LearningParams, LocalBaseline},
     privacy::Policy,
@@ -92,6 +94,7 @@ pub struct Pipeline {
     kept: Option<BTreeMap<(AlertSource, u64), Alert>>,
     events: Vec<AlertEvent>,
     records: u64,
+    context: ContextTracker,
 }
 
 impl Pipeline {
@@ -142,6 +145,7 @@ impl Pipeline {
             }
         });
         Ok(Self {
+            context: ContextTracker::new(),
             dfa,
             ann,
             sink: stages.alerts.map(|store| {
@@ -166,10 +170,19 @@ impl Pipeline {
 
     /// One record through every stage. An outer flow of a tunnel ([`Record::OuterFlow`]) goes
     /// to none: its packets are those of the inner flows the detectors already count.
+    /// Flows get their host context first ([`ContextTracker`]).
     pub fn feed(&mut self, r: &Record) {
+        self.feed_seen(r);
+    }
+
+    /// [`Self::feed`], returning the record as the detectors saw it (a flow with its host
+    /// context), for drivers that print it.
+    pub fn feed_seen<'r>(&mut self, r: &'r Record) -> Cow<'r, Record> {
         if let Record::OuterFlow(_) = r {
-            return;
+            return Cow::Borrowed(r);
         }
+        let annotated = self.context.annotate(r);
+        let r = annotated.as_ref();
         self.records += 1;
         if let Some(e) = self.dfa.as_mut() {
             e.observe_into(r, &mut self.events);
@@ -180,6 +193,7 @@ impl Pipeline {
             a.observe_into(r, &mut self.events);
         }
         self.deliver();
+        annotated
     }
 
     /// Time passes (ns since the epoch; the daemon's clock, never earlier than the records):

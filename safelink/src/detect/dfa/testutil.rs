@@ -41,6 +41,7 @@ pub fn flow(src: &str, sport: u16, dst: &str, dport: u16, proto: u8, first_ns: u
         },
         rev: Direction::default(),
         tunnel: None,
+        ctx: crate::context::FlowContext::default(),
     }
 }
 

@@ -1,0 +1,427 @@
+//! The host context of a finished flow ([`FlowContext`]): what the flow's two addresses did
+//! around it, counted over the flows that started within [`WINDOW_NS`] of it. A flow alone
+//! cannot tell one unanswered datagram from a reflection flood's, or one refused SYN from a
+//! sweep's; its context can: how many hosts its initiator reached, how many ports of this
+//! responder, how many hosts reached the responder, how many flows the pair opened.
+//!
+//! [`ContextTracker`] is the one place the counts are made. It sees every record in stream
+//! order (flow starts as they come, finished flows as they end) and annotates finished and
+//! interim flows; the pipeline runs it before any detector, and `analyze --features` and the
+//! training set read the records it annotated, so scoring and training see the same values.
+//!
+//! Memory is bounded whatever the traffic: entries older than [`RETAIN_NS`] are dropped,
+//! every set keeps at most [`MAX_PEERS`] members (a count saturates there), and the tracker
+//! keeps at most [`MAX_KEYS`] addresses or pairs per table, dropping the stalest beyond.
+use std::borrow::Cow;
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
+
+use serde::Serialize;
+
+use crate::record::{FlowRecord, FlowStartRecord, Record};
+
+/// Flows that started within this long before a flow's first packet or after its last
+/// packet are its context.
+pub const WINDOW_NS: u64 = 60_000_000_000;
+
+/// How long a start is kept: a flow ends up to an idle timeout (60 s by default) after its
+/// last packet, and its context reaches [`WINDOW_NS`] before its first.
+pub const RETAIN_NS: u64 = 4 * WINDOW_NS;
+
+/// Members of one set (peers of an address, ports or starts of a pair); counts saturate here.
+pub const MAX_PEERS: usize = 1024;
+
+/// Addresses (or address pairs) per table; beyond it the stalest are dropped.
+pub const MAX_KEYS: usize = 32_768;
+
+/// A start this close to a finished flow's first packet is that flow's own (the live
+/// sensor's ring-buffer event and flow map may stamp it a little apart).
+const SAME_START_NS: u64 = 1_000_000;
+
+/// What a flow's addresses did around it (each count includes the flow itself).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct FlowContext {
+    /// Distinct responder addresses the initiator opened flows to.
+    pub src_peers: u32,
+    /// Distinct responder ports (TCP/UDP; 0 for others) the initiator opened flows to on
+    /// this responder.
+    pub src_ports: u32,
+    /// Distinct initiator addresses that opened flows to the responder.
+    pub dst_peers: u32,
+    /// Flows the initiator opened to the responder.
+    pub pair_flows: u32,
+}
+
+/// Members of a set with the time each was last seen.
+struct TimedSet<T: std::hash::Hash + Eq> {
+    last: HashMap<T, u64>,
+    newest: u64,
+    /// At most every member's time (`u64::MAX` while empty): when the whole set lies in a
+    /// window, its count is its size without a scan — a flood's saturated set is counted in
+    /// O(1) per flow.
+    oldest: u64,
+    /// When a saturated set last dropped its stale members.
+    pruned_at: u64,
+}
+
+impl<T: std::hash::Hash + Eq> Default for TimedSet<T> {
+    fn default() -> Self {
+        Self {
+            last: HashMap::new(),
+            newest: 0,
+            oldest: u64::MAX,
+            pruned_at: 0,
+        }
+    }
+}
+
+/// A saturated set drops its stale members at most this often (stream time), not at every
+/// new member a flood brings.
+const SATURATED_PRUNE_NS: u64 = WINDOW_NS / 8;
+
+impl<T: std::hash::Hash + Eq> TimedSet<T> {
+    fn insert(&mut self, m: T, t: u64) {
+        self.newest = self.newest.max(t);
+        if let Some(v) = self.last.get_mut(&m) {
+            *v = (*v).max(t);
+            return;
+        }
+        if self.last.len() >= MAX_PEERS {
+            if self.newest.saturating_sub(self.pruned_at) >= SATURATED_PRUNE_NS {
+                self.prune(self.newest.saturating_sub(RETAIN_NS));
+            }
+            if self.last.len() >= MAX_PEERS {
+                return; // saturated: the count stays at its cap
+            }
+        }
+        self.last.insert(m, t);
+        self.oldest = self.oldest.min(t);
+    }
+
+    fn count(&self, lo: u64, hi: u64) -> u32 {
+        if self.oldest >= lo && self.newest <= hi {
+            return self.last.len() as u32;
+        }
+        self.last.values().filter(|&&t| t >= lo && t <= hi).count() as u32
+    }
+
+    /// Drops members last seen before `floor`; whether any is left.
+    fn prune(&mut self, floor: u64) -> bool {
+        self.last.retain(|_, v| *v >= floor);
+        self.oldest = self.last.values().copied().min().unwrap_or(u64::MAX);
+        self.pruned_at = self.newest;
+        !self.last.is_empty()
+    }
+}
+
+/// The starts of one initiator → responder pair.
+struct Pair {
+    ports: TimedSet<u16>,
+    starts: VecDeque<u64>,
+    /// Whether `starts` is sorted.
+    in_order: bool,
+}
+
+impl Default for Pair {
+    fn default() -> Self {
+        Self {
+            ports: TimedSet::default(),
+            starts: VecDeque::new(),
+            in_order: true,
+        }
+    }
+}
+
+impl Pair {
+    fn newest(&self) -> u64 {
+        self.ports.newest
+    }
+
+    /// Whether a start within [`SAME_START_NS`] of `t` was counted.
+    fn started_near(&self, t: u64) -> bool {
+        let (lo, hi) = (t.saturating_sub(SAME_START_NS - 1), t + (SAME_START_NS - 1));
+        if self.in_order {
+            let i = self.starts.partition_point(|&x| x < lo);
+            return self.starts.get(i).is_some_and(|&x| x <= hi);
+        }
+        self.starts.iter().any(|&x| x >= lo && x <= hi)
+    }
+
+    /// Starts in `[lo, hi]`: a binary search while they arrived in order (stream order; a
+    /// flow whose start was not seen is counted when it ends, which can break it).
+    fn flows_between(&self, lo: u64, hi: u64) -> u32 {
+        if self.in_order {
+            let below = self.starts.partition_point(|&t| t < lo);
+            let upto = self.starts.partition_point(|&t| t <= hi);
+            return upto.saturating_sub(below) as u32;
+        }
+        self.starts.iter().filter(|&&t| t >= lo && t <= hi).count() as u32
+    }
+}
+
+/// Counts flow starts per address and pair and annotates finished flows with their
+/// [`FlowContext`].
+#[derive(Default)]
+pub struct ContextTracker {
+    fan_out: HashMap<IpAddr, TimedSet<IpAddr>>,
+    fan_in: HashMap<IpAddr, TimedSet<IpAddr>>,
+    pairs: HashMap<(IpAddr, IpAddr), Pair>,
+    /// Latest time seen.
+    now: u64,
+    /// When the tables were last pruned.
+    pruned: u64,
+}
+
+fn port_of(proto: u8, port: u16) -> u16 {
+    if matches!(
+        proto,
+        safelink_common::IPPROTO_TCP | safelink_common::IPPROTO_UDP
+    ) {
+        port
+    } else {
+        0
+    }
+}
+
+impl ContextTracker {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A flow started (or ended without its start seen): `first_ns` is its first packet.
+    fn start(&mut self, src: IpAddr, dst: IpAddr, port: u16, first_ns: u64, new: bool) {
+        self.fan_out.entry(src).or_default().insert(dst, first_ns);
+        self.fan_in.entry(dst).or_default().insert(src, first_ns);
+        let p = self.pairs.entry((src, dst)).or_default();
+        p.ports.insert(port, first_ns);
+        if new && p.starts.len() < MAX_PEERS {
+            p.in_order &= p.starts.back().is_none_or(|&t| t <= first_ns);
+            p.starts.push_back(first_ns);
+        }
+        self.now = self.now.max(first_ns);
+        if self.now.saturating_sub(self.pruned) >= RETAIN_NS
+            || self.fan_out.len() > MAX_KEYS
+            || self.fan_in.len() > MAX_KEYS
+            || self.pairs.len() > MAX_KEYS
+        {
+            self.prune();
+        }
+    }
+
+    fn prune(&mut self) {
+        let floor = self.now.saturating_sub(RETAIN_NS);
+        self.fan_out.retain(|_, s| s.prune(floor));
+        self.fan_in.retain(|_, s| s.prune(floor));
+        self.pairs.retain(|_, p| {
+            while p.starts.front().is_some_and(|&t| t < floor) {
+                p.starts.pop_front();
+            }
+            p.ports.prune(floor)
+        });
+        shed(&mut self.fan_out, |s| s.newest);
+        shed(&mut self.fan_in, |s| s.newest);
+        shed(&mut self.pairs, Pair::newest);
+        self.pruned = self.now;
+    }
+
+    fn context(&self, f: &FlowRecord) -> FlowContext {
+        let lo = f.first_ns.saturating_sub(WINDOW_NS);
+        let hi = f.last_ns.saturating_add(WINDOW_NS);
+        let pair = self.pairs.get(&(f.src_ip, f.dst_ip));
+        FlowContext {
+            src_peers: self.fan_out.get(&f.src_ip).map_or(0, |s| s.count(lo, hi)),
+            src_ports: pair.map_or(0, |p| p.ports.count(lo, hi)),
+            dst_peers: self.fan_in.get(&f.dst_ip).map_or(0, |s| s.count(lo, hi)),
+            pair_flows: pair.map_or(0, |p| p.flows_between(lo, hi)),
+        }
+        .at_least_self()
+    }
+
+    /// Counts a flow start; annotates a finished or interim flow with its context (a flow whose
+    /// start was not seen counts as started at its first packet). Other records pass as they
+    /// are.
+    pub fn annotate<'r>(&mut self, r: &'r Record) -> Cow<'r, Record> {
+        match r {
+            Record::FlowStart(s) => {
+                self.observe_start(s);
+                Cow::Borrowed(r)
+            }
+            Record::Flow(f) | Record::FlowUpdate(f) => {
+                let seen = self
+                    .pairs
+                    .get(&(f.src_ip, f.dst_ip))
+                    .is_some_and(|p| p.started_near(f.first_ns));
+                self.start(
+                    f.src_ip,
+                    f.dst_ip,
+                    port_of(f.proto, f.dst_port),
+                    f.first_ns,
+                    !seen,
+                );
+                self.now = self.now.max(f.last_ns);
+                let mut f = f.clone();
+                f.ctx = self.context(&f);
+                Cow::Owned(match r {
+                    Record::Flow(_) => Record::Flow(f),
+                    _ => Record::FlowUpdate(f),
+                })
+            }
+            _ => Cow::Borrowed(r),
+        }
+    }
+
+    fn observe_start(&mut self, s: &FlowStartRecord) {
+        self.start(
+            s.src_ip,
+            s.dst_ip,
+            port_of(s.proto, s.dst_port),
+            s.ts_ns,
+            true,
+        );
+    }
+}
+
+impl FlowContext {
+    /// Every count includes the flow itself (a saturated set may not hold it).
+    fn at_least_self(self) -> Self {
+        Self {
+            src_peers: self.src_peers.max(1),
+            src_ports: self.src_ports.max(1),
+            dst_peers: self.dst_peers.max(1),
+            pair_flows: self.pair_flows.max(1),
+        }
+    }
+}
+
+/// Drops the stalest keys of a table over [`MAX_KEYS`] (down to three quarters of it).
+fn shed<K: Copy + std::hash::Hash + Eq, V>(m: &mut HashMap<K, V>, newest: impl Fn(&V) -> u64) {
+    if m.len() <= MAX_KEYS {
+        return;
+    }
+    let mut ages: Vec<u64> = m.values().map(&newest).collect();
+    let drop = m.len() - MAX_KEYS * 3 / 4;
+    let (_, cut, _) = ages.select_nth_unstable(drop);
+    let cut = *cut;
+    m.retain(|_, v| newest(v) > cut);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use super::*;
+    use crate::ann::features::tests::sample_flow;
+
+    const S: u64 = 1_000_000_000;
+
+    fn flow(src: u8, dst: u8, port: u16, t: u64) -> Record {
+        let mut f = sample_flow();
+        f.src_ip = IpAddr::V4(Ipv4Addr::new(192, 0, 2, src));
+        f.dst_ip = IpAddr::V4(Ipv4Addr::new(198, 51, 100, dst));
+        f.dst_port = port;
+        f.first_ns = t;
+        f.last_ns = t + S;
+        Record::Flow(f)
+    }
+
+    fn ctx(r: Cow<'_, Record>) -> FlowContext {
+        match r.as_ref() {
+            Record::Flow(f) => f.ctx,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn sweep_scan_fan_in_and_pair_counts() {
+        let mut t = ContextTracker::new();
+        // A sweep: host 1 reaches 10 hosts on port 22.
+        for d in 1..=10 {
+            t.annotate(&flow(1, d, 22, 100 * S + u64::from(d) * S));
+        }
+        // A scan: host 2 reaches 30 ports of host 50.
+        for p in 1..=30 {
+            t.annotate(&flow(2, 50, p, 100 * S));
+        }
+        // Fan-in: 5 hosts reach host 60 once each; then host 3 twice on one port.
+        for s in 10..15 {
+            t.annotate(&flow(s, 60, 443, 100 * S));
+        }
+        t.annotate(&flow(3, 60, 443, 101 * S));
+        let c = ctx(t.annotate(&flow(3, 60, 443, 102 * S)));
+        assert_eq!(
+            c,
+            FlowContext {
+                src_peers: 1,
+                src_ports: 1,
+                dst_peers: 6,
+                pair_flows: 2
+            }
+        );
+        let sweep = ctx(t.annotate(&flow(1, 11, 22, 111 * S)));
+        assert_eq!(
+            (sweep.src_peers, sweep.src_ports, sweep.pair_flows),
+            (11, 1, 1)
+        );
+        let scan = ctx(t.annotate(&flow(2, 50, 31, 100 * S)));
+        assert_eq!((scan.src_peers, scan.src_ports, scan.dst_peers), (1, 31, 1));
+    }
+
+    #[test]
+    fn flows_out_of_the_window_do_not_count() {
+        let mut t = ContextTracker::new();
+        t.annotate(&flow(1, 1, 22, 100 * S));
+        // 60 s after the first flow's last packet (101 s) is still its window; later is not.
+        t.annotate(&flow(1, 2, 22, 161 * S));
+        t.annotate(&flow(1, 3, 22, 162 * S));
+        let c = ctx(t.annotate(&flow(1, 1, 22, 100 * S)));
+        // The flow itself, 1 → 2 at 161 s; 1 → 3 at 162 s is outside [40 s, 161 s].
+        assert_eq!(c.src_peers, 2);
+    }
+
+    #[test]
+    fn a_flow_start_counts_once() {
+        let mut t = ContextTracker::new();
+        let Record::Flow(f) = flow(1, 1, 22, 100 * S) else {
+            unreachable!()
+        };
+        let start = FlowStartRecord {
+            ts_ns: f.first_ns,
+            src_ip: f.src_ip,
+            src_port: f.src_port,
+            dst_ip: f.dst_ip,
+            dst_port: f.dst_port,
+            proto: f.proto,
+            vlan: 0,
+            src_mac: String::new(),
+            tcp_flags: 2,
+            tcp_flags_unknown: false,
+            icmp_type: 0,
+            icmp_code: 0,
+            l3_len: 60,
+            ttl: 64,
+            tunnel: None,
+        };
+        t.annotate(&Record::FlowStart(start));
+        let c = ctx(t.annotate(&Record::Flow(f)));
+        assert_eq!(c.pair_flows, 1);
+    }
+
+    #[test]
+    fn sets_saturate_and_tables_stay_bounded() {
+        let mut t = ContextTracker::new();
+        for i in 0..(MAX_PEERS as u32 + 500) {
+            let src = IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i));
+            let mut f = sample_flow();
+            f.src_ip = src;
+            f.first_ns = 100 * S;
+            f.last_ns = 100 * S;
+            t.annotate(&Record::Flow(f));
+        }
+        let mut f = sample_flow();
+        f.first_ns = 100 * S;
+        f.last_ns = 100 * S;
+        let c = ctx(t.annotate(&Record::Flow(f)));
+        assert_eq!(c.dst_peers, MAX_PEERS as u32);
+        assert!(t.fan_out.len() <= MAX_KEYS + 1);
+    }
+}
