@@ -996,7 +996,18 @@ fn shutdown_stops_a_running_cycle_between_steps() {
         assert!(t0.elapsed() < Duration::from_secs(10));
         std::thread::sleep(Duration::from_millis(10));
     }
-    std::thread::sleep(Duration::from_millis(300));
+    // Past the collect and backup steps (collect takes 0.2 s alone and more than a second
+    // beside other tests): the serving model's backup is written just before training, whose
+    // 5,000 epochs take about 25 s.
+    let backups = tmp.path().join("models/backups");
+    while std::fs::read_dir(&backups).map_or(0, |d| d.count()) == 0 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "no backup: never reached training"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(200));
     let t = Instant::now();
     l.shutdown();
     let took = t.elapsed();

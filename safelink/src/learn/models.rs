@@ -1,7 +1,9 @@
 //! Model files of the learner in `<data_dir>/models`: `model_v<N>.onnx` per version,
 //! `backups/model_v<N>_<utc>.onnx` taken before each cycle, SHA-256 of every file, and the
 //! start-up check ([`open_registry`]) that decides which model serves: the store's current
-//! version if its file is intact, else the newest intact version, else the base model.
+//! version if its file is intact, else the newest intact version, else the base model (as a
+//! new version, with the local baseline started again: what happens after an upgrade that
+//! changed the feature vector, when every stored version is refused).
 //! Files the store does not name (a crash between the model write and the commit) and temp
 //! files are removed, so a half-written model is never loaded.
 use std::collections::{BTreeMap, HashSet};
@@ -217,7 +219,96 @@ pub fn open_registry(
             Err(e) => warn!(version = v.version, error = %e, "model version refused"),
         }
     }
+    // No stored version loads: after an upgrade that changed the feature vector every one is
+    // refused. Serve the base model as a new version and start the local baseline again (it
+    // measured a model that is gone); the old versions stay in the history.
+    if let Some(base) = base_model
+        && let Ok(m) = load_file(base)
+    {
+        let bytes =
+            std::fs::read(base).map_err(|e| LearnError::Io(base.display().to_string(), e))?;
+        let version = versions.iter().map(|v| v.version).max().unwrap_or(0) + 1;
+        let file = ModelDir::version_file(version);
+        write_atomic(&dir.path(&file), &bytes).map_err(|e| LearnError::Io(file.clone(), e))?;
+        let v = VersionRecord {
+            version,
+            parent: None,
+            created: now_rfc3339(),
+            file,
+            sha256: sha256_hex(&bytes),
+            samples: 0,
+            label_sources: BTreeMap::new(),
+            metrics: None,
+            origin: "base".into(),
+            cycle: None,
+        };
+        state.current_version = Some(version);
+        state.baseline = Default::default();
+        store.put_version(&v, &state)?;
+        warn!(
+            version,
+            base = %base.display(),
+            "no stored model version could be loaded; serving the base model as a new version and starting the local baseline again"
+        );
+        return Ok((ModelHandle::new(m), state));
+    }
     Err(LearnError::Model(
         "no model version could be loaded (every file is missing or damaged)".into(),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// After an upgrade that changed the feature vector every stored version is refused: the
+    /// base model serves again, as a new version, and the local baseline starts again.
+    #[test]
+    fn when_no_stored_version_loads_the_base_model_serves_as_a_new_version() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(tmp.path().join("store")).unwrap();
+        let dir = ModelDir::new(tmp.path()).unwrap();
+        let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/base.onnx");
+        let (_, mut state) = open_registry(&store, &dir, Some(&base)).unwrap();
+        assert_eq!(state.current_version, Some(1));
+        // Version 1 becomes a file this sensor refuses, with its hash recorded (intact, but
+        // not a model it can run), and the sensor had gone live.
+        let v1 = store.versions().unwrap().remove(0);
+        let foreign = b"a model of another feature vector".to_vec();
+        std::fs::write(dir.path(&v1.file), &foreign).unwrap();
+        let v1 = VersionRecord {
+            sha256: sha256_hex(&foreign),
+            ..v1
+        };
+        state.baseline.live_since = Some("2026-12-01T00:00:00Z".into());
+        store.put_version(&v1, &state).unwrap();
+        assert_eq!(
+            store.learning_state().unwrap().baseline.phase(),
+            super::super::baseline::Phase::Live
+        );
+
+        let (_, state) = open_registry(&store, &dir, Some(&base)).unwrap();
+        assert_eq!(state.current_version, Some(2));
+        assert_eq!(state.baseline, Default::default());
+        assert_eq!(store.learning_state().unwrap(), state);
+        let versions: Vec<(u64, String)> = store
+            .versions()
+            .unwrap()
+            .into_iter()
+            .map(|v| (v.version, v.origin))
+            .collect();
+        assert_eq!(versions, [(1, "base".into()), (2, "base".into())]);
+        assert_eq!(
+            std::fs::read(dir.path(&ModelDir::version_file(2))).unwrap(),
+            std::fs::read(&base).unwrap()
+        );
+
+        // Without a base model to fall back on, the refusal is an error that says so.
+        std::fs::write(dir.path(&ModelDir::version_file(2)), b"damaged").unwrap();
+        let err = open_registry(&store, &dir, None).err().unwrap();
+        assert!(
+            err.to_string().contains("no model version could be loaded"),
+            "{err}"
+        );
+    }
 }
