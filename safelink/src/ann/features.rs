@@ -22,13 +22,16 @@ pub const N_FEATURES: usize = 36;
 pub const CONTEXT_FEATURES: std::ops::Range<usize> = 32..N_FEATURES;
 
 /// The same attack made smaller or slower: every host-context count `c` of `row` becomes
-/// `c^u` (rounded, at least 1), `u` in `[1/2, 1]`. The base recipe and every learning cycle
-/// train on a copy of each attack row shrunk so, with `u` uniform: recorded attacks are large
+/// `c^u` (rounded, at least 1), `u` uniform in `[1/2, 1)` from `rng`. The base recipe and every
+/// learning cycle train on a copy of each attack row shrunk so: recorded attacks are large
 /// (hundreds of ports or hosts in seconds), and trained on them alone a model leans on the
 /// context and misses a 10-port scan. Shrunk below the square root, the copies unteach the
 /// context (a reflected flood is lone datagrams, only many of them).
-pub fn shrink_context(row: &mut [f32], u: f64) {
-    let u = u.clamp(0.5, 1.0);
+pub fn shrink_context(row: &mut [f32], rng: &mut super::train::Rng) {
+    shrink_context_by(row, 0.5 + 0.5 * rng.uniform());
+}
+
+fn shrink_context_by(row: &mut [f32], u: f64) {
     for v in &mut row[CONTEXT_FEATURES] {
         *v = f64::from(*v).powf(u).round().max(1.0) as f32;
     }
@@ -334,10 +337,10 @@ pub(crate) mod tests {
         let mut row: Vec<f32> = (0..super::N_FEATURES).map(|i| i as f32 + 2.0).collect();
         row[super::CONTEXT_FEATURES][..].copy_from_slice(&[1024.0, 100.0, 1.0, 0.0]);
         let before = row.clone();
-        super::shrink_context(&mut row, 0.5);
+        super::shrink_context_by(&mut row, 0.5);
         assert_eq!(&row[super::CONTEXT_FEATURES], &[32.0, 10.0, 1.0, 1.0]);
         assert_eq!(row[..32], before[..32]);
-        super::shrink_context(&mut row, 1.0);
+        super::shrink_context_by(&mut row, 1.0);
         assert_eq!(&row[super::CONTEXT_FEATURES], &[32.0, 10.0, 1.0, 1.0]);
     }
 

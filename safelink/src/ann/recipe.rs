@@ -214,7 +214,7 @@ pub struct DirEval {
 pub const CONTEXT_SHRINK_COPIES: usize = 1;
 
 /// The attack rows again, each with its host context shrunk by
-/// [`super::features::shrink_context`] with `u` uniform in `[1/2, 1)` (seeded): the same
+/// [`super::features::shrink_context`] (seeded): the same
 /// attack made smaller or slower. A copy shares its capture's weight ([`weights`]).
 fn shrunk_context(rows: &[&Sample], seed: u64) -> Vec<Sample> {
     let mut rng = Rng(seed ^ 0xC0_47E7);
@@ -222,7 +222,7 @@ fn shrunk_context(rows: &[&Sample], seed: u64) -> Vec<Sample> {
     for s in rows.iter().filter(|s| s.label > 0.5) {
         for _ in 0..CONTEXT_SHRINK_COPIES {
             let mut c = (*s).clone();
-            shrink_context(&mut c.features, 0.5 + 0.5 * rng.uniform());
+            shrink_context(&mut c.features, &mut rng);
             out.push(c);
         }
     }

@@ -643,7 +643,7 @@ fn cycle_body(
         .filter(|s| s.is_attack())
         .map(|s| {
             let mut c = s.clone();
-            shrink_context(&mut c.features, 0.5 + 0.5 * rng.uniform());
+            shrink_context(&mut c.features, &mut rng);
             c
         })
         .collect();

@@ -142,6 +142,36 @@ impl ModelDir {
     }
 }
 
+/// Copies the base model into the registry as `version` (origin `base`) and makes it the
+/// current one, saving `state` with it.
+fn register_base(
+    store: &Store,
+    dir: &ModelDir,
+    base: &Path,
+    version: u64,
+    state: &mut LearningState,
+) -> Result<(AnnModel, VersionRecord), LearnError> {
+    let bytes = std::fs::read(base).map_err(|e| LearnError::Io(base.display().to_string(), e))?;
+    let m = load_file(base).map_err(|e| LearnError::Model(e.to_string()))?;
+    let file = ModelDir::version_file(version);
+    write_atomic(&dir.path(&file), &bytes).map_err(|e| LearnError::Io(file.clone(), e))?;
+    let v = VersionRecord {
+        version,
+        parent: None,
+        created: now_rfc3339(),
+        file,
+        sha256: sha256_hex(&bytes),
+        samples: 0,
+        label_sources: BTreeMap::new(),
+        metrics: None,
+        origin: "base".into(),
+        cycle: None,
+    };
+    state.current_version = Some(version);
+    store.put_version(&v, state)?;
+    Ok((m, v))
+}
+
 /// Opens the learner's model registry: fixes cycles interrupted by a crash, registers the base
 /// model as version 1 on first use, removes orphan files, and returns a handle serving the
 /// current version (see the module doc for the fall-backs) with the learner state.
@@ -165,25 +195,7 @@ pub fn open_registry(
         let base = base_model.ok_or_else(|| {
             LearnError::Model("no model versions yet and no base model to start from".into())
         })?;
-        let bytes =
-            std::fs::read(base).map_err(|e| LearnError::Io(base.display().to_string(), e))?;
-        load_file(base).map_err(|e| LearnError::Model(e.to_string()))?;
-        let file = ModelDir::version_file(1);
-        write_atomic(&dir.path(&file), &bytes).map_err(|e| LearnError::Io(file.clone(), e))?;
-        let v = VersionRecord {
-            version: 1,
-            parent: None,
-            created: now_rfc3339(),
-            file,
-            sha256: sha256_hex(&bytes),
-            samples: 0,
-            label_sources: BTreeMap::new(),
-            metrics: None,
-            origin: "base".into(),
-            cycle: None,
-        };
-        state.current_version = Some(1);
-        store.put_version(&v, &state)?;
+        let (_, v) = register_base(store, dir, base, 1, &mut state)?;
         info!(base = %base.display(), "registered the base model as version 1");
         versions.push(v);
     }
@@ -222,29 +234,10 @@ pub fn open_registry(
     // No stored version loads: after an upgrade that changed the feature vector every one is
     // refused. Serve the base model as a new version and start the local baseline again (it
     // measured a model that is gone); the old versions stay in the history.
-    if let Some(base) = base_model
-        && let Ok(m) = load_file(base)
-    {
-        let bytes =
-            std::fs::read(base).map_err(|e| LearnError::Io(base.display().to_string(), e))?;
+    if let Some(base) = base_model {
         let version = versions.iter().map(|v| v.version).max().unwrap_or(0) + 1;
-        let file = ModelDir::version_file(version);
-        write_atomic(&dir.path(&file), &bytes).map_err(|e| LearnError::Io(file.clone(), e))?;
-        let v = VersionRecord {
-            version,
-            parent: None,
-            created: now_rfc3339(),
-            file,
-            sha256: sha256_hex(&bytes),
-            samples: 0,
-            label_sources: BTreeMap::new(),
-            metrics: None,
-            origin: "base".into(),
-            cycle: None,
-        };
-        state.current_version = Some(version);
         state.baseline = Default::default();
-        store.put_version(&v, &state)?;
+        let (m, _) = register_base(store, dir, base, version, &mut state)?;
         warn!(
             version,
             base = %base.display(),
