@@ -194,7 +194,12 @@ impl ContextTracker {
         self.fan_in.entry(dst).or_default().insert(src, first_ns);
         let p = self.pairs.entry((src, dst)).or_default();
         p.ports.insert(port, first_ns);
-        if new && p.starts.len() < MAX_PEERS {
+        if new {
+            // The newest MAX_PEERS starts: a pair that opens more (a flood from one source)
+            // keeps counting its recent flows, not the first ones.
+            if p.starts.len() >= MAX_PEERS {
+                p.starts.pop_front();
+            }
             p.in_order &= p.starts.back().is_none_or(|&t| t <= first_ns);
             p.starts.push_back(first_ns);
         }
@@ -404,6 +409,18 @@ mod tests {
         t.annotate(&Record::FlowStart(start));
         let c = ctx(t.annotate(&Record::Flow(f)));
         assert_eq!(c.pair_flows, 1);
+    }
+
+    #[test]
+    fn a_pair_that_never_stops_keeps_counting_its_recent_flows() {
+        let mut t = ContextTracker::new();
+        // One source opens a flow to one port every 100 ms for 300 s: 3,000 flows.
+        for i in 0..3000u64 {
+            t.annotate(&flow(1, 1, 80, 100 * S + i * S / 10));
+        }
+        let c = ctx(t.annotate(&flow(1, 1, 80, 400 * S)));
+        // Its window starts 60 s before: the starts of the last 60 s, and itself.
+        assert_eq!(c.pair_flows, 601);
     }
 
     #[test]
