@@ -389,23 +389,14 @@ mod tests {
         let Record::Flow(f) = flow(1, 1, 22, 100 * S) else {
             unreachable!()
         };
-        let start = FlowStartRecord {
-            ts_ns: f.first_ns,
-            src_ip: f.src_ip,
-            src_port: f.src_port,
-            dst_ip: f.dst_ip,
-            dst_port: f.dst_port,
-            proto: f.proto,
-            vlan: 0,
-            src_mac: String::new(),
-            tcp_flags: 2,
-            tcp_flags_unknown: false,
-            icmp_type: 0,
-            icmp_code: 0,
-            l3_len: 60,
-            ttl: 64,
-            tunnel: None,
-        };
+        let start = crate::detect::dfa::testutil::start(
+            "192.0.2.1",
+            f.src_port,
+            "198.51.100.1",
+            f.dst_port,
+            f.proto,
+            f.first_ns,
+        );
         t.annotate(&Record::FlowStart(start));
         let c = ctx(t.annotate(&Record::Flow(f)));
         assert_eq!(c.pair_flows, 1);
