@@ -37,6 +37,34 @@ fn shrink_context_by(row: &mut [f32], u: f64) {
     }
 }
 
+/// Positions of the load counts among the host-context features: `ctx_dst_peers` (how many
+/// initiators reached the responder) and `ctx_pair_flows` (how many flows the pair opened).
+/// They rise and fall with how busy a host is; the other two (`ctx_src_peers`,
+/// `ctx_src_ports`) say which hosts and services a host uses, its role.
+pub const LOAD_FEATURES: std::ops::Range<usize> = CONTEXT_FEATURES.start + 2..N_FEATURES;
+
+/// The same local traffic busier: every load count `c` of `row` ([`LOAD_FEATURES`]) becomes
+/// `c^(1/u)` (rounded, at most [`crate::context::MAX_PEERS`]), `u` uniform in `(1/2, 1]` from
+/// `rng`: the mirror of [`shrink_context`]. Learning cycles train on a copy of each of the
+/// host's own benign samples (local baseline, operator verdicts) grown so. The baseline sees
+/// the host at one level of activity; without the copies a busier minute pushed its own
+/// normal sessions over the alert threshold (a lab client's iperf3 control session at twice
+/// the baseline's pair flows scored 0.92, "resembles ssh_brute_force"). A count of 1 stays 1:
+/// a lone flow does not become a flood's.
+pub fn grow_load(row: &mut [f32], rng: &mut super::train::Rng) {
+    grow_load_by(row, 1.0 - 0.5 * rng.uniform());
+}
+
+fn grow_load_by(row: &mut [f32], u: f64) {
+    for v in &mut row[LOAD_FEATURES] {
+        *v = f64::from(*v)
+            .max(1.0)
+            .powf(1.0 / u)
+            .round()
+            .min(crate::context::MAX_PEERS as f64) as f32;
+    }
+}
+
 /// One position of the feature vector.
 pub struct Feature {
     pub name: &'static str,
@@ -342,6 +370,25 @@ pub(crate) mod tests {
         assert_eq!(row[..32], before[..32]);
         super::shrink_context_by(&mut row, 1.0);
         assert_eq!(&row[super::CONTEXT_FEATURES], &[32.0, 10.0, 1.0, 1.0]);
+    }
+
+    #[test]
+    fn grow_load_grows_only_the_load_counts_and_keeps_lone_flows_lone() {
+        let mut row: Vec<f32> = (0..super::N_FEATURES).map(|i| i as f32 + 2.0).collect();
+        row[super::CONTEXT_FEATURES][..].copy_from_slice(&[5.0, 3.0, 1.0, 10.0]);
+        let before = row.clone();
+        super::grow_load_by(&mut row, 0.5);
+        assert_eq!(&row[super::CONTEXT_FEATURES], &[5.0, 3.0, 1.0, 100.0]);
+        assert_eq!(row[..34], before[..34]);
+        super::grow_load_by(&mut row, 0.5);
+        assert_eq!(&row[super::CONTEXT_FEATURES], &[5.0, 3.0, 1.0, 1024.0]);
+        super::grow_load_by(&mut row, 1.0);
+        assert_eq!(&row[super::CONTEXT_FEATURES], &[5.0, 3.0, 1.0, 1024.0]);
+        let names: Vec<&str> = super::FEATURES[super::LOAD_FEATURES]
+            .iter()
+            .map(|f| f.name)
+            .collect();
+        assert_eq!(names, ["ctx_dst_peers", "ctx_pair_flows"]);
     }
 
     #[test]

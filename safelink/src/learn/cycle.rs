@@ -15,7 +15,7 @@ use super::models::{ModelDir, now_rfc3339, sha256_hex};
 use super::sample::{LabelSource, TrainingSample};
 use crate::ann::dataset::Sample;
 use crate::ann::export::{ExportSpec, read_spec, write_atomic};
-use crate::ann::features::shrink_context;
+use crate::ann::features::{grow_load, shrink_context};
 use crate::ann::metrics::compute;
 use crate::ann::model::{load_bytes, meta};
 use crate::ann::train::{Dataset, Mlp, Rng, TrainConfig, train_until};
@@ -647,14 +647,32 @@ fn cycle_body(
             c
         })
         .collect();
+    // The mirror for this host's own benign samples (local baseline, operator verdicts): a
+    // copy with its load counts grown (`ann::features::grow_load`), the same traffic in a
+    // busier minute than the baseline saw.
+    let grown: Vec<TrainingSample> = train_new
+        .iter()
+        .copied()
+        .chain(history.iter())
+        .filter(|s| {
+            !s.is_attack() && matches!(s.source, LabelSource::Baseline | LabelSource::Operator)
+        })
+        .map(|s| {
+            let mut c = s.clone();
+            grow_load(&mut c.features, &mut rng);
+            c
+        })
+        .collect();
+    let copies = shrunk.len() + grown.len();
     let rows: Vec<&TrainingSample> = train_new
         .iter()
         .copied()
         .chain(history.iter())
         .chain(rehearsal.iter())
         .chain(shrunk.iter())
+        .chain(grown.iter())
         .collect();
-    rec.num_samples = rows.len() - shrunk.len() + holdout.len();
+    rec.num_samples = rows.len() - copies + holdout.len();
     rec.label_sources = label_counts(
         train_new
             .iter()
@@ -670,7 +688,7 @@ fn cycle_body(
     // Never train on attacks alone: the model would learn that everything is an attack. The
     // cycle fails (its samples stay new) until low-scored flows bring benign samples (local
     // ones: the rehearsed rows are not this host's traffic).
-    if !rows[..rows.len() - rehearsal.len() - shrunk.len()]
+    if !rows[..rows.len() - rehearsal.len() - copies]
         .iter()
         .any(|s| !s.is_attack())
     {
