@@ -10,12 +10,14 @@
 //! training set read the records it annotated, so scoring and training see the same values.
 //!
 //! Memory is bounded whatever the traffic: entries older than [`RETAIN_NS`] are dropped,
-//! every set keeps at most [`MAX_PEERS`] members (a count saturates there), and the tracker
-//! keeps at most [`MAX_KEYS`] addresses or pairs per table, dropping the stalest beyond.
+//! every set keeps its newest [`MAX_PEERS`] members (a count saturates there, and stays there
+//! while a flood or sweep lasts), and the tracker keeps at most [`MAX_KEYS`] addresses or
+//! pairs per table, dropping the stalest beyond.
 use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 
+use hashlink::LinkedHashMap;
 use serde::Serialize;
 
 use crate::record::{FlowRecord, FlowStartRecord, Record};
@@ -52,84 +54,78 @@ pub struct FlowContext {
     pub pair_flows: u32,
 }
 
-/// Members of a set with the time each was last seen.
+/// Members of a set with the time each was last seen, kept in time order (oldest first): the
+/// newest [`MAX_PEERS`]. A full set drops its oldest member for a newer one, so a flood or a
+/// sweep that outlasts the window keeps counting its recent members (the cap), and a count
+/// whose window holds the whole set is its size, without a scan: O(1) for a flood's flows.
 struct TimedSet<T: std::hash::Hash + Eq> {
-    last: HashMap<T, u64>,
+    last: LinkedHashMap<T, u64>,
+    /// The latest time offered, kept or not.
     newest: u64,
-    /// At most every member's time (`u64::MAX` while empty): when the whole set lies in a
-    /// window, its count is its size without a scan — a flood's saturated set is counted in
-    /// O(1) per flow.
-    oldest: u64,
-    /// When a saturated set last dropped its stale members.
-    pruned_at: u64,
 }
 
 impl<T: std::hash::Hash + Eq> Default for TimedSet<T> {
     fn default() -> Self {
         Self {
-            last: HashMap::new(),
+            last: LinkedHashMap::new(),
             newest: 0,
-            oldest: u64::MAX,
-            pruned_at: 0,
         }
     }
 }
 
-/// A saturated set drops its stale members at most this often (stream time), not at every
-/// new member a flood brings.
-const SATURATED_PRUNE_NS: u64 = WINDOW_NS / 8;
-
 impl<T: std::hash::Hash + Eq> TimedSet<T> {
     fn insert(&mut self, m: T, t: u64) {
         self.newest = self.newest.max(t);
-        if let Some(v) = self.last.get_mut(&m) {
-            *v = (*v).max(t);
-            return;
-        }
-        if self.last.len() >= MAX_PEERS {
-            if self.newest.saturating_sub(self.pruned_at) >= SATURATED_PRUNE_NS {
-                self.prune(self.newest.saturating_sub(RETAIN_NS));
+        if let Some(&seen) = self.last.get(&m) {
+            if seen >= t {
+                return;
             }
-            if self.last.len() >= MAX_PEERS {
-                return; // saturated: the count stays at its cap
+            self.last.remove(&m);
+        } else if self.last.len() >= MAX_PEERS {
+            if self.last.front().is_some_and(|(_, &oldest)| t < oldest) {
+                return; // older than every member kept
             }
+            self.last.pop_front();
         }
-        self.last.insert(m, t);
-        self.oldest = self.oldest.min(t);
+        // In time order, searched from the newest end: members mostly come in time order (a
+        // finished flow whose start was not seen comes late).
+        let mut c = self.last.cursor_back_mut();
+        while c.current().is_some_and(|(_, v)| *v > t) {
+            c.move_prev();
+        }
+        c.insert_after(m, t);
     }
 
     fn count(&self, lo: u64, hi: u64) -> u32 {
-        if self.oldest >= lo && self.newest <= hi {
+        let (Some((_, &oldest)), Some((_, &newest))) = (self.last.front(), self.last.back()) else {
+            return 0;
+        };
+        if oldest >= lo && newest <= hi {
             return self.last.len() as u32;
         }
-        self.last.values().filter(|&&t| t >= lo && t <= hi).count() as u32
+        self.last
+            .values()
+            .rev()
+            .skip_while(|&&t| t > hi)
+            .take_while(|&&t| t >= lo)
+            .count() as u32
     }
 
     /// Drops members last seen before `floor`; whether any is left.
     fn prune(&mut self, floor: u64) -> bool {
-        self.last.retain(|_, v| *v >= floor);
-        self.oldest = self.last.values().copied().min().unwrap_or(u64::MAX);
-        self.pruned_at = self.newest;
+        while self.last.front().is_some_and(|(_, &t)| t < floor) {
+            self.last.pop_front();
+        }
         !self.last.is_empty()
     }
 }
 
 /// The starts of one initiator → responder pair.
+#[derive(Default)]
 struct Pair {
     ports: TimedSet<u16>,
+    /// Sorted; the newest [`MAX_PEERS`].
     starts: VecDeque<u64>,
-    /// Whether `starts` is sorted.
-    in_order: bool,
-}
-
-impl Default for Pair {
-    fn default() -> Self {
-        Self {
-            ports: TimedSet::default(),
-            starts: VecDeque::new(),
-            in_order: true,
-        }
-    }
 }
 
 impl Pair {
@@ -137,25 +133,39 @@ impl Pair {
         self.ports.newest
     }
 
-    /// Whether a start within [`SAME_START_NS`] of `t` was counted.
+    /// Whether a start within [`SAME_START_NS`] of `t` was counted, or `t` is older than
+    /// every start a full pair keeps (it was counted and has been dropped since).
     fn started_near(&self, t: u64) -> bool {
-        let (lo, hi) = (t.saturating_sub(SAME_START_NS - 1), t + (SAME_START_NS - 1));
-        if self.in_order {
-            let i = self.starts.partition_point(|&x| x < lo);
-            return self.starts.get(i).is_some_and(|&x| x <= hi);
+        let (lo, hi) = (
+            t.saturating_sub(SAME_START_NS - 1),
+            t.saturating_add(SAME_START_NS - 1),
+        );
+        if self.starts.len() >= MAX_PEERS && self.starts.front().is_some_and(|&f| t < f) {
+            return true;
         }
-        self.starts.iter().any(|&x| x >= lo && x <= hi)
+        let i = self.starts.partition_point(|&x| x < lo);
+        self.starts.get(i).is_some_and(|&x| x <= hi)
     }
 
-    /// Starts in `[lo, hi]`: a binary search while they arrived in order (stream order; a
-    /// flow whose start was not seen is counted when it ends, which can break it).
-    fn flows_between(&self, lo: u64, hi: u64) -> u32 {
-        if self.in_order {
-            let below = self.starts.partition_point(|&t| t < lo);
-            let upto = self.starts.partition_point(|&t| t <= hi);
-            return upto.saturating_sub(below) as u32;
+    /// Counts a start: in order (a flow whose start was not seen is counted when it ends, out
+    /// of stream order), the newest [`MAX_PEERS`] kept: a pair that opens more (a flood from
+    /// one source) keeps counting its recent flows, not the first ones.
+    fn push_start(&mut self, t: u64) {
+        if self.starts.len() >= MAX_PEERS {
+            if self.starts.front().is_some_and(|&f| t < f) {
+                return;
+            }
+            self.starts.pop_front();
         }
-        self.starts.iter().filter(|&&t| t >= lo && t <= hi).count() as u32
+        let i = self.starts.partition_point(|&x| x <= t);
+        self.starts.insert(i, t);
+    }
+
+    /// Starts in `[lo, hi]` (binary search).
+    fn flows_between(&self, lo: u64, hi: u64) -> u32 {
+        let below = self.starts.partition_point(|&t| t < lo);
+        let upto = self.starts.partition_point(|&t| t <= hi);
+        upto.saturating_sub(below) as u32
     }
 }
 
@@ -195,13 +205,7 @@ impl ContextTracker {
         let p = self.pairs.entry((src, dst)).or_default();
         p.ports.insert(port, first_ns);
         if new {
-            // The newest MAX_PEERS starts: a pair that opens more (a flood from one source)
-            // keeps counting its recent flows, not the first ones.
-            if p.starts.len() >= MAX_PEERS {
-                p.starts.pop_front();
-            }
-            p.in_order &= p.starts.back().is_none_or(|&t| t <= first_ns);
-            p.starts.push_back(first_ns);
+            p.push_start(first_ns);
         }
         self.now = self.now.max(first_ns);
         if self.now.saturating_sub(self.pruned) >= RETAIN_NS
@@ -412,6 +416,80 @@ mod tests {
         let c = ctx(t.annotate(&flow(1, 1, 80, 400 * S)));
         // Its window starts 60 s before: the starts of the last 60 s, and itself.
         assert_eq!(c.pair_flows, 601);
+    }
+
+    /// Host `n` of a sweep by 192.0.2.1: 10.x.y.z.
+    fn sweep_flow(n: u32, t: u64) -> Record {
+        let mut f = sample_flow();
+        f.src_ip = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
+        f.dst_ip = IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + n));
+        f.first_ns = t;
+        f.last_ns = t;
+        Record::Flow(f)
+    }
+
+    #[test]
+    fn a_sweep_that_lasts_keeps_counting_its_recent_hosts() {
+        // 10 hosts a second for 300 s: 600 a window, under the cap, but over MAX_PEERS
+        // within the retention.
+        let mut t = ContextTracker::new();
+        for i in 0..3000u32 {
+            t.annotate(&sweep_flow(i, 100 * S + u64::from(i) * S / 10));
+        }
+        let c = ctx(t.annotate(&sweep_flow(3000, 400 * S)));
+        assert_eq!(c.src_peers, 601);
+        // 100 hosts a second for 200 s: the count stays at its cap to the end.
+        let mut t = ContextTracker::new();
+        for i in 0..20_000u32 {
+            let c = ctx(t.annotate(&sweep_flow(i, 100 * S + u64::from(i) * S / 100)));
+            if i >= MAX_PEERS as u32 {
+                assert_eq!(c.src_peers, MAX_PEERS as u32, "host {i}");
+            }
+        }
+    }
+
+    #[test]
+    fn starts_stay_in_order_when_a_flow_ends_after_its_start_was_dropped() {
+        let mut t = ContextTracker::new();
+        let pair = (
+            IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)),
+            IpAddr::V4(Ipv4Addr::new(198, 51, 100, 1)),
+        );
+        // A long flow starts; then 2,000 short ones of the same pair push its start out.
+        let Record::Flow(mut long) = flow(1, 1, 80, 100 * S) else {
+            unreachable!()
+        };
+        t.annotate(&Record::FlowStart(crate::detect::dfa::testutil::start(
+            "192.0.2.1",
+            long.src_port,
+            "198.51.100.1",
+            80,
+            long.proto,
+            long.first_ns,
+        )));
+        for i in 1..=2000u64 {
+            t.annotate(&flow(1, 1, 80, 100 * S + i * S / 100));
+        }
+        long.last_ns = 130 * S;
+        t.annotate(&Record::Flow(long));
+        let starts = &t.pairs[&pair].starts;
+        assert_eq!(starts.len(), MAX_PEERS);
+        assert!(
+            starts
+                .iter()
+                .zip(starts.iter().skip(1))
+                .all(|(a, b)| a <= b)
+        );
+        // A flow whose start was not seen, out of stream order, lands in its place.
+        t.annotate(&flow(1, 1, 80, 115 * S + S / 200));
+        let starts = &t.pairs[&pair].starts;
+        assert!(
+            starts
+                .iter()
+                .zip(starts.iter().skip(1))
+                .all(|(a, b)| a <= b)
+        );
+        assert!(starts.contains(&(115 * S + S / 200)));
     }
 
     #[test]
