@@ -700,8 +700,20 @@ fn baseline_check(s: &Shared) -> Result<Phase, LearnError> {
         ));
         Phase::Baseline
     } else if fpr.is_some_and(|r| r > p.baseline_max_fpr) {
+        // The flow scored highest, so the operator sees which service it is.
+        let top = local
+            .iter()
+            .zip(&scores)
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .map(|(x, v)| {
+                format!(
+                    "; highest: {} -> {} port {} proto {}, {v:.3}",
+                    x.src_ip, x.dst_ip, x.dst_port, x.proto
+                )
+            })
+            .unwrap_or_default();
         b.reason = Some(format!(
-            "the model flags {fp} of {n} held-out local flows ({}), above the {} allowed; \
+            "the model flags {fp} of {n} held-out local flows ({}), above the {} allowed{top}; \
              staying in baseline and retraining at the next check",
             pct(fpr.unwrap_or(0.0)),
             pct(p.baseline_max_fpr)
