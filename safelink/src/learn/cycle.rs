@@ -1103,10 +1103,16 @@ mod tests {
         (g, right)
     }
 
-    #[test]
-    fn a_baseline_sample_weighs_more_the_higher_the_model_scored_it() {
-        let sample = |source: LabelSource, label: f32, score: f32| TrainingSample {
-            id: 0,
+    /// A sample of no flow in particular: its id, label, label source, score and kind.
+    fn sample(
+        id: u64,
+        label: f32,
+        source: LabelSource,
+        score: f32,
+        kind: Option<crate::alert::AlertKind>,
+    ) -> TrainingSample {
+        TrainingSample {
+            id,
             ts_ns: 0,
             src_ip: std::net::Ipv4Addr::UNSPECIFIED.into(),
             src_port: 0,
@@ -1117,17 +1123,21 @@ mod tests {
             source,
             confidence: 1.0,
             score,
-            kind: None,
+            kind,
             features: vec![0.0; N_FEATURES],
             baseline: source == LabelSource::Baseline,
             alert_id: None,
-        };
+        }
+    }
+
+    #[test]
+    fn a_baseline_sample_weighs_more_the_higher_the_model_scored_it() {
         let rows = [
-            sample(LabelSource::Dfa, 1.0, 0.5),
-            sample(LabelSource::Baseline, 0.0, 0.0),
-            sample(LabelSource::Baseline, 0.0, 0.5),
-            sample(LabelSource::Baseline, 0.0, 1.0),
-            sample(LabelSource::AnnLow, 0.0, 0.2),
+            sample(0, 1.0, LabelSource::Dfa, 0.5, None),
+            sample(1, 0.0, LabelSource::Baseline, 0.0, None),
+            sample(2, 0.0, LabelSource::Baseline, 0.5, None),
+            sample(3, 0.0, LabelSource::Baseline, 1.0, None),
+            sample(4, 0.0, LabelSource::AnnLow, 0.2, None),
         ];
         let refs: Vec<&TrainingSample> = rows.iter().collect();
         let w = dataset(&refs).w;
@@ -1138,22 +1148,8 @@ mod tests {
     #[test]
     fn history_is_replayed_family_by_family() {
         use crate::alert::AlertKind;
-        let sample = |id: u64, label: f32, kind: Option<AlertKind>| TrainingSample {
-            id,
-            ts_ns: 0,
-            src_ip: std::net::Ipv4Addr::UNSPECIFIED.into(),
-            src_port: 0,
-            dst_ip: std::net::Ipv4Addr::UNSPECIFIED.into(),
-            dst_port: 0,
-            proto: 6,
-            label,
-            source: LabelSource::Dfa,
-            confidence: 1.0,
-            score: label,
-            kind,
-            features: vec![0.0; N_FEATURES],
-            baseline: false,
-            alert_id: None,
+        let sample = |id: u64, label: f32, kind: Option<AlertKind>| {
+            sample(id, label, LabelSource::Dfa, label, kind)
         };
         // 1,000 port-scan samples, 3 SSH brute-force samples, 100 benign ones.
         let mut h: Vec<TrainingSample> = (0..1000)
