@@ -140,7 +140,7 @@ impl Pair {
             t.saturating_sub(SAME_START_NS - 1),
             t.saturating_add(SAME_START_NS - 1),
         );
-        if self.starts.len() >= MAX_PEERS && self.starts.front().is_some_and(|&f| t < f) {
+        if self.dropped(t) {
             return true;
         }
         let i = self.starts.partition_point(|&x| x < lo);
@@ -151,14 +151,19 @@ impl Pair {
     /// of stream order), the newest [`MAX_PEERS`] kept: a pair that opens more (a flood from
     /// one source) keeps counting its recent flows, not the first ones.
     fn push_start(&mut self, t: u64) {
+        if self.dropped(t) {
+            return;
+        }
         if self.starts.len() >= MAX_PEERS {
-            if self.starts.front().is_some_and(|&f| t < f) {
-                return;
-            }
             self.starts.pop_front();
         }
         let i = self.starts.partition_point(|&x| x <= t);
         self.starts.insert(i, t);
+    }
+
+    /// Whether a start at `t` is older than every start a full pair keeps.
+    fn dropped(&self, t: u64) -> bool {
+        self.starts.len() >= MAX_PEERS && self.starts.front().is_some_and(|&f| t < f)
     }
 
     /// Starts in `[lo, hi]` (binary search).
@@ -474,21 +479,11 @@ mod tests {
         t.annotate(&Record::Flow(long));
         let starts = &t.pairs[&pair].starts;
         assert_eq!(starts.len(), MAX_PEERS);
-        assert!(
-            starts
-                .iter()
-                .zip(starts.iter().skip(1))
-                .all(|(a, b)| a <= b)
-        );
+        assert!(starts.iter().is_sorted());
         // A flow whose start was not seen, out of stream order, lands in its place.
         t.annotate(&flow(1, 1, 80, 115 * S + S / 200));
         let starts = &t.pairs[&pair].starts;
-        assert!(
-            starts
-                .iter()
-                .zip(starts.iter().skip(1))
-                .all(|(a, b)| a <= b)
-        );
+        assert!(starts.iter().is_sorted());
         assert!(starts.contains(&(115 * S + S / 200)));
     }
 
