@@ -11,8 +11,9 @@
 //!
 //! Memory is bounded whatever the traffic: entries older than [`RETAIN_NS`] are dropped,
 //! every set keeps its newest [`MAX_PEERS`] members (a count saturates there, and stays there
-//! while a flood or sweep lasts), and the tracker keeps at most [`MAX_KEYS`] addresses or
-//! pairs per table, dropping the stalest beyond.
+//! while a flood or sweep lasts), the tracker keeps at most [`MAX_KEYS`] addresses or pairs
+//! per table, and at most [`MAX_MEMBERS`] members in all its sets together, dropping the
+//! stalest keys beyond either.
 use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
@@ -35,6 +36,15 @@ pub const MAX_PEERS: usize = 1024;
 
 /// Addresses (or address pairs) per table; beyond it the stalest are dropped.
 pub const MAX_KEYS: usize = 32_768;
+
+/// Members of all sets together (peers, ports and starts of every table); beyond it the
+/// stalest keys are dropped, down to three quarters. Without it a spoofed flood spread over
+/// many victims (each key of a table holding its [`MAX_PEERS`]) could hold [`MAX_KEYS`] ×
+/// [`MAX_PEERS`] members per table: 1,024 sources to each of 4,096 victims grew the process
+/// by 381 MB, about 90 bytes a member. With it, the same to 32,768 victims (33.5 M flows)
+/// grew it by 70 MB at most. An active key is the newest, so shedding forgets idle hosts,
+/// not the flood.
+pub const MAX_MEMBERS: usize = 1 << 19;
 
 /// A start this close to a finished flow's first packet is that flow's own (the live
 /// sensor's ring-buffer event and flow map may stamp it a little apart).
@@ -74,16 +84,18 @@ impl<T: std::hash::Hash + Eq> Default for TimedSet<T> {
 }
 
 impl<T: std::hash::Hash + Eq> TimedSet<T> {
-    fn insert(&mut self, m: T, t: u64) {
+    /// Counts member `m` as seen at `t`; whether the set grew.
+    fn insert(&mut self, m: T, t: u64) -> bool {
         self.newest = self.newest.max(t);
+        let before = self.last.len();
         if let Some(&seen) = self.last.get(&m) {
             if seen >= t {
-                return;
+                return false;
             }
             self.last.remove(&m);
         } else if self.last.len() >= MAX_PEERS {
             if self.last.front().is_some_and(|(_, &oldest)| t < oldest) {
-                return; // older than every member kept
+                return false; // older than every member kept
             }
             self.last.pop_front();
         }
@@ -94,6 +106,7 @@ impl<T: std::hash::Hash + Eq> TimedSet<T> {
             c.move_prev();
         }
         c.insert_after(m, t);
+        self.last.len() > before
     }
 
     fn count(&self, lo: u64, hi: u64) -> u32 {
@@ -150,15 +163,23 @@ impl Pair {
     /// Counts a start: in order (a flow whose start was not seen is counted when it ends, out
     /// of stream order), the newest [`MAX_PEERS`] kept: a pair that opens more (a flood from
     /// one source) keeps counting its recent flows, not the first ones.
-    fn push_start(&mut self, t: u64) {
+    /// Whether the pair grew.
+    fn push_start(&mut self, t: u64) -> bool {
         if self.dropped(t) {
-            return;
+            return false;
         }
-        if self.starts.len() >= MAX_PEERS {
+        let full = self.starts.len() >= MAX_PEERS;
+        if full {
             self.starts.pop_front();
         }
         let i = self.starts.partition_point(|&x| x <= t);
         self.starts.insert(i, t);
+        !full
+    }
+
+    /// Members held: ports and starts.
+    fn members(&self) -> usize {
+        self.ports.last.len() + self.starts.len()
     }
 
     /// Whether a start at `t` is older than every start a full pair keeps.
@@ -176,11 +197,14 @@ impl Pair {
 
 /// Counts flow starts per address and pair and annotates finished flows with their
 /// [`FlowContext`].
-#[derive(Default)]
 pub struct ContextTracker {
     fan_out: HashMap<IpAddr, TimedSet<IpAddr>>,
     fan_in: HashMap<IpAddr, TimedSet<IpAddr>>,
     pairs: HashMap<(IpAddr, IpAddr), Pair>,
+    /// Members of all sets together (see [`MAX_MEMBERS`]).
+    members: usize,
+    /// [`MAX_MEMBERS`], smaller in tests.
+    max_members: usize,
     /// Latest time seen.
     now: u64,
     /// When the tables were last pruned.
@@ -198,25 +222,46 @@ fn port_of(proto: u8, port: u16) -> u16 {
     }
 }
 
+impl Default for ContextTracker {
+    fn default() -> Self {
+        Self::with_budget(MAX_MEMBERS)
+    }
+}
+
 impl ContextTracker {
     pub fn new() -> Self {
         Self::default()
     }
 
+    /// A tracker that holds at most `max_members` members (tests).
+    fn with_budget(max_members: usize) -> Self {
+        Self {
+            fan_out: HashMap::new(),
+            fan_in: HashMap::new(),
+            pairs: HashMap::new(),
+            members: 0,
+            max_members,
+            now: 0,
+            pruned: 0,
+        }
+    }
+
     /// A flow started (or ended without its start seen): `first_ns` is its first packet.
     fn start(&mut self, src: IpAddr, dst: IpAddr, port: u16, first_ns: u64, new: bool) {
-        self.fan_out.entry(src).or_default().insert(dst, first_ns);
-        self.fan_in.entry(dst).or_default().insert(src, first_ns);
+        let mut grew = usize::from(self.fan_out.entry(src).or_default().insert(dst, first_ns));
+        grew += usize::from(self.fan_in.entry(dst).or_default().insert(src, first_ns));
         let p = self.pairs.entry((src, dst)).or_default();
-        p.ports.insert(port, first_ns);
+        grew += usize::from(p.ports.insert(port, first_ns));
         if new {
-            p.push_start(first_ns);
+            grew += usize::from(p.push_start(first_ns));
         }
+        self.members += grew;
         self.now = self.now.max(first_ns);
         if self.now.saturating_sub(self.pruned) >= RETAIN_NS
             || self.fan_out.len() > MAX_KEYS
             || self.fan_in.len() > MAX_KEYS
             || self.pairs.len() > MAX_KEYS
+            || self.members > self.max_members
         {
             self.prune();
         }
@@ -235,7 +280,47 @@ impl ContextTracker {
         shed(&mut self.fan_out, |s| s.newest);
         shed(&mut self.fan_in, |s| s.newest);
         shed(&mut self.pairs, Pair::newest);
+        self.members = self.count_members();
+        if self.members > self.max_members * 3 / 4 {
+            self.shed_members();
+        }
         self.pruned = self.now;
+    }
+
+    /// Members of all sets, counted.
+    fn count_members(&self) -> usize {
+        let sets = |m: &HashMap<IpAddr, TimedSet<IpAddr>>| -> usize {
+            m.values().map(|s| s.last.len()).sum()
+        };
+        sets(&self.fan_out)
+            + sets(&self.fan_in)
+            + self.pairs.values().map(Pair::members).sum::<usize>()
+    }
+
+    /// Drops the stalest keys of all tables until their members are down to three quarters of
+    /// the budget.
+    fn shed_members(&mut self) {
+        let mut keys: Vec<(u64, usize)> = self
+            .fan_out
+            .values()
+            .chain(self.fan_in.values())
+            .map(|s| (s.newest, s.last.len()))
+            .chain(self.pairs.values().map(|p| (p.newest(), p.members())))
+            .collect();
+        keys.sort_unstable();
+        let mut excess = self.members.saturating_sub(self.max_members * 3 / 4);
+        let mut cut = 0;
+        for (t, n) in keys {
+            if excess == 0 {
+                break;
+            }
+            excess = excess.saturating_sub(n);
+            cut = t;
+        }
+        self.fan_out.retain(|_, s| s.newest > cut);
+        self.fan_in.retain(|_, s| s.newest > cut);
+        self.pairs.retain(|_, p| p.newest() > cut);
+        self.members = self.count_members();
     }
 
     fn context(&self, f: &FlowRecord) -> FlowContext {
@@ -485,6 +570,34 @@ mod tests {
         let starts = &t.pairs[&pair].starts;
         assert!(starts.iter().is_sorted());
         assert!(starts.contains(&(115 * S + S / 200)));
+    }
+
+    #[test]
+    fn a_flood_spread_over_many_victims_stays_within_the_member_budget() {
+        // Spoofed sources, 200 per victim, victim after victim: without the budget the tables
+        // would hold 3 x 64 x 200 members.
+        const BUDGET: usize = 4096;
+        let mut t = ContextTracker::with_budget(BUDGET);
+        let mut last = FlowContext::default();
+        for v in 0..64u32 {
+            for s in 0..200u32 {
+                let mut f = sample_flow();
+                f.src_ip = IpAddr::V4(Ipv4Addr::from(0x0b00_0000 + v * 256 + s));
+                f.dst_ip = IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + v));
+                f.first_ns = 100 * S + u64::from(v * 200 + s) * 1000;
+                f.last_ns = f.first_ns;
+                last = ctx(t.annotate(&Record::Flow(f)));
+                assert_eq!(t.members, t.count_members(), "victim {v} source {s}");
+                assert!(t.members <= BUDGET, "victim {v}: {} members", t.members);
+            }
+        }
+        // The victim under attack now is the newest key: its count is whole.
+        assert_eq!(last.dst_peers, 200);
+        // The first victims were forgotten.
+        assert!(
+            !t.fan_in
+                .contains_key(&IpAddr::V4(Ipv4Addr::from(0x0a00_0000)))
+        );
     }
 
     #[test]
