@@ -176,6 +176,14 @@ fn check_contract(file: &str, all: &[Value]) {
                 Some(safelink::ann::N_FEATURES),
                 "{file}: {a}"
             );
+            // Every host-context count includes the flow itself, also in the row of an alert
+            // a flow start raised.
+            for i in safelink::ann::features::CONTEXT_FEATURES {
+                assert!(
+                    a["features"][i].as_f64().is_some_and(|c| c >= 1.0),
+                    "{file}: context feature {i} below 1: {a}"
+                );
+            }
         }
     }
 }

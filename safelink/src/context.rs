@@ -323,27 +323,42 @@ impl ContextTracker {
         self.members = self.count_members();
     }
 
-    fn context(&self, f: &FlowRecord) -> FlowContext {
-        let lo = f.first_ns.saturating_sub(WINDOW_NS);
-        let hi = f.last_ns.saturating_add(WINDOW_NS);
-        let pair = self.pairs.get(&(f.src_ip, f.dst_ip));
+    /// The counts of `src` → `dst` over the starts in `[lo, hi]`.
+    fn counts(&self, src: IpAddr, dst: IpAddr, lo: u64, hi: u64) -> FlowContext {
+        let pair = self.pairs.get(&(src, dst));
         FlowContext {
-            src_peers: self.fan_out.get(&f.src_ip).map_or(0, |s| s.count(lo, hi)),
+            src_peers: self.fan_out.get(&src).map_or(0, |s| s.count(lo, hi)),
             src_ports: pair.map_or(0, |p| p.ports.count(lo, hi)),
-            dst_peers: self.fan_in.get(&f.dst_ip).map_or(0, |s| s.count(lo, hi)),
+            dst_peers: self.fan_in.get(&dst).map_or(0, |s| s.count(lo, hi)),
             pair_flows: pair.map_or(0, |p| p.flows_between(lo, hi)),
         }
         .at_least_self()
     }
 
-    /// Counts a flow start; annotates a finished or interim flow with its context (a flow whose
-    /// start was not seen counts as started at its first packet). Other records pass as they
-    /// are.
+    /// A finished flow's context: the starts from [`WINDOW_NS`] before its first packet to
+    /// [`WINDOW_NS`] after its last.
+    fn context(&self, f: &FlowRecord) -> FlowContext {
+        let lo = f.first_ns.saturating_sub(WINDOW_NS);
+        let hi = f.last_ns.saturating_add(WINDOW_NS);
+        self.counts(f.src_ip, f.dst_ip, lo, hi)
+    }
+
+    /// Counts a flow start and annotates it with its context so far (the starts of the
+    /// [`WINDOW_NS`] before it); annotates a finished or interim flow with its context (a flow
+    /// whose start was not seen counts as started at its first packet). Other records pass as
+    /// they are.
     pub fn annotate<'r>(&mut self, r: &'r Record) -> Cow<'r, Record> {
         match r {
             Record::FlowStart(s) => {
                 self.observe_start(s);
-                Cow::Borrowed(r)
+                let mut s = s.clone();
+                s.ctx = self.counts(
+                    s.src_ip,
+                    s.dst_ip,
+                    s.ts_ns.saturating_sub(WINDOW_NS),
+                    s.ts_ns,
+                );
+                Cow::Owned(Record::FlowStart(s))
             }
             Record::Flow(f) | Record::FlowUpdate(f) => {
                 let seen = self
@@ -463,6 +478,52 @@ mod tests {
         );
         let scan = ctx(t.annotate(&flow(2, 50, 31, 100 * S)));
         assert_eq!((scan.src_peers, scan.src_ports, scan.dst_peers), (1, 31, 1));
+    }
+
+    #[test]
+    fn a_flow_start_carries_its_context_so_far() {
+        let mut t = ContextTracker::new();
+        let start = |port: u16, ts: u64| {
+            let s = crate::detect::dfa::testutil::start(
+                "192.0.2.1",
+                40000,
+                "198.51.100.1",
+                port,
+                6,
+                ts,
+            );
+            Record::FlowStart(s)
+        };
+        let ctx_of = |r: Cow<'_, Record>| match r.as_ref() {
+            Record::FlowStart(s) => s.ctx,
+            _ => unreachable!(),
+        };
+        // A scan: the 20th port's start counts the 19 before it and itself.
+        for p in 1..20 {
+            t.annotate(&start(p, 100 * S + u64::from(p) * S / 10));
+        }
+        let c = ctx_of(t.annotate(&start(20, 102 * S)));
+        assert_eq!(
+            c,
+            FlowContext {
+                src_peers: 1,
+                src_ports: 20,
+                dst_peers: 1,
+                pair_flows: 20
+            }
+        );
+        // 60 s later only the starts of the last 60 s count (none but itself).
+        let c = ctx_of(t.annotate(&start(21, 163 * S)));
+        assert_eq!((c.src_ports, c.pair_flows), (1, 1));
+        // A flow start's one-packet flow carries it into a feature row.
+        let Record::FlowStart(s) = t.annotate(&start(22, 163 * S)).into_owned() else {
+            unreachable!()
+        };
+        let row = crate::alert::build::start_features(&s);
+        assert_eq!(
+            &row[crate::ann::features::CONTEXT_FEATURES],
+            &[1.0, 2.0, 1.0, 2.0]
+        );
     }
 
     #[test]

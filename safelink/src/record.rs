@@ -119,6 +119,11 @@ pub struct FlowStartRecord {
     /// The tunnel the flow was found in (absent for a plain flow).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tunnel: Option<Tunnel>,
+    /// What the flow's addresses did up to this start (the window before it, the start
+    /// included; a start has no after yet), set by the pipeline's
+    /// [`crate::context::ContextTracker`] (all 0 until then). A rule alert raised by a flow
+    /// start carries it in its feature row.
+    pub ctx: FlowContext,
 }
 
 impl FlowStartRecord {
@@ -142,6 +147,7 @@ impl FlowStartRecord {
             l3_len: p.l3_len,
             ttl: p.ttl,
             tunnel: Tunnel::of_key(&k.tunnel, p.outer_src_is_a != 0),
+            ctx: FlowContext::default(),
         }
     }
 }
@@ -295,7 +301,7 @@ impl FlowRecord {
             fwd,
             rev: Direction::default(),
             tunnel: s.tunnel.clone(),
-            ctx: FlowContext::default(),
+            ctx: s.ctx,
         }
     }
 

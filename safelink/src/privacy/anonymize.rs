@@ -464,6 +464,7 @@ mod tests {
                 outer_src: "203.0.113.5".parse().unwrap(),
                 outer_dst: "203.0.113.6".parse().unwrap(),
             }),
+            ctx: crate::context::FlowContext::default(),
         };
         let Record::FlowStart(w) = p.record(&Record::FlowStart(s)) else {
             unreachable!()

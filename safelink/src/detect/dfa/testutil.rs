@@ -118,6 +118,7 @@ pub fn start(src: &str, sport: u16, dst: &str, dport: u16, proto: u8, ts: u64) -
         l3_len: 60,
         ttl: 64,
         tunnel: None,
+        ctx: crate::context::FlowContext::default(),
     }
 }
 
