@@ -344,7 +344,8 @@ impl ContextTracker {
     }
 
     /// Counts a flow start and annotates it with its context so far (the starts of the
-    /// [`WINDOW_NS`] before it); annotates a finished or interim flow with its context (a flow
+    /// [`WINDOW_NS`] before it, up to the latest time seen: a member re-seen since keeps
+    /// counting); annotates a finished or interim flow with its context (a flow
     /// whose start was not seen counts as started at its first packet). Other records pass as
     /// they are.
     pub fn annotate<'r>(&mut self, r: &'r Record) -> Cow<'r, Record> {
@@ -356,7 +357,7 @@ impl ContextTracker {
                     s.src_ip,
                     s.dst_ip,
                     s.ts_ns.saturating_sub(WINDOW_NS),
-                    s.ts_ns,
+                    self.now,
                 );
                 Cow::Owned(Record::FlowStart(s))
             }
@@ -659,6 +660,42 @@ mod tests {
             !t.fan_in
                 .contains_key(&IpAddr::V4(Ipv4Addr::from(0x0a00_0000)))
         );
+    }
+
+    #[test]
+    fn the_member_count_stays_exact_through_full_sets_repeats_and_late_flows() {
+        // Full sets popping their oldest, a full pair dropping starts, members seen again
+        // later, flows whose start was not seen arriving out of order, and the budget shedding.
+        let mut t = ContextTracker::with_budget(6_000);
+        let check = |t: &ContextTracker, what: &str| {
+            assert_eq!(t.members, t.count_members(), "{what}");
+            assert!(t.members <= 6_000, "{what}: {}", t.members);
+        };
+        for i in 0..3_000u32 {
+            // One victim from 3,000 sources (its fan-in set fills and pops).
+            let mut f = sample_flow();
+            f.src_ip = IpAddr::V4(Ipv4Addr::from(0x0b00_0000 + i));
+            f.first_ns = 100 * S + u64::from(i) * S / 100;
+            f.last_ns = f.first_ns;
+            t.annotate(&Record::Flow(f));
+            check(&t, "fan-in");
+        }
+        for i in 0..3_000u64 {
+            // One pair, 3,000 flows (its starts fill and pop), every tenth port seen again.
+            t.annotate(&flow(1, 1, (i % 10) as u16, 130 * S + i * S / 100));
+            check(&t, "pair");
+        }
+        for i in (0..500u64).rev() {
+            // Late flows of the same pair, newest first (older than the starts kept).
+            t.annotate(&flow(1, 1, 80, 100 * S + i * S / 100));
+            check(&t, "late");
+        }
+        for d in 0..200u8 {
+            // A host sweeping, then sweeping the same hosts again.
+            t.annotate(&flow(2, d, 22, 170 * S));
+            t.annotate(&flow(2, d, 22, 171 * S));
+            check(&t, "repeats");
+        }
     }
 
     #[test]

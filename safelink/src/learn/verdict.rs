@@ -5,7 +5,10 @@
 //! [`super::cycle::OPERATOR_WEIGHT`]), and a `false_positive` makes the flow's service (server
 //! address and port) known benign, so the ANN's own high score no longer labels its flows
 //! attack. Stored automatic samples of the same flow (source, destination, port, protocol) take
-//! the operator's label. A second verdict on the same alert replaces the first.
+//! the operator's label. A second verdict on the same alert replaces the first. The row of an
+//! alert a flow start raised (a scan's or a flood's) holds that start's host context so far,
+//! the 60 s before it, which counts lower than a finished flow's 60 s either side; the
+//! relabelled automatic samples of the same flow carry the whole context.
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
