@@ -9,6 +9,17 @@
 //! interim flows; the pipeline runs it before any detector, and `analyze --features` and the
 //! training set read the records it annotated, so scoring and training see the same values.
 //!
+//! Only unicast responders are peers: a flow to a multicast address or to 255.255.255.255
+//! (IGMP reports, mDNS, SSDP, DHCP: how LANs work; the rules' [`is_unicast`] too) counts in no
+//! host's fan-out or fan-in, and its own `src_peers` and `dst_peers` are 1; a hundred hosts
+//! reporting to one group are not a flood of it, a host in ten groups is not sweeping. A
+//! subnet's directed broadcast (x.y.z.255) is not known here and counts as a host.
+//!
+//! Addresses are counted within their address space ([`Scope`]): inside a tunnel, per tunnel
+//! kind and id (a VXLAN or Geneve VNI, a GRE key), so two tenants that both number their hosts
+//! 10.0.0.x are not one busy host. Tunnels without an id (IP-in-IP, 6in4, keyless GRE) share
+//! one space per kind (the flow table also keys them by their outer addresses).
+//!
 //! Memory is bounded whatever the traffic: entries older than [`RETAIN_NS`] are dropped,
 //! every set keeps its newest [`MAX_PEERS`] members (a count saturates there, and stays there
 //! while a flood or sweep lasts), the tracker keeps at most [`MAX_KEYS`] addresses or pairs
@@ -21,7 +32,10 @@ use std::net::IpAddr;
 use hashlink::LinkedHashMap;
 use serde::Serialize;
 
-use crate::record::{FlowRecord, FlowStartRecord, Record};
+use safelink_common::TUNNEL_NAMES;
+
+use crate::record::{FlowRecord, FlowStartRecord, Record, is_unicast};
+use crate::tunnel::Tunnel;
 
 /// Flows that started within this long before a flow's first packet or after its last
 /// packet are its context.
@@ -195,12 +209,72 @@ impl Pair {
     }
 }
 
+/// The address space of a flow's addresses: 0 outside a tunnel; inside one, its kind and id
+/// (`kind index << 32 | id`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+struct Scope(u64);
+
+impl Scope {
+    fn of(t: Option<&Tunnel>) -> Self {
+        t.map_or(Self(0), |t| {
+            let kind = TUNNEL_NAMES
+                .iter()
+                .position(|&n| n == t.kind)
+                .unwrap_or(TUNNEL_NAMES.len());
+            Self(((kind as u64 + 1) << 32) | u64::from(t.id))
+        })
+    }
+}
+
+/// A flow's two ends in their address space.
+#[derive(Clone, Copy)]
+struct Ends {
+    scope: Scope,
+    src: IpAddr,
+    dst: IpAddr,
+}
+
+impl Ends {
+    fn of_start(s: &FlowStartRecord) -> Self {
+        Self {
+            scope: Scope::of(s.tunnel.as_ref()),
+            src: s.src_ip,
+            dst: s.dst_ip,
+        }
+    }
+
+    fn of_flow(f: &FlowRecord) -> Self {
+        Self {
+            scope: Scope::of(f.tunnel.as_ref()),
+            src: f.src_ip,
+            dst: f.dst_ip,
+        }
+    }
+
+    fn initiator(self) -> (Scope, IpAddr) {
+        (self.scope, self.src)
+    }
+
+    fn responder(self) -> (Scope, IpAddr) {
+        (self.scope, self.dst)
+    }
+
+    fn pair(self) -> (Scope, IpAddr, IpAddr) {
+        (self.scope, self.src, self.dst)
+    }
+
+    /// Whether the ends are peers of each other: the responder is a unicast host.
+    fn peers(self) -> bool {
+        is_unicast(&self.dst)
+    }
+}
+
 /// Counts flow starts per address and pair and annotates finished flows with their
 /// [`FlowContext`].
 pub struct ContextTracker {
-    fan_out: HashMap<IpAddr, TimedSet<IpAddr>>,
-    fan_in: HashMap<IpAddr, TimedSet<IpAddr>>,
-    pairs: HashMap<(IpAddr, IpAddr), Pair>,
+    fan_out: HashMap<(Scope, IpAddr), TimedSet<IpAddr>>,
+    fan_in: HashMap<(Scope, IpAddr), TimedSet<IpAddr>>,
+    pairs: HashMap<(Scope, IpAddr, IpAddr), Pair>,
     /// Members of all sets together (see [`MAX_MEMBERS`]).
     members: usize,
     /// [`MAX_MEMBERS`], smaller in tests.
@@ -247,10 +321,23 @@ impl ContextTracker {
     }
 
     /// A flow started (or ended without its start seen): `first_ns` is its first packet.
-    fn start(&mut self, src: IpAddr, dst: IpAddr, port: u16, first_ns: u64, new: bool) {
-        let mut grew = usize::from(self.fan_out.entry(src).or_default().insert(dst, first_ns));
-        grew += usize::from(self.fan_in.entry(dst).or_default().insert(src, first_ns));
-        let p = self.pairs.entry((src, dst)).or_default();
+    fn start(&mut self, e: Ends, port: u16, first_ns: u64, new: bool) {
+        let mut grew = 0;
+        if e.peers() {
+            grew += usize::from(
+                self.fan_out
+                    .entry(e.initiator())
+                    .or_default()
+                    .insert(e.dst, first_ns),
+            );
+            grew += usize::from(
+                self.fan_in
+                    .entry(e.responder())
+                    .or_default()
+                    .insert(e.src, first_ns),
+            );
+        }
+        let p = self.pairs.entry(e.pair()).or_default();
         grew += usize::from(p.ports.insert(port, first_ns));
         if new {
             grew += usize::from(p.push_start(first_ns));
@@ -289,7 +376,7 @@ impl ContextTracker {
 
     /// Members of all sets, counted.
     fn count_members(&self) -> usize {
-        let sets = |m: &HashMap<IpAddr, TimedSet<IpAddr>>| -> usize {
+        let sets = |m: &HashMap<(Scope, IpAddr), TimedSet<IpAddr>>| -> usize {
             m.values().map(|s| s.last.len()).sum()
         };
         sets(&self.fan_out)
@@ -323,13 +410,20 @@ impl ContextTracker {
         self.members = self.count_members();
     }
 
-    /// The counts of `src` → `dst` over the starts in `[lo, hi]`.
-    fn counts(&self, src: IpAddr, dst: IpAddr, lo: u64, hi: u64) -> FlowContext {
-        let pair = self.pairs.get(&(src, dst));
+    /// The counts of a flow's ends over the starts in `[lo, hi]`.
+    fn counts(&self, e: Ends, lo: u64, hi: u64) -> FlowContext {
+        let pair = self.pairs.get(&e.pair());
+        let peers = |m: &HashMap<(Scope, IpAddr), TimedSet<IpAddr>>, k| {
+            if e.peers() {
+                m.get(&k).map_or(0, |s: &TimedSet<IpAddr>| s.count(lo, hi))
+            } else {
+                0
+            }
+        };
         FlowContext {
-            src_peers: self.fan_out.get(&src).map_or(0, |s| s.count(lo, hi)),
+            src_peers: peers(&self.fan_out, e.initiator()),
             src_ports: pair.map_or(0, |p| p.ports.count(lo, hi)),
-            dst_peers: self.fan_in.get(&dst).map_or(0, |s| s.count(lo, hi)),
+            dst_peers: peers(&self.fan_in, e.responder()),
             pair_flows: pair.map_or(0, |p| p.flows_between(lo, hi)),
         }
         .at_least_self()
@@ -337,45 +431,35 @@ impl ContextTracker {
 
     /// A finished flow's context: the starts from [`WINDOW_NS`] before its first packet to
     /// [`WINDOW_NS`] after its last.
-    fn context(&self, f: &FlowRecord) -> FlowContext {
+    fn context(&self, e: Ends, f: &FlowRecord) -> FlowContext {
         let lo = f.first_ns.saturating_sub(WINDOW_NS);
         let hi = f.last_ns.saturating_add(WINDOW_NS);
-        self.counts(f.src_ip, f.dst_ip, lo, hi)
+        self.counts(e, lo, hi)
     }
 
     /// Counts a flow start and annotates it with its context so far (the starts of the
     /// [`WINDOW_NS`] before it, up to the latest time seen: a member re-seen since keeps
-    /// counting); annotates a finished or interim flow with its context (a flow
-    /// whose start was not seen counts as started at its first packet). Other records pass as
-    /// they are.
+    /// counting); annotates a finished or interim flow with its context (a flow whose start was
+    /// not seen counts as started at its first packet). Other records pass as they are.
     pub fn annotate<'r>(&mut self, r: &'r Record) -> Cow<'r, Record> {
         match r {
             Record::FlowStart(s) => {
-                self.observe_start(s);
+                let ends = Ends::of_start(s);
+                self.start(ends, port_of(s.proto, s.dst_port), s.ts_ns, true);
                 let mut s = s.clone();
-                s.ctx = self.counts(
-                    s.src_ip,
-                    s.dst_ip,
-                    s.ts_ns.saturating_sub(WINDOW_NS),
-                    self.now,
-                );
+                s.ctx = self.counts(ends, s.ts_ns.saturating_sub(WINDOW_NS), self.now);
                 Cow::Owned(Record::FlowStart(s))
             }
             Record::Flow(f) | Record::FlowUpdate(f) => {
+                let ends = Ends::of_flow(f);
                 let seen = self
                     .pairs
-                    .get(&(f.src_ip, f.dst_ip))
+                    .get(&ends.pair())
                     .is_some_and(|p| p.started_near(f.first_ns));
-                self.start(
-                    f.src_ip,
-                    f.dst_ip,
-                    port_of(f.proto, f.dst_port),
-                    f.first_ns,
-                    !seen,
-                );
+                self.start(ends, port_of(f.proto, f.dst_port), f.first_ns, !seen);
                 self.now = self.now.max(f.last_ns);
                 let mut f = f.clone();
-                f.ctx = self.context(&f);
+                f.ctx = self.context(ends, &f);
                 Cow::Owned(match r {
                     Record::Flow(_) => Record::Flow(f),
                     _ => Record::FlowUpdate(f),
@@ -383,16 +467,6 @@ impl ContextTracker {
             }
             _ => Cow::Borrowed(r),
         }
-    }
-
-    fn observe_start(&mut self, s: &FlowStartRecord) {
-        self.start(
-            s.src_ip,
-            s.dst_ip,
-            port_of(s.proto, s.dst_port),
-            s.ts_ns,
-            true,
-        );
     }
 }
 
@@ -528,6 +602,73 @@ mod tests {
     }
 
     #[test]
+    fn tenants_of_two_tunnels_with_the_same_addresses_are_counted_apart() {
+        let in_vni = |src: u8, vni: Option<u32>| {
+            let Record::Flow(mut f) = flow(src, 1, 443, 100 * S) else {
+                unreachable!()
+            };
+            f.tunnel = vni.map(|id| Tunnel {
+                kind: "vxlan".into(),
+                id,
+                outer_src: "203.0.113.1".parse().unwrap(),
+                outer_dst: "203.0.113.2".parse().unwrap(),
+            });
+            Record::Flow(f)
+        };
+        let mut t = ContextTracker::new();
+        // Five hosts of VNI 1 reach 198.51.100.1 of VNI 1.
+        for src in 1..=5 {
+            t.annotate(&in_vni(src, Some(1)));
+        }
+        // Host 1 of VNI 2 reaches VNI 2's 198.51.100.1: its own, seen once.
+        assert_eq!(ctx(t.annotate(&in_vni(1, Some(2)))).dst_peers, 1);
+        // Outside a tunnel, the same addresses again are another host.
+        assert_eq!(ctx(t.annotate(&in_vni(1, None))).dst_peers, 1);
+        let c = ctx(t.annotate(&in_vni(6, Some(1))));
+        assert_eq!((c.dst_peers, c.pair_flows), (6, 1));
+        // The pair 1 → 1 of VNI 1 opened one flow; VNI 2's and the plain one are not its.
+        let Record::Flow(mut again) = in_vni(1, Some(1)) else {
+            unreachable!()
+        };
+        again.first_ns += S;
+        again.last_ns += S;
+        assert_eq!(ctx(t.annotate(&Record::Flow(again))).pair_flows, 2);
+    }
+
+    #[test]
+    fn group_addresses_are_no_hosts_peers() {
+        let mut t = ContextTracker::new();
+        let to = |src: u8, dst: &str| {
+            let Record::Flow(mut f) = flow(src, 1, 5353, 100 * S) else {
+                unreachable!()
+            };
+            f.dst_ip = dst.parse().unwrap();
+            Record::Flow(f)
+        };
+        // 150 hosts report to one group; host 1 is in ten groups.
+        for src in 1..=150 {
+            t.annotate(&to(src, "224.0.0.22"));
+        }
+        for g in 1..=10 {
+            t.annotate(&to(1, &format!("239.0.0.{g}")));
+        }
+        let c = ctx(t.annotate(&to(151, "224.0.0.22")));
+        assert_eq!((c.src_peers, c.dst_peers), (1, 1));
+        // Host 1's unicast flow: one peer, itself; the groups are not its peers.
+        let c = ctx(t.annotate(&to(1, "198.51.100.7")));
+        assert_eq!((c.src_peers, c.dst_peers), (1, 1));
+        // Broadcast likewise; the pair's own flows are still counted.
+        t.annotate(&to(2, "255.255.255.255"));
+        let Record::Flow(mut again) = to(2, "255.255.255.255") else {
+            unreachable!()
+        };
+        again.first_ns += S;
+        again.last_ns += S;
+        let c = ctx(t.annotate(&Record::Flow(again)));
+        assert_eq!((c.src_peers, c.dst_peers, c.pair_flows), (1, 1, 2));
+    }
+
+    #[test]
     fn flows_out_of_the_window_do_not_count() {
         let mut t = ContextTracker::new();
         t.annotate(&flow(1, 1, 22, 100 * S));
@@ -604,6 +745,7 @@ mod tests {
     fn starts_stay_in_order_when_a_flow_ends_after_its_start_was_dropped() {
         let mut t = ContextTracker::new();
         let pair = (
+            Scope(0),
             IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)),
             IpAddr::V4(Ipv4Addr::new(198, 51, 100, 1)),
         );
@@ -658,7 +800,7 @@ mod tests {
         // The first victims were forgotten.
         assert!(
             !t.fan_in
-                .contains_key(&IpAddr::V4(Ipv4Addr::from(0x0a00_0000)))
+                .contains_key(&(Scope(0), IpAddr::V4(Ipv4Addr::from(0x0a00_0000))))
         );
     }
 

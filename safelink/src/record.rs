@@ -247,6 +247,19 @@ pub struct FlowRecord {
     pub ctx: FlowContext,
 }
 
+/// A unicast host address: not multicast, broadcast, unspecified or loopback. The rules count
+/// scans, sweeps and floods only towards such addresses, and the host context counts only them
+/// as peers (mDNS, SSDP, DHCP and NetBIOS traffic to group addresses is how LANs work, not
+/// probing).
+pub fn is_unicast(ip: &IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(a) => {
+            !(a.is_multicast() || a.is_broadcast() || a.is_unspecified() || a.is_loopback())
+        }
+        IpAddr::V6(a) => !(a.is_multicast() || a.is_unspecified() || a.is_loopback()),
+    }
+}
+
 pub fn key_addr(family: u8, a: &[u8; 16]) -> IpAddr {
     if family == FAMILY_IPV4 {
         IpAddr::V4(Ipv4Addr::new(a[0], a[1], a[2], a[3]))

@@ -1,6 +1,5 @@
 //! Shared judgements about single records: which addresses can be victims, whether a flow was a
 //! failed probe, whether a first packet's TCP flags are a stealth-scan probe.
-use std::net::IpAddr;
 
 use safelink_common::{TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, TCP_URG};
 
@@ -11,17 +10,8 @@ pub use safelink_common::{
     IPPROTO_ICMP as ICMP, IPPROTO_ICMPV6 as ICMPV6, IPPROTO_TCP as TCP, IPPROTO_UDP as UDP,
 };
 
-/// A unicast host address: not multicast, broadcast, unspecified or loopback. Scans, sweeps
-/// and floods are only counted towards such addresses (mDNS, SSDP, DHCP and NetBIOS traffic to
-/// group addresses is how LANs work, not probing).
-pub fn is_unicast(ip: &IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(a) => {
-            !(a.is_multicast() || a.is_broadcast() || a.is_unspecified() || a.is_loopback())
-        }
-        IpAddr::V6(a) => !(a.is_multicast() || a.is_unspecified() || a.is_loopback()),
-    }
-}
+/// Scans, sweeps and floods are only counted towards unicast host addresses.
+pub use crate::record::is_unicast;
 
 /// Both directions carried application data (PSH, or a packet longer than any bare header
 /// with options: IPv6 40 + TCP 60 = 100 bytes).
