@@ -246,7 +246,12 @@ async fn one_sensor_flooding_flipped_labels_moves_recall_less_than_2_points() {
     let (m_cap, c_cap, _) = one_fleet(
         &dir.path().join("cap-only"),
         &poisoned,
-        &["--set", "learning.golden_margin=1.0"],
+        &[
+            "--set",
+            "learning.golden_margin=1.0",
+            "--set",
+            "learning.golden_fpr_margin=1.0",
+        ],
     )
     .await;
     eprintln!("honest cycle: {c_honest}");

@@ -77,8 +77,13 @@ pub struct LearningSection {
     /// ...its held-out loss below this...
     pub max_loss: f64,
     /// ...and its golden-set accuracy is at most this much (0.02 = 2 points) below both the
-    /// serving model's and the base model's.
+    /// serving model's and the base model's...
     pub golden_margin: f64,
+    /// ...and it flags at most this share (0.001 = 0.1 point) more of the golden set's benign
+    /// rows at the alert threshold than both the serving model and the base model do: the
+    /// accuracy margin alone lets the false-positive rate on benign traffic no cycle trained
+    /// on grow twentyfold past the ANN's 0.1 % target.
+    pub golden_fpr_margin: f64,
     /// The golden margin holds for every family's rows of the golden set too, not only
     /// overall (unset: on for `safelink learner`, whose samples come from other machines;
     /// off for a sensor's own learner, where the local baseline and the operator's verdicts
@@ -144,6 +149,7 @@ impl Default for LearningSection {
             min_accuracy: 0.70,
             max_loss: 2.0,
             golden_margin: 0.02,
+            golden_fpr_margin: 0.001,
             golden_per_family: None,
             holdout_fraction: 0.2,
             replay_ratio: 1.0,
@@ -190,6 +196,7 @@ pub struct LearningParams {
     pub min_accuracy: f64,
     pub max_loss: f64,
     pub golden_margin: f64,
+    pub golden_fpr_margin: f64,
     /// Resolved `golden_per_family` (off unless set; the fleet learner turns it on).
     pub golden_per_family: bool,
     pub holdout_fraction: f64,
@@ -243,6 +250,7 @@ impl LearningSection {
             min_accuracy: self.min_accuracy,
             max_loss: self.max_loss,
             golden_margin: self.golden_margin,
+            golden_fpr_margin: self.golden_fpr_margin,
             golden_per_family: self.golden_per_family.unwrap_or(false),
             holdout_fraction: self.holdout_fraction,
             replay_ratio: self.replay_ratio,
@@ -296,6 +304,12 @@ impl LearningSection {
         }
         if !(0.0..=1.0).contains(&p.min_accuracy) || p.max_loss <= 0.0 || p.golden_margin < 0.0 {
             return bad("min_accuracy must be in [0, 1], max_loss > 0, golden_margin >= 0".into());
+        }
+        if !(0.0..=1.0).contains(&p.golden_fpr_margin) {
+            return bad(format!(
+                "golden_fpr_margin must be in [0, 1], got {}",
+                p.golden_fpr_margin
+            ));
         }
         if !(p.train_duty > 0.0 && p.train_duty <= 1.0) {
             return bad(format!(

@@ -138,6 +138,48 @@ impl Golden {
             .collect()
     }
 
+    /// Share of the benign rows that `scores` flags at `threshold` (`None` without benign
+    /// rows).
+    pub fn benign_flagged(&self, scores: &[f32], threshold: f32) -> Option<f64> {
+        let benign = || (0..self.len()).filter(|&i| self.y[i] <= 0.5);
+        let n = benign().count();
+        (n > 0).then(|| benign().filter(|&i| scores[i] >= threshold).count() as f64 / n as f64)
+    }
+
+    /// Whether `after` flags benign rows at `threshold` that `before` did not, in at least
+    /// [`GOLDEN_MIN_POINTS_LOST`] distinct points and more than `margin` of the benign rows
+    /// (and more than [`GOLDEN_CLASS_SLACK`] rows): (rate before, rate after).
+    pub fn benign_fpr_rose(
+        &self,
+        before: &[f32],
+        after: &[f32],
+        margin: f64,
+        threshold: f32,
+    ) -> Option<(f64, f64)> {
+        let (mut n, mut flagged_before, mut flagged_after) = (0usize, 0usize, 0usize);
+        let mut newly = std::collections::HashSet::new();
+        for i in (0..self.len()).filter(|&i| self.y[i] <= 0.5) {
+            let (b, a) = (before[i] >= threshold, after[i] >= threshold);
+            n += 1;
+            flagged_before += usize::from(b);
+            flagged_after += usize::from(a);
+            if a && !b {
+                newly.insert(self.point_of(i));
+            }
+        }
+        let rose = flagged_after.saturating_sub(flagged_before);
+        (n > 0
+            && rose > GOLDEN_CLASS_SLACK
+            && rose as f64 > margin * n as f64
+            && newly.len() >= GOLDEN_MIN_POINTS_LOST)
+            .then(|| {
+                (
+                    flagged_before as f64 / n as f64,
+                    flagged_after as f64 / n as f64,
+                )
+            })
+    }
+
     pub fn len(&self) -> usize {
         self.y.len()
     }
@@ -778,6 +820,9 @@ fn cycle_body(
         golden_accuracy: None,
         golden_accuracy_before: None,
         golden_accuracy_base: None,
+        golden_fpr: None,
+        golden_fpr_before: None,
+        golden_fpr_base: None,
         epoch_loss: epochs.iter().map(|e| e.loss).collect(),
     };
     let mut reasons = Vec::new();
@@ -954,6 +999,29 @@ fn golden_checks(
             margin * 100.0
         ));
     }
+    // The benign rows flagged at the alert threshold, against the parent and the base: the
+    // accuracy margin counts a benign row flagged like any other row lost, 2 points of it
+    // being 20 times the ANN's false-positive target.
+    let t = p.alert_threshold;
+    let fm = p.golden_fpr_margin;
+    m.golden_fpr_before = g.benign_flagged(before, t);
+    m.golden_fpr = g.benign_flagged(after, t);
+    m.golden_fpr_base = base.and_then(|s| g.benign_flagged(s, t));
+    if let Some((b, a)) = g.benign_fpr_rose(before, after, fm, t) {
+        reasons.push(format!(
+            "golden-set benign rows flagged at the alert threshold {t:.2} rose from {:.3} % to {:.3} % (more than {:.2} points)",
+            100.0 * b,
+            100.0 * a,
+            100.0 * fm
+        ));
+    } else if let Some((o, a)) = base.and_then(|o| g.benign_fpr_rose(o, after, fm, t)) {
+        reasons.push(format!(
+            "golden-set benign rows flagged at the alert threshold {t:.2}: {:.3} %, more than {:.2} points above the base model's {:.3} % (rises added up over cycles)",
+            100.0 * a,
+            100.0 * fm,
+            100.0 * o
+        ));
+    }
     // Per family too (`golden_per_family`, the fleet learner's default), at the alert
     // threshold: rehearsal and a large benign class keep the overall figure steady while one
     // family's recall collapses (a sensor flooding flipped port-scan labels did that in
@@ -963,7 +1031,6 @@ fn golden_checks(
     if !p.golden_per_family {
         return reasons;
     }
-    let t = p.alert_threshold;
     let fallen = g.classes_fallen(before, after, margin, t);
     for (class, b, a) in &fallen {
         reasons.push(format!(
@@ -1249,6 +1316,69 @@ mod tests {
         let mut after = before.clone();
         after[..2].fill(0.7);
         assert!(g.classes_fallen(&before, &after, 0.02, 0.9).is_empty());
+    }
+
+    #[test]
+    fn a_cycle_that_flags_more_golden_benign_rows_than_the_margin_is_refused() {
+        // 10 port-scan rows and 4,000 benign rows (0.1 % of them: 4 rows). The base flags 2
+        // benign rows at the alert threshold, the parent 4 (2 more: within the slack).
+        let mut g = Golden::default();
+        for i in 0..4_010 {
+            let attack = i < 10;
+            g.y.push(if attack { 1.0 } else { 0.0 });
+            g.class
+                .push(if attack { "portscan" } else { "benign" }.into());
+            g.point.push(i);
+        }
+        let mut base: Vec<f32> =
+            g.y.iter()
+                .map(|&y| if y > 0.5 { 0.97 } else { 0.05 })
+                .collect();
+        assert_eq!(g.benign_flagged(&base, 0.9), Some(0.0));
+        let benign0 = 10;
+        base[benign0..benign0 + 2].fill(0.95);
+        let mut parent = base.clone();
+        parent[benign0 + 2..benign0 + 4].fill(0.95);
+        let p = LearningParams::default();
+        assert_eq!(p.golden_fpr_margin, 0.001);
+        let check = |g: &Golden, parent: &[f32], after: &[f32], base: Option<&[f32]>| {
+            let mut m = CycleMetrics::default();
+            let r = golden_checks(g, parent, after, base, &p, &mut m);
+            (r, m.golden_fpr_base, m.golden_fpr_before, m.golden_fpr)
+        };
+        // 8 flagged: 4 more than the parent (0.1 point, not more), 6 more than the base.
+        let mut after = parent.clone();
+        after[benign0 + 4..benign0 + 8].fill(0.92);
+        let (r, o, b, a) = check(&g, &parent, &after, Some(&base));
+        assert_eq!((o, b, a), (Some(0.0005), Some(0.001), Some(0.002)));
+        assert_eq!(
+            r,
+            [
+                "golden-set benign rows flagged at the alert threshold 0.90: 0.200 %, more than 0.10 points above the base model's 0.050 % (rises added up over cycles)"
+            ]
+        );
+        // Without a readable base, the parent's check alone passes it; the accuracy guard,
+        // 8 of 4,010 rows wrong, passes it anyway.
+        assert!(check(&g, &parent, &after, None).0.is_empty());
+        // 9 flagged: 5 more than the parent.
+        after[benign0 + 8] = 0.92;
+        let (r, ..) = check(&g, &parent, &after, Some(&base));
+        assert_eq!(
+            r,
+            [
+                "golden-set benign rows flagged at the alert threshold 0.90 rose from 0.100 % to 0.225 % (more than 0.10 points)"
+            ]
+        );
+        // The same 5 new rows as copies of one point do not count: one flow shape crossed.
+        for i in benign0 + 4..benign0 + 9 {
+            g.point[i] = g.point[benign0 + 4];
+        }
+        assert!(check(&g, &parent, &after, None).0.is_empty());
+        // Below the threshold nothing is flagged, whatever the rise above 0.5.
+        let mut after = parent.clone();
+        after[benign0 + 4..benign0 + 100].fill(0.8);
+        let (r, ..) = check(&g, &parent, &after, Some(&base));
+        assert!(r.iter().all(|r| !r.contains("benign rows flagged")), "{r:?}");
     }
 
     #[test]

@@ -49,6 +49,14 @@ pub struct CycleMetrics {
     /// when the learner has no readable base version (records of earlier releases too).
     #[serde(default)]
     pub golden_accuracy_base: Option<f64>,
+    /// Share of the golden set's benign rows flagged at the alert threshold by the candidate,
+    /// the model it would replace and the base model (unset in records of earlier releases).
+    #[serde(default)]
+    pub golden_fpr: Option<f64>,
+    #[serde(default)]
+    pub golden_fpr_before: Option<f64>,
+    #[serde(default)]
+    pub golden_fpr_base: Option<f64>,
     /// Mean training loss of each epoch.
     pub epoch_loss: Vec<f64>,
 }
