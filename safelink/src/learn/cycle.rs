@@ -1378,7 +1378,10 @@ mod tests {
         let mut after = parent.clone();
         after[benign0 + 4..benign0 + 100].fill(0.8);
         let (r, ..) = check(&g, &parent, &after, Some(&base));
-        assert!(r.iter().all(|r| !r.contains("benign rows flagged")), "{r:?}");
+        assert!(
+            r.iter().all(|r| !r.contains("benign rows flagged")),
+            "{r:?}"
+        );
     }
 
     #[test]
