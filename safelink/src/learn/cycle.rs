@@ -111,30 +111,22 @@ impl Golden {
         margin: f64,
         threshold: f32,
     ) -> Vec<(String, f64, f64)> {
-        // Per class: rows, rows right before, rows right after, points lost.
-        type Tally = (usize, usize, usize, std::collections::HashSet<usize>);
         let mut per: BTreeMap<&str, Tally> = BTreeMap::new();
         for (i, c) in self.class.iter().enumerate() {
-            let (rb, ra) = (
-                self.right(before, i, threshold),
-                self.right(after, i, threshold),
-            );
-            let e = per.entry(c.as_str()).or_default();
-            e.0 += 1;
-            e.1 += usize::from(rb);
-            e.2 += usize::from(ra);
-            if rb && !ra {
-                e.3.insert(self.point_of(i));
-            }
+            per.entry(c.as_str())
+                .or_default()
+                .add(self, i, before, after, threshold);
         }
         per.into_iter()
-            .filter(|(_, (n, b, a, lost_points))| {
-                let lost = b.saturating_sub(*a);
-                lost > GOLDEN_CLASS_SLACK
-                    && lost as f64 > margin * *n as f64
-                    && lost_points.len() >= GOLDEN_MIN_POINTS_LOST
+            .filter(|(_, t)| t.fell(margin))
+            .map(|(c, t)| {
+                let n = t.rows as f64;
+                (
+                    c.to_string(),
+                    t.right_before as f64 / n,
+                    t.right_after as f64 / n,
+                )
             })
-            .map(|(c, (n, b, a, _))| (c.to_string(), b as f64 / n as f64, a as f64 / n as f64))
             .collect()
     }
 
@@ -146,9 +138,10 @@ impl Golden {
         (n > 0).then(|| benign().filter(|&i| scores[i] >= threshold).count() as f64 / n as f64)
     }
 
-    /// Whether `after` flags benign rows at `threshold` that `before` did not, in at least
-    /// [`GOLDEN_MIN_POINTS_LOST`] distinct points and more than `margin` of the benign rows
-    /// (and more than [`GOLDEN_CLASS_SLACK`] rows): (rate before, rate after).
+    /// Whether `after` flags benign rows at `threshold` that `before` did not, as a class falls
+    /// in [`Self::classes_fallen`] (more than `margin` of the benign rows and more than
+    /// [`GOLDEN_CLASS_SLACK`] rows, in at least [`GOLDEN_MIN_POINTS_LOST`] distinct points):
+    /// (share flagged before, share flagged after).
     pub fn benign_fpr_rose(
         &self,
         before: &[f32],
@@ -156,28 +149,17 @@ impl Golden {
         margin: f64,
         threshold: f32,
     ) -> Option<(f64, f64)> {
-        let (mut n, mut flagged_before, mut flagged_after) = (0usize, 0usize, 0usize);
-        let mut newly = std::collections::HashSet::new();
+        let mut t = Tally::default();
         for i in (0..self.len()).filter(|&i| self.y[i] <= 0.5) {
-            let (b, a) = (before[i] >= threshold, after[i] >= threshold);
-            n += 1;
-            flagged_before += usize::from(b);
-            flagged_after += usize::from(a);
-            if a && !b {
-                newly.insert(self.point_of(i));
-            }
+            t.add(self, i, before, after, threshold);
         }
-        let rose = flagged_after.saturating_sub(flagged_before);
-        (n > 0
-            && rose > GOLDEN_CLASS_SLACK
-            && rose as f64 > margin * n as f64
-            && newly.len() >= GOLDEN_MIN_POINTS_LOST)
-            .then(|| {
-                (
-                    flagged_before as f64 / n as f64,
-                    flagged_after as f64 / n as f64,
-                )
-            })
+        let n = t.rows as f64;
+        t.fell(margin).then(|| {
+            (
+                (t.rows - t.right_before) as f64 / n,
+                (t.rows - t.right_after) as f64 / n,
+            )
+        })
     }
 
     pub fn len(&self) -> usize {
@@ -186,6 +168,37 @@ impl Golden {
 
     pub fn is_empty(&self) -> bool {
         self.y.is_empty()
+    }
+}
+
+/// Golden rows judged at a threshold before and after a cycle: how many, how many right under
+/// each model, and the distinct points right before and wrong after.
+#[derive(Default)]
+struct Tally {
+    rows: usize,
+    right_before: usize,
+    right_after: usize,
+    lost: std::collections::HashSet<usize>,
+}
+
+impl Tally {
+    fn add(&mut self, g: &Golden, i: usize, before: &[f32], after: &[f32], threshold: f32) {
+        let (b, a) = (g.right(before, i, threshold), g.right(after, i, threshold));
+        self.rows += 1;
+        self.right_before += usize::from(b);
+        self.right_after += usize::from(a);
+        if b && !a {
+            self.lost.insert(g.point_of(i));
+        }
+    }
+
+    /// Whether the rows fell: more than [`GOLDEN_CLASS_SLACK`] rows and `margin` of them fewer
+    /// right, with at least [`GOLDEN_MIN_POINTS_LOST`] distinct points lost.
+    fn fell(&self, margin: f64) -> bool {
+        let lost = self.right_before.saturating_sub(self.right_after);
+        lost > GOLDEN_CLASS_SLACK
+            && lost as f64 > margin * self.rows as f64
+            && self.lost.len() >= GOLDEN_MIN_POINTS_LOST
     }
 }
 
