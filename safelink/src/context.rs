@@ -2,7 +2,8 @@
 //! around it, counted over the flows that started within [`WINDOW_NS`] of it. A flow alone
 //! cannot tell one unanswered datagram from a reflection flood's, or one refused SYN from a
 //! sweep's; its context can: how many hosts its initiator reached, how many ports of this
-//! responder, how many hosts reached the responder, how many flows the pair opened.
+//! responder, how many hosts on this responder's port, how many hosts reached the responder,
+//! how many flows the pair opened.
 //!
 //! [`ContextTracker`] is the one place the counts are made. It sees every record in stream
 //! order (flow starts as they come, finished flows as they end) and annotates finished and
@@ -17,8 +18,8 @@
 //!
 //! Addresses are counted within their address space ([`Scope`]): inside a tunnel, per tunnel
 //! kind and id (a VXLAN or Geneve VNI, a GRE key), so two tenants that both number their hosts
-//! 10.0.0.x are not one busy host. Tunnels without an id (IP-in-IP, 6in4, keyless GRE) share
-//! one space per kind (the flow table also keys them by their outer addresses).
+//! 10.0.0.x are not one busy host; inside a tunnel without an id (IP-in-IP, IPv6 in IP,
+//! keyless GRE), per kind and pair of outer ends, as the flow table keys them.
 //!
 //! Memory is bounded whatever the traffic: entries older than [`RETAIN_NS`] are dropped,
 //! every set keeps its newest [`MAX_PEERS`] members (a count saturates there, and stays there
@@ -26,13 +27,31 @@
 //! per table, and at most [`MAX_MEMBERS`] members in all its sets together, dropping the
 //! stalest keys beyond either.
 use std::borrow::Cow;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::net::IpAddr;
 
-use hashlink::LinkedHashMap;
+/// The tracker's maps: keyed by addresses and ports that traffic chooses (a spoofed flood
+/// picks them all), so hashed with a per-process random key ([`Keyed`]); ahash costs a
+/// fraction of the standard library's SipHash, which took a tenth of a replay's time here.
+type HashMap<K, V> = std::collections::HashMap<K, V, Keyed>;
+type LinkedHashMap<K, V> = hashlink::LinkedHashMap<K, V, Keyed>;
+
+/// ahash with one random key per process, held once rather than in each of the tracker's
+/// (up to hundreds of thousands of) sets.
+#[derive(Clone, Copy, Debug, Default)]
+struct Keyed;
+
+impl std::hash::BuildHasher for Keyed {
+    type Hasher = ahash::AHasher;
+
+    fn build_hasher(&self) -> ahash::AHasher {
+        static KEY: std::sync::OnceLock<ahash::RandomState> = std::sync::OnceLock::new();
+        KEY.get_or_init(ahash::RandomState::new).build_hasher()
+    }
+}
 use serde::Serialize;
 
-use safelink_common::TUNNEL_NAMES;
+use safelink_common::{TUNNEL_GENEVE, TUNNEL_NAMES, TUNNEL_VXLAN};
 
 use crate::record::{FlowRecord, FlowStartRecord, Record, is_unicast};
 use crate::tunnel::Tunnel;
@@ -72,6 +91,10 @@ pub struct FlowContext {
     /// Distinct responder ports (TCP/UDP; 0 for others) the initiator opened flows to on
     /// this responder.
     pub src_ports: u32,
+    /// Distinct responder addresses the initiator opened flows to on this flow's protocol and
+    /// responder port (any port for protocols without one): a sweep walks many hosts on one
+    /// service, a peer-to-peer client or a browser reaches its many hosts on many.
+    pub src_port_peers: u32,
     /// Distinct initiator addresses that opened flows to the responder.
     pub dst_peers: u32,
     /// Flows the initiator opened to the responder.
@@ -91,7 +114,7 @@ struct TimedSet<T: std::hash::Hash + Eq> {
 impl<T: std::hash::Hash + Eq> Default for TimedSet<T> {
     fn default() -> Self {
         Self {
-            last: LinkedHashMap::new(),
+            last: LinkedHashMap::default(),
             newest: 0,
         }
     }
@@ -209,20 +232,41 @@ impl Pair {
     }
 }
 
-/// The address space of a flow's addresses: 0 outside a tunnel; inside one, its kind and id
-/// (`kind index << 32 | id`).
+/// The address space of a flow's addresses: outside any tunnel (0); inside a tunnel with an
+/// id (a VXLAN or Geneve VNI, a GRE key), its kind and id (`kind index + 1 << 32 | id`); inside
+/// one without (IP-in-IP, IPv6 in IP, keyless GRE), its kind and its two outer ends in either
+/// order (both directions of one tunnel are one space), as a 63-bit digest with the top bit
+/// set. Eight bytes in every key of every table: under a spoofed flood each table holds
+/// [`MAX_KEYS`] of them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 struct Scope(u64);
 
 impl Scope {
+    /// Outside any tunnel.
+    const PLAIN: Self = Self(0);
+
     fn of(t: Option<&Tunnel>) -> Self {
-        t.map_or(Self(0), |t| {
-            let kind = TUNNEL_NAMES
-                .iter()
-                .position(|&n| n == t.kind)
-                .unwrap_or(TUNNEL_NAMES.len());
+        use std::hash::{Hash as _, Hasher as _};
+        let Some(t) = t else {
+            return Self::PLAIN;
+        };
+        let kind = TUNNEL_NAMES
+            .iter()
+            .position(|&n| n == t.kind)
+            .unwrap_or(TUNNEL_NAMES.len());
+        if t.id != 0 || kind == usize::from(TUNNEL_VXLAN) || kind == usize::from(TUNNEL_GENEVE) {
             Self(((kind as u64 + 1) << 32) | u64::from(t.id))
-        })
+        } else {
+            // A fixed-key hash: the same tunnel is the same space in every run.
+            let mut h = std::hash::DefaultHasher::new();
+            (
+                kind,
+                t.outer_src.min(t.outer_dst),
+                t.outer_src.max(t.outer_dst),
+            )
+                .hash(&mut h);
+            Self((1 << 63) | (h.finish() >> 1))
+        }
     }
 }
 
@@ -263,6 +307,10 @@ impl Ends {
         (self.scope, self.src, self.dst)
     }
 
+    fn service(self, proto: u8, port: u16) -> Service {
+        (self.scope, self.src, proto, port)
+    }
+
     /// Whether the ends are peers of each other: the responder is a unicast host.
     fn peers(self) -> bool {
         is_unicast(&self.dst)
@@ -273,6 +321,8 @@ impl Ends {
 /// [`FlowContext`].
 pub struct ContextTracker {
     fan_out: HashMap<(Scope, IpAddr), TimedSet<IpAddr>>,
+    /// Responders per initiator and service (protocol, responder port).
+    fan_out_port: HashMap<Service, TimedSet<IpAddr>>,
     fan_in: HashMap<(Scope, IpAddr), TimedSet<IpAddr>>,
     pairs: HashMap<(Scope, IpAddr, IpAddr), Pair>,
     /// Members of all sets together (see [`MAX_MEMBERS`]).
@@ -284,6 +334,9 @@ pub struct ContextTracker {
     /// When the tables were last pruned.
     pruned: u64,
 }
+
+/// An initiator and one service it used: (space, initiator, protocol, responder port).
+type Service = (Scope, IpAddr, u8, u16);
 
 fn port_of(proto: u8, port: u16) -> u16 {
     if matches!(
@@ -310,9 +363,10 @@ impl ContextTracker {
     /// A tracker that holds at most `max_members` members (tests).
     fn with_budget(max_members: usize) -> Self {
         Self {
-            fan_out: HashMap::new(),
-            fan_in: HashMap::new(),
-            pairs: HashMap::new(),
+            fan_out: HashMap::default(),
+            fan_out_port: HashMap::default(),
+            fan_in: HashMap::default(),
+            pairs: HashMap::default(),
             members: 0,
             max_members,
             now: 0,
@@ -321,12 +375,18 @@ impl ContextTracker {
     }
 
     /// A flow started (or ended without its start seen): `first_ns` is its first packet.
-    fn start(&mut self, e: Ends, port: u16, first_ns: u64, new: bool) {
+    fn start(&mut self, e: Ends, proto: u8, port: u16, first_ns: u64, new: bool) {
         let mut grew = 0;
         if e.peers() {
             grew += usize::from(
                 self.fan_out
                     .entry(e.initiator())
+                    .or_default()
+                    .insert(e.dst, first_ns),
+            );
+            grew += usize::from(
+                self.fan_out_port
+                    .entry(e.service(proto, port))
                     .or_default()
                     .insert(e.dst, first_ns),
             );
@@ -346,6 +406,7 @@ impl ContextTracker {
         self.now = self.now.max(first_ns);
         if self.now.saturating_sub(self.pruned) >= RETAIN_NS
             || self.fan_out.len() > MAX_KEYS
+            || self.fan_out_port.len() > MAX_KEYS
             || self.fan_in.len() > MAX_KEYS
             || self.pairs.len() > MAX_KEYS
             || self.members > self.max_members
@@ -357,6 +418,7 @@ impl ContextTracker {
     fn prune(&mut self) {
         let floor = self.now.saturating_sub(RETAIN_NS);
         self.fan_out.retain(|_, s| s.prune(floor));
+        self.fan_out_port.retain(|_, s| s.prune(floor));
         self.fan_in.retain(|_, s| s.prune(floor));
         self.pairs.retain(|_, p| {
             while p.starts.front().is_some_and(|&t| t < floor) {
@@ -365,6 +427,7 @@ impl ContextTracker {
             p.ports.prune(floor)
         });
         shed(&mut self.fan_out, |s| s.newest);
+        shed(&mut self.fan_out_port, |s| s.newest);
         shed(&mut self.fan_in, |s| s.newest);
         shed(&mut self.pairs, Pair::newest);
         self.members = self.count_members();
@@ -376,10 +439,11 @@ impl ContextTracker {
 
     /// Members of all sets, counted.
     fn count_members(&self) -> usize {
-        let sets = |m: &HashMap<(Scope, IpAddr), TimedSet<IpAddr>>| -> usize {
+        fn sets<K>(m: &HashMap<K, TimedSet<IpAddr>>) -> usize {
             m.values().map(|s| s.last.len()).sum()
-        };
+        }
         sets(&self.fan_out)
+            + sets(&self.fan_out_port)
             + sets(&self.fan_in)
             + self.pairs.values().map(Pair::members).sum::<usize>()
     }
@@ -390,6 +454,7 @@ impl ContextTracker {
         let mut keys: Vec<(u64, usize)> = self
             .fan_out
             .values()
+            .chain(self.fan_out_port.values())
             .chain(self.fan_in.values())
             .map(|s| (s.newest, s.last.len()))
             .chain(self.pairs.values().map(|p| (p.newest(), p.members())))
@@ -405,25 +470,33 @@ impl ContextTracker {
             cut = t;
         }
         self.fan_out.retain(|_, s| s.newest > cut);
+        self.fan_out_port.retain(|_, s| s.newest > cut);
         self.fan_in.retain(|_, s| s.newest > cut);
         self.pairs.retain(|_, p| p.newest() > cut);
         self.members = self.count_members();
     }
 
     /// The counts of a flow's ends over the starts in `[lo, hi]`.
-    fn counts(&self, e: Ends, lo: u64, hi: u64) -> FlowContext {
+    fn counts(&self, e: Ends, proto: u8, port: u16, lo: u64, hi: u64) -> FlowContext {
         let pair = self.pairs.get(&e.pair());
-        let peers = |m: &HashMap<(Scope, IpAddr), TimedSet<IpAddr>>, k| {
+        fn peers<K: std::hash::Hash + Eq>(
+            e: Ends,
+            m: &HashMap<K, TimedSet<IpAddr>>,
+            k: K,
+            lo: u64,
+            hi: u64,
+        ) -> u32 {
             if e.peers() {
-                m.get(&k).map_or(0, |s: &TimedSet<IpAddr>| s.count(lo, hi))
+                m.get(&k).map_or(0, |s| s.count(lo, hi))
             } else {
                 0
             }
-        };
+        }
         FlowContext {
-            src_peers: peers(&self.fan_out, e.initiator()),
+            src_peers: peers(e, &self.fan_out, e.initiator(), lo, hi),
             src_ports: pair.map_or(0, |p| p.ports.count(lo, hi)),
-            dst_peers: peers(&self.fan_in, e.responder()),
+            src_port_peers: peers(e, &self.fan_out_port, e.service(proto, port), lo, hi),
+            dst_peers: peers(e, &self.fan_in, e.responder(), lo, hi),
             pair_flows: pair.map_or(0, |p| p.flows_between(lo, hi)),
         }
         .at_least_self()
@@ -434,7 +507,7 @@ impl ContextTracker {
     fn context(&self, e: Ends, f: &FlowRecord) -> FlowContext {
         let lo = f.first_ns.saturating_sub(WINDOW_NS);
         let hi = f.last_ns.saturating_add(WINDOW_NS);
-        self.counts(e, lo, hi)
+        self.counts(e, f.proto, port_of(f.proto, f.dst_port), lo, hi)
     }
 
     /// Counts a flow start and annotates it with its context so far (the starts of the
@@ -445,9 +518,16 @@ impl ContextTracker {
         match r {
             Record::FlowStart(s) => {
                 let ends = Ends::of_start(s);
-                self.start(ends, port_of(s.proto, s.dst_port), s.ts_ns, true);
+                let port = port_of(s.proto, s.dst_port);
+                self.start(ends, s.proto, port, s.ts_ns, true);
                 let mut s = s.clone();
-                s.ctx = self.counts(ends, s.ts_ns.saturating_sub(WINDOW_NS), self.now);
+                s.ctx = self.counts(
+                    ends,
+                    s.proto,
+                    port,
+                    s.ts_ns.saturating_sub(WINDOW_NS),
+                    self.now,
+                );
                 Cow::Owned(Record::FlowStart(s))
             }
             Record::Flow(f) | Record::FlowUpdate(f) => {
@@ -456,7 +536,13 @@ impl ContextTracker {
                     .pairs
                     .get(&ends.pair())
                     .is_some_and(|p| p.started_near(f.first_ns));
-                self.start(ends, port_of(f.proto, f.dst_port), f.first_ns, !seen);
+                self.start(
+                    ends,
+                    f.proto,
+                    port_of(f.proto, f.dst_port),
+                    f.first_ns,
+                    !seen,
+                );
                 self.now = self.now.max(f.last_ns);
                 let mut f = f.clone();
                 f.ctx = self.context(ends, &f);
@@ -476,6 +562,7 @@ impl FlowContext {
         Self {
             src_peers: self.src_peers.max(1),
             src_ports: self.src_ports.max(1),
+            src_port_peers: self.src_port_peers.max(1),
             dst_peers: self.dst_peers.max(1),
             pair_flows: self.pair_flows.max(1),
         }
@@ -542,17 +629,45 @@ mod tests {
             FlowContext {
                 src_peers: 1,
                 src_ports: 1,
+                src_port_peers: 1,
                 dst_peers: 6,
                 pair_flows: 2
             }
         );
         let sweep = ctx(t.annotate(&flow(1, 11, 22, 111 * S)));
         assert_eq!(
-            (sweep.src_peers, sweep.src_ports, sweep.pair_flows),
-            (11, 1, 1)
+            (
+                sweep.src_peers,
+                sweep.src_ports,
+                sweep.src_port_peers,
+                sweep.pair_flows
+            ),
+            (11, 1, 11, 1)
         );
         let scan = ctx(t.annotate(&flow(2, 50, 31, 100 * S)));
-        assert_eq!((scan.src_peers, scan.src_ports, scan.dst_peers), (1, 31, 1));
+        assert_eq!(
+            (
+                scan.src_peers,
+                scan.src_ports,
+                scan.src_port_peers,
+                scan.dst_peers
+            ),
+            (1, 31, 1, 1)
+        );
+        // A peer-to-peer client: host 4 reaches 12 hosts, each on a port of its own; then the
+        // 13th on one of those ports.
+        for d in 1..=12 {
+            t.annotate(&flow(4, 100 + d, 6000 + u16::from(d), 100 * S));
+        }
+        let p2p = ctx(t.annotate(&flow(4, 113, 6001, 101 * S)));
+        assert_eq!((p2p.src_peers, p2p.src_port_peers), (13, 2));
+        // The same port over UDP is another service.
+        let mut udp = flow(1, 12, 22, 112 * S);
+        if let Record::Flow(f) = &mut udp {
+            f.proto = safelink_common::IPPROTO_UDP;
+        }
+        let c = ctx(t.annotate(&udp));
+        assert_eq!((c.src_peers, c.src_port_peers), (12, 1));
     }
 
     #[test]
@@ -583,6 +698,7 @@ mod tests {
             FlowContext {
                 src_peers: 1,
                 src_ports: 20,
+                src_port_peers: 1,
                 dst_peers: 1,
                 pair_flows: 20
             }
@@ -597,7 +713,7 @@ mod tests {
         let row = crate::alert::build::start_features(&s);
         assert_eq!(
             &row[crate::ann::features::CONTEXT_FEATURES],
-            &[1.0, 2.0, 1.0, 2.0]
+            &[1.0, 2.0, 1.0, 1.0, 2.0]
         );
     }
 
@@ -633,6 +749,32 @@ mod tests {
         again.first_ns += S;
         again.last_ns += S;
         assert_eq!(ctx(t.annotate(&Record::Flow(again))).pair_flows, 2);
+    }
+
+    #[test]
+    fn tunnels_without_an_id_are_spaces_per_pair_of_outer_ends() {
+        let through = |src: u8, outer: (&str, &str)| {
+            let Record::Flow(mut f) = flow(src, 1, 443, 100 * S) else {
+                unreachable!()
+            };
+            f.tunnel = Some(Tunnel {
+                kind: "ipip".into(),
+                id: 0,
+                outer_src: outer.0.parse().unwrap(),
+                outer_dst: outer.1.parse().unwrap(),
+            });
+            Record::Flow(f)
+        };
+        let (a, b, c) = ("203.0.113.1", "203.0.113.2", "203.0.113.3");
+        let mut t = ContextTracker::new();
+        // Five hosts behind the tunnel a <-> b reach 198.51.100.1 behind it.
+        for src in 1..=5 {
+            t.annotate(&through(src, (a, b)));
+        }
+        // The tunnel a <-> c numbers its hosts alike: its 198.51.100.1 is another host.
+        assert_eq!(ctx(t.annotate(&through(6, (a, c)))).dst_peers, 1);
+        // The tunnel a <-> b seen the other way round is the same space.
+        assert_eq!(ctx(t.annotate(&through(7, (b, a)))).dst_peers, 6);
     }
 
     #[test]
@@ -745,7 +887,7 @@ mod tests {
     fn starts_stay_in_order_when_a_flow_ends_after_its_start_was_dropped() {
         let mut t = ContextTracker::new();
         let pair = (
-            Scope(0),
+            Scope::PLAIN,
             IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)),
             IpAddr::V4(Ipv4Addr::new(198, 51, 100, 1)),
         );
@@ -800,7 +942,7 @@ mod tests {
         // The first victims were forgotten.
         assert!(
             !t.fan_in
-                .contains_key(&(Scope(0), IpAddr::V4(Ipv4Addr::from(0x0a00_0000))))
+                .contains_key(&(Scope::PLAIN, IpAddr::V4(Ipv4Addr::from(0x0a00_0000))))
         );
     }
 

@@ -339,6 +339,10 @@ record sweep__labtr-nmap-ps22-25 sweep $A_IP "host_sweep (nmap -sn -PS22,3389 TC
     nmap -n -sn -PS22,3389 -T4 --max-retries 0 192.0.2.0/25
 record sweep__labtr-nmap-pu-pe sweep $A_IP "host_sweep (nmap -sn -PU53 -PE UDP and ICMP ping of a /25)" 60 \
     nmap -n -sn -PU53 -PE -T4 --max-retries 0 192.0.2.128/25
+record sweep__labtr-nmap-pu-default sweep $A_IP "host_sweep (nmap -sn -PU: empty UDP datagrams to nmap's default port 40125 of a /25, default timing and retries)" 90 \
+    nmap -n -sn -PU 192.0.2.0/25
+record sweep__labtr-hping3-udp-rand-dest sweep $A_IP "host_sweep (hping3 -2 empty datagrams to port 161 of 300 random hosts of 192.0.2.x, new source port each)" 30 \
+    hping3 -2 -p 161 --rand-dest -I $IF_A -c 300 -i u10000 192.0.2.x
 record sweep__labtr-ping-loop sweep $A_IP "host_sweep (one ping -c 1 per host to 120 hosts, in parallel)" 30 \
     bash -c 'for i in $(seq 1 120); do ping -c 1 -W 1 192.0.2.$i & sleep 0.02; done; wait'
 record sweep__labtr-nping-icmp-24 sweep $A_IP "host_sweep (nping ICMP echo to 256 hosts at 100 pps)" 30 \

@@ -12,13 +12,13 @@ use safelink_common::{IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP};
 use crate::record::{Direction, FlowRecord};
 
 /// Version of this feature vector (order, units and meaning of [`FEATURES`]).
-pub const FEATURE_VECTOR_VERSION: u32 = 2;
+pub const FEATURE_VECTOR_VERSION: u32 = 3;
 
 /// Width of the feature vector.
-pub const N_FEATURES: usize = 36;
+pub const N_FEATURES: usize = 37;
 
 /// Positions of the host-context features (`ctx_*`, from [`crate::context::FlowContext`]): the
-/// last four.
+/// last five.
 pub const CONTEXT_FEATURES: std::ops::Range<usize> = 32..N_FEATURES;
 
 /// The same attack made smaller or slower: every host-context count `c` of `row` becomes
@@ -39,9 +39,9 @@ fn shrink_context_by(row: &mut [f32], u: f64) {
 
 /// Positions of the load counts among the host-context features: `ctx_dst_peers` (how many
 /// initiators reached the responder) and `ctx_pair_flows` (how many flows the pair opened).
-/// They rise and fall with how busy a host is; the other two (`ctx_src_peers`,
-/// `ctx_src_ports`) say which hosts and services a host uses, its role.
-pub const LOAD_FEATURES: std::ops::Range<usize> = CONTEXT_FEATURES.start + 2..N_FEATURES;
+/// They rise and fall with how busy a host is; the other three (`ctx_src_peers`,
+/// `ctx_src_ports`, `ctx_src_port_peers`) say which hosts and services a host uses, its role.
+pub const LOAD_FEATURES: std::ops::Range<usize> = CONTEXT_FEATURES.start + 3..N_FEATURES;
 
 /// The same local traffic busier: every load count `c` of `row` ([`LOAD_FEATURES`]) becomes
 /// `c^(1/u)` (rounded, at most [`crate::context::MAX_PEERS`]), `u` uniform in `(1/2, 1]` from
@@ -308,6 +308,12 @@ pub const FEATURES: [Feature; N_FEATURES] = [
         extract: |f| f.ctx.src_ports as f32,
     },
     Feature {
+        name: "ctx_src_port_peers",
+        unit: "hosts",
+        description: "distinct responders the initiator opened flows to on this protocol and responder port within 60 s (host context)",
+        extract: |f| f.ctx.src_port_peers as f32,
+    },
+    Feature {
         name: "ctx_dst_peers",
         unit: "hosts",
         description: "distinct initiators that opened flows to the responder within 60 s (host context)",
@@ -363,27 +369,27 @@ pub(crate) mod tests {
     #[test]
     fn shrink_context_keeps_the_flow_and_shrinks_its_context() {
         let mut row: Vec<f32> = (0..super::N_FEATURES).map(|i| i as f32 + 2.0).collect();
-        row[super::CONTEXT_FEATURES][..].copy_from_slice(&[1024.0, 100.0, 1.0, 0.0]);
+        row[super::CONTEXT_FEATURES][..].copy_from_slice(&[1024.0, 100.0, 400.0, 1.0, 0.0]);
         let before = row.clone();
         super::shrink_context_by(&mut row, 0.5);
-        assert_eq!(&row[super::CONTEXT_FEATURES], &[32.0, 10.0, 1.0, 1.0]);
+        assert_eq!(&row[super::CONTEXT_FEATURES], &[32.0, 10.0, 20.0, 1.0, 1.0]);
         assert_eq!(row[..32], before[..32]);
         super::shrink_context_by(&mut row, 1.0);
-        assert_eq!(&row[super::CONTEXT_FEATURES], &[32.0, 10.0, 1.0, 1.0]);
+        assert_eq!(&row[super::CONTEXT_FEATURES], &[32.0, 10.0, 20.0, 1.0, 1.0]);
     }
 
     #[test]
     fn grow_load_grows_only_the_load_counts_and_keeps_lone_flows_lone() {
         let mut row: Vec<f32> = (0..super::N_FEATURES).map(|i| i as f32 + 2.0).collect();
-        row[super::CONTEXT_FEATURES][..].copy_from_slice(&[5.0, 3.0, 1.0, 10.0]);
+        row[super::CONTEXT_FEATURES][..].copy_from_slice(&[5.0, 3.0, 4.0, 1.0, 10.0]);
         let before = row.clone();
         super::grow_load_by(&mut row, 0.5);
-        assert_eq!(&row[super::CONTEXT_FEATURES], &[5.0, 3.0, 1.0, 100.0]);
-        assert_eq!(row[..34], before[..34]);
+        assert_eq!(&row[super::CONTEXT_FEATURES], &[5.0, 3.0, 4.0, 1.0, 100.0]);
+        assert_eq!(row[..35], before[..35]);
         super::grow_load_by(&mut row, 0.5);
-        assert_eq!(&row[super::CONTEXT_FEATURES], &[5.0, 3.0, 1.0, 1024.0]);
+        assert_eq!(&row[super::CONTEXT_FEATURES], &[5.0, 3.0, 4.0, 1.0, 1024.0]);
         super::grow_load_by(&mut row, 1.0);
-        assert_eq!(&row[super::CONTEXT_FEATURES], &[5.0, 3.0, 1.0, 1024.0]);
+        assert_eq!(&row[super::CONTEXT_FEATURES], &[5.0, 3.0, 4.0, 1.0, 1024.0]);
         let names: Vec<&str> = super::FEATURES[super::LOAD_FEATURES]
             .iter()
             .map(|f| f.name)
