@@ -138,17 +138,16 @@ impl<T: std::hash::Hash + Eq> TimedSet<T> {
     fn insert(&mut self, m: T, t: u64) -> bool {
         self.newest = self.newest.max(t);
         if self.last.is_empty() {
-            match &mut self.one {
+            match self.one.take() {
                 None => {
                     self.one = Some((m, t));
                     return true;
                 }
-                Some((x, seen)) if *x == m => {
-                    *seen = (*seen).max(t);
+                Some((x, seen)) if x == m => {
+                    self.one = Some((x, seen.max(t)));
                     return false;
                 }
-                Some(_) => {
-                    let (x, seen) = self.one.take().expect("matched Some");
+                Some((x, seen)) => {
                     self.last.insert(x, seen);
                 }
             }
