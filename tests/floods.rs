@@ -2,7 +2,8 @@
 //! fixed addresses and ports) alerts while it runs, through interim flow updates, and its
 //! final flow record does not count its packets twice. Through `safelink analyze` on
 //! generated captures: 12 s of one flow at 4000 packets/s, no replies (the UDP family calls a
-//! single flow a flood from 10 000 packets at 1000/s on).
+//! single flow a flood from 10 000 packets at 1000/s on, or from 1000 when its datagrams are
+//! small: a short `hping3 --udp -k -c 1500` with empty datagrams).
 mod support;
 
 use std::process::Command;
@@ -89,10 +90,17 @@ fn single_flow_floods_alert_while_they_run_and_count_once() {
             .collect(),
     );
     check(
-        "udp -k",
+        "udp -k, small datagrams",
         "udp_flood",
         (0..n)
             .map(|_| udp4((IP_B, 2000), (IP_A, 9999), 64))
+            .collect(),
+    );
+    check(
+        "udp -k, large datagrams",
+        "udp_flood",
+        (0..n)
+            .map(|_| udp4((IP_B, 2000), (IP_A, 9999), 600))
             .collect(),
     );
     check(
@@ -102,4 +110,23 @@ fn single_flow_floods_alert_while_they_run_and_count_once() {
             .map(|_| tcp4((IP_B, 2000), (IP_A, 80), "S", 0))
             .collect(),
     );
+}
+
+/// A burst of 1500 datagrams in 0.375 s: a flood when they are empty (`hping3 --udp -k -c 1500
+/// --faster`), not when each carries 1200 bytes (a short bulk transfer, e.g. iperf3's first
+/// second); the rule's size tier, through the real parser.
+#[test]
+fn a_short_single_flow_burst_is_a_flood_only_of_small_datagrams() {
+    let burst = |payload| -> Vec<Vec<u8>> {
+        (0..1500)
+            .map(|_| udp4((IP_B, 5555), (IP_A, 9999), payload))
+            .collect()
+    };
+    let got = alerts(&burst(0), &[]);
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert_eq!(got[0]["kind"], "udp_flood");
+    assert_eq!(got[0]["src_ip"], "192.0.2.2");
+    assert_eq!(got[0]["count"], 1500);
+    let got = alerts(&burst(1200), &[]);
+    assert!(got.is_empty(), "{got:#?}");
 }

@@ -1,11 +1,12 @@
 //! Thresholds and windows of every automaton, with documented defaults.
 //!
 //! Every struct deserialises with `#[serde(default)]`, so a config file only names what it
-//! changes. Windows are whole seconds of *capture time* (the records' own timestamps, never the
+//! changes; the three flood sections share one type, and each fills its missing keys from its
+//! own family's defaults ([`flood_section`]), not from another's. Windows are whole seconds of *capture time* (the records' own timestamps, never the
 //! wall clock). [`DfaConfig::validate`] rejects values the automata cannot work with (zero
 //! windows or thresholds). Why the defaults differ from Zeek's is written next to each field and
 //! in `safelink/src/detect/README.md`.
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, de::Error as _};
 
 use super::DetectError;
 
@@ -35,10 +36,38 @@ pub struct DfaConfig {
     pub arp_spoof: ArpSpoofConfig,
     pub ssh_brute_force: SshBruteForceConfig,
     pub login_brute_force: LoginBruteForceConfig,
+    #[serde(deserialize_with = "syn_section")]
     pub syn_flood: FloodConfig,
+    #[serde(deserialize_with = "udp_section")]
     pub udp_flood: FloodConfig,
+    #[serde(deserialize_with = "icmp_section")]
     pub icmp_flood: FloodConfig,
     pub amplification: AmplificationConfig,
+}
+
+/// Deserialises a flood section over its own family's defaults `base`: `[dfa.udp_flood]`
+/// naming one key keeps the UDP defaults for the rest (the shared type's `Default` is the SYN
+/// flood's).
+fn flood_section<'de, D: Deserializer<'de>>(
+    d: D,
+    base: FloodConfig,
+) -> Result<FloodConfig, D::Error> {
+    let given = toml::Table::deserialize(d)?;
+    let mut merged = toml::Table::try_from(base).map_err(D::Error::custom)?;
+    merged.extend(given);
+    FloodConfig::deserialize(merged).map_err(|e| D::Error::custom(e.to_string().trim_end()))
+}
+
+fn syn_section<'de, D: Deserializer<'de>>(d: D) -> Result<FloodConfig, D::Error> {
+    flood_section(d, FloodConfig::syn())
+}
+
+fn udp_section<'de, D: Deserializer<'de>>(d: D) -> Result<FloodConfig, D::Error> {
+    flood_section(d, FloodConfig::udp())
+}
+
+fn icmp_section<'de, D: Deserializer<'de>>(d: D) -> Result<FloodConfig, D::Error> {
+    flood_section(d, FloodConfig::icmp())
 }
 
 impl Default for DfaConfig {
@@ -354,6 +383,14 @@ pub struct FloodConfig {
     pub heavy_flow_packets: u64,
     /// ...at this many packets per second or more is a flood by itself.
     pub heavy_flow_pps: u64,
+    /// A one-way flow of small packets (mean L3 size at most `small_packet_l3` bytes) needs
+    /// only this many at `heavy_flow_pps`: a packet-rate flood is over in a second or two
+    /// (`hping3 --udp -k -c 2000 -i u1000` with its default empty datagrams), while bulk
+    /// transfers that legitimately run one-way (iperf3, RTP video) carry large packets.
+    /// 0: every heavy flow needs `heavy_flow_packets`.
+    pub small_flow_packets: u64,
+    /// See `small_flow_packets`.
+    pub small_packet_l3: u16,
 }
 
 impl FloodConfig {
@@ -367,11 +404,16 @@ impl FloodConfig {
             peak_flows_per_sec: 500,
             heavy_flow_packets: 200,
             heavy_flow_pps: 100,
+            small_flow_packets: 0,
+            small_packet_l3: 0,
         }
     }
 
     /// UDP flood: 2500 new UDP flows in 5 s (500/s) or 1000 within a second to one host;
-    /// higher than SYN because DNS and NTP servers legitimately see a new flow per query.
+    /// higher than SYN because DNS and NTP servers legitimately see a new flow per query. One
+    /// one-way flow is a flood at 1000 packets/s once it has 10 000 packets (10 s), or 1000
+    /// (1 s) when they average 128 L3 bytes or less (an IPv6 datagram with 80 bytes of data;
+    /// iperf3 and media streams send 1000-1500).
     pub fn udp() -> Self {
         Self {
             window_secs: 5,
@@ -379,6 +421,8 @@ impl FloodConfig {
             peak_flows_per_sec: 1000,
             heavy_flow_packets: 10_000,
             heavy_flow_pps: 1000,
+            small_flow_packets: 1000,
+            small_packet_l3: 128,
         }
     }
 
@@ -392,7 +436,21 @@ impl FloodConfig {
             peak_flows_per_sec: 500,
             heavy_flow_packets: 1000,
             heavy_flow_pps: 500,
+            small_flow_packets: 0,
+            small_packet_l3: 0,
         }
+    }
+}
+
+impl FloodConfig {
+    /// Whether a one-way flow of `packets` adding up to `l3_bytes` is long enough to be a flood
+    /// by itself (its rate is judged apart): `heavy_flow_packets`, or `small_flow_packets` of
+    /// small packets.
+    pub fn heavy_enough(&self, packets: u64, l3_bytes: u64) -> bool {
+        packets >= self.heavy_flow_packets
+            || (self.small_flow_packets > 0
+                && packets >= self.small_flow_packets
+                && l3_bytes <= packets.saturating_mul(u64::from(self.small_packet_l3)))
     }
 }
 
@@ -595,6 +653,35 @@ mod tests {
         assert_eq!(c.port_scan.window_secs, 300);
         assert_eq!(c.cooldown_secs, 60);
         assert_eq!(c.host_sweep, HostSweepConfig::default());
+    }
+
+    #[test]
+    fn a_partial_flood_section_keeps_its_own_familys_defaults() {
+        let c: DfaConfig = toml::from_str(
+            "[udp_flood]\nnew_flows = 5000\n[icmp_flood]\nwindow_secs = 10\n[syn_flood]\nnew_flows = 800",
+        )
+        .unwrap();
+        let udp = FloodConfig {
+            new_flows: 5000,
+            ..FloodConfig::udp()
+        };
+        assert_eq!(c.udp_flood, udp);
+        assert_eq!(c.udp_flood.heavy_flow_pps, 1000); // not the SYN flood's 100
+        let icmp = FloodConfig {
+            window_secs: 10,
+            ..FloodConfig::icmp()
+        };
+        assert_eq!(c.icmp_flood, icmp);
+        assert_eq!(c.syn_flood.new_flows, 800);
+        assert_eq!(c.syn_flood.heavy_flow_packets, 200);
+        // The same through JSON (the API's form).
+        let c: DfaConfig = serde_json::from_str(r#"{"udp_flood": {"new_flows": 5000}}"#).unwrap();
+        assert_eq!(c.udp_flood, udp);
+        // An unknown key in a flood section is still refused, by name.
+        let e = toml::from_str::<DfaConfig>("[udp_flood]\nnew_flow = 5000")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("new_flow"), "{e}");
     }
 
     #[test]

@@ -75,7 +75,7 @@ impl Detector for IcmpFlood {
         if !(f.proto == ICMP || f.proto == ICMPV6)
             || classify::is_icmp_error(f.proto, f.icmp_type)
             || !classify::is_unicast(&f.dst_ip)
-            || f.fwd.packets < cfg.heavy_flow_packets
+            || !cfg.heavy_enough(f.fwd.packets, f.fwd.l3_sum)
         {
             return;
         }

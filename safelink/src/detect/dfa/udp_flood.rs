@@ -4,8 +4,9 @@
 //! random or spoofed ports and sources makes a new flow per packet), except unsolicited
 //! responses from reflection-service ports, which are [`super::amplification`]'s. A single
 //! one-way flow at flood rate (fixed ports, e.g. `hping3 --udp -k`) is an alert by itself while
-//! it runs (interim updates) or when it ends. Alert at `new_flows` flows within the window (default 2500 in 5 s). `count` = new
-//! flows, plus the packets of heavy flows.
+//! it runs (interim updates) or when it ends: 1000 packets/s for 10 000 packets, or for 1000
+//! when they are small ([`FloodConfig::heavy_enough`]). Alert at `new_flows` flows within the
+//! window (default 2500 in 5 s). `count` = new flows, plus the packets of heavy flows.
 use std::{collections::HashSet, net::IpAddr};
 
 use super::family::Family;
@@ -92,7 +93,7 @@ impl Detector for UdpFlood {
         if f.proto != UDP
             || !classify::is_unicast(&f.dst_ip)
             || self.amp_ports.contains(&f.src_port)
-            || f.fwd.packets < cfg.heavy_flow_packets
+            || !cfg.heavy_enough(f.fwd.packets, f.fwd.l3_sum)
             || f.rev.packets.saturating_mul(10) > f.fwd.packets
             || one_way_pps(f.fwd.packets, f.first_ns, f.last_ns) < cfg.heavy_flow_pps
         {
@@ -156,6 +157,37 @@ mod tests {
         detect::dfa::{DfaConfig, testutil::*},
         record::Record,
     };
+
+    /// One one-way flow of `packets` datagrams of `l3` bytes over `secs` seconds.
+    fn one_way(packets: u64, l3: u16, secs: u64) -> Record {
+        let mut f = flow("198.51.100.7", 5555, "192.0.2.8", 9999, 17, T0);
+        f.last_ns = T0 + secs * 1_000_000_000;
+        f.fwd.packets = packets;
+        (f.fwd.l3_min, f.fwd.l3_max) = (l3, l3);
+        f.fwd.l3_sum = packets * u64::from(l3);
+        Record::Flow(f)
+    }
+
+    #[test]
+    fn one_flow_of_small_datagrams_is_a_flood_sooner_than_one_of_large() {
+        let kinds = |r: Record| {
+            let (_, ev) = run(DfaConfig::default(), [r]);
+            new_alerts(&ev, AlertKind::UDP_FLOOD).len()
+        };
+        // `hping3 --udp -k -c 2000 -i u1000`: empty datagrams (28 L3 bytes), 2 s.
+        assert_eq!(kinds(one_way(2000, 28, 2)), 1);
+        // 128 bytes on average is still small; 129 is not.
+        assert_eq!(kinds(one_way(1000, 128, 1)), 1);
+        assert_eq!(kinds(one_way(1000, 129, 1)), 0);
+        // iperf3 at 12 Mbit/s: 1000 packets/s of 1500 bytes for 5 s is not (yet) a flood...
+        assert_eq!(kinds(one_way(5000, 1500, 5)), 0);
+        // ...at 10 s it is, as before.
+        assert_eq!(kinds(one_way(10_000, 1500, 10)), 1);
+        // Small but slow (VoIP at 50 packets/s for a minute): no.
+        assert_eq!(kinds(one_way(3000, 60, 60)), 0);
+        // Below the small tier's count: no.
+        assert_eq!(kinds(one_way(999, 28, 0)), 0);
+    }
 
     #[test]
     fn random_port_flood() {
