@@ -68,8 +68,12 @@ pub const RETAIN_NS: u64 = 4 * WINDOW_NS;
 /// Members of one set (peers of an address, ports or starts of a pair); counts saturate here.
 pub const MAX_PEERS: usize = 1024;
 
-/// Addresses (or address pairs) per table; beyond it the stalest are dropped.
-pub const MAX_KEYS: usize = 32_768;
+/// Addresses (or address pairs) per table; beyond it the stalest are dropped (down to three
+/// quarters). Under a spoofed flood every table churns at this bound: std's map rehashes in
+/// place only while at most half its capacity is live, so 24,576 keys (below half of the
+/// 57,344 that 65,536 buckets hold) keep each table in those buckets. At 32,768 each table
+/// doubled to 131,072 buckets, about 30 MB more for the four of them.
+pub const MAX_KEYS: usize = 24_576;
 
 /// Members of all sets together (peers, ports and starts of every table); beyond it the
 /// stalest keys are dropped, down to three quarters. Without it a spoofed flood spread over
@@ -107,22 +111,30 @@ pub struct FlowContext {
 /// sweep that outlasts the window keeps counting its recent members (the cap), and a count
 /// whose window holds the whole set is its size, without a scan: O(1) for a flood's flows.
 ///
-/// A set of one member holds it inline ([`Self::one`]) and allocates nothing: under a spoofed
-/// flood nearly every set (one per forged source in three tables) is such a set.
+/// A set of one member holds it inline and allocates nothing: under a spoofed flood nearly
+/// every set (one per forged source in three tables) is such a set. A larger set lives behind a
+/// pointer, so every entry of a table stays small (40 bytes for a set of addresses).
 struct TimedSet<T: std::hash::Hash + Eq> {
-    /// The only member, while the set has exactly one (then `last` is empty).
-    one: Option<(T, u64)>,
-    /// The members of a set of two or more.
-    last: LinkedHashMap<T, u64>,
+    members: Members<T>,
     /// The latest time offered, kept or not.
     newest: u64,
 }
 
+#[derive(Default)]
+enum Members<T: std::hash::Hash + Eq> {
+    #[default]
+    Empty,
+    /// The only member and when it was seen.
+    One(T, u64),
+    /// Two or more (or what pruning left of them), oldest first.
+    Many(Box<LinkedHashMap<T, u64>>),
+}
+
+// By hand: derived, it would need `T: Default`.
 impl<T: std::hash::Hash + Eq> Default for TimedSet<T> {
     fn default() -> Self {
         Self {
-            one: None,
-            last: LinkedHashMap::default(),
+            members: Members::Empty,
             newest: 0,
         }
     }
@@ -131,61 +143,74 @@ impl<T: std::hash::Hash + Eq> Default for TimedSet<T> {
 impl<T: std::hash::Hash + Eq> TimedSet<T> {
     /// Members held.
     fn len(&self) -> usize {
-        usize::from(self.one.is_some()) + self.last.len()
+        match &self.members {
+            Members::Empty => 0,
+            Members::One(..) => 1,
+            Members::Many(last) => last.len(),
+        }
     }
 
     /// Counts member `m` as seen at `t`; whether the set grew.
     fn insert(&mut self, m: T, t: u64) -> bool {
         self.newest = self.newest.max(t);
-        if self.last.is_empty() {
-            match self.one.take() {
-                None => {
-                    self.one = Some((m, t));
-                    return true;
-                }
-                Some((x, seen)) if x == m => {
-                    self.one = Some((x, seen.max(t)));
-                    return false;
-                }
-                Some((x, seen)) => {
-                    self.last.insert(x, seen);
-                }
+        let mut last = match std::mem::take(&mut self.members) {
+            Members::Empty => {
+                self.members = Members::One(m, t);
+                return true;
             }
-        }
-        let before = self.last.len();
-        if let Some(&seen) = self.last.get(&m) {
+            Members::One(x, seen) if x == m => {
+                self.members = Members::One(x, seen.max(t));
+                return false;
+            }
+            Members::One(x, seen) => {
+                let mut last = Box::<LinkedHashMap<T, u64>>::default();
+                last.insert(x, seen);
+                last
+            }
+            Members::Many(last) => last,
+        };
+        let grew = Self::insert_into(&mut last, m, t);
+        self.members = Members::Many(last);
+        grew
+    }
+
+    /// [`Self::insert`] into a set held as a map.
+    fn insert_into(last: &mut LinkedHashMap<T, u64>, m: T, t: u64) -> bool {
+        let before = last.len();
+        if let Some(&seen) = last.get(&m) {
             if seen >= t {
                 return false;
             }
-            self.last.remove(&m);
-        } else if self.last.len() >= MAX_PEERS {
-            if self.last.front().is_some_and(|(_, &oldest)| t < oldest) {
+            last.remove(&m);
+        } else if last.len() >= MAX_PEERS {
+            if last.front().is_some_and(|(_, &oldest)| t < oldest) {
                 return false; // older than every member kept
             }
-            self.last.pop_front();
+            last.pop_front();
         }
         // In time order, searched from the newest end: members mostly come in time order (a
         // finished flow whose start was not seen comes late).
-        let mut c = self.last.cursor_back_mut();
+        let mut c = last.cursor_back_mut();
         while c.current().is_some_and(|(_, v)| *v > t) {
             c.move_prev();
         }
         c.insert_after(m, t);
-        self.last.len() > before
+        last.len() > before
     }
 
     fn count(&self, lo: u64, hi: u64) -> u32 {
-        if let Some((_, t)) = &self.one {
-            return u32::from((lo..=hi).contains(t));
-        }
-        let (Some((_, &oldest)), Some((_, &newest))) = (self.last.front(), self.last.back()) else {
+        let last = match &self.members {
+            Members::Empty => return 0,
+            Members::One(_, t) => return u32::from((lo..=hi).contains(t)),
+            Members::Many(last) => last,
+        };
+        let (Some((_, &oldest)), Some((_, &newest))) = (last.front(), last.back()) else {
             return 0;
         };
         if oldest >= lo && newest <= hi {
-            return self.last.len() as u32;
+            return last.len() as u32;
         }
-        self.last
-            .values()
+        last.values()
             .rev()
             .skip_while(|&&t| t > hi)
             .take_while(|&&t| t >= lo)
@@ -194,11 +219,18 @@ impl<T: std::hash::Hash + Eq> TimedSet<T> {
 
     /// Drops members last seen before `floor`; whether any is left.
     fn prune(&mut self, floor: u64) -> bool {
-        if self.one.as_ref().is_some_and(|&(_, t)| t < floor) {
-            self.one = None;
-        }
-        while self.last.front().is_some_and(|(_, &t)| t < floor) {
-            self.last.pop_front();
+        match &mut self.members {
+            Members::Empty => {}
+            Members::One(_, t) => {
+                if *t < floor {
+                    self.members = Members::Empty;
+                }
+            }
+            Members::Many(last) => {
+                while last.front().is_some_and(|(_, &t)| t < floor) {
+                    last.pop_front();
+                }
+            }
         }
         self.len() > 0
     }
@@ -647,13 +679,15 @@ mod tests {
         assert!(s.insert(7, 50));
         assert!(!s.insert(7, 40), "seen again, earlier");
         assert!(!s.insert(7, 60), "seen again, later");
-        assert!(s.last.is_empty() && s.len() == 1);
+        assert!(matches!(s.members, Members::One(7, 60)));
         assert_eq!((s.count(55, 70), s.count(0, 55)), (1, 0));
         // A second member, older than the first: both kept, in time order.
         assert!(s.insert(8, 30));
-        assert!(s.one.is_none());
+        let Members::Many(last) = &s.members else {
+            panic!("two members are a map")
+        };
         assert_eq!(
-            s.last.iter().map(|(&m, &t)| (m, t)).collect::<Vec<_>>(),
+            last.iter().map(|(&m, &t)| (m, t)).collect::<Vec<_>>(),
             [(8, 30), (7, 60)]
         );
         assert_eq!((s.len(), s.count(0, 100), s.count(31, 100)), (2, 2, 1));
@@ -664,7 +698,9 @@ mod tests {
         let mut one = TimedSet::<u16>::default();
         one.insert(1, 10);
         assert!(one.prune(10) && !one.prune(11));
-        assert!(one.insert(2, 20) && one.one.is_some());
+        assert!(one.insert(2, 20) && matches!(one.members, Members::One(2, 20)));
+        // An entry of a table of addresses stays small.
+        assert_eq!(std::mem::size_of::<TimedSet<IpAddr>>(), 40);
     }
 
     #[test]
@@ -1058,6 +1094,33 @@ mod tests {
         f.last_ns = 100 * S;
         let c = ctx(t.annotate(&Record::Flow(f)));
         assert_eq!(c.dst_peers, MAX_PEERS as u32);
+        assert!(t.fan_out.len() <= MAX_KEYS + 1);
+    }
+
+    /// A spoofed flood (a new source per flow) churns every table's keys: shedding must keep
+    /// each in the buckets its [`MAX_KEYS`] need, not let deleted keys double it (std's map
+    /// rehashes in place only while at most half its capacity is live).
+    #[test]
+    fn a_spoofed_flood_does_not_grow_the_tables_past_their_bound() {
+        let mut t = ContextTracker::new();
+        for i in 0..(32 * MAX_KEYS as u32) {
+            let mut f = sample_flow();
+            f.src_ip = IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i));
+            f.src_port = i as u16;
+            f.first_ns = 100 * S + u64::from(i) * 20_000;
+            f.last_ns = f.first_ns;
+            t.annotate(&Record::Flow(f));
+        }
+        // Each table stays in 65,536 buckets (capacity at most 57,344, half of it live at
+        // most). At 32,768 keys a table doubled to 131,072 buckets (capacity 114,688).
+        for (name, cap) in [
+            ("fan_out", t.fan_out.capacity()),
+            ("fan_out_port", t.fan_out_port.capacity()),
+            ("fan_in", t.fan_in.capacity()),
+            ("pairs", t.pairs.capacity()),
+        ] {
+            assert!(cap < 3 * MAX_KEYS, "{name}: capacity {cap}");
+        }
         assert!(t.fan_out.len() <= MAX_KEYS + 1);
     }
 }
