@@ -201,7 +201,7 @@ pub fn fleet(a: FleetArgs) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    rt.block_on(async {
+    let op = async {
         match a.cmd {
             FleetCmd::Sensors {
                 server,
@@ -221,7 +221,9 @@ pub fn fleet(a: FleetArgs) -> anyhow::Result<ExitCode> {
             } => {
                 let (_, l) = layout(&server).await?;
                 let m = fleet::ops::promote(&l, version, force).await?;
-                print_json(&serde_json::json!({"promoted": m.version, "sha256": m.sha256, "channel": "stable"}))?;
+                print_json(
+                    &serde_json::json!({"promoted": m.version, "sha256": m.sha256, "channel": "stable"}),
+                )?;
             }
             FleetCmd::Rollback {
                 server,
@@ -239,10 +241,25 @@ pub fn fleet(a: FleetArgs) -> anyhow::Result<ExitCode> {
                     time::Duration::days(valid_days),
                 )
                 .await?;
-                print_json(&serde_json::json!({"version": m.version, "content_of": to, "sha256": m.sha256, "channels": ["canary", "stable"]}))?;
+                print_json(
+                    &serde_json::json!({"version": m.version, "content_of": to, "sha256": m.sha256, "channels": ["canary", "stable"]}),
+                )?;
             }
             FleetCmd::Keygen { .. } => unreachable!("handled above"),
         }
         Ok(ExitCode::SUCCESS)
+    };
+    rt.block_on(async {
+        tokio::time::timeout(OPERATION_TIMEOUT, op)
+            .await
+            .unwrap_or_else(|_| {
+                anyhow::bail!(
+                    "no complete answer from the fleet server within {} s (is it up, and is JetStream enabled?)",
+                    OPERATION_TIMEOUT.as_secs()
+                )
+            })
     })
 }
+
+/// An operator command gives up after this long rather than wait on the server forever.
+const OPERATION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);

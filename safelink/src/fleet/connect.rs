@@ -208,6 +208,29 @@ pub struct Layout {
     pub lease: KvStore,
 }
 
+/// The keys of a bucket, sorted, from its stream's subject list: finite requests, one per
+/// page. async-nats' `Store::keys` reads them through an ordered consumer that can wait forever
+/// while the bucket is being written (a sensor's heartbeat every second hung `fleet sensors`
+/// in a test). A deleted key is listed too (its delete marker is the subject's last message;
+/// `get` answers `None` for it).
+pub async fn bucket_keys(kv: &KvStore) -> Result<Vec<String>, FleetError> {
+    use futures_util::StreamExt as _;
+    let mut subjects = kv
+        .stream
+        .info_with_subjects(format!("{}>", kv.prefix))
+        .await
+        .map_err(FleetError::nats)?;
+    let mut keys = Vec::new();
+    while let Some(s) = subjects.next().await {
+        let (subject, _) = s.map_err(FleetError::nats)?;
+        if let Some(k) = subject.strip_prefix(kv.prefix.as_str()) {
+            keys.push(k.to_string());
+        }
+    }
+    keys.sort();
+    Ok(keys)
+}
+
 /// Creates the streams and buckets that are missing and opens the buckets.
 pub async fn ensure_layout(client: &async_nats::Client) -> Result<Layout, FleetError> {
     let js = jetstream::new(client.clone());

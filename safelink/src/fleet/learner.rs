@@ -296,10 +296,8 @@ pub async fn claim_version(
 
 /// The highest published version (0: none).
 pub async fn latest_version(layout: &Layout) -> Result<u64, FleetError> {
-    let mut keys = layout.models.keys().await.map_err(FleetError::nats)?;
     let mut max = 0;
-    while let Some(k) = keys.next().await {
-        let k = k.map_err(FleetError::nats)?;
+    for k in connect::bucket_keys(&layout.models).await? {
         if let Some(n) = k.strip_prefix('v').and_then(|n| n.parse::<u64>().ok()) {
             max = max.max(n);
         }

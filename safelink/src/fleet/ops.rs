@@ -1,11 +1,10 @@
 //! The operator's view and levers (`safelink fleet …`): the sensors' heartbeats, the
 //! published models, `promote` (canary → stable) and `rollback --to V` (a new version whose
 //! content is V's model, signed, on both channels).
-use futures_util::StreamExt as _;
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use super::connect::Layout;
+use super::connect::{Layout, bucket_keys};
 use super::learner::{latest_version, publish_model};
 use super::manifest::{Bundle, Manifest};
 use super::status::FleetStatus;
@@ -36,11 +35,9 @@ pub async fn sensors(
     layout: &Layout,
     stale_after: time::Duration,
 ) -> Result<Vec<SensorRow>, FleetError> {
-    let mut keys = layout.sensors.keys().await.map_err(FleetError::nats)?;
     let mut out = Vec::new();
     let now = OffsetDateTime::now_utc();
-    while let Some(k) = keys.next().await {
-        let k = k.map_err(FleetError::nats)?;
+    for k in bucket_keys(&layout.sensors).await? {
         let Some(raw) = layout.sensors.get(&k).await.map_err(FleetError::nats)? else {
             continue;
         };
