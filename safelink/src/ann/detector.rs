@@ -122,7 +122,17 @@ pub struct AnnStats {
     pub nonfinite_scores: u64,
     /// Flows scored per model generation.
     pub scored_by_generation: BTreeMap<u64, u64>,
+    /// Incidents closed before their idle time because [`MAX_OPEN_INCIDENTS`] were open.
+    pub incidents_shed: u64,
 }
+
+/// Open incidents at most. Each holds its alert and explanation twice (about 11 KB in all);
+/// traffic with a new alerting source every few milliseconds (address churn, spoofing) would
+/// otherwise hold `incident_idle_secs` worth of them: about 65 MB after two minutes of the
+/// `bench soak --unique-ip` replay, and growing. Beyond it, the least recently active quarter
+/// is closed early (a later flow of theirs opens a new incident). Many sources against one
+/// destination are one incident already (`fan_in_limit`).
+pub const MAX_OPEN_INCIDENTS: usize = 1024;
 
 /// Called with every scored flow: (flow, its feature row, score, model generation).
 pub type ScoreTap = Box<dyn FnMut(&FlowRecord, &[f32; N_FEATURES], f32, u64) + Send>;
@@ -429,6 +439,7 @@ impl AnnDetector {
                         resembles,
                     },
                 );
+                self.shed_incidents();
             }
             None => self.book.close(id),
         }
@@ -459,6 +470,30 @@ impl AnnDetector {
         for id in closed {
             self.book.close(id);
         }
+        self.oldest_ns = self
+            .open
+            .values()
+            .map(|i| i.last_ns)
+            .min()
+            .unwrap_or(u64::MAX);
+    }
+
+    /// Closes the least recently active quarter of the open incidents when more than
+    /// [`MAX_OPEN_INCIDENTS`] are open.
+    fn shed_incidents(&mut self) {
+        if self.open.len() <= MAX_OPEN_INCIDENTS {
+            return;
+        }
+        let mut by_age: Vec<(u64, GroupKey)> =
+            self.open.iter().map(|(k, i)| (i.last_ns, *k)).collect();
+        let n = self.open.len() - MAX_OPEN_INCIDENTS * 3 / 4;
+        by_age.select_nth_unstable_by_key(n - 1, |&(t, _)| t);
+        let mut closed: Vec<u64> = by_age[..n].iter().map(|&(_, k)| self.forget(k)).collect();
+        closed.sort_unstable();
+        for id in closed {
+            self.book.close(id);
+        }
+        self.stats.incidents_shed += n as u64;
         self.oldest_ns = self
             .open
             .values()
@@ -663,5 +698,55 @@ mod tests {
         assert_eq!(events.len(), 1, "{events:?}");
         assert_eq!(tapped.lock().unwrap().len(), 1);
         assert_eq!(det.stats().nonfinite_scores, 1);
+    }
+
+    #[test]
+    fn open_incidents_stay_bounded_under_source_churn() {
+        // Every finite score alerts: each new source opens an incident (grouped by source).
+        let cfg = AnnConfig {
+            threshold: 1e-6,
+            ..AnnConfig::default()
+        };
+        let mut det = AnnDetector::new(ModelHandle::new(nan_off_probe_model()), cfg);
+        let n = MAX_OPEN_INCIDENTS as u32 + 1000;
+        let flow_from = |i: u32| {
+            let mut f = sample_flow();
+            f.src_ip = IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i));
+            // A destination of its own too (many sources to one destination are grouped by it).
+            f.dst_ip = IpAddr::V4(std::net::Ipv4Addr::from(0x0b00_0000 + i));
+            f.first_ns = 1_000_000_000 + u64::from(i) * 1_000_000;
+            f.last_ns = f.first_ns;
+            f
+        };
+        let mut raised = 0;
+        for i in 0..n {
+            det.observe(&Record::Flow(flow_from(i)));
+            raised += det
+                .flush()
+                .iter()
+                .filter(|e| matches!(e, AlertEvent::New(_)))
+                .count();
+        }
+        assert_eq!(raised, n as usize, "every source raised its alert");
+        assert!(det.open.len() <= MAX_OPEN_INCIDENTS, "{}", det.open.len());
+        assert_eq!(det.book.open_count(), det.open.len());
+        assert!(det.stats().incidents_shed >= 1000);
+        // The newest source's incident is still open: its next flow updates it...
+        det.observe(&Record::Flow(flow_from(n - 1)));
+        let ev = det.flush();
+        assert!(
+            !ev.iter().any(|e| matches!(e, AlertEvent::New(_))),
+            "{ev:?}"
+        );
+        // ...while the oldest one's was closed early: its next flow opens a new incident.
+        det.observe(&Record::Flow(flow_from(0)));
+        let ev = det.flush();
+        assert_eq!(
+            ev.iter()
+                .filter(|e| matches!(e, AlertEvent::New(_)))
+                .count(),
+            1,
+            "{ev:?}"
+        );
     }
 }
