@@ -120,6 +120,7 @@ struct TimedSet<T: std::hash::Hash + Eq> {
     newest: u64,
 }
 
+/// What a [`TimedSet`] holds: nothing, one member inline, or a map.
 #[derive(Default)]
 enum Members<T: std::hash::Hash + Eq> {
     #[default]

@@ -470,12 +470,7 @@ impl AnnDetector {
         for id in closed {
             self.book.close(id);
         }
-        self.oldest_ns = self
-            .open
-            .values()
-            .map(|i| i.last_ns)
-            .min()
-            .unwrap_or(u64::MAX);
+        self.oldest_ns = self.oldest_open();
     }
 
     /// Closes the least recently active quarter of the open incidents when more than
@@ -494,12 +489,16 @@ impl AnnDetector {
             self.book.close(id);
         }
         self.stats.incidents_shed += n as u64;
-        self.oldest_ns = self
-            .open
+        self.oldest_ns = self.oldest_open();
+    }
+
+    /// The last activity of the least recently active open incident (`u64::MAX`: none).
+    fn oldest_open(&self) -> u64 {
+        self.open
             .values()
             .map(|i| i.last_ns)
             .min()
-            .unwrap_or(u64::MAX);
+            .unwrap_or(u64::MAX)
     }
 
     /// Drops an open incident (and its fan-in count); returns its alert id.

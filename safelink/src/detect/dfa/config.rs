@@ -2,10 +2,10 @@
 //!
 //! Every struct deserialises with `#[serde(default)]`, so a config file only names what it
 //! changes; the three flood sections share one type, and each fills its missing keys from its
-//! own family's defaults ([`flood_section`]), not from another's. Windows are whole seconds of *capture time* (the records' own timestamps, never the
-//! wall clock). [`DfaConfig::validate`] rejects values the automata cannot work with (zero
-//! windows or thresholds). Why the defaults differ from Zeek's is written next to each field and
-//! in `safelink/src/detect/README.md`.
+//! own family's defaults ([`flood_section`]), not from another's. Windows are whole seconds of
+//! *capture time* (the records' own timestamps, never the wall clock). [`DfaConfig::validate`]
+//! rejects values the automata cannot work with (zero windows or thresholds). Why the defaults
+//! differ from Zeek's is written next to each field and in `safelink/src/detect/README.md`.
 use serde::{Deserialize, Deserializer, Serialize, de::Error as _};
 
 use super::DetectError;
@@ -387,7 +387,8 @@ pub struct FloodConfig {
     /// only this many at `heavy_flow_pps`: a packet-rate flood is over in a second or two
     /// (`hping3 --udp -k -c 2000 -i u1000` with its default empty datagrams), while bulk
     /// transfers that legitimately run one-way (iperf3, RTP video) carry large packets.
-    /// 0: every heavy flow needs `heavy_flow_packets`.
+    /// 0: every heavy flow needs `heavy_flow_packets`. UDP and ICMP floods only (the SYN
+    /// flood's single flow is counted in SYNs, which are all small).
     pub small_flow_packets: u64,
     /// See `small_flow_packets`.
     pub small_packet_l3: u16,
@@ -440,9 +441,7 @@ impl FloodConfig {
             small_packet_l3: 0,
         }
     }
-}
 
-impl FloodConfig {
     /// Whether a one-way flow of `packets` adding up to `l3_bytes` is long enough to be a flood
     /// by itself (its rate is judged apart): `heavy_flow_packets`, or `small_flow_packets` of
     /// small packets.
