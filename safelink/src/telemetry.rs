@@ -37,6 +37,7 @@ pub const ALERTS: &str = "safelink_alerts_total";
 pub const ANN_INFERENCE: &str = "safelink_ann_inference_seconds";
 pub const ANN_BATCH: &str = "safelink_ann_batch_size";
 pub const ANN_NONFINITE: &str = "safelink_ann_nonfinite_scores_total";
+pub const ANN_INCIDENTS_SHED: &str = "safelink_ann_incidents_shed_total";
 pub const STORE_SIZE: &str = "safelink_store_size_bytes";
 pub const STORE_HEALTHY: &str = "safelink_store_healthy";
 pub const STORE_FSYNCS: &str = "safelink_store_fsyncs_total";
@@ -97,6 +98,7 @@ pub fn install() -> PrometheusHandle {
             // The store's health series exist from the start (healthy, nothing dropped).
             gauge!(STORE_HEALTHY).set(1.0);
             counter!(ALERTS_DROPPED).increment(0);
+            counter!(ANN_INCIDENTS_SHED).increment(0);
             gauge!(ALERTS_QUEUED).set(0.0);
             // Every kind's alert counter exists from the start, at 0 (dashboards and rate()
             // see a series before the first alert of a kind).
@@ -183,6 +185,10 @@ fn describe() {
     describe_counter!(
         ANN_NONFINITE,
         "Flows the ANN scored NaN or infinite (never alerted on, never training samples)."
+    );
+    describe_counter!(
+        ANN_INCIDENTS_SHED,
+        "ANN incidents closed before their idle time because too many were open (address churn)."
     );
     describe_gauge!(STORE_SIZE, Unit::Bytes, "Size of the sled store on disk.");
     describe_gauge!(
@@ -307,6 +313,11 @@ pub fn record_ann_batch(flows: usize, elapsed: Duration) {
 /// Flows of one batch the model scored NaN or infinite.
 pub fn record_ann_nonfinite(flows: u64) {
     counter!(ANN_NONFINITE).increment(flows);
+}
+
+/// ANN incidents closed early because the detector's table of open incidents was full.
+pub fn record_ann_incidents_shed(incidents: u64) {
+    counter!(ANN_INCIDENTS_SHED).increment(incidents);
 }
 
 pub fn record_store_size(bytes: u64) {

@@ -489,6 +489,7 @@ impl AnnDetector {
             self.book.close(id);
         }
         self.stats.incidents_shed += n as u64;
+        crate::telemetry::record_ann_incidents_shed(n as u64);
         self.oldest_ns = self.oldest_open();
     }
 
@@ -706,6 +707,7 @@ mod tests {
             threshold: 1e-6,
             ..AnnConfig::default()
         };
+        let metrics = crate::telemetry::install();
         let mut det = AnnDetector::new(ModelHandle::new(nan_off_probe_model()), cfg);
         let n = MAX_OPEN_INCIDENTS as u32 + 1000;
         let flow_from = |i: u32| {
@@ -730,6 +732,13 @@ mod tests {
         assert!(det.open.len() <= MAX_OPEN_INCIDENTS, "{}", det.open.len());
         assert_eq!(det.book.open_count(), det.open.len());
         assert!(det.stats().incidents_shed >= 1000);
+        // The same count reaches /metrics (no other test of this process sheds incidents).
+        let line = format!(
+            "{} {}\n",
+            crate::telemetry::ANN_INCIDENTS_SHED,
+            det.stats().incidents_shed
+        );
+        assert!(metrics.render().contains(&line), "{line}");
         // The newest source's incident is still open: its next flow updates it...
         det.observe(&Record::Flow(flow_from(n - 1)));
         let ev = det.flush();
