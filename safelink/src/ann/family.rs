@@ -8,8 +8,9 @@
 //! the graph's own input space (`log1p` of the raw features), each feature divided by its
 //! standard deviation over the index rows: the space does not depend on the model serving,
 //! so a hot swap or a learning cycle never changes the answer for a flow. The family is the
-//! one with most of the `k` nearest rows (a tie goes to the one whose tied rows are nearer in
-//! sum), its `probability` the share of the `k` it holds. An alert carries it as
+//! one with the most weight among the `k` nearest rows, each weighing the inverse of its
+//! distance (a tie goes to the one whose rows are nearer in sum), its `probability` the share
+//! of the `k` rows' weight it holds. An alert carries it as
 //! `"resembles": {"family": ..., "probability": ...}`; with no index, no field.
 //!
 //! Cost: one pass over the index (about 1,000 rows × 32 features) per classified flow, only
@@ -27,12 +28,18 @@ use crate::alert::AlertKind;
 /// Neighbours consulted unless `[ann] family_k` says otherwise.
 pub const DEFAULT_FAMILY_K: usize = 15;
 
+/// Added to a neighbour's distance (in standard deviations) before its vote is weighed by
+/// the inverse: a tenth of a feature's spread, so that an exact duplicate's vote stays finite
+/// and outweighs, but does not silence, neighbours about as near.
+const VOTE_SOFTENING: f64 = 0.1;
+
 /// What an ANN alert's flow resembles.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Resemblance {
     /// A rule alert kind (`port_scan`, ...).
     pub family: AlertKind,
-    /// Share of the `k` nearest labelled rows that are of `family` (0 < p ≤ 1).
+    /// Share of the `k` nearest labelled rows' votes (each weighing the inverse of its
+    /// distance) that are `family`'s (0 < p ≤ 1).
     pub probability: f64,
 }
 
@@ -164,25 +171,33 @@ impl FamilyIndex {
             best.insert(at, (d, i));
             best.truncate(k);
         }
-        // (family, votes, summed distance), in the order first met.
-        let mut votes: Vec<(AlertKind, usize, f32)> = Vec::new();
+        // (family, summed weight, summed distance), in the order first met. A row's vote
+        // weighs 1 / (its distance + VOTE_SOFTENING): a few rows very near the flow outvote
+        // more rows of another family further away (a family with few rows of some shape,
+        // e.g. the four one-flow ping floods among 132 ICMP flood rows, is otherwise outvoted
+        // by whatever is numerous around it).
+        let mut votes: Vec<(AlertKind, f64, f32)> = Vec::new();
+        let mut total = 0.0;
         for &(d, i) in &best {
             let f = self.families[i];
+            let d = d.sqrt();
+            let w = 1.0 / (f64::from(d) + VOTE_SOFTENING);
+            total += w;
             match votes.iter_mut().find(|v| v.0 == f) {
                 Some(v) => {
-                    v.1 += 1;
-                    v.2 += d.sqrt();
+                    v.1 += w;
+                    v.2 += d;
                 }
-                None => votes.push((f, 1, d.sqrt())),
+                None => votes.push((f, w, d)),
             }
         }
-        let (family, n, _) = votes
+        let (family, weight, _) = votes
             .into_iter()
-            .max_by(|a, b| a.1.cmp(&b.1).then(b.2.total_cmp(&a.2)))
+            .max_by(|a, b| a.1.total_cmp(&b.1).then(b.2.total_cmp(&a.2)))
             .expect("a non-empty index");
         Resemblance {
             family,
-            probability: n as f64 / k as f64,
+            probability: weight / total,
         }
     }
 }
@@ -324,17 +339,29 @@ mod tests {
         let idx = FamilyIndex::from_samples(&rows, 3).unwrap();
         assert_eq!(idx.len(), 5);
         assert_eq!(idx.counts(), vec![(port_scan, 3), (ssh, 2)]);
-        let r = |family, probability| Resemblance {
-            family,
-            probability,
-        };
-        assert_eq!(idx.classify(&x), r(port_scan, 1.0));
-        assert_eq!(idx.classify(&far(1.0)), r(ssh, 2.0 / 3.0));
+        // Every one of the 3 nearest is a port scan's.
+        assert_eq!(
+            idx.classify(&x),
+            Resemblance {
+                family: port_scan,
+                probability: 1.0
+            }
+        );
+        // Two SSH rows near, one port scan far: the near ones hold more than their count's
+        // share of the votes.
+        let r = idx.classify(&far(1.0));
+        assert_eq!(r.family, ssh);
+        assert!(r.probability > 2.0 / 3.0 && r.probability < 1.0, "{r:?}");
         let idx = FamilyIndex::from_samples(&rows, 5).unwrap();
-        assert_eq!(idx.classify(&x), r(port_scan, 0.6));
-        // k above the row count: every row votes.
+        let r = idx.classify(&x);
+        assert_eq!(r.family, port_scan);
+        assert!(r.probability > 0.6 && r.probability < 1.0, "{r:?}");
+        // k above the row count: every row votes, and the two SSH rows near the flow outvote
+        // the three port scans far from it (a plain count would say port_scan, 0.6).
         let idx = FamilyIndex::from_samples(&rows, 10).unwrap();
-        assert_eq!(idx.classify(&far(1.0)), r(port_scan, 0.6));
+        let r = idx.classify(&far(1.0));
+        assert_eq!(r.family, ssh);
+        assert!(r.probability > 0.9, "{r:?}");
         assert!(FamilyIndex::from_samples(&rows[5..], 3).is_err());
         assert!(FamilyIndex::from_samples(&rows, 0).is_err());
     }
