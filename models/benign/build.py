@@ -670,8 +670,13 @@ def heldout(args):
     out.mkdir(parents=True, exist_ok=True)
     man = ["file\tclass\texpected_detection\tattacker_ip_or_mac"]
     seen = set()
+    attacks = labelled_attack_hashes()
+    known = []
     for repo, path, data, _ in held_out_captures(lambda p: not ATTACK_WORDS.search(p)):
         sha = hashlib.sha256(data).hexdigest()
+        if sha in attacks:
+            known.append(f"{repo}:{path} ({attacks[sha]})")
+            continue
         if sha in seen:
             continue
         seen.add(sha)
@@ -681,7 +686,26 @@ def heldout(args):
         (out / name).write_bytes(data)
         man.append(f"{name}\tbenign\tnone\t-")
     (out / "MANIFEST.tsv").write_text("\n".join(man) + "\n")
+    for k in known:
+        print(f"left out, a copy of a labelled attack capture: {k}", file=sys.stderr)
     print(f"{len(man) - 1} held-out captures written to {out}", file=sys.stderr)
+
+
+def labelled_attack_hashes():
+    """sha256 -> file name of every attack capture the project labels (the MANIFEST.tsv files
+    of `tests/pcaps`, `models/lab` and `../shared/data/pcaps`): a held-out trace with no attack
+    word in its path may still be one of them (Zeek's `ssh/sshguess.pcap` is the shared
+    `sshbrute__password-guessing-11conns.pcap`), and is then no benign traffic."""
+    hashes = {}
+    dirs = [ROOT / "tests" / "pcaps", ROOT / "models" / "lab", ROOT.parent / "shared" / "data" / "pcaps"]
+    for d in dirs:
+        for manifest in sorted(d.rglob("MANIFEST.tsv")) if d.is_dir() else []:
+            for line in manifest.read_text().splitlines()[1:]:
+                cols = line.split("\t")
+                f = manifest.parent / cols[0]
+                if len(cols) > 1 and cols[1] != "benign" and f.is_file():
+                    hashes[hashlib.sha256(f.read_bytes()).hexdigest()] = cols[0]
+    return hashes
 
 
 def main():
