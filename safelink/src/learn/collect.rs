@@ -3,11 +3,14 @@
 //!
 //! A scored flow waits `settle_s` (record time) before it is labelled, so a rule alert that
 //! fires a few flows later still makes it an attack sample; when an alert names an address
-//! whose flows were already stored as ANN-labelled new samples, they are relabelled. Benign
+//! whose flows were already stored as ANN-labelled new samples, they are relabelled (the
+//! addresses alerted since the last flush in one pass, about once a second). Benign
 //! samples are bounded per window: the first `benign_reservoir` are kept, then each with
 //! probability `benign_reservoir / seen`. Attack samples are capped per group and window
 //! (`attack_group_cap`; a group is the rule alert kind and attacker, or the destination of an
-//! ANN-flagged flow), so one flood cannot fill the history with thousands of copies of itself.
+//! ANN-flagged flow), so one flood cannot fill the history with thousands of copies of itself,
+//! and bounded per window like the benign ones (`attack_reservoir`), so address churn, a new
+//! group per source, cannot either.
 //!
 //! [`Collector`] is the logic (pure, driven by record time); [`CollectorHandle`] runs it on its
 //! own thread behind a bounded queue that the detection path feeds with `try_send`, so
@@ -37,8 +40,12 @@ use crate::store::Store;
 const ATTACKER_TTL_NS: u64 = 3600 * 1_000_000_000;
 /// Most addresses remembered as attackers.
 const MAX_ATTACKERS: usize = 65_536;
-/// Most flows waiting to be labelled (the oldest are labelled early beyond this).
-const MAX_PENDING: usize = 200_000;
+/// Most flows waiting to be labelled (the oldest are labelled early beyond this): about 17 MB
+/// (a sample is about 140 bytes and its feature vector 160 on the heap; the queue's capacity
+/// is the next power of two). 200,000 held about 70 MB under `bench soak --unique-ip`, where
+/// every scored flow waits. A flow labelled early whose address a rule alerts on later is
+/// relabelled in the store ([`relabel`]), so early labelling loses no rule label.
+const MAX_PENDING: usize = 50_000;
 
 /// Counters of the collector.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
@@ -50,6 +57,8 @@ pub struct CollectStats {
     pub benign_dropped: u64,
     /// Attack samples beyond the per-group cap.
     pub attack_capped: u64,
+    /// Attack samples not taken once `attack_reservoir` were taken in the window.
+    pub attack_dropped: u64,
     pub skipped: u64,
     pub relabelled: u64,
     /// Benign samples of the local baseline phase (included in `benign`).
@@ -74,6 +83,7 @@ impl CollectStats {
         self.benign += o.benign;
         self.benign_dropped += o.benign_dropped;
         self.attack_capped += o.attack_capped;
+        self.attack_dropped += o.attack_dropped;
         self.skipped += o.skipped;
         self.relabelled += o.relabelled;
         self.baseline += o.baseline;
@@ -90,12 +100,14 @@ pub struct Collector {
     benign_score: f32,
     settle_ns: u64,
     benign_cap: u64,
+    attack_cap: u64,
     window_ns: u64,
     pending: VecDeque<TrainingSample>,
     attackers: HashMap<IpAddr, (AlertKind, u64)>,
     now_ns: u64,
     window_start: u64,
     benign_seen: u64,
+    attack_seen: u64,
     max_history: usize,
     group_cap: u64,
     groups: HashMap<(Option<AlertKind>, IpAddr), u64>,
@@ -113,12 +125,14 @@ impl Collector {
             benign_score: p.benign_score,
             settle_ns: p.settle_s.saturating_mul(1_000_000_000),
             benign_cap: p.benign_reservoir as u64,
+            attack_cap: p.attack_reservoir as u64,
             window_ns: p.interval_s.saturating_mul(1_000_000_000),
             pending: VecDeque::new(),
             attackers: HashMap::new(),
             now_ns: 0,
             window_start: 0,
             benign_seen: 0,
+            attack_seen: 0,
             max_history: p.max_history,
             group_cap: p.attack_group_cap as u64,
             groups: HashMap::new(),
@@ -204,6 +218,7 @@ impl Collector {
         if self.window_ns > 0 && self.now_ns.saturating_sub(self.window_start) >= self.window_ns {
             self.window_start = self.now_ns;
             self.benign_seen = 0;
+            self.attack_seen = 0;
             self.groups.clear();
         }
         let mut out = Vec::new();
@@ -253,15 +268,16 @@ impl Collector {
                     self.stats.attack_capped += 1;
                     continue;
                 }
+                if !take(&mut self.attack_seen, self.attack_cap, &mut self.rng) {
+                    self.stats.attack_dropped += 1;
+                    continue;
+                }
             }
             match l.source {
                 LabelSource::Dfa => self.stats.attack_dfa += 1,
                 LabelSource::AnnHigh => self.stats.attack_ann += 1,
                 _ => {
-                    self.benign_seen += 1;
-                    let keep = self.benign_seen <= self.benign_cap
-                        || self.rng.uniform() < self.benign_cap as f64 / self.benign_seen as f64;
-                    if !keep {
+                    if !take(&mut self.benign_seen, self.benign_cap, &mut self.rng) {
                         self.stats.benign_dropped += 1;
                         continue;
                     }
@@ -278,6 +294,13 @@ impl Collector {
         }
         out
     }
+}
+
+/// Whether to keep one more labelled sample of a per-window reservoir that has `seen` before
+/// it: the first `cap`, then each with probability `cap / seen`.
+fn take(seen: &mut u64, cap: u64, rng: &mut Rng) -> bool {
+    *seen += 1;
+    *seen <= cap || rng.uniform() < cap as f64 / *seen as f64
 }
 
 enum Msg {
@@ -407,26 +430,38 @@ fn store_logged(store: &Store, policy: &Policy, batch: &mut Vec<TrainingSample>)
     }
 }
 
-/// Makes the stored new samples about `ip` rule-labelled attacks (an alert that came after
-/// their flows were labelled). Skipped when the stored form of an address is not one-to-one
-/// (`truncate`): it would relabel the attacker's whole prefix.
-pub(crate) fn relabel(store: &Store, policy: &Policy, ip: IpAddr, kind: AlertKind) -> u64 {
-    if policy.mode() == crate::privacy::IpMode::Truncate {
+/// Makes the stored new samples about the addresses of `attackers` rule-labelled attacks of
+/// their kind (alerts that came after their flows were labelled), in one pass over the new
+/// samples however many addresses there are: the collector gathers the new attackers and
+/// relabels once per flush, not once per alert (under address churn a pass per alert kept
+/// its thread busier than detection). Skipped when the stored form of an address is not
+/// one-to-one (`truncate`): it would relabel the attacker's whole prefix.
+pub(crate) fn relabel(
+    store: &Store,
+    policy: &Policy,
+    attackers: &HashMap<IpAddr, AlertKind>,
+) -> u64 {
+    if attackers.is_empty() || policy.mode() == crate::privacy::IpMode::Truncate {
         return 0;
     }
-    let ip = policy.ip(ip);
+    let stored: HashMap<IpAddr, AlertKind> = attackers
+        .iter()
+        .map(|(ip, kind)| (policy.ip(*ip), *kind))
+        .collect();
     let watermark = store.learning_state().map(|s| s.watermark).unwrap_or(0);
     let r = store.relabel_samples(watermark, |s| {
         // An operator's verdict is never replaced by an automatic label.
-        if s.involves(ip) && s.source != LabelSource::Dfa && s.source.is_automatic() {
-            s.label = 1.0;
-            s.source = LabelSource::Dfa;
-            s.confidence = 1.0;
-            s.kind = Some(kind);
-            true
-        } else {
-            false
+        if s.source == LabelSource::Dfa || !s.source.is_automatic() {
+            return false;
         }
+        let Some(kind) = stored.get(&s.src_ip).or_else(|| stored.get(&s.dst_ip)) else {
+            return false;
+        };
+        s.label = 1.0;
+        s.source = LabelSource::Dfa;
+        s.confidence = 1.0;
+        s.kind = Some(*kind);
+        true
     });
     r.unwrap_or_else(|e| {
         error!(error = %e, "relabelling samples failed");
@@ -444,6 +479,8 @@ fn run(
     let mut last_flush = Instant::now();
     let mut last_prune = Instant::now();
     let mut batch = Vec::new();
+    // Rule-alerted addresses new since the last flush (the first alert's kind).
+    let mut attackers: HashMap<IpAddr, AlertKind> = HashMap::new();
     loop {
         let msg = rx.recv_timeout(Duration::from_millis(500));
         let closed = matches!(msg, Err(RecvTimeoutError::Disconnected));
@@ -451,10 +488,7 @@ fn run(
             Ok(Msg::Scored(s)) => c.scored_sample(*s),
             Ok(Msg::Alert(a)) => {
                 if let Some((ip, kind)) = c.alert(&a) {
-                    // Samples already stored about this address become rule-labelled.
-                    c.stats.stored += store_logged(&store, &policy, &mut batch);
-                    let n = relabel(&store, &policy, ip, kind);
-                    c.stats.relabelled += n;
+                    attackers.entry(ip).or_insert(kind);
                 }
             }
             Ok(Msg::Tick(now)) => c.advance(now),
@@ -463,6 +497,10 @@ fn run(
         if closed || last_flush.elapsed() >= Duration::from_secs(1) || batch.len() >= 1024 {
             batch.extend(c.ready(closed));
             c.stats.stored += store_logged(&store, &policy, &mut batch);
+            // Samples stored before their address's alert become rule-labelled (those labelled
+            // since already were).
+            c.stats.relabelled += relabel(&store, &policy, &attackers);
+            attackers.clear();
             last_flush = Instant::now();
         } else if c.pending.len() > 4096 {
             batch.extend(c.ready(false));
@@ -513,5 +551,98 @@ mod tests {
         assert_eq!(c.stats.nonfinite, 3);
         assert_eq!(out.len(), 1, "{out:?}");
         assert_eq!((out[0].score, out[0].label), (0.5, 1.0));
+    }
+
+    /// Address churn: every flow is from a new rule-alerted attacker (a group of its own, far
+    /// under `attack_group_cap`); past `attack_reservoir` in the window, attack samples are
+    /// taken with probability `cap / seen`, and the window's end resets the count.
+    #[test]
+    fn attack_samples_of_many_groups_are_bounded_per_window() {
+        let section = crate::learn::config::LearningSection {
+            attack_reservoir: 10,
+            ..Default::default()
+        };
+        let mut c = Collector::new(&section.params().unwrap());
+        let churn = |c: &mut Collector, from: u32, start_ns: u64| {
+            for i in from..from + 1000 {
+                let mut f = sample_flow();
+                f.src_ip = IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i));
+                f.first_ns = start_ns + u64::from(i - from) * 1_000_000;
+                f.last_ns = f.first_ns;
+                let mut a = crate::alert::build::base_alert(
+                    AlertKind::PORT_SCAN,
+                    f.last_ns,
+                    f.first_ns,
+                    f.last_ns,
+                );
+                a.src_ip = Some(f.src_ip);
+                c.alert(&a);
+                c.scored(&f, 0.5);
+            }
+            c.ready(true).len() as u64
+        };
+        let kept = churn(&mut c, 0, 1_000_000_000);
+        assert_eq!(c.stats.attack_dfa, kept);
+        assert_eq!(kept + c.stats.attack_dropped, 1000);
+        // The first 10, then about 10 * ln(1000 / 10) more.
+        assert!((20..=80).contains(&kept), "{kept}");
+        // A window (learning_interval_s, 3600 s) later the first 10 are taken again.
+        let later = 1_000_000_000 + 3601 * 1_000_000_000;
+        let kept_later = churn(&mut c, 1000, later);
+        assert!((20..=80).contains(&kept_later), "{kept_later}");
+        assert_eq!(c.stats.attack_capped, 0);
+    }
+
+    /// One pass relabels the stored automatic samples of every new attacker, with its own
+    /// kind, at either end of the flow; other addresses' samples, samples already labelled by
+    /// a rule and operator verdicts stay as they are.
+    #[test]
+    fn stored_samples_of_new_attackers_are_relabelled_in_one_pass() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(tmp.path()).unwrap();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let (scanner, brute, other) = (ip("192.0.2.7"), ip("192.0.2.8"), ip("192.0.2.9"));
+        let sample = |src: IpAddr, dst: IpAddr, source: LabelSource| {
+            let mut f = sample_flow();
+            f.src_ip = src;
+            f.dst_ip = dst;
+            let mut s = TrainingSample::of_flow(&f, 0.1);
+            s.source = source;
+            s
+        };
+        let victim = ip("198.51.100.1");
+        store
+            .insert_samples(&[
+                sample(scanner, victim, LabelSource::AnnLow),
+                sample(victim, brute, LabelSource::AnnLow),
+                sample(other, victim, LabelSource::AnnLow),
+                sample(scanner, victim, LabelSource::Operator),
+            ])
+            .unwrap();
+        let policy = Policy::default();
+        let attackers: HashMap<IpAddr, AlertKind> = [
+            (scanner, AlertKind::PORT_SCAN),
+            (brute, AlertKind::SSH_BRUTE_FORCE),
+        ]
+        .into();
+        assert_eq!(relabel(&store, &policy, &attackers), 2);
+        let got: Vec<(LabelSource, f32, Option<AlertKind>)> = store
+            .samples_after(0)
+            .unwrap()
+            .iter()
+            .map(|s| (s.source, s.label, s.kind))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (LabelSource::Dfa, 1.0, Some(AlertKind::PORT_SCAN)),
+                (LabelSource::Dfa, 1.0, Some(AlertKind::SSH_BRUTE_FORCE)),
+                (LabelSource::AnnLow, 0.0, None),
+                (LabelSource::Operator, 0.0, None),
+            ]
+        );
+        // Nothing new: the same pass changes nothing.
+        assert_eq!(relabel(&store, &policy, &attackers), 0);
+        assert_eq!(relabel(&store, &policy, &HashMap::new()), 0);
     }
 }

@@ -72,6 +72,10 @@ pub struct LearningSection {
     /// Attack samples kept per group (rule alert kind and attacker, or destination of an
     /// ANN-flagged flow) and window.
     pub attack_group_cap: usize,
+    /// Attack samples taken per cycle window, all groups together, before acceptance decays
+    /// (probability `cap / seen`), so address churn (a new group per spoofed or scanning
+    /// source) cannot make the collector rewrite the history many times an hour.
+    pub attack_reservoir: usize,
     /// Validation: a new model is deployed only if its held-out accuracy is above this...
     pub min_accuracy: f64,
     /// ...its held-out loss below this...
@@ -146,6 +150,7 @@ impl Default for LearningSection {
             benign_score: 0.30,
             benign_reservoir: 2000,
             attack_group_cap: 200,
+            attack_reservoir: 5000,
             min_accuracy: 0.70,
             max_loss: 2.0,
             golden_margin: 0.02,
@@ -193,6 +198,7 @@ pub struct LearningParams {
     pub benign_score: f32,
     pub benign_reservoir: usize,
     pub attack_group_cap: usize,
+    pub attack_reservoir: usize,
     pub min_accuracy: f64,
     pub max_loss: f64,
     pub golden_margin: f64,
@@ -247,6 +253,7 @@ impl LearningSection {
             benign_score: self.benign_score,
             benign_reservoir: self.benign_reservoir,
             attack_group_cap: self.attack_group_cap,
+            attack_reservoir: self.attack_reservoir,
             min_accuracy: self.min_accuracy,
             max_loss: self.max_loss,
             golden_margin: self.golden_margin,
