@@ -465,12 +465,7 @@ impl AnnDetector {
             .filter(|(_, i)| now_ns.saturating_sub(i.last_ns) >= idle)
             .map(|(k, _)| *k)
             .collect();
-        let mut closed: Vec<u64> = keys.into_iter().map(|k| self.forget(k)).collect();
-        closed.sort_unstable();
-        for id in closed {
-            self.book.close(id);
-        }
-        self.oldest_ns = self.oldest_open();
+        self.close_incidents(keys);
     }
 
     /// Closes the least recently active quarter of the open incidents when more than
@@ -483,13 +478,19 @@ impl AnnDetector {
             self.open.iter().map(|(k, i)| (i.last_ns, *k)).collect();
         let n = self.open.len() - MAX_OPEN_INCIDENTS * 3 / 4;
         by_age.select_nth_unstable_by_key(n - 1, |&(t, _)| t);
-        let mut closed: Vec<u64> = by_age[..n].iter().map(|&(_, k)| self.forget(k)).collect();
+        self.close_incidents(by_age[..n].iter().map(|&(_, k)| k).collect());
+        self.stats.incidents_shed += n as u64;
+        crate::telemetry::record_ann_incidents_shed(n as u64);
+    }
+
+    /// Closes the open incidents of `keys` (their alerts in id order) and recomputes the
+    /// oldest activity.
+    fn close_incidents(&mut self, keys: Vec<GroupKey>) {
+        let mut closed: Vec<u64> = keys.into_iter().map(|k| self.forget(k)).collect();
         closed.sort_unstable();
         for id in closed {
             self.book.close(id);
         }
-        self.stats.incidents_shed += n as u64;
-        crate::telemetry::record_ann_incidents_shed(n as u64);
         self.oldest_ns = self.oldest_open();
     }
 
