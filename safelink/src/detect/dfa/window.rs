@@ -8,6 +8,10 @@ use std::{
     hash::Hash,
 };
 
+/// Below this many items a window's table is never shrunk (a few bytes are not worth a
+/// reallocation).
+const SHRINK_FLOOR: usize = 8;
+
 /// Distinct items seen within the last `window_ns` (item → latest time seen), at most `cap`.
 #[derive(Clone, Debug)]
 pub struct DistinctWindow<T> {
@@ -87,9 +91,16 @@ impl<T: Eq + Hash> DistinctWindow<T> {
         }
     }
 
+    /// Drops the items older than the window. A table that has emptied to a quarter of what it
+    /// can hold is shrunk: under address churn most keys of a burst go quiet, and a window
+    /// that once held a sweep's thousand hosts would otherwise keep their memory for as long
+    /// as its key lives (up to the slow-scan tier's hour).
     pub fn prune(&mut self, now: u64) {
         let cutoff = now.saturating_sub(self.window_ns);
         self.items.retain(|_, t| *t >= cutoff);
+        if self.items.capacity() > 4 * self.items.len().max(SHRINK_FLOOR) {
+            self.items.shrink_to(2 * self.items.len());
+        }
         self.pruned_at = now;
     }
 }
@@ -216,6 +227,33 @@ mod tests {
             w.insert(p, S, S);
         }
         assert_eq!(w.len(S), 3);
+    }
+
+    #[test]
+    fn distinct_window_gives_back_what_a_burst_left() {
+        let mut w = DistinctWindow::new(10 * S, 10_000);
+        for h in 0..1_000u32 {
+            w.insert(h, S, S);
+        }
+        let burst = w.items.capacity();
+        assert!(burst >= 1_000);
+        // One host stays active; the burst's other 999 leave the window.
+        w.insert(7, 20 * S, 20 * S);
+        w.prune(20 * S);
+        assert_eq!(w.len(20 * S), 1);
+        assert!(
+            w.items.capacity() <= 4 * SHRINK_FLOOR,
+            "{} of {burst}",
+            w.items.capacity()
+        );
+        // A window that is still full is not reallocated.
+        let mut full = DistinctWindow::new(10 * S, 10_000);
+        for h in 0..1_000u32 {
+            full.insert(h, S, S);
+        }
+        let before = full.items.capacity();
+        full.prune(2 * S);
+        assert_eq!(full.items.capacity(), before);
     }
 
     #[test]
