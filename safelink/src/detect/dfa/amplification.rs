@@ -345,7 +345,17 @@ impl Detector for Amplification {
 
     fn tick(&mut self, cx: &mut Cx) {
         let w = self.window_ns;
-        cx.tick_map(&mut self.keys, w, w, |e| &mut e.incident);
+        cx.tick_map(
+            &mut self.keys,
+            w,
+            w,
+            |e| &mut e.incident,
+            |e, now| {
+                e.reflectors.expire(now);
+                e.large.expire(now);
+                e.tcp.expire(now);
+            },
+        );
     }
 }
 

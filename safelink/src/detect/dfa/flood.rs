@@ -185,10 +185,25 @@ impl<K: Eq + Hash> FloodTable<K> {
 
     pub(crate) fn tick(&mut self, cx: &mut Cx) {
         let w = self.window_ns;
-        cx.tick_map(&mut self.keys, w, w, |e| &mut e.incident);
+        cx.tick_map(
+            &mut self.keys,
+            w,
+            w,
+            |e| &mut e.incident,
+            |e, now| e.sources.expire(now),
+        );
         let now = cx.now;
         self.heavy
             .retain(|_, (_, last)| now.saturating_sub(*last) < HEAVY_FORGET_NS);
+    }
+}
+
+#[cfg(test)]
+impl<K> FloodTable<K> {
+    /// Keys held, and the source slots their windows hold allocated (tests).
+    pub fn held(&self) -> (usize, usize) {
+        let slots = self.keys.values().map(|e| e.sources.allocated()).sum();
+        (self.keys.len(), slots)
     }
 }
 

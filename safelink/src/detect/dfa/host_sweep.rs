@@ -167,7 +167,16 @@ impl Detector for HostSweep {
 
     fn tick(&mut self, cx: &mut Cx) {
         let w = self.window_ns;
-        cx.tick_map(&mut self.keys, w, w, |e| &mut e.incident);
+        cx.tick_map(
+            &mut self.keys,
+            w,
+            w,
+            |e| &mut e.incident,
+            |e, now| {
+                e.hosts.expire(now);
+                e.prefixes.expire(now);
+            },
+        );
     }
 }
 

@@ -158,13 +158,18 @@ impl Cx<'_> {
     }
 
     /// Time passes for every key of a map: phase transitions, closing quiet alerts, forgetting
-    /// idle keys after `keep_ns`.
+    /// idle keys after `keep_ns`, and `expire` drops from each key kept what its windows no
+    /// longer count. A key outlives its windows (an alerted victim is kept through the
+    /// cool-down, ten minutes by default): without this, a quiet key would hold its last
+    /// burst's thousands of sources until then, since a window prunes itself only when it
+    /// gets new evidence.
     pub fn tick_map<K: Eq + Hash, E>(
         &mut self,
         map: &mut window::KeyMap<K, E>,
         quiet_ns: u64,
         keep_ns: u64,
         inc: impl Fn(&mut E) -> &mut Incident,
+        mut expire: impl FnMut(&mut E, u64),
     ) {
         let (now, cooldown) = (self.now, self.common.cooldown_ns);
         let book = &mut *self.book;
@@ -173,7 +178,11 @@ impl Cx<'_> {
             if let Step::Close(id) = i.tick(now, quiet_ns, cooldown) {
                 book.close(id);
             }
-            !i.forgettable(now, keep_ns)
+            if i.forgettable(now, keep_ns) {
+                return false;
+            }
+            expire(e, now);
+            true
         });
     }
 

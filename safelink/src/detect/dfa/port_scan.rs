@@ -520,12 +520,21 @@ impl Detector for PortScan {
 
     fn tick(&mut self, cx: &mut Cx) {
         let (quiet, keep) = (self.window_ns, self.slow_ns);
-        cx.tick_map(&mut self.keys, quiet, keep, |e| &mut e.incident);
-        for e in self.keys.values_mut() {
-            if e.stealth.as_ref().is_some_and(|s| s.is_empty()) {
-                e.stealth = None;
-            }
-        }
+        cx.tick_map(
+            &mut self.keys,
+            quiet,
+            keep,
+            |e| &mut e.incident,
+            |e, now| {
+                e.ports.expire(now);
+                if let Some(s) = e.stealth.as_mut() {
+                    s.expire(now);
+                    if s.is_empty() {
+                        e.stealth = None;
+                    }
+                }
+            },
+        );
         let (now, w) = (cx.now, self.window_ns);
         self.udp.retain(|_, t| now.saturating_sub(t.last_ns) <= w);
         self.burst.retain(|_, b| {

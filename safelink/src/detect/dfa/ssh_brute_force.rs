@@ -101,7 +101,13 @@ impl Detector for SshBruteForce {
 
     fn tick(&mut self, cx: &mut Cx) {
         let w = self.window_ns;
-        cx.tick_map(&mut self.keys, w, w, |e| &mut e.incident);
+        cx.tick_map(
+            &mut self.keys,
+            w,
+            w,
+            |e| &mut e.incident,
+            |e, now| e.servers.expire(now),
+        );
     }
 }
 

@@ -257,7 +257,7 @@ pub const FAMILY: Family = Family {
 mod tests {
     use super::*;
     use crate::{
-        detect::dfa::{DfaConfig, testutil::*},
+        detect::dfa::{DfaConfig, Engine, testutil::*},
         record::Record,
     };
 
@@ -296,6 +296,32 @@ mod tests {
             }
         }
         Record::Flow(f)
+    }
+
+    /// An alerted victim is kept through its cool-down (ten minutes by default), but the
+    /// thousands of spoofed sources its window counted are given back once they have left
+    /// the window: under address churn every victim's burst was held that long.
+    #[test]
+    fn a_quiet_victim_keeps_its_alert_but_not_its_sources() {
+        let mut e = Engine::new(DfaConfig::default()).unwrap();
+        let mut ev = Vec::new();
+        for i in 0..3000 {
+            e.observe_into(&spoofed_syn(i, T0 + i * MS), &mut ev);
+        }
+        assert_eq!(new_alerts(&ev, AlertKind::SYN_FLOOD).len(), 1);
+        let syn = |e: &Engine| e.detector::<SynFlood>().unwrap().table.held();
+        let (keys, burst) = syn(&e);
+        assert_eq!(keys, 1);
+        assert!(burst >= 500, "{burst} source slots");
+        // 200 s without evidence: past the 60 s window, within the cool-down.
+        for t in 0..=200 {
+            ev.extend(e.tick(T0 + 3 * S + t * S));
+        }
+        let flood = e.detector::<SynFlood>().unwrap();
+        assert_eq!(flood.phase(ip("10.10.10.10"), 30120), Phase::CoolDown);
+        let (keys, quiet) = syn(&e);
+        assert_eq!(keys, 1);
+        assert!(quiet <= 32, "{quiet} of {burst} source slots still held");
     }
 
     #[test]

@@ -84,6 +84,18 @@ impl<T: Eq + Hash> DistinctWindow<T> {
             .map(|(k, _)| k)
     }
 
+    /// Slots of the item table allocated (tests: what a window holds on to).
+    #[cfg(test)]
+    pub fn allocated(&self) -> usize {
+        self.items.capacity()
+    }
+
+    /// Drops what has left the window, at most about 16 times per window (amortised O(1) per
+    /// call): for a key's periodic tick as much as for each insert.
+    pub fn expire(&mut self, now: u64) {
+        self.maybe_prune(now);
+    }
+
     fn maybe_prune(&mut self, now: u64) {
         // Prune about 16 times per window: amortised O(1) per insert.
         if now.saturating_sub(self.pruned_at) >= (self.window_ns / 16).max(1_000_000_000) {
@@ -235,25 +247,25 @@ mod tests {
         for h in 0..1_000u32 {
             w.insert(h, S, S);
         }
-        let burst = w.items.capacity();
+        let burst = w.allocated();
         assert!(burst >= 1_000);
         // One host stays active; the burst's other 999 leave the window.
         w.insert(7, 20 * S, 20 * S);
         w.prune(20 * S);
         assert_eq!(w.len(20 * S), 1);
         assert!(
-            w.items.capacity() <= 4 * SHRINK_FLOOR,
+            w.allocated() <= 4 * SHRINK_FLOOR,
             "{} of {burst}",
-            w.items.capacity()
+            w.allocated()
         );
         // A window that is still full is not reallocated.
         let mut full = DistinctWindow::new(10 * S, 10_000);
         for h in 0..1_000u32 {
             full.insert(h, S, S);
         }
-        let before = full.items.capacity();
+        let before = full.allocated();
         full.prune(2 * S);
-        assert_eq!(full.items.capacity(), before);
+        assert_eq!(full.allocated(), before);
     }
 
     #[test]
