@@ -350,11 +350,7 @@ impl Detector for Amplification {
             w,
             w,
             |e| &mut e.incident,
-            |e, now| {
-                e.reflectors.expire(now);
-                e.large.expire(now);
-                e.tcp.expire(now);
-            },
+            |e, now| e.reflectors.expire(now) + e.large.expire(now) + e.tcp.expire(now),
         );
     }
 }

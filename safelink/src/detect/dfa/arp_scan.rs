@@ -114,7 +114,7 @@ impl Detector for ArpScan {
 
     fn tick(&mut self, cx: &mut Cx) {
         let w = self.window_ns;
-        cx.tick_map(&mut self.keys, w, w, |e| &mut e.incident, |_, _| {});
+        cx.tick_map(&mut self.keys, w, w, |e| &mut e.incident, |_, _| 0);
     }
 }
 

@@ -418,7 +418,7 @@ impl Detector for ArpSpoof {
             c.prune(now);
             !c.is_empty()
         });
-        cx.tick_map(&mut self.keys, w, w, |e| &mut e.incident, |_, _| {});
+        cx.tick_map(&mut self.keys, w, w, |e| &mut e.incident, |_, _| 0);
     }
 }
 

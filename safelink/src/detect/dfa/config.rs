@@ -30,6 +30,11 @@ pub struct DfaConfig {
     /// Most distinct items (ports, hosts, IPs...) one window of one key remembers (default 4096;
     /// every threshold is far below it).
     pub max_items_per_key: usize,
+    /// Most items the windows of all keys of one automaton hold together (default 1 048 576,
+    /// about 40 MB; `max_keys` × `max_items_per_key` alone would allow 200 million). Checked
+    /// each second: beyond it, the least recently updated keys are forgotten, as for a full
+    /// table, and counted with them (`safelink_detector_keys_evicted_total`).
+    pub max_items: usize,
     pub port_scan: PortScanConfig,
     pub host_sweep: HostSweepConfig,
     pub arp_scan: ArpScanConfig,
@@ -77,6 +82,7 @@ impl Default for DfaConfig {
             cooldown_secs: 600,
             max_keys: 50_000,
             max_items_per_key: 4096,
+            max_items: 1 << 20,
             port_scan: PortScanConfig::default(),
             host_sweep: HostSweepConfig::default(),
             arp_scan: ArpScanConfig::default(),
@@ -555,6 +561,7 @@ impl DfaConfig {
         positive("update_interval_secs", self.update_interval_secs)?;
         positive("max_keys", self.max_keys as u64)?;
         positive("max_items_per_key", self.max_items_per_key as u64)?;
+        positive("max_items", self.max_items as u64)?;
         let p = &self.port_scan;
         positive("port_scan.window_secs", p.window_secs)?;
         positive("port_scan.ports", p.ports)?;

@@ -97,7 +97,7 @@ mod tests {
         }
 
         fn tick(&mut self, cx: &mut Cx) {
-            cx.tick_map(&mut self.keys, 60 * S, 60 * S, |e| &mut e.1, |_, _| {});
+            cx.tick_map(&mut self.keys, 60 * S, 60 * S, |e| &mut e.1, |_, _| 0);
         }
     }
 

@@ -172,10 +172,7 @@ impl Detector for HostSweep {
             w,
             w,
             |e| &mut e.incident,
-            |e, now| {
-                e.hosts.expire(now);
-                e.prefixes.expire(now);
-            },
+            |e, now| e.hosts.expire(now) + e.prefixes.expire(now),
         );
     }
 }

@@ -189,7 +189,13 @@ impl Detector for LoginBruteForce {
     fn tick(&mut self, cx: &mut Cx) {
         let w = self.window_ns;
         let slow = self.slow_ns;
-        cx.tick_map(&mut self.keys, w, slow, |e| &mut e.incident, |_, _| {});
+        cx.tick_map(
+            &mut self.keys,
+            w,
+            slow,
+            |e| &mut e.incident,
+            |e, _| e.recent.len(),
+        );
     }
 }
 

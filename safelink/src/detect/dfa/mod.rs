@@ -70,7 +70,8 @@ pub struct EngineStats {
     pub arp: u64,
     pub alerts_raised: u64,
     /// Keys forgotten (least recently updated first) to make room for new ones when an
-    /// automaton already tracked `max_keys` keys.
+    /// automaton already tracked `max_keys` keys, or because its keys' windows together held
+    /// more than `max_items` items.
     pub evicted_keys: u64,
     /// Far jumps of record time that no later record confirmed (the clock did not follow).
     pub clock_outliers: u64,
@@ -86,6 +87,8 @@ pub(crate) struct Common {
     pub cooldown_ns: u64,
     pub max_keys: usize,
     pub cap: usize,
+    /// Items the windows of all keys of one automaton may hold together.
+    pub max_items: usize,
 }
 
 /// Latest Ethernet source seen for each source IP (flow records carry no MAC).
@@ -158,21 +161,30 @@ impl Cx<'_> {
     }
 
     /// Time passes for every key of a map: phase transitions, closing quiet alerts, forgetting
-    /// idle keys after `keep_ns`, and `expire` drops from each key kept what its windows no
-    /// longer count. A key outlives its windows (an alerted victim is kept through the
-    /// cool-down, ten minutes by default): without this, a quiet key would hold its last
-    /// burst's thousands of sources until then, since a window prunes itself only when it
-    /// gets new evidence.
+    /// idle keys after `keep_ns`; then the automaton's memory budget.
+    ///
+    /// `expire` drops from a key what its windows no longer count and returns the items they
+    /// still hold. A key outlives its windows (an alerted victim is kept through the cool-down,
+    /// ten minutes by default): without it, a quiet key would hold its last burst's thousands
+    /// of sources until then, since a window prunes itself only when it gets new evidence.
+    ///
+    /// When the keys' windows together hold more than `max_items` items, the least recently
+    /// updated keys are forgotten until they do not (counted in
+    /// [`EngineStats::evicted_keys`], their open alerts closed, as for a full table): `max_keys`
+    /// keys of `max_items_per_key` items each is far more than a host's memory, and traffic
+    /// that fills many windows at once (a spoofed flood, a scan of many hosts) chooses how full
+    /// they are. Checked once a tick, so the windows can outgrow it by one tick's evidence.
     pub fn tick_map<K: Eq + Hash, E>(
         &mut self,
         map: &mut window::KeyMap<K, E>,
         quiet_ns: u64,
         keep_ns: u64,
         inc: impl Fn(&mut E) -> &mut Incident,
-        mut expire: impl FnMut(&mut E, u64),
+        mut expire: impl FnMut(&mut E, u64) -> usize,
     ) {
         let (now, cooldown) = (self.now, self.common.cooldown_ns);
         let book = &mut *self.book;
+        let mut held = 0usize;
         map.retain(|_, e| {
             let i = inc(e);
             if let Step::Close(id) = i.tick(now, quiet_ns, cooldown) {
@@ -181,9 +193,19 @@ impl Cx<'_> {
             if i.forgettable(now, keep_ns) {
                 return false;
             }
-            expire(e, now);
+            held = held.saturating_add(expire(e, now));
             true
         });
+        while held > self.common.max_items {
+            let Some((_, mut e)) = map.pop_front() else {
+                break;
+            };
+            held = held.saturating_sub(expire(&mut e, now));
+            self.stats.evicted_keys += 1;
+            if let Some(id) = inc(&mut e).alert_id() {
+                book.close(id);
+            }
+        }
     }
 
     /// The entry of `key`, created with `make`; when the automaton already tracks `max_keys`
@@ -251,6 +273,7 @@ impl Engine {
                 cooldown_ns: ns(cfg.cooldown_secs),
                 max_keys: cfg.max_keys,
                 cap: cfg.max_items_per_key,
+                max_items: cfg.max_items,
             },
             book: AlertBook::new(ns(cfg.update_interval_secs)),
             macs: MacCache::default(),

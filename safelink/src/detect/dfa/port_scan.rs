@@ -526,13 +526,12 @@ impl Detector for PortScan {
             keep,
             |e| &mut e.incident,
             |e, now| {
-                e.ports.expire(now);
-                if let Some(s) = e.stealth.as_mut() {
-                    s.expire(now);
-                    if s.is_empty() {
-                        e.stealth = None;
-                    }
+                let stealth = e.stealth.as_mut().map_or(0, |s| s.expire(now));
+                if e.stealth.as_ref().is_some_and(|s| s.is_empty()) {
+                    e.stealth = None;
+                    return e.ports.expire(now);
                 }
+                e.ports.expire(now) + stealth
             },
         );
         let (now, w) = (cx.now, self.window_ns);

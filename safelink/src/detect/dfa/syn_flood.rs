@@ -324,6 +324,40 @@ mod tests {
         assert!(quiet <= 32, "{quiet} of {burst} source slots still held");
     }
 
+    /// Ten victims flooded one after the other by a thousand spoofed sources each: the
+    /// automaton's windows stay within `max_items` by forgetting the victims flooded
+    /// longest ago, while the latest stays tracked and alerting.
+    #[test]
+    fn flooded_victims_stay_within_the_item_budget() {
+        let cfg = DfaConfig {
+            max_items: 3000,
+            ..DfaConfig::default()
+        };
+        let mut e = Engine::new(cfg).unwrap();
+        let mut ev = Vec::new();
+        for v in 0..10u64 {
+            let victim = format!("10.10.10.{}", 10 + v);
+            for i in 0..1000 {
+                let Record::FlowStart(mut s) = spoofed_syn(v * 1000 + i, T0 + v * S + i * MS)
+                else {
+                    unreachable!()
+                };
+                s.dst_ip = ip(&victim);
+                e.observe_into(&Record::FlowStart(s), &mut ev);
+            }
+        }
+        ev.extend(e.tick(T0 + 10 * S));
+        ev.extend(e.tick(T0 + 11 * S));
+        assert_eq!(new_alerts(&ev, AlertKind::SYN_FLOOD).len(), 10);
+        let flood = e.detector::<SynFlood>().unwrap();
+        let (keys, slots) = flood.table.held();
+        assert!(slots <= 3000, "{slots} source slots held by {keys} victims");
+        assert!((1..10).contains(&keys), "{keys} victims tracked");
+        assert_eq!(flood.phase(ip("10.10.10.19"), 30120), Phase::Alerting);
+        assert_eq!(flood.phase(ip("10.10.10.10"), 30120), Phase::Idle);
+        assert!(e.stats().evicted_keys >= (10 - keys) as u64);
+    }
+
     #[test]
     fn ack_flood_is_a_tcp_flood() {
         // hping3 -A --flood: the source port changes with every few segments, the victim

@@ -84,16 +84,18 @@ impl<T: Eq + Hash> DistinctWindow<T> {
             .map(|(k, _)| k)
     }
 
-    /// Slots of the item table allocated (tests: what a window holds on to).
-    #[cfg(test)]
+    /// Slots of the item table allocated: what the window holds on to (the memory budget
+    /// counts these, not the items still inside the window).
     pub fn allocated(&self) -> usize {
         self.items.capacity()
     }
 
     /// Drops what has left the window, at most about 16 times per window (amortised O(1) per
     /// call): for a key's periodic tick as much as for each insert.
-    pub fn expire(&mut self, now: u64) {
+    /// Returns the slots still allocated ([`Self::allocated`]).
+    pub fn expire(&mut self, now: u64) -> usize {
         self.maybe_prune(now);
+        self.allocated()
     }
 
     fn maybe_prune(&mut self, now: u64) {
