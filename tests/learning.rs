@@ -165,6 +165,7 @@ fn learning_curve_new_attack_class() {
             members: safelink::ann::recipe::BASE_MEMBERS,
             ..TrainConfig::default()
         },
+        benign_load_copies: safelink::ann::recipe::BASE_BENIGN_LOAD_COPIES,
         command: "test".into(),
     })
     .unwrap();

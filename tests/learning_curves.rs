@@ -246,6 +246,7 @@ fn default_profile_learns_a_new_family_within_three_cycles() {
                 members: safelink::ann::recipe::BASE_MEMBERS,
                 ..TrainConfig::default()
             },
+            benign_load_copies: safelink::ann::recipe::BASE_BENIGN_LOAD_COPIES,
             command: "test".into(),
         })
         .unwrap();

@@ -166,7 +166,7 @@ attack, {gb} benign). A few floods, scans and the reflections (public and lab) a
 attack flows, and a few long IoT captures most of the benign rows, so samples are weighted: the benign class weighs {bw}× the attack class in total, \
 and within a class each capture weighs ∝ √(its flows). Every attack row is trained on twice: \
 as recorded and with its host-context counts (`ctx_*`) shrunk to `c^u`, `u` uniform in [½, 1), \
-the same attack made smaller or slower ({shrunk} copies; `recipe::shrunk_context`).\n\n\
+the same attack made smaller or slower ({shrunk} copies; `recipe::shrunk_context`).{grown}\n\n\
 {lab}\n\n\
 | capture | class | flows | attack | benign | left out | golden |\n|---|---|---|---|---|---|---|\n",
         dirs = r
@@ -179,6 +179,18 @@ the same attack made smaller or slower ({shrunk} copies; `recipe::shrunk_context
         lab = lab_text(r),
         bw = r.config.benign_weight,
         shrunk = r.context_shrunk_rows,
+        grown = if r.load_grown_rows == 0 {
+            String::new()
+        } else {
+            format!(
+                " Every benign row with a load count above 1 (`ctx_dst_peers`, \
+                 `ctx_pair_flows`) is trained on twice too: as recorded and with those counts \
+                 grown to `c^(1/u)`, `u` uniform in (½, 1], but never past the largest count of \
+                 any benign row, the same benign traffic in a busier minute ({} copies; \
+                 `recipe::grown_load`).",
+                r.load_grown_rows
+            )
+        },
         tr = r.train_rows,
         ta = r.train_attack,
         tb = r.train_rows - r.train_attack,

@@ -57,6 +57,10 @@ enum ModelCmd {
         /// mean of their logits (an ensemble as one MLP) [default: recipe::BASE_MEMBERS, 3].
         #[arg(long, value_parser = clap::value_parser!(u16).range(1..=64))]
         members: Option<u16>,
+        /// Also train on a busier copy of each benign row (load counts grown, capped at the
+        /// busiest benign row's; `recipe::grown_load`). Off in the shipped recipe.
+        #[arg(long)]
+        benign_load_copies: bool,
     },
     /// ANN alone on labelled captures (DFA off): per-capture counts as JSON.
     #[command(hide = true)]
@@ -216,6 +220,7 @@ pub fn model(a: ModelArgs) -> anyhow::Result<ExitCode> {
             benign_weight,
             label_smoothing,
             members,
+            benign_load_copies,
         } => {
             let mut train = TrainConfig {
                 benign_weight: recipe::BASE_BENIGN_WEIGHT,
@@ -253,12 +258,16 @@ pub fn model(a: ModelArgs) -> anyhow::Result<ExitCode> {
                 train.members = usize::from(m);
                 command.push_str(&format!(" --members {m}"));
             }
+            if benign_load_copies {
+                command.push_str(" --benign-load-copies");
+            }
             let r = recipe::train_base(&recipe::RecipeArgs {
                 pcaps,
                 benign_rows,
                 eval_pcaps,
                 out: out.clone(),
                 train,
+                benign_load_copies: benign_load_copies || recipe::BASE_BENIGN_LOAD_COPIES,
                 command,
             })?;
             let e = &r.ann_alone[0].eval;
