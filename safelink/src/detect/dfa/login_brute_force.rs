@@ -13,7 +13,7 @@ use std::{
 };
 
 use super::family::Family;
-use super::window::KeyMap;
+use super::window::{KeyMap, SHRINK_FLOOR};
 use super::{
     Cx, Detector,
     automaton::{Incident, Phase, Verdict},
@@ -42,6 +42,21 @@ struct Groups {
 }
 
 impl Entry {
+    /// Drops the sessions that left the slow window (a key can outlive it: an alerted source
+    /// through its cool-down), gives back the room of a queue pruned to a quarter, and returns
+    /// the slots it holds (the automaton's memory budget, `[dfa] max_items`).
+    fn expire(&mut self, now: u64, slow_ns: u64) -> usize {
+        let cut = now.saturating_sub(slow_ns);
+        // The queue is in arrival order, so its front is about its oldest: one look a tick.
+        if self.recent.front().is_some_and(|&(t, _, _)| t < cut) {
+            self.recent.retain(|&(t, _, _)| t >= cut);
+            if self.recent.capacity() > 4 * self.recent.len().max(SHRINK_FLOOR) {
+                self.recent.shrink_to(2 * self.recent.len());
+            }
+        }
+        self.recent.capacity()
+    }
+
     /// Groups are three neighbouring size classes (attempts of one tool get the same answer).
     fn groups(&mut self, now: u64, fast_ns: u64, slow_ns: u64, busy_pct: u64) -> Groups {
         let slow_cut = now.saturating_sub(slow_ns);
@@ -84,6 +99,13 @@ pub struct LoginBruteForce {
 }
 
 impl LoginBruteForce {
+    /// (keys, session slots held): what the memory budget counts.
+    #[cfg(test)]
+    fn held(&self) -> (usize, usize) {
+        let slots = self.keys.values().map(|e| e.recent.capacity()).sum();
+        (self.keys.len(), slots)
+    }
+
     pub fn new(cfg: LoginBruteForceConfig) -> Self {
         Self {
             services: cfg
@@ -194,7 +216,7 @@ impl Detector for LoginBruteForce {
             w,
             slow,
             |e| &mut e.incident,
-            |e, _| e.recent.len(),
+            |e, now| e.expire(now, slow),
         );
     }
 }
@@ -261,6 +283,43 @@ mod tests {
         assert_eq!(news[0].count, 10);
         assert!(news[0].description.starts_with("ftp login brute force"));
         assert_eq!(finals(&ev)[0].count, 30);
+    }
+
+    /// 300 sessions alert, then the source goes quiet: its key stays through the cool-down,
+    /// its sessions do not outlive the slow window.
+    #[test]
+    fn a_quiet_source_keeps_its_alert_but_not_its_sessions() {
+        let mut cfg = DfaConfig::default();
+        cfg.login_brute_force.slow_window_secs = 120;
+        let mut e = crate::detect::dfa::Engine::new(cfg).unwrap();
+        let (a, b) = (ip("192.0.2.1"), ip("198.51.100.21"));
+        let mut ev = Vec::new();
+        for i in 0..300u64 {
+            let f = session(
+                "192.0.2.1",
+                20000 + i as u16,
+                "198.51.100.21",
+                21,
+                T0 + i * S,
+                1,
+                800,
+            );
+            ev.extend(e.observe(&Record::Flow(f)));
+        }
+        assert_eq!(new_alerts(&ev, AlertKind::LOGIN_BRUTE_FORCE).len(), 1);
+        let held = |e: &crate::detect::dfa::Engine| e.detector::<LoginBruteForce>().unwrap().held();
+        let (keys, busy) = held(&e);
+        assert_eq!(keys, 1);
+        assert!(busy >= 120, "{busy} session slots");
+        // 200 s without evidence: past the 120 s slow window, within the 600 s cool-down.
+        for t in 0..=200 {
+            ev.extend(e.tick(T0 + 300 * S + t * S));
+        }
+        let login = e.detector::<LoginBruteForce>().unwrap();
+        assert_eq!(login.phase(a, b, 21), Phase::CoolDown);
+        let (keys, quiet) = held(&e);
+        assert_eq!(keys, 1);
+        assert!(quiet <= 32, "{quiet} of {busy} session slots still held");
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::{
 
 /// Below this many items a window's table is never shrunk (a few bytes are not worth a
 /// reallocation).
-const SHRINK_FLOOR: usize = 8;
+pub(super) const SHRINK_FLOOR: usize = 8;
 
 /// Distinct items seen within the last `window_ns` (item → latest time seen), at most `cap`.
 #[derive(Clone, Debug)]
