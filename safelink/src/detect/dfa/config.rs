@@ -30,8 +30,9 @@ pub struct DfaConfig {
     /// Most distinct items (ports, hosts, IPs...) one window of one key remembers (default 4096;
     /// every threshold is far below it).
     pub max_items_per_key: usize,
-    /// Most items the windows of all keys of one automaton hold together (default 1 048 576,
-    /// about 40 MB; `max_keys` × `max_items_per_key` alone would allow 200 million). Checked
+    /// Most slots the windows of all keys of one automaton hold together (default 1 048 576,
+    /// about 40 MB): the room their tables have allocated, about one to two slots per item
+    /// remembered (`max_keys` × `max_items_per_key` alone would allow 200 million). Checked
     /// each second: beyond it, the least recently updated keys are forgotten, as for a full
     /// table, and counted with them (`safelink_detector_keys_evicted_total`).
     pub max_items: usize,

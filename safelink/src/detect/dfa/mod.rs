@@ -87,7 +87,8 @@ pub(crate) struct Common {
     pub cooldown_ns: u64,
     pub max_keys: usize,
     pub cap: usize,
-    /// Items the windows of all keys of one automaton may hold together.
+    /// Slots the windows of all keys of one automaton may hold together (their tables'
+    /// allocated room, about one to two per item).
     pub max_items: usize,
 }
 

@@ -526,12 +526,13 @@ impl Detector for PortScan {
             keep,
             |e| &mut e.incident,
             |e, now| {
+                let ports = e.ports.expire(now);
                 let stealth = e.stealth.as_mut().map_or(0, |s| s.expire(now));
                 if e.stealth.as_ref().is_some_and(|s| s.is_empty()) {
                     e.stealth = None;
-                    return e.ports.expire(now);
+                    return ports;
                 }
-                e.ports.expire(now) + stealth
+                ports + stealth
             },
         );
         let (now, w) = (cx.now, self.window_ns);
