@@ -13,7 +13,7 @@ use std::{
 };
 
 use super::family::Family;
-use super::window::{KeyMap, SHRINK_FLOOR};
+use super::window::{KeyMap, shrunk_capacity};
 use super::{
     Cx, Detector,
     automaton::{Incident, Phase, Verdict},
@@ -50,8 +50,8 @@ impl Entry {
         // The queue is in arrival order, so its front is about its oldest: one look a tick.
         if self.recent.front().is_some_and(|&(t, _, _)| t < cut) {
             self.recent.retain(|&(t, _, _)| t >= cut);
-            if self.recent.capacity() > 4 * self.recent.len().max(SHRINK_FLOOR) {
-                self.recent.shrink_to(2 * self.recent.len());
+            if let Some(c) = shrunk_capacity(self.recent.capacity(), self.recent.len()) {
+                self.recent.shrink_to(c);
             }
         }
         self.recent.capacity()

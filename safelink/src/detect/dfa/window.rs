@@ -10,7 +10,14 @@ use std::{
 
 /// Below this many items a window's table is never shrunk (a few bytes are not worth a
 /// reallocation).
-pub(super) const SHRINK_FLOOR: usize = 8;
+const SHRINK_FLOOR: usize = 8;
+
+/// The capacity to shrink a table of `len` items and `capacity` slots to, if it has emptied
+/// to a quarter of what it can hold (never for fewer than [`SHRINK_FLOOR`] items): the one
+/// rule for every window's and queue's memory.
+pub(super) fn shrunk_capacity(capacity: usize, len: usize) -> Option<usize> {
+    (capacity > 4 * len.max(SHRINK_FLOOR)).then_some(2 * len)
+}
 
 /// Distinct items seen within the last `window_ns` (item → latest time seen), at most `cap`.
 #[derive(Clone, Debug)]
@@ -112,8 +119,8 @@ impl<T: Eq + Hash> DistinctWindow<T> {
     pub fn prune(&mut self, now: u64) {
         let cutoff = now.saturating_sub(self.window_ns);
         self.items.retain(|_, t| *t >= cutoff);
-        if self.items.capacity() > 4 * self.items.len().max(SHRINK_FLOOR) {
-            self.items.shrink_to(2 * self.items.len());
+        if let Some(c) = shrunk_capacity(self.items.capacity(), self.items.len()) {
+            self.items.shrink_to(c);
         }
         self.pruned_at = now;
     }
