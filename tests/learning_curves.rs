@@ -19,7 +19,8 @@
 //! brute force (held out: a password-guessing capture; trained on hydra and ncrack) the
 //! `default` profile as shipped (`[learning] rehearsal = 1.0`: benign rows, a quarter of them
 //! the ones nearest to the cycle's attack samples, and a quarter as many of the base's own
-//! attack rows; history replayed family by family) is guarded to meet that target by cycle 2,
+//! attack rows, a third of those of the cycle's families; two shrunk copies of each attack
+//! sample; history replayed family by family) is guarded to meet that target by cycle 2,
 //! to keep the family at cycle 3 (recall >= 90 %), and to hold the benign FPR within 0.1 % at
 //! every cycle, golden within 2 points. The two other
 //! families are measured, not asserted: the held-out port scan is a UDP scan (masscan) while

@@ -46,9 +46,9 @@ pub const LOAD_FEATURES: std::ops::Range<usize> = CONTEXT_FEATURES.start + 3..N_
 /// The same local traffic busier: every load count `c` of `row` ([`LOAD_FEATURES`]) becomes
 /// `c^(1/u)` (rounded, at most [`crate::context::MAX_PEERS`]), `u` uniform in `(1/2, 1]` from
 /// `rng`: the mirror of [`shrink_context`]. Learning cycles train on a copy of each of the
-/// host's own benign samples (local baseline, operator verdicts) grown so, and `train-base
-/// --benign-load-copies` on a copy of each benign training row (`ann::recipe::grown_load`,
-/// capped there at the busiest benign row). The baseline sees
+/// host's own benign samples (local baseline, operator verdicts) grown so, and the base
+/// recipe on a copy of each benign training row (`ann::recipe::grown_load`, capped there at
+/// the busiest benign row). The baseline sees
 /// the host at one level of activity; without the copies a busier minute pushed its own
 /// normal sessions over the alert threshold (a lab client's iperf3 control session at twice
 /// the baseline's pair flows scored 0.92, "resembles ssh_brute_force"). A count of 1 stays 1:

@@ -58,8 +58,10 @@ enum ModelCmd {
         #[arg(long, value_parser = clap::value_parser!(u16).range(1..=64))]
         members: Option<u16>,
         /// Also train on a busier copy of each benign row (load counts grown, capped at the
-        /// busiest benign row's; `recipe::grown_load`). Off in the shipped recipe.
-        #[arg(long)]
+        /// busiest benign row's; `recipe::grown_load`). `false` gives the earlier recipe,
+        /// whose models read a modest load as an attack's.
+        #[arg(long, value_name = "BOOL", default_value_t = recipe::BASE_BENIGN_LOAD_COPIES,
+              action = clap::ArgAction::Set)]
         benign_load_copies: bool,
     },
     /// ANN alone on labelled captures (DFA off): per-capture counts as JSON.
@@ -258,8 +260,8 @@ pub fn model(a: ModelArgs) -> anyhow::Result<ExitCode> {
                 train.members = usize::from(m);
                 command.push_str(&format!(" --members {m}"));
             }
-            if benign_load_copies {
-                command.push_str(" --benign-load-copies");
+            if benign_load_copies != recipe::BASE_BENIGN_LOAD_COPIES {
+                command.push_str(&format!(" --benign-load-copies {benign_load_copies}"));
             }
             let r = recipe::train_base(&recipe::RecipeArgs {
                 pcaps,
@@ -267,7 +269,7 @@ pub fn model(a: ModelArgs) -> anyhow::Result<ExitCode> {
                 eval_pcaps,
                 out: out.clone(),
                 train,
-                benign_load_copies: benign_load_copies || recipe::BASE_BENIGN_LOAD_COPIES,
+                benign_load_copies,
                 command,
             })?;
             let e = &r.ann_alone[0].eval;

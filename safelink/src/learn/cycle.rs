@@ -1,7 +1,7 @@
 //! One training cycle: collect → split → back up → train from the current weights →
 //! validate → export → commit and swap, or reject and keep serving. Each step is timed; the
 //! stop flag is checked between steps.
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
@@ -13,6 +13,7 @@ use super::config::LearningParams;
 use super::history::{CycleMetrics, CycleRecord, LearningState, Outcome, VersionRecord};
 use super::models::{ModelDir, now_rfc3339, sha256_hex};
 use super::sample::{LabelSource, TrainingSample};
+use crate::alert::AlertKind;
 use crate::ann::dataset::Sample;
 use crate::ann::export::{ExportSpec, read_spec, write_atomic};
 use crate::ann::features::{grow_load, shrink_context};
@@ -466,6 +467,14 @@ fn balanced_draw(history: Vec<TrainingSample>, want: usize) -> Vec<TrainingSampl
     out
 }
 
+/// Copies of each attack row a cycle trains on with its host context shrunk (the same attack
+/// smaller or slower, `ann::features::shrink_context`, each copy shrunk by its own draw).
+/// Without them a cycle relearned to lean on the context and lost the base model's slow SSH
+/// brute force; with one, a base that no longer reads a modest load as an attack (benign
+/// rows trained busier, `ann::recipe::grown_load`) learned SSH brute force to 8 of 11
+/// held-out flows by cycle 2, with two to 10 of 11 (docs/learning.md, "Learning curves").
+const SHRUNK_COPIES: usize = 2;
+
 /// One rehearsed attack row per this many rehearsed benign rows. The attack rows keep the
 /// families the base model knows (benign rows alone made a fleet cycle forget SSH brute
 /// force); more of them raised the held-out benign FPR of learning a new family
@@ -477,12 +486,15 @@ const REHEARSED_ATTACK_PER_BENIGN: usize = 4;
 /// `n` × `[learning] rehearsal` benign rows of the benign-rows file and a quarter as many
 /// attack rows of the attack-rows file ([`REHEARSED_ATTACK_PER_BENIGN`]), outside the golden
 /// set, a different draw each cycle (seeded by the cycle id). Part of the benign draw is the
-/// rows nearest to this cycle's `attacks` ([`boundary_first`]). Empty when rehearsal is off; a file that cannot be read costs its part
-/// of the rehearsal, not the cycle (logged).
+/// rows nearest to this cycle's `attacks` ([`boundary_first`]), part of the attack draw the
+/// rows of the rule `families` the cycle trains on ([`family_first`]). Empty when rehearsal
+/// is off; a file that cannot be read costs its part of the rehearsal, not the cycle
+/// (logged).
 fn rehearsal_rows(
     p: &LearningParams,
     n: usize,
     attacks: &[&[f32]],
+    families: &BTreeSet<AlertKind>,
     cycle: u64,
 ) -> Vec<TrainingSample> {
     if p.rehearsal <= 0.0 {
@@ -521,7 +533,9 @@ fn rehearsal_rows(
     rng.shuffle(&mut attack);
     let mut benign = boundary_first(benign, attacks, want / BOUNDARY_SHARE_OF, &mut rng);
     benign.truncate(want);
-    attack.truncate(want.div_ceil(REHEARSED_ATTACK_PER_BENIGN));
+    let want_attack = want.div_ceil(REHEARSED_ATTACK_PER_BENIGN);
+    let mut attack = family_first(attack, families, want_attack / FAMILY_SHARE_OF);
+    attack.truncate(want_attack);
     benign
         .into_iter()
         .chain(attack)
@@ -543,6 +557,52 @@ fn rehearsal_rows(
             alert_id: None,
         })
         .collect()
+}
+
+/// One rehearsed attack row in this many is a row of a family the cycle trains on
+/// ([`family_first`]). A half or all of them made the fleet's honest cycle in
+/// `tests/fleet_poison.rs` lose the lab's spoofed SYN flood (3,000 flows of one point,
+/// scored 0.986 by the base, all under the threshold after the cycle); a quarter did not keep
+/// SSH brute force through `tests/fleet_lab.rs`'s cycle (refused in 3 of 3 runs).
+const FAMILY_SHARE_OF: usize = 3;
+
+/// Reorders the (shuffled) attack `pool` so that up to `k` rows of the `families` come
+/// first, taken from each family in turn (a family's rows: those whose capture class names
+/// its rule kind, [`crate::eval::expected_kind`]), the rest after them in their order.
+///
+/// Why: a cycle's rule-labelled samples of a family are one tool's flows on one network
+/// (hydra at full speed), and training on them moves the boundary of the whole family; the
+/// base model's rows of that family (other tools, slower ones) are what keeps the rest of it.
+/// A draw in proportion to the attack rows rarely brings them back for a family of few rows
+/// (SSH brute force: 266 of 4,954), and the fleet lab's honest cycle on hydra's samples lost
+/// 5 of the 62 golden SSH brute-force rows at the alert threshold and was refused in 6 of 7
+/// runs; with a third of the rows drawn so, it deployed in 3 of 3 (docs/learning.md,
+/// "Learning curves").
+fn family_first(mut pool: Vec<Sample>, families: &BTreeSet<AlertKind>, k: usize) -> Vec<Sample> {
+    let family = |s: &Sample| {
+        crate::eval::expected_kind(&s.class)
+            .and_then(AlertKind::from_name)
+            .filter(|f| families.contains(f))
+    };
+    let mut queues: BTreeMap<AlertKind, std::collections::VecDeque<usize>> = BTreeMap::new();
+    for (i, s) in pool.iter().enumerate() {
+        if let Some(f) = family(s) {
+            queues.entry(f).or_default().push_back(i);
+        }
+    }
+    let mut order = Vec::with_capacity(k);
+    while order.len() < k && queues.values().any(|q| !q.is_empty()) {
+        for q in queues.values_mut() {
+            if order.len() == k {
+                break;
+            }
+            order.extend(q.pop_front());
+        }
+    }
+    let mut slots: Vec<Option<Sample>> = pool.drain(..).map(Some).collect();
+    let mut out: Vec<Sample> = order.iter().filter_map(|&i| slots[i].take()).collect();
+    out.extend(slots.into_iter().flatten());
+    out
 }
 
 /// One benign rehearsal row in this many is a boundary row ([`boundary_first`]).
@@ -692,20 +752,33 @@ fn cycle_body(
         .filter(|s| s.is_attack())
         .map(|s| s.features.as_slice())
         .collect();
-    let rehearsal = rehearsal_rows(p, train_new.len() + history.len(), &attacks, rec.id);
+    let families: BTreeSet<AlertKind> = train_new
+        .iter()
+        .copied()
+        .chain(history.iter())
+        .filter(|s| s.is_attack())
+        .filter_map(|s| s.kind)
+        .collect();
+    let rehearsal = rehearsal_rows(
+        p,
+        train_new.len() + history.len(),
+        &attacks,
+        &families,
+        rec.id,
+    );
     times.collect += t.elapsed().as_secs_f64();
 
     // Label: the samples carry their labels; count them.
     let t = Instant::now();
-    // As the base recipe: every attack row also with its host context shrunk (the same
-    // attack smaller or slower, `ann::features::shrink_context`); without them a cycle
-    // relearned to lean on the context and lost the base model's slow SSH brute force.
+    // As the base recipe: every attack row also with its host context shrunk, twice
+    // ([`SHRUNK_COPIES`]).
     let shrunk: Vec<TrainingSample> = train_new
         .iter()
         .copied()
         .chain(history.iter())
         .chain(rehearsal.iter())
         .filter(|s| s.is_attack())
+        .flat_map(|s| std::iter::repeat_n(s, SHRUNK_COPIES))
         .map(|s| {
             let mut c = s.clone();
             shrink_context(&mut c.features, &mut rng);
@@ -1164,6 +1237,52 @@ mod tests {
         assert!(same.iter().zip(&pool).all(|(a, b)| a.file == b.file));
         let same = boundary_first(pool.clone(), &[attack.as_slice()], 0, &mut Rng(7));
         assert!(same.iter().zip(&pool).all(|(a, b)| a.file == b.file));
+    }
+
+    #[test]
+    fn the_cycles_families_come_first_in_turn_then_the_rest_in_order() {
+        let attack = |class: &str, i: usize| Sample {
+            class: class.into(),
+            label: 1.0,
+            ..row(&format!("{class}{i}"), 1.0)
+        };
+        // A family of many rows and one of few, in a shuffled order.
+        let pool: Vec<Sample> = (0..6)
+            .map(|i| attack("portscan", i))
+            .chain([attack("synflood", 0), attack("sshbrute", 0)])
+            .chain((6..8).map(|i| attack("portscan", i)))
+            .chain([attack("sshbrute", 1), attack("benign", 0)])
+            .collect();
+        let kind = |name| AlertKind::from_name(name).unwrap();
+        let families = BTreeSet::from([kind("ssh_brute_force"), kind("port_scan")]);
+        let out = family_first(pool.clone(), &families, 5);
+        let names: Vec<&str> = out.iter().map(|s| s.file.as_str()).collect();
+        // Port scan and SSH brute force in turn (in `AlertKind` order) until one is spent,
+        // then the port scans; after the first 5 the others in their order.
+        assert_eq!(
+            names,
+            [
+                "portscan0",
+                "sshbrute0",
+                "portscan1",
+                "sshbrute1",
+                "portscan2",
+                "portscan3",
+                "portscan4",
+                "portscan5",
+                "synflood0",
+                "portscan6",
+                "portscan7",
+                "benign0"
+            ]
+        );
+        // No family trained on this cycle (or k = 0): the draw is left as it was.
+        for out in [
+            family_first(pool.clone(), &BTreeSet::new(), 5),
+            family_first(pool.clone(), &families, 0),
+        ] {
+            assert!(out.iter().zip(&pool).all(|(a, b)| a.file == b.file));
+        }
     }
 
     /// A golden set of `n` port-scan rows then `n` benign rows, and scores that get every row
