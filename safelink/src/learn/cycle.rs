@@ -450,21 +450,36 @@ fn replay_group(s: &TrainingSample) -> String {
 /// default learned SSH brute force at cycle 2 (11 of 11 held-out flows) and kept 4 of 11 at
 /// cycle 3 with a proportional draw (docs/learning.md, "Learning curves").
 fn balanced_draw(history: Vec<TrainingSample>, want: usize) -> Vec<TrainingSample> {
-    let mut groups: BTreeMap<String, std::collections::VecDeque<TrainingSample>> = BTreeMap::new();
-    for s in history {
-        groups.entry(replay_group(&s)).or_default().push_back(s);
-    }
-    let mut out = Vec::with_capacity(want);
-    while out.len() < want && !groups.is_empty() {
-        groups.retain(|_, g| !g.is_empty());
-        for g in groups.values_mut() {
-            if out.len() == want {
-                break;
-            }
-            out.extend(g.pop_front());
+    in_turn(history, |s| Some(replay_group(s)), want).0
+}
+
+/// Up to `want` of `items` taken in turn from each group that `group_of` names (an item of
+/// no group is never taken), each group in the items' order, until `want` are taken or every
+/// group is spent: (the taken, in the order taken; the rest, in their order).
+fn in_turn<T, K: Ord>(
+    items: Vec<T>,
+    group_of: impl Fn(&T) -> Option<K>,
+    want: usize,
+) -> (Vec<T>, Vec<T>) {
+    let mut groups: BTreeMap<K, std::collections::VecDeque<usize>> = BTreeMap::new();
+    for (i, item) in items.iter().enumerate() {
+        if let Some(g) = group_of(item) {
+            groups.entry(g).or_default().push_back(i);
         }
     }
-    out
+    let mut order = Vec::with_capacity(want.min(items.len()));
+    while order.len() < want && !groups.is_empty() {
+        groups.retain(|_, g| !g.is_empty());
+        for g in groups.values_mut() {
+            if order.len() == want {
+                break;
+            }
+            order.extend(g.pop_front());
+        }
+    }
+    let mut slots: Vec<Option<T>> = items.into_iter().map(Some).collect();
+    let taken = order.iter().filter_map(|&i| slots[i].take()).collect();
+    (taken, slots.into_iter().flatten().collect())
 }
 
 /// Copies of each attack row a cycle trains on with its host context shrunk (the same attack
@@ -578,31 +593,15 @@ const FAMILY_SHARE_OF: usize = 3;
 /// 5 of the 62 golden SSH brute-force rows at the alert threshold and was refused in 6 of 7
 /// runs; with a third of the rows drawn so, it deployed in 3 of 3 (docs/learning.md,
 /// "Learning curves").
-fn family_first(mut pool: Vec<Sample>, families: &BTreeSet<AlertKind>, k: usize) -> Vec<Sample> {
+fn family_first(pool: Vec<Sample>, families: &BTreeSet<AlertKind>, k: usize) -> Vec<Sample> {
     let family = |s: &Sample| {
         crate::eval::expected_kind(&s.class)
             .and_then(AlertKind::from_name)
             .filter(|f| families.contains(f))
     };
-    let mut queues: BTreeMap<AlertKind, std::collections::VecDeque<usize>> = BTreeMap::new();
-    for (i, s) in pool.iter().enumerate() {
-        if let Some(f) = family(s) {
-            queues.entry(f).or_default().push_back(i);
-        }
-    }
-    let mut order = Vec::with_capacity(k);
-    while order.len() < k && queues.values().any(|q| !q.is_empty()) {
-        for q in queues.values_mut() {
-            if order.len() == k {
-                break;
-            }
-            order.extend(q.pop_front());
-        }
-    }
-    let mut slots: Vec<Option<Sample>> = pool.drain(..).map(Some).collect();
-    let mut out: Vec<Sample> = order.iter().filter_map(|&i| slots[i].take()).collect();
-    out.extend(slots.into_iter().flatten());
-    out
+    let (mut first, rest) = in_turn(pool, family, k);
+    first.extend(rest);
+    first
 }
 
 /// One benign rehearsal row in this many is a boundary row ([`boundary_first`]).
