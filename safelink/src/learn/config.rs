@@ -101,9 +101,9 @@ pub struct LearningSection {
     /// Rows of the base model's training set rehearsed per training sample of a cycle (0 =
     /// none): that many benign rows ([`Self::rehearsal_rows`]) and a quarter as many attack rows
     /// ([`Self::rehearsal_attack_rows`]; a third of them of the families the cycle's rule
-    /// labels name). A cycle's few local benign flows cannot cover what
-    /// the base model learned is benign, and without them a cycle that learns a new attack
-    /// family widens the attack side over benign traffic it never saw; benign rows alone
+    /// labels name). A cycle's few local benign flows cannot cover what the base model
+    /// learned is benign, and without them a cycle that learns a new attack family widens
+    /// the attack side over benign traffic it never saw; benign rows alone
     /// pull the boundary away from the attack families a cycle has few samples of, which the
     /// attack rows keep (docs/learning.md, "Learning curves").
     pub rehearsal: f64,
